@@ -1,0 +1,48 @@
+//! Naive reference kernels: obviously correct, slow, used to test the fast ones.
+
+use crate::ops::Conv2dParams;
+
+/// Direct convolution of one image (`x`: `[c_in, h, w]`) into `[c_out, oh, ow]`.
+/// `weights` is OIHW, `bias` optional. Handles stride, padding, dilation and groups.
+pub fn conv2d_direct(
+    p: &Conv2dParams,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    weights: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (oh, ow) = p.out_hw(h, w);
+    let cig = p.c_in_per_group();
+    let cog = p.c_out / p.groups;
+    let mut out = vec![0.0f32; p.c_out * oh * ow];
+    for co in 0..p.c_out {
+        let g = co / cog;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias.map_or(0.0, |b| b[co]) as f64;
+                for ci in 0..cig {
+                    let c = g * cig + ci;
+                    for ky in 0..p.kh {
+                        let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..p.kw {
+                            let ix =
+                                (ox * p.stride.1 + kx * p.dilation.1) as isize - p.pads[1] as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let wv = weights[((co * cig + ci) * p.kh + ky) * p.kw + kx];
+                            let xv = x[(c * h + iy as usize) * w + ix as usize];
+                            acc += (wv * xv) as f64;
+                        }
+                    }
+                }
+                out[(co * oh + oy) * ow + ox] = acc as f32;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! haste: a CNN inference engine that makes pretrained ONNX CNNs cheaper with HASTE.
+
+pub mod datasets;
+pub mod error;
+pub mod haste;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;

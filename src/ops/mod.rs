@@ -1,0 +1,5 @@
+//! Operators: one params struct per op, built once at import.
+
+mod conv;
+
+pub use conv::Conv2dParams;
