@@ -9,3 +9,10 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+pub mod graph;
+pub mod onnx;
+pub mod plan;
+pub mod model;
+
+pub use model::Model;
+pub use plan::{Plan, PlanOptions};

@@ -1,4 +1,7 @@
 //! Compute kernels: plain functions over slices. Naive references live in [`reference`].
 
+pub mod conv;
 pub mod gemm;
+pub mod pool;
+pub mod layout;
 pub mod reference;

@@ -1,5 +1,218 @@
-//! Operators: one params struct per op, built once at import.
+//! Operators: a closed `enum Op` over small per-op structs, built once at import, plus shape
+//! inference ([`Op::output_shape`]). Kernels live in [`crate::kernels`]; the plan dispatches.
 
 mod conv;
+pub mod shape;
 
 pub use conv::Conv2dParams;
+
+use crate::graph::Const;
+
+/// A convolution with its (possibly BatchNorm-folded) weights and fused activation.
+#[derive(Debug, Clone)]
+pub struct ConvOp {
+    pub params: Conv2dParams,
+    /// OIHW: `[c_out, c_in / groups, kh, kw]`.
+    pub weights: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    /// Applied to the output (fused by [`crate::graph::passes::fuse_activations`]).
+    pub activation: Activation,
+}
+
+/// A pointwise activation that can be fused into the op before it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    LeakyRelu(f32),
+    Clip(f32, f32),
+}
+
+impl Activation {
+    /// The activation of a standalone op, if it is one.
+    pub fn of(op: &Op) -> Option<Activation> {
+        match *op {
+            Op::Relu => Some(Activation::Relu),
+            Op::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha)),
+            Op::Clip { min, max } => Some(Activation::Clip(min, max)),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation in place.
+    #[inline]
+    pub fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Activation::LeakyRelu(a) => xs.iter_mut().for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
+            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+        }
+    }
+}
+
+/// Inference-mode BatchNormalization as a per-channel affine map `y = x * scale + shift`.
+#[derive(Debug, Clone)]
+pub struct BatchNormOp {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+/// Geometry of a MaxPool / AveragePool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+    pub dilation: (usize, usize),
+    pub ceil_mode: bool,
+    /// AveragePool only: count padding pixels in the divisor.
+    pub count_include_pad: bool,
+}
+
+impl PoolParams {
+    /// Output height and width for an `h` x `w` input (ONNX rules, including ceil mode).
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        let dim = |size: usize, begin: usize, end: usize, k: usize, d: usize, s: usize| {
+            let ext = (k - 1) * d + 1;
+            let padded = size + begin + end;
+            if padded < ext {
+                return 0;
+            }
+            let span = padded - ext;
+            let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+            // PyTorch/ONNX: in ceil mode the last window must start inside the input or the
+            // leading padding, never entirely in the trailing padding.
+            if self.ceil_mode && (out - 1) * s >= size + begin {
+                out -= 1;
+            }
+            out
+        };
+        let (k, s, d, p) = (self.kernel, self.stride, self.dilation, self.pads);
+        (dim(h, p[0], p[2], k.0, d.0, s.0), dim(w, p[1], p[3], k.1, d.1, s.1))
+    }
+}
+
+/// `y = alpha * x @ w + beta * bias` with `w` constant, stored `[k, n]` row-major.
+#[derive(Debug, Clone)]
+pub struct LinearOp {
+    pub k: usize,
+    pub n: usize,
+    pub weight: Vec<f32>,
+    /// Broadcast over rows; already multiplied by beta.
+    pub bias: Option<Vec<f32>>,
+    pub alpha: f32,
+}
+
+/// Every operator haste knows. Ops marked "load time" only ever run on constants
+/// (constant folding); the plan refuses them on runtime values.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Conv(ConvOp),
+    BatchNorm(BatchNormOp),
+    Relu,
+    LeakyRelu { alpha: f32 },
+    Clip { min: f32, max: f32 },
+    Add,
+    Sub,
+    Mul,
+    Div,
+    MaxPool(PoolParams),
+    AveragePool(PoolParams),
+    GlobalAveragePool,
+    Flatten { axis: i64 },
+    /// Target shape as given by ONNX (0 = copy, -1 = infer).
+    Reshape { shape: Vec<i64>, allowzero: bool },
+    /// Gemm or MatMul with a constant right operand.
+    Linear(LinearOp),
+    /// `pads`: ONNX order (all begins, then all ends), per axis.
+    Pad { pads: Vec<i64>, value: f32 },
+    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Vec<i64>, steps: Vec<i64> },
+    Concat { axis: i64 },
+    Transpose { perm: Vec<usize> },
+    Identity,
+    // ---- load time only ----
+    /// Fills a tensor of the (constant) input shape with `value`.
+    ConstantOfShape { value: Const },
+    /// ONNX data type code to convert to.
+    Cast { to: i32 },
+    Unsqueeze { axes: Vec<i64> },
+    Squeeze { axes: Vec<i64> },
+    Gather { axis: i64 },
+    Shape,
+    /// An op still waiting for its constant inputs to be resolved into parameters
+    /// (`Conv` weights, `Reshape` shape, ...), see [`crate::graph::passes`].
+    Pending(PendingOp),
+}
+
+/// Ops whose parameters arrive as graph inputs; resolved once constants are folded.
+#[derive(Debug, Clone)]
+pub enum PendingOp {
+    Conv { params_without_channels: Conv2dParams },
+    BatchNorm { epsilon: f32 },
+    Clip,
+    Reshape { allowzero: bool },
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    MatMul,
+    Pad { mode: String },
+    Slice,
+    Unsqueeze,
+    Squeeze,
+}
+
+impl Op {
+    /// Short name of the op kind (ONNX spelling where there is one).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::BatchNorm(_) => "BatchNormalization",
+            Op::Relu => "Relu",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::Clip { .. } => "Clip",
+            Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::Mul => "Mul",
+            Op::Div => "Div",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Linear(_) => "Linear",
+            Op::Pad { .. } => "Pad",
+            Op::Slice { .. } => "Slice",
+            Op::Concat { .. } => "Concat",
+            Op::Transpose { .. } => "Transpose",
+            Op::Identity => "Identity",
+            Op::ConstantOfShape { .. } => "ConstantOfShape",
+            Op::Cast { .. } => "Cast",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Gather { .. } => "Gather",
+            Op::Shape => "Shape",
+            Op::Pending(_) => "Pending",
+        }
+    }
+
+    /// Multiply-accumulates given the input shapes: per image for Conv, for the whole batch
+    /// (every row of the input) for Linear.
+    /// Only Conv and Linear count (the convention of the pruning literature).
+    pub fn macs(&self, input_shapes: &[Vec<usize>]) -> u64 {
+        match self {
+            Op::Conv(c) => match input_shapes.first() {
+                Some(s) if s.len() == 4 => c.params.dense_macs(s[2], s[3]),
+                _ => 0,
+            },
+            Op::Linear(l) => match input_shapes.first() {
+                Some(s) if !s.is_empty() => {
+                    let rows: usize = s[..s.len() - 1].iter().product();
+                    (rows * l.k * l.n) as u64
+                }
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The model IR: a DAG of [`Node`]s over numbered values, plus the constants known at load time.
+//!
+//! Pipeline: [`crate::onnx`] decodes a file into a [`Graph`], [`passes`] simplify it (fold
+//! constants, fuse BatchNorm into Conv, drop identities), then [`crate::plan`] orders it and
+//! assigns buffers.
+
+mod constant;
+pub mod passes;
+
+pub use constant::{Const, ConstData};
+
+use crate::ops::Op;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Index of a value (an edge of the graph).
+pub type ValueId = usize;
+
+/// One operation: reads `inputs`, writes `outputs`.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Name from the model file (or a generated one such as `conv3.bn_folded`).
+    pub name: String,
+    /// What it computes, with its parameters.
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A model: nodes, named values, constants, and the graph's runtime input and outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// The file the graph came from (for error messages).
+    pub source: PathBuf,
+    pub nodes: Vec<Node>,
+    /// Name of each value, indexed by [`ValueId`].
+    pub value_names: Vec<String>,
+    /// Values known at load time (initializers and folded subgraphs).
+    pub constants: HashMap<ValueId, Const>,
+    /// Runtime inputs (initializers excluded).
+    pub inputs: Vec<ValueId>,
+    /// Per-image shape of each runtime input as declared by the model (batch axis excluded);
+    /// `None` where a dimension is symbolic.
+    pub input_shapes: Vec<Vec<Option<usize>>>,
+    pub outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    /// Name of a value.
+    pub fn value_name(&self, v: ValueId) -> &str {
+        self.value_names.get(v).map(String::as_str).unwrap_or("?")
+    }
+
+    /// Adds a fresh value and returns its id.
+    pub fn add_value(&mut self, name: impl Into<String>) -> ValueId {
+        self.value_names.push(name.into());
+        self.value_names.len() - 1
+    }
+
+    /// Number of nodes of each op kind, for summaries.
+    pub fn op_histogram(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for n in &self.nodes {
+            let k = n.op.kind();
+            match counts.iter_mut().find(|(name, _)| *name == k) {
+                Some(entry) => entry.1 += 1,
+                None => counts.push((k, 1)),
+            }
+        }
+        counts
+    }
+
+    /// Indices of the nodes in dependency order; errors on a cycle or a value never produced.
+    pub fn topological_order(&self) -> crate::Result<Vec<usize>> {
+        let mut producer: HashMap<ValueId, usize> = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &o in &n.outputs {
+                producer.insert(o, i);
+            }
+        }
+        // 0 = unvisited, 1 = on stack, 2 = done
+        let mut state = vec![0u8; self.nodes.len()];
+        let mut order = Vec::with_capacity(self.nodes.len());
+        for start in 0..self.nodes.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            // iterative DFS: (node, next input index)
+            let mut stack = vec![(start, 0usize)];
+            state[start] = 1;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&input) = self.nodes[node].inputs.get(*next) {
+                    *next += 1;
+                    if input == usize::MAX || self.constants.contains_key(&input) || self.inputs.contains(&input) {
+                        continue;
+                    }
+                    let Some(&p) = producer.get(&input) else {
+                        return Err(crate::Error::model(
+                            &self.source,
+                            format!(
+                                "node '{}' reads value '{}' that no node, input or initializer provides",
+                                self.nodes[node].name,
+                                self.value_name(input)
+                            ),
+                        ));
+                    };
+                    match state[p] {
+                        0 => {
+                            state[p] = 1;
+                            stack.push((p, 0));
+                        }
+                        1 => {
+                            return Err(crate::Error::model(
+                                &self.source,
+                                format!("the graph has a cycle through node '{}'", self.nodes[p].name),
+                            ))
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state[node] = 2;
+                    order.push(node);
+                    stack.pop();
+                }
+            }
+        }
+        Ok(order)
+    }
+}

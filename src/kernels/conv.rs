@@ -1,0 +1,144 @@
+//! Dense convolution: im2col + SGEMM, with a copy-free path for 1x1 stride-1 convolutions.
+//!
+//! The work of one image splits two ways so that a batch of one still uses every core:
+//! [`im2col_rows`] fills any range of rows of the column matrix, and [`gemm_channels`]
+//! computes any range of output channels from a finished column matrix.
+
+use crate::ops::{Conv2dParams, ConvOp};
+
+/// True when the convolution reads its input directly as the column matrix.
+pub fn is_pointwise(p: &Conv2dParams) -> bool {
+    p.kh == 1 && p.kw == 1 && p.stride == (1, 1) && p.pads == [0; 4]
+}
+
+/// Rows of the column matrix: `c_in * kh * kw`; columns: `oh * ow`.
+pub fn col_len(p: &Conv2dParams, h: usize, w: usize) -> usize {
+    let (oh, ow) = p.out_hw(h, w);
+    p.c_in * p.kh * p.kw * oh * ow
+}
+
+/// Fills rows `rows` of the im2col matrix of one image into `col` (which holds exactly those
+/// rows, each `oh * ow` long). Padding reads as zero.
+pub fn im2col_rows(p: &Conv2dParams, x: &[f32], h: usize, w: usize, rows: std::ops::Range<usize>, col: &mut [f32]) {
+    let (oh, ow) = p.out_hw(h, w);
+    let n = oh * ow;
+    let kk = p.kh * p.kw;
+    for (r, dst) in rows.zip(col.chunks_exact_mut(n)) {
+        let (c, ky, kx) = (r / kk, (r % kk) / p.kw, r % p.kw);
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        let dx = (kx * p.dilation.1) as isize - p.pads[1] as isize;
+        // Output columns whose input column is inside the image: ox in [lo, hi).
+        let sw = p.stride.1 as isize;
+        let lo = if dx >= 0 { 0 } else { ((-dx + sw - 1) / sw) as usize }.min(ow);
+        let hi = if (w as isize) > dx { (((w as isize - dx) + sw - 1) / sw) as usize } else { 0 }.clamp(lo, ow);
+        for oy in 0..oh {
+            let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+            let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
+            if iy < 0 || iy >= h as isize {
+                out_row.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            out_row[..lo].fill(0.0);
+            out_row[hi..].fill(0.0);
+            let start = (lo as isize * sw + dx) as usize;
+            if sw == 1 {
+                out_row[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+            } else {
+                for (j, o) in out_row[lo..hi].iter_mut().enumerate() {
+                    *o = src[start + j * p.stride.1];
+                }
+            }
+        }
+    }
+}
+
+/// Output channels `channels` of one image from its column matrix `col` (all rows), written to
+/// `out` (which holds exactly those channels), with bias and activation applied.
+pub fn gemm_channels(op: &ConvOp, col: &[f32], n: usize, channels: std::ops::Range<usize>, out: &mut [f32]) {
+    let p = &op.params;
+    let cog = p.c_out / p.groups;
+    let k = p.c_in_per_group() * p.kh * p.kw;
+    let mut co = channels.start;
+    while co < channels.end {
+        // One GEMM per group touched by the range.
+        let g = co / cog;
+        let end = channels.end.min((g + 1) * cog);
+        let m = end - co;
+        let a = &op.weights[co * k..end * k];
+        let b = &col[g * k * n..(g + 1) * k * n];
+        let c = &mut out[(co - channels.start) * n..(end - channels.start) * n];
+        super::gemm::sgemm(m, n, k, a, k, b, n, c, n, false);
+        co = end;
+    }
+    epilogue(op, channels, n, out);
+}
+
+/// Bias and activation over output channels `channels` (rows of `n` values in `out`).
+pub fn epilogue(op: &ConvOp, channels: std::ops::Range<usize>, n: usize, out: &mut [f32]) {
+    for (co, row) in channels.zip(out.chunks_exact_mut(n)) {
+        if let Some(b) = &op.bias {
+            let bv = b[co];
+            row.iter_mut().for_each(|v| *v += bv);
+        }
+        op.activation.apply(row);
+    }
+}
+
+/// The whole convolution of one image, single-threaded. `col` is scratch, grown as needed.
+pub fn conv2d_image(op: &ConvOp, x: &[f32], h: usize, w: usize, out: &mut [f32], col: &mut Vec<f32>) {
+    let p = &op.params;
+    let (oh, ow) = p.out_hw(h, w);
+    let n = oh * ow;
+    if is_pointwise(p) {
+        gemm_channels(op, x, n, 0..p.c_out, out);
+        return;
+    }
+    let len = col_len(p, h, w);
+    if col.len() < len {
+        col.resize(len, 0.0);
+    }
+    im2col_rows(p, x, h, w, 0..p.c_in * p.kh * p.kw, &mut col[..len]);
+    gemm_channels(op, &col[..len], n, 0..p.c_out, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::conv2d_direct;
+    use crate::ops::Activation;
+
+    fn check(p: Conv2dParams, h: usize, w: usize) {
+        let nw = p.c_out * p.c_in_per_group() * p.kh * p.kw;
+        let weights: Vec<f32> = (0..nw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let bias: Vec<f32> = (0..p.c_out).map(|i| i as f32 * 0.1).collect();
+        let x: Vec<f32> = (0..p.c_in * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        let want = conv2d_direct(&p, &x, h, w, &weights, Some(&bias));
+        let op = ConvOp { params: p, weights, bias: Some(bias), activation: Activation::None };
+        let mut out = vec![0.0; want.len()];
+        conv2d_image(&op, &x, h, w, &mut out, &mut Vec::new());
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?} {h}x{w}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn matches_reference_over_shapes() {
+        for &(k, s, pad, d, groups) in &[
+            (3, 1, 1, 1, 1),
+            (3, 2, 1, 1, 1),
+            (1, 1, 0, 1, 1),
+            (1, 2, 0, 1, 1),
+            (5, 1, 2, 1, 1),
+            (3, 1, 2, 2, 1),
+            (3, 1, 1, 1, 2),
+            (3, 2, 1, 1, 4),
+            (7, 2, 3, 1, 1),
+        ] {
+            let p = Conv2dParams::new(4, 8, k, k).with_stride(s, s).with_pads([pad; 4]).with_dilation(d, d).with_groups(groups);
+            check(p, 9, 7);
+            check(p, 8, 8);
+        }
+        check(Conv2dParams::new(3, 5, 3, 3).with_pads([0, 1, 2, 0]), 6, 5);
+    }
+}

@@ -1,0 +1,212 @@
+//! Data movement kernels, generic over the element type so constant folding (i64 shapes) and
+//! the runtime (f32 activations) share them: slice, transpose, concat, pad, broadcast.
+
+use crate::ops::shape::AxisSlice;
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Copies `out[idx] = input[base + sum(idx[k] * step[k])]` over the output shape `dims`.
+/// The innermost axis is copied in a tight loop (contiguous when its step is 1).
+fn strided_copy<T: Copy>(input: &[T], base: isize, dims: &[usize], steps: &[isize], out: &mut [T]) {
+    let rank = dims.len();
+    if rank == 0 {
+        out[0] = input[base as usize];
+        return;
+    }
+    let inner = dims[rank - 1];
+    let inner_step = steps[rank - 1];
+    if inner == 0 {
+        return;
+    }
+    let mut idx = vec![0usize; rank - 1];
+    for row in out.chunks_exact_mut(inner) {
+        let mut off = base;
+        for k in 0..rank - 1 {
+            off += idx[k] as isize * steps[k];
+        }
+        if inner_step == 1 {
+            let start = off as usize;
+            row.copy_from_slice(&input[start..start + inner]);
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = input[(off + j as isize * inner_step) as usize];
+            }
+        }
+        for k in (0..rank - 1).rev() {
+            idx[k] += 1;
+            if idx[k] < dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// ONNX Slice with resolved per-axis ranges.
+pub fn slice<T: Copy>(input: &[T], shape: &[usize], ranges: &[AxisSlice], out: &mut [T]) {
+    let st = strides(shape);
+    let base: isize = ranges.iter().zip(&st).map(|(r, &s)| r.start as isize * s as isize).sum();
+    let steps: Vec<isize> = ranges.iter().zip(&st).map(|(r, &s)| r.step as isize * s as isize).collect();
+    let dims: Vec<usize> = ranges.iter().map(|r| r.count).collect();
+    strided_copy(input, base, &dims, &steps, out);
+}
+
+/// Permutes axes: `out` has shape `perm.map(|p| shape[p])`.
+pub fn transpose<T: Copy>(input: &[T], shape: &[usize], perm: &[usize], out: &mut [T]) {
+    let st = strides(shape);
+    let dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let steps: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+    strided_copy(input, 0, &dims, &steps, out);
+}
+
+/// Concatenates along `axis`; every input has the same shape except on `axis`.
+pub fn concat<T: Copy>(inputs: &[(&[T], &[usize])], axis: usize, out: &mut [T]) {
+    let Some((_, first)) = inputs.first() else { return };
+    let outer: usize = first[..axis].iter().product();
+    let mut pos = 0;
+    let out_inner: usize = inputs.iter().map(|(_, s)| s[axis..].iter().product::<usize>()).sum();
+    for o in 0..outer {
+        for (data, shape) in inputs {
+            let inner: usize = shape[axis..].iter().product();
+            out[pos..pos + inner].copy_from_slice(&data[o * inner..(o + 1) * inner]);
+            pos += inner;
+        }
+        debug_assert_eq!(pos, (o + 1) * out_inner);
+    }
+}
+
+/// Constant padding; `pads` in ONNX order (begins then ends), negative values crop.
+pub fn pad<T: Copy>(input: &[T], shape: &[usize], pads: &[i64], value: T, out: &mut [T], out_shape: &[usize]) {
+    out.fill(value);
+    let rank = shape.len();
+    // Region of the input that survives, and where it lands.
+    let mut src = Vec::with_capacity(rank);
+    let mut dst_start = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let begin = pads[i];
+        let crop_begin = (-begin).max(0) as usize;
+        let crop_end = (-pads[i + rank]).max(0) as usize;
+        let count = shape[i].saturating_sub(crop_begin + crop_end);
+        src.push(AxisSlice { start: crop_begin as i64, step: 1, count });
+        dst_start.push(begin.max(0) as usize);
+    }
+    if src.iter().any(|a| a.count == 0) {
+        return;
+    }
+    let ist = strides(shape);
+    let ost = strides(out_shape);
+    let dims: Vec<usize> = src.iter().map(|a| a.count).collect();
+    let inner = dims[rank - 1];
+    let mut idx = vec![0usize; rank];
+    loop {
+        let mut ioff = 0;
+        let mut ooff = 0;
+        for k in 0..rank {
+            ioff += (src[k].start as usize + idx[k]) * ist[k];
+            ooff += (dst_start[k] + idx[k]) * ost[k];
+        }
+        out[ooff..ooff + inner].copy_from_slice(&input[ioff..ioff + inner]);
+        let mut k = rank - 1;
+        loop {
+            if k == 0 {
+                return;
+            }
+            k -= 1;
+            idx[k] += 1;
+            if idx[k] < dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// Elementwise `f(a, b)` with numpy broadcasting into `out` of shape `out_shape`.
+pub fn broadcast_binary<T: Copy>(
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out: &mut [T],
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) {
+    if a_shape == b_shape {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+        return;
+    }
+    let rank = out_shape.len();
+    let bstride = |shape: &[usize]| -> Vec<usize> {
+        let st = strides(shape);
+        (0..rank)
+            .map(|i| {
+                let j = i as isize - (rank - shape.len()) as isize;
+                if j < 0 || shape[j as usize] == 1 { 0 } else { st[j as usize] }
+            })
+            .collect()
+    };
+    let (sa, sb) = (bstride(a_shape), bstride(b_shape));
+    let mut idx = vec![0usize; rank];
+    for o in out.iter_mut() {
+        let (mut ia, mut ib) = (0, 0);
+        for k in 0..rank {
+            ia += idx[k] * sa[k];
+            ib += idx[k] * sb[k];
+        }
+        *o = f(a[ia], b[ib]);
+        for k in (0..rank).rev() {
+            idx[k] += 1;
+            if idx[k] < out_shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_2d() {
+        let mut out = [0; 6];
+        transpose(&[1, 2, 3, 4, 5, 6], &[2, 3], &[1, 0], &mut out);
+        assert_eq!(out, [1, 4, 2, 5, 3, 6]);
+    }
+
+    #[test]
+    fn slice_with_step() {
+        let input: Vec<i32> = (0..16).collect();
+        let r = [AxisSlice { start: 0, step: 2, count: 2 }, AxisSlice { start: 1, step: 2, count: 2 }];
+        let mut out = [0; 4];
+        slice(&input, &[4, 4], &r, &mut out);
+        assert_eq!(out, [1, 3, 9, 11]);
+    }
+
+    #[test]
+    fn pad_and_concat() {
+        let mut out = [9; 8];
+        pad(&[1, 2], &[1, 2], &[0, 1, 1, 1], 0, &mut out, &[2, 4]);
+        assert_eq!(out, [0, 1, 2, 0, 0, 0, 0, 0]);
+        let mut c = [0; 6];
+        concat(&[(&[1, 2][..], &[2, 1][..]), (&[3, 4, 5, 6][..], &[2, 2][..])], 1, &mut c);
+        assert_eq!(c, [1, 3, 4, 2, 5, 6]);
+    }
+
+    #[test]
+    fn broadcast() {
+        let mut out = [0; 6];
+        broadcast_binary(&[1, 2, 3, 4, 5, 6], &[2, 3], &[10, 20], &[2, 1], &mut out, &[2, 3], |x, y| x + y);
+        assert_eq!(out, [11, 12, 13, 24, 25, 26]);
+    }
+}

@@ -1,0 +1,49 @@
+//! A loaded model: the ONNX file decoded and simplified, ready to be planned.
+
+use crate::error::{Error, Result};
+use crate::graph::{passes, Graph};
+use crate::plan::{Plan, PlanOptions};
+use std::path::{Path, PathBuf};
+
+/// A CNN loaded from ONNX and simplified (constants folded, BatchNorm and activations fused).
+///
+/// ```no_run
+/// use haste::{Model, PlanOptions};
+/// let model = Model::load("../shared/models/resnet20-cifar10.onnx".as_ref())?;
+/// let mut plan = model.plan(PlanOptions { threads: 1, max_batch: 1 })?;
+/// let image = vec![0.0f32; 3 * 32 * 32];
+/// let (shape, logits) = plan.run(&image, 1)?;
+/// assert_eq!(shape, vec![1, 10]);
+/// # Ok::<(), haste::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub path: PathBuf,
+    pub graph: Graph,
+    /// Per-image input shape `[c, h, w]` as the model declares it.
+    pub image_shape: Vec<usize>,
+}
+
+impl Model {
+    /// Loads and simplifies an ONNX file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let raw = crate::onnx::load_graph(path)?;
+        let graph = passes::simplify(raw)?;
+        let declared = graph.input_shapes.first().cloned().unwrap_or_default();
+        let image_shape: Vec<usize> = match declared.as_slice() {
+            [Some(c), Some(h), Some(w)] => vec![*c, *h, *w],
+            _ => {
+                return Err(Error::model(
+                    path,
+                    format!("the input must be a fixed-size image batch [N, C, H, W]; declared {declared:?}"),
+                ))
+            }
+        };
+        Ok(Model { path: path.to_path_buf(), graph, image_shape })
+    }
+
+    /// Plans the model for execution.
+    pub fn plan(&self, options: PlanOptions) -> Result<Plan> {
+        Plan::new(self.graph.clone(), &self.image_shape, options)
+    }
+}

@@ -1,0 +1,132 @@
+//! ONNX import: protobuf decode (via `onnx-protobuf`) -> [`Graph`] with raw ops. Simplification
+//! happens afterwards in [`crate::graph::passes`].
+
+mod attrs;
+mod registry;
+pub mod tensor;
+
+use crate::error::{Error, Result};
+use crate::graph::{Const, Graph, Node};
+use onnx_protobuf::{Message, ModelProto};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Largest model file haste will read.
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+
+/// Reads and decodes an ONNX file into a raw [`Graph`] (not yet simplified).
+pub fn load_graph(path: &Path) -> Result<Graph> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::model(path, "is a directory, not an ONNX file"));
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(Error::Limits { path: path.into(), message: format!("model file is {} bytes", meta.len()) });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let model = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|e| Error::model(path, format!("not a valid ONNX protobuf file ({e})")))?;
+    graph_from_proto(path, &model)
+}
+
+/// Converts a decoded model into a [`Graph`].
+pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
+    let Some(g) = model.graph.as_ref() else {
+        return Err(Error::model(path, "the file holds no graph (is it an ONNX model?)"));
+    };
+    if g.node.is_empty() {
+        return Err(Error::model(path, "the graph has no nodes (is it an ONNX model?)"));
+    }
+    let mut graph = Graph { source: path.to_path_buf(), ..Graph::default() };
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut id_of = |graph: &mut Graph, name: &str| -> usize {
+        *ids.entry(name.to_string()).or_insert_with(|| graph.add_value(name))
+    };
+    for init in &g.initializer {
+        let c = tensor::decode_tensor(path, init)?;
+        let id = id_of(&mut graph, &init.name);
+        graph.constants.insert(id, c);
+    }
+    for input in &g.input {
+        let id = id_of(&mut graph, &input.name);
+        if graph.constants.contains_key(&id) {
+            continue;
+        }
+        graph.inputs.push(id);
+        graph.input_shapes.push(declared_image_shape(input));
+    }
+    let mut unsupported: Vec<String> = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        let name = if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() };
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            unsupported.push(format!("{}:{} (node '{name}')", n.domain, n.op_type));
+            continue;
+        }
+        if n.op_type == "Constant" {
+            let c = constant_node(path, n)?;
+            let out = n.output.first().ok_or_else(|| Error::model(path, format!("Constant '{name}' has no output")))?;
+            let id = id_of(&mut graph, out);
+            graph.constants.insert(id, c);
+            continue;
+        }
+        let attrs = attrs::Attrs::new(path, n);
+        let Some(op) = registry::build_op(&attrs)? else {
+            unsupported.push(format!("{} (node '{name}')", n.op_type));
+            continue;
+        };
+        // Optional inputs may be given as "": keep their position with a missing marker.
+        let inputs = n.input.iter().map(|s| if s.is_empty() { usize::MAX } else { id_of(&mut graph, s) }).collect();
+        let outputs = n.output.iter().map(|s| id_of(&mut graph, s)).collect();
+        graph.nodes.push(Node { name, op, inputs, outputs });
+    }
+    if !unsupported.is_empty() {
+        return Err(Error::UnsupportedOps { path: path.into(), ops: unsupported.join(", ") });
+    }
+    for out in &g.output {
+        let id = id_of(&mut graph, &out.name);
+        graph.outputs.push(id);
+    }
+    if graph.inputs.is_empty() {
+        return Err(Error::model(path, "the graph has no runtime input"));
+    }
+    if graph.outputs.is_empty() {
+        return Err(Error::model(path, "the graph has no output"));
+    }
+    Ok(graph)
+}
+
+/// The declared shape of a graph input, batch axis dropped.
+fn declared_image_shape(input: &onnx_protobuf::ValueInfoProto) -> Vec<Option<usize>> {
+    use onnx_protobuf::tensor_shape_proto::dimension::Value;
+    use onnx_protobuf::type_proto::Value as T;
+    let Some(T::TensorType(t)) = input.type_.as_ref().and_then(|t| t.value.as_ref()) else {
+        return vec![];
+    };
+    let Some(shape) = t.shape.as_ref() else { return vec![] };
+    shape
+        .dim
+        .iter()
+        .skip(1)
+        .map(|d| match d.value {
+            Some(Value::DimValue(v)) if v > 0 => Some(v as usize),
+            _ => None,
+        })
+        .collect()
+}
+
+fn constant_node(path: &Path, n: &onnx_protobuf::NodeProto) -> Result<Const> {
+    let a = attrs::Attrs::new(path, n);
+    if let Some(t) = a.tensor("value") {
+        return tensor::decode_tensor(path, t);
+    }
+    for attr in &n.attribute {
+        match attr.name.as_str() {
+            "value_float" => return Ok(Const::f32(vec![], vec![attr.f])),
+            "value_floats" => return Ok(Const::f32(vec![attr.floats.len()], attr.floats.clone())),
+            "value_int" => return Ok(Const::i64(vec![], vec![attr.i])),
+            "value_ints" => return Ok(Const::i64(vec![attr.ints.len()], attr.ints.clone())),
+            _ => {}
+        }
+    }
+    Err(a.error("Constant without a supported value attribute"))
+}

@@ -1,0 +1,353 @@
+//! The execution plan: the simplified graph in dependency order, with shapes inferred for the
+//! largest batch, every activation in a reusable buffer slot (freed after its last reader), and
+//! a thread pool with per-thread scratch. Building a plan allocates; running one does not.
+
+mod exec;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::ops::{ConvOp, Op};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Where a step reads an operand from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Src {
+    Input,
+    Slot(usize),
+    Const(usize),
+}
+
+/// How a convolution step is computed. The HASTE module replaces `Dense` per node.
+pub enum ConvKernel {
+    Dense,
+    Haste(Box<crate::haste::HasteConv>),
+}
+
+/// One node of the plan.
+pub(crate) struct Step {
+    pub node: usize,
+    pub inputs: Vec<Src>,
+    pub output: usize,
+}
+
+/// Per-thread scratch buffers, grown on first use and then reused.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub col: Vec<f32>,
+    pub haste: crate::haste::HasteScratch,
+}
+
+/// Options for building a [`Plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+    /// Largest batch the plan will run.
+    pub max_batch: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { threads: 0, max_batch: 1 }
+    }
+}
+
+/// A model ready to run on batches of images.
+pub struct Plan {
+    pub(crate) graph: Graph,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) slots: Vec<Vec<f32>>,
+    pub(crate) consts: Vec<(Vec<usize>, Vec<f32>)>,
+    pub(crate) image_shape: Vec<usize>,
+    pub(crate) output: Src,
+    /// Shapes of every step's inputs and output for the batch size `shapes_batch`.
+    pub(crate) shapes_batch: usize,
+    pub(crate) in_shapes: Vec<Vec<Vec<usize>>>,
+    pub(crate) out_shapes: Vec<Vec<usize>>,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) scratch: Vec<Mutex<Scratch>>,
+    pub(crate) shared_col: Mutex<Vec<f32>>,
+    pub(crate) conv_kernels: Vec<Option<ConvKernel>>,
+    pub(crate) haste_stats: Vec<Mutex<crate::haste::LayerStats>>,
+    pub(crate) max_batch: usize,
+    pub(crate) threads: usize,
+}
+
+impl Plan {
+    /// Plans `graph` for images of `image_shape` (`[c, h, w]`).
+    pub fn new(graph: Graph, image_shape: &[usize], options: PlanOptions) -> Result<Plan> {
+        if options.max_batch == 0 {
+            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+        }
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
+        let order = graph.topological_order()?;
+        let input_id = *graph.inputs.first().ok_or_else(|| Error::model(&graph.source, "no input"))?;
+
+        // Constants read at run time become f32 operands.
+        let mut consts = Vec::new();
+        let mut const_index: HashMap<ValueId, usize> = HashMap::new();
+        // Last step reading each value, to free its slot afterwards.
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (pos, &ni) in order.iter().enumerate() {
+            for &v in &graph.nodes[ni].inputs {
+                last_use.insert(v, pos);
+            }
+        }
+        for &o in &graph.outputs {
+            last_use.insert(o, usize::MAX);
+        }
+        let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut n_slots = 0;
+        let mut steps = Vec::with_capacity(order.len());
+        for (pos, &ni) in order.iter().enumerate() {
+            let node = &graph.nodes[ni];
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for &v in &node.inputs {
+                inputs.push(if v == input_id {
+                    Src::Input
+                } else if let Some(&s) = slot_of.get(&v) {
+                    Src::Slot(s)
+                } else if let Some(c) = graph.constants.get(&v) {
+                    let idx = *const_index.entry(v).or_insert_with(|| {
+                        consts.push((c.shape.clone(), c.to_f32()));
+                        consts.len() - 1
+                    });
+                    Src::Const(idx)
+                } else {
+                    return Err(Error::Internal(format!("value '{}' has no source", graph.value_name(v))));
+                });
+            }
+            let output = free.pop().unwrap_or_else(|| {
+                n_slots += 1;
+                n_slots - 1
+            });
+            let out_v = *node.outputs.first().ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
+            slot_of.insert(out_v, output);
+            for &v in &node.inputs {
+                if last_use.get(&v) == Some(&pos) {
+                    if let Some(&s) = slot_of.get(&v) {
+                        if !free.contains(&s) {
+                            free.push(s);
+                        }
+                    }
+                }
+            }
+            steps.push(Step { node: ni, inputs, output });
+        }
+        let out_v = *graph.outputs.first().ok_or_else(|| Error::model(&graph.source, "no output"))?;
+        let output = match slot_of.get(&out_v) {
+            Some(&s) => Src::Slot(s),
+            None => return Err(Error::model(&graph.source, "the output is not computed by any node")),
+        };
+        let conv_kernels = steps
+            .iter()
+            .map(|s| matches!(graph.nodes[s.node].op, Op::Conv(_)).then_some(ConvKernel::Dense))
+            .collect();
+        let haste_stats = steps.iter().map(|_| Mutex::new(Default::default())).collect();
+        let mut plan = Plan {
+            graph,
+            steps,
+            slots: vec![Vec::new(); n_slots],
+            consts,
+            image_shape: image_shape.to_vec(),
+            output,
+            shapes_batch: 0,
+            in_shapes: vec![],
+            out_shapes: vec![],
+            pool,
+            scratch: (0..threads).map(|_| Mutex::new(Scratch::default())).collect(),
+            shared_col: Mutex::new(Vec::new()),
+            conv_kernels,
+            haste_stats,
+            max_batch: options.max_batch,
+            threads,
+        };
+        plan.infer_shapes(options.max_batch)?;
+        // Size every slot for the largest batch.
+        let mut sizes = vec![0usize; n_slots];
+        for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
+            sizes[s.output] = sizes[s.output].max(shape.iter().product());
+        }
+        for (slot, size) in plan.slots.iter_mut().zip(sizes) {
+            *slot = vec![0.0; size];
+        }
+        let col = plan
+            .steps
+            .iter()
+            .zip(&plan.in_shapes)
+            .filter_map(|(s, ins)| match &plan.graph.nodes[s.node].op {
+                Op::Conv(c) => Some(crate::kernels::conv::col_len(&c.params, ins[0][2], ins[0][3])),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        plan.shared_col = Mutex::new(vec![0.0; col]);
+        Ok(plan)
+    }
+
+    /// Computes every step's shapes for a batch of `n` (cached until `n` changes).
+    pub(crate) fn infer_shapes(&mut self, n: usize) -> Result<()> {
+        if self.shapes_batch == n {
+            return Ok(());
+        }
+        let mut input_shape = vec![n];
+        input_shape.extend(&self.image_shape);
+        let mut slot_shape: Vec<Vec<usize>> = vec![vec![]; self.slots.len()];
+        let mut in_shapes = Vec::with_capacity(self.steps.len());
+        let mut out_shapes = Vec::with_capacity(self.steps.len());
+        for s in &self.steps {
+            let ins: Vec<Vec<usize>> = s
+                .inputs
+                .iter()
+                .map(|src| match *src {
+                    Src::Input => input_shape.clone(),
+                    Src::Slot(i) => slot_shape[i].clone(),
+                    Src::Const(i) => self.consts[i].0.clone(),
+                })
+                .collect();
+            let node = &self.graph.nodes[s.node];
+            let refs: Vec<&[usize]> = ins.iter().map(Vec::as_slice).collect();
+            let out = node.op.output_shape(&refs).map_err(|e| {
+                Error::model(&self.graph.source, format!("node '{}': {e} (input shapes {ins:?})", node.name))
+            })?;
+            slot_shape[s.output] = out.clone();
+            in_shapes.push(ins);
+            out_shapes.push(out);
+        }
+        self.in_shapes = in_shapes;
+        self.out_shapes = out_shapes;
+        self.shapes_batch = n;
+        Ok(())
+    }
+
+    /// Shape of one image the plan expects (`[c, h, w]`).
+    pub fn image_shape(&self) -> &[usize] {
+        &self.image_shape
+    }
+
+    /// The graph being run.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Largest batch [`Plan::run`] accepts.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Multiply-accumulates per image of every Conv, Gemm and MatMul (dense).
+    pub fn dense_macs(&self) -> u64 {
+        self.per_conv_macs().iter().map(|(_, m)| m).sum::<u64>() + self.linear_macs()
+    }
+
+    /// (step index, MACs per image) of every convolution, in execution order.
+    pub fn per_conv_macs(&self) -> Vec<(usize, u64)> {
+        // Conv MACs are per image already (see `Op::macs`).
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(self.graph.nodes[s.node].op, Op::Conv(_)))
+            .map(|(i, s)| (i, self.graph.nodes[s.node].op.macs(&self.in_shapes[i])))
+            .collect()
+    }
+
+    fn linear_macs(&self) -> u64 {
+        let b = self.shapes_batch.max(1) as u64;
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(self.graph.nodes[s.node].op, Op::Linear(_)))
+            .map(|(i, s)| self.graph.nodes[s.node].op.macs(&self.in_shapes[i]) / b)
+            .sum()
+    }
+
+    /// The convolution of step `step`, with its input height and width.
+    pub fn conv_at(&self, step: usize) -> Option<(&ConvOp, usize, usize)> {
+        match &self.graph.nodes[self.steps.get(step)?.node].op {
+            Op::Conv(c) => {
+                let s = &self.in_shapes[step][0];
+                Some((c, s[2], s[3]))
+            }
+            _ => None,
+        }
+    }
+
+    /// Name of the node of step `step`.
+    pub fn step_name(&self, step: usize) -> &str {
+        self.steps.get(step).map_or("?", |s| self.graph.nodes[s.node].name.as_str())
+    }
+
+    /// Number of steps.
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Replaces how the convolution of `step` is computed.
+    pub fn set_conv_kernel(&mut self, step: usize, kernel: ConvKernel) -> Result<()> {
+        match self.conv_kernels.get_mut(step) {
+            Some(Some(k)) => {
+                *k = kernel;
+                Ok(())
+            }
+            _ => Err(Error::Internal(format!("step {step} is not a convolution"))),
+        }
+    }
+
+    /// Sets every convolution back to the dense kernel.
+    pub fn reset_conv_kernels(&mut self) {
+        for k in self.conv_kernels.iter_mut().flatten() {
+            *k = ConvKernel::Dense;
+        }
+    }
+
+    /// Takes the accumulated HASTE statistics of every step (and resets them).
+    pub fn take_haste_stats(&mut self) -> Vec<crate::haste::LayerStats> {
+        self.haste_stats.iter_mut().map(|m| std::mem::take(m.get_mut().unwrap_or_else(|e| e.into_inner()))).collect()
+    }
+
+    /// Runs a batch of `n` images (`input` = `n * c * h * w` values, NCHW) and returns the
+    /// output tensor's shape and data.
+    pub fn run(&mut self, input: &[f32], n: usize) -> Result<(Vec<usize>, &[f32])> {
+        let per_image: usize = self.image_shape.iter().product();
+        if n == 0 || n > self.max_batch {
+            return Err(Error::InvalidArgument(format!("batch of {n} images; this plan takes 1 to {}", self.max_batch)));
+        }
+        if input.len() != n * per_image {
+            return Err(Error::Shape(format!(
+                "input holds {} values; {n} images of {:?} need {}",
+                input.len(),
+                self.image_shape,
+                n * per_image
+            )));
+        }
+        self.infer_shapes(n)?;
+        for i in 0..self.steps.len() {
+            self.execute(i, input, n)?;
+        }
+        let shape = match self.output {
+            Src::Slot(s) => self.steps.iter().zip(&self.out_shapes).rev().find(|(st, _)| st.output == s).map(|(_, sh)| sh.clone()),
+            _ => None,
+        }
+        .ok_or_else(|| Error::Internal("output shape unknown".into()))?;
+        let len = shape.iter().product();
+        match self.output {
+            Src::Slot(s) => Ok((shape, &self.slots[s][..len])),
+            _ => Err(Error::Internal("output is not computed".into())),
+        }
+    }
+}
