@@ -351,3 +351,10 @@ impl Plan {
         }
     }
 }
+
+impl Plan {
+    /// The plan's worker threads (use it to parallelize work around runs, e.g. image loading).
+    pub fn thread_pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+}

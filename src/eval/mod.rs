@@ -1,0 +1,188 @@
+//! Evaluation: run a plan over a dataset in batches and score top-1 / top-5.
+
+use crate::datasets::Dataset;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// How to sweep a dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Only the first `limit` images.
+    pub limit: Option<usize>,
+    /// Images per batch (at most the plan's `max_batch`).
+    pub batch: usize,
+}
+
+/// The top-5 classes predicted for each image, best first, and the true labels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predictions {
+    pub labels: Vec<usize>,
+    pub top5: Vec<[u32; 5]>,
+}
+
+impl Predictions {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no predictions.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Top-1 accuracy in percent.
+    pub fn top1(&self) -> f64 {
+        self.percent(|t, l| t[0] as usize == l)
+    }
+
+    /// Top-5 accuracy in percent.
+    pub fn top5(&self) -> f64 {
+        self.percent(|t, l| t.iter().any(|&c| c as usize == l))
+    }
+
+    fn percent(&self, hit: impl Fn(&[u32; 5], usize) -> bool) -> f64 {
+        if self.labels.is_empty() {
+            return 0.0;
+        }
+        let hits = self.top5.iter().zip(&self.labels).filter(|(t, &l)| hit(t, l)).count();
+        100.0 * hits as f64 / self.labels.len() as f64
+    }
+
+    /// Images whose top-1 prediction differs from `other`'s.
+    pub fn top1_disagreements(&self, other: &Predictions) -> usize {
+        self.top5.iter().zip(&other.top5).filter(|(a, b)| a[0] != b[0]).count()
+    }
+}
+
+/// Accuracy and speed of one pass over a dataset.
+#[derive(Debug, Clone, Default)]
+pub struct EvalReport {
+    pub images: usize,
+    pub top1: f64,
+    pub top5: f64,
+    /// Wall-clock seconds of the whole pass (loading included).
+    pub seconds: f64,
+    /// Seconds spent inside the model (loading excluded).
+    pub compute_seconds: f64,
+    pub predictions: Predictions,
+}
+
+impl EvalReport {
+    /// Images per second, end to end.
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Images per second of the model alone.
+    pub fn compute_images_per_second(&self) -> f64 {
+        self.images as f64 / self.compute_seconds.max(1e-9)
+    }
+}
+
+/// Indices of the 5 largest values, best first (fewer classes pad with the best one).
+pub fn top5(logits: &[f32]) -> [u32; 5] {
+    let mut best: [u32; 5] = [0; 5];
+    let mut vals = [f32::NEG_INFINITY; 5];
+    let mut filled = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        let v = if v.is_nan() { f32::NEG_INFINITY } else { v };
+        if filled < 5 || v > vals[4] {
+            let mut pos = filled.min(4);
+            while pos > 0 && vals[pos - 1] < v {
+                if pos < 5 {
+                    vals[pos] = vals[pos - 1];
+                    best[pos] = best[pos - 1];
+                }
+                pos -= 1;
+            }
+            vals[pos] = v;
+            best[pos] = i as u32;
+            filled = (filled + 1).min(5);
+        }
+    }
+    for k in filled..5 {
+        best[k] = best[0];
+    }
+    best
+}
+
+/// Loads images `start..start + n` into `buf` in parallel.
+pub fn load_batch(data: &dyn Dataset, start: usize, n: usize, per_image: usize, buf: &mut [f32]) -> Result<()> {
+    buf[..n * per_image]
+        .par_chunks_mut(per_image)
+        .enumerate()
+        .try_for_each(|(k, out)| data.load(start + k, out))
+}
+
+/// Runs `plan` over `data` and scores it. `progress` is called with the number of images done.
+///
+/// ```no_run
+/// use haste::{Model, PlanOptions};
+/// use haste::datasets::{open_dataset, ModelCard};
+/// use haste::eval::{evaluate, EvalOptions};
+/// let path = std::path::Path::new("../shared/models/resnet20-cifar10.onnx");
+/// let model = Model::load(path)?;
+/// let card = ModelCard::beside_model(path)?.expect("card");
+/// let data = open_dataset("../shared/data/cifar10/test_batch_jpeg.bin".as_ref(), &card.preprocess, None)?;
+/// let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 64 })?;
+/// let report = evaluate(&mut plan, data.as_ref(), EvalOptions { limit: Some(256), batch: 64 }, &mut |_| {})?;
+/// println!("top-1 {:.2} %", report.top1);
+/// # Ok::<(), haste::Error>(())
+/// ```
+pub fn evaluate(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<EvalReport> {
+    let total = options.limit.map_or(data.len(), |l| l.min(data.len()));
+    if total == 0 {
+        return Err(Error::dataset(data.source(), "no images to evaluate"));
+    }
+    let batch = options.batch.clamp(1, plan.max_batch());
+    let per_image: usize = plan.image_shape().iter().product();
+    let mut buf = vec![0.0f32; batch * per_image];
+    let mut predictions = Predictions { labels: Vec::with_capacity(total), top5: Vec::with_capacity(total) };
+    let started = Instant::now();
+    let mut compute = 0.0;
+    let mut start = 0;
+    while start < total {
+        let n = batch.min(total - start);
+        plan.thread_pool().install(|| load_batch(data, start, n, per_image, &mut buf))?;
+        let t = Instant::now();
+        let (shape, out) = plan.run(&buf[..n * per_image], n)?;
+        compute += t.elapsed().as_secs_f64();
+        let classes = shape.last().copied().unwrap_or(0);
+        if classes == 0 || out.len() != n * classes {
+            return Err(Error::Internal(format!("model output has shape {shape:?}")));
+        }
+        for (k, logits) in out.chunks_exact(classes).enumerate() {
+            predictions.labels.push(data.label(start + k));
+            predictions.top5.push(top5(logits));
+        }
+        start += n;
+        progress(start);
+    }
+    Ok(EvalReport {
+        images: total,
+        top1: predictions.top1(),
+        top5: predictions.top5(),
+        seconds: started.elapsed().as_secs_f64(),
+        compute_seconds: compute,
+        predictions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top5_orders_best_first() {
+        assert_eq!(top5(&[0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.0]), [1, 5, 3, 2, 4]);
+        assert_eq!(top5(&[1.0, 2.0]), [1, 0, 1, 1, 1]);
+    }
+}
