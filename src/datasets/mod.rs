@@ -1,1 +1,92 @@
-//! placeholder
+//! Datasets, preprocessing and model cards.
+//!
+//! * [`open_dataset`] opens a CIFAR-10 binary file ([`CifarBinary`]) or a torchvision-style
+//!   class folder tree of JPEG/PNG images ([`ImageFolder`]) behind the [`Dataset`] trait.
+//! * [`Preprocess`] is the torchvision pipeline `Resize` -> `CenterCrop` -> `ToTensor` ->
+//!   `Normalize`, with Pillow's bilinear resize re-implemented bit-exactly
+//!   ([`resize_bilinear_rgb8`]).
+//! * [`ModelCard`] reads the `NAME.json` beside a model; [`load_labels`] reads a label file.
+//!
+//! ```no_run
+//! use haste::datasets::{open_dataset, ModelCard};
+//! use std::path::Path;
+//! let card = ModelCard::beside_model(Path::new("../shared/models/tiny-darknet-imagenet.onnx"))?
+//!     .expect("card");
+//! let data = open_dataset(
+//!     Path::new("../shared/data/imagenet-val-1300/val"),
+//!     &card.preprocess,
+//!     card.labels.as_deref(),
+//! )?;
+//! let mut x = vec![0f32; card.preprocess.input_len()];
+//! data.load(0, &mut x)?; // CHW, 3x224x224
+//! println!("{} is class {}", data.item_name(0), data.label(0));
+//! # Ok::<(), haste::Error>(())
+//! ```
+
+use std::path::Path;
+
+use crate::error::Result;
+
+mod card;
+mod cifar;
+mod image_folder;
+mod preprocess;
+mod resize;
+
+pub use card::{load_labels, ModelCard};
+pub use cifar::{CifarBinary, CIFAR_RECORD, MAX_CIFAR_BYTES};
+pub use image_folder::{ImageFolder, MAX_IMAGES};
+pub use preprocess::{decode_rgb8, resized_size, Preprocess, MAX_IMAGE_SIDE};
+pub use resize::resize_bilinear_rgb8;
+
+/// A labelled image dataset whose items come out preprocessed for one model.
+///
+/// Implementations are immutable after opening, so [`Dataset::load`] can run on many threads
+/// at once.
+pub trait Dataset: Send + Sync {
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// True when there is no item (never the case for datasets from [`open_dataset`]).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Ground-truth label of item `index`, as an index into the model's label list / output.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    fn label(&self, index: usize) -> usize;
+    /// A name for messages: `record 17` for CIFAR, the image path for folders.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    fn item_name(&self, index: usize) -> String;
+    /// The file or folder the dataset was opened from.
+    fn source(&self) -> &Path;
+    /// Writes item `index`, preprocessed, as CHW floats into `out`
+    /// (`channels * height * width` floats). Errors (undecodable image, index out of range,
+    /// wrong `out` length) name the file.
+    fn load(&self, index: usize, out: &mut [f32]) -> Result<()>;
+}
+
+/// Opens a dataset for a model with the given preprocessing:
+///
+/// * a file: a CIFAR-10 binary file (e.g. `test_batch.bin`);
+/// * a folder holding `test_batch.bin` (a user's `cifar-10-batches-bin`): that file;
+/// * any other folder: an [`ImageFolder`] of class subfolders, whose names are looked up in
+///   `labels` (the model's label list, e.g. ImageNet wnids) or, without labels, numbered in
+///   sorted order.
+pub fn open_dataset(
+    path: &Path,
+    preprocess: &Preprocess,
+    labels: Option<&[String]>,
+) -> Result<Box<dyn Dataset>> {
+    let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(Box::new(CifarBinary::open(path, preprocess)?));
+    }
+    let batch = path.join("test_batch.bin");
+    if batch.is_file() {
+        return Ok(Box::new(CifarBinary::open(&batch, preprocess)?));
+    }
+    Ok(Box::new(ImageFolder::open(path, preprocess, labels)?))
+}

@@ -1,0 +1,193 @@
+//! torchvision-style `ImageFolder`: `root/<class>/<image>`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+use super::preprocess::{check_out_len, decode_rgb8, normalize_chw, Preprocess};
+use super::Dataset;
+
+/// Largest number of images an [`ImageFolder`] accepts.
+pub const MAX_IMAGES: usize = 10_000_000;
+
+/// Image files of a class folder tree, in torchvision's order: `root/<class>/**/<image>` with a
+/// `.jpg`, `.jpeg` or `.png` extension (case-insensitive), classes sorted by name, and within a
+/// class the folders in sorted path order (torchvision's `sorted(os.walk(...))`, symlinks
+/// followed) and files sorted by name. Item 0 of `imagenet-val-1300/val` is
+/// `n01440764/ILSVRC2012_val_00023559.JPEG`.
+///
+/// Labels: with a label list (the model's output order, e.g. ImageNet wnids) each class folder
+/// name is looked up in it, and a folder missing from it is an error naming the folder; without
+/// one, classes are numbered in sorted order (torchvision `ImageFolder.class_to_idx`). Class
+/// folders without images are allowed (they keep their index); a root without any image is an
+/// error. Images are decoded on each [`Dataset::load`] call (JPEG/PNG, grayscale and 16-bit
+/// converted to RGB8) and preprocessed with the Pillow-exact pipeline of [`Preprocess`].
+#[derive(Debug)]
+pub struct ImageFolder {
+    root: PathBuf,
+    items: Vec<(PathBuf, usize)>,
+    classes: Vec<String>,
+    preprocess: Preprocess,
+    lut: Box<[[f32; 256]; 3]>,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| {
+            let e = e.to_ascii_lowercase();
+            e == "jpg" || e == "jpeg" || e == "png"
+        })
+        .unwrap_or(false)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        entries.push(e.path());
+    }
+    entries.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    Ok(entries)
+}
+
+/// All folders under `dir` (itself included), following symlinks, depth-limited.
+fn walk_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    if depth > 32 {
+        return Err(Error::dataset(
+            dir,
+            "folder nesting deeper than 32 levels (symlink loop?)",
+        ));
+    }
+    out.push(dir.to_path_buf());
+    for p in read_dir_sorted(dir)? {
+        if p.is_dir() {
+            walk_dirs(&p, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+impl ImageFolder {
+    /// Lists the images under `root` (see the type's documentation for order and labels).
+    pub fn open(
+        root: &Path,
+        preprocess: &Preprocess,
+        labels: Option<&[String]>,
+    ) -> Result<ImageFolder> {
+        preprocess.validate().map_err(Error::InvalidArgument)?;
+        let class_dirs: Vec<PathBuf> = read_dir_sorted(root)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
+        if class_dirs.is_empty() {
+            return Err(Error::dataset(
+                root,
+                "no class subfolders (expected ROOT/<class>/<image>.jpg|.jpeg|.png, or a CIFAR-10 .bin file)",
+            ));
+        }
+        let lookup: Option<HashMap<&str, usize>> = labels.map(|ls| {
+            let mut m = HashMap::with_capacity(ls.len());
+            for (i, l) in ls.iter().enumerate() {
+                m.entry(l.as_str()).or_insert(i);
+            }
+            m
+        });
+        let mut items = Vec::new();
+        let mut classes = Vec::with_capacity(class_dirs.len());
+        for (ci, dir) in class_dirs.iter().enumerate() {
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::dataset(dir, "class folder name is not UTF-8"))?
+                .to_string();
+            let label = match &lookup {
+                Some(m) => *m.get(name.as_str()).ok_or_else(|| {
+                    Error::dataset(
+                        dir,
+                        format!("class folder `{name}` is not in the model's label list"),
+                    )
+                })?,
+                None => ci,
+            };
+            let mut dirs = Vec::new();
+            walk_dirs(dir, 0, &mut dirs)?;
+            dirs.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+            for d in dirs {
+                for f in read_dir_sorted(&d)? {
+                    if is_image(&f) && f.is_file() {
+                        items.push((f, label));
+                        if items.len() > MAX_IMAGES {
+                            return Err(Error::Limits {
+                                path: root.to_path_buf(),
+                                message: format!("more than {MAX_IMAGES} images"),
+                            });
+                        }
+                    }
+                }
+            }
+            classes.push(name);
+        }
+        if items.is_empty() {
+            return Err(Error::dataset(
+                root,
+                "no .jpg, .jpeg or .png image in the class subfolders",
+            ));
+        }
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            items,
+            classes,
+            preprocess: preprocess.clone(),
+            lut: preprocess.lut(),
+        })
+    }
+
+    /// Path of image `index`.
+    pub fn path(&self, index: usize) -> &Path {
+        &self.items[index].0
+    }
+
+    /// Class folder names in sorted order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}
+
+impl Dataset for ImageFolder {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn label(&self, index: usize) -> usize {
+        self.items[index].1
+    }
+
+    fn item_name(&self, index: usize) -> String {
+        self.items[index].0.display().to_string()
+    }
+
+    fn source(&self) -> &Path {
+        &self.root
+    }
+
+    fn load(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        check_out_len(&self.preprocess, out)?;
+        let path = match self.items.get(index) {
+            Some((p, _)) => p,
+            None => {
+                return Err(Error::dataset(
+                    &self.root,
+                    format!(
+                        "image {index} is out of range ({} images)",
+                        self.items.len()
+                    ),
+                ))
+            }
+        };
+        let (rgb, w, h) = decode_rgb8(path)?;
+        normalize_chw(&self.preprocess.geometry_rgb8(&rgb, w, h), &self.lut, out);
+        Ok(())
+    }
+}
