@@ -17,3 +17,4 @@ pub mod model;
 pub use model::Model;
 pub use plan::{Plan, PlanOptions};
 pub mod eval;
+pub mod cli;

@@ -1,0 +1,150 @@
+//! Command-line arguments (clap derive), shared by the subcommands.
+
+use crate::datasets::{load_labels, ModelCard, Preprocess};
+use crate::error::{Error, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// haste: make pretrained CNNs cheaper at inference with LSH channel merging (HASTE).
+#[derive(Parser, Debug)]
+#[command(name = "haste", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Evaluate a model on a dataset: accuracy, FLOPs, images per second.
+    Eval(EvalArgs),
+}
+
+/// The model and how to feed it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// ONNX model file (its card NAME.json beside it supplies preprocessing and labels).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Per-channel mean after scaling, e.g. 0.485,0.456,0.406 (overrides the card).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel std after scaling, e.g. 0.229,0.224,0.225 (overrides the card).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    pub std: Option<Vec<f32>>,
+    /// Network input side in pixels (square), overrides the card.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Resize the shorter image side to this before cropping (overrides the card).
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Center-crop side after resizing (default: --size when --resize is given).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Text file of class names, one per line, in the model's output order.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+/// The data and how to run over it.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// CIFAR-10 binary file (or a folder holding test_batch.bin) or an ImageFolder root.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl DataArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::InvalidArgument("--batch must be at least 1".into()));
+        }
+        if self.limit == Some(0) {
+            return Err(Error::InvalidArgument("--limit must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ModelArgs {
+    /// Preprocessing and labels: the card beside the model, overridden by flags.
+    pub fn resolve(&self, image_shape: &[usize]) -> Result<(Preprocess, Option<Vec<String>>)> {
+        let card = ModelCard::beside_model(&self.model)?;
+        let flags_given = self.mean.is_some() || self.std.is_some() || self.size.is_some();
+        let mut pre = match &card {
+            Some(c) => c.preprocess.clone(),
+            None if flags_given || image_shape.len() == 3 => {
+                let (h, w) = match image_shape {
+                    [_, h, w] => (*h, *w),
+                    _ => (0, 0),
+                };
+                if !flags_given {
+                    return Err(Error::InvalidArgument(format!(
+                        "no model card {} beside the model: give --mean and --std (and --size, --resize, --labels as needed)",
+                        self.model.with_extension("json").display()
+                    )));
+                }
+                Preprocess::new(h, w)
+            }
+            None => unreachable_card(&self.model)?,
+        };
+        if let Some(s) = self.size {
+            pre.height = s;
+            pre.width = s;
+        }
+        if let Some(m) = &self.mean {
+            pre.mean = [m[0], m[1], m[2]];
+        }
+        if let Some(s) = &self.std {
+            pre.std = [s[0], s[1], s[2]];
+        }
+        if self.resize.is_some() {
+            pre.resize_shorter_side = self.resize;
+            pre.center_crop = self.crop.or(Some(pre.height));
+        } else if self.crop.is_some() {
+            pre.center_crop = self.crop;
+        }
+        pre.validate().map_err(|m| Error::InvalidArgument(format!("preprocessing: {m}")))?;
+        if image_shape.len() == 3 && (pre.height, pre.width) != (image_shape[1], image_shape[2]) {
+            return Err(Error::InvalidArgument(format!(
+                "preprocessing produces {}x{} images but {} takes {}x{}",
+                pre.height,
+                pre.width,
+                self.model.display(),
+                image_shape[1],
+                image_shape[2]
+            )));
+        }
+        let labels = match &self.labels {
+            Some(p) => Some(load_labels(p)?),
+            None => card.and_then(|c| c.labels),
+        };
+        Ok((pre, labels))
+    }
+}
+
+fn unreachable_card(model: &std::path::Path) -> Result<Preprocess> {
+    Err(Error::InvalidArgument(format!(
+        "no model card beside {} and no preprocessing flags (--mean, --std, --size)",
+        model.display()
+    )))
+}
