@@ -26,10 +26,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Per-channel mean after scaling, e.g. 0.485,0.456,0.406 (overrides the card).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub mean: Option<Vec<f32>>,
     /// Per-channel std after scaling, e.g. 0.229,0.224,0.225 (overrides the card).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub std: Option<Vec<f32>>,
     /// Network input side in pixels (square), overrides the card.
     #[arg(long)]
@@ -92,30 +92,26 @@ impl ModelArgs {
         let flags_given = self.mean.is_some() || self.std.is_some() || self.size.is_some();
         let mut pre = match &card {
             Some(c) => c.preprocess.clone(),
-            None if flags_given || image_shape.len() == 3 => {
-                let (h, w) = match image_shape {
-                    [_, h, w] => (*h, *w),
-                    _ => (0, 0),
-                };
-                if !flags_given {
-                    return Err(Error::InvalidArgument(format!(
-                        "no model card {} beside the model: give --mean and --std (and --size, --resize, --labels as needed)",
-                        self.model.with_extension("json").display()
-                    )));
-                }
-                Preprocess::new(h, w)
+            None if flags_given => match *image_shape {
+                [_, h, w] => Preprocess::new(h, w),
+                _ => Preprocess::new(self.size.unwrap_or(0), self.size.unwrap_or(0)),
+            },
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "no model card {} beside the model: give --mean and --std (and --size, --resize, --labels as needed)",
+                    self.model.with_extension("json").display()
+                )))
             }
-            None => unreachable_card(&self.model)?,
         };
         if let Some(s) = self.size {
             pre.height = s;
             pre.width = s;
         }
         if let Some(m) = &self.mean {
-            pre.mean = [m[0], m[1], m[2]];
+            pre.mean = three("--mean", m)?;
         }
         if let Some(s) = &self.std {
-            pre.std = [s[0], s[1], s[2]];
+            pre.std = three("--std", s)?;
         }
         if self.resize.is_some() {
             pre.resize_shorter_side = self.resize;
@@ -142,9 +138,9 @@ impl ModelArgs {
     }
 }
 
-fn unreachable_card(model: &std::path::Path) -> Result<Preprocess> {
-    Err(Error::InvalidArgument(format!(
-        "no model card beside {} and no preprocessing flags (--mean, --std, --size)",
-        model.display()
-    )))
+fn three(flag: &str, v: &[f32]) -> Result<[f32; 3]> {
+    match v {
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(Error::InvalidArgument(format!("{flag} needs 3 comma-separated values, got {}", v.len()))),
+    }
 }

@@ -72,6 +72,8 @@ pub struct Plan {
     pub(crate) haste_stats: Vec<Mutex<crate::haste::LayerStats>>,
     pub(crate) max_batch: usize,
     pub(crate) threads: usize,
+    /// Seconds spent in each step, accumulated while profiling is on.
+    pub(crate) step_seconds: Option<Vec<f64>>,
 }
 
 impl Plan {
@@ -171,6 +173,7 @@ impl Plan {
             haste_stats,
             max_batch: options.max_batch,
             threads,
+            step_seconds: None,
         };
         plan.infer_shapes(options.max_batch)?;
         // Size every slot for the largest batch.
@@ -337,7 +340,11 @@ impl Plan {
         }
         self.infer_shapes(n)?;
         for i in 0..self.steps.len() {
+            let t = self.step_seconds.is_some().then(std::time::Instant::now);
             self.execute(i, input, n)?;
+            if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
+                acc[i] += t.elapsed().as_secs_f64();
+            }
         }
         let shape = match self.output {
             Src::Slot(s) => self.steps.iter().zip(&self.out_shapes).rev().find(|(st, _)| st.output == s).map(|(_, sh)| sh.clone()),
@@ -353,6 +360,21 @@ impl Plan {
 }
 
 impl Plan {
+    /// Turns per-step timing on (and clears it) or off.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.step_seconds = on.then(|| vec![0.0; self.steps.len()]);
+    }
+
+    /// Seconds spent in each step since profiling was turned on, by step index.
+    pub fn step_seconds(&self) -> Option<&[f64]> {
+        self.step_seconds.as_deref()
+    }
+
+    /// Op kind of step `step`.
+    pub fn step_kind(&self, step: usize) -> &'static str {
+        self.steps.get(step).map_or("?", |s| self.graph.nodes[s.node].op.kind())
+    }
+
     /// The plan's worker threads (use it to parallelize work around runs, e.g. image loading).
     pub fn thread_pool(&self) -> &rayon::ThreadPool {
         &self.pool

@@ -1,0 +1,39 @@
+//! Helpers shared by the integration tests: paths into ../shared and JSON fixtures.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` beside the project root.
+pub fn shared() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+}
+
+pub fn model(name: &str) -> PathBuf {
+    shared().join("models").join(format!("{name}.onnx"))
+}
+
+pub fn cifar_test() -> PathBuf {
+    shared().join("data/cifar10/test_batch_jpeg.bin")
+}
+
+pub fn cifar_first20() -> PathBuf {
+    shared().join("data/cifar10/test_first20_lossless.bin")
+}
+
+pub fn imagenet_val() -> PathBuf {
+    shared().join("data/imagenet-val-1300/val")
+}
+
+pub fn read_json(path: PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+/// The `haste` binary built for this test run.
+pub fn haste_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_haste"))
+}
