@@ -1,12 +1,49 @@
-//! placeholder until the HASTE module lands
-use crate::ops::Conv2dParams;
-#[derive(Default)]
-pub struct HasteScratch;
-#[derive(Default, Clone, Debug)]
-pub struct LayerStats;
-pub struct HasteConv { p: Conv2dParams }
-impl HasteConv {
-    pub fn params(&self) -> &Conv2dParams { &self.p }
-    pub fn forward(&self, _x: &[f32], _h: usize, _w: usize, _out: &mut [f32], _s: &mut HasteScratch, _st: &mut LayerStats) {}
-}
-impl LayerStats { pub fn add(&mut self, _o: &LayerStats) {} }
+//! HASTE (Meiner et al., 2023, "Data-free acceleration of CNNs with hashing"): make a
+//! pretrained convolution cheaper, with no data and no fine-tuning, by merging input channels
+//! that look alike.
+//!
+//! Inside a small spatial patch, many feature-map channels are (nearly) the same up to noise.
+//! HASTE finds them with locality-sensitive hashing and convolves the merged input with merged
+//! filters. Per convolution and per `P x P` output patch, in file order:
+//!
+//! 0. [`config`]: the knobs (`L` hyperplanes, sparsity `s`, tile `P`, seed, ...).
+//! 1. [`hyperplanes`]: `L` sparse ternary random hyperplanes per layer, over the input window
+//!    of a patch, drawn once from a seed derived from the config seed and the layer index.
+//! 2. [`hash`]: center the window (subtract the channel mean at each pixel), project every
+//!    channel on the hyperplanes, keep the signs: an `L`-bit code per channel.
+//! 3. [`buckets`]: channels with the same code form a bucket.
+//! 4. [`merge`]: average the input channels of each bucket; sum the matching filter slices.
+//! 5. [`conv`]: [`HasteConv`] runs steps 2-4 per patch and one GEMM on the `B` merged channels
+//!    instead of `c_in`; it equals the dense convolution when every bucket is a singleton, and
+//!    when the channels of each bucket are equal.
+//! 6. [`cost`]: FLOP accounting of the reduced convolution and of the overhead.
+//! 7. [`stats`]: per-layer diagnostics (buckets per patch, bucket sizes, FLOPs, NaNs seen).
+//!
+//! ```
+//! use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
+//! use haste::ops::Conv2dParams;
+//! let p = Conv2dParams::new(2, 1, 3, 3).with_pads([1; 4]);
+//! let w = vec![1.0; 18];
+//! let conv = HasteConv::new(p, &w, None, &HasteConfig::default(), 0).unwrap();
+//! // Two identical channels: they merge, and the result is still exact.
+//! let x = vec![1.0; 2 * 4 * 4];
+//! let mut out = vec![0.0; 16];
+//! let mut stats = LayerStats::default();
+//! conv.forward(&x, 4, 4, &mut out, &mut HasteScratch::default(), &mut stats);
+//! assert_eq!(out[5], 18.0);
+//! assert!(stats.mean_buckets() < 2.0);
+//! ```
+
+pub mod buckets;
+pub mod config;
+pub mod conv;
+pub mod cost;
+pub mod hash;
+pub mod hyperplanes;
+pub mod merge;
+pub mod stats;
+
+pub use config::{HasteConfig, HyperplaneKind};
+pub use conv::{HasteConv, HasteScratch};
+pub use cost::{dense_macs, FlopCount};
+pub use stats::LayerStats;

@@ -1,0 +1,157 @@
+//! Step 3: channels sharing a key form a bucket.
+//!
+//! Buckets are numbered in the order of their smallest channel, and each bucket lists its
+//! channels in increasing order. So when every bucket is a singleton, bucket `b` is channel `b`
+//! and the reduced convolution is the dense one, term for term.
+
+use super::hash::{grow, Key};
+
+/// The buckets of one window.
+#[derive(Clone, Debug, Default)]
+pub struct Buckets {
+    count: usize,
+    c_in: usize,
+    /// Bucket of each channel.
+    bucket_of: Vec<u32>,
+    /// `members[starts[b]..starts[b + 1]]` are the channels of bucket `b`, increasing.
+    members: Vec<u32>,
+    starts: Vec<u32>,
+    /// `1 / |b|` per bucket.
+    inv_sizes: Vec<f32>,
+    pairs: Vec<(Key, u32)>,
+    run_of: Vec<u32>,
+    remap: Vec<u32>,
+}
+
+impl Buckets {
+    /// Groups channels `0..keys.len()` by key.
+    pub fn group(&mut self, keys: &[Key]) {
+        let c = keys.len();
+        self.c_in = c;
+        grow(&mut self.bucket_of, c);
+        grow(&mut self.members, c);
+        grow(&mut self.starts, c + 1);
+        grow(&mut self.run_of, c);
+        grow(&mut self.remap, c);
+        self.pairs.clear();
+        self.pairs
+            .extend(keys.iter().enumerate().map(|(i, &k)| (k, i as u32)));
+        self.pairs.sort_unstable();
+        // Label channels by run of equal keys.
+        let mut runs = 0u32;
+        for i in 0..c {
+            if i > 0 && self.pairs[i].0 != self.pairs[i - 1].0 {
+                runs += 1;
+            }
+            self.run_of[self.pairs[i].1 as usize] = runs;
+        }
+        let runs = if c == 0 { 0 } else { runs as usize + 1 };
+        // Renumber runs by first appearance in channel order.
+        let remap = &mut self.remap[..runs];
+        remap.fill(u32::MAX);
+        let mut next = 0u32;
+        let starts = &mut self.starts[..runs + 1];
+        starts.fill(0);
+        for ch in 0..c {
+            let run = self.run_of[ch] as usize;
+            if remap[run] == u32::MAX {
+                remap[run] = next;
+                next += 1;
+            }
+            let b = remap[run];
+            self.bucket_of[ch] = b;
+            starts[b as usize + 1] += 1;
+        }
+        for b in 0..runs {
+            starts[b + 1] += starts[b];
+        }
+        // Counting sort of channels by bucket (stable: channels stay increasing).
+        for ch in 0..c {
+            let b = self.bucket_of[ch] as usize;
+            self.members[starts[b] as usize] = ch as u32;
+            starts[b] += 1;
+        }
+        for b in (0..runs).rev() {
+            starts[b + 1] = starts[b];
+        }
+        starts[0] = 0;
+        self.count = runs;
+        self.set_inv_sizes();
+    }
+
+    fn set_inv_sizes(&mut self) {
+        grow(&mut self.inv_sizes, self.count);
+        for b in 0..self.count {
+            self.inv_sizes[b] = 1.0 / (self.starts[b + 1] - self.starts[b]) as f32;
+        }
+    }
+
+    /// `1 / |b|` for every bucket `b`.
+    pub fn inv_sizes(&self) -> &[f32] {
+        &self.inv_sizes[..self.count]
+    }
+
+    /// Number of channels in bucket `b`.
+    pub fn size(&self, b: usize) -> usize {
+        (self.starts[b + 1] - self.starts[b]) as usize
+    }
+
+    /// Number of buckets.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// True when every channel is alone in its bucket (then bucket `b` is channel `b`).
+    pub fn all_singletons(&self) -> bool {
+        self.count == self.c_in
+    }
+
+    /// Channels of bucket `b`, increasing.
+    pub fn members(&self, b: usize) -> &[u32] {
+        &self.members[self.starts[b] as usize..self.starts[b + 1] as usize]
+    }
+
+    /// Bucket of channel `c`.
+    pub fn bucket_of(&self) -> &[u32] {
+        &self.bucket_of[..self.c_in]
+    }
+
+    /// Pretend every channel is its own bucket (a test hook: the reduced conv becomes dense).
+    pub fn make_singletons(&mut self, c: usize) {
+        self.c_in = c;
+        self.count = c;
+        grow(&mut self.bucket_of, c);
+        grow(&mut self.members, c);
+        grow(&mut self.starts, c + 1);
+        for i in 0..c {
+            self.bucket_of[i] = i as u32;
+            self.members[i] = i as u32;
+            self.starts[i] = i as u32;
+        }
+        self.starts[c] = c as u32;
+        self.set_inv_sizes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_in_first_channel_order() {
+        let mut b = Buckets::default();
+        b.group(&[7, 3, 7, 9, 3, 7]);
+        assert_eq!(b.count(), 3);
+        assert_eq!(b.members(0), &[0, 2, 5]);
+        assert_eq!(b.members(1), &[1, 4]);
+        assert_eq!(b.members(2), &[3]);
+        assert_eq!(b.bucket_of(), &[0, 1, 0, 2, 1, 0]);
+        assert!(!b.all_singletons());
+        b.group(&[5, 4, 3]);
+        assert!(b.all_singletons());
+        assert_eq!(b.members(0), &[0]);
+        assert_eq!(b.members(2), &[2]);
+        b.group(&[]);
+        assert_eq!(b.count(), 0);
+    }
+}

@@ -1,0 +1,371 @@
+//! Step 5: the reduced convolution, patch by patch.
+//!
+//! The output is tiled into `P x P` patches (edge patches smaller). For each patch:
+//! 1. its input window (the input pixels its outputs read, `(ph-1)*stride + K` per side,
+//!    zero padded) is hashed channel by channel ([`super::hash`]),
+//! 2. channels are grouped by key ([`super::buckets`]),
+//! 3. the window is merged to `B` channels and the filters to `B` input slices
+//!    ([`super::merge`]),
+//! 4. one GEMM `[n, B*K*K] x [B*K*K, c_out]` computes the patch's `n` outputs, which are
+//!    written (plus bias) into the full output.
+
+use crate::error::{Error, Result};
+use crate::kernels::gemm::sgemm;
+use crate::ops::Conv2dParams;
+
+use super::buckets::Buckets;
+use super::config::{layer_seed, HasteConfig};
+use super::cost::{dense_macs, patch_flops};
+use super::hash::{grow, hash_window, HashScratch};
+use super::hyperplanes::Hyperplanes;
+use super::merge::{im2col_t, merge_filters, merge_input};
+use super::stats::LayerStats;
+
+/// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
+/// `(iy, ix)` (negative inside the top/left padding); the window is `h x w`, and only rows
+/// `r0..r1` and columns `c0..c1` lie inside the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub iy: isize,
+    pub ix: isize,
+    pub h: usize,
+    pub w: usize,
+    pub r0: usize,
+    pub r1: usize,
+    pub c0: usize,
+    pub c1: usize,
+}
+
+impl Window {
+    /// The window of output rows `oy0..oy0 + ph` and columns `ox0..ox0 + pw`.
+    pub fn of_patch(
+        p: &Conv2dParams,
+        (h, w): (usize, usize),
+        (oy0, ph): (usize, usize),
+        (ox0, pw): (usize, usize),
+    ) -> Window {
+        let iy = (oy0 * p.stride.0) as isize - p.pads[0] as isize;
+        let ix = (ox0 * p.stride.1) as isize - p.pads[1] as isize;
+        let wh = (ph - 1) * p.stride.0 + p.kh;
+        let ww = (pw - 1) * p.stride.1 + p.kw;
+        let clip = |start: isize, len: usize, size: usize| {
+            let lo = (-start).clamp(0, len as isize) as usize;
+            let hi = (size as isize - start).clamp(lo as isize, len as isize) as usize;
+            (lo, hi)
+        };
+        let (r0, mut r1) = clip(iy, wh, h);
+        let (c0, mut c1) = clip(ix, ww, w);
+        if r0 == r1 || c0 == c1 {
+            // Nothing of the image in the window (it lies in the padding): no pixel at all.
+            (r1, c1) = (r0, c0);
+        }
+        Window {
+            iy,
+            ix,
+            h: wh,
+            w: ww,
+            r0,
+            r1,
+            c0,
+            c1,
+        }
+    }
+
+    /// Pixels of the window inside the image.
+    pub fn present(&self) -> usize {
+        (self.r1 - self.r0) * (self.c1 - self.c0)
+    }
+
+    /// Whether window pixel `(r, c)` lies inside the image.
+    pub fn has(&self, r: usize, c: usize) -> bool {
+        r >= self.r0 && r < self.r1 && c >= self.c0 && c < self.c1
+    }
+
+    /// Whether every pixel of a `(fh, fw)` window is present.
+    pub fn covers(&self, (fh, fw): (usize, usize)) -> bool {
+        self.r0 == 0 && self.c0 == 0 && self.r1 == fh && self.c1 == fw
+    }
+}
+
+/// A convolution run with HASTE: weights re-laid out once, hyperplanes drawn once.
+#[derive(Clone, Debug)]
+pub struct HasteConv {
+    params: Conv2dParams,
+    cfg: HasteConfig,
+    layer_index: usize,
+    hyperplanes: Hyperplanes,
+    /// Weights `[(ky, kx)][c_in][c_out]`.
+    wt: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    force_singletons: bool,
+}
+
+/// Per-thread buffers of [`HasteConv::forward`]; they grow on first use and are then reused.
+#[derive(Clone, Debug, Default)]
+pub struct HasteScratch {
+    hwc: Vec<f32>,
+    hash: HashScratch,
+    buckets: Buckets,
+    mwin: Vec<f32>,
+    cols: Vec<f32>,
+    wm: Vec<f32>,
+    pout: Vec<f32>,
+}
+
+impl HasteConv {
+    /// `layer_index` feeds the per-layer seed. `weights` OIHW `[c_out, c_in, kh, kw]`, `bias`
+    /// `[c_out]`. Errors on groups != 1, dilation != 1, a bad config or mismatched lengths.
+    pub fn new(
+        params: Conv2dParams,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        cfg: &HasteConfig,
+        layer_index: usize,
+    ) -> Result<HasteConv> {
+        params.validate()?;
+        cfg.validate()?;
+        let bad = |m: String| {
+            Err(Error::InvalidArgument(format!(
+                "HASTE conv {params:?}: {m}"
+            )))
+        };
+        if params.groups != 1 {
+            return bad("grouped convolutions are not supported (groups must be 1)".into());
+        }
+        if params.dilation != (1, 1) {
+            return bad("dilated convolutions are not supported (dilation must be 1)".into());
+        }
+        let (c_in, c_out, taps) = (params.c_in, params.c_out, params.kh * params.kw);
+        if weights.len() != c_out * c_in * taps {
+            return bad(format!(
+                "{} weights, expected {}",
+                weights.len(),
+                c_out * c_in * taps
+            ));
+        }
+        if let Some(b) = bias {
+            if b.len() != c_out {
+                return bad(format!("{} biases, expected {c_out}", b.len()));
+            }
+        }
+        let mut wt = vec![0.0f32; weights.len()];
+        for co in 0..c_out {
+            for ci in 0..c_in {
+                for kk in 0..taps {
+                    wt[(kk * c_in + ci) * c_out + co] = weights[(co * c_in + ci) * taps + kk];
+                }
+            }
+        }
+        let p = cfg.tile;
+        let fh = (p - 1) * params.stride.0 + params.kh;
+        let fw = (p - 1) * params.stride.1 + params.kw;
+        if fh > u16::MAX as usize || fw > u16::MAX as usize {
+            return bad(format!("tile {p} makes a {fh}x{fw} window, too large"));
+        }
+        let hyperplanes = Hyperplanes::generate(
+            cfg.kind,
+            cfg.hyperplanes,
+            cfg.sparsity,
+            fh,
+            fw,
+            layer_seed(cfg.seed, layer_index),
+        );
+        Ok(HasteConv {
+            params,
+            cfg: cfg.clone(),
+            layer_index,
+            hyperplanes,
+            wt,
+            bias: bias.map(|b| b.to_vec()),
+            force_singletons: false,
+        })
+    }
+
+    pub fn params(&self) -> &Conv2dParams {
+        &self.params
+    }
+
+    pub fn config(&self) -> &HasteConfig {
+        &self.cfg
+    }
+
+    pub fn layer_index(&self) -> usize {
+        self.layer_index
+    }
+
+    /// The layer's hyperplanes (over the window of a full `P x P` patch).
+    pub fn hyperplanes(&self) -> &Hyperplanes {
+        &self.hyperplanes
+    }
+
+    /// MACs (= FLOPs here) of the dense convolution for an `h x w` input.
+    pub fn dense_flops(&self, h: usize, w: usize) -> u64 {
+        dense_macs(&self.params, h, w)
+    }
+
+    /// Same as [`Self::dense_flops`].
+    pub fn dense_macs(&self, h: usize, w: usize) -> u64 {
+        dense_macs(&self.params, h, w)
+    }
+
+    /// Test hook: with `on`, every channel is its own bucket (hashing still runs and is
+    /// counted), so the output must equal the dense convolution.
+    #[doc(hidden)]
+    pub fn set_force_singletons(&mut self, on: bool) {
+        self.force_singletons = on;
+    }
+
+    /// One image: `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`. Deterministic: the same
+    /// input, weights and config give bit-identical output and stats.
+    ///
+    /// Panics if `x` or `out` has the wrong length.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        let p = &self.params;
+        let (c_in, c_out) = (p.c_in, p.c_out);
+        let (kh, kw) = (p.kh, p.kw);
+        let taps = kh * kw;
+        let (oh, ow) = p.out_hw(h, w);
+        assert_eq!(
+            x.len(),
+            c_in * h * w,
+            "HASTE conv: input length for {c_in}x{h}x{w}"
+        );
+        assert_eq!(
+            out.len(),
+            c_out * oh * ow,
+            "HASTE conv: output length for {c_out}x{oh}x{ow}"
+        );
+        stats.images += 1;
+        stats.c_in = c_in;
+        grow(&mut stats.bucket_size_hist, c_in + 1);
+        if oh == 0 || ow == 0 {
+            return;
+        }
+        let tile = self.cfg.tile;
+        let (fh, fw) = self.hyperplanes.window();
+        let s = scratch;
+        grow(&mut s.hwc, c_in * h * w);
+        to_hwc(x, c_in, h * w, &mut s.hwc);
+        s.hash.reserve(c_in, fh * fw);
+        grow(&mut s.mwin, fh * fw * c_in);
+        grow(&mut s.cols, tile * tile * taps * c_in);
+        grow(&mut s.wm, taps * c_in * c_out);
+        grow(&mut s.pout, tile * tile * c_out);
+        let one_by_one = kh == 1 && kw == 1 && p.stride == (1, 1);
+        let magnitude = self.cfg.magnitude_bins;
+
+        for oy0 in (0..oh).step_by(tile) {
+            let ph = tile.min(oh - oy0);
+            for ox0 in (0..ow).step_by(tile) {
+                let pw = tile.min(ow - ox0);
+                let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
+                let counts = hash_window(
+                    &s.hwc,
+                    w,
+                    c_in,
+                    &win,
+                    &self.hyperplanes,
+                    self.cfg.centering,
+                    magnitude,
+                    &mut s.hash,
+                );
+                if self.force_singletons {
+                    s.buckets.make_singletons(c_in);
+                } else {
+                    s.buckets.group(&s.hash.keys[..c_in]);
+                }
+                let buckets = &s.buckets;
+                let nb = buckets.count();
+                let n = ph * pw;
+                merge_input(&s.hwc, w, c_in, &win, buckets, &mut s.mwin);
+                let k = taps * nb;
+                let cols: &[f32] = if one_by_one {
+                    &s.mwin[..n * nb]
+                } else {
+                    im2col_t(
+                        &s.mwin,
+                        win.w,
+                        nb,
+                        (kh, kw),
+                        p.stride,
+                        (ph, pw),
+                        &mut s.cols,
+                    );
+                    &s.cols[..n * k]
+                };
+                let wm: &[f32] = if buckets.all_singletons() {
+                    &self.wt
+                } else {
+                    merge_filters(&self.wt, c_in, c_out, taps, buckets, &mut s.wm);
+                    &s.wm[..k * c_out]
+                };
+                sgemm(n, c_out, k, cols, k, wm, c_out, &mut s.pout, c_out, false);
+                scatter(
+                    &s.pout[..n * c_out],
+                    c_out,
+                    self.bias.as_deref(),
+                    (oy0, ph),
+                    (ox0, pw),
+                    (oh, ow),
+                    out,
+                );
+
+                stats.record_patch((0..nb).map(|b| buckets.size(b)));
+                stats.nonfinite_inputs += counts.nonfinite;
+                stats.flops.add(&patch_flops(
+                    p,
+                    nb,
+                    n,
+                    win.present(),
+                    counts.entries_used,
+                    self.cfg.centering,
+                    magnitude.is_some(),
+                ));
+            }
+        }
+    }
+}
+
+/// `[c, hw]` -> `[hw, c]`, in blocks of pixels so reads and writes stay in cache.
+fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
+    const BLOCK: usize = 64;
+    for p0 in (0..hw).step_by(BLOCK) {
+        let n = BLOCK.min(hw - p0);
+        for ch in 0..c {
+            let src = &x[ch * hw + p0..][..n];
+            for (i, &v) in src.iter().enumerate() {
+                hwc[(p0 + i) * c + ch] = v;
+            }
+        }
+    }
+}
+
+/// Writes a patch result `pout[j][co]` (`j = oy * pw + ox`) plus bias into `out[co][y][x]`.
+fn scatter(
+    pout: &[f32],
+    c_out: usize,
+    bias: Option<&[f32]>,
+    (oy0, ph): (usize, usize),
+    (ox0, pw): (usize, usize),
+    (oh, ow): (usize, usize),
+    out: &mut [f32],
+) {
+    for co in 0..c_out {
+        let b = bias.map_or(0.0, |b| b[co]);
+        let plane = &mut out[co * oh * ow..][..oh * ow];
+        for oy in 0..ph {
+            let row = &mut plane[(oy0 + oy) * ow + ox0..][..pw];
+            for (ox, o) in row.iter_mut().enumerate() {
+                *o = pout[(oy * pw + ox) * c_out + co] + b;
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Step 6: FLOP accounting (1 multiply-accumulate = 1 FLOP).
+//!
+//! Per patch with `B` buckets, `n` valid outputs, a window of `d` present pixels:
+//! - `conv`: `c_out * B * K^2 * n` (the reduced convolution),
+//! - `centering`: `c_in * d`,
+//! - `projection`: `c_in * nnz`, `nnz` the hyperplane entries at present pixels (Gaussian:
+//!   `L * d`); with magnitude bins, plus `c_in * d` for the norms,
+//! - `input_merge`: `c_in * d`,
+//! - `filter_merge`: `c_out * K^2 * (c_in - B)`.
+//!
+//! The dense reference is `c_out * c_in * K^2 * oh * ow` per image ([`dense_macs`]). Since
+//! `B <= c_in` and the patches tile the output exactly, `conv` never exceeds the dense count,
+//! and the overhead only ever adds: savings can never exceed what the conv part gives.
+
+use crate::ops::Conv2dParams;
+
+/// FLOPs of HASTE convolutions, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlopCount {
+    pub conv: u64,
+    pub centering: u64,
+    pub projection: u64,
+    pub input_merge: u64,
+    pub filter_merge: u64,
+}
+
+impl FlopCount {
+    /// Everything HASTE adds on top of the reduced convolution.
+    pub fn overhead(&self) -> u64 {
+        self.centering + self.projection + self.input_merge + self.filter_merge
+    }
+
+    /// Reduced convolution plus overhead.
+    pub fn total(&self) -> u64 {
+        self.conv + self.overhead()
+    }
+
+    pub fn add(&mut self, o: &FlopCount) {
+        self.conv += o.conv;
+        self.centering += o.centering;
+        self.projection += o.projection;
+        self.input_merge += o.input_merge;
+        self.filter_merge += o.filter_merge;
+    }
+}
+
+/// MACs of the dense convolution of one `h x w` image: `c_out * c_in/groups * kh * kw * oh * ow`.
+pub fn dense_macs(p: &Conv2dParams, h: usize, w: usize) -> u64 {
+    p.dense_macs(h, w)
+}
+
+/// The cost of one patch (see the module doc for the formulas).
+#[allow(clippy::too_many_arguments)]
+pub fn patch_flops(
+    p: &Conv2dParams,
+    buckets: usize,
+    outputs: usize,
+    present: usize,
+    entries_used: u64,
+    centering: bool,
+    magnitude: bool,
+) -> FlopCount {
+    let taps = (p.kh * p.kw) as u64;
+    let (c_in, c_out, d) = (p.c_in as u64, p.c_out as u64, present as u64);
+    FlopCount {
+        conv: c_out * buckets as u64 * taps * outputs as u64,
+        centering: if centering { c_in * d } else { 0 },
+        projection: c_in * entries_used + if magnitude { c_in * d } else { 0 },
+        input_merge: c_in * d,
+        filter_merge: c_out * taps * (c_in - buckets as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals() {
+        let mut a = FlopCount {
+            conv: 10,
+            centering: 1,
+            projection: 2,
+            input_merge: 3,
+            filter_merge: 4,
+        };
+        assert_eq!(a.overhead(), 10);
+        assert_eq!(a.total(), 20);
+        a.add(&a.clone());
+        assert_eq!(a.total(), 40);
+        let p = Conv2dParams::new(3, 5, 3, 3).with_pads([1; 4]);
+        assert_eq!(dense_macs(&p, 4, 6), 5 * 3 * 9 * 24);
+    }
+}

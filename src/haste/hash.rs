@@ -1,0 +1,235 @@
+//! Step 2: hash every input channel of a window to a bucket code.
+//!
+//! The window's pixels are gathered pixel-major (`[pixel][channel]`, from the image transposed
+//! to HWC once per image) so that every step below is a vector operation over channels:
+//!
+//! 1. **Centering**: at every pixel, subtract the mean over channels. Centered values are only
+//!    used for hashing; the convolution uses the original input.
+//! 2. **Projection**: for each hyperplane `l`, `<z_c, r_l>` for all channels `c` at once, as
+//!    sums and differences of pixel rows (ternary) or a dense dot product (Gaussian).
+//! 3. **Code**: bit `l` of channel `c`'s code is `<z_c, r_l> > 0`.
+//! 4. Optionally (**magnitude bins**, not in the paper), the bucket key also holds
+//!    `floor(log2(||x_c||) / step)` of the uncentered channel's L2 norm over the window, with a
+//!    separate bin for norms `<= ZERO_NORM`, so channels of very different levels never merge.
+//!
+//! Non-finite inputs (NaN, +-inf) are counted and hashed as 0; they still reach the
+//! convolution unchanged, as in the dense layer.
+
+use super::config::HyperplaneKind;
+use super::conv::Window;
+use super::hyperplanes::Hyperplanes;
+
+/// Channels whose window norm is at most this fall in the "zero" magnitude bin.
+pub const ZERO_NORM: f32 = 1e-12;
+
+/// Bucket key of a channel: the angular code in the low 64 bits, the magnitude bin (0 when
+/// magnitude bins are off or for the zero bin) in the high 64 bits.
+pub type Key = u128;
+
+/// Reusable buffers of the hashing step.
+#[derive(Clone, Debug, Default)]
+pub struct HashScratch {
+    /// Window pixels, `[win_h * win_w][c_in]` in hyperplane coordinates (absent pixels unused).
+    z: Vec<f32>,
+    acc: Vec<f32>,
+    norm2: Vec<f32>,
+    codes: Vec<u64>,
+    /// Output: one key per input channel.
+    pub keys: Vec<Key>,
+}
+
+impl HashScratch {
+    pub(crate) fn reserve(&mut self, c_in: usize, d: usize) {
+        grow(&mut self.z, c_in * d);
+        grow(&mut self.acc, c_in);
+        grow(&mut self.norm2, c_in);
+        grow(&mut self.codes, c_in);
+        grow(&mut self.keys, c_in);
+    }
+}
+
+/// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
+pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+/// What hashing one window did, for the stats and FLOP counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashCounts {
+    /// Non-finite input values seen in the window (hashed as 0).
+    pub nonfinite: u64,
+    /// Hyperplane entries used (nonzero and at a present pixel); the projection costs
+    /// `c_in` times this.
+    pub entries_used: u64,
+}
+
+/// Hashes the `c` channels of window `win` of the HWC image `hwc` (width `img_w`) into
+/// `s.keys[..c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn hash_window(
+    hwc: &[f32],
+    img_w: usize,
+    c: usize,
+    win: &Window,
+    hp: &Hyperplanes,
+    centering: bool,
+    magnitude_step: Option<f32>,
+    s: &mut HashScratch,
+) -> HashCounts {
+    let (_, fw) = hp.window();
+    let mut counts = HashCounts::default();
+    let z = &mut s.z;
+    let norm2 = &mut s.norm2[..c];
+    norm2.fill(0.0);
+    let span = (win.c1 - win.c0) * c;
+    for r in win.r0..win.r1 {
+        let iy = (win.iy + r as isize) as usize;
+        let ix = (win.ix + win.c0 as isize) as usize;
+        let src = &hwc[(iy * img_w + ix) * c..][..span];
+        let dst = &mut z[(r * fw + win.c0) * c..][..span];
+        dst.copy_from_slice(src);
+        for px in dst.chunks_exact_mut(c) {
+            let mut sum = sum_lanes(px);
+            if !sum.is_finite() {
+                for v in px.iter_mut() {
+                    if !v.is_finite() {
+                        counts.nonfinite += 1;
+                        *v = 0.0;
+                    }
+                }
+                sum = sum_lanes(px);
+                if !sum.is_finite() {
+                    // Finite values too large to sum in f32.
+                    sum = (px.iter().map(|&v| v as f64).sum::<f64>()) as f32;
+                }
+            }
+            if magnitude_step.is_some() {
+                for (n, &v) in norm2.iter_mut().zip(px.iter()) {
+                    *n += v * v;
+                }
+            }
+            if centering {
+                let mean = sum / c as f32;
+                for v in px.iter_mut() {
+                    *v -= mean;
+                }
+            }
+        }
+    }
+
+    let codes = &mut s.codes[..c];
+    codes.fill(0);
+    let acc = &mut s.acc[..c];
+    let full = win.covers(hp.window());
+    for l in 0..hp.count() {
+        acc.fill(0.0);
+        match hp.kind() {
+            HyperplaneKind::Ternary => {
+                let (plus, minus) = hp.signed_entries(l);
+                for (list, sign) in [(plus, 1.0f32), (minus, -1.0)] {
+                    for e in list {
+                        if !full && !win.has(e.r as usize, e.c as usize) {
+                            continue;
+                        }
+                        counts.entries_used += 1;
+                        let row = &z[e.pos as usize * c..][..c];
+                        if sign > 0.0 {
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v;
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a -= v;
+                            }
+                        }
+                    }
+                }
+            }
+            HyperplaneKind::Gaussian => {
+                let hrow = hp.row(l);
+                for r in win.r0..win.r1 {
+                    for col in win.c0..win.c1 {
+                        let pos = r * fw + col;
+                        let wgt = hrow[pos];
+                        counts.entries_used += 1;
+                        let row = &z[pos * c..][..c];
+                        for (a, &v) in acc.iter_mut().zip(row) {
+                            *a += wgt * v;
+                        }
+                    }
+                }
+            }
+        }
+        for (code, &a) in codes.iter_mut().zip(acc.iter()) {
+            *code |= ((a > 0.0) as u64) << l;
+        }
+    }
+
+    let keys = &mut s.keys[..c];
+    match magnitude_step {
+        None => {
+            for (k, &code) in keys.iter_mut().zip(codes.iter()) {
+                *k = code as Key;
+            }
+        }
+        Some(step) => {
+            for ((k, &code), &n2) in keys.iter_mut().zip(codes.iter()).zip(norm2.iter()) {
+                *k = code as Key | (magnitude_bin(n2, step) as Key) << 64;
+            }
+        }
+    }
+    counts
+}
+
+/// The magnitude bin of a channel with squared window norm `norm2`, as an unsigned label:
+/// 0 for the zero bin, else `1 +` the offset bin `floor(log2(norm) / step)`.
+pub fn magnitude_bin(norm2: f32, step: f32) -> u64 {
+    if norm2.is_nan() || norm2 <= ZERO_NORM * ZERO_NORM {
+        return 0;
+    }
+    const LIMIT: f64 = (1u64 << 40) as f64;
+    let bin = (0.5 * (norm2 as f64).log2() / step as f64)
+        .floor()
+        .clamp(-LIMIT, LIMIT);
+    (bin + LIMIT) as u64 + 1
+}
+
+/// Sum of a slice in 16 interleaved lanes (vectorizes; deterministic order).
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for ch in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(ch) {
+            *l += x;
+        }
+    }
+    let mut tail = 0.0;
+    for &x in chunks.remainder() {
+        tail += x;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magnitude_bins() {
+        assert_eq!(magnitude_bin(0.0, 0.5), 0);
+        assert_eq!(magnitude_bin(1e-30, 0.5), 0);
+        // norm 1 and 1.2 share the [1, sqrt 2) half-octave; 1.5 does not.
+        assert_eq!(magnitude_bin(1.0, 0.5), magnitude_bin(1.44, 0.5));
+        assert_ne!(magnitude_bin(1.0, 0.5), magnitude_bin(2.25, 0.5));
+        assert_ne!(magnitude_bin(1e-20, 0.5), 0);
+        assert!(magnitude_bin(f32::INFINITY, 0.5) > magnitude_bin(1e30, 0.5));
+    }
+
+    #[test]
+    fn lane_sum() {
+        let v: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        assert_eq!(sum_lanes(&v), (0..37).sum::<i32>() as f32);
+    }
+}

@@ -1,0 +1,112 @@
+//! Step 4: merge. Channels of a bucket are replaced by their mean (input merge), and the
+//! matching input-channel slices of every filter are summed (filter merge):
+//!
+//! `x'_b = mean_{c in b} x_c` over the window, `W'[co, b] = sum_{c in b} W[co, c]`, so that
+//! `sum_b W'[co, b] * x'_b = sum_c W[co, c] * x_c` exactly when the channels of each bucket are
+//! equal, and approximately when they are similar.
+//!
+//! Layouts (chosen so the reduced convolution is one row-major GEMM with contiguous copies):
+//! - merged window `[win_h][win_w][B]` (pixel-major, zeros at padding),
+//! - transposed im2col `[P*P][(ky, kx, b)]`: output pixel `j`'s receptive field, where each
+//!   kernel row `ky` is one contiguous span `kw * B` of the merged window,
+//! - weights `[(ky, kx)][c_in][c_out]` and merged filters `[(ky, kx)][B][c_out]`: each
+//!   channel's slice for a kernel tap is a contiguous `c_out` vector, so merging is vector adds.
+
+use super::buckets::Buckets;
+use super::conv::Window;
+
+/// Input merge: writes the merged window `[win.h][win.w][B]` of the HWC image `hwc` (width
+/// `img_w`, `c` channels) into `mwin`, zeros where the window lies outside the image.
+pub fn merge_input(
+    hwc: &[f32],
+    img_w: usize,
+    c: usize,
+    win: &Window,
+    buckets: &Buckets,
+    mwin: &mut [f32],
+) {
+    let nb = buckets.count();
+    let mwin = &mut mwin[..win.h * win.w * nb];
+    let present_all = win.r0 == 0 && win.c0 == 0 && win.r1 == win.h && win.c1 == win.w;
+    if !present_all {
+        mwin.fill(0.0);
+    }
+    if buckets.all_singletons() {
+        let span = (win.c1 - win.c0) * c;
+        for r in win.r0..win.r1 {
+            let iy = (win.iy + r as isize) as usize;
+            let ix = (win.ix + win.c0 as isize) as usize;
+            mwin[(r * win.w + win.c0) * c..][..span]
+                .copy_from_slice(&hwc[(iy * img_w + ix) * c..][..span]);
+        }
+        return;
+    }
+    let bucket_of = buckets.bucket_of();
+    let inv_size = buckets.inv_sizes();
+    for r in win.r0..win.r1 {
+        let iy = (win.iy + r as isize) as usize;
+        for col in win.c0..win.c1 {
+            let ix = (win.ix + col as isize) as usize;
+            let src = &hwc[(iy * img_w + ix) * c..][..c];
+            let dst = &mut mwin[(r * win.w + col) * nb..][..nb];
+            dst.fill(0.0);
+            for (&b, &v) in bucket_of.iter().zip(src) {
+                dst[b as usize] += v;
+            }
+            for (d, &inv) in dst.iter_mut().zip(inv_size) {
+                *d *= inv;
+            }
+        }
+    }
+}
+
+/// Transposed im2col of a merged window (`[win_h][win_w][nb]`, row length `win_w`) for a
+/// `ph x pw` output patch: `cols[j][(ky * kw + kx) * nb + b]`, `j = oy * pw + ox`.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_t(
+    mwin: &[f32],
+    win_w: usize,
+    nb: usize,
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+    cols: &mut [f32],
+) {
+    let row_len = kh * kw * nb;
+    let span = kw * nb;
+    for oy in 0..ph {
+        for ox in 0..pw {
+            let dst = &mut cols[(oy * pw + ox) * row_len..][..row_len];
+            for ky in 0..kh {
+                let src = &mwin[((oy * sh + ky) * win_w + ox * sw) * nb..][..span];
+                dst[ky * span..][..span].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Filter merge: `wm[(kk * nb + b) * c_out + co] = sum_{c in b} wt[(kk * c_in + c) * c_out + co]`
+/// for the `taps = kh * kw` kernel taps.
+pub fn merge_filters(
+    wt: &[f32],
+    c_in: usize,
+    c_out: usize,
+    taps: usize,
+    buckets: &Buckets,
+    wm: &mut [f32],
+) {
+    let nb = buckets.count();
+    for kk in 0..taps {
+        let tap = &wt[kk * c_in * c_out..][..c_in * c_out];
+        for b in 0..nb {
+            let dst = &mut wm[(kk * nb + b) * c_out..][..c_out];
+            let members = buckets.members(b);
+            dst.copy_from_slice(&tap[members[0] as usize * c_out..][..c_out]);
+            for &ch in &members[1..] {
+                for (d, &v) in dst.iter_mut().zip(&tap[ch as usize * c_out..][..c_out]) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
