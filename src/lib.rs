@@ -15,6 +15,7 @@ pub mod plan;
 pub mod model;
 
 pub use model::Model;
-pub use plan::{Plan, PlanOptions};
+pub use plan::{CompressOptions, Plan, PlanOptions};
 pub mod eval;
 pub mod cli;
+pub mod report;

@@ -2,6 +2,7 @@
 
 use crate::datasets::{load_labels, ModelCard, Preprocess};
 use crate::error::{Error, Result};
+use super::haste_args::HasteKnobs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -15,8 +16,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Evaluate a model on a dataset: accuracy, FLOPs, images per second.
+    /// Evaluate a model on a dataset: accuracy, FLOPs, images per second; with
+    /// --hyperplanes, dense and HASTE side by side on the same images.
     Eval(EvalArgs),
+    /// Run several L values (dense once): table, CSV/JSON and the trade-off plot.
+    Sweep(SweepArgs),
+    /// Per-layer diagnostics of HASTE: buckets, bucket sizes, FLOPs, error against dense.
+    Inspect(InspectArgs),
 }
 
 /// The model and how to feed it.
@@ -71,6 +77,46 @@ pub struct EvalArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Number of LSH hyperplanes L (1 to 64): also run HASTE and compare with dense.
+    #[arg(long)]
+    pub hyperplanes: Option<usize>,
+    #[command(flatten)]
+    pub knobs: HasteKnobs,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Comma-separated L values, e.g. 8,10,12,14,16,20.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hyperplanes: Vec<usize>,
+    #[command(flatten)]
+    pub knobs: HasteKnobs,
+    /// Write the trade-off plot here (.svg or .png).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Write the table as CSV here.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long = "json-out")]
+    pub json_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of LSH hyperplanes L (1 to 64).
+    #[arg(long, default_value_t = 14)]
+    pub hyperplanes: usize,
+    #[command(flatten)]
+    pub knobs: HasteKnobs,
 }
 
 impl DataArgs {

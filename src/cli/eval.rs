@@ -1,57 +1,114 @@
-//! `haste eval`: accuracy, FLOPs and speed of a model on a dataset.
+//! `haste eval`: accuracy, FLOPs and speed of a model on a dataset; with `--hyperplanes L`,
+//! dense and HASTE side by side on the same images.
 
 use super::args::EvalArgs;
-use super::output::{flops, progress_bar};
-use crate::datasets::open_dataset;
+use super::Session;
 use crate::error::Result;
-use crate::eval::{evaluate, EvalOptions};
-use crate::{Model, PlanOptions};
+use crate::report::flops;
+use serde_json::json;
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    a.data.validate()?;
-    let model = Model::load(&a.model.model)?;
-    let (pre, labels) = a.model.resolve(&model.image_shape)?;
-    let data = open_dataset(&a.data.data, &pre, labels.as_deref())?;
-    let mut plan = model.plan(PlanOptions { threads: a.data.threads, max_batch: a.data.batch })?;
-    let total = a.data.limit.map_or(data.len(), |l| l.min(data.len()));
-    let bar = progress_bar(total, "dense");
-    let report = evaluate(
-        &mut plan,
-        data.as_ref(),
-        EvalOptions { limit: a.data.limit, batch: a.data.batch },
-        &mut |done| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    let dense_flops = plan.dense_macs();
+    let compress = a.hyperplanes.map(|l| a.knobs.options(l)).transpose()?;
+    let mut s = Session::open(&a.model, &a.data)?;
+    let dense = s.dense()?;
+    let dense_flops = s.plan.dense_macs();
+    let haste = match &compress {
+        Some(c) => Some(s.haste(c)?),
+        None => None,
+    };
     if a.data.json {
-        let j = serde_json::json!({
+        let mut j = json!({
             "model": a.model.model.display().to_string(),
             "data": a.data.data.display().to_string(),
-            "images": report.images,
-            "top1": report.top1,
-            "top5": report.top5,
+            "images": dense.images,
+            "top1": dense.top1,
+            "top5": dense.top5,
             "dense_flops": dense_flops,
-            "seconds": report.seconds,
-            "images_per_second": report.images_per_second(),
-            "compute_seconds": report.compute_seconds,
-            "compute_images_per_second": report.compute_images_per_second(),
+            "seconds": dense.seconds,
+            "images_per_second": dense.images_per_second(),
+            "compute_seconds": dense.compute_seconds,
+            "compute_images_per_second": dense.compute_images_per_second(),
             "batch": a.data.batch,
-            "threads": plan.threads(),
+            "threads": s.plan.threads(),
         });
+        if let (Some(h), Some(c)) = (&haste, &compress) {
+            let o = j.as_object_mut().expect("object");
+            let more = json!({
+                "hyperplanes": c.config.hyperplanes,
+                "sparsity": c.config.sparsity,
+                "tile": c.config.tile,
+                "start_layer": c.start_layer,
+                "seed": c.config.seed,
+                "top1_dense": dense.top1,
+                "top5_dense": dense.top5,
+                "top1": h.eval.top1,
+                "top5": h.eval.top5,
+                "top1_drop": dense.top1 - h.eval.top1,
+                "flops": h.flops.flops,
+                "flops_overhead": h.flops.overhead_flops,
+                "flops_reduction": h.flops.reduction(),
+                "flops_reduction_conv_only": h.flops.reduction_conv_only(),
+                "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::Compressed).count(),
+                "haste_seconds": h.eval.seconds,
+                "haste_images_per_second": h.eval.images_per_second(),
+                "haste_compute_images_per_second": h.eval.compute_images_per_second(),
+                "speedup": dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
+                "top1_disagreements": h.eval.predictions.top1_disagreements(&dense.predictions),
+            });
+            for (k, v) in more.as_object().expect("object") {
+                o.insert(k.clone(), v.clone());
+            }
+        }
         println!("{j}");
-    } else {
-        println!("model        {}", a.model.model.display());
-        println!("data         {} ({} images)", a.data.data.display(), report.images);
-        println!("top-1        {:.2} %", report.top1);
-        println!("top-5        {:.2} %", report.top5);
-        println!("FLOPs/image  {} (multiply-accumulates of Conv, Gemm, MatMul)", flops(dense_flops));
-        println!(
-            "speed        {:.1} images/s end to end, {:.1} images/s in the model ({} threads, batch {})",
-            report.images_per_second(),
-            report.compute_images_per_second(),
-            plan.threads(),
-            a.data.batch
-        );
+        return Ok(());
+    }
+    println!("model        {}", a.model.model.display());
+    println!("data         {} ({} images)", a.data.data.display(), dense.images);
+    match (&haste, &compress) {
+        (Some(h), Some(c)) => {
+            let cfg = &c.config;
+            println!(
+                "HASTE        L={} s={:.3} tile={} start layer={} seed={}{}{}",
+                cfg.hyperplanes,
+                cfg.sparsity,
+                cfg.tile,
+                c.start_layer,
+                cfg.seed,
+                if cfg.centering { "" } else { " no-centering" },
+                cfg.magnitude_bins.map_or(String::new(), |m| format!(" magnitude-bins={m}"))
+            );
+            println!("             {:>12} {:>12} {:>10}", "dense", "HASTE", "change");
+            println!("top-1        {:>11.2}% {:>11.2}% {:>+9.2} pt", dense.top1, h.eval.top1, h.eval.top1 - dense.top1);
+            println!("top-5        {:>11.2}% {:>11.2}% {:>+9.2} pt", dense.top5, h.eval.top5, h.eval.top5 - dense.top5);
+            println!(
+                "FLOPs/image  {:>12} {:>12} {:>+9.1} %  (overhead {} included; convs alone {:+.1} %)",
+                flops(dense_flops),
+                flops(h.flops.flops),
+                -h.flops.reduction(),
+                flops(h.flops.overhead_flops),
+                -h.flops.reduction_conv_only()
+            );
+            println!(
+                "images/s     {:>12.1} {:>12.1} {:>9.2}x (in the model, {} threads, batch {})",
+                dense.compute_images_per_second(),
+                h.eval.compute_images_per_second(),
+                dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
+                s.plan.threads(),
+                a.data.batch
+            );
+        }
+        _ => {
+            println!("top-1        {:.2} %", dense.top1);
+            println!("top-5        {:.2} %", dense.top5);
+            println!("FLOPs/image  {} (multiply-accumulates of Conv, Gemm, MatMul)", flops(dense_flops));
+            println!(
+                "speed        {:.1} images/s end to end, {:.1} images/s in the model ({} threads, batch {})",
+                dense.images_per_second(),
+                dense.compute_images_per_second(),
+                s.plan.threads(),
+                a.data.batch
+            );
+        }
     }
     Ok(())
 }

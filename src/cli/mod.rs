@@ -1,17 +1,67 @@
-//! The `haste` command line: a thin layer over the library.
+//! The `haste` command line: a thin layer over the library. One file per subcommand.
 
 mod args;
 mod eval;
-mod output;
+mod haste_args;
+mod inspect;
+mod sweep;
 
 pub use args::Cli;
 
+use crate::datasets::{open_dataset, Dataset};
 use crate::error::Result;
-use args::Command;
+use crate::eval::{evaluate, EvalOptions, EvalReport};
+use crate::report::progress_bar;
+use crate::{Model, Plan, PlanOptions};
+use args::{Command, DataArgs, ModelArgs};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(a) => eval::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
+
+/// A model planned over a dataset, as every subcommand needs.
+pub(crate) struct Session {
+    pub plan: Plan,
+    pub data: Box<dyn Dataset>,
+    pub options: EvalOptions,
+}
+
+impl Session {
+    pub fn open(m: &ModelArgs, d: &DataArgs) -> Result<Session> {
+        d.validate()?;
+        let model = Model::load(&m.model)?;
+        let (pre, labels) = m.resolve(&model.image_shape)?;
+        let data = open_dataset(&d.data, &pre, labels.as_deref())?;
+        let plan = model.plan(PlanOptions { threads: d.threads, max_batch: d.batch })?;
+        Ok(Session { plan, data, options: EvalOptions { limit: d.limit, batch: d.batch } })
+    }
+
+    /// Number of images a pass covers.
+    pub fn images(&self) -> usize {
+        self.options.limit.map_or(self.data.len(), |l| l.min(self.data.len()))
+    }
+
+    /// A dense pass with a progress bar.
+    pub fn dense(&mut self) -> Result<EvalReport> {
+        let bar = progress_bar(self.images(), "dense");
+        let r = evaluate(&mut self.plan, self.data.as_ref(), self.options, &mut |n| bar.set_position(n as u64));
+        bar.finish_and_clear();
+        r
+    }
+
+    /// A HASTE pass with a progress bar.
+    pub fn haste(&mut self, compress: &crate::plan::CompressOptions) -> Result<crate::eval::HasteReport> {
+        let label = format!("L={}", compress.config.hyperplanes);
+        let bar = progress_bar(self.images(), &label);
+        let r = crate::eval::evaluate_haste(&mut self.plan, self.data.as_ref(), self.options, compress, &mut |n| {
+            bar.set_position(n as u64)
+        });
+        bar.finish_and_clear();
+        r
     }
 }

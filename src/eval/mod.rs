@@ -186,3 +186,46 @@ mod tests {
         assert_eq!(top5(&[1.0, 2.0]), [1, 0, 1, 1, 1]);
     }
 }
+
+/// A HASTE pass over a dataset: accuracy, speed, per-convolution report and network FLOPs.
+#[derive(Debug, Clone)]
+pub struct HasteReport {
+    pub eval: EvalReport,
+    pub layers: Vec<crate::plan::ConvLayerReport>,
+    pub flops: crate::plan::FlopsSummary,
+}
+
+/// Compresses `plan` with `compress`, evaluates it on `data`, and puts the dense kernels back.
+///
+/// ```no_run
+/// use haste::{Model, PlanOptions, CompressOptions};
+/// use haste::haste::HasteConfig;
+/// use haste::datasets::{open_dataset, ModelCard};
+/// use haste::eval::{evaluate, evaluate_haste, EvalOptions};
+/// let path = std::path::Path::new("../shared/models/resnet56-cifar10.onnx");
+/// let model = Model::load(path)?;
+/// let card = ModelCard::beside_model(path)?.expect("card");
+/// let data = open_dataset("../shared/data/cifar10/test_batch_jpeg.bin".as_ref(), &card.preprocess, None)?;
+/// let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 64 })?;
+/// let opts = EvalOptions { limit: Some(1000), batch: 64 };
+/// let dense = evaluate(&mut plan, data.as_ref(), opts, &mut |_| {})?;
+/// let compress = CompressOptions { config: HasteConfig { hyperplanes: 14, ..Default::default() }, ..Default::default() };
+/// let h = evaluate_haste(&mut plan, data.as_ref(), opts, &compress, &mut |_| {})?;
+/// println!("{:.2} % -> {:.2} %, {:.1} % fewer FLOPs", dense.top1, h.eval.top1, h.flops.reduction());
+/// # Ok::<(), haste::Error>(())
+/// ```
+pub fn evaluate_haste(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    compress: &crate::plan::CompressOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<HasteReport> {
+    plan.compress(compress)?;
+    let result = evaluate(plan, data, options, progress);
+    let layers = plan.conv_reports(compress);
+    plan.reset_conv_kernels();
+    let eval = result?;
+    let flops = plan.flops_summary(&layers);
+    Ok(HasteReport { eval, layers, flops })
+}

@@ -4,7 +4,7 @@
 //! [`im2col_rows`] fills any range of rows of the column matrix, and [`gemm_channels`]
 //! computes any range of output channels from a finished column matrix.
 
-use crate::ops::{Conv2dParams, ConvOp};
+use crate::ops::{Activation, Conv2dParams, ConvOp};
 
 /// True when the convolution reads its input directly as the column matrix.
 pub fn is_pointwise(p: &Conv2dParams) -> bool {
@@ -56,6 +56,18 @@ pub fn im2col_rows(p: &Conv2dParams, x: &[f32], h: usize, w: usize, rows: std::o
 /// Output channels `channels` of one image from its column matrix `col` (all rows), written to
 /// `out` (which holds exactly those channels), with bias and activation applied.
 pub fn gemm_channels(op: &ConvOp, col: &[f32], n: usize, channels: std::ops::Range<usize>, out: &mut [f32]) {
+    gemm_channels_with(op, op.activation, col, n, channels, out)
+}
+
+/// [`gemm_channels`] with another activation than the op's own.
+pub fn gemm_channels_with(
+    op: &ConvOp,
+    activation: Activation,
+    col: &[f32],
+    n: usize,
+    channels: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
     let p = &op.params;
     let cog = p.c_out / p.groups;
     let k = p.c_in_per_group() * p.kh * p.kw;
@@ -71,27 +83,41 @@ pub fn gemm_channels(op: &ConvOp, col: &[f32], n: usize, channels: std::ops::Ran
         super::gemm::sgemm(m, n, k, a, k, b, n, c, n, false);
         co = end;
     }
-    epilogue(op, channels, n, out);
+    epilogue(op, activation, channels, n, out);
 }
 
 /// Bias and activation over output channels `channels` (rows of `n` values in `out`).
-pub fn epilogue(op: &ConvOp, channels: std::ops::Range<usize>, n: usize, out: &mut [f32]) {
+pub fn epilogue(op: &ConvOp, activation: Activation, channels: std::ops::Range<usize>, n: usize, out: &mut [f32]) {
     for (co, row) in channels.zip(out.chunks_exact_mut(n)) {
         if let Some(b) = &op.bias {
             let bv = b[co];
             row.iter_mut().for_each(|v| *v += bv);
         }
-        op.activation.apply(row);
+        activation.apply(row);
     }
 }
 
 /// The whole convolution of one image, single-threaded. `col` is scratch, grown as needed.
 pub fn conv2d_image(op: &ConvOp, x: &[f32], h: usize, w: usize, out: &mut [f32], col: &mut Vec<f32>) {
+    conv2d_image_with(op, op.activation, x, h, w, out, col)
+}
+
+/// [`conv2d_image`] with another activation than the op's own (e.g. none, to compare raw
+/// convolution outputs).
+pub fn conv2d_image_with(
+    op: &ConvOp,
+    activation: Activation,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+) {
     let p = &op.params;
     let (oh, ow) = p.out_hw(h, w);
     let n = oh * ow;
     if is_pointwise(p) {
-        gemm_channels(op, x, n, 0..p.c_out, out);
+        gemm_channels_with(op, activation, x, n, 0..p.c_out, out);
         return;
     }
     let len = col_len(p, h, w);
@@ -99,14 +125,13 @@ pub fn conv2d_image(op: &ConvOp, x: &[f32], h: usize, w: usize, out: &mut [f32],
         col.resize(len, 0.0);
     }
     im2col_rows(p, x, h, w, 0..p.c_in * p.kh * p.kw, &mut col[..len]);
-    gemm_channels(op, &col[..len], n, 0..p.c_out, out);
+    gemm_channels_with(op, activation, &col[..len], n, 0..p.c_out, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::reference::conv2d_direct;
-    use crate::ops::Activation;
 
     fn check(p: Conv2dParams, h: usize, w: usize) {
         let nw = p.c_out * p.c_in_per_group() * p.kh * p.kw;

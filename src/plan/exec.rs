@@ -5,7 +5,7 @@ use super::{ConvKernel, Plan, Scratch, Src};
 use crate::error::{Error, Result};
 use crate::kernels::{conv, layout, pool};
 use crate::ops::shape::{normalize_axis, resolve_slice};
-use crate::ops::{ConvOp, Op};
+use crate::ops::{Activation, ConvOp, Op};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -148,6 +148,19 @@ impl Plan {
                     let mut s = thread_scratch(&self.scratch);
                     let mut local = crate::haste::LayerStats::default();
                     hc.forward(xi, h, w, o, &mut s.haste, &mut local);
+                    if let Some(errors) = &self.layer_error {
+                        let s = &mut *s;
+                        s.dense.resize(o.len(), 0.0);
+                        conv::conv2d_image_with(op, Activation::None, xi, h, w, &mut s.dense, &mut s.col);
+                        let (mut num, mut den) = (0.0f64, 0.0f64);
+                        for (&a, &b) in o.iter().zip(&s.dense) {
+                            num += ((a - b) as f64).powi(2);
+                            den += (b as f64).powi(2);
+                        }
+                        let mut e = lock(&errors[i]);
+                        e.0 += num;
+                        e.1 += den;
+                    }
                     op.activation.apply(o);
                     lock(stats).add(&local);
                 });

@@ -2,7 +2,10 @@
 //! largest batch, every activation in a reusable buffer slot (freed after its last reader), and
 //! a thread pool with per-thread scratch. Building a plan allocates; running one does not.
 
+mod compress;
 mod exec;
+
+pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
@@ -36,6 +39,8 @@ pub(crate) struct Step {
 pub(crate) struct Scratch {
     pub col: Vec<f32>,
     pub haste: crate::haste::HasteScratch,
+    /// Dense output of a HASTE layer, when measuring its error.
+    pub dense: Vec<f32>,
 }
 
 /// Options for building a [`Plan`].
@@ -74,6 +79,9 @@ pub struct Plan {
     pub(crate) threads: usize,
     /// Seconds spent in each step, accumulated while profiling is on.
     pub(crate) step_seconds: Option<Vec<f64>>,
+    /// Per step: (sum of squared differences HASTE - dense, sum of squared dense outputs),
+    /// accumulated while error measurement is on.
+    pub(crate) layer_error: Option<Vec<Mutex<(f64, f64)>>>,
 }
 
 impl Plan {
@@ -174,6 +182,7 @@ impl Plan {
             max_batch: options.max_batch,
             threads,
             step_seconds: None,
+            layer_error: None,
         };
         plan.infer_shapes(options.max_batch)?;
         // Size every slot for the largest batch.
@@ -368,6 +377,27 @@ impl Plan {
     /// Seconds spent in each step since profiling was turned on, by step index.
     pub fn step_seconds(&self) -> Option<&[f64]> {
         self.step_seconds.as_deref()
+    }
+
+    /// Turns on (and clears) or off the measurement of each HASTE layer's output error against
+    /// the dense convolution of the same input (costs a dense convolution per HASTE layer).
+    pub fn set_error_measurement(&mut self, on: bool) {
+        self.layer_error = on.then(|| self.steps.iter().map(|_| Mutex::new((0.0, 0.0))).collect());
+    }
+
+    /// Relative L2 error `||haste - dense|| / ||dense||` of each step's output (None for steps
+    /// without HASTE or when measurement is off), pre-activation.
+    pub fn layer_relative_errors(&self) -> Vec<Option<f64>> {
+        match &self.layer_error {
+            None => vec![None; self.steps.len()],
+            Some(v) => v
+                .iter()
+                .map(|m| {
+                    let (num, den) = *m.lock().unwrap_or_else(|e| e.into_inner());
+                    (den > 0.0).then(|| (num / den).sqrt())
+                })
+                .collect(),
+        }
     }
 
     /// Op kind of step `step`.

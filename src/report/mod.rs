@@ -1,4 +1,7 @@
-//! Output helpers: progress bars on a terminal, and files written atomically.
+//! Results for people and programs: progress bars, files written atomically, the trade-off
+//! plot.
+
+pub mod plot;
 
 use crate::error::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

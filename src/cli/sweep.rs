@@ -1,0 +1,143 @@
+//! `haste sweep`: several L values over the same images (dense once), as a table, CSV, JSON
+//! and the accuracy-vs-FLOPs-reduction plot.
+
+use super::args::SweepArgs;
+use super::Session;
+use crate::error::{Error, Result};
+use crate::report::plot::{plot_tradeoff, TradeoffPoint};
+use crate::report::write_atomic;
+use serde_json::json;
+
+/// One row of the sweep.
+struct Row {
+    hyperplanes: usize,
+    top1: f64,
+    top5: f64,
+    flops: u64,
+    overhead: u64,
+    reduction: f64,
+    reduction_conv_only: f64,
+    speedup: f64,
+    images_per_second: f64,
+}
+
+pub fn run(a: SweepArgs) -> Result<()> {
+    let options: Vec<_> = a.hyperplanes.iter().map(|&l| a.knobs.options(l)).collect::<Result<_>>()?;
+    for path in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    let mut s = Session::open(&a.model, &a.data)?;
+    let dense = s.dense()?;
+    let dense_flops = s.plan.dense_macs();
+    let mut rows = Vec::new();
+    for c in &options {
+        let h = s.haste(c)?;
+        rows.push(Row {
+            hyperplanes: c.config.hyperplanes,
+            top1: h.eval.top1,
+            top5: h.eval.top5,
+            flops: h.flops.flops,
+            overhead: h.flops.overhead_flops,
+            reduction: h.flops.reduction(),
+            reduction_conv_only: h.flops.reduction_conv_only(),
+            speedup: dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
+            images_per_second: h.eval.compute_images_per_second(),
+        });
+    }
+    // The operating point: the largest FLOPs reduction within 1 point of dense top-1.
+    let best = rows
+        .iter()
+        .filter(|r| r.top1 >= dense.top1 - 1.0)
+        .max_by(|x, y| x.reduction.total_cmp(&y.reduction));
+    let model_name = a.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let result = json!({
+        "model": a.model.model.display().to_string(),
+        "data": a.data.data.display().to_string(),
+        "images": dense.images,
+        "sparsity": a.knobs.sparsity,
+        "tile": a.knobs.tile,
+        "start_layer": a.knobs.start_layer.max(1),
+        "seed": a.knobs.seed,
+        "magnitude_bins": a.knobs.magnitude_bins,
+        "dense": {
+            "top1": dense.top1, "top5": dense.top5, "flops": dense_flops,
+            "images_per_second": dense.compute_images_per_second(),
+        },
+        "points": rows.iter().map(|r| json!({
+            "hyperplanes": r.hyperplanes, "top1": r.top1, "top5": r.top5,
+            "top1_drop": dense.top1 - r.top1, "flops": r.flops, "flops_overhead": r.overhead,
+            "flops_reduction": r.reduction, "flops_reduction_conv_only": r.reduction_conv_only,
+            "speedup": r.speedup, "images_per_second": r.images_per_second,
+        })).collect::<Vec<_>>(),
+        "best_within_1pt": best.map(|b| json!({"hyperplanes": b.hyperplanes, "flops_reduction": b.reduction, "top1": b.top1})),
+    });
+    if let Some(p) = &a.csv {
+        let mut csv = String::from(
+            "hyperplanes,top1,top5,top1_dense,top5_dense,flops,dense_flops,flops_overhead,flops_reduction,flops_reduction_conv_only,speedup\n",
+        );
+        for r in &rows {
+            csv.push_str(&format!(
+                "{},{:.2},{:.2},{:.2},{:.2},{},{},{},{:.3},{:.3},{:.3}\n",
+                r.hyperplanes, r.top1, r.top5, dense.top1, dense.top5, r.flops, dense_flops, r.overhead, r.reduction, r.reduction_conv_only, r.speedup
+            ));
+        }
+        write_atomic(p, csv.as_bytes())?;
+    }
+    if let Some(p) = &a.json_out {
+        write_atomic(p, format!("{result:#}\n").as_bytes())?;
+    }
+    if let Some(p) = &a.plot {
+        let points: Vec<TradeoffPoint> = rows
+            .iter()
+            .map(|r| TradeoffPoint { hyperplanes: r.hyperplanes, flops_reduction: r.reduction, top1: r.top1 })
+            .collect();
+        let title = format!("{model_name}: HASTE trade-off ({} images)", dense.images);
+        plot_tradeoff(p, &title, dense.top1, &points)?;
+    }
+    if a.data.json {
+        println!("{result}");
+        return Ok(());
+    }
+    println!("{} on {} ({} images)", a.model.model.display(), a.data.data.display(), dense.images);
+    println!(
+        "{:>6} {:>8} {:>8} {:>8} {:>12} {:>11} {:>11} {:>9}",
+        "L", "top-1", "top-5", "drop", "FLOPs", "reduction", "conv only", "speedup"
+    );
+    println!(
+        "{:>6} {:>7.2}% {:>7.2}% {:>8} {:>12} {:>11} {:>11} {:>9}",
+        "dense", dense.top1, dense.top5, "", crate::report::flops(dense_flops), "", "", "1.00x"
+    );
+    for r in &rows {
+        println!(
+            "{:>6} {:>7.2}% {:>7.2}% {:>+7.2} {:>12} {:>10.1}% {:>10.1}% {:>8.2}x",
+            r.hyperplanes,
+            r.top1,
+            r.top5,
+            r.top1 - dense.top1,
+            crate::report::flops(r.flops),
+            r.reduction,
+            r.reduction_conv_only,
+            r.speedup
+        );
+    }
+    match best {
+        Some(b) => println!(
+            "largest FLOPs reduction within 1 point of dense: L={} ({:.1} %, top-1 {:.2} %)",
+            b.hyperplanes, b.reduction, b.top1
+        ),
+        None => println!("no L stays within 1 point of dense top-1"),
+    }
+    for p in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Fails early (before a long sweep) if an output file's folder does not exist.
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::InvalidArgument(format!("{}: folder {} does not exist", path.display(), dir.display())));
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Applying HASTE to a planned network: which convolutions get the HASTE kernel, and the
+//! network-level FLOP accounting afterwards.
+
+use super::{ConvKernel, Plan};
+use crate::error::{Error, Result};
+use crate::haste::{HasteConfig, HasteConv, LayerStats};
+
+/// Which convolutions to compress, and how.
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    pub config: HasteConfig,
+    /// Index (in execution order, from 0) of the first convolution to compress. The first
+    /// convolution reads the RGB image and always stays dense, so this is at least 1.
+    pub start_layer: usize,
+    /// Keep 1x1 convolutions dense (their hashing overhead is large against their cost).
+    pub skip_pointwise: bool,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions { config: HasteConfig::default(), start_layer: 1, skip_pointwise: false }
+    }
+}
+
+/// Why a convolution stays dense, or that it is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerChoice {
+    Compressed,
+    DenseFirst,
+    DenseBeforeStart,
+    DenseGrouped,
+    DensePointwise,
+}
+
+impl LayerChoice {
+    pub fn describe(self) -> &'static str {
+        match self {
+            LayerChoice::Compressed => "HASTE",
+            LayerChoice::DenseFirst => "dense (first conv)",
+            LayerChoice::DenseBeforeStart => "dense (before start layer)",
+            LayerChoice::DenseGrouped => "dense (grouped/dilated)",
+            LayerChoice::DensePointwise => "dense (1x1)",
+        }
+    }
+}
+
+/// One convolution of the network after a HASTE run.
+#[derive(Debug, Clone)]
+pub struct ConvLayerReport {
+    /// Index among the convolutions (execution order).
+    pub conv_index: usize,
+    pub step: usize,
+    pub name: String,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: (usize, usize),
+    pub input_hw: (usize, usize),
+    pub choice: LayerChoice,
+    /// Dense MACs per image.
+    pub dense_flops: u64,
+    /// MACs per image as run (HASTE incl. overhead, or dense).
+    pub flops: u64,
+    /// HASTE overhead per image (hashing, centering, merging).
+    pub overhead_flops: u64,
+    /// Accumulated HASTE statistics (empty for dense layers).
+    pub stats: LayerStats,
+}
+
+/// Whole-network FLOPs per image, dense and with HASTE.
+#[derive(Debug, Clone, Default)]
+pub struct FlopsSummary {
+    pub dense_flops: u64,
+    pub flops: u64,
+    pub overhead_flops: u64,
+    /// Dense MACs of all convolutions.
+    pub conv_dense_flops: u64,
+    /// Convolution MACs with HASTE, overhead excluded.
+    pub conv_flops_without_overhead: u64,
+}
+
+impl FlopsSummary {
+    /// `1 - flops / dense_flops`, in percent (overhead included).
+    pub fn reduction(&self) -> f64 {
+        100.0 * (1.0 - self.flops as f64 / self.dense_flops.max(1) as f64)
+    }
+
+    /// Reduction of the convolutions' own MACs, overhead excluded, in percent of the network.
+    pub fn reduction_conv_only(&self) -> f64 {
+        let saved = self.conv_dense_flops.saturating_sub(self.conv_flops_without_overhead);
+        100.0 * saved as f64 / self.dense_flops.max(1) as f64
+    }
+}
+
+impl Plan {
+    /// Why each convolution would stay dense or be compressed under `options`, in execution
+    /// order: (step, choice).
+    pub fn conv_choices(&self, options: &CompressOptions) -> Vec<(usize, LayerChoice)> {
+        let convs = self.per_conv_macs();
+        convs
+            .iter()
+            .enumerate()
+            .map(|(k, &(step, _))| {
+                let (op, _, _) = self.conv_at(step).expect("step is a conv");
+                let p = &op.params;
+                let choice = if k == 0 {
+                    LayerChoice::DenseFirst
+                } else if p.groups != 1 || p.dilation != (1, 1) {
+                    LayerChoice::DenseGrouped
+                } else if k < options.start_layer {
+                    LayerChoice::DenseBeforeStart
+                } else if options.skip_pointwise && p.kh == 1 && p.kw == 1 {
+                    LayerChoice::DensePointwise
+                } else {
+                    LayerChoice::Compressed
+                };
+                (step, choice)
+            })
+            .collect()
+    }
+
+    /// Number of convolutions.
+    pub fn num_convs(&self) -> usize {
+        self.per_conv_macs().len()
+    }
+
+    /// Puts the HASTE kernel on every convolution `options` selects (the others go back to
+    /// dense) and clears the statistics. Returns how many were compressed.
+    pub fn compress(&mut self, options: &CompressOptions) -> Result<usize> {
+        options.config.validate()?;
+        let n = self.num_convs();
+        if options.start_layer >= n {
+            return Err(Error::InvalidArgument(format!(
+                "start layer {} is beyond the last convolution (this model has {n}, indices 0 to {})",
+                options.start_layer,
+                n.saturating_sub(1)
+            )));
+        }
+        self.reset_conv_kernels();
+        let mut compressed = 0;
+        for (k, (step, choice)) in self.conv_choices(options).into_iter().enumerate() {
+            if choice != LayerChoice::Compressed {
+                continue;
+            }
+            let (op, _, _) = self.conv_at(step).ok_or_else(|| Error::Internal("conv step".into()))?;
+            let hc = HasteConv::new(op.params, &op.weights, op.bias.as_deref(), &options.config, k)?;
+            self.set_conv_kernel(step, ConvKernel::Haste(Box::new(hc)))?;
+            compressed += 1;
+        }
+        self.take_haste_stats();
+        Ok(compressed)
+    }
+
+    /// Per-convolution report from the statistics accumulated since [`Plan::compress`]
+    /// (consumes them).
+    pub fn conv_reports(&mut self, options: &CompressOptions) -> Vec<ConvLayerReport> {
+        let stats = self.take_haste_stats();
+        let choices = self.conv_choices(options);
+        self.per_conv_macs()
+            .into_iter()
+            .zip(choices)
+            .enumerate()
+            .map(|(k, ((step, dense), (_, choice)))| {
+                let (op, h, w) = self.conv_at(step).expect("step is a conv");
+                let s = stats[step].clone();
+                let compressed = matches!(self.conv_kernels[step], Some(ConvKernel::Haste(_))) && s.images > 0;
+                let per_image = |v: u64| if s.images > 0 { v / s.images } else { 0 };
+                let (flops, overhead) = if compressed {
+                    (per_image(s.flops.total()), per_image(s.flops.overhead()))
+                } else {
+                    (dense, 0)
+                };
+                ConvLayerReport {
+                    conv_index: k,
+                    step,
+                    name: self.step_name(step).to_string(),
+                    c_in: op.params.c_in,
+                    c_out: op.params.c_out,
+                    kernel: (op.params.kh, op.params.kw),
+                    input_hw: (h, w),
+                    choice: if compressed { LayerChoice::Compressed } else if choice == LayerChoice::Compressed { LayerChoice::DenseBeforeStart } else { choice },
+                    dense_flops: dense,
+                    flops,
+                    overhead_flops: overhead,
+                    stats: s,
+                }
+            })
+            .collect()
+    }
+
+    /// Network FLOPs per image from per-layer reports.
+    pub fn flops_summary(&self, layers: &[ConvLayerReport]) -> FlopsSummary {
+        let dense_flops = self.dense_macs();
+        let conv_dense: u64 = layers.iter().map(|l| l.dense_flops).sum();
+        let conv_as_run: u64 = layers.iter().map(|l| l.flops).sum();
+        let overhead: u64 = layers.iter().map(|l| l.overhead_flops).sum();
+        FlopsSummary {
+            dense_flops,
+            flops: dense_flops - conv_dense + conv_as_run,
+            overhead_flops: overhead,
+            conv_dense_flops: conv_dense,
+            conv_flops_without_overhead: conv_as_run - overhead,
+        }
+    }
+}
