@@ -228,6 +228,64 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { self.forward_avx512(x, h, w, out, scratch, stats) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { self.forward_avx2(x, h, w, out, scratch, stats) };
+                return;
+            }
+        }
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2). No fused
+    /// multiply-adds or reassociation are introduced, so all paths give identical bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_avx512(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// The forward pass; its vector loops are inlined into the feature-specific copies above.
+    #[inline(always)]
+    fn forward_impl(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
         let (kh, kw) = (p.kh, p.kw);
@@ -334,12 +392,26 @@ impl HasteConv {
     }
 }
 
-/// `[c, hw]` -> `[hw, c]`, in blocks of pixels so reads and writes stay in cache.
+/// `[c, hw]` -> `[hw, c]`, in blocks of 8 channels x 64 pixels so reads and writes stay in
+/// cache and every write is a contiguous run of 8.
+#[inline(always)]
 fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
-    const BLOCK: usize = 64;
-    for p0 in (0..hw).step_by(BLOCK) {
-        let n = BLOCK.min(hw - p0);
-        for ch in 0..c {
+    const PIX: usize = 64;
+    const CH: usize = 8;
+    for p0 in (0..hw).step_by(PIX) {
+        let n = PIX.min(hw - p0);
+        let mut ch0 = 0;
+        while ch0 + CH <= c {
+            let rows: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * hw + p0..][..n]);
+            for i in 0..n {
+                let dst = &mut hwc[(p0 + i) * c + ch0..][..CH];
+                for k in 0..CH {
+                    dst[k] = rows[k][i];
+                }
+            }
+            ch0 += CH;
+        }
+        for ch in ch0..c {
             let src = &x[ch * hw + p0..][..n];
             for (i, &v) in src.iter().enumerate() {
                 hwc[(p0 + i) * c + ch] = v;
@@ -349,6 +421,7 @@ fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
 }
 
 /// Writes a patch result `pout[j][co]` (`j = oy * pw + ox`) plus bias into `out[co][y][x]`.
+#[inline(always)]
 fn scatter(
     pout: &[f32],
     c_out: usize,
