@@ -442,3 +442,64 @@ fn scatter(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_geometry() {
+        let p = Conv2dParams::new(1, 1, 3, 3)
+            .with_pads([1, 2, 0, 0])
+            .with_stride(2, 1);
+        // Output rows 0..2, columns 0..4 of a 9 x 9 image.
+        let win = Window::of_patch(&p, (9, 9), (0, 2), (0, 4));
+        assert_eq!((win.iy, win.ix, win.h, win.w), (-1, -2, 5, 6));
+        assert_eq!((win.r0, win.r1, win.c0, win.c1), (1, 5, 2, 6));
+        assert_eq!(win.present(), 16);
+        assert!(win.has(1, 2) && !win.has(0, 2) && !win.has(1, 1));
+        // A window entirely in the padding has no pixels.
+        let p = Conv2dParams::new(1, 1, 1, 1).with_pads([2; 4]);
+        let win = Window::of_patch(&p, (3, 3), (0, 1), (0, 1));
+        assert_eq!(win.present(), 0);
+    }
+
+    #[test]
+    fn all_instruction_set_paths_agree_bitwise() {
+        let p = Conv2dParams::new(24, 10, 3, 3).with_pads([1; 4]);
+        let n = 24 * 10 * 9;
+        let wts: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        let x: Vec<f32> = (0..24 * 121)
+            .map(|i| ((i * 13 % 97) as f32 - 40.0) / 30.0)
+            .collect();
+        for magnitude_bins in [None, Some(0.5)] {
+            let cfg = HasteConfig {
+                hyperplanes: 5,
+                tile: 3,
+                magnitude_bins,
+                ..HasteConfig::default()
+            };
+            let conv = HasteConv::new(p, &wts, None, &cfg, 0).unwrap();
+            let run = |f: &dyn Fn(&mut [f32], &mut LayerStats)| {
+                let mut out = vec![0.0; 10 * 121];
+                let mut stats = LayerStats::default();
+                f(&mut out, &mut stats);
+                (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
+            };
+            let s = HasteScratch::default();
+            let generic = run(&|o, st| conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st));
+            let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
+            assert_eq!(generic, dispatched);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is supported, checked just above.
+                let avx2 =
+                    run(&|o, st| unsafe { conv.forward_avx2(&x, 11, 11, o, &mut s.clone(), st) });
+                assert_eq!(generic, avx2);
+            }
+            assert!(generic.1.mean_buckets() < 24.0);
+        }
+    }
+}
