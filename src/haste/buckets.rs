@@ -111,6 +111,16 @@ impl Buckets {
         &self.members[self.starts[b] as usize..self.starts[b + 1] as usize]
     }
 
+    /// All channels, bucket by bucket (`members(b)` is `order()[starts()[b]..starts()[b + 1]]`).
+    pub fn order(&self) -> &[u32] {
+        &self.members[..self.c_in]
+    }
+
+    /// Offsets of the buckets in [`Self::order`] (`count() + 1` entries).
+    pub fn starts(&self) -> &[u32] {
+        &self.starts[..self.count + 1]
+    }
+
     /// Bucket of channel `c`.
     pub fn bucket_of(&self) -> &[u32] {
         &self.bucket_of[..self.c_in]

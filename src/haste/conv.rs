@@ -228,6 +228,64 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { self.forward_avx512(x, h, w, out, scratch, stats) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { self.forward_avx2(x, h, w, out, scratch, stats) };
+                return;
+            }
+        }
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2). No fused
+    /// multiply-adds or reassociation are introduced, so all paths give identical bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_avx512(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        self.forward_impl(x, h, w, out, scratch, stats)
+    }
+
+    /// The forward pass; its vector loops are inlined into the feature-specific copies above.
+    #[inline(always)]
+    fn forward_impl(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
         let (kh, kw) = (p.kh, p.kw);
@@ -334,12 +392,26 @@ impl HasteConv {
     }
 }
 
-/// `[c, hw]` -> `[hw, c]`, in blocks of pixels so reads and writes stay in cache.
+/// `[c, hw]` -> `[hw, c]`, in blocks of 8 channels x 64 pixels so reads and writes stay in
+/// cache and every write is a contiguous run of 8.
+#[inline(always)]
 fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
-    const BLOCK: usize = 64;
-    for p0 in (0..hw).step_by(BLOCK) {
-        let n = BLOCK.min(hw - p0);
-        for ch in 0..c {
+    const PIX: usize = 64;
+    const CH: usize = 8;
+    for p0 in (0..hw).step_by(PIX) {
+        let n = PIX.min(hw - p0);
+        let mut ch0 = 0;
+        while ch0 + CH <= c {
+            let rows: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * hw + p0..][..n]);
+            for i in 0..n {
+                let dst = &mut hwc[(p0 + i) * c + ch0..][..CH];
+                for k in 0..CH {
+                    dst[k] = rows[k][i];
+                }
+            }
+            ch0 += CH;
+        }
+        for ch in ch0..c {
             let src = &x[ch * hw + p0..][..n];
             for (i, &v) in src.iter().enumerate() {
                 hwc[(p0 + i) * c + ch] = v;
@@ -349,6 +421,7 @@ fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
 }
 
 /// Writes a patch result `pout[j][co]` (`j = oy * pw + ox`) plus bias into `out[co][y][x]`.
+#[inline(always)]
 fn scatter(
     pout: &[f32],
     c_out: usize,
@@ -366,6 +439,67 @@ fn scatter(
             for (ox, o) in row.iter_mut().enumerate() {
                 *o = pout[(oy * pw + ox) * c_out + co] + b;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_geometry() {
+        let p = Conv2dParams::new(1, 1, 3, 3)
+            .with_pads([1, 2, 0, 0])
+            .with_stride(2, 1);
+        // Output rows 0..2, columns 0..4 of a 9 x 9 image.
+        let win = Window::of_patch(&p, (9, 9), (0, 2), (0, 4));
+        assert_eq!((win.iy, win.ix, win.h, win.w), (-1, -2, 5, 6));
+        assert_eq!((win.r0, win.r1, win.c0, win.c1), (1, 5, 2, 6));
+        assert_eq!(win.present(), 16);
+        assert!(win.has(1, 2) && !win.has(0, 2) && !win.has(1, 1));
+        // A window entirely in the padding has no pixels.
+        let p = Conv2dParams::new(1, 1, 1, 1).with_pads([2; 4]);
+        let win = Window::of_patch(&p, (3, 3), (0, 1), (0, 1));
+        assert_eq!(win.present(), 0);
+    }
+
+    #[test]
+    fn all_instruction_set_paths_agree_bitwise() {
+        let p = Conv2dParams::new(24, 10, 3, 3).with_pads([1; 4]);
+        let n = 24 * 10 * 9;
+        let wts: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        let x: Vec<f32> = (0..24 * 121)
+            .map(|i| ((i * 13 % 97) as f32 - 40.0) / 30.0)
+            .collect();
+        for magnitude_bins in [None, Some(0.5)] {
+            let cfg = HasteConfig {
+                hyperplanes: 5,
+                tile: 3,
+                magnitude_bins,
+                ..HasteConfig::default()
+            };
+            let conv = HasteConv::new(p, &wts, None, &cfg, 0).unwrap();
+            let run = |f: &dyn Fn(&mut [f32], &mut LayerStats)| {
+                let mut out = vec![0.0; 10 * 121];
+                let mut stats = LayerStats::default();
+                f(&mut out, &mut stats);
+                (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
+            };
+            let s = HasteScratch::default();
+            let generic = run(&|o, st| conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st));
+            let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
+            assert_eq!(generic, dispatched);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is supported, checked just above.
+                let avx2 =
+                    run(&|o, st| unsafe { conv.forward_avx2(&x, 11, 11, o, &mut s.clone(), st) });
+                assert_eq!(generic, avx2);
+            }
+            assert!(generic.1.mean_buckets() < 24.0);
         }
     }
 }

@@ -68,6 +68,7 @@ pub struct HashCounts {
 /// Hashes the `c` channels of window `win` of the HWC image `hwc` (width `img_w`) into
 /// `s.keys[..c]`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn hash_window(
     hwc: &[f32],
     img_w: usize,
@@ -197,6 +198,7 @@ pub fn magnitude_bin(norm2: f32, step: f32) -> u64 {
 }
 
 /// Sum of a slice in 16 interleaved lanes (vectorizes; deterministic order).
+#[inline(always)]
 fn sum_lanes(v: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = v.chunks_exact(16);

@@ -17,6 +17,7 @@ use super::conv::Window;
 
 /// Input merge: writes the merged window `[win.h][win.w][B]` of the HWC image `hwc` (width
 /// `img_w`, `c` channels) into `mwin`, zeros where the window lies outside the image.
+#[inline(always)]
 pub fn merge_input(
     hwc: &[f32],
     img_w: usize,
@@ -41,7 +42,8 @@ pub fn merge_input(
         }
         return;
     }
-    let bucket_of = buckets.bucket_of();
+    let order = buckets.order();
+    let starts = buckets.starts();
     let inv_size = buckets.inv_sizes();
     for r in win.r0..win.r1 {
         let iy = (win.iy + r as isize) as usize;
@@ -49,12 +51,14 @@ pub fn merge_input(
             let ix = (win.ix + col as isize) as usize;
             let src = &hwc[(iy * img_w + ix) * c..][..c];
             let dst = &mut mwin[(r * win.w + col) * nb..][..nb];
-            dst.fill(0.0);
-            for (&b, &v) in bucket_of.iter().zip(src) {
-                dst[b as usize] += v;
-            }
-            for (d, &inv) in dst.iter_mut().zip(inv_size) {
-                *d *= inv;
+            // Gather per bucket: independent sums, in increasing channel order.
+            for (b, d) in dst.iter_mut().enumerate() {
+                let members = &order[starts[b] as usize..starts[b + 1] as usize];
+                let mut sum = src[members[0] as usize];
+                for &m in &members[1..] {
+                    sum += src[m as usize];
+                }
+                *d = sum * inv_size[b];
             }
         }
     }
@@ -63,6 +67,7 @@ pub fn merge_input(
 /// Transposed im2col of a merged window (`[win_h][win_w][nb]`, row length `win_w`) for a
 /// `ph x pw` output patch: `cols[j][(ky * kw + kx) * nb + b]`, `j = oy * pw + ox`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn im2col_t(
     mwin: &[f32],
     win_w: usize,
@@ -87,6 +92,7 @@ pub fn im2col_t(
 
 /// Filter merge: `wm[(kk * nb + b) * c_out + co] = sum_{c in b} wt[(kk * c_in + c) * c_out + co]`
 /// for the `taps = kh * kw` kernel taps.
+#[inline(always)]
 pub fn merge_filters(
     wt: &[f32],
     c_in: usize,
@@ -96,14 +102,21 @@ pub fn merge_filters(
     wm: &mut [f32],
 ) {
     let nb = buckets.count();
+    let bucket_of = buckets.bucket_of();
     for kk in 0..taps {
+        // One streaming pass over the tap's weights, adding each channel's slice into its
+        // bucket's row (rows stay in L1), channels in increasing order. Buckets are numbered
+        // by first channel, so a channel opens its bucket exactly when `b == next`.
         let tap = &wt[kk * c_in * c_out..][..c_in * c_out];
-        for b in 0..nb {
-            let dst = &mut wm[(kk * nb + b) * c_out..][..c_out];
-            let members = buckets.members(b);
-            dst.copy_from_slice(&tap[members[0] as usize * c_out..][..c_out]);
-            for &ch in &members[1..] {
-                for (d, &v) in dst.iter_mut().zip(&tap[ch as usize * c_out..][..c_out]) {
+        let block = &mut wm[kk * nb * c_out..][..nb * c_out];
+        let mut next = 0u32;
+        for (src, &b) in tap.chunks_exact(c_out).zip(bucket_of) {
+            let dst = &mut block[b as usize * c_out..][..c_out];
+            if b == next {
+                dst.copy_from_slice(src);
+                next += 1;
+            } else {
+                for (d, &v) in dst.iter_mut().zip(src) {
                     *d += v;
                 }
             }
