@@ -1,6 +1,12 @@
 use std::time::Instant;
 fn main() {
-    for &(m, k, n) in &[(16usize, 144usize, 1024usize), (64, 576, 64), (64, 576, 3136), (256, 2304, 196), (1024, 1024, 1024)] {
+    for &(m, k, n) in &[
+        (16usize, 144usize, 1024usize),
+        (64, 576, 64),
+        (64, 576, 3136),
+        (256, 2304, 196),
+        (1024, 1024, 1024),
+    ] {
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
         let mut c = vec![0f32; m * n];
@@ -11,6 +17,9 @@ fn main() {
             haste::kernels::gemm::sgemm(m, n, k, &a, k, &b, n, &mut c, n, false);
         }
         let s = t.elapsed().as_secs_f64();
-        println!("{m}x{k}x{n}: {:.1} GFLOP/s", 2.0 * (m * n * k * reps) as f64 / s / 1e9);
+        println!(
+            "{m}x{k}x{n}: {:.1} GFLOP/s",
+            2.0 * (m * n * k * reps) as f64 / s / 1e9
+        );
     }
 }

@@ -4,9 +4,14 @@ fn main() -> Result<(), haste::Error> {
     let model = haste::Model::load(a[1].as_ref())?;
     let batch: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let runs: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let mut plan = model.plan(haste::PlanOptions { threads: 0, max_batch: batch })?;
+    let mut plan = model.plan(haste::PlanOptions {
+        threads: 0,
+        max_batch: batch,
+    })?;
     let per: usize = model.image_shape.iter().product();
-    let x: Vec<f32> = (0..batch * per).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
+    let x: Vec<f32> = (0..batch * per)
+        .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
+        .collect();
     plan.run(&x, batch)?;
     plan.set_profiling(true);
     let t = std::time::Instant::now();
@@ -23,15 +28,25 @@ fn main() -> Result<(), haste::Error> {
             None => by_kind.push((k, *s)),
         }
     }
-    println!("{:.1} images/s; {:.2} GFLOP/s", (runs * batch) as f64 / total, 2.0 * plan.dense_macs() as f64 * (runs * batch) as f64 / total / 1e9);
+    println!(
+        "{:.1} images/s; {:.2} GFLOP/s",
+        (runs * batch) as f64 / total,
+        2.0 * plan.dense_macs() as f64 * (runs * batch) as f64 / total / 1e9
+    );
     for (k, s) in by_kind {
         println!("{k:>20} {:6.1} %", 100.0 * s / total);
     }
     let macs = plan.per_conv_macs();
     for (i, m) in macs.iter().take(60) {
         let (c, h, w) = plan.conv_at(*i).unwrap();
-        println!("{:>40} {:?}x{}x{} {:>7.1} GFLOP/s", plan.step_name(*i), (c.params.c_in, c.params.c_out, c.params.kh), h, w,
-            2.0 * *m as f64 * (runs * batch) as f64 / secs[*i] / 1e9);
+        println!(
+            "{:>40} {:?}x{}x{} {:>7.1} GFLOP/s",
+            plan.step_name(*i),
+            (c.params.c_in, c.params.c_out, c.params.kh),
+            h,
+            w,
+            2.0 * *m as f64 * (runs * batch) as f64 / secs[*i] / 1e9
+        );
     }
     Ok(())
 }

@@ -3,14 +3,25 @@
 fn main() -> Result<(), haste::Error> {
     let a: Vec<String> = std::env::args().collect();
     let read = |p: &str| -> Vec<f32> {
-        std::fs::read(p).unwrap_or_default().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        std::fs::read(p)
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     };
     let model = haste::Model::load(a[1].as_ref())?;
     let x = read(&a[2]);
     let want = read(&a[3]);
-    let mut plan = model.plan(haste::PlanOptions { threads: 1, max_batch: 1 })?;
+    let mut plan = model.plan(haste::PlanOptions {
+        threads: 1,
+        max_batch: 1,
+    })?;
     let (_, y) = plan.run(&x, 1)?;
-    let d = y.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    let d = y
+        .iter()
+        .zip(&want)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
     println!("max |diff| = {d}");
     Ok(())
 }

@@ -50,22 +50,34 @@ impl Error {
 
     /// Shorthand for an [`Error::Model`].
     pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Model { path: path.into(), message: message.into() }
+        Error::Model {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Shorthand for an [`Error::Dataset`].
     pub fn dataset(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Dataset { path: path.into(), message: message.into() }
+        Error::Dataset {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Shorthand for an [`Error::Card`].
     pub fn card(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Card { path: path.into(), message: message.into() }
+        Error::Card {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Shorthand for an [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

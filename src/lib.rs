@@ -10,12 +10,12 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub mod graph;
+pub mod model;
 pub mod onnx;
 pub mod plan;
-pub mod model;
 
 pub use model::Model;
 pub use plan::{CompressOptions, Plan, PlanOptions};
-pub mod eval;
 pub mod cli;
+pub mod eval;
 pub mod report;

@@ -39,7 +39,11 @@ impl Model {
                 ))
             }
         };
-        Ok(Model { path: path.to_path_buf(), graph, image_shape })
+        Ok(Model {
+            path: path.to_path_buf(),
+            graph,
+            image_shape,
+        })
     }
 
     /// Plans the model for execution.

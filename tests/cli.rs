@@ -26,18 +26,42 @@ fn assert_clean_error(args: &[&str], must_name: &str) {
     let (code, _, err) = run(args);
     assert_eq!(code, 2, "exit code for {args:?}; stderr: {err}");
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line for {args:?}: {err}");
-    assert!(err.contains(must_name), "error for {args:?} should name {must_name}: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line for {args:?}: {err}"
+    );
+    assert!(
+        err.contains(must_name),
+        "error for {args:?} should name {must_name}: {err}"
+    );
 }
 
 #[test]
 fn eval_json_has_the_documented_keys() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let (code, out, err) = run(&["eval", "--model", m.to_str().unwrap(), "--data", d.to_str().unwrap(), "--limit", "64", "--json"]);
+    let (code, out, err) = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        d.to_str().unwrap(),
+        "--limit",
+        "64",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).expect("stdout is one JSON object");
-    for key in ["model", "images", "top1", "top5", "dense_flops", "seconds", "images_per_second"] {
+    for key in [
+        "model",
+        "images",
+        "top1",
+        "top5",
+        "dense_flops",
+        "seconds",
+        "images_per_second",
+    ] {
         assert!(j.get(key).is_some(), "missing {key} in {j}");
     }
     assert_eq!(j["images"], 64);
@@ -52,14 +76,35 @@ fn bad_models_are_clean_errors() {
     let good = std::fs::read(model("resnet20-cifar10")).expect("model bytes");
     for (name, bytes) in [
         ("truncated.onnx", good[..good.len() / 2].to_vec()),
-        ("random.onnx", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        (
+            "random.onnx",
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
         ("empty.onnx", vec![]),
     ] {
         let p = dir.join(name);
         std::fs::write(&p, bytes).expect("write");
-        assert_clean_error(&["eval", "--model", p.to_str().unwrap(), "--data", data, "--mean", "0,0,0", "--std", "1,1,1"], name);
+        assert_clean_error(
+            &[
+                "eval",
+                "--model",
+                p.to_str().unwrap(),
+                "--data",
+                data,
+                "--mean",
+                "0,0,0",
+                "--std",
+                "1,1,1",
+            ],
+            name,
+        );
     }
-    assert_clean_error(&["eval", "--model", "/nonexistent/model.onnx", "--data", data], "/nonexistent/model.onnx");
+    assert_clean_error(
+        &["eval", "--model", "/nonexistent/model.onnx", "--data", data],
+        "/nonexistent/model.onnx",
+    );
 }
 
 #[test]
@@ -69,9 +114,23 @@ fn bad_data_and_flags_are_clean_errors() {
     let m = m.to_str().unwrap();
     let bad = dir.join("bad.bin");
     std::fs::write(&bad, vec![0u8; 3073 * 2 + 5]).expect("write");
-    assert_clean_error(&["eval", "--model", m, "--data", bad.to_str().unwrap()], "bad.bin");
+    assert_clean_error(
+        &["eval", "--model", m, "--data", bad.to_str().unwrap()],
+        "bad.bin",
+    );
     let d = cifar_first20();
-    assert_clean_error(&["eval", "--model", m, "--data", d.to_str().unwrap(), "--batch", "0"], "batch");
+    assert_clean_error(
+        &[
+            "eval",
+            "--model",
+            m,
+            "--data",
+            d.to_str().unwrap(),
+            "--batch",
+            "0",
+        ],
+        "batch",
+    );
 }
 
 #[test]
@@ -80,10 +139,27 @@ fn a_model_without_card_needs_flags() {
     let p = dir.join("copy.onnx");
     std::fs::copy(model("resnet20-cifar10"), &p).expect("copy");
     let d = cifar_first20();
-    assert_clean_error(&["eval", "--model", p.to_str().unwrap(), "--data", d.to_str().unwrap()], "copy.json");
+    assert_clean_error(
+        &[
+            "eval",
+            "--model",
+            p.to_str().unwrap(),
+            "--data",
+            d.to_str().unwrap(),
+        ],
+        "copy.json",
+    );
     let (code, out, err) = run(&[
-        "eval", "--model", p.to_str().unwrap(), "--data", d.to_str().unwrap(),
-        "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--json",
+        "eval",
+        "--model",
+        p.to_str().unwrap(),
+        "--data",
+        d.to_str().unwrap(),
+        "--mean",
+        "0.485,0.456,0.406",
+        "--std",
+        "0.229,0.224,0.225",
+        "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"images\":20"), "{out}");

@@ -10,15 +10,30 @@ use haste::{Model, PlanOptions};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Logits of the first `n` items of `data` through `model`, batched, on 2 threads.
-fn logits(model_path: &std::path::Path, data: &std::path::Path, n: usize, batch: usize) -> Vec<Vec<f32>> {
+fn logits(
+    model_path: &std::path::Path,
+    data: &std::path::Path,
+    n: usize,
+    batch: usize,
+) -> Vec<Vec<f32>> {
     let model = Model::load(model_path).expect("model loads");
-    let card = ModelCard::beside_model(model_path).expect("card parses").expect("card exists");
+    let card = ModelCard::beside_model(model_path)
+        .expect("card parses")
+        .expect("card exists");
     let data = open_dataset(data, &card.preprocess, None).expect("dataset opens");
-    let mut plan = model.plan(PlanOptions { threads: 2, max_batch: batch }).expect("plan");
+    let mut plan = model
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: batch,
+        })
+        .expect("plan");
     let per: usize = model.image_shape.iter().product();
     let mut out = Vec::new();
     let mut buf = vec![0.0; batch * per];
@@ -54,7 +69,12 @@ fn cifar_resnets_match_onnxruntime_logits() {
 fn resnet18_randominit_matches_onnxruntime_logits() {
     let reference = read_json(shared().join("models/reference_logits_resnet18_randominit.json"));
     let images = reference["images"].as_array().expect("images");
-    let got = logits(&model("resnet18-randominit-imagenet"), &imagenet_val(), images.len(), 2);
+    let got = logits(
+        &model("resnet18-randominit-imagenet"),
+        &imagenet_val(),
+        images.len(),
+        2,
+    );
     for (i, row) in got.iter().enumerate() {
         let d = max_abs_diff(row, &floats(&reference["logits"][i]));
         assert!(d < 1e-3, "image {i} ({}): max |diff| {d}", images[i]);
@@ -64,18 +84,42 @@ fn resnet18_randominit_matches_onnxruntime_logits() {
 fn card_accuracy(name: &str, data: &std::path::Path) -> (f64, f64, f64, f64) {
     let path = model(name);
     let model = Model::load(&path).expect("model");
-    let card = ModelCard::beside_model(&path).expect("card").expect("card exists");
+    let card = ModelCard::beside_model(&path)
+        .expect("card")
+        .expect("card exists");
     let data = open_dataset(data, &card.preprocess, card.labels.as_deref()).expect("dataset");
-    let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 100 }).expect("plan");
-    let r = evaluate(&mut plan, data.as_ref(), EvalOptions { limit: None, batch: 100 }, &mut |_| {}).expect("eval");
-    (r.top1, r.top5, card.reference_top1.expect("card top1"), card.reference_top5.unwrap_or(f64::NAN))
+    let mut plan = model
+        .plan(PlanOptions {
+            threads: 0,
+            max_batch: 100,
+        })
+        .expect("plan");
+    let r = evaluate(
+        &mut plan,
+        data.as_ref(),
+        EvalOptions {
+            limit: None,
+            batch: 100,
+        },
+        &mut |_| {},
+    )
+    .expect("eval");
+    (
+        r.top1,
+        r.top5,
+        card.reference_top1.expect("card top1"),
+        card.reference_top5.unwrap_or(f64::NAN),
+    )
 }
 
 #[test]
 fn cifar_resnets_reach_the_cards_top1_on_the_full_test_file() {
     for name in ["resnet20-cifar10", "resnet32-cifar10", "resnet56-cifar10"] {
         let (top1, _, want, _) = card_accuracy(name, &cifar_test());
-        assert!((top1 - want).abs() < 0.005, "{name}: top-1 {top1} vs card {want}");
+        assert!(
+            (top1 - want).abs() < 0.005,
+            "{name}: top-1 {top1} vs card {want}"
+        );
     }
 }
 

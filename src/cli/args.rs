@@ -1,8 +1,8 @@
 //! Command-line arguments (clap derive), shared by the subcommands.
 
+use super::haste_args::HasteKnobs;
 use crate::datasets::{load_labels, ModelCard, Preprocess};
 use crate::error::{Error, Result};
-use super::haste_args::HasteKnobs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -165,7 +165,8 @@ impl ModelArgs {
         } else if self.crop.is_some() {
             pre.center_crop = self.crop;
         }
-        pre.validate().map_err(|m| Error::InvalidArgument(format!("preprocessing: {m}")))?;
+        pre.validate()
+            .map_err(|m| Error::InvalidArgument(format!("preprocessing: {m}")))?;
         if image_shape.len() == 3 && (pre.height, pre.width) != (image_shape[1], image_shape[2]) {
             return Err(Error::InvalidArgument(format!(
                 "preprocessing produces {}x{} images but {} takes {}x{}",
@@ -187,6 +188,9 @@ impl ModelArgs {
 fn three(flag: &str, v: &[f32]) -> Result<[f32; 3]> {
     match v {
         [a, b, c] => Ok([*a, *b, *c]),
-        _ => Err(Error::InvalidArgument(format!("{flag} needs 3 comma-separated values, got {}", v.len()))),
+        _ => Err(Error::InvalidArgument(format!(
+            "{flag} needs 3 comma-separated values, got {}",
+            v.len()
+        ))),
     }
 }

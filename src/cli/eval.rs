@@ -63,7 +63,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     println!("model        {}", a.model.model.display());
-    println!("data         {} ({} images)", a.data.data.display(), dense.images);
+    println!(
+        "data         {} ({} images)",
+        a.data.data.display(),
+        dense.images
+    );
     match (&haste, &compress) {
         (Some(h), Some(c)) => {
             let cfg = &c.config;
@@ -75,11 +79,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 c.start_layer,
                 cfg.seed,
                 if cfg.centering { "" } else { " no-centering" },
-                cfg.magnitude_bins.map_or(String::new(), |m| format!(" magnitude-bins={m}"))
+                cfg.magnitude_bins
+                    .map_or(String::new(), |m| format!(" magnitude-bins={m}"))
             );
-            println!("             {:>12} {:>12} {:>10}", "dense", "HASTE", "change");
-            println!("top-1        {:>11.2}% {:>11.2}% {:>+9.2} pt", dense.top1, h.eval.top1, h.eval.top1 - dense.top1);
-            println!("top-5        {:>11.2}% {:>11.2}% {:>+9.2} pt", dense.top5, h.eval.top5, h.eval.top5 - dense.top5);
+            println!(
+                "             {:>12} {:>12} {:>10}",
+                "dense", "HASTE", "change"
+            );
+            println!(
+                "top-1        {:>11.2}% {:>11.2}% {:>+9.2} pt",
+                dense.top1,
+                h.eval.top1,
+                h.eval.top1 - dense.top1
+            );
+            println!(
+                "top-5        {:>11.2}% {:>11.2}% {:>+9.2} pt",
+                dense.top5,
+                h.eval.top5,
+                h.eval.top5 - dense.top5
+            );
             println!(
                 "FLOPs/image  {:>12} {:>12} {:>+9.1} %  (overhead {} included; convs alone {:+.1} %)",
                 flops(dense_flops),
@@ -100,7 +118,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         _ => {
             println!("top-1        {:.2} %", dense.top1);
             println!("top-5        {:.2} %", dense.top5);
-            println!("FLOPs/image  {} (multiply-accumulates of Conv, Gemm, MatMul)", flops(dense_flops));
+            println!(
+                "FLOPs/image  {} (multiply-accumulates of Conv, Gemm, MatMul)",
+                flops(dense_flops)
+            );
             println!(
                 "speed        {:.1} images/s end to end, {:.1} images/s in the model ({} threads, batch {})",
                 dense.images_per_second(),

@@ -48,11 +48,20 @@ pub struct HasteKnobs {
 pub fn parse_fraction(s: &str) -> std::result::Result<f32, String> {
     let v = match s.split_once('/') {
         Some((a, b)) => {
-            let a: f32 = a.trim().parse().map_err(|_| format!("'{s}' is not a number or fraction"))?;
-            let b: f32 = b.trim().parse().map_err(|_| format!("'{s}' is not a number or fraction"))?;
+            let a: f32 = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{s}' is not a number or fraction"))?;
+            let b: f32 = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{s}' is not a number or fraction"))?;
             a / b
         }
-        None => s.trim().parse().map_err(|_| format!("'{s}' is not a number or fraction"))?,
+        None => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a number or fraction"))?,
     };
     Ok(v)
 }
@@ -61,7 +70,9 @@ impl HasteKnobs {
     /// The compression options for `hyperplanes` L, validated.
     pub fn options(&self, hyperplanes: usize) -> Result<CompressOptions> {
         if !(1..=64).contains(&hyperplanes) {
-            return Err(Error::InvalidArgument(format!("--hyperplanes {hyperplanes}: L must be 1 to 64")));
+            return Err(Error::InvalidArgument(format!(
+                "--hyperplanes {hyperplanes}: L must be 1 to 64"
+            )));
         }
         let config = HasteConfig {
             hyperplanes,
@@ -77,6 +88,10 @@ impl HasteKnobs {
         };
         config.validate()?;
         // The first convolution reads RGB and always stays dense: 0 and 1 mean the same.
-        Ok(CompressOptions { config, start_layer: self.start_layer.max(1), skip_pointwise: self.skip_1x1 })
+        Ok(CompressOptions {
+            config,
+            start_layer: self.start_layer.max(1),
+            skip_pointwise: self.skip_1x1,
+        })
     }
 }

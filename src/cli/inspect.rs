@@ -24,7 +24,13 @@ fn histogram_shares(hist: &[u64]) -> [f64; 6] {
         bins[b] += size as u64 * count;
     }
     let total: u64 = bins.iter().sum();
-    bins.map(|b| if total == 0 { 0.0 } else { 100.0 * b as f64 / total as f64 })
+    bins.map(|b| {
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * b as f64 / total as f64
+        }
+    })
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -80,7 +86,17 @@ pub fn run(a: InspectArgs) -> Result<()> {
     );
     println!(
         "{:>3} {:<34} {:>5} {:>5} {:>3} {:>7} {:>13} {:>30} {:>7} {:>7} {:>7}",
-        "#", "layer", "C_in", "C_out", "K", "HxW", "buckets/patch", "channels in buckets of size", "FLOPs", "ovhd", "error"
+        "#",
+        "layer",
+        "C_in",
+        "C_out",
+        "K",
+        "HxW",
+        "buckets/patch",
+        "channels in buckets of size",
+        "FLOPs",
+        "ovhd",
+        "error"
     );
     println!("{:>81} {:>30}", "", "1 / 2 / 3-4 / 5-8 / 9-16 / 17+ %");
     let mut fragile = Vec::new();
@@ -90,12 +106,22 @@ pub fn run(a: InspectArgs) -> Result<()> {
         if !compressed {
             println!(
                 "{:>3} {:<34} {:>5} {:>5} {:>3} {:>7} {:>13}",
-                l.conv_index, name, l.c_in, l.c_out, l.kernel.0, shape, l.choice.describe()
+                l.conv_index,
+                name,
+                l.c_in,
+                l.c_out,
+                l.kernel.0,
+                shape,
+                l.choice.describe()
             );
             continue;
         }
         let shares = histogram_shares(&l.stats.bucket_size_hist);
-        let hist = shares.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join("/");
+        let hist = shares
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join("/");
         let flag = match err {
             Some(e) if *e > FRAGILE_ERROR => {
                 fragile.push(l.conv_index);
@@ -119,7 +145,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             err.map_or("-".into(), |e| format!("{e:.3}")),
         );
     }
-    println!("FLOPs: change of the layer's FLOPs against dense (overhead included); ovhd: share of the");
+    println!(
+        "FLOPs: change of the layer's FLOPs against dense (overhead included); ovhd: share of the"
+    );
     println!("layer's HASTE FLOPs spent hashing and merging; error: ||HASTE - dense|| / ||dense|| of the");
     println!("layer's output on the same input.");
     if !fragile.is_empty() {

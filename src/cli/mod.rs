@@ -37,30 +37,51 @@ impl Session {
         let model = Model::load(&m.model)?;
         let (pre, labels) = m.resolve(&model.image_shape)?;
         let data = open_dataset(&d.data, &pre, labels.as_deref())?;
-        let plan = model.plan(PlanOptions { threads: d.threads, max_batch: d.batch })?;
-        Ok(Session { plan, data, options: EvalOptions { limit: d.limit, batch: d.batch } })
+        let plan = model.plan(PlanOptions {
+            threads: d.threads,
+            max_batch: d.batch,
+        })?;
+        Ok(Session {
+            plan,
+            data,
+            options: EvalOptions {
+                limit: d.limit,
+                batch: d.batch,
+            },
+        })
     }
 
     /// Number of images a pass covers.
     pub fn images(&self) -> usize {
-        self.options.limit.map_or(self.data.len(), |l| l.min(self.data.len()))
+        self.options
+            .limit
+            .map_or(self.data.len(), |l| l.min(self.data.len()))
     }
 
     /// A dense pass with a progress bar.
     pub fn dense(&mut self) -> Result<EvalReport> {
         let bar = progress_bar(self.images(), "dense");
-        let r = evaluate(&mut self.plan, self.data.as_ref(), self.options, &mut |n| bar.set_position(n as u64));
+        let r = evaluate(&mut self.plan, self.data.as_ref(), self.options, &mut |n| {
+            bar.set_position(n as u64)
+        });
         bar.finish_and_clear();
         r
     }
 
     /// A HASTE pass with a progress bar.
-    pub fn haste(&mut self, compress: &crate::plan::CompressOptions) -> Result<crate::eval::HasteReport> {
+    pub fn haste(
+        &mut self,
+        compress: &crate::plan::CompressOptions,
+    ) -> Result<crate::eval::HasteReport> {
         let label = format!("L={}", compress.config.hyperplanes);
         let bar = progress_bar(self.images(), &label);
-        let r = crate::eval::evaluate_haste(&mut self.plan, self.data.as_ref(), self.options, compress, &mut |n| {
-            bar.set_position(n as u64)
-        });
+        let r = crate::eval::evaluate_haste(
+            &mut self.plan,
+            self.data.as_ref(),
+            self.options,
+            compress,
+            &mut |n| bar.set_position(n as u64),
+        );
         bar.finish_and_clear();
         r
     }

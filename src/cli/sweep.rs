@@ -22,7 +22,11 @@ struct Row {
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
-    let options: Vec<_> = a.hyperplanes.iter().map(|&l| a.knobs.options(l)).collect::<Result<_>>()?;
+    let options: Vec<_> = a
+        .hyperplanes
+        .iter()
+        .map(|&l| a.knobs.options(l))
+        .collect::<Result<_>>()?;
     for path in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
         check_writable(path)?;
     }
@@ -49,7 +53,12 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .iter()
         .filter(|r| r.top1 >= dense.top1 - 1.0)
         .max_by(|x, y| x.reduction.total_cmp(&y.reduction));
-    let model_name = a.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let model_name = a
+        .model
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let result = json!({
         "model": a.model.model.display().to_string(),
         "data": a.data.data.display().to_string(),
@@ -78,7 +87,17 @@ pub fn run(a: SweepArgs) -> Result<()> {
         for r in &rows {
             csv.push_str(&format!(
                 "{},{:.2},{:.2},{:.2},{:.2},{},{},{},{:.3},{:.3},{:.3}\n",
-                r.hyperplanes, r.top1, r.top5, dense.top1, dense.top5, r.flops, dense_flops, r.overhead, r.reduction, r.reduction_conv_only, r.speedup
+                r.hyperplanes,
+                r.top1,
+                r.top5,
+                dense.top1,
+                dense.top5,
+                r.flops,
+                dense_flops,
+                r.overhead,
+                r.reduction,
+                r.reduction_conv_only,
+                r.speedup
             ));
         }
         write_atomic(p, csv.as_bytes())?;
@@ -89,7 +108,11 @@ pub fn run(a: SweepArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let points: Vec<TradeoffPoint> = rows
             .iter()
-            .map(|r| TradeoffPoint { hyperplanes: r.hyperplanes, flops_reduction: r.reduction, top1: r.top1 })
+            .map(|r| TradeoffPoint {
+                hyperplanes: r.hyperplanes,
+                flops_reduction: r.reduction,
+                top1: r.top1,
+            })
             .collect();
         let title = format!("{model_name}: HASTE trade-off ({} images)", dense.images);
         plot_tradeoff(p, &title, dense.top1, &points)?;
@@ -98,14 +121,26 @@ pub fn run(a: SweepArgs) -> Result<()> {
         println!("{result}");
         return Ok(());
     }
-    println!("{} on {} ({} images)", a.model.model.display(), a.data.data.display(), dense.images);
+    println!(
+        "{} on {} ({} images)",
+        a.model.model.display(),
+        a.data.data.display(),
+        dense.images
+    );
     println!(
         "{:>6} {:>8} {:>8} {:>8} {:>12} {:>11} {:>11} {:>9}",
         "L", "top-1", "top-5", "drop", "FLOPs", "reduction", "conv only", "speedup"
     );
     println!(
         "{:>6} {:>7.2}% {:>7.2}% {:>8} {:>12} {:>11} {:>11} {:>9}",
-        "dense", dense.top1, dense.top5, "", crate::report::flops(dense_flops), "", "", "1.00x"
+        "dense",
+        dense.top1,
+        dense.top5,
+        "",
+        crate::report::flops(dense_flops),
+        "",
+        "",
+        "1.00x"
     );
     for r in &rows {
         println!(
@@ -135,9 +170,16 @@ pub fn run(a: SweepArgs) -> Result<()> {
 
 /// Fails early (before a long sweep) if an output file's folder does not exist.
 fn check_writable(path: &std::path::Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     if !dir.is_dir() {
-        return Err(Error::InvalidArgument(format!("{}: folder {} does not exist", path.display(), dir.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
     }
     Ok(())
 }

@@ -47,13 +47,22 @@ impl Predictions {
         if self.labels.is_empty() {
             return 0.0;
         }
-        let hits = self.top5.iter().zip(&self.labels).filter(|(t, &l)| hit(t, l)).count();
+        let hits = self
+            .top5
+            .iter()
+            .zip(&self.labels)
+            .filter(|(t, &l)| hit(t, l))
+            .count();
         100.0 * hits as f64 / self.labels.len() as f64
     }
 
     /// Images whose top-1 prediction differs from `other`'s.
     pub fn top1_disagreements(&self, other: &Predictions) -> usize {
-        self.top5.iter().zip(&other.top5).filter(|(a, b)| a[0] != b[0]).count()
+        self.top5
+            .iter()
+            .zip(&other.top5)
+            .filter(|(a, b)| a[0] != b[0])
+            .count()
     }
 }
 
@@ -110,7 +119,13 @@ pub fn top5(logits: &[f32]) -> [u32; 5] {
 }
 
 /// Loads images `start..start + n` into `buf` in parallel.
-pub fn load_batch(data: &dyn Dataset, start: usize, n: usize, per_image: usize, buf: &mut [f32]) -> Result<()> {
+pub fn load_batch(
+    data: &dyn Dataset,
+    start: usize,
+    n: usize,
+    per_image: usize,
+    buf: &mut [f32],
+) -> Result<()> {
     buf[..n * per_image]
         .par_chunks_mut(per_image)
         .enumerate()
@@ -145,13 +160,17 @@ pub fn evaluate(
     let batch = options.batch.clamp(1, plan.max_batch());
     let per_image: usize = plan.image_shape().iter().product();
     let mut buf = vec![0.0f32; batch * per_image];
-    let mut predictions = Predictions { labels: Vec::with_capacity(total), top5: Vec::with_capacity(total) };
+    let mut predictions = Predictions {
+        labels: Vec::with_capacity(total),
+        top5: Vec::with_capacity(total),
+    };
     let started = Instant::now();
     let mut compute = 0.0;
     let mut start = 0;
     while start < total {
         let n = batch.min(total - start);
-        plan.thread_pool().install(|| load_batch(data, start, n, per_image, &mut buf))?;
+        plan.thread_pool()
+            .install(|| load_batch(data, start, n, per_image, &mut buf))?;
         let t = Instant::now();
         let (shape, out) = plan.run(&buf[..n * per_image], n)?;
         compute += t.elapsed().as_secs_f64();
@@ -227,5 +246,9 @@ pub fn evaluate_haste(
     plan.reset_conv_kernels();
     let eval = result?;
     let flops = plan.flops_summary(&layers);
-    Ok(HasteReport { eval, layers, flops })
+    Ok(HasteReport {
+        eval,
+        layers,
+        flops,
+    })
 }

@@ -16,11 +16,17 @@ pub struct Const {
 
 impl Const {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        Const { shape, data: ConstData::F32(data) }
+        Const {
+            shape,
+            data: ConstData::F32(data),
+        }
     }
 
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Self {
-        Const { shape, data: ConstData::I64(data) }
+        Const {
+            shape,
+            data: ConstData::I64(data),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -52,7 +58,10 @@ impl Const {
 
     /// Same data, other shape (element count must agree; checked by the caller).
     pub fn reshaped(&self, shape: Vec<usize>) -> Self {
-        Const { shape, data: self.data.clone() }
+        Const {
+            shape,
+            data: self.data.clone(),
+        }
     }
 
     /// Applies a gather of flat indices to the data, whatever its type.

@@ -91,7 +91,10 @@ impl Graph {
             while let Some(&mut (node, ref mut next)) = stack.last_mut() {
                 if let Some(&input) = self.nodes[node].inputs.get(*next) {
                     *next += 1;
-                    if input == usize::MAX || self.constants.contains_key(&input) || self.inputs.contains(&input) {
+                    if input == usize::MAX
+                        || self.constants.contains_key(&input)
+                        || self.inputs.contains(&input)
+                    {
                         continue;
                     }
                     let Some(&p) = producer.get(&input) else {
@@ -112,7 +115,10 @@ impl Graph {
                         1 => {
                             return Err(crate::Error::model(
                                 &self.source,
-                                format!("the graph has a cycle through node '{}'", self.nodes[p].name),
+                                format!(
+                                    "the graph has a cycle through node '{}'",
+                                    self.nodes[p].name
+                                ),
                             ))
                         }
                         _ => {}

@@ -4,6 +4,7 @@
 //!    (the CIFAR ResNets' zero-pad shortcut is such a subgraph).
 //! 2. [`fuse_batchnorm`]: fold an inference BatchNormalization into the Conv before it.
 //! 3. [`remove_identities`] and [`prune_dead_nodes`].
+//!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
 use super::{Const, ConstData, Graph, Node, ValueId};
@@ -28,7 +29,10 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
 }
 
 fn node_error(g: &Graph, n: &Node, msg: impl std::fmt::Display) -> Error {
-    Error::model(&g.source, format!("node '{}' ({}): {msg}", n.name, n.op.kind()))
+    Error::model(
+        &g.source,
+        format!("node '{}' ({}): {msg}", n.name, n.op.kind()),
+    )
 }
 
 /// Resolves pending ops and folds constant subgraphs, in dependency order.
@@ -45,7 +49,11 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
         node.inputs.retain(|&v| v != MISSING);
         let all_const = node.inputs.iter().all(|v| g.constants.contains_key(v));
         if all_const && node.outputs.len() == 1 {
-            let inputs: Vec<&Const> = node.inputs.iter().filter_map(|v| g.constants.get(v)).collect();
+            let inputs: Vec<&Const> = node
+                .inputs
+                .iter()
+                .filter_map(|v| g.constants.get(v))
+                .collect();
             if let Some(c) = eval_const(g, &node, &inputs)? {
                 g.constants.insert(node.outputs[0], c);
                 keep[i] = false;
@@ -53,7 +61,11 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
             }
         }
         if is_load_time_only(&node.op) {
-            return Err(node_error(g, &node, "this op must be computable at load time (its inputs must be constants)"));
+            return Err(node_error(
+                g,
+                &node,
+                "this op must be computable at load time (its inputs must be constants)",
+            ));
         }
         g.nodes[i] = node;
     }
@@ -99,30 +111,59 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
     let data_input = input(0).ok_or_else(|| node_error(g, n, "missing data input"))?;
     let only_data = vec![data_input];
     Ok(match p {
-        PendingOp::Conv { params_without_channels } => {
+        PendingOp::Conv {
+            params_without_channels,
+        } => {
             let w = required(1, "weight")?;
             if w.shape.len() != 4 {
-                return Err(node_error(g, n, format!("weight has shape {:?}, expected 4-D", w.shape)));
+                return Err(node_error(
+                    g,
+                    n,
+                    format!("weight has shape {:?}, expected 4-D", w.shape),
+                ));
             }
             let mut params = *params_without_channels;
             params.c_out = w.shape[0];
             params.c_in = w.shape[1] * params.groups;
             if params.kh != 0 && (params.kh, params.kw) != (w.shape[2], w.shape[3]) {
-                return Err(node_error(g, n, "kernel_shape disagrees with the weight shape"));
+                return Err(node_error(
+                    g,
+                    n,
+                    "kernel_shape disagrees with the weight shape",
+                ));
             }
             params.kh = w.shape[2];
             params.kw = w.shape[3];
             params.validate().map_err(|e| node_error(g, n, e))?;
             let bias = match constant(2, "bias")? {
                 Some(b) if b.len() == params.c_out => Some(f32s(b, "bias")?),
-                Some(_) => return Err(node_error(g, n, "bias length differs from the output channels")),
+                Some(_) => {
+                    return Err(node_error(
+                        g,
+                        n,
+                        "bias length differs from the output channels",
+                    ))
+                }
                 None => None,
             };
-            (Op::Conv(ConvOp { params, weights: f32s(w, "weight")?, bias, activation: Activation::None }), only_data)
+            (
+                Op::Conv(ConvOp {
+                    params,
+                    weights: f32s(w, "weight")?,
+                    bias,
+                    activation: Activation::None,
+                }),
+                only_data,
+            )
         }
         PendingOp::BatchNorm { epsilon } => {
             let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| required(i, "BatchNorm parameter"));
-            let (scale, bias, mean, var) = (f32s(scale?, "scale")?, f32s(bias?, "bias")?, f32s(mean?, "mean")?, f32s(var?, "var")?);
+            let (scale, bias, mean, var) = (
+                f32s(scale?, "scale")?,
+                f32s(bias?, "bias")?,
+                f32s(mean?, "mean")?,
+                f32s(var?, "var")?,
+            );
             let c = scale.len();
             if [bias.len(), mean.len(), var.len()].iter().any(|&l| l != c) {
                 return Err(node_error(g, n, "BatchNorm parameters differ in length"));
@@ -137,16 +178,30 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
         }
         PendingOp::Clip => {
             let scalar = |i: usize, default: f32| -> Result<f32> {
-                Ok(constant(i, "clip bound")?.and_then(|c| c.to_f32().first().copied()).unwrap_or(default))
+                Ok(constant(i, "clip bound")?
+                    .and_then(|c| c.to_f32().first().copied())
+                    .unwrap_or(default))
             };
-            (Op::Clip { min: scalar(1, f32::NEG_INFINITY)?, max: scalar(2, f32::INFINITY)? }, only_data)
+            (
+                Op::Clip {
+                    min: scalar(1, f32::NEG_INFINITY)?,
+                    max: scalar(2, f32::INFINITY)?,
+                },
+                only_data,
+            )
         }
-        PendingOp::Reshape { allowzero } => {
-            (Op::Reshape { shape: required(1, "shape")?.to_i64(), allowzero: *allowzero }, only_data)
-        }
+        PendingOp::Reshape { allowzero } => (
+            Op::Reshape {
+                shape: required(1, "shape")?.to_i64(),
+                allowzero: *allowzero,
+            },
+            only_data,
+        ),
         PendingOp::Pad { .. } => {
             let pads = required(1, "pads")?.to_i64();
-            let value = constant(2, "constant value")?.and_then(|c| c.to_f32().first().copied()).unwrap_or(0.0);
+            let value = constant(2, "constant value")?
+                .and_then(|c| c.to_f32().first().copied())
+                .unwrap_or(0.0);
             if let Some(axes) = constant(3, "axes")? {
                 if !axes.is_empty() {
                     return Err(node_error(g, n, "Pad with 'axes' is not supported"));
@@ -155,24 +210,64 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
             (Op::Pad { pads, value }, only_data)
         }
         PendingOp::Slice => {
-            let get = |i: usize| -> Result<Vec<i64>> { Ok(constant(i, "slice parameter")?.map(|c| c.to_i64()).unwrap_or_default()) };
+            let get = |i: usize| -> Result<Vec<i64>> {
+                Ok(constant(i, "slice parameter")?
+                    .map(|c| c.to_i64())
+                    .unwrap_or_default())
+            };
             let steps = get(4)?;
             if steps.contains(&0) {
                 return Err(node_error(g, n, "slice step 0"));
             }
-            (Op::Slice { starts: get(1)?, ends: get(2)?, axes: get(3)?, steps }, only_data)
+            (
+                Op::Slice {
+                    starts: get(1)?,
+                    ends: get(2)?,
+                    axes: get(3)?,
+                    steps,
+                },
+                only_data,
+            )
         }
-        PendingOp::Unsqueeze => (Op::Unsqueeze { axes: required(1, "axes")?.to_i64() }, only_data),
-        PendingOp::Squeeze => (Op::Squeeze { axes: constant(1, "axes")?.map(|c| c.to_i64()).unwrap_or_default() }, only_data),
+        PendingOp::Unsqueeze => (
+            Op::Unsqueeze {
+                axes: required(1, "axes")?.to_i64(),
+            },
+            only_data,
+        ),
+        PendingOp::Squeeze => (
+            Op::Squeeze {
+                axes: constant(1, "axes")?.map(|c| c.to_i64()).unwrap_or_default(),
+            },
+            only_data,
+        ),
         PendingOp::MatMul => {
             let b = required(1, "right operand")?;
             if b.shape.len() != 2 {
-                return Err(node_error(g, n, "MatMul supports a 2-D constant right operand only"));
+                return Err(node_error(
+                    g,
+                    n,
+                    "MatMul supports a 2-D constant right operand only",
+                ));
             }
             let w = f32s(b, "right operand")?;
-            (Op::Linear(LinearOp { k: b.shape[0], n: b.shape[1], weight: w, bias: None, alpha: 1.0 }), only_data)
+            (
+                Op::Linear(LinearOp {
+                    k: b.shape[0],
+                    n: b.shape[1],
+                    weight: w,
+                    bias: None,
+                    alpha: 1.0,
+                }),
+                only_data,
+            )
         }
-        PendingOp::Gemm { alpha, beta, trans_a, trans_b } => {
+        PendingOp::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
             if *trans_a {
                 return Err(node_error(g, n, "Gemm with transA = 1 is not supported"));
             }
@@ -181,7 +276,11 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                 return Err(node_error(g, n, "B must be 2-D"));
             }
             let w = f32s(b, "B")?;
-            let (k, nn) = if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            let (k, nn) = if *trans_b {
+                (b.shape[1], b.shape[0])
+            } else {
+                (b.shape[0], b.shape[1])
+            };
             let weight = if *trans_b {
                 let mut t = vec![0.0; w.len()];
                 layout::transpose(&w, &b.shape, &[1, 0], &mut t);
@@ -193,9 +292,20 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                 None => None,
                 Some(c) if c.len() == nn => Some(c.to_f32().iter().map(|x| x * beta).collect()),
                 Some(c) if c.len() == 1 => Some(vec![c.to_f32()[0] * beta; nn]),
-                Some(_) => return Err(node_error(g, n, "C must broadcast over the output columns")),
+                Some(_) => {
+                    return Err(node_error(g, n, "C must broadcast over the output columns"))
+                }
             };
-            (Op::Linear(LinearOp { k, n: nn, weight, bias, alpha: *alpha }), only_data)
+            (
+                Op::Linear(LinearOp {
+                    k,
+                    n: nn,
+                    weight,
+                    bias,
+                    alpha: *alpha,
+                }),
+                only_data,
+            )
         }
     })
 }
@@ -203,7 +313,12 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
 /// Evaluates a node on constant inputs; `Ok(None)` if the op is not folded.
 fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
     let bad = |msg: String| node_error(g, n, msg);
-    let first = || inputs.first().copied().ok_or_else(|| node_error(g, n, "missing input"));
+    let first = || {
+        inputs
+            .first()
+            .copied()
+            .ok_or_else(|| node_error(g, n, "missing input"))
+    };
     let out = match &n.op {
         Op::Identity => first()?.clone(),
         Op::Cast { to } => {
@@ -216,11 +331,18 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
         }
         Op::Shape => {
             let c = first()?;
-            Const::i64(vec![c.shape.len()], c.shape.iter().map(|&d| d as i64).collect())
+            Const::i64(
+                vec![c.shape.len()],
+                c.shape.iter().map(|&d| d as i64).collect(),
+            )
         }
         Op::ConstantOfShape { value } => {
             let dims = first()?.to_i64();
-            let shape = crate::onnx::tensor::checked_shape(&g.source, &format!("node '{}'", n.name), &dims)?;
+            let shape = crate::onnx::tensor::checked_shape(
+                &g.source,
+                &format!("node '{}'", n.name),
+                &dims,
+            )?;
             let len: usize = shape.iter().product();
             match &value.data {
                 ConstData::F32(v) => Const::f32(shape, vec![v[0]; len]),
@@ -232,7 +354,9 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
             let rank = c.shape.len() + axes.len();
             let mut ax: Vec<usize> = axes
                 .iter()
-                .map(|&a| normalize_axis(a, rank).ok_or_else(|| bad(format!("axis {a} out of range"))))
+                .map(|&a| {
+                    normalize_axis(a, rank).ok_or_else(|| bad(format!("axis {a} out of range")))
+                })
                 .collect::<Result<_>>()?;
             ax.sort_unstable();
             let mut shape = c.shape.clone();
@@ -243,12 +367,21 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
         }
         Op::Squeeze { axes } => {
             let c = first()?;
-            let ax: Vec<usize> = axes.iter().filter_map(|&a| normalize_axis(a, c.shape.len())).collect();
+            let ax: Vec<usize> = axes
+                .iter()
+                .filter_map(|&a| normalize_axis(a, c.shape.len()))
+                .collect();
             let shape = c
                 .shape
                 .iter()
                 .enumerate()
-                .filter(|&(i, &d)| !(if ax.is_empty() { d == 1 } else { ax.contains(&i) }))
+                .filter(|&(i, &d)| {
+                    !(if ax.is_empty() {
+                        d == 1
+                    } else {
+                        ax.contains(&i)
+                    })
+                })
                 .map(|(_, &d)| d)
                 .collect();
             c.reshaped(shape)
@@ -266,34 +399,57 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
         }
         Op::Transpose { perm } => {
             let c = first()?;
-            let perm: Vec<usize> = if perm.is_empty() { (0..c.shape.len()).rev().collect() } else { perm.clone() };
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..c.shape.len()).rev().collect()
+            } else {
+                perm.clone()
+            };
             if perm.len() != c.shape.len() {
                 return Err(bad("permutation rank differs from input rank".into()));
             }
             let shape: Vec<usize> = perm.iter().map(|&p| c.shape[p]).collect();
-            let idx = index_map(&c.shape, c.len(), |src, dst| layout::transpose(src, &c.shape, &perm, dst));
+            let idx = index_map(&c.shape, c.len(), |src, dst| {
+                layout::transpose(src, &c.shape, &perm, dst)
+            });
             c.gather_flat(shape, &idx)
         }
-        Op::Slice { starts, ends, axes, steps } => {
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
             let c = first()?;
-            let r = resolve_slice(&c.shape, starts, ends, axes, steps).ok_or_else(|| bad("bad slice".into()))?;
+            let r = resolve_slice(&c.shape, starts, ends, axes, steps)
+                .ok_or_else(|| bad("bad slice".into()))?;
             let shape: Vec<usize> = r.iter().map(|a| a.count).collect();
-            let idx = index_map(&c.shape, shape.iter().product(), |src, dst| layout::slice(src, &c.shape, &r, dst));
+            let idx = index_map(&c.shape, shape.iter().product(), |src, dst| {
+                layout::slice(src, &c.shape, &r, dst)
+            });
             c.gather_flat(shape, &idx)
         }
         Op::Concat { axis } => {
             let shapes: Vec<&[usize]> = inputs.iter().map(|c| c.shape.as_slice()).collect();
             let shape = n.op.output_shape(&shapes)?;
-            let a = normalize_axis(*axis, shape.len()).ok_or_else(|| bad("axis out of range".into()))?;
+            let a = normalize_axis(*axis, shape.len())
+                .ok_or_else(|| bad("axis out of range".into()))?;
             if inputs.iter().all(|c| matches!(c.data, ConstData::I64(_))) {
                 let datas: Vec<Vec<i64>> = inputs.iter().map(|c| c.to_i64()).collect();
-                let parts: Vec<(&[i64], &[usize])> = datas.iter().zip(&shapes).map(|(d, s)| (d.as_slice(), *s)).collect();
+                let parts: Vec<(&[i64], &[usize])> = datas
+                    .iter()
+                    .zip(&shapes)
+                    .map(|(d, s)| (d.as_slice(), *s))
+                    .collect();
                 let mut out = vec![0; shape.iter().product()];
                 layout::concat(&parts, a, &mut out);
                 Const::i64(shape, out)
             } else {
                 let datas: Vec<Vec<f32>> = inputs.iter().map(|c| c.to_f32()).collect();
-                let parts: Vec<(&[f32], &[usize])> = datas.iter().zip(&shapes).map(|(d, s)| (d.as_slice(), *s)).collect();
+                let parts: Vec<(&[f32], &[usize])> = datas
+                    .iter()
+                    .zip(&shapes)
+                    .map(|(d, s)| (d.as_slice(), *s))
+                    .collect();
                 let mut out = vec![0.0; shape.iter().product()];
                 layout::concat(&parts, a, &mut out);
                 Const::f32(shape, out)
@@ -304,7 +460,8 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
                 [c, i] => (*c, *i),
                 _ => return Err(bad("Gather needs two inputs".into())),
             };
-            let a = normalize_axis(*axis, c.shape.len()).ok_or_else(|| bad("axis out of range".into()))?;
+            let a = normalize_axis(*axis, c.shape.len())
+                .ok_or_else(|| bad("axis out of range".into()))?;
             let dim = c.shape[a] as i64;
             let outer: usize = c.shape[..a].iter().product();
             let inner: usize = c.shape[a + 1..].iter().product();
@@ -336,23 +493,33 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
             match (&x.data, &y.data) {
                 (ConstData::I64(a), ConstData::I64(b)) => {
                     let mut out = vec![0; len];
-                    layout::broadcast_binary(a, &x.shape, b, &y.shape, &mut out, &shape, |p, q| match op {
-                        Op::Add => p.wrapping_add(q),
-                        Op::Sub => p.wrapping_sub(q),
-                        Op::Mul => p.wrapping_mul(q),
-                        _ => p.checked_div(q).unwrap_or(0),
+                    layout::broadcast_binary(a, &x.shape, b, &y.shape, &mut out, &shape, |p, q| {
+                        match op {
+                            Op::Add => p.wrapping_add(q),
+                            Op::Sub => p.wrapping_sub(q),
+                            Op::Mul => p.wrapping_mul(q),
+                            _ => p.checked_div(q).unwrap_or(0),
+                        }
                     });
                     Const::i64(shape, out)
                 }
                 _ => {
                     let (a, b) = (x.to_f32(), y.to_f32());
                     let mut out = vec![0.0; len];
-                    layout::broadcast_binary(&a, &x.shape, &b, &y.shape, &mut out, &shape, |p, q| match op {
-                        Op::Add => p + q,
-                        Op::Sub => p - q,
-                        Op::Mul => p * q,
-                        _ => p / q,
-                    });
+                    layout::broadcast_binary(
+                        &a,
+                        &x.shape,
+                        &b,
+                        &y.shape,
+                        &mut out,
+                        &shape,
+                        |p, q| match op {
+                            Op::Add => p + q,
+                            Op::Sub => p - q,
+                            Op::Mul => p * q,
+                            _ => p / q,
+                        },
+                    );
                     Const::f32(shape, out)
                 }
             }
@@ -387,48 +554,40 @@ fn reader_counts(g: &Graph) -> HashMap<ValueId, usize> {
 /// Folds `BatchNorm(Conv(x))` into the Conv's weights and bias when the Conv output has no
 /// other reader: `w' = w * s[co]`, `b' = b * s[co] + t[co]`.
 pub fn fuse_batchnorm(g: &mut Graph) {
-    let readers = reader_counts(g);
-    let mut producer: HashMap<ValueId, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
-    let mut remove = vec![false; g.nodes.len()];
-    for bi in 0..g.nodes.len() {
-        let Op::BatchNorm(bn) = &g.nodes[bi].op else { continue };
-        let x = g.nodes[bi].inputs[0];
-        let Some(&ci) = producer.get(&x) else { continue };
-        if readers.get(&x) != Some(&1) || remove[ci] {
-            continue;
-        }
-        let bn = bn.clone();
-        let bn_out = g.nodes[bi].outputs[0];
-        let bn_name = g.nodes[bi].name.clone();
-        let conv_node = &mut g.nodes[ci];
-        let Op::Conv(conv) = &mut conv_node.op else { continue };
-        if conv.params.c_out != bn.scale.len() {
-            continue;
+    fuse_into_conv(g, |follower, conv| {
+        let Op::BatchNorm(bn) = follower else {
+            return false;
+        };
+        if conv.params.c_out != bn.scale.len() || conv.activation != Activation::None {
+            return false;
         }
         let per_out = conv.weights.len() / conv.params.c_out;
         for (co, chunk) in conv.weights.chunks_mut(per_out).enumerate() {
             chunk.iter_mut().for_each(|w| *w *= bn.scale[co]);
         }
         let bias = conv.bias.get_or_insert_with(|| vec![0.0; bn.scale.len()]);
-        for co in 0..bias.len() {
-            bias[co] = bias[co] * bn.scale[co] + bn.shift[co];
+        for ((b, s), t) in bias.iter_mut().zip(&bn.scale).zip(&bn.shift) {
+            *b = *b * s + t;
         }
-        conv_node.outputs[0] = bn_out;
-        conv_node.name = format!("{}+{}", conv_node.name, bn_name);
-        remove[bi] = true;
-    }
-    let mut r = remove.iter();
-    g.nodes.retain(|_| !*r.next().unwrap_or(&false));
+        true
+    });
 }
 
-/// Fuses a Relu / LeakyRelu / Clip into the Conv before it when the Conv output has no other
-/// reader, so the activation runs while the output is still in cache.
+/// Fuses a Relu / LeakyRelu / Clip into the Conv before it, so the activation runs while the
+/// output is still in cache.
 pub fn fuse_activations(g: &mut Graph) {
+    fuse_into_conv(g, |follower, conv| match Activation::of(follower) {
+        Some(act) if conv.activation == Activation::None => {
+            conv.activation = act;
+            true
+        }
+        _ => false,
+    });
+}
+
+/// Folds single-input nodes into the Conv producing their input, when no one else reads the
+/// Conv's output. `fold` updates the Conv and returns true, or returns false to leave the pair.
+fn fuse_into_conv(g: &mut Graph, mut fold: impl FnMut(&Op, &mut ConvOp) -> bool) {
     let readers = reader_counts(g);
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -437,24 +596,31 @@ pub fn fuse_activations(g: &mut Graph) {
         }
     }
     let mut remove = vec![false; g.nodes.len()];
-    for ai in 0..g.nodes.len() {
-        let Some(act) = Activation::of(&g.nodes[ai].op) else { continue };
-        let x = g.nodes[ai].inputs[0];
-        let Some(&ci) = producer.get(&x) else { continue };
-        if readers.get(&x) != Some(&1) || g.outputs.contains(&x) {
+    for i in 0..g.nodes.len() {
+        let Some(&x) = g.nodes[i].inputs.first() else {
+            continue;
+        };
+        let Some(&ci) = producer.get(&x) else {
+            continue;
+        };
+        if ci == i || remove[ci] || readers.get(&x) != Some(&1) || g.outputs.contains(&x) {
             continue;
         }
-        let out = g.nodes[ai].outputs[0];
-        let act_name = g.nodes[ai].name.clone();
+        let (follower_op, follower_out, follower_name) = (
+            g.nodes[i].op.clone(),
+            g.nodes[i].outputs[0],
+            g.nodes[i].name.clone(),
+        );
         let conv_node = &mut g.nodes[ci];
-        let Op::Conv(conv) = &mut conv_node.op else { continue };
-        if conv.activation != Activation::None {
+        let Op::Conv(conv) = &mut conv_node.op else {
+            continue;
+        };
+        if !fold(&follower_op, conv) {
             continue;
         }
-        conv.activation = act;
-        conv_node.outputs[0] = out;
-        conv_node.name = format!("{}+{}", conv_node.name, act_name);
-        remove[ai] = true;
+        conv_node.outputs[0] = follower_out;
+        conv_node.name = format!("{}+{}", conv_node.name, follower_name);
+        remove[i] = true;
     }
     let mut r = remove.iter();
     g.nodes.retain(|_| !*r.next().unwrap_or(&false));
@@ -462,15 +628,18 @@ pub fn fuse_activations(g: &mut Graph) {
 
 /// Removes Identity nodes by rewiring their readers to their input.
 pub fn remove_identities(g: &mut Graph) {
-    loop {
-        let Some(pos) = g.nodes.iter().position(|n| matches!(n.op, Op::Identity) && !g.outputs.contains(&n.outputs[0]))
-        else {
-            break;
-        };
+    while let Some(pos) = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Identity) && !g.outputs.contains(&n.outputs[0]))
+    {
         let n = g.nodes.remove(pos);
         let (from, to) = (n.outputs[0], n.inputs[0]);
         for m in &mut g.nodes {
-            m.inputs.iter_mut().filter(|v| **v == from).for_each(|v| *v = to);
+            m.inputs
+                .iter_mut()
+                .filter(|v| **v == from)
+                .for_each(|v| *v = to);
         }
     }
 }
@@ -480,7 +649,8 @@ pub fn prune_dead_nodes(g: &mut Graph) {
     loop {
         let readers = reader_counts(g);
         let before = g.nodes.len();
-        g.nodes.retain(|n| n.outputs.iter().any(|o| readers.contains_key(o)));
+        g.nodes
+            .retain(|n| n.outputs.iter().any(|o| readers.contains_key(o)));
         if g.nodes.len() == before {
             break;
         }
@@ -495,10 +665,17 @@ pub fn check(g: &Graph) -> Result<()> {
             return Err(node_error(g, n, "left unresolved after simplification"));
         }
     }
-    let produced: Vec<ValueId> = g.nodes.iter().flat_map(|n| n.outputs.iter().copied()).collect();
+    let produced: Vec<ValueId> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().copied())
+        .collect();
     for &o in &g.outputs {
         if !produced.contains(&o) && !g.inputs.contains(&o) && !g.constants.contains_key(&o) {
-            return Err(Error::model(&g.source, format!("graph output '{}' is never computed", g.value_name(o))));
+            return Err(Error::model(
+                &g.source,
+                format!("graph output '{}' is never computed", g.value_name(o)),
+            ));
         }
     }
     Ok(())

@@ -19,7 +19,14 @@ pub fn col_len(p: &Conv2dParams, h: usize, w: usize) -> usize {
 
 /// Fills rows `rows` of the im2col matrix of one image into `col` (which holds exactly those
 /// rows, each `oh * ow` long). Padding reads as zero.
-pub fn im2col_rows(p: &Conv2dParams, x: &[f32], h: usize, w: usize, rows: std::ops::Range<usize>, col: &mut [f32]) {
+pub fn im2col_rows(
+    p: &Conv2dParams,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    rows: std::ops::Range<usize>,
+    col: &mut [f32],
+) {
     let (oh, ow) = p.out_hw(h, w);
     let n = oh * ow;
     let kk = p.kh * p.kw;
@@ -29,8 +36,18 @@ pub fn im2col_rows(p: &Conv2dParams, x: &[f32], h: usize, w: usize, rows: std::o
         let dx = (kx * p.dilation.1) as isize - p.pads[1] as isize;
         // Output columns whose input column is inside the image: ox in [lo, hi).
         let sw = p.stride.1 as isize;
-        let lo = if dx >= 0 { 0 } else { ((-dx + sw - 1) / sw) as usize }.min(ow);
-        let hi = if (w as isize) > dx { (((w as isize - dx) + sw - 1) / sw) as usize } else { 0 }.clamp(lo, ow);
+        let lo = if dx >= 0 {
+            0
+        } else {
+            ((-dx + sw - 1) / sw) as usize
+        }
+        .min(ow);
+        let hi = if (w as isize) > dx {
+            (((w as isize - dx) + sw - 1) / sw) as usize
+        } else {
+            0
+        }
+        .clamp(lo, ow);
         for oy in 0..oh {
             let out_row = &mut dst[oy * ow..(oy + 1) * ow];
             let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
@@ -55,7 +72,13 @@ pub fn im2col_rows(p: &Conv2dParams, x: &[f32], h: usize, w: usize, rows: std::o
 
 /// Output channels `channels` of one image from its column matrix `col` (all rows), written to
 /// `out` (which holds exactly those channels), with bias and activation applied.
-pub fn gemm_channels(op: &ConvOp, col: &[f32], n: usize, channels: std::ops::Range<usize>, out: &mut [f32]) {
+pub fn gemm_channels(
+    op: &ConvOp,
+    col: &[f32],
+    n: usize,
+    channels: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
     gemm_channels_with(op, op.activation, col, n, channels, out)
 }
 
@@ -87,7 +110,13 @@ pub fn gemm_channels_with(
 }
 
 /// Bias and activation over output channels `channels` (rows of `n` values in `out`).
-pub fn epilogue(op: &ConvOp, activation: Activation, channels: std::ops::Range<usize>, n: usize, out: &mut [f32]) {
+pub fn epilogue(
+    op: &ConvOp,
+    activation: Activation,
+    channels: std::ops::Range<usize>,
+    n: usize,
+    out: &mut [f32],
+) {
     for (co, row) in channels.zip(out.chunks_exact_mut(n)) {
         if let Some(b) = &op.bias {
             let bv = b[co];
@@ -98,7 +127,14 @@ pub fn epilogue(op: &ConvOp, activation: Activation, channels: std::ops::Range<u
 }
 
 /// The whole convolution of one image, single-threaded. `col` is scratch, grown as needed.
-pub fn conv2d_image(op: &ConvOp, x: &[f32], h: usize, w: usize, out: &mut [f32], col: &mut Vec<f32>) {
+pub fn conv2d_image(
+    op: &ConvOp,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+) {
     conv2d_image_with(op, op.activation, x, h, w, out, col)
 }
 
@@ -135,15 +171,27 @@ mod tests {
 
     fn check(p: Conv2dParams, h: usize, w: usize) {
         let nw = p.c_out * p.c_in_per_group() * p.kh * p.kw;
-        let weights: Vec<f32> = (0..nw).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let weights: Vec<f32> = (0..nw)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
         let bias: Vec<f32> = (0..p.c_out).map(|i| i as f32 * 0.1).collect();
-        let x: Vec<f32> = (0..p.c_in * h * w).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        let x: Vec<f32> = (0..p.c_in * h * w)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
         let want = conv2d_direct(&p, &x, h, w, &weights, Some(&bias));
-        let op = ConvOp { params: p, weights, bias: Some(bias), activation: Activation::None };
+        let op = ConvOp {
+            params: p,
+            weights,
+            bias: Some(bias),
+            activation: Activation::None,
+        };
         let mut out = vec![0.0; want.len()];
         conv2d_image(&op, &x, h, w, &mut out, &mut Vec::new());
         for (a, b) in out.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?} {h}x{w}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{p:?} {h}x{w}: {a} vs {b}"
+            );
         }
     }
 
@@ -160,7 +208,11 @@ mod tests {
             (3, 2, 1, 1, 4),
             (7, 2, 3, 1, 1),
         ] {
-            let p = Conv2dParams::new(4, 8, k, k).with_stride(s, s).with_pads([pad; 4]).with_dilation(d, d).with_groups(groups);
+            let p = Conv2dParams::new(4, 8, k, k)
+                .with_stride(s, s)
+                .with_pads([pad; 4])
+                .with_dilation(d, d)
+                .with_groups(groups);
             check(p, 9, 7);
             check(p, 8, 8);
         }

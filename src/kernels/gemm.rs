@@ -31,7 +31,10 @@ pub fn sgemm(
         }
         return;
     }
-    assert!(lda >= k && ldb >= n && ldc >= n, "sgemm: leading dimension too small");
+    assert!(
+        lda >= k && ldb >= n && ldc >= n,
+        "sgemm: leading dimension too small"
+    );
     assert!(a.len() >= (m - 1) * lda + k, "sgemm: a too short");
     assert!(b.len() >= (k - 1) * ldb + n, "sgemm: b too short");
     assert!(c.len() >= (m - 1) * ldc + n, "sgemm: c too short");
@@ -79,8 +82,12 @@ mod tests {
     #[test]
     fn matches_naive_over_sizes() {
         for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (16, 17, 144), (33, 9, 65)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+                .collect();
             let want = naive(m, n, k, &a, &b);
             let mut c = vec![1.0; m * n];
             sgemm(m, n, k, &a, k, &b, n, &mut c, n, false);

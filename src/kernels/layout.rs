@@ -52,8 +52,16 @@ fn strided_copy<T: Copy>(input: &[T], base: isize, dims: &[usize], steps: &[isiz
 /// ONNX Slice with resolved per-axis ranges.
 pub fn slice<T: Copy>(input: &[T], shape: &[usize], ranges: &[AxisSlice], out: &mut [T]) {
     let st = strides(shape);
-    let base: isize = ranges.iter().zip(&st).map(|(r, &s)| r.start as isize * s as isize).sum();
-    let steps: Vec<isize> = ranges.iter().zip(&st).map(|(r, &s)| r.step as isize * s as isize).collect();
+    let base: isize = ranges
+        .iter()
+        .zip(&st)
+        .map(|(r, &s)| r.start as isize * s as isize)
+        .sum();
+    let steps: Vec<isize> = ranges
+        .iter()
+        .zip(&st)
+        .map(|(r, &s)| r.step as isize * s as isize)
+        .collect();
     let dims: Vec<usize> = ranges.iter().map(|r| r.count).collect();
     strided_copy(input, base, &dims, &steps, out);
 }
@@ -68,10 +76,15 @@ pub fn transpose<T: Copy>(input: &[T], shape: &[usize], perm: &[usize], out: &mu
 
 /// Concatenates along `axis`; every input has the same shape except on `axis`.
 pub fn concat<T: Copy>(inputs: &[(&[T], &[usize])], axis: usize, out: &mut [T]) {
-    let Some((_, first)) = inputs.first() else { return };
+    let Some((_, first)) = inputs.first() else {
+        return;
+    };
     let outer: usize = first[..axis].iter().product();
     let mut pos = 0;
-    let out_inner: usize = inputs.iter().map(|(_, s)| s[axis..].iter().product::<usize>()).sum();
+    let out_inner: usize = inputs
+        .iter()
+        .map(|(_, s)| s[axis..].iter().product::<usize>())
+        .sum();
     for o in 0..outer {
         for (data, shape) in inputs {
             let inner: usize = shape[axis..].iter().product();
@@ -83,7 +96,14 @@ pub fn concat<T: Copy>(inputs: &[(&[T], &[usize])], axis: usize, out: &mut [T]) 
 }
 
 /// Constant padding; `pads` in ONNX order (begins then ends), negative values crop.
-pub fn pad<T: Copy>(input: &[T], shape: &[usize], pads: &[i64], value: T, out: &mut [T], out_shape: &[usize]) {
+pub fn pad<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    pads: &[i64],
+    value: T,
+    out: &mut [T],
+    out_shape: &[usize],
+) {
     out.fill(value);
     let rank = shape.len();
     // Region of the input that survives, and where it lands.
@@ -94,7 +114,11 @@ pub fn pad<T: Copy>(input: &[T], shape: &[usize], pads: &[i64], value: T, out: &
         let crop_begin = (-begin).max(0) as usize;
         let crop_end = (-pads[i + rank]).max(0) as usize;
         let count = shape[i].saturating_sub(crop_begin + crop_end);
-        src.push(AxisSlice { start: crop_begin as i64, step: 1, count });
+        src.push(AxisSlice {
+            start: crop_begin as i64,
+            step: 1,
+            count,
+        });
         dst_start.push(begin.max(0) as usize);
     }
     if src.iter().any(|a| a.count == 0) {
@@ -150,7 +174,11 @@ pub fn broadcast_binary<T: Copy>(
         (0..rank)
             .map(|i| {
                 let j = i as isize - (rank - shape.len()) as isize;
-                if j < 0 || shape[j as usize] == 1 { 0 } else { st[j as usize] }
+                if j < 0 || shape[j as usize] == 1 {
+                    0
+                } else {
+                    st[j as usize]
+                }
             })
             .collect()
     };
@@ -187,7 +215,18 @@ mod tests {
     #[test]
     fn slice_with_step() {
         let input: Vec<i32> = (0..16).collect();
-        let r = [AxisSlice { start: 0, step: 2, count: 2 }, AxisSlice { start: 1, step: 2, count: 2 }];
+        let r = [
+            AxisSlice {
+                start: 0,
+                step: 2,
+                count: 2,
+            },
+            AxisSlice {
+                start: 1,
+                step: 2,
+                count: 2,
+            },
+        ];
         let mut out = [0; 4];
         slice(&input, &[4, 4], &r, &mut out);
         assert_eq!(out, [1, 3, 9, 11]);
@@ -199,14 +238,26 @@ mod tests {
         pad(&[1, 2], &[1, 2], &[0, 1, 1, 1], 0, &mut out, &[2, 4]);
         assert_eq!(out, [0, 1, 2, 0, 0, 0, 0, 0]);
         let mut c = [0; 6];
-        concat(&[(&[1, 2][..], &[2, 1][..]), (&[3, 4, 5, 6][..], &[2, 2][..])], 1, &mut c);
+        concat(
+            &[(&[1, 2][..], &[2, 1][..]), (&[3, 4, 5, 6][..], &[2, 2][..])],
+            1,
+            &mut c,
+        );
         assert_eq!(c, [1, 3, 4, 2, 5, 6]);
     }
 
     #[test]
     fn broadcast() {
         let mut out = [0; 6];
-        broadcast_binary(&[1, 2, 3, 4, 5, 6], &[2, 3], &[10, 20], &[2, 1], &mut out, &[2, 3], |x, y| x + y);
+        broadcast_binary(
+            &[1, 2, 3, 4, 5, 6],
+            &[2, 3],
+            &[10, 20],
+            &[2, 1],
+            &mut out,
+            &[2, 3],
+            |x, y| x + y,
+        );
         assert_eq!(out, [11, 12, 13, 24, 25, 26]);
     }
 }

@@ -2,6 +2,6 @@
 
 pub mod conv;
 pub mod gemm;
-pub mod pool;
 pub mod layout;
+pub mod pool;
 pub mod reference;

@@ -24,7 +24,8 @@ pub fn conv2d_direct(
                 for ci in 0..cig {
                     let c = g * cig + ci;
                     for ky in 0..p.kh {
-                        let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
+                        let iy =
+                            (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
                         if iy < 0 || iy >= h as isize {
                             continue;
                         }

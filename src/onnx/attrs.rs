@@ -25,7 +25,10 @@ impl<'a> Attrs<'a> {
 
     /// An error about this node.
     pub fn error(&self, msg: impl std::fmt::Display) -> Error {
-        Error::model(self.model, format!("node '{}' ({}): {msg}", self.node.name, self.node.op_type))
+        Error::model(
+            self.model,
+            format!("node '{}' ({}): {msg}", self.node.name, self.node.op_type),
+        )
     }
 
     pub fn int(&self, name: &str, default: i64) -> i64 {
@@ -41,7 +44,9 @@ impl<'a> Attrs<'a> {
     }
 
     pub fn string(&self, name: &str, default: &str) -> String {
-        self.find(name).map_or(default.to_string(), |a| String::from_utf8_lossy(&a.s).into_owned())
+        self.find(name).map_or(default.to_string(), |a| {
+            String::from_utf8_lossy(&a.s).into_owned()
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&'a onnx_protobuf::TensorProto> {
@@ -52,7 +57,9 @@ impl<'a> Attrs<'a> {
     pub fn usizes(&self, name: &str, len: usize, default: usize, min: usize) -> Result<Vec<usize>> {
         match self.ints(name) {
             None => Ok(vec![default; len]),
-            Some(v) if v.len() != len => Err(self.error(format!("'{name}' has {} values, expected {len}", v.len()))),
+            Some(v) if v.len() != len => {
+                Err(self.error(format!("'{name}' has {} values, expected {len}", v.len())))
+            }
             Some(v) => v
                 .iter()
                 .map(|&x| {

@@ -21,7 +21,10 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
         return Err(Error::model(path, "is a directory, not an ONNX file"));
     }
     if meta.len() > MAX_MODEL_BYTES {
-        return Err(Error::Limits { path: path.into(), message: format!("model file is {} bytes", meta.len()) });
+        return Err(Error::Limits {
+            path: path.into(),
+            message: format!("model file is {} bytes", meta.len()),
+        });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let model = ModelProto::parse_from_bytes(&bytes)
@@ -32,15 +35,25 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
 /// Converts a decoded model into a [`Graph`].
 pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
     let Some(g) = model.graph.as_ref() else {
-        return Err(Error::model(path, "the file holds no graph (is it an ONNX model?)"));
+        return Err(Error::model(
+            path,
+            "the file holds no graph (is it an ONNX model?)",
+        ));
     };
     if g.node.is_empty() {
-        return Err(Error::model(path, "the graph has no nodes (is it an ONNX model?)"));
+        return Err(Error::model(
+            path,
+            "the graph has no nodes (is it an ONNX model?)",
+        ));
     }
-    let mut graph = Graph { source: path.to_path_buf(), ..Graph::default() };
+    let mut graph = Graph {
+        source: path.to_path_buf(),
+        ..Graph::default()
+    };
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut id_of = |graph: &mut Graph, name: &str| -> usize {
-        *ids.entry(name.to_string()).or_insert_with(|| graph.add_value(name))
+        *ids.entry(name.to_string())
+            .or_insert_with(|| graph.add_value(name))
     };
     for init in &g.initializer {
         let c = tensor::decode_tensor(path, init)?;
@@ -57,14 +70,21 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
     }
     let mut unsupported: Vec<String> = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
-        let name = if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() };
+        let name = if n.name.is_empty() {
+            format!("{}_{i}", n.op_type)
+        } else {
+            n.name.clone()
+        };
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             unsupported.push(format!("{}:{} (node '{name}')", n.domain, n.op_type));
             continue;
         }
         if n.op_type == "Constant" {
             let c = constant_node(path, n)?;
-            let out = n.output.first().ok_or_else(|| Error::model(path, format!("Constant '{name}' has no output")))?;
+            let out = n
+                .output
+                .first()
+                .ok_or_else(|| Error::model(path, format!("Constant '{name}' has no output")))?;
             let id = id_of(&mut graph, out);
             graph.constants.insert(id, c);
             continue;
@@ -75,12 +95,30 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
             continue;
         };
         // Optional inputs may be given as "": keep their position with a missing marker.
-        let inputs = n.input.iter().map(|s| if s.is_empty() { usize::MAX } else { id_of(&mut graph, s) }).collect();
+        let inputs = n
+            .input
+            .iter()
+            .map(|s| {
+                if s.is_empty() {
+                    usize::MAX
+                } else {
+                    id_of(&mut graph, s)
+                }
+            })
+            .collect();
         let outputs = n.output.iter().map(|s| id_of(&mut graph, s)).collect();
-        graph.nodes.push(Node { name, op, inputs, outputs });
+        graph.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            outputs,
+        });
     }
     if !unsupported.is_empty() {
-        return Err(Error::UnsupportedOps { path: path.into(), ops: unsupported.join(", ") });
+        return Err(Error::UnsupportedOps {
+            path: path.into(),
+            ops: unsupported.join(", "),
+        });
     }
     for out in &g.output {
         let id = id_of(&mut graph, &out.name);
@@ -102,7 +140,9 @@ fn declared_image_shape(input: &onnx_protobuf::ValueInfoProto) -> Vec<Option<usi
     let Some(T::TensorType(t)) = input.type_.as_ref().and_then(|t| t.value.as_ref()) else {
         return vec![];
     };
-    let Some(shape) = t.shape.as_ref() else { return vec![] };
+    let Some(shape) = t.shape.as_ref() else {
+        return vec![];
+    };
     shape
         .dim
         .iter()

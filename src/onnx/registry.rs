@@ -11,12 +11,17 @@ use crate::ops::{Conv2dParams, Op, PendingOp, PoolParams};
 pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
     let op = match a.node.op_type.as_str() {
         "Conv" => conv(a)?,
-        "BatchNormalization" => Op::Pending(PendingOp::BatchNorm { epsilon: a.float("epsilon", 1e-5) }),
+        "BatchNormalization" => Op::Pending(PendingOp::BatchNorm {
+            epsilon: a.float("epsilon", 1e-5),
+        }),
         "Relu" => Op::Relu,
-        "LeakyRelu" => Op::LeakyRelu { alpha: a.float("alpha", 0.01) },
-        "Clip" if a.has("min") || a.has("max") => {
-            Op::Clip { min: a.float("min", f32::NEG_INFINITY), max: a.float("max", f32::INFINITY) }
-        }
+        "LeakyRelu" => Op::LeakyRelu {
+            alpha: a.float("alpha", 0.01),
+        },
+        "Clip" if a.has("min") || a.has("max") => Op::Clip {
+            min: a.float("min", f32::NEG_INFINITY),
+            max: a.float("max", f32::INFINITY),
+        },
         "Clip" => Op::Pending(PendingOp::Clip),
         "Add" => Op::Add,
         "Sub" => Op::Sub,
@@ -25,8 +30,12 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
         "MaxPool" => Op::MaxPool(pool(a)?),
         "AveragePool" => Op::AveragePool(pool(a)?),
         "GlobalAveragePool" => Op::GlobalAveragePool,
-        "Flatten" => Op::Flatten { axis: a.int("axis", 1) },
-        "Reshape" => Op::Pending(PendingOp::Reshape { allowzero: a.int("allowzero", 0) != 0 }),
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1),
+        },
+        "Reshape" => Op::Pending(PendingOp::Reshape {
+            allowzero: a.int("allowzero", 0) != 0,
+        }),
         "Gemm" => Op::Pending(PendingOp::Gemm {
             alpha: a.float("alpha", 1.0),
             beta: a.float("beta", 1.0),
@@ -42,7 +51,9 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
             steps: vec![],
         },
         "Slice" => Op::Pending(PendingOp::Slice),
-        "Concat" => Op::Concat { axis: a.int("axis", 0) },
+        "Concat" => Op::Concat {
+            axis: a.int("axis", 0),
+        },
         "Transpose" => transpose(a)?,
         "Identity" | "Dropout" => Op::Identity,
         "ConstantOfShape" => {
@@ -55,12 +66,20 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
             }
             Op::ConstantOfShape { value }
         }
-        "Cast" => Op::Cast { to: a.int("to", 1) as i32 },
-        "Unsqueeze" if a.has("axes") => Op::Unsqueeze { axes: a.ints("axes").unwrap_or_default().to_vec() },
+        "Cast" => Op::Cast {
+            to: a.int("to", 1) as i32,
+        },
+        "Unsqueeze" if a.has("axes") => Op::Unsqueeze {
+            axes: a.ints("axes").unwrap_or_default().to_vec(),
+        },
         "Unsqueeze" => Op::Pending(PendingOp::Unsqueeze),
-        "Squeeze" if a.has("axes") => Op::Squeeze { axes: a.ints("axes").unwrap_or_default().to_vec() },
+        "Squeeze" if a.has("axes") => Op::Squeeze {
+            axes: a.ints("axes").unwrap_or_default().to_vec(),
+        },
         "Squeeze" => Op::Pending(PendingOp::Squeeze),
-        "Gather" => Op::Gather { axis: a.int("axis", 0) },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0),
+        },
         "Shape" => Op::Shape,
         _ => return Ok(None),
     };
@@ -70,7 +89,9 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
 fn check_auto_pad(a: &Attrs) -> Result<()> {
     match a.string("auto_pad", "NOTSET").as_str() {
         "NOTSET" | "VALID" => Ok(()),
-        other => Err(a.error(format!("auto_pad '{other}' is not supported; export with explicit pads"))),
+        other => Err(a.error(format!(
+            "auto_pad '{other}' is not supported; export with explicit pads"
+        ))),
     }
 }
 
@@ -97,7 +118,9 @@ fn conv(a: &Attrs) -> Result<Op> {
         .with_dilation(d[0], d[1])
         .with_pads(pads4(a)?)
         .with_groups(groups as usize);
-    Ok(Op::Pending(PendingOp::Conv { params_without_channels: params }))
+    Ok(Op::Pending(PendingOp::Conv {
+        params_without_channels: params,
+    }))
 }
 
 fn pool(a: &Attrs) -> Result<PoolParams> {
@@ -121,11 +144,16 @@ fn pool(a: &Attrs) -> Result<PoolParams> {
 fn pad(a: &Attrs) -> Result<Op> {
     let mode = a.string("mode", "constant");
     if mode != "constant" {
-        return Err(a.error(format!("pad mode '{mode}' is not supported (only 'constant')")));
+        return Err(a.error(format!(
+            "pad mode '{mode}' is not supported (only 'constant')"
+        )));
     }
     match a.ints("pads") {
         // opset < 11: pads and value are attributes
-        Some(p) => Ok(Op::Pad { pads: p.to_vec(), value: a.float("value", 0.0) }),
+        Some(p) => Ok(Op::Pad {
+            pads: p.to_vec(),
+            value: a.float("value", 0.0),
+        }),
         None => Ok(Op::Pending(PendingOp::Pad { mode })),
     }
 }

@@ -25,14 +25,20 @@ pub fn checked_shape(model: &Path, what: &str, dims: &[i64]) -> Result<Vec<usize
     let mut shape = Vec::with_capacity(dims.len());
     for &d in dims {
         if d < 0 {
-            return Err(Error::model(model, format!("{what}: negative dimension {d}")));
+            return Err(Error::model(
+                model,
+                format!("{what}: negative dimension {d}"),
+            ));
         }
-        n = n.checked_mul(d as usize).filter(|&n| n <= MAX_TENSOR_ELEMENTS).ok_or_else(|| {
-            Error::Limits {
+        n = n
+            .checked_mul(d as usize)
+            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| Error::Limits {
                 path: model.to_path_buf(),
-                message: format!("{what}: shape {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements"),
-            }
-        })?;
+                message: format!(
+                    "{what}: shape {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements"
+                ),
+            })?;
         shape.push(d as usize);
     }
     Ok(shape)
@@ -55,7 +61,9 @@ pub fn decode_tensor(model: &Path, t: &TensorProto) -> Result<Const> {
         if have == n {
             Ok(())
         } else {
-            Err(bad(format!("holds {have} values, its shape {shape:?} needs {n}")))
+            Err(bad(format!(
+                "holds {have} values, its shape {shape:?} needs {n}"
+            )))
         }
     };
     let elem_size = match t.data_type {
@@ -66,17 +74,38 @@ pub fn decode_tensor(model: &Path, t: &TensorProto) -> Result<Const> {
     };
     if !raw.is_empty() {
         if raw.len() != n * elem_size {
-            return Err(bad(format!("raw data is {} bytes, shape {shape:?} needs {}", raw.len(), n * elem_size)));
+            return Err(bad(format!(
+                "raw data is {} bytes, shape {shape:?} needs {}",
+                raw.len(),
+                n * elem_size
+            )));
         }
         let words = |size: usize| raw.chunks_exact(size);
         return Ok(match t.data_type {
-            FLOAT => Const::f32(shape, words(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+            FLOAT => Const::f32(
+                shape,
+                words(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
             DOUBLE => Const::f32(
                 shape,
-                words(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32).collect(),
+                words(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
             ),
-            INT64 => Const::i64(shape, words(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
-            INT32 => Const::i64(shape, words(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect()),
+            INT64 => Const::i64(
+                shape,
+                words(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ),
+            INT32 => Const::i64(
+                shape,
+                words(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+                    .collect(),
+            ),
             UINT8 | BOOL => Const::i64(shape, raw.iter().map(|&b| b as i64).collect()),
             _ => Const::i64(shape, raw.iter().map(|&b| b as i8 as i64).collect()),
         });
@@ -88,7 +117,10 @@ pub fn decode_tensor(model: &Path, t: &TensorProto) -> Result<Const> {
         }
         DOUBLE => {
             expect_len(t.double_data.len())?;
-            Ok(Const::f32(shape, t.double_data.iter().map(|&x| x as f32).collect()))
+            Ok(Const::f32(
+                shape,
+                t.double_data.iter().map(|&x| x as f32).collect(),
+            ))
         }
         INT64 => {
             expect_len(t.int64_data.len())?;
@@ -96,18 +128,30 @@ pub fn decode_tensor(model: &Path, t: &TensorProto) -> Result<Const> {
         }
         _ => {
             expect_len(t.int32_data.len())?;
-            Ok(Const::i64(shape, t.int32_data.iter().map(|&x| x as i64).collect()))
+            Ok(Const::i64(
+                shape,
+                t.int32_data.iter().map(|&x| x as i64).collect(),
+            ))
         }
     }
 }
 
 /// Reads a tensor stored outside the model file, refusing locations outside the model's folder.
 fn read_external(model: &Path, t: &TensorProto, what: &str) -> Result<Vec<u8>> {
-    let get = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
-    let location = get("location").ok_or_else(|| Error::model(model, format!("{what}: external data without a location")))?;
+    let get = |key: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
+    };
+    let location = get("location")
+        .ok_or_else(|| Error::model(model, format!("{what}: external data without a location")))?;
     let parse = |key: &str| -> Result<Option<u64>> {
         get(key)
-            .map(|v| v.parse::<u64>().map_err(|_| Error::model(model, format!("{what}: bad external {key} '{v}'"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::model(model, format!("{what}: bad external {key} '{v}'")))
+            })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
@@ -130,6 +174,9 @@ fn read_external(model: &Path, t: &TensorProto, what: &str) -> Result<Vec<u8>> {
     };
     match end {
         Some(end) if start <= end && end <= bytes.len() => Ok(bytes[start..end].to_vec()),
-        _ => Err(Error::model(model, format!("{what}: external data range is outside '{location}'"))),
+        _ => Err(Error::model(
+            model,
+            format!("{what}: external data range is outside '{location}'"),
+        )),
     }
 }

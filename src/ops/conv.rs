@@ -71,7 +71,10 @@ impl Conv2dParams {
         if self.dilation.0 == 0 || self.dilation.1 == 0 {
             return bad("zero dilation");
         }
-        if self.groups == 0 || self.c_in % self.groups != 0 || self.c_out % self.groups != 0 {
+        if self.groups == 0
+            || !self.c_in.is_multiple_of(self.groups)
+            || !self.c_out.is_multiple_of(self.groups)
+        {
             return bad("groups must divide both channel counts");
         }
         Ok(())
@@ -90,8 +93,16 @@ impl Conv2dParams {
         let (eh, ew) = self.kernel_extent();
         let ph = h + self.pads[0] + self.pads[2];
         let pw = w + self.pads[1] + self.pads[3];
-        let oh = if ph >= eh { (ph - eh) / self.stride.0 + 1 } else { 0 };
-        let ow = if pw >= ew { (pw - ew) / self.stride.1 + 1 } else { 0 };
+        let oh = if ph >= eh {
+            (ph - eh) / self.stride.0 + 1
+        } else {
+            0
+        };
+        let ow = if pw >= ew {
+            (pw - ew) / self.stride.1 + 1
+        } else {
+            0
+        };
         (oh, ow)
     }
 

@@ -46,7 +46,9 @@ impl Activation {
         match self {
             Activation::None => {}
             Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Activation::LeakyRelu(a) => xs.iter_mut().for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
+            Activation::LeakyRelu(a) => xs
+                .iter_mut()
+                .for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
             Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
         }
     }
@@ -82,7 +84,11 @@ impl PoolParams {
                 return 0;
             }
             let span = padded - ext;
-            let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+            let mut out = if self.ceil_mode {
+                span.div_ceil(s) + 1
+            } else {
+                span / s + 1
+            };
             // PyTorch/ONNX: in ceil mode the last window must start inside the input or the
             // leading padding, never entirely in the trailing padding.
             if self.ceil_mode && (out - 1) * s >= size + begin {
@@ -91,7 +97,10 @@ impl PoolParams {
             out
         };
         let (k, s, d, p) = (self.kernel, self.stride, self.dilation, self.pads);
-        (dim(h, p[0], p[2], k.0, d.0, s.0), dim(w, p[1], p[3], k.1, d.1, s.1))
+        (
+            dim(h, p[0], p[2], k.0, d.0, s.0),
+            dim(w, p[1], p[3], k.1, d.1, s.1),
+        )
     }
 }
 
@@ -113,8 +122,13 @@ pub enum Op {
     Conv(ConvOp),
     BatchNorm(BatchNormOp),
     Relu,
-    LeakyRelu { alpha: f32 },
-    Clip { min: f32, max: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Add,
     Sub,
     Mul,
@@ -122,25 +136,52 @@ pub enum Op {
     MaxPool(PoolParams),
     AveragePool(PoolParams),
     GlobalAveragePool,
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     /// Target shape as given by ONNX (0 = copy, -1 = infer).
-    Reshape { shape: Vec<i64>, allowzero: bool },
+    Reshape {
+        shape: Vec<i64>,
+        allowzero: bool,
+    },
     /// Gemm or MatMul with a constant right operand.
     Linear(LinearOp),
     /// `pads`: ONNX order (all begins, then all ends), per axis.
-    Pad { pads: Vec<i64>, value: f32 },
-    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Vec<i64>, steps: Vec<i64> },
-    Concat { axis: i64 },
-    Transpose { perm: Vec<usize> },
+    Pad {
+        pads: Vec<i64>,
+        value: f32,
+    },
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Vec<i64>,
+        steps: Vec<i64>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     Identity,
     // ---- load time only ----
     /// Fills a tensor of the (constant) input shape with `value`.
-    ConstantOfShape { value: Const },
+    ConstantOfShape {
+        value: Const,
+    },
     /// ONNX data type code to convert to.
-    Cast { to: i32 },
-    Unsqueeze { axes: Vec<i64> },
-    Squeeze { axes: Vec<i64> },
-    Gather { axis: i64 },
+    Cast {
+        to: i32,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Squeeze {
+        axes: Vec<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
     Shape,
     /// An op still waiting for its constant inputs to be resolved into parameters
     /// (`Conv` weights, `Reshape` shape, ...), see [`crate::graph::passes`].
@@ -150,13 +191,26 @@ pub enum Op {
 /// Ops whose parameters arrive as graph inputs; resolved once constants are folded.
 #[derive(Debug, Clone)]
 pub enum PendingOp {
-    Conv { params_without_channels: Conv2dParams },
-    BatchNorm { epsilon: f32 },
+    Conv {
+        params_without_channels: Conv2dParams,
+    },
+    BatchNorm {
+        epsilon: f32,
+    },
     Clip,
-    Reshape { allowzero: bool },
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Reshape {
+        allowzero: bool,
+    },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
-    Pad { mode: String },
+    Pad {
+        mode: String,
+    },
     Slice,
     Unsqueeze,
     Squeeze,

@@ -18,8 +18,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -48,7 +56,7 @@ pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> Optio
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return None;
         }
         out[i] = total / known;
@@ -75,8 +83,14 @@ pub fn resolve_slice(
     steps: &[i64],
 ) -> Option<Vec<AxisSlice>> {
     let rank = shape.len();
-    let mut out: Vec<AxisSlice> =
-        shape.iter().map(|&d| AxisSlice { start: 0, step: 1, count: d }).collect();
+    let mut out: Vec<AxisSlice> = shape
+        .iter()
+        .map(|&d| AxisSlice {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
     if starts.len() != ends.len() {
         return None;
     }
@@ -95,16 +109,27 @@ pub fn resolve_slice(
         let (start, end) = if step > 0 {
             (clamp(fix(starts[i]), 0, dim), clamp(fix(ends[i]), 0, dim))
         } else {
-            (clamp(fix(starts[i]), 0, dim - 1), clamp(fix(ends[i]), -1, dim - 1))
+            (
+                clamp(fix(starts[i]), 0, dim - 1),
+                clamp(fix(ends[i]), -1, dim - 1),
+            )
         };
         let count = if step > 0 {
-            if end > start { (end - start + step - 1) / step } else { 0 }
+            if end > start {
+                (end - start + step - 1) / step
+            } else {
+                0
+            }
         } else if start > end {
             (start - end + (-step) - 1) / (-step)
         } else {
             0
         };
-        out[axis] = AxisSlice { start, step, count: count as usize };
+        out[axis] = AxisSlice {
+            start,
+            step,
+            count: count as usize,
+        };
     }
     Some(out)
 }
@@ -112,7 +137,12 @@ pub fn resolve_slice(
 impl Op {
     /// Output shape of a runtime op from its input shapes (batch axis included).
     pub fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
-        let first = || inputs.first().copied().ok_or_else(|| shape_err(self, "missing input"));
+        let first = || {
+            inputs
+                .first()
+                .copied()
+                .ok_or_else(|| shape_err(self, "missing input"))
+        };
         let image = |s: &[usize]| -> Result<(usize, usize, usize, usize)> {
             match *s {
                 [n, c, h, w] => Ok((n, c, h, w)),
@@ -124,35 +154,52 @@ impl Op {
                 let (n, ch, h, w) = image(first()?)?;
                 let p = &c.params;
                 if ch != p.c_in {
-                    return Err(shape_err(self, format!("input has {ch} channels, weights expect {}", p.c_in)));
+                    return Err(shape_err(
+                        self,
+                        format!("input has {ch} channels, weights expect {}", p.c_in),
+                    ));
                 }
                 let (oh, ow) = p.out_hw(h, w);
                 if oh == 0 || ow == 0 {
-                    return Err(shape_err(self, format!("kernel does not fit a {h}x{w} input")));
+                    return Err(shape_err(
+                        self,
+                        format!("kernel does not fit a {h}x{w} input"),
+                    ));
                 }
                 Ok(vec![n, p.c_out, oh, ow])
             }
             Op::BatchNorm(b) => {
                 let s = first()?;
                 if s.len() < 2 || s[1] != b.scale.len() {
-                    return Err(shape_err(self, format!("input {s:?} vs {} channels", b.scale.len())));
+                    return Err(shape_err(
+                        self,
+                        format!("input {s:?} vs {} channels", b.scale.len()),
+                    ));
                 }
                 Ok(s.to_vec())
             }
-            Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Identity => Ok(first()?.to_vec()),
+            Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Identity => {
+                Ok(first()?.to_vec())
+            }
             Op::Add | Op::Sub | Op::Mul | Op::Div => {
                 if inputs.len() != 2 {
                     return Err(shape_err(self, "needs two inputs"));
                 }
                 broadcast_shapes(inputs[0], inputs[1]).ok_or_else(|| {
-                    shape_err(self, format!("cannot broadcast {:?} with {:?}", inputs[0], inputs[1]))
+                    shape_err(
+                        self,
+                        format!("cannot broadcast {:?} with {:?}", inputs[0], inputs[1]),
+                    )
                 })
             }
             Op::MaxPool(p) | Op::AveragePool(p) => {
                 let (n, c, h, w) = image(first()?)?;
                 let (oh, ow) = p.out_hw(h, w);
                 if oh == 0 || ow == 0 {
-                    return Err(shape_err(self, format!("window does not fit a {h}x{w} input")));
+                    return Err(shape_err(
+                        self,
+                        format!("window does not fit a {h}x{w} input"),
+                    ));
                 }
                 Ok(vec![n, c, oh, ow])
             }
@@ -165,7 +212,8 @@ impl Op {
                 let a = if *axis == s.len() as i64 {
                     s.len()
                 } else {
-                    normalize_axis(*axis, s.len()).ok_or_else(|| shape_err(self, "axis out of range"))?
+                    normalize_axis(*axis, s.len())
+                        .ok_or_else(|| shape_err(self, "axis out of range"))?
                 };
                 Ok(vec![s[..a].iter().product(), s[a..].iter().product()])
             }
@@ -184,13 +232,19 @@ impl Op {
                         }
                         Ok(out)
                     }
-                    _ => Err(shape_err(self, format!("input {s:?} does not end in {}", l.k))),
+                    _ => Err(shape_err(
+                        self,
+                        format!("input {s:?} does not end in {}", l.k),
+                    )),
                 }
             }
             Op::Pad { pads, .. } => {
                 let s = first()?;
                 if pads.len() != 2 * s.len() {
-                    return Err(shape_err(self, format!("{} pads for rank {}", pads.len(), s.len())));
+                    return Err(shape_err(
+                        self,
+                        format!("{} pads for rank {}", pads.len(), s.len()),
+                    ));
                 }
                 let mut out = Vec::with_capacity(s.len());
                 for (i, &d) in s.iter().enumerate() {
@@ -202,7 +256,12 @@ impl Op {
                 }
                 Ok(out)
             }
-            Op::Slice { starts, ends, axes, steps } => {
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
                 let s = first()?;
                 let r = resolve_slice(s, starts, ends, axes, steps)
                     .ok_or_else(|| shape_err(self, format!("bad slice of {s:?}")))?;
@@ -210,14 +269,17 @@ impl Op {
             }
             Op::Concat { axis } => {
                 let s = first()?;
-                let a = normalize_axis(*axis, s.len()).ok_or_else(|| shape_err(self, "axis out of range"))?;
+                let a = normalize_axis(*axis, s.len())
+                    .ok_or_else(|| shape_err(self, "axis out of range"))?;
                 let mut out = s.to_vec();
                 out[a] = 0;
                 for t in inputs {
-                    if t.len() != s.len()
-                        || t.iter().enumerate().any(|(i, &d)| i != a && d != s[i])
+                    if t.len() != s.len() || t.iter().enumerate().any(|(i, &d)| i != a && d != s[i])
                     {
-                        return Err(shape_err(self, format!("cannot concatenate {s:?} and {t:?}")));
+                        return Err(shape_err(
+                            self,
+                            format!("cannot concatenate {s:?} and {t:?}"),
+                        ));
                     }
                     out[a] += t[a];
                 }

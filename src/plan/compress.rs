@@ -18,7 +18,11 @@ pub struct CompressOptions {
 
 impl Default for CompressOptions {
     fn default() -> Self {
-        CompressOptions { config: HasteConfig::default(), start_layer: 1, skip_pointwise: false }
+        CompressOptions {
+            config: HasteConfig::default(),
+            start_layer: 1,
+            skip_pointwise: false,
+        }
     }
 }
 
@@ -86,7 +90,9 @@ impl FlopsSummary {
 
     /// Reduction of the convolutions' own MACs, overhead excluded, in percent of the network.
     pub fn reduction_conv_only(&self) -> f64 {
-        let saved = self.conv_dense_flops.saturating_sub(self.conv_flops_without_overhead);
+        let saved = self
+            .conv_dense_flops
+            .saturating_sub(self.conv_flops_without_overhead);
         100.0 * saved as f64 / self.dense_flops.max(1) as f64
     }
 }
@@ -141,8 +147,16 @@ impl Plan {
             if choice != LayerChoice::Compressed {
                 continue;
             }
-            let (op, _, _) = self.conv_at(step).ok_or_else(|| Error::Internal("conv step".into()))?;
-            let hc = HasteConv::new(op.params, &op.weights, op.bias.as_deref(), &options.config, k)?;
+            let (op, _, _) = self
+                .conv_at(step)
+                .ok_or_else(|| Error::Internal("conv step".into()))?;
+            let hc = HasteConv::new(
+                op.params,
+                &op.weights,
+                op.bias.as_deref(),
+                &options.config,
+                k,
+            )?;
             self.set_conv_kernel(step, ConvKernel::Haste(Box::new(hc)))?;
             compressed += 1;
         }
@@ -162,8 +176,9 @@ impl Plan {
             .map(|(k, ((step, dense), (_, choice)))| {
                 let (op, h, w) = self.conv_at(step).expect("step is a conv");
                 let s = stats[step].clone();
-                let compressed = matches!(self.conv_kernels[step], Some(ConvKernel::Haste(_))) && s.images > 0;
-                let per_image = |v: u64| if s.images > 0 { v / s.images } else { 0 };
+                let compressed =
+                    matches!(self.conv_kernels[step], Some(ConvKernel::Haste(_))) && s.images > 0;
+                let per_image = |v: u64| v.checked_div(s.images).unwrap_or(0);
                 let (flops, overhead) = if compressed {
                     (per_image(s.flops.total()), per_image(s.flops.overhead()))
                 } else {
@@ -177,7 +192,13 @@ impl Plan {
                     c_out: op.params.c_out,
                     kernel: (op.params.kh, op.params.kw),
                     input_hw: (h, w),
-                    choice: if compressed { LayerChoice::Compressed } else if choice == LayerChoice::Compressed { LayerChoice::DenseBeforeStart } else { choice },
+                    choice: if compressed {
+                        LayerChoice::Compressed
+                    } else if choice == LayerChoice::Compressed {
+                        LayerChoice::DenseBeforeStart
+                    } else {
+                        choice
+                    },
                     dense_flops: dense,
                     flops,
                     overhead_flops: overhead,

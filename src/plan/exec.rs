@@ -26,7 +26,9 @@ impl Plan {
         let out_slot = self.steps[i].output;
         let out_len: usize = self.out_shapes[i].iter().product();
         let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
-        let result = self.pool.install(|| self.compute(i, input, n, &mut out_buf[..out_len]));
+        let result = self
+            .pool
+            .install(|| self.compute(i, input, n, &mut out_buf[..out_len]));
         self.slots[out_slot] = out_buf;
         result
     }
@@ -51,12 +53,15 @@ impl Plan {
             Op::BatchNorm(b) => {
                 let plane: usize = ins[0][2..].iter().product();
                 let c = b.scale.len();
-                out.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(|(k, (o, xi))| {
-                    let ch = k % c;
-                    for (o, &v) in o.iter_mut().zip(xi) {
-                        *o = v * b.scale[ch] + b.shift[ch];
-                    }
-                });
+                out.par_chunks_mut(plane)
+                    .zip(x.par_chunks(plane))
+                    .enumerate()
+                    .for_each(|(k, (o, xi))| {
+                        let ch = k % c;
+                        for (o, &v) in o.iter_mut().zip(xi) {
+                            *o = v * b.scale[ch] + b.shift[ch];
+                        }
+                    });
             }
             Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } => {
                 let act = crate::ops::Activation::of(&node.op).unwrap_or_default();
@@ -72,13 +77,13 @@ impl Plan {
                     _ => |a: f32, b: f32| a / b,
                 };
                 if ins[0] == ins[1] {
-                    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(
-                        |(o, (a, b))| {
+                    out.par_chunks_mut(CHUNK)
+                        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                        .for_each(|(o, (a, b))| {
                             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                                 *o = f(a, b);
                             }
-                        },
-                    );
+                        });
                 } else {
                     layout::broadcast_binary(x, &ins[0], y, &ins[1], out, out_shape, f);
                 }
@@ -93,12 +98,16 @@ impl Plan {
             }
             Op::GlobalAveragePool => {
                 let plane: usize = ins[0][2..].iter().product();
-                out.par_iter_mut().zip(x.par_chunks(plane)).for_each(|(o, xi)| *o = pool::mean(xi));
+                out.par_iter_mut()
+                    .zip(x.par_chunks(plane))
+                    .for_each(|(o, xi)| *o = pool::mean(xi));
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
             Op::Linear(l) => {
                 let rows = out.len() / l.n;
-                crate::kernels::gemm::sgemm(rows, l.n, l.k, x, l.k, &l.weight, l.n, out, l.n, false);
+                crate::kernels::gemm::sgemm(
+                    rows, l.n, l.k, x, l.k, &l.weight, l.n, out, l.n, false,
+                );
                 for row in out.chunks_exact_mut(l.n) {
                     if l.alpha != 1.0 {
                         row.iter_mut().for_each(|v| *v *= l.alpha);
@@ -109,13 +118,19 @@ impl Plan {
                 }
             }
             Op::Pad { pads, value } => layout::pad(x, &ins[0], pads, *value, out, out_shape),
-            Op::Slice { starts, ends, axes, steps } => {
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
                 let r = resolve_slice(&ins[0], starts, ends, axes, steps)
                     .ok_or_else(|| Error::Shape(format!("node '{}': bad slice", node.name)))?;
                 layout::slice(x, &ins[0], &r, out);
             }
             Op::Concat { axis } => {
-                let a = normalize_axis(*axis, out_shape.len()).ok_or_else(|| Error::Shape("concat axis".into()))?;
+                let a = normalize_axis(*axis, out_shape.len())
+                    .ok_or_else(|| Error::Shape("concat axis".into()))?;
                 let parts: Vec<(&[f32], &[usize])> = step
                     .inputs
                     .iter()
@@ -125,17 +140,33 @@ impl Plan {
                 layout::concat(&parts, a, out);
             }
             Op::Transpose { perm } => {
-                let perm: Vec<usize> = if perm.is_empty() { (0..ins[0].len()).rev().collect() } else { perm.clone() };
+                let perm: Vec<usize> = if perm.is_empty() {
+                    (0..ins[0].len()).rev().collect()
+                } else {
+                    perm.clone()
+                };
                 layout::transpose(x, &ins[0], &perm, out);
             }
             other => {
-                return Err(Error::Internal(format!("node '{}': {} cannot run at run time", node.name, other.kind())))
+                return Err(Error::Internal(format!(
+                    "node '{}': {} cannot run at run time",
+                    node.name,
+                    other.kind()
+                )))
             }
         }
         Ok(())
     }
 
-    fn conv(&self, i: usize, op: &ConvOp, x: &[f32], in_shape: &[usize], n: usize, out: &mut [f32]) {
+    fn conv(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        x: &[f32],
+        in_shape: &[usize],
+        n: usize,
+        out: &mut [f32],
+    ) {
         let (h, w) = (in_shape[2], in_shape[3]);
         let p = &op.params;
         let (oh, ow) = p.out_hw(h, w);
@@ -144,32 +175,44 @@ impl Plan {
         match &self.conv_kernels[i] {
             Some(ConvKernel::Haste(hc)) => {
                 let stats = &self.haste_stats[i];
-                out.par_chunks_mut(out_len).zip(x.par_chunks(in_len)).for_each(|(o, xi)| {
-                    let mut s = thread_scratch(&self.scratch);
-                    let mut local = crate::haste::LayerStats::default();
-                    hc.forward(xi, h, w, o, &mut s.haste, &mut local);
-                    if let Some(errors) = &self.layer_error {
-                        let s = &mut *s;
-                        s.dense.resize(o.len(), 0.0);
-                        conv::conv2d_image_with(op, Activation::None, xi, h, w, &mut s.dense, &mut s.col);
-                        let (mut num, mut den) = (0.0f64, 0.0f64);
-                        for (&a, &b) in o.iter().zip(&s.dense) {
-                            num += ((a - b) as f64).powi(2);
-                            den += (b as f64).powi(2);
+                out.par_chunks_mut(out_len)
+                    .zip(x.par_chunks(in_len))
+                    .for_each(|(o, xi)| {
+                        let mut s = thread_scratch(&self.scratch);
+                        let mut local = crate::haste::LayerStats::default();
+                        hc.forward(xi, h, w, o, &mut s.haste, &mut local);
+                        if let Some(errors) = &self.layer_error {
+                            let s = &mut *s;
+                            s.dense.resize(o.len(), 0.0);
+                            conv::conv2d_image_with(
+                                op,
+                                Activation::None,
+                                xi,
+                                h,
+                                w,
+                                &mut s.dense,
+                                &mut s.col,
+                            );
+                            let (mut num, mut den) = (0.0f64, 0.0f64);
+                            for (&a, &b) in o.iter().zip(&s.dense) {
+                                num += ((a - b) as f64).powi(2);
+                                den += (b as f64).powi(2);
+                            }
+                            let mut e = lock(&errors[i]);
+                            e.0 += num;
+                            e.1 += den;
                         }
-                        let mut e = lock(&errors[i]);
-                        e.0 += num;
-                        e.1 += den;
-                    }
-                    op.activation.apply(o);
-                    lock(stats).add(&local);
-                });
+                        op.activation.apply(o);
+                        lock(stats).add(&local);
+                    });
             }
             _ if n >= self.threads || self.threads == 1 => {
-                out.par_chunks_mut(out_len).zip(x.par_chunks(in_len)).for_each(|(o, xi)| {
-                    let mut s = thread_scratch(&self.scratch);
-                    conv::conv2d_image(op, xi, h, w, o, &mut s.col);
-                });
+                out.par_chunks_mut(out_len)
+                    .zip(x.par_chunks(in_len))
+                    .for_each(|(o, xi)| {
+                        let mut s = thread_scratch(&self.scratch);
+                        conv::conv2d_image(op, xi, h, w, o, &mut s.col);
+                    });
             }
             _ => {
                 // Fewer images than threads: split each image's im2col by rows and its GEMM by
@@ -184,17 +227,21 @@ impl Plan {
                         let rows = p.c_in * p.kh * p.kw;
                         let per = rows.div_ceil(parts);
                         let col = &mut shared[..rows * n_cols];
-                        col.par_chunks_mut(per * n_cols).enumerate().for_each(|(k, c)| {
-                            let r0 = k * per;
-                            conv::im2col_rows(p, xi, h, w, r0..r0 + c.len() / n_cols, c);
-                        });
+                        col.par_chunks_mut(per * n_cols)
+                            .enumerate()
+                            .for_each(|(k, c)| {
+                                let r0 = k * per;
+                                conv::im2col_rows(p, xi, h, w, r0..r0 + c.len() / n_cols, c);
+                            });
                         col
                     };
                     let per = p.c_out.div_ceil(parts);
-                    o.par_chunks_mut(per * n_cols).enumerate().for_each(|(k, oc)| {
-                        let c0 = k * per;
-                        conv::gemm_channels(op, col, n_cols, c0..c0 + oc.len() / n_cols, oc);
-                    });
+                    o.par_chunks_mut(per * n_cols)
+                        .enumerate()
+                        .for_each(|(k, oc)| {
+                            let c0 = k * per;
+                            conv::gemm_channels(op, col, n_cols, c0..c0 + oc.len() / n_cols, oc);
+                        });
                 }
             }
         }

@@ -54,7 +54,10 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { threads: 0, max_batch: 1 }
+        PlanOptions {
+            threads: 0,
+            max_batch: 1,
+        }
     }
 }
 
@@ -88,7 +91,9 @@ impl Plan {
     /// Plans `graph` for images of `image_shape` (`[c, h, w]`).
     pub fn new(graph: Graph, image_shape: &[usize], options: PlanOptions) -> Result<Plan> {
         if options.max_batch == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -100,7 +105,10 @@ impl Plan {
             .build()
             .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
         let order = graph.topological_order()?;
-        let input_id = *graph.inputs.first().ok_or_else(|| Error::model(&graph.source, "no input"))?;
+        let input_id = *graph
+            .inputs
+            .first()
+            .ok_or_else(|| Error::model(&graph.source, "no input"))?;
 
         // Constants read at run time become f32 operands.
         let mut consts = Vec::new();
@@ -134,14 +142,20 @@ impl Plan {
                     });
                     Src::Const(idx)
                 } else {
-                    return Err(Error::Internal(format!("value '{}' has no source", graph.value_name(v))));
+                    return Err(Error::Internal(format!(
+                        "value '{}' has no source",
+                        graph.value_name(v)
+                    )));
                 });
             }
             let output = free.pop().unwrap_or_else(|| {
                 n_slots += 1;
                 n_slots - 1
             });
-            let out_v = *node.outputs.first().ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
+            let out_v = *node
+                .outputs
+                .first()
+                .ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
             slot_of.insert(out_v, output);
             for &v in &node.inputs {
                 if last_use.get(&v) == Some(&pos) {
@@ -152,18 +166,33 @@ impl Plan {
                     }
                 }
             }
-            steps.push(Step { node: ni, inputs, output });
+            steps.push(Step {
+                node: ni,
+                inputs,
+                output,
+            });
         }
-        let out_v = *graph.outputs.first().ok_or_else(|| Error::model(&graph.source, "no output"))?;
+        let out_v = *graph
+            .outputs
+            .first()
+            .ok_or_else(|| Error::model(&graph.source, "no output"))?;
         let output = match slot_of.get(&out_v) {
             Some(&s) => Src::Slot(s),
-            None => return Err(Error::model(&graph.source, "the output is not computed by any node")),
+            None => {
+                return Err(Error::model(
+                    &graph.source,
+                    "the output is not computed by any node",
+                ))
+            }
         };
         let conv_kernels = steps
             .iter()
             .map(|s| matches!(graph.nodes[s.node].op, Op::Conv(_)).then_some(ConvKernel::Dense))
             .collect();
-        let haste_stats = steps.iter().map(|_| Mutex::new(Default::default())).collect();
+        let haste_stats = steps
+            .iter()
+            .map(|_| Mutex::new(Default::default()))
+            .collect();
         let mut plan = Plan {
             graph,
             steps,
@@ -175,7 +204,9 @@ impl Plan {
             in_shapes: vec![],
             out_shapes: vec![],
             pool,
-            scratch: (0..threads).map(|_| Mutex::new(Scratch::default())).collect(),
+            scratch: (0..threads)
+                .map(|_| Mutex::new(Scratch::default()))
+                .collect(),
             shared_col: Mutex::new(Vec::new()),
             conv_kernels,
             haste_stats,
@@ -198,7 +229,9 @@ impl Plan {
             .iter()
             .zip(&plan.in_shapes)
             .filter_map(|(s, ins)| match &plan.graph.nodes[s.node].op {
-                Op::Conv(c) => Some(crate::kernels::conv::col_len(&c.params, ins[0][2], ins[0][3])),
+                Op::Conv(c) => Some(crate::kernels::conv::col_len(
+                    &c.params, ins[0][2], ins[0][3],
+                )),
                 _ => None,
             })
             .max()
@@ -230,7 +263,10 @@ impl Plan {
             let node = &self.graph.nodes[s.node];
             let refs: Vec<&[usize]> = ins.iter().map(Vec::as_slice).collect();
             let out = node.op.output_shape(&refs).map_err(|e| {
-                Error::model(&self.graph.source, format!("node '{}': {e} (input shapes {ins:?})", node.name))
+                Error::model(
+                    &self.graph.source,
+                    format!("node '{}': {e} (input shapes {ins:?})", node.name),
+                )
             })?;
             slot_shape[s.output] = out.clone();
             in_shapes.push(ins);
@@ -301,7 +337,9 @@ impl Plan {
 
     /// Name of the node of step `step`.
     pub fn step_name(&self, step: usize) -> &str {
-        self.steps.get(step).map_or("?", |s| self.graph.nodes[s.node].name.as_str())
+        self.steps
+            .get(step)
+            .map_or("?", |s| self.graph.nodes[s.node].name.as_str())
     }
 
     /// Number of steps.
@@ -329,7 +367,10 @@ impl Plan {
 
     /// Takes the accumulated HASTE statistics of every step (and resets them).
     pub fn take_haste_stats(&mut self) -> Vec<crate::haste::LayerStats> {
-        self.haste_stats.iter_mut().map(|m| std::mem::take(m.get_mut().unwrap_or_else(|e| e.into_inner()))).collect()
+        self.haste_stats
+            .iter_mut()
+            .map(|m| std::mem::take(m.get_mut().unwrap_or_else(|e| e.into_inner())))
+            .collect()
     }
 
     /// Runs a batch of `n` images (`input` = `n * c * h * w` values, NCHW) and returns the
@@ -337,7 +378,10 @@ impl Plan {
     pub fn run(&mut self, input: &[f32], n: usize) -> Result<(Vec<usize>, &[f32])> {
         let per_image: usize = self.image_shape.iter().product();
         if n == 0 || n > self.max_batch {
-            return Err(Error::InvalidArgument(format!("batch of {n} images; this plan takes 1 to {}", self.max_batch)));
+            return Err(Error::InvalidArgument(format!(
+                "batch of {n} images; this plan takes 1 to {}",
+                self.max_batch
+            )));
         }
         if input.len() != n * per_image {
             return Err(Error::Shape(format!(
@@ -356,7 +400,13 @@ impl Plan {
             }
         }
         let shape = match self.output {
-            Src::Slot(s) => self.steps.iter().zip(&self.out_shapes).rev().find(|(st, _)| st.output == s).map(|(_, sh)| sh.clone()),
+            Src::Slot(s) => self
+                .steps
+                .iter()
+                .zip(&self.out_shapes)
+                .rev()
+                .find(|(st, _)| st.output == s)
+                .map(|(_, sh)| sh.clone()),
             _ => None,
         }
         .ok_or_else(|| Error::Internal("output shape unknown".into()))?;
@@ -402,7 +452,9 @@ impl Plan {
 
     /// Op kind of step `step`.
     pub fn step_kind(&self, step: usize) -> &'static str {
-        self.steps.get(step).map_or("?", |s| self.graph.nodes[s.node].op.kind())
+        self.steps
+            .get(step)
+            .map_or("?", |s| self.graph.nodes[s.node].op.kind())
     }
 
     /// The plan's worker threads (use it to parallelize work around runs, e.g. image loading).

@@ -52,10 +52,22 @@ fn ensure_font() -> Result<()> {
 /// Draws top-1 accuracy against FLOPs reduction, one point per L (labelled), with dense
 /// accuracy marked at 0 % reduction. The file type follows the extension (`.svg` or `.png`);
 /// the file is written atomically.
-pub fn plot_tradeoff(path: &Path, title: &str, dense_top1: f64, points: &[TradeoffPoint]) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+pub fn plot_tradeoff(
+    path: &Path,
+    title: &str,
+    dense_top1: f64,
+    points: &[TradeoffPoint],
+) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext != "svg" && ext != "png" {
-        return Err(Error::InvalidArgument(format!("{}: the plot must end in .svg or .png", path.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{}: the plot must end in .svg or .png",
+            path.display()
+        )));
     }
     ensure_font()?;
     let (w, h) = (900u32, 600u32);
@@ -75,9 +87,11 @@ pub fn plot_tradeoff(path: &Path, title: &str, dense_top1: f64, points: &[Tradeo
             draw(&root, title, dense_top1, points).map_err(draw_err)?;
             root.present().map_err(|e| draw_err(e.to_string()))?;
         }
-        let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| draw_err("buffer size".into()))?;
+        let img =
+            image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| draw_err("buffer size".into()))?;
         let mut png = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| draw_err(e.to_string()))?;
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| draw_err(e.to_string()))?;
         write_atomic(path, png.get_ref())
     }
 }
@@ -91,8 +105,16 @@ fn draw<DB: DrawingBackend>(
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let max_x = points.iter().map(|p| p.flops_reduction).fold(5.0, f64::max) * 1.1;
-    let min_x = points.iter().map(|p| p.flops_reduction).fold(0.0, f64::min).min(0.0) - 1.0;
-    let accs = points.iter().map(|p| p.top1).chain(std::iter::once(dense_top1));
+    let min_x = points
+        .iter()
+        .map(|p| p.flops_reduction)
+        .fold(0.0, f64::min)
+        .min(0.0)
+        - 1.0;
+    let accs = points
+        .iter()
+        .map(|p| p.top1)
+        .chain(std::iter::once(dense_top1));
     let (lo, hi) = accs.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let pad = ((hi - lo) * 0.1).max(0.5);
     let mut chart = ChartBuilder::on(root)
@@ -111,20 +133,35 @@ fn draw<DB: DrawingBackend>(
         .map_err(e)?;
     let mut sorted = points.to_vec();
     sorted.sort_by(|a, b| a.flops_reduction.total_cmp(&b.flops_reduction));
-    let line = std::iter::once((0.0, dense_top1)).chain(sorted.iter().map(|p| (p.flops_reduction, p.top1)));
-    chart.draw_series(LineSeries::new(line, BLUE.stroke_width(2))).map_err(e)?.label("HASTE").legend(|(x, y)| {
-        PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2))
-    });
+    let line = std::iter::once((0.0, dense_top1))
+        .chain(sorted.iter().map(|p| (p.flops_reduction, p.top1)));
     chart
-        .draw_series(sorted.iter().map(|p| Circle::new((p.flops_reduction, p.top1), 5, BLUE.filled())))
+        .draw_series(LineSeries::new(line, BLUE.stroke_width(2)))
+        .map_err(e)?
+        .label("HASTE")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(
+            sorted
+                .iter()
+                .map(|p| Circle::new((p.flops_reduction, p.top1), 5, BLUE.filled())),
+        )
         .map_err(e)?;
     chart
         .draw_series(sorted.iter().map(|p| {
-            Text::new(format!("L={}", p.hyperplanes), (p.flops_reduction, p.top1 + pad * 0.25), ("sans-serif", 14))
+            Text::new(
+                format!("L={}", p.hyperplanes),
+                (p.flops_reduction, p.top1 + pad * 0.25),
+                ("sans-serif", 14),
+            )
         }))
         .map_err(e)?;
     chart
-        .draw_series(std::iter::once(TriangleMarker::new((0.0, dense_top1), 9, RED.filled())))
+        .draw_series(std::iter::once(TriangleMarker::new(
+            (0.0, dense_top1),
+            9,
+            RED.filled(),
+        )))
         .map_err(e)?
         .label(format!("dense {dense_top1:.2} %"))
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, RED.filled()));
