@@ -44,7 +44,7 @@ impl CifarBinary {
         if len == 0 {
             return Err(Error::dataset(path, "CIFAR file is empty"));
         }
-        if len % CIFAR_RECORD as u64 != 0 {
+        if !len.is_multiple_of(CIFAR_RECORD as u64) {
             return Err(Error::dataset(
                 path,
                 format!(

@@ -300,6 +300,10 @@ fn crop_offset(size: usize, crop: usize) -> i64 {
 /// Decodes a JPEG or PNG file to interleaved RGB8 with the `image` crate (grayscale, alpha and
 /// 16-bit images are converted; alpha is dropped), refusing images wider or taller than
 /// [`MAX_IMAGE_SIDE`] before allocating. Returns `(pixels, width, height)`.
+///
+/// JPEGs are decoded by `zune-jpeg` (through `image`), not libjpeg-turbo as in Pillow: on the
+/// ImageNet sample about 19 % of the RGB values differ, by 1-5 (mean |diff| 0.26), mostly from
+/// chroma upsampling (the Y plane differs in under 1 % of pixels, by 1). PNGs decode exactly.
 pub fn decode_rgb8(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = reader

@@ -3,8 +3,9 @@
 //! This is a re-implementation of Pillow's `ImagingResample` (`src/libImaging/Resample.c`) with
 //! the `BILINEAR` filter and the default box `(0, 0, in_w, in_h)`:
 //!
-//! * two separable passes, horizontal first, then vertical; a pass is skipped when that dimension
-//!   keeps its size (Pillow's `need_horizontal` / `need_vertical`);
+//! * two separable passes, horizontal first, then vertical, except (since Pillow 13) when the
+//!   height shrinks by more than twice as many pixels as the width; a pass is skipped when that
+//!   dimension keeps its size (Pillow's `need_horizontal` / `need_vertical`);
 //! * for each output index `o`: `scale = in / out`, `filterscale = max(scale, 1)`,
 //!   `support = 1 * filterscale`, `center = (o + 0.5) * scale`,
 //!   taps `xmin = trunc(center - support + 0.5)` (clamped to 0) up to
@@ -132,9 +133,82 @@ pub fn resize_bilinear_rgb8(
     out
 }
 
+/// Horizontal pass over `rows` rows of an RGB8 image `src_w` wide starting at row `row_lo`:
+/// output `i` of row `r` uses source columns `c.start[i] - col_base ..` of that row.
+fn h_pass(
+    src: &[u8],
+    src_w: usize,
+    row_lo: usize,
+    rows: usize,
+    c: &Coeffs,
+    col_base: usize,
+    out: &mut [u8],
+) {
+    let w = c.start.len();
+    for r in 0..rows {
+        let src_row = &src[3 * src_w * (row_lo + r)..3 * src_w * (row_lo + r + 1)];
+        let dst_row = &mut out[3 * w * r..3 * w * (r + 1)];
+        for (i, px) in dst_row.chunks_exact_mut(3).enumerate() {
+            let (start, k) = c.taps(i);
+            let s = start - col_base;
+            let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
+            for (p, &kk) in src_row[3 * s..3 * (s + k.len())].chunks_exact(3).zip(k) {
+                s0 += i32::from(p[0]) * kk;
+                s1 += i32::from(p[1]) * kk;
+                s2 += i32::from(p[2]) * kk;
+            }
+            px[0] = clip8(s0);
+            px[1] = clip8(s1);
+            px[2] = clip8(s2);
+        }
+    }
+}
+
+/// Vertical pass over columns `col_lo .. col_lo + ncols` of an RGB8 image `src_w` wide:
+/// output row `i` uses source rows `c.start[i] - row_base ..`.
+fn v_pass(
+    src: &[u8],
+    src_w: usize,
+    c: &Coeffs,
+    row_base: usize,
+    col_lo: usize,
+    ncols: usize,
+    out: &mut [u8],
+) {
+    let mut acc = vec![0i32; 3 * ncols];
+    for i in 0..c.start.len() {
+        let (start, k) = c.taps(i);
+        acc.fill(HALF);
+        for (j, &kk) in k.iter().enumerate() {
+            let r = start + j - row_base;
+            let t = &src[3 * (src_w * r + col_lo)..3 * (src_w * r + col_lo + ncols)];
+            for (a, &p) in acc.iter_mut().zip(t) {
+                *a += i32::from(p) * kk;
+            }
+        }
+        for (o, &a) in out[3 * ncols * i..3 * ncols * (i + 1)].iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+}
+
+/// Range of source indices the taps of `c` read.
+fn tap_range(c: &Coeffs) -> (usize, usize) {
+    let n = c.start.len();
+    let lo = (0..n).map(|i| c.start[i]).min().unwrap_or(0);
+    let hi = (0..n).map(|i| c.start[i] + c.count[i]).max().unwrap_or(lo);
+    (lo, hi)
+}
+
 /// Writes the window `(x0, y0, w, h)` of the Pillow-bilinear resize of `src` (`in_w x in_h`,
 /// RGB8) to `out_w x out_h` into `out` (`3 * w * h` bytes, RGB8, row-major). The window must
 /// lie inside the resized image.
+///
+/// Pass order follows Pillow 13 (`ImagingResampleInner`): horizontal first, unless the height
+/// shrinks by more than twice as many pixels as the width
+/// (`in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w)`), then vertical first. (Pillow
+/// before 13 always ran the horizontal pass first; the results differ by at most 1 in those
+/// vertical-first cases. Resizes that grow the height, like 227 -> 256, are the same.)
 ///
 /// # Panics
 /// If the buffers have the wrong length, a size is zero or the window does not fit.
@@ -163,67 +237,37 @@ pub(crate) fn resize_window(
     }
     let need_h = out_w != in_w;
     let need_v = out_h != in_h;
-
-    // Source rows needed by the window's output rows.
+    let dh = in_h as i64 - out_h as i64;
+    let dw = in_w as i64 - out_w as i64;
+    let horizontal_first = !(dh > 0 && dh > dw * 2);
+    let horiz = need_h.then(|| Coeffs::new(in_w, out_w, x0, w));
     let vert = need_v.then(|| Coeffs::new(in_h, out_h, y0, h));
-    let (row_lo, row_hi) = match &vert {
-        Some(c) => {
-            let lo = (0..h).map(|i| c.start[i]).min().unwrap_or(0);
-            let hi = (0..h).map(|i| c.start[i] + c.count[i]).max().unwrap_or(0);
-            (lo, hi)
-        }
-        None => (y0, y0 + h),
-    };
 
-    // Horizontal pass (or a plain copy of the window's columns) over rows row_lo..row_hi.
-    let rows = row_hi - row_lo;
-    let mut tmp = vec![0u8; 3 * w * rows];
-    if need_h {
-        let horiz = Coeffs::new(in_w, out_w, x0, w);
-        for r in 0..rows {
-            let src_row = &src[3 * in_w * (row_lo + r)..3 * in_w * (row_lo + r + 1)];
-            let dst_row = &mut tmp[3 * w * r..3 * w * (r + 1)];
-            for (i, px) in dst_row.chunks_exact_mut(3).enumerate() {
-                let (start, k) = horiz.taps(i);
-                let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
-                for (j, &kk) in k.iter().enumerate() {
-                    let p = &src_row[3 * (start + j)..3 * (start + j) + 3];
-                    s0 += i32::from(p[0]) * kk;
-                    s1 += i32::from(p[1]) * kk;
-                    s2 += i32::from(p[2]) * kk;
-                }
-                px[0] = clip8(s0);
-                px[1] = clip8(s1);
-                px[2] = clip8(s2);
+    match (&horiz, &vert) {
+        (None, None) => {
+            for r in 0..h {
+                let s = 3 * (in_w * (y0 + r) + x0);
+                out[3 * w * r..3 * w * (r + 1)].copy_from_slice(&src[s..s + 3 * w]);
             }
         }
-    } else {
-        for r in 0..rows {
-            let s = 3 * (in_w * (row_lo + r) + x0);
-            tmp[3 * w * r..3 * w * (r + 1)].copy_from_slice(&src[s..s + 3 * w]);
+        (Some(hc), None) => h_pass(src, in_w, y0, h, hc, 0, out),
+        (None, Some(vc)) => v_pass(src, in_w, vc, 0, x0, w, out),
+        (Some(hc), Some(vc)) if horizontal_first => {
+            // Only the source rows the window's output rows read.
+            let (row_lo, row_hi) = tap_range(vc);
+            let rows = row_hi - row_lo;
+            let mut tmp = vec![0u8; 3 * w * rows];
+            h_pass(src, in_w, row_lo, rows, hc, 0, &mut tmp);
+            v_pass(&tmp, w, vc, row_lo, 0, w, out);
         }
-    }
-
-    // Vertical pass (or a copy).
-    match &vert {
-        Some(c) => {
-            let mut acc = vec![0i32; 3 * w];
-            for i in 0..h {
-                let (start, k) = c.taps(i);
-                acc.fill(HALF);
-                for (j, &kk) in k.iter().enumerate() {
-                    let r = start + j - row_lo;
-                    let t = &tmp[3 * w * r..3 * w * (r + 1)];
-                    for (a, &p) in acc.iter_mut().zip(t) {
-                        *a += i32::from(p) * kk;
-                    }
-                }
-                for (o, &a) in out[3 * w * i..3 * w * (i + 1)].iter_mut().zip(&acc) {
-                    *o = clip8(a);
-                }
-            }
+        (Some(hc), Some(vc)) => {
+            // Only the source columns the window's output columns read.
+            let (col_lo, col_hi) = tap_range(hc);
+            let cols = col_hi - col_lo;
+            let mut tmp = vec![0u8; 3 * cols * h];
+            v_pass(src, in_w, vc, 0, col_lo, cols, &mut tmp);
+            h_pass(&tmp, cols, 0, h, hc, col_lo, out);
         }
-        None => out.copy_from_slice(&tmp),
     }
 }
 
@@ -286,6 +330,42 @@ mod tests {
             .collect();
         let full = resize_bilinear_rgb8(&src, iw, ih, ow, oh);
         let (x0, y0, w, h) = (5, 3, 20, 7);
+        let mut win = vec![0u8; 3 * w * h];
+        resize_window(&src, iw, ih, ow, oh, (x0, y0, w, h), &mut win);
+        for y in 0..h {
+            let a = &full[3 * ((y0 + y) * ow + x0)..3 * ((y0 + y) * ow + x0 + w)];
+            assert_eq!(&win[3 * w * y..3 * w * (y + 1)], a);
+        }
+    }
+
+    fn pattern(w: usize, h: usize) -> Vec<u8> {
+        (0..3 * w * h)
+            .map(|i| ((i * 37 + i / 5 + (i / 11) * (i % 7)) % 256) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn pass_order_follows_pillow_13() {
+        // Height shrinks by more than twice the width change: vertical pass first.
+        let (iw, ih, ow, oh) = (9, 67, 24, 28);
+        let src = pattern(iw, ih);
+        let direct = resize_bilinear_rgb8(&src, iw, ih, ow, oh);
+        let v = resize_bilinear_rgb8(&src, iw, ih, iw, oh);
+        assert_eq!(direct, resize_bilinear_rgb8(&v, iw, oh, ow, oh));
+        // Otherwise horizontal first.
+        let (iw, ih, ow, oh) = (30, 20, 12, 15);
+        let src = pattern(iw, ih);
+        let direct = resize_bilinear_rgb8(&src, iw, ih, ow, oh);
+        let hz = resize_bilinear_rgb8(&src, iw, ih, ow, ih);
+        assert_eq!(direct, resize_bilinear_rgb8(&hz, ow, ih, ow, oh));
+    }
+
+    #[test]
+    fn window_equals_crop_of_full_resize_vertical_first() {
+        let (iw, ih, ow, oh) = (23, 61, 31, 12);
+        let src = pattern(iw, ih);
+        let full = resize_bilinear_rgb8(&src, iw, ih, ow, oh);
+        let (x0, y0, w, h) = (6, 2, 19, 9);
         let mut win = vec![0u8; 3 * w * h];
         resize_window(&src, iw, ih, ow, oh, (x0, y0, w, h), &mut win);
         for y in 0..h {
