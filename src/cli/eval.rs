@@ -38,6 +38,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "sparsity": c.config.sparsity,
                 "tile": c.config.tile,
                 "start_layer": c.start_layer,
+                "skip_1x1": c.skip_pointwise,
+                "magnitude_bins": format!("{:?}", c.magnitude),
                 "seed": c.config.seed,
                 "top1_dense": dense.top1,
                 "top5_dense": dense.top5,
@@ -70,18 +72,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     );
     match (&haste, &compress) {
         (Some(h), Some(c)) => {
-            let cfg = &c.config;
-            println!(
-                "HASTE        L={} s={:.3} tile={} start layer={} seed={}{}{}",
-                cfg.hyperplanes,
-                cfg.sparsity,
-                cfg.tile,
-                c.start_layer,
-                cfg.seed,
-                if cfg.centering { "" } else { " no-centering" },
-                cfg.magnitude_bins
-                    .map_or(String::new(), |m| format!(" magnitude-bins={m}"))
-            );
+            println!("HASTE        {}", describe(c));
             println!(
                 "             {:>12} {:>12} {:>10}",
                 "dense", "HASTE", "change"
@@ -132,4 +123,21 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line describing the HASTE settings.
+pub(crate) fn describe(c: &crate::plan::CompressOptions) -> String {
+    let cfg = &c.config;
+    format!(
+        "L={} s={:.3} tile={} start layer={} seed={} {:?} magnitude={:?}{}{}",
+        cfg.hyperplanes,
+        cfg.sparsity,
+        cfg.tile,
+        c.start_layer,
+        cfg.seed,
+        cfg.kind,
+        c.magnitude,
+        if c.skip_pointwise { " 1x1 dense" } else { " 1x1 compressed" },
+        if cfg.centering { "" } else { " no-centering" },
+    )
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::haste::{HasteConfig, HyperplaneKind};
-use crate::plan::CompressOptions;
+use crate::plan::{CompressOptions, MagnitudeMode};
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -22,9 +22,10 @@ pub struct HasteKnobs {
     /// Output patch side P in pixels.
     #[arg(long, default_value_t = 4)]
     pub tile: usize,
-    /// Index of the first convolution to compress (0 = the first conv, which always stays
-    /// dense; grouped convs stay dense too).
-    #[arg(long, default_value_t = 1)]
+    /// Index of the first convolution to compress (execution order from 0; the first conv
+    /// reads RGB and always stays dense, grouped convs too). Default 2: the second conv works
+    /// at the highest resolution and was the most fragile one measured (see README).
+    #[arg(long, default_value_t = 2)]
     pub start_layer: usize,
     /// Seed of the random hyperplanes.
     #[arg(long, default_value_t = 0)]
@@ -35,13 +36,30 @@ pub struct HasteKnobs {
     /// Hash the raw channels, without subtracting the per-pixel channel mean (ablation).
     #[arg(long)]
     pub no_centering: bool,
-    /// Magnitude-aware hashing: also bucket channels by log2 of their norm over the window,
-    /// in steps of this size (e.g. 0.5). Not in the paper; helps LeakyReLU networks.
+    /// Magnitude-aware hashing (not in the paper): also bucket channels by log2 of their norm
+    /// over the window. `auto` (default): step 0.5 where a layer's input can be negative
+    /// (LeakyReLU networks), none after ReLU; `off`; or a step such as 0.5 for every layer.
+    #[arg(long, default_value = "auto", value_parser = parse_magnitude)]
+    pub magnitude_bins: MagnitudeMode,
+    /// Compress 1x1 convolutions too (kept dense by default: hashing costs too much there).
     #[arg(long)]
-    pub magnitude_bins: Option<f32>,
-    /// Keep 1x1 convolutions dense.
+    pub include_1x1: bool,
+    /// The paper's method as published: start at the second conv, compress 1x1 convs, angular
+    /// hash only (overrides --start-layer, --include-1x1 and --magnitude-bins).
     #[arg(long)]
-    pub skip_1x1: bool,
+    pub paper: bool,
+}
+
+/// Parses "auto", "off" or a positive step.
+pub fn parse_magnitude(s: &str) -> std::result::Result<MagnitudeMode, String> {
+    match s {
+        "auto" => Ok(MagnitudeMode::SignedInputs(0.5)),
+        "off" | "none" => Ok(MagnitudeMode::Off),
+        _ => match s.parse::<f32>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(MagnitudeMode::Always(v)),
+            _ => Err(format!("'{s}': expected auto, off or a positive step such as 0.5")),
+        },
+    }
 }
 
 /// Parses "0.5", "2/3".
@@ -70,9 +88,7 @@ impl HasteKnobs {
     /// The compression options for `hyperplanes` L, validated.
     pub fn options(&self, hyperplanes: usize) -> Result<CompressOptions> {
         if !(1..=64).contains(&hyperplanes) {
-            return Err(Error::InvalidArgument(format!(
-                "--hyperplanes {hyperplanes}: L must be 1 to 64"
-            )));
+            return Err(Error::InvalidArgument(format!("--hyperplanes {hyperplanes}: L must be 1 to 64")));
         }
         let config = HasteConfig {
             hyperplanes,
@@ -84,14 +100,18 @@ impl HasteKnobs {
                 Kind::Gaussian => HyperplaneKind::Gaussian,
             },
             centering: !self.no_centering,
-            magnitude_bins: self.magnitude_bins,
+            magnitude_bins: None,
         };
         config.validate()?;
-        // The first convolution reads RGB and always stays dense: 0 and 1 mean the same.
+        if self.paper {
+            return Ok(CompressOptions::paper(config));
+        }
         Ok(CompressOptions {
             config,
+            // The first convolution reads RGB and always stays dense: 0 and 1 mean the same.
             start_layer: self.start_layer.max(1),
-            skip_pointwise: self.skip_1x1,
+            skip_pointwise: !self.include_1x1,
+            magnitude: self.magnitude_bins,
         })
     }
 }

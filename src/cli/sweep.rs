@@ -63,11 +63,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         "model": a.model.model.display().to_string(),
         "data": a.data.data.display().to_string(),
         "images": dense.images,
-        "sparsity": a.knobs.sparsity,
-        "tile": a.knobs.tile,
-        "start_layer": a.knobs.start_layer.max(1),
-        "seed": a.knobs.seed,
-        "magnitude_bins": a.knobs.magnitude_bins,
+        "settings": options.first().map(super::eval::describe),
         "dense": {
             "top1": dense.top1, "top5": dense.top5, "flops": dense_flops,
             "images_per_second": dense.compute_images_per_second(),
@@ -127,6 +123,9 @@ pub fn run(a: SweepArgs) -> Result<()> {
         a.data.data.display(),
         dense.images
     );
+    if let Some(c) = options.first() {
+        println!("HASTE {}", super::eval::describe(c));
+    }
     println!(
         "{:>6} {:>8} {:>8} {:>8} {:>12} {:>11} {:>11} {:>9}",
         "L", "top-1", "top-5", "drop", "FLOPs", "reduction", "conv only", "speedup"

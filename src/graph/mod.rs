@@ -133,3 +133,47 @@ impl Graph {
         Ok(order)
     }
 }
+
+impl Graph {
+    /// True when `v` can be proven never negative (a ReLU output, a pooling of one, a sum of
+    /// such values, ...). Used to decide where magnitude-aware hashing is needed.
+    pub fn is_nonnegative(&self, v: ValueId) -> bool {
+        self.nonnegative_within(v, 16)
+    }
+
+    fn nonnegative_within(&self, v: ValueId, depth: usize) -> bool {
+        if let Some(c) = self.constants.get(&v) {
+            return c.to_f32().iter().all(|&x| x >= 0.0);
+        }
+        if depth == 0 {
+            return false;
+        }
+        let Some(node) = self.nodes.iter().find(|n| n.outputs.contains(&v)) else {
+            return false; // a graph input: normalized images are signed
+        };
+        let inputs_nonnegative = || node.inputs.iter().all(|&i| self.nonnegative_within(i, depth - 1));
+        use crate::ops::Activation;
+        match &node.op {
+            Op::Relu => true,
+            Op::Clip { min, .. } => *min >= 0.0,
+            Op::Conv(c) => match c.activation {
+                Activation::Relu => true,
+                Activation::Clip(min, _) => min >= 0.0,
+                _ => false,
+            },
+            Op::Pad { value, .. } => *value >= 0.0 && inputs_nonnegative(),
+            Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Slice { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Identity
+            | Op::Add
+            | Op::Mul => inputs_nonnegative(),
+            _ => false,
+        }
+    }
+}

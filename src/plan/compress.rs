@@ -5,23 +5,54 @@ use super::{ConvKernel, Plan};
 use crate::error::{Error, Result};
 use crate::haste::{HasteConfig, HasteConv, LayerStats};
 
+/// Where to use magnitude-aware hashing (bucket by the channel's norm as well as its angle).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MagnitudeMode {
+    /// The paper's angular hash everywhere.
+    Off,
+    /// Magnitude bins of this log2 step in every compressed layer.
+    Always(f32),
+    /// Magnitude bins of this step only where the layer's input can be negative (after a
+    /// LeakyReLU, or no activation). After a ReLU, flat regions hold exact zeros that merge
+    /// without harm; after a LeakyReLU they hold constant levels that the angular hash cannot
+    /// tell apart (see the README's measurements).
+    SignedInputs(f32),
+}
+
 /// Which convolutions to compress, and how.
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
+    /// The HASTE knobs; its `magnitude_bins` is set per layer from `magnitude`.
     pub config: HasteConfig,
     /// Index (in execution order, from 0) of the first convolution to compress. The first
     /// convolution reads the RGB image and always stays dense, so this is at least 1.
     pub start_layer: usize,
     /// Keep 1x1 convolutions dense (their hashing overhead is large against their cost).
     pub skip_pointwise: bool,
+    pub magnitude: MagnitudeMode,
 }
 
 impl Default for CompressOptions {
+    /// haste's defaults: start at the third convolution, keep 1x1 convolutions dense,
+    /// magnitude-aware hashing (step 0.5) where inputs can be negative.
     fn default() -> Self {
         CompressOptions {
             config: HasteConfig::default(),
+            start_layer: 2,
+            skip_pointwise: true,
+            magnitude: MagnitudeMode::SignedInputs(0.5),
+        }
+    }
+}
+
+impl CompressOptions {
+    /// The paper's method as published: every convolution but the first, angular hash only.
+    pub fn paper(config: HasteConfig) -> Self {
+        CompressOptions {
+            config: HasteConfig { magnitude_bins: None, ..config },
             start_layer: 1,
             skip_pointwise: false,
+            magnitude: MagnitudeMode::Off,
         }
     }
 }
@@ -150,18 +181,28 @@ impl Plan {
             let (op, _, _) = self
                 .conv_at(step)
                 .ok_or_else(|| Error::Internal("conv step".into()))?;
-            let hc = HasteConv::new(
-                op.params,
-                &op.weights,
-                op.bias.as_deref(),
-                &options.config,
-                k,
-            )?;
+            let config = HasteConfig {
+                magnitude_bins: self.magnitude_step(step, options.magnitude),
+                ..options.config.clone()
+            };
+            let hc = HasteConv::new(op.params, &op.weights, op.bias.as_deref(), &config, k)?;
             self.set_conv_kernel(step, ConvKernel::Haste(Box::new(hc)))?;
             compressed += 1;
         }
         self.take_haste_stats();
         Ok(compressed)
+    }
+
+    /// The magnitude-bin step of the convolution at `step` under `mode`.
+    pub fn magnitude_step(&self, step: usize, mode: MagnitudeMode) -> Option<f32> {
+        match mode {
+            MagnitudeMode::Off => None,
+            MagnitudeMode::Always(s) => Some(s),
+            MagnitudeMode::SignedInputs(s) => {
+                let input = self.graph.nodes[self.steps[step].node].inputs[0];
+                (!self.graph.is_nonnegative(input)).then_some(s)
+            }
+        }
     }
 
     /// Per-convolution report from the statistics accumulated since [`Plan::compress`]

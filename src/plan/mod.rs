@@ -5,7 +5,7 @@
 mod compress;
 mod exec;
 
-pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice};
+pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice, MagnitudeMode};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
