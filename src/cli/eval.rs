@@ -137,7 +137,11 @@ pub(crate) fn describe(c: &crate::plan::CompressOptions) -> String {
         cfg.seed,
         cfg.kind,
         c.magnitude,
-        if c.skip_pointwise { " 1x1 dense" } else { " 1x1 compressed" },
+        if c.skip_pointwise {
+            " 1x1 dense"
+        } else {
+            " 1x1 compressed"
+        },
         if cfg.centering { "" } else { " no-centering" },
     )
 }

@@ -39,7 +39,7 @@ pub struct HasteKnobs {
     /// Magnitude-aware hashing (not in the paper): also bucket channels by log2 of their norm
     /// over the window. `auto` (default): step 0.5 where a layer's input can be negative
     /// (LeakyReLU networks), none after ReLU; `off`; or a step such as 0.5 for every layer.
-    #[arg(long, default_value = "auto", value_parser = parse_magnitude)]
+    #[arg(long, default_value = "auto", value_parser = parse_magnitude, allow_hyphen_values = true)]
     pub magnitude_bins: MagnitudeMode,
     /// Compress 1x1 convolutions too (kept dense by default: hashing costs too much there).
     #[arg(long)]
@@ -57,7 +57,9 @@ pub fn parse_magnitude(s: &str) -> std::result::Result<MagnitudeMode, String> {
         "off" | "none" => Ok(MagnitudeMode::Off),
         _ => match s.parse::<f32>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(MagnitudeMode::Always(v)),
-            _ => Err(format!("'{s}': expected auto, off or a positive step such as 0.5")),
+            _ => Err(format!(
+                "'{s}': expected auto, off or a positive step such as 0.5"
+            )),
         },
     }
 }
@@ -88,7 +90,9 @@ impl HasteKnobs {
     /// The compression options for `hyperplanes` L, validated.
     pub fn options(&self, hyperplanes: usize) -> Result<CompressOptions> {
         if !(1..=64).contains(&hyperplanes) {
-            return Err(Error::InvalidArgument(format!("--hyperplanes {hyperplanes}: L must be 1 to 64")));
+            return Err(Error::InvalidArgument(format!(
+                "--hyperplanes {hyperplanes}: L must be 1 to 64"
+            )));
         }
         let config = HasteConfig {
             hyperplanes,

@@ -151,7 +151,11 @@ impl Graph {
         let Some(node) = self.nodes.iter().find(|n| n.outputs.contains(&v)) else {
             return false; // a graph input: normalized images are signed
         };
-        let inputs_nonnegative = || node.inputs.iter().all(|&i| self.nonnegative_within(i, depth - 1));
+        let inputs_nonnegative = || {
+            node.inputs
+                .iter()
+                .all(|&i| self.nonnegative_within(i, depth - 1))
+        };
         use crate::ops::Activation;
         match &node.op {
             Op::Relu => true,

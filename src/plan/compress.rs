@@ -49,7 +49,10 @@ impl CompressOptions {
     /// The paper's method as published: every convolution but the first, angular hash only.
     pub fn paper(config: HasteConfig) -> Self {
         CompressOptions {
-            config: HasteConfig { magnitude_bins: None, ..config },
+            config: HasteConfig {
+                magnitude_bins: None,
+                ..config
+            },
             start_layer: 1,
             skip_pointwise: false,
             magnitude: MagnitudeMode::Off,
