@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A CNN loaded from ONNX and simplified (constants folded, BatchNorm and activations fused).
 ///
-/// ```no_run
+/// ```
 /// use haste::{Model, PlanOptions};
 /// let model = Model::load("../shared/models/resnet20-cifar10.onnx".as_ref())?;
 /// let mut plan = model.plan(PlanOptions { threads: 1, max_batch: 1 })?;

@@ -164,3 +164,39 @@ fn a_model_without_card_needs_flags() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"images\":20"), "{out}");
 }
+
+#[test]
+fn bench_reports_dense_and_haste_timings_and_memory() {
+    let m = model("resnet20-cifar10");
+    let d = cifar_first20();
+    let (code, out, err) = run(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        d.to_str().unwrap(),
+        "--batch",
+        "8",
+        "--runs",
+        "2",
+        "--hyperplanes",
+        "12",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in [
+        "dense_seconds_median",
+        "haste_seconds_median",
+        "speedup",
+        "flops_reduction",
+        "peak_rss_bytes",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key}: {j}");
+    }
+    assert!(j["dense_seconds_min"].as_f64() <= j["dense_seconds_max"].as_f64());
+    assert_clean_error(
+        &["bench", "--model", m.to_str().unwrap(), "--runs", "0"],
+        "runs",
+    );
+}

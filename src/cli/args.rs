@@ -23,6 +23,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Per-layer diagnostics of HASTE: buckets, bucket sizes, FLOPs, error against dense.
     Inspect(InspectArgs),
+    /// Time the dense and the HASTE network on one batch: median, spread, ratio, peak memory.
+    Bench(BenchArgs),
 }
 
 /// The model and how to feed it.
@@ -193,4 +195,30 @@ fn three(flag: &str, v: &[f32]) -> Result<[f32; 3]> {
             v.len()
         ))),
     }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images to time on (the first --batch of them); synthetic images when absent.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Also time HASTE with L hyperplanes.
+    #[arg(long)]
+    pub hyperplanes: Option<usize>,
+    #[command(flatten)]
+    pub knobs: HasteKnobs,
+    /// Images per run.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timed runs (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

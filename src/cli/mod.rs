@@ -1,6 +1,7 @@
 //! The `haste` command line: a thin layer over the library. One file per subcommand.
 
 mod args;
+mod bench;
 mod eval;
 mod haste_args;
 mod inspect;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

@@ -1,0 +1,171 @@
+//! `haste bench`: wall-clock of the dense and the HASTE network on the same batch, median and
+//! spread of several timed runs after a warm-up, and peak memory.
+
+use super::args::BenchArgs;
+use crate::datasets::open_dataset;
+use crate::error::{Error, Result};
+use crate::eval::load_batch;
+use crate::{Model, Plan, PlanOptions};
+use serde_json::json;
+use std::time::Instant;
+
+/// Median, min and max of a set of timings (seconds).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn timing(mut v: Vec<f64>) -> Timing {
+    v.sort_by(f64::total_cmp);
+    Timing {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+/// Runs `plan` on `input` `runs` times after one warm-up run.
+fn time_runs(plan: &mut Plan, input: &[f32], n: usize, runs: usize) -> Result<Timing> {
+    plan.run(input, n)?;
+    let mut secs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        plan.run(input, n)?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    Ok(timing(secs))
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.batch == 0 || a.runs == 0 {
+        return Err(Error::InvalidArgument(
+            "--batch and --runs must be at least 1".into(),
+        ));
+    }
+    let compress = a.hyperplanes.map(|l| a.knobs.options(l)).transpose()?;
+    let model = Model::load(&a.model.model)?;
+    let mut plan = model.plan(PlanOptions {
+        threads: a.threads,
+        max_batch: a.batch,
+    })?;
+    let per: usize = model.image_shape.iter().product();
+    let mut input = vec![0.0f32; a.batch * per];
+    let source = match &a.data {
+        Some(d) => {
+            let (pre, labels) = a.model.resolve(&model.image_shape)?;
+            let data = open_dataset(d, &pre, labels.as_deref())?;
+            if data.len() < a.batch {
+                return Err(Error::dataset(
+                    d,
+                    format!(
+                        "holds {} images, fewer than --batch {}",
+                        data.len(),
+                        a.batch
+                    ),
+                ));
+            }
+            plan.thread_pool()
+                .install(|| load_batch(data.as_ref(), 0, a.batch, per, &mut input))?;
+            d.display().to_string()
+        }
+        None => {
+            synthetic_images(&mut input);
+            "synthetic (smooth random images; give --data for representative HASTE timings)"
+                .to_string()
+        }
+    };
+    let dense = time_runs(&mut plan, &input, a.batch, a.runs)?;
+    let haste = match &compress {
+        Some(c) => {
+            plan.compress(c)?;
+            let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
+            let layers = plan.conv_reports(c);
+            let flops = plan.flops_summary(&layers);
+            plan.reset_conv_kernels();
+            Some((t, flops))
+        }
+        None => None,
+    };
+    let ips = |t: &Timing| a.batch as f64 / t.median;
+    let peak = peak_rss_bytes();
+    if a.json {
+        let mut j = json!({
+            "model": a.model.model.display().to_string(), "input": source, "batch": a.batch,
+            "threads": plan.threads(), "runs": a.runs,
+            "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
+            "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
+            "peak_rss_bytes": peak,
+        });
+        if let (Some((t, f)), Some(o)) = (&haste, j.as_object_mut()) {
+            o.insert("hyperplanes".into(), json!(a.hyperplanes));
+            o.insert("haste_seconds_median".into(), json!(t.median));
+            o.insert("haste_seconds_min".into(), json!(t.min));
+            o.insert("haste_seconds_max".into(), json!(t.max));
+            o.insert("haste_images_per_second".into(), json!(ips(t)));
+            o.insert("speedup".into(), json!(dense.median / t.median));
+            o.insert("flops_reduction".into(), json!(f.reduction()));
+            o.insert(
+                "speedup_implied_by_flops".into(),
+                json!(1.0 / (1.0 - f.reduction() / 100.0)),
+            );
+        }
+        println!("{j}");
+        return Ok(());
+    }
+    println!("model   {} (input: {source})", a.model.model.display());
+    println!(
+        "setup   batch {}, {} threads, {} timed runs after 1 warm-up",
+        a.batch,
+        plan.threads(),
+        a.runs
+    );
+    let line = |name: &str, t: &Timing| {
+        println!(
+            "{name:<7} median {:>9.2} ms  [{:.2} .. {:.2}]  {:>9.1} images/s",
+            t.median * 1e3,
+            t.min * 1e3,
+            t.max * 1e3,
+            ips(t)
+        )
+    };
+    line("dense", &dense);
+    if let Some((t, f)) = &haste {
+        line("HASTE", t);
+        println!(
+            "ratio   {:.2}x faster (FLOPs reduction {:.1} % implies {:.2}x)",
+            dense.median / t.median,
+            f.reduction(),
+            1.0 / (1.0 - f.reduction() / 100.0)
+        );
+    }
+    if let Some(p) = peak {
+        println!("memory  peak RSS {:.1} MiB", p as f64 / (1 << 20) as f64);
+    }
+    Ok(())
+}
+
+/// Deterministic smooth pseudo-images (sums of low-frequency waves per channel).
+fn synthetic_images(out: &mut [f32]) {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let (a, b, c) = (next(), next(), next());
+    for (i, v) in out.iter_mut().enumerate() {
+        let x = i as f32;
+        *v = (x * 0.013 * (1.0 + a)).sin() + (x * 0.0007 * (1.0 + b)).cos() * 0.5 + c - 0.5;
+    }
+}
