@@ -12,18 +12,8 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Runs haste; returns (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = haste_bin().args(args).output().expect("haste runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn assert_clean_error(args: &[&str], must_name: &str) {
-    let (code, _, err) = run(args);
+    let (code, _, err) = run_haste(args);
     assert_eq!(code, 2, "exit code for {args:?}; stderr: {err}");
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
     assert_eq!(
@@ -41,7 +31,7 @@ fn assert_clean_error(args: &[&str], must_name: &str) {
 fn eval_json_has_the_documented_keys() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let (code, out, err) = run(&[
+    let (code, out, err) = run_haste(&[
         "eval",
         "--model",
         m.to_str().unwrap(),
@@ -149,7 +139,7 @@ fn a_model_without_card_needs_flags() {
         ],
         "copy.json",
     );
-    let (code, out, err) = run(&[
+    let (code, out, err) = run_haste(&[
         "eval",
         "--model",
         p.to_str().unwrap(),
@@ -169,7 +159,7 @@ fn a_model_without_card_needs_flags() {
 fn bench_reports_dense_and_haste_timings_and_memory() {
     let m = model("resnet20-cifar10");
     let d = cifar_first20();
-    let (code, out, err) = run(&[
+    let (code, out, err) = run_haste(&[
         "bench",
         "--model",
         m.to_str().unwrap(),

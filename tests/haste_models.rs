@@ -192,15 +192,6 @@ fn tiny_darknet_defaults_hold_where_the_papers_hash_collapses() {
     );
 }
 
-fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = haste_bin().args(args).output().expect("haste runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn bad_knobs_are_clean_errors() {
     let m = model("resnet20-cifar10");
@@ -227,7 +218,7 @@ fn bad_knobs_are_clean_errors() {
         ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
-        let (code, _, err) = run_cli(&args);
+        let (code, _, err) = run_haste(&args);
         assert_eq!(code, 2, "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
         assert!(
@@ -241,20 +232,7 @@ fn bad_knobs_are_clean_errors() {
 fn eval_json_reports_dense_and_haste() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let (code, out, err) = run_cli(&[
-        "eval",
-        "--model",
-        m.to_str().unwrap(),
-        "--data",
-        d.to_str().unwrap(),
-        "--limit",
-        "100",
-        "--hyperplanes",
-        "12",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let j = haste_json("eval", &m, &d, &["--limit", "100", "--hyperplanes", "12"]);
     for key in [
         "top1_dense",
         "top1",
@@ -289,7 +267,7 @@ fn sweep_writes_csv_json_and_plots() {
         dir.join("t.png"),
     );
     for plot in [&svg, &png] {
-        let (code, out, err) = run_cli(&[
+        let (code, out, err) = run_haste(&[
             "sweep",
             "--model",
             m.to_str().unwrap(),
@@ -334,20 +312,7 @@ fn sweep_writes_csv_json_and_plots() {
 fn inspect_reports_every_conv_and_small_errors_at_large_l() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let (code, out, err) = run_cli(&[
-        "inspect",
-        "--model",
-        m.to_str().unwrap(),
-        "--data",
-        d.to_str().unwrap(),
-        "--limit",
-        "40",
-        "--hyperplanes",
-        "64",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    let j = haste_json("inspect", &m, &d, &["--limit", "40", "--hyperplanes", "64"]);
     let layers = j["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 19);
     for l in layers.iter().filter(|l| l["compressed"] == true) {
@@ -355,7 +320,7 @@ fn inspect_reports_every_conv_and_small_errors_at_large_l() {
         assert!(e < 0.05, "L=64 should be nearly exact: {l}");
         assert!(l["mean_buckets"].as_f64().expect("buckets") <= l["c_in"].as_f64().expect("c_in"));
     }
-    let (code, out, _) = run_cli(&[
+    let (code, out, _) = run_haste(&[
         "inspect",
         "--model",
         m.to_str().unwrap(),

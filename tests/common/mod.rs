@@ -41,3 +41,30 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
 pub fn haste_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_haste"))
 }
+
+/// Runs haste with `args`; returns (exit code, stdout, stderr).
+pub fn run_haste(args: &[&str]) -> (i32, String, String) {
+    let out = haste_bin().args(args).output().expect("haste runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `haste SUB --model MODEL --data DATA EXTRA... --json`, asserts success and parses
+/// stdout as one JSON object.
+pub fn haste_json(
+    sub: &str,
+    model: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let (m, d) = (model.to_string_lossy(), data.to_string_lossy());
+    let mut args = vec![sub, "--model", &m, "--data", &d, "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_haste(&args);
+    assert_eq!(code, 0, "haste {args:?} failed: {err}");
+    serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("stdout of {args:?} is not one JSON object ({e}): {out}"))
+}
