@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use haste::datasets::{
-    load_labels, open_dataset, resize_bilinear_rgb8, ModelCard, Preprocess, CIFAR_RECORD,
+    decode_rgb8, load_labels, open_dataset, resize_bilinear_rgb8, ModelCard, Preprocess,
+    CIFAR_RECORD,
 };
 use haste::Error;
 
@@ -280,6 +281,88 @@ fn bad_and_unusual_image_folders() {
         err_text(&e).contains("`dog`") && err_text(&e).contains("label list"),
         "{e}"
     );
+}
+
+const IMAGENET_FIRST: &str = "data/imagenet-val-1300/val/n01440764/ILSVRC2012_val_00023559.JPEG";
+
+#[test]
+fn jpeg_decodes_like_pillow() {
+    // numpy.asarray(PIL.Image.open(p).convert("RGB")) with Pillow 13 (libjpeg-turbo 3.2).
+    let (rgb, w, h) = decode_rgb8(&shared(IMAGENET_FIRST)).unwrap();
+    assert_eq!((w, h), (227, 227));
+    let px = |x: usize, y: usize| &rgb[3 * (y * w + x)..3 * (y * w + x) + 3];
+    assert_eq!(px(0, 0), [74, 89, 30]);
+    assert_eq!(px(200, 100), [33, 39, 37]);
+    assert_eq!(px(226, 226), [42, 51, 32]);
+    assert_eq!(rgb.iter().map(|&v| v as u64).sum::<u64>(), 11_769_164);
+}
+
+#[test]
+fn unusual_and_broken_jpegs() {
+    let dir = scratch("jpegs");
+    // Grayscale JPEG: decoded and replicated to RGB (Pillow's L -> RGB).
+    let gray = dir.join("gray.jpg");
+    image::GrayImage::from_fn(37, 21, |x, y| image::Luma([(x * 6 + y * 3) as u8]))
+        .save(&gray)
+        .unwrap();
+    let (rgb, w, h) = decode_rgb8(&gray).unwrap();
+    assert_eq!((w, h, rgb.len()), (37, 21, 37 * 21 * 3));
+    assert!(rgb.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+    assert!(rgb.iter().any(|&v| v > 100));
+
+    let good = std::fs::read(shared(IMAGENET_FIRST)).unwrap();
+    // Truncated in the entropy-coded data, and missing only the EOI marker: both are errors
+    // naming the file, as Pillow's "image file is truncated".
+    for (name, bytes) in [
+        ("truncated.jpg", &good[..good.len() / 2]),
+        ("no_eoi.jpg", &good[..good.len() - 2]),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = decode_rgb8(&path).unwrap_err();
+        assert!(
+            matches!(e, Error::Dataset { .. })
+                && err_text(&e).contains(name)
+                && err_text(&e).contains("truncated"),
+            "{e}"
+        );
+    }
+    // Only the start of the header.
+    let path = dir.join("header_only.jpg");
+    std::fs::write(&path, &good[..100]).unwrap();
+    let e = decode_rgb8(&path).unwrap_err();
+    assert!(
+        matches!(e, Error::Dataset { .. }) && err_text(&e).contains("header_only.jpg"),
+        "{e}"
+    );
+    // A header claiming 20000 x 30000 pixels is refused before decoding.
+    let mut huge = good.clone();
+    let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    huge[sof + 5..sof + 7].copy_from_slice(&30000u16.to_be_bytes());
+    huge[sof + 7..sof + 9].copy_from_slice(&20000u16.to_be_bytes());
+    let path = dir.join("huge.jpg");
+    std::fs::write(&path, &huge).unwrap();
+    let e = decode_rgb8(&path).unwrap_err();
+    assert!(
+        matches!(e, Error::Limits { .. }) && err_text(&e).contains("huge.jpg"),
+        "{e}"
+    );
+    // Damaged entropy-coded data and a damaged header: never a panic or abort; libjpeg may
+    // resynchronize (Ok, as Pillow) or fail (an error naming the file).
+    for (i, at) in [good.len() / 3, good.len() / 2, 170, 300]
+        .into_iter()
+        .enumerate()
+    {
+        let mut bad = good.clone();
+        for b in &mut bad[at..at + 40] {
+            *b = b.wrapping_mul(31).wrapping_add(7);
+        }
+        let path = dir.join(format!("damaged{i}.jpg"));
+        std::fs::write(&path, &bad).unwrap();
+        if let Err(e) = decode_rgb8(&path) {
+            assert!(err_text(&e).contains(&format!("damaged{i}.jpg")), "{e}");
+        }
+    }
 }
 
 #[test]

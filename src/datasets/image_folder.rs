@@ -21,8 +21,9 @@ pub const MAX_IMAGES: usize = 10_000_000;
 /// name is looked up in it, and a folder missing from it is an error naming the folder; without
 /// one, classes are numbered in sorted order (torchvision `ImageFolder.class_to_idx`). Class
 /// folders without images are allowed (they keep their index); a root without any image is an
-/// error. Images are decoded on each [`Dataset::load`] call (JPEG/PNG, grayscale and 16-bit
-/// converted to RGB8) and preprocessed with the Pillow-exact pipeline of [`Preprocess`].
+/// error. Images are decoded on each [`Dataset::load`] call by [`decode_rgb8`] (JPEGs with
+/// libjpeg-turbo's decoder, giving Pillow's pixels exactly; PNGs with `image`; grayscale and
+/// 16-bit converted to RGB8) and preprocessed with the Pillow-exact pipeline of [`Preprocess`].
 #[derive(Debug)]
 pub struct ImageFolder {
     root: PathBuf,

@@ -2,6 +2,8 @@
 //!
 //! * [`open_dataset`] opens a CIFAR-10 binary file ([`CifarBinary`]) or a torchvision-style
 //!   class folder tree of JPEG/PNG images ([`ImageFolder`]) behind the [`Dataset`] trait.
+//! * [`decode_rgb8`] decodes JPEGs with libjpeg-turbo's C decoder at Pillow's settings (the
+//!   same pixels as `PIL.Image.open(p).convert("RGB")`) and PNGs with the `image` crate.
 //! * [`Preprocess`] is the torchvision pipeline `Resize` -> `CenterCrop` -> `ToTensor` ->
 //!   `Normalize`, with Pillow's bilinear resize re-implemented bit-exactly
 //!   ([`resize_bilinear_rgb8`]).
@@ -30,6 +32,7 @@ use crate::error::Result;
 mod card;
 mod cifar;
 mod image_folder;
+mod jpeg;
 mod preprocess;
 mod resize;
 
