@@ -42,6 +42,10 @@ pub struct HasteKnobs {
     /// Keep 1x1 convolutions dense.
     #[arg(long)]
     pub skip_1x1: bool,
+    /// Keep HASTE on layers where it measures slower than dense on the first batch (by
+    /// default those layers go back to dense).
+    #[arg(long)]
+    pub keep_slow_layers: bool,
 }
 
 /// Parses "0.5", "2/3".
@@ -92,6 +96,7 @@ impl HasteKnobs {
             config,
             start_layer: self.start_layer.max(1),
             skip_pointwise: self.skip_1x1,
+            keep_dense_when_slower: !self.keep_slow_layers,
         })
     }
 }

@@ -109,6 +109,8 @@ pub struct Plan {
     /// Per step: (sum of squared differences HASTE - dense, sum of squared dense outputs),
     /// accumulated while error measurement is on.
     pub(crate) layer_error: Option<Vec<Mutex<(f64, f64)>>>,
+    /// Per step: (HASTE, dense) seconds from [`Plan::keep_dense_where_faster`].
+    pub(crate) timing: Vec<Option<(f64, f64)>>,
 }
 
 impl Plan {
@@ -240,6 +242,7 @@ impl Plan {
             threads,
             step_seconds: None,
             layer_error: None,
+            timing: vec![],
         };
         (plan.img_in_shapes, plan.img_out_shapes) = plan.shapes_for(1)?;
         plan.output_step = match plan.output {
@@ -252,6 +255,7 @@ impl Plan {
             .map(|_| Mutex::new(plan.new_workspace()))
             .collect();
         plan.infer_shapes(options.max_batch)?;
+        plan.timing = vec![None; plan.steps.len()];
         // Size every slot for the largest batch.
         let mut sizes = vec![0usize; n_slots];
         for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
