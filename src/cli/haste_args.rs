@@ -48,6 +48,10 @@ pub struct HasteKnobs {
     /// hash only (overrides --start-layer, --include-1x1 and --magnitude-bins).
     #[arg(long)]
     pub paper: bool,
+    /// Time HASTE against dense per layer on the first batch and keep the dense kernel where
+    /// HASTE is slower (results then depend on the machine's timing).
+    #[arg(long)]
+    pub keep_dense_when_slower: bool,
 }
 
 /// Parses "auto", "off" or a positive step.
@@ -116,6 +120,7 @@ impl HasteKnobs {
             start_layer: self.start_layer.max(1),
             skip_pointwise: !self.include_1x1,
             magnitude: self.magnitude_bins,
+            keep_dense_when_slower: self.keep_dense_when_slower,
         })
     }
 }

@@ -214,6 +214,22 @@ pub struct HasteReport {
     pub flops: crate::plan::FlopsSummary,
 }
 
+/// Times HASTE against dense per layer on the first batch of `data` and keeps the faster
+/// kernel (see [`Plan::keep_dense_where_faster`]).
+fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Result<()> {
+    let total = options.limit.map_or(data.len(), |l| l.min(data.len()));
+    let n = options.batch.clamp(1, plan.max_batch()).min(total);
+    if n == 0 {
+        return Ok(());
+    }
+    let per_image: usize = plan.image_shape().iter().product();
+    let mut buf = vec![0.0f32; n * per_image];
+    plan.thread_pool()
+        .install(|| load_batch(data, 0, n, per_image, &mut buf))?;
+    plan.keep_dense_where_faster(&buf, n)?;
+    Ok(())
+}
+
 /// Compresses `plan` with `compress`, evaluates it on `data`, and puts the dense kernels back.
 ///
 /// ```no_run
@@ -241,6 +257,9 @@ pub fn evaluate_haste(
     progress: &mut dyn FnMut(usize),
 ) -> Result<HasteReport> {
     plan.compress(compress)?;
+    if compress.keep_dense_when_slower {
+        calibrate(plan, data, options)?;
+    }
     let result = evaluate(plan, data, options, progress);
     let layers = plan.conv_reports(compress);
     plan.reset_conv_kernels();

@@ -23,6 +23,7 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     fuse_batchnorm(&mut g);
     remove_identities(&mut g);
     fuse_activations(&mut g);
+    fuse_add_activations(&mut g);
     prune_dead_nodes(&mut g);
     check(&g)?;
     Ok(g)
@@ -585,9 +586,33 @@ pub fn fuse_activations(g: &mut Graph) {
     });
 }
 
+/// Fuses a Relu / LeakyRelu / Clip into the Add before it (a residual connection), so the
+/// sum is activated in the same pass over memory.
+pub fn fuse_add_activations(g: &mut Graph) {
+    fuse_into_producer(g, |follower, producer| {
+        match (Activation::of(follower), &*producer) {
+            (Some(act), Op::Add) => {
+                *producer = Op::AddActivation(act);
+                true
+            }
+            _ => false,
+        }
+    });
+}
+
 /// Folds single-input nodes into the Conv producing their input, when no one else reads the
 /// Conv's output. `fold` updates the Conv and returns true, or returns false to leave the pair.
 fn fuse_into_conv(g: &mut Graph, mut fold: impl FnMut(&Op, &mut ConvOp) -> bool) {
+    fuse_into_producer(g, |follower, producer| match producer {
+        Op::Conv(conv) => fold(follower, conv),
+        _ => false,
+    });
+}
+
+/// Folds single-input nodes into the node producing their (first) input, when no one else
+/// reads that output. `fold` rewrites the producer's op and returns true, or returns false to
+/// leave the pair.
+fn fuse_into_producer(g: &mut Graph, mut fold: impl FnMut(&Op, &mut Op) -> bool) {
     let readers = reader_counts(g);
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -611,15 +636,12 @@ fn fuse_into_conv(g: &mut Graph, mut fold: impl FnMut(&Op, &mut ConvOp) -> bool)
             g.nodes[i].outputs[0],
             g.nodes[i].name.clone(),
         );
-        let conv_node = &mut g.nodes[ci];
-        let Op::Conv(conv) = &mut conv_node.op else {
-            continue;
-        };
-        if !fold(&follower_op, conv) {
+        let producer = &mut g.nodes[ci];
+        if !fold(&follower_op, &mut producer.op) {
             continue;
         }
-        conv_node.outputs[0] = follower_out;
-        conv_node.name = format!("{}+{}", conv_node.name, follower_name);
+        producer.outputs[0] = follower_out;
+        producer.name = format!("{}+{}", producer.name, follower_name);
         remove[i] = true;
     }
     let mut r = remove.iter();

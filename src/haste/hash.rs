@@ -39,7 +39,8 @@ pub struct HashScratch {
 }
 
 impl HashScratch {
-    pub(crate) fn reserve(&mut self, c_in: usize, d: usize) {
+    /// Grows the buffers for `c_in` channels over windows of `d` pixels.
+    pub fn reserve(&mut self, c_in: usize, d: usize) {
         grow(&mut self.z, c_in * d);
         grow(&mut self.acc, c_in);
         grow(&mut self.norm2, c_in);

@@ -4,6 +4,9 @@ use crate::ops::PoolParams;
 
 /// Max or average pooling of one `h` x `w` plane into an `oh` x `ow` plane.
 pub fn pool_plane(p: &PoolParams, max: bool, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    if max && p.dilation == (1, 1) {
+        return max_plane(p, x, h, w, out);
+    }
     let (oh, ow) = p.out_hw(h, w);
     for oy in 0..oh {
         for ox in 0..ow {
@@ -35,6 +38,29 @@ pub fn pool_plane(p: &PoolParams, max: bool, x: &[f32], h: usize, w: usize, out:
     }
 }
 
+/// Max pooling without dilation: each window is clipped to the image once, then scanned row
+/// by row without per-pixel bounds checks. A window entirely in the padding gives -inf, as
+/// in [`pool_plane`]'s general loop.
+fn max_plane(p: &PoolParams, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    let (oh, ow) = p.out_hw(h, w);
+    let clip = |o: usize, s: usize, pad: usize, k: usize, size: usize| {
+        let start = (o * s) as isize - pad as isize;
+        let lo = start.clamp(0, size as isize) as usize;
+        let hi = (start + k as isize).clamp(lo as isize, size as isize) as usize;
+        lo..hi
+    };
+    for (oy, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+        orow.fill(f32::NEG_INFINITY);
+        for iy in clip(oy, p.stride.0, p.pads[0], p.kernel.0, h) {
+            let row = &x[iy * w..(iy + 1) * w];
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let span = clip(ox, p.stride.1, p.pads[1], p.kernel.1, w);
+                *o = row[span].iter().fold(*o, |m, &v| m.max(v));
+            }
+        }
+    }
+}
+
 /// Mean of a plane.
 pub fn mean(x: &[f32]) -> f32 {
     x.iter().sum::<f32>() / x.len().max(1) as f32
@@ -60,5 +86,55 @@ mod tests {
         assert_eq!(out, [5.0, 7.0, 13.0, 15.0]);
         pool_plane(&p, false, &x, 4, 4, &mut out);
         assert_eq!(out, [2.5, 4.5, 10.5, 12.5]);
+    }
+
+    #[test]
+    fn fast_max_matches_general_loop() {
+        let x: Vec<f32> = (0..63).map(|v| ((v * 37 % 23) as f32) - 11.0).collect();
+        for &(k, s, pad, ceil) in &[
+            (2, 2, 0, false),
+            (3, 2, 1, false),
+            (3, 2, 1, true),
+            (2, 1, 1, true),
+        ] {
+            let p = PoolParams {
+                kernel: (k, k),
+                stride: (s, s),
+                pads: [pad; 4],
+                dilation: (1, 1),
+                ceil_mode: ceil,
+                count_include_pad: false,
+            };
+            let (oh, ow) = p.out_hw(7, 9);
+            let mut fast = vec![0.0; oh * ow];
+            max_plane(&p, &x, 7, 9, &mut fast);
+            let mut slow = vec![0.0; oh * ow];
+            // Dilation 1 written as the general loop's path.
+            let general = PoolParams {
+                dilation: (1, 1),
+                ..p
+            };
+            general_max(&general, &x, 7, 9, &mut slow);
+            assert_eq!(fast, slow, "{p:?}");
+        }
+    }
+
+    fn general_max(p: &PoolParams, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (oh, ow) = p.out_hw(h, w);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..p.kernel.0 {
+                    for kx in 0..p.kernel.1 {
+                        let iy = (oy * p.stride.0 + ky) as isize - p.pads[0] as isize;
+                        let ix = (ox * p.stride.1 + kx) as isize - p.pads[1] as isize;
+                        if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                            m = m.max(x[iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+                out[oy * ow + ox] = m;
+            }
+        }
     }
 }

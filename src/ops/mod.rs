@@ -130,6 +130,8 @@ pub enum Op {
         max: f32,
     },
     Add,
+    /// `Add` followed by an activation, fused by [`crate::graph::passes::fuse_add_activations`].
+    AddActivation(Activation),
     Sub,
     Mul,
     Div,
@@ -226,6 +228,7 @@ impl Op {
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
+            Op::AddActivation(_) => "Add+Activation",
             Op::Sub => "Sub",
             Op::Mul => "Mul",
             Op::Div => "Div",

@@ -181,7 +181,7 @@ impl Op {
             Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Identity => {
                 Ok(first()?.to_vec())
             }
-            Op::Add | Op::Sub | Op::Mul | Op::Div => {
+            Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div => {
                 if inputs.len() != 2 {
                     return Err(shape_err(self, "needs two inputs"));
                 }

@@ -30,6 +30,11 @@ pub struct CompressOptions {
     /// Keep 1x1 convolutions dense (their hashing overhead is large against their cost).
     pub skip_pointwise: bool,
     pub magnitude: MagnitudeMode,
+    /// Time each HASTE layer against its dense kernel on the first batch and keep the dense
+    /// kernel where HASTE is slower (see [`Plan::keep_dense_where_faster`]). Off by default:
+    /// the choice then depends on the machine's timing, so accuracy and FLOPs are no longer
+    /// reproducible from the seed alone.
+    pub keep_dense_when_slower: bool,
 }
 
 impl Default for CompressOptions {
@@ -41,6 +46,7 @@ impl Default for CompressOptions {
             start_layer: 2,
             skip_pointwise: true,
             magnitude: MagnitudeMode::SignedInputs(0.5),
+            keep_dense_when_slower: false,
         }
     }
 }
@@ -56,6 +62,7 @@ impl CompressOptions {
             start_layer: 1,
             skip_pointwise: false,
             magnitude: MagnitudeMode::Off,
+            keep_dense_when_slower: false,
         }
     }
 }
@@ -68,6 +75,8 @@ pub enum LayerChoice {
     DenseBeforeStart,
     DenseGrouped,
     DensePointwise,
+    /// Compressible, but HASTE measured slower than dense on the first batch.
+    DenseSlower,
 }
 
 impl LayerChoice {
@@ -78,6 +87,7 @@ impl LayerChoice {
             LayerChoice::DenseBeforeStart => "dense (before start layer)",
             LayerChoice::DenseGrouped => "dense (grouped/dilated)",
             LayerChoice::DensePointwise => "dense (1x1)",
+            LayerChoice::DenseSlower => "dense (HASTE slower)",
         }
     }
 }
@@ -102,6 +112,8 @@ pub struct ConvLayerReport {
     pub overhead_flops: u64,
     /// Accumulated HASTE statistics (empty for dense layers).
     pub stats: LayerStats,
+    /// Seconds per batch of (HASTE, dense) measured by [`Plan::keep_dense_where_faster`].
+    pub timing: Option<(f64, f64)>,
 }
 
 /// Whole-network FLOPs per image, dense and with HASTE.
@@ -176,6 +188,7 @@ impl Plan {
             )));
         }
         self.reset_conv_kernels();
+        self.timing = vec![None; self.steps.len()];
         let mut compressed = 0;
         for (k, (step, choice)) in self.conv_choices(options).into_iter().enumerate() {
             if choice != LayerChoice::Compressed {
@@ -238,6 +251,8 @@ impl Plan {
                     input_hw: (h, w),
                     choice: if compressed {
                         LayerChoice::Compressed
+                    } else if choice == LayerChoice::Compressed && self.timing[step].is_some() {
+                        LayerChoice::DenseSlower
                     } else if choice == LayerChoice::Compressed {
                         LayerChoice::DenseBeforeStart
                     } else {
@@ -247,9 +262,61 @@ impl Plan {
                     flops,
                     overhead_flops: overhead,
                     stats: s,
+                    timing: self.timing[step],
                 }
             })
             .collect()
+    }
+
+    /// Times every HASTE layer against the dense kernel on a batch (`input`, `n` images; best
+    /// of two runs each, alternating) and puts the dense kernel back where HASTE is slower.
+    /// The timings appear in [`ConvLayerReport::timing`]; statistics are cleared. Returns how
+    /// many layers went back to dense.
+    pub fn keep_dense_where_faster(&mut self, input: &[f32], n: usize) -> Result<usize> {
+        let haste: Vec<usize> = (0..self.steps.len())
+            .filter(|&s| matches!(self.conv_kernels[s], Some(ConvKernel::Haste(_))))
+            .collect();
+        let profiling = self.step_seconds.take();
+        let mut best = vec![(f64::INFINITY, f64::INFINITY); self.steps.len()];
+        let mut result = Ok(());
+        for _ in 0..2 {
+            result = self.time_steps(input, n).map(|t| {
+                best.iter_mut().zip(t).for_each(|(b, t)| b.0 = b.0.min(t));
+            });
+            let saved: Vec<_> = haste
+                .iter()
+                .map(|&s| self.conv_kernels[s].replace(ConvKernel::Dense))
+                .collect();
+            result = result.and_then(|_| self.time_steps(input, n)).map(|t| {
+                best.iter_mut().zip(t).for_each(|(b, t)| b.1 = b.1.min(t));
+            });
+            for (&s, k) in haste.iter().zip(saved) {
+                self.conv_kernels[s] = k;
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.step_seconds = profiling;
+        self.take_haste_stats();
+        result?;
+        let mut reverted = 0;
+        for &s in &haste {
+            self.timing[s] = Some(best[s]);
+            if best[s].0 > best[s].1 {
+                self.conv_kernels[s] = Some(ConvKernel::Dense);
+                reverted += 1;
+            }
+        }
+        Ok(reverted)
+    }
+
+    /// Seconds of each step in one run of the batch.
+    fn time_steps(&mut self, input: &[f32], n: usize) -> Result<Vec<f64>> {
+        self.set_profiling(true);
+        let result = self.run(input, n).map(|_| ());
+        let t = self.step_seconds.take().unwrap_or_default();
+        result.map(|_| t)
     }
 
     /// Network FLOPs per image from per-layer reports.

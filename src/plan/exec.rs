@@ -1,7 +1,11 @@
-//! Running one step of a plan: operand lookup and dispatch to the kernels, parallel over images
-//! (or, for a batch smaller than the thread count, over parts of one image).
+//! Running a plan. Two modes:
+//! - image at a time (when every step works image by image and the batch has at least one image
+//!   per thread): each thread runs the whole network on one image with its own [`Workspace`], so
+//!   activations stay in the core's cache and no step waits for the others;
+//! - layer at a time (otherwise, e.g. a batch of one on two threads): each step runs over the
+//!   whole batch, parallel over images or over parts of one image.
 
-use super::{ConvKernel, Plan, Scratch, Src};
+use super::{ConvKernel, Plan, Src, Workspace, WorkspaceState};
 use crate::error::{Error, Result};
 use crate::kernels::{conv, layout, pool};
 use crate::ops::shape::{normalize_axis, resolve_slice};
@@ -16,9 +20,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn thread_scratch(scratch: &[Mutex<Scratch>]) -> std::sync::MutexGuard<'_, Scratch> {
-    let i = rayon::current_thread_index().unwrap_or(0) % scratch.len();
-    lock(&scratch[i])
+fn thread_workspace(ws: &[Mutex<Workspace>]) -> std::sync::MutexGuard<'_, Workspace> {
+    let i = rayon::current_thread_index().unwrap_or(0) % ws.len();
+    lock(&ws[i])
+}
+
+/// `out = act(f(x, y))` with broadcasting; `f` is a closure type of its own so that each
+/// operation compiles to its own vector loop. `min_len` as in [`Frame`].
+fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
+    x: &[f32],
+    y: &[f32],
+    (xs, ys, os): (&[usize], &[usize], &[usize]),
+    out: &mut [f32],
+    min_len: usize,
+    act: Activation,
+    f: F,
+) {
+    if xs != ys {
+        layout::broadcast_binary(x, xs, y, ys, out, os, f);
+        act.apply(out);
+        return;
+    }
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+        .with_min_len(min_len)
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+            act.apply(o);
+        });
+}
+
+/// The operands of one step: where slots live and the shapes they have.
+struct Frame<'a> {
+    slots: &'a [Vec<f32>],
+    input: &'a [f32],
+    in_shapes: &'a [Vec<usize>],
+    out_shape: &'a [usize],
+    /// Smallest chunk count rayon may split elementwise work into pieces of: 1 in layer mode,
+    /// `usize::MAX` in image mode (the caller is already one task of a parallel loop, so the
+    /// op runs inline on its thread).
+    min_len: usize,
+}
+
+/// How a convolution step runs: over a batch of `n` images, or on one image with the
+/// calling thread's state.
+enum Mode<'a> {
+    Batch(usize),
+    Image(&'a mut WorkspaceState),
 }
 
 impl Plan {
@@ -26,35 +76,107 @@ impl Plan {
         let out_slot = self.steps[i].output;
         let out_len: usize = self.out_shapes[i].iter().product();
         let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
+        let frame = Frame {
+            slots: &self.slots,
+            input,
+            in_shapes: &self.in_shapes[i],
+            out_shape: &self.out_shapes[i],
+            min_len: 1,
+        };
         let result = self
             .pool
-            .install(|| self.compute(i, input, n, &mut out_buf[..out_len]));
+            .install(|| self.compute(i, &frame, &mut Mode::Batch(n), &mut out_buf[..out_len]));
         self.slots[out_slot] = out_buf;
         result
     }
 
-    fn operand<'a>(&'a self, src: Src, input: &'a [f32], shape: &[usize]) -> &'a [f32] {
+    /// Runs the whole network image by image (see the module doc); the output goes to the
+    /// output slot.
+    pub(crate) fn run_images(&mut self, input: &[f32], n: usize, out_slot: usize) -> Result<()> {
+        let per_in: usize = self.image_shape.iter().product();
+        let per_out: usize = self.img_out_shapes[self.output_step].iter().product();
+        let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
+        let result = self.pool.install(|| {
+            out_buf[..n * per_out]
+                .par_chunks_mut(per_out)
+                .zip(input.par_chunks(per_in))
+                .try_for_each(|(o, x)| {
+                    let mut ws = thread_workspace(&self.workspaces);
+                    self.run_image(&mut ws, x, o)
+                })
+        });
+        self.slots[out_slot] = out_buf;
+        if let Some(acc) = self.step_seconds.as_mut() {
+            // Thread seconds to wall seconds: the threads worked side by side.
+            let share = 1.0 / self.threads.min(n) as f64;
+            for ws in &mut self.workspaces {
+                let ws = ws.get_mut().unwrap_or_else(|e| e.into_inner());
+                for (a, s) in acc.iter_mut().zip(ws.state.seconds.iter_mut()) {
+                    *a += std::mem::take(s) * share;
+                }
+            }
+        }
+        result
+    }
+
+    /// Every step on one image `x`, with the output copied to `out`.
+    fn run_image(&self, ws: &mut Workspace, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let profiling = self.step_seconds.is_some();
+        ws.state.seconds.resize(self.steps.len(), 0.0);
+        ws.state
+            .stats
+            .resize_with(self.steps.len(), Default::default);
+        for i in 0..self.steps.len() {
+            let t = profiling.then(std::time::Instant::now);
+            let slot = self.steps[i].output;
+            let len: usize = self.img_out_shapes[i].iter().product();
+            let mut buf = std::mem::take(&mut ws.slots[slot]);
+            let frame = Frame {
+                slots: &ws.slots,
+                input: x,
+                in_shapes: &self.img_in_shapes[i],
+                out_shape: &self.img_out_shapes[i],
+                min_len: usize::MAX,
+            };
+            let result = self.compute(i, &frame, &mut Mode::Image(&mut ws.state), &mut buf[..len]);
+            ws.slots[slot] = buf;
+            result?;
+            if let Some(t) = t {
+                ws.state.seconds[i] += t.elapsed().as_secs_f64();
+            }
+        }
+        let slot = self.steps[self.output_step].output;
+        out.copy_from_slice(&ws.slots[slot][..out.len()]);
+        Ok(())
+    }
+
+    fn operand<'a>(&'a self, frame: &Frame<'a>, src: Src, shape: &[usize]) -> &'a [f32] {
         let len: usize = shape.iter().product();
         match src {
-            Src::Input => &input[..len],
-            Src::Slot(s) => &self.slots[s][..len],
+            Src::Input => &frame.input[..len],
+            Src::Slot(s) => &frame.slots[s][..len],
             Src::Const(c) => &self.consts[c].1,
         }
     }
 
-    fn compute(&self, i: usize, input: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    fn compute(&self, i: usize, frame: &Frame, mode: &mut Mode, out: &mut [f32]) -> Result<()> {
         let step = &self.steps[i];
         let node = &self.graph.nodes[step.node];
-        let ins = &self.in_shapes[i];
-        let out_shape = &self.out_shapes[i];
-        let x = self.operand(step.inputs[0], input, &ins[0]);
+        let ins = frame.in_shapes;
+        let out_shape = frame.out_shape;
+        let min = frame.min_len;
+        let x = self.operand(frame, step.inputs[0], &ins[0]);
         match &node.op {
-            Op::Conv(c) => self.conv(i, c, x, &ins[0], n, out),
+            Op::Conv(c) => match mode {
+                Mode::Batch(n) => self.conv(i, c, x, &ins[0], *n, out),
+                Mode::Image(state) => self.conv_image(i, c, x, &ins[0], out, state),
+            },
             Op::BatchNorm(b) => {
                 let plane: usize = ins[0][2..].iter().product();
                 let c = b.scale.len();
                 out.par_chunks_mut(plane)
                     .zip(x.par_chunks(plane))
+                    .with_min_len(min)
                     .enumerate()
                     .for_each(|(k, (o, xi))| {
                         let ch = k % c;
@@ -66,26 +188,24 @@ impl Plan {
             Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } => {
                 let act = crate::ops::Activation::of(&node.op).unwrap_or_default();
                 out.copy_from_slice(x);
-                out.par_chunks_mut(CHUNK).for_each(|o| act.apply(o));
+                out.par_chunks_mut(CHUNK)
+                    .with_min_len(min)
+                    .for_each(|o| act.apply(o));
             }
-            Op::Add | Op::Sub | Op::Mul | Op::Div => {
-                let y = self.operand(step.inputs[1], input, &ins[1]);
-                let f = match node.op {
-                    Op::Add => |a: f32, b: f32| a + b,
-                    Op::Sub => |a: f32, b: f32| a - b,
-                    Op::Mul => |a: f32, b: f32| a * b,
-                    _ => |a: f32, b: f32| a / b,
+            Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div => {
+                let y = self.operand(frame, step.inputs[1], &ins[1]);
+                let act = match node.op {
+                    Op::AddActivation(a) => a,
+                    _ => Activation::None,
                 };
-                if ins[0] == ins[1] {
-                    out.par_chunks_mut(CHUNK)
-                        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                        .for_each(|(o, (a, b))| {
-                            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                                *o = f(a, b);
-                            }
-                        });
-                } else {
-                    layout::broadcast_binary(x, &ins[0], y, &ins[1], out, out_shape, f);
+                let shapes = (&ins[0][..], &ins[1][..], out_shape);
+                match node.op {
+                    Op::Add | Op::AddActivation(_) => {
+                        binary(x, y, shapes, out, min, act, |a, b| a + b)
+                    }
+                    Op::Sub => binary(x, y, shapes, out, min, act, |a, b| a - b),
+                    Op::Mul => binary(x, y, shapes, out, min, act, |a, b| a * b),
+                    _ => binary(x, y, shapes, out, min, act, |a, b| a / b),
                 }
             }
             Op::MaxPool(p) | Op::AveragePool(p) => {
@@ -94,12 +214,14 @@ impl Plan {
                 let (oh, ow) = (out_shape[2], out_shape[3]);
                 out.par_chunks_mut(oh * ow)
                     .zip(x.par_chunks(h * w))
+                    .with_min_len(min)
                     .for_each(|(o, xi)| pool::pool_plane(p, max, xi, h, w, o));
             }
             Op::GlobalAveragePool => {
                 let plane: usize = ins[0][2..].iter().product();
                 out.par_iter_mut()
                     .zip(x.par_chunks(plane))
+                    .with_min_len(min)
                     .for_each(|(o, xi)| *o = pool::mean(xi));
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
@@ -135,7 +257,7 @@ impl Plan {
                     .inputs
                     .iter()
                     .zip(ins)
-                    .map(|(&s, sh)| (self.operand(s, input, sh), sh.as_slice()))
+                    .map(|(&s, sh)| (self.operand(frame, s, sh), sh.as_slice()))
                     .collect();
                 layout::concat(&parts, a, out);
             }
@@ -178,30 +300,11 @@ impl Plan {
                 out.par_chunks_mut(out_len)
                     .zip(x.par_chunks(in_len))
                     .for_each(|(o, xi)| {
-                        let mut s = thread_scratch(&self.scratch);
+                        let mut ws = thread_workspace(&self.workspaces);
+                        let s = &mut ws.state.scratch;
                         let mut local = crate::haste::LayerStats::default();
                         hc.forward(xi, h, w, o, &mut s.haste, &mut local);
-                        if let Some(errors) = &self.layer_error {
-                            let s = &mut *s;
-                            s.dense.resize(o.len(), 0.0);
-                            conv::conv2d_image_with(
-                                op,
-                                Activation::None,
-                                xi,
-                                h,
-                                w,
-                                &mut s.dense,
-                                &mut s.col,
-                            );
-                            let (mut num, mut den) = (0.0f64, 0.0f64);
-                            for (&a, &b) in o.iter().zip(&s.dense) {
-                                num += ((a - b) as f64).powi(2);
-                                den += (b as f64).powi(2);
-                            }
-                            let mut e = lock(&errors[i]);
-                            e.0 += num;
-                            e.1 += den;
-                        }
+                        self.measure_error(i, op, xi, (h, w), o, s);
                         op.activation.apply(o);
                         lock(stats).add(&local);
                     });
@@ -210,8 +313,8 @@ impl Plan {
                 out.par_chunks_mut(out_len)
                     .zip(x.par_chunks(in_len))
                     .for_each(|(o, xi)| {
-                        let mut s = thread_scratch(&self.scratch);
-                        conv::conv2d_image(op, xi, h, w, o, &mut s.col);
+                        let mut ws = thread_workspace(&self.workspaces);
+                        conv::conv2d_image(op, xi, h, w, o, &mut ws.state.scratch.col);
                     });
             }
             _ => {
@@ -245,5 +348,53 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// A convolution of one image on the calling thread, with its workspace.
+    fn conv_image(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        x: &[f32],
+        in_shape: &[usize],
+        out: &mut [f32],
+        state: &mut WorkspaceState,
+    ) {
+        let (h, w) = (in_shape[2], in_shape[3]);
+        match &self.conv_kernels[i] {
+            Some(ConvKernel::Haste(hc)) => {
+                let s = &mut state.scratch;
+                hc.forward(x, h, w, out, &mut s.haste, &mut state.stats[i]);
+                self.measure_error(i, op, x, (h, w), out, s);
+                op.activation.apply(out);
+            }
+            _ => conv::conv2d_image(op, x, h, w, out, &mut state.scratch.col),
+        }
+    }
+
+    /// With error measurement on, adds the squared difference between the HASTE output `o`
+    /// (before activation) and the dense convolution of the same image to step `i`'s error.
+    fn measure_error(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        x: &[f32],
+        (h, w): (usize, usize),
+        o: &[f32],
+        s: &mut super::Scratch,
+    ) {
+        let Some(errors) = &self.layer_error else {
+            return;
+        };
+        s.dense.resize(o.len(), 0.0);
+        conv::conv2d_image_with(op, Activation::None, x, h, w, &mut s.dense, &mut s.col);
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (&a, &b) in o.iter().zip(&s.dense) {
+            num += ((a - b) as f64).powi(2);
+            den += (b as f64).powi(2);
+        }
+        let mut e = lock(&errors[i]);
+        e.0 += num;
+        e.1 += den;
     }
 }

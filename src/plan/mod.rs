@@ -43,6 +43,22 @@ pub(crate) struct Scratch {
     pub dense: Vec<f32>,
 }
 
+/// What one thread keeps between images in image-at-a-time execution: its own buffer slots
+/// (sized for one image) and state.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    pub slots: Vec<Vec<f32>>,
+    pub state: WorkspaceState,
+}
+
+/// A thread's scratch, HASTE statistics and step timings (merged into the plan's after a run).
+#[derive(Default)]
+pub(crate) struct WorkspaceState {
+    pub scratch: Scratch,
+    pub stats: Vec<crate::haste::LayerStats>,
+    pub seconds: Vec<f64>,
+}
+
 /// Options for building a [`Plan`].
 #[derive(Debug, Clone, Copy)]
 pub struct PlanOptions {
@@ -73,8 +89,16 @@ pub struct Plan {
     pub(crate) shapes_batch: usize,
     pub(crate) in_shapes: Vec<Vec<Vec<usize>>>,
     pub(crate) out_shapes: Vec<Vec<usize>>,
+    /// Shapes of every step's inputs and output for one image.
+    pub(crate) img_in_shapes: Vec<Vec<Vec<usize>>>,
+    pub(crate) img_out_shapes: Vec<Vec<usize>>,
+    /// The last step writing the output slot.
+    pub(crate) output_step: usize,
+    /// Whether every step can run image by image (see [`Plan::image_mode_ok`]).
+    pub(crate) image_mode: bool,
     pub(crate) pool: rayon::ThreadPool,
-    pub(crate) scratch: Vec<Mutex<Scratch>>,
+    /// One per thread.
+    pub(crate) workspaces: Vec<Mutex<Workspace>>,
     pub(crate) shared_col: Mutex<Vec<f32>>,
     pub(crate) conv_kernels: Vec<Option<ConvKernel>>,
     pub(crate) haste_stats: Vec<Mutex<crate::haste::LayerStats>>,
@@ -85,6 +109,8 @@ pub struct Plan {
     /// Per step: (sum of squared differences HASTE - dense, sum of squared dense outputs),
     /// accumulated while error measurement is on.
     pub(crate) layer_error: Option<Vec<Mutex<(f64, f64)>>>,
+    /// Per step: (HASTE, dense) seconds from [`Plan::keep_dense_where_faster`].
+    pub(crate) timing: Vec<Option<(f64, f64)>>,
 }
 
 impl Plan {
@@ -203,10 +229,12 @@ impl Plan {
             shapes_batch: 0,
             in_shapes: vec![],
             out_shapes: vec![],
+            img_in_shapes: vec![],
+            img_out_shapes: vec![],
+            output_step: 0,
+            image_mode: false,
             pool,
-            scratch: (0..threads)
-                .map(|_| Mutex::new(Scratch::default()))
-                .collect(),
+            workspaces: vec![],
             shared_col: Mutex::new(Vec::new()),
             conv_kernels,
             haste_stats,
@@ -214,8 +242,20 @@ impl Plan {
             threads,
             step_seconds: None,
             layer_error: None,
+            timing: vec![],
         };
+        (plan.img_in_shapes, plan.img_out_shapes) = plan.shapes_for(1)?;
+        plan.output_step = match plan.output {
+            Src::Slot(s) => plan.steps.iter().rposition(|st| st.output == s),
+            _ => None,
+        }
+        .ok_or_else(|| Error::Internal("output step unknown".into()))?;
+        plan.image_mode = plan.image_mode_ok();
+        plan.workspaces = (0..threads)
+            .map(|_| Mutex::new(plan.new_workspace()))
+            .collect();
         plan.infer_shapes(options.max_batch)?;
+        plan.timing = vec![None; plan.steps.len()];
         // Size every slot for the largest batch.
         let mut sizes = vec![0usize; n_slots];
         for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
@@ -245,6 +285,14 @@ impl Plan {
         if self.shapes_batch == n {
             return Ok(());
         }
+        (self.in_shapes, self.out_shapes) = self.shapes_for(n)?;
+        self.shapes_batch = n;
+        Ok(())
+    }
+
+    /// Every step's input shapes and output shape for a batch of `n`.
+    #[allow(clippy::type_complexity)]
+    fn shapes_for(&self, n: usize) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<usize>>)> {
         let mut input_shape = vec![n];
         input_shape.extend(&self.image_shape);
         let mut slot_shape: Vec<Vec<usize>> = vec![vec![]; self.slots.len()];
@@ -272,10 +320,49 @@ impl Plan {
             in_shapes.push(ins);
             out_shapes.push(out);
         }
-        self.in_shapes = in_shapes;
-        self.out_shapes = out_shapes;
-        self.shapes_batch = n;
-        Ok(())
+        Ok((in_shapes, out_shapes))
+    }
+
+    /// True when every step computes each image from that image alone, so that running the
+    /// network image by image gives the batch's result: every runtime operand and output has the
+    /// batch as its first axis (checked on batches of 1 and 2), and no op works along it.
+    fn image_mode_ok(&self) -> bool {
+        let Ok((in2, out2)) = self.shapes_for(2) else {
+            return false;
+        };
+        let batched = |one: &[usize], two: &[usize]| {
+            one.len() == two.len() && one.first() == Some(&1) && two[0] == 2 && one[1..] == two[1..]
+        };
+        self.steps.iter().enumerate().all(|(i, s)| {
+            let along_batch = match &self.graph.nodes[s.node].op {
+                Op::Slice { axes, .. } => {
+                    axes.is_empty() || axes.iter().any(|&a| a == 0 || a == -(out2[i].len() as i64))
+                }
+                Op::Concat { axis } => *axis == 0 || *axis == -(out2[i].len() as i64),
+                Op::Transpose { perm } => perm.first() != Some(&0),
+                Op::Flatten { axis } => *axis == 0,
+                _ => false,
+            };
+            let operands_ok = s
+                .inputs
+                .iter()
+                .zip(&self.img_in_shapes[i])
+                .zip(&in2[i])
+                .all(|((src, one), two)| matches!(src, Src::Const(_)) || batched(one, two));
+            !along_batch && operands_ok && batched(&self.img_out_shapes[i], &out2[i])
+        })
+    }
+
+    /// A thread's workspace: every slot sized for one image.
+    fn new_workspace(&self) -> Workspace {
+        let mut sizes = vec![0usize; self.slots.len()];
+        for (s, shape) in self.steps.iter().zip(&self.img_out_shapes) {
+            sizes[s.output] = sizes[s.output].max(shape.iter().product());
+        }
+        Workspace {
+            slots: sizes.into_iter().map(|n| vec![0.0; n]).collect(),
+            state: WorkspaceState::default(),
+        }
     }
 
     /// Shape of one image the plan expects (`[c, h, w]`).
@@ -367,10 +454,18 @@ impl Plan {
 
     /// Takes the accumulated HASTE statistics of every step (and resets them).
     pub fn take_haste_stats(&mut self) -> Vec<crate::haste::LayerStats> {
-        self.haste_stats
+        let mut all: Vec<crate::haste::LayerStats> = self
+            .haste_stats
             .iter_mut()
             .map(|m| std::mem::take(m.get_mut().unwrap_or_else(|e| e.into_inner())))
-            .collect()
+            .collect();
+        for ws in &mut self.workspaces {
+            let ws = ws.get_mut().unwrap_or_else(|e| e.into_inner());
+            for (a, s) in all.iter_mut().zip(&mut ws.state.stats) {
+                a.add(&std::mem::take(s));
+            }
+        }
+        all
     }
 
     /// Runs a batch of `n` images (`input` = `n * c * h * w` values, NCHW) and returns the
@@ -392,12 +487,9 @@ impl Plan {
             )));
         }
         self.infer_shapes(n)?;
-        for i in 0..self.steps.len() {
-            let t = self.step_seconds.is_some().then(std::time::Instant::now);
-            self.execute(i, input, n)?;
-            if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
-                acc[i] += t.elapsed().as_secs_f64();
-            }
+        match self.output {
+            Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
+            _ => self.run_layers(input, n)?,
         }
         let shape = match self.output {
             Src::Slot(s) => self
@@ -419,6 +511,18 @@ impl Plan {
 }
 
 impl Plan {
+    /// Runs the batch step by step (see [`exec`]).
+    fn run_layers(&mut self, input: &[f32], n: usize) -> Result<()> {
+        for i in 0..self.steps.len() {
+            let t = self.step_seconds.is_some().then(std::time::Instant::now);
+            self.execute(i, input, n)?;
+            if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
+                acc[i] += t.elapsed().as_secs_f64();
+            }
+        }
+        Ok(())
+    }
+
     /// Turns per-step timing on (and clears it) or off.
     pub fn set_profiling(&mut self, on: bool) {
         self.step_seconds = on.then(|| vec![0.0; self.steps.len()]);

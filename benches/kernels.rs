@@ -1,0 +1,166 @@
+//! Micro-benchmarks of the dense convolution paths and of the HASTE steps:
+//! `cargo bench --bench kernels`.
+
+use divan::{black_box, Bencher};
+use haste::haste::buckets::Buckets;
+use haste::haste::conv::Window;
+use haste::haste::hash::{hash_window, HashScratch};
+use haste::haste::hyperplanes::Hyperplanes;
+use haste::haste::merge::{merge_filters, merge_input};
+use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
+use haste::kernels::conv::conv2d_image;
+use haste::kernels::gemm::sgemm;
+use haste::ops::{Activation, Conv2dParams, ConvOp};
+
+fn main() {
+    divan::main();
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, salt: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + salt * 104_729) % 2003) as f32) / 1001.5 - 1.0)
+        .collect()
+}
+
+/// A post-ReLU-like input: smooth per channel, so that HASTE finds redundant channels.
+fn smooth_input(c: usize, hw: usize) -> Vec<f32> {
+    (0..c * hw * hw)
+        .map(|i| {
+            let (ch, y, x) = (i / (hw * hw), (i / hw) % hw, i % hw);
+            ((ch % 5) as f32 * 0.37 + y as f32 * 0.21).sin().max(0.0) + (x as f32 * 0.01)
+        })
+        .collect()
+}
+
+fn conv_op(c_in: usize, c_out: usize, k: usize) -> ConvOp {
+    let params = Conv2dParams::new(c_in, c_out, k, k).with_pads([k / 2; 4]);
+    ConvOp {
+        params,
+        weights: values(c_out * c_in * k * k, 1),
+        bias: Some(values(c_out, 2)),
+        activation: Activation::Relu,
+    }
+}
+
+/// (c_in, c_out, kernel, height = width)
+const DENSE: &[(usize, usize, usize, usize)] = &[
+    (16, 16, 3, 32),
+    (32, 32, 3, 16),
+    (64, 64, 3, 8),
+    (128, 128, 3, 56),
+    (64, 256, 1, 56),
+    (128, 16, 1, 56),
+];
+
+#[divan::bench(args = DENSE)]
+fn dense_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize)) {
+    let op = conv_op(c_in, c_out, k);
+    let x = values(c_in * hw * hw, 3);
+    let mut out = vec![0.0; c_out * hw * hw];
+    let mut col = Vec::new();
+    b.counter(divan::counter::ItemsCount::new(
+        2 * op.params.dense_macs(hw, hw) as usize,
+    ))
+    .bench_local(|| conv2d_image(&op, black_box(&x), hw, hw, &mut out, &mut col));
+}
+
+/// (channels, height = width) of the HASTE benchmarks (3x3 convolutions, tile 4, L = 14).
+const HASTE: &[(usize, usize)] = &[(16, 32), (64, 8), (128, 56)];
+
+/// One 4x4 patch in the middle of the image: its window, the HWC input and the hyperplanes.
+struct Patch {
+    hwc: Vec<f32>,
+    win: Window,
+    hp: Hyperplanes,
+    c: usize,
+    w: usize,
+}
+
+fn patch(c: usize, hw: usize) -> Patch {
+    let p = Conv2dParams::new(c, c, 3, 3).with_pads([1; 4]);
+    let x = smooth_input(c, hw);
+    let mut hwc = vec![0.0; c * hw * hw];
+    for (ch, plane) in x.chunks_exact(hw * hw).enumerate() {
+        for (i, &v) in plane.iter().enumerate() {
+            hwc[i * c + ch] = v;
+        }
+    }
+    let o = hw / 2 - 2;
+    let win = Window::of_patch(&p, (hw, hw), (o, 4), (o, 4));
+    let hp = Hyperplanes::generate(HyperplaneKind::default(), 14, 0.667, win.h, win.w, 0);
+    Patch {
+        hwc,
+        win,
+        hp,
+        c,
+        w: hw,
+    }
+}
+
+fn hashed(pt: &Patch) -> (HashScratch, Buckets) {
+    let mut s = HashScratch::default();
+    s.reserve(pt.c, pt.win.h * pt.win.w);
+    hash_window(&pt.hwc, pt.w, pt.c, &pt.win, &pt.hp, true, None, &mut s);
+    let mut buckets = Buckets::default();
+    buckets.group(&s.keys[..pt.c]);
+    (s, buckets)
+}
+
+#[divan::bench(args = HASTE)]
+fn haste_hash(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (mut s, _) = hashed(&pt);
+    b.bench_local(|| hash_window(&pt.hwc, pt.w, c, &pt.win, &pt.hp, true, None, &mut s));
+}
+
+#[divan::bench(args = HASTE)]
+fn haste_group(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (s, mut buckets) = hashed(&pt);
+    b.bench_local(|| buckets.group(black_box(&s.keys[..c])));
+}
+
+#[divan::bench(args = HASTE)]
+fn haste_input_merge(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let mut mwin = vec![0.0; pt.win.h * pt.win.w * c];
+    b.bench_local(|| merge_input(&pt.hwc, pt.w, c, &pt.win, &buckets, &mut mwin));
+}
+
+#[divan::bench(args = HASTE)]
+fn haste_filter_merge(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let wt = values(9 * c * c, 4);
+    let mut wm = vec![0.0; 9 * c * c];
+    b.bench_local(|| merge_filters(&wt, c, c, 9, &buckets, &mut wm));
+}
+
+/// The reduced GEMM of one 4x4 patch: `[16, 9 B] x [9 B, c_out]`.
+#[divan::bench(args = HASTE)]
+fn haste_reduced_gemm(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let k = 9 * buckets.count();
+    let (cols, wm) = (values(16 * k, 5), values(k * c, 6));
+    let mut out = vec![0.0; 16 * c];
+    b.bench_local(|| sgemm(16, c, k, &cols, k, &wm, c, &mut out, c, false));
+}
+
+#[divan::bench(args = HASTE)]
+fn haste_conv_image(b: Bencher, &(c, hw): &(usize, usize)) {
+    let op = conv_op(c, c, 3);
+    let cfg = HasteConfig {
+        hyperplanes: 14,
+        ..HasteConfig::default()
+    };
+    let conv = HasteConv::new(op.params, &op.weights, op.bias.as_deref(), &cfg, 1)
+        .expect("valid HASTE config");
+    let x = smooth_input(c, hw);
+    let mut out = vec![0.0; c * hw * hw];
+    let mut scratch = HasteScratch::default();
+    let mut stats = LayerStats::default();
+    b.bench_local(|| conv.forward(&x, hw, hw, &mut out, &mut scratch, &mut stats));
+}
