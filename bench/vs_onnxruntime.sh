@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# haste against onnxruntime (CPU provider, PyPI) on the shared models, in one run, same threads
+# and batch on both sides: images/s, their ratio, batch-1 latency, and haste with HASTE on Tiny
+# Darknet at its operating point. A benchmark, not a test: CI does not run it.
+#
+#   bench/vs_onnxruntime.sh            # THREADS=2 RUNS=7 by default
+#   THREADS=1 RUNS=11 bench/vs_onnxruntime.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=../shared
+THREADS=${THREADS:-2}
+RUNS=${RUNS:-7}
+VENV=${HASTE_ORT_VENV:-${TMPDIR:-/tmp}/haste-ort-venv}
+if ! "$VENV/bin/python" -c 'import onnxruntime, numpy' 2>/dev/null; then
+  echo "installing onnxruntime into $VENV ..." >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q onnxruntime numpy
+fi
+cargo build --release -q
+HASTE=./target/release/haste
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+printf '%-30s %6s %12s %12s %7s\n' model batch "haste img/s" "ort img/s" ratio
+for spec in "resnet20-cifar10 256" "resnet56-cifar10 256" "tiny-darknet-imagenet 32" "resnet18-randominit-imagenet 16"; do
+  set -- $spec
+  m=$SHARED/models/$1.onnx
+  for b in $2 1; do
+    h=$($HASTE bench --model "$m" --batch "$b" --threads "$THREADS" --runs "$RUNS" --json | field '["dense_images_per_second"]')
+    o=$("$VENV/bin/python" bench/ort_bench.py "$m" "$b" "$RUNS" "$THREADS" | field '["images_per_second"]')
+    printf '%-30s %6s %12.1f %12.1f %6.2fx\n' "$1" "$b" "$h" "$o" "$(python3 -c "print($h/$o)")"
+  done
+done
+
+# HASTE on Tiny Darknet at an operating point within 1 point of dense (see README), on real images.
+L=${TINY_L:-16}
+j=$($HASTE bench --model $SHARED/models/tiny-darknet-imagenet.onnx --data $SHARED/data/imagenet-val-1300/val \
+      --hyperplanes "$L" --batch 32 --threads "$THREADS" --runs "$RUNS" --json)
+o=$("$VENV/bin/python" bench/ort_bench.py $SHARED/models/tiny-darknet-imagenet.onnx 32 "$RUNS" "$THREADS" | field '["images_per_second"]')
+echo "$j" | python3 -c "
+import json, sys
+j = json.load(sys.stdin); o = $o
+print(f\"tiny-darknet HASTE L=$L: haste dense {j['dense_images_per_second']:.1f} img/s, HASTE {j['haste_images_per_second']:.1f} img/s \"
+      f\"(x{j['speedup']:.2f}; FLOPs -{j['flops_reduction']:.1f} % implies x{j['speedup_implied_by_flops']:.2f}), onnxruntime {o:.1f} img/s\")
+print(f\"peak RSS of that haste run: {j['peak_rss_bytes'] / 2**20:.1f} MiB\")"
