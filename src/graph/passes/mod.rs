@@ -1,0 +1,207 @@
+//! Graph simplification passes, run in order by [`simplify`]:
+//! 1. [`fold_constants`]: resolve ops whose parameters arrive as constant inputs (Conv weights,
+//!    Reshape shapes, Pad pads ...) and evaluate every node whose inputs are all constants
+//!    (the CIFAR ResNets' zero-pad shortcut is such a subgraph).
+//!    Lives in `fold.rs`.
+//! 2. [`fuse_batchnorm`]: fold an inference BatchNormalization into the Conv before it.
+//! 3. [`remove_identities`], then [`fuse_activations`] and [`fuse_add_activations`] (a ReLU
+//!    runs inside the Conv or residual Add before it), then [`prune_dead_nodes`].
+//!
+//! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
+
+mod fold;
+
+pub use fold::fold_constants;
+use fold::is_load_time_only;
+
+use super::{Graph, Node, ValueId};
+use crate::error::{Error, Result};
+use crate::ops::{Activation, ConvOp, Op};
+use std::collections::HashMap;
+
+/// Marks an optional ONNX input that was left empty.
+pub const MISSING: ValueId = usize::MAX;
+
+/// Runs every pass and checks the result.
+pub fn simplify(mut g: Graph) -> Result<Graph> {
+    fold_constants(&mut g)?;
+    fuse_batchnorm(&mut g);
+    remove_identities(&mut g);
+    fuse_activations(&mut g);
+    fuse_add_activations(&mut g);
+    prune_dead_nodes(&mut g);
+    check(&g)?;
+    Ok(g)
+}
+
+pub(crate) fn node_error(g: &Graph, n: &Node, msg: impl std::fmt::Display) -> Error {
+    Error::model(
+        &g.source,
+        format!("node '{}' ({}): {msg}", n.name, n.op.kind()),
+    )
+}
+
+/// Number of nodes reading each value (graph outputs count as readers).
+fn reader_counts(g: &Graph) -> HashMap<ValueId, usize> {
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for n in &g.nodes {
+        for &i in &n.inputs {
+            *readers.entry(i).or_default() += 1;
+        }
+    }
+    for &o in &g.outputs {
+        *readers.entry(o).or_default() += 1;
+    }
+    readers
+}
+
+/// Folds `BatchNorm(Conv(x))` into the Conv's weights and bias when the Conv output has no
+/// other reader: `w' = w * s[co]`, `b' = b * s[co] + t[co]`.
+pub fn fuse_batchnorm(g: &mut Graph) {
+    fuse_into_conv(g, |follower, conv| {
+        let Op::BatchNorm(bn) = follower else {
+            return false;
+        };
+        if conv.params.c_out != bn.scale.len() || conv.activation != Activation::None {
+            return false;
+        }
+        let per_out = conv.weights.len() / conv.params.c_out;
+        for (co, chunk) in conv.weights.chunks_mut(per_out).enumerate() {
+            chunk.iter_mut().for_each(|w| *w *= bn.scale[co]);
+        }
+        let bias = conv.bias.get_or_insert_with(|| vec![0.0; bn.scale.len()]);
+        for ((b, s), t) in bias.iter_mut().zip(&bn.scale).zip(&bn.shift) {
+            *b = *b * s + t;
+        }
+        true
+    });
+}
+
+/// Fuses a Relu / LeakyRelu / Clip into the Conv before it, so the activation runs while the
+/// output is still in cache.
+pub fn fuse_activations(g: &mut Graph) {
+    fuse_into_conv(g, |follower, conv| match Activation::of(follower) {
+        Some(act) if conv.activation == Activation::None => {
+            conv.activation = act;
+            true
+        }
+        _ => false,
+    });
+}
+
+/// Fuses a Relu / LeakyRelu / Clip into the Add before it (a residual connection), so the
+/// sum is activated in the same pass over memory.
+pub fn fuse_add_activations(g: &mut Graph) {
+    fuse_into_producer(g, |follower, producer| {
+        match (Activation::of(follower), &*producer) {
+            (Some(act), Op::Add) => {
+                *producer = Op::AddActivation(act);
+                true
+            }
+            _ => false,
+        }
+    });
+}
+
+/// Folds single-input nodes into the Conv producing their input, when no one else reads the
+/// Conv's output. `fold` updates the Conv and returns true, or returns false to leave the pair.
+fn fuse_into_conv(g: &mut Graph, mut fold: impl FnMut(&Op, &mut ConvOp) -> bool) {
+    fuse_into_producer(g, |follower, producer| match producer {
+        Op::Conv(conv) => fold(follower, conv),
+        _ => false,
+    });
+}
+
+/// Folds single-input nodes into the node producing their (first) input, when no one else
+/// reads that output. `fold` rewrites the producer's op and returns true, or returns false to
+/// leave the pair.
+fn fuse_into_producer(g: &mut Graph, mut fold: impl FnMut(&Op, &mut Op) -> bool) {
+    let readers = reader_counts(g);
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+    }
+    let mut remove = vec![false; g.nodes.len()];
+    for i in 0..g.nodes.len() {
+        let Some(&x) = g.nodes[i].inputs.first() else {
+            continue;
+        };
+        let Some(&ci) = producer.get(&x) else {
+            continue;
+        };
+        if ci == i || remove[ci] || readers.get(&x) != Some(&1) || g.outputs.contains(&x) {
+            continue;
+        }
+        let (follower_op, follower_out, follower_name) = (
+            g.nodes[i].op.clone(),
+            g.nodes[i].outputs[0],
+            g.nodes[i].name.clone(),
+        );
+        let producer = &mut g.nodes[ci];
+        if !fold(&follower_op, &mut producer.op) {
+            continue;
+        }
+        producer.outputs[0] = follower_out;
+        producer.name = format!("{}+{}", producer.name, follower_name);
+        remove[i] = true;
+    }
+    let mut r = remove.iter();
+    g.nodes.retain(|_| !*r.next().unwrap_or(&false));
+}
+
+/// Removes Identity nodes by rewiring their readers to their input.
+pub fn remove_identities(g: &mut Graph) {
+    while let Some(pos) = g
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Identity) && !g.outputs.contains(&n.outputs[0]))
+    {
+        let n = g.nodes.remove(pos);
+        let (from, to) = (n.outputs[0], n.inputs[0]);
+        for m in &mut g.nodes {
+            m.inputs
+                .iter_mut()
+                .filter(|v| **v == from)
+                .for_each(|v| *v = to);
+        }
+    }
+}
+
+/// Drops nodes whose outputs nobody reads.
+pub fn prune_dead_nodes(g: &mut Graph) {
+    loop {
+        let readers = reader_counts(g);
+        let before = g.nodes.len();
+        g.nodes
+            .retain(|n| n.outputs.iter().any(|o| readers.contains_key(o)));
+        if g.nodes.len() == before {
+            break;
+        }
+    }
+}
+
+/// Consistency check: every input is produced, outputs are computable, no load-time op left.
+pub fn check(g: &Graph) -> Result<()> {
+    g.topological_order()?;
+    for n in &g.nodes {
+        if is_load_time_only(&n.op) {
+            return Err(node_error(g, n, "left unresolved after simplification"));
+        }
+    }
+    let produced: Vec<ValueId> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().copied())
+        .collect();
+    for &o in &g.outputs {
+        if !produced.contains(&o) && !g.inputs.contains(&o) && !g.constants.contains_key(&o) {
+            return Err(Error::model(
+                &g.source,
+                format!("graph output '{}' is never computed", g.value_name(o)),
+            ));
+        }
+    }
+    Ok(())
+}
