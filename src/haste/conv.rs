@@ -108,7 +108,8 @@ pub struct HasteScratch {
     buckets: Buckets,
     mwin: Vec<f32>,
     wm: Vec<f32>,
-    pout: Vec<f32>,
+    /// The output image, pixel-major `[oh][ow][c_out]`, transposed to `[c_out][oh][ow]` once.
+    ohwc: Vec<f32>,
     /// Per patch: first channel of each bucket, the buckets with several channels, and each
     /// bucket's tap-0 filter row address (see [`super::kernel`]).
     first: Vec<u32>,
@@ -323,7 +324,7 @@ impl HasteConv {
         s.hash.reserve(c_in, fh * fw);
         grow(&mut s.mwin, fh * fw * c_in);
         grow(&mut s.wm, taps * c_in * c_out);
-        grow(&mut s.pout, tile * tile * c_out);
+        grow(&mut s.ohwc, oh * ow * c_out);
         grow(&mut s.first, c_in);
         grow(&mut s.rows, c_in);
         let magnitude = self.cfg.magnitude_bins;
@@ -381,34 +382,26 @@ impl HasteConv {
                     ph,
                     pw,
                     tap_stride: c_in * c_out,
+                    out_w: ow,
                 };
                 let (win_buf, first, rows) = (&s.mwin[..], &s.first[..nb], &s.rows[..nb]);
+                let pout = &mut s.ohwc[(oy0 * ow + ox0) * c_out..];
                 // SAFETY: `rows` address rows of `self.wt` or `s.wm` (both `taps * c_in *
                 // c_out` long, unchanged until the kernel returns) at channel `first[b] <
                 // c_in`; the window buffer holds `win.h * win.w * c_in` values.
                 unsafe {
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        super::kernel::patch_gemm_avx512(&geom, win_buf, first, rows, &mut s.pout);
+                        super::kernel::patch_gemm_avx512(&geom, win_buf, first, rows, pout);
                     } else {
-                        patch_gemm_generic(&geom, win_buf, first, rows, &mut s.pout);
+                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     {
                         let _ = avx512;
-                        patch_gemm_generic(&geom, win_buf, first, rows, &mut s.pout);
+                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
                     }
                 }
-                scatter(
-                    &s.pout[..n * c_out],
-                    c_out,
-                    self.bias.as_deref(),
-                    (oy0, ph),
-                    (ox0, pw),
-                    (oh, ow),
-                    out,
-                );
-
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));
                 stats.nonfinite_inputs += counts.nonfinite;
                 stats.flops.add(&patch_flops(
@@ -420,6 +413,26 @@ impl HasteConv {
                     self.cfg.centering,
                     magnitude.is_some(),
                 ));
+            }
+        }
+        from_hwc(&s.ohwc, c_out, oh * ow, self.bias.as_deref(), out);
+    }
+}
+
+/// `[hw, c]` -> `[c, hw]` plus bias, in blocks of 16 pixels (read rows stay in L1, writes are
+/// contiguous runs of 16).
+#[inline(always)]
+fn from_hwc(hwc: &[f32], c: usize, hw: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    const PIX: usize = 16;
+    let (hwc, out) = (&hwc[..hw * c], &mut out[..c * hw]);
+    for p0 in (0..hw).step_by(PIX) {
+        let n = PIX.min(hw - p0);
+        let block = &hwc[p0 * c..][..n * c];
+        for ch in 0..c {
+            let b = bias.map_or(0.0, |b| b[ch]);
+            let dst = &mut out[ch * hw + p0..][..n];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = block[i * c + ch] + b;
             }
         }
     }
@@ -448,29 +461,6 @@ fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
             let src = &x[ch * hw + p0..][..n];
             for (i, &v) in src.iter().enumerate() {
                 hwc[(p0 + i) * c + ch] = v;
-            }
-        }
-    }
-}
-
-/// Writes a patch result `pout[j][co]` (`j = oy * pw + ox`) plus bias into `out[co][y][x]`.
-#[inline(always)]
-fn scatter(
-    pout: &[f32],
-    c_out: usize,
-    bias: Option<&[f32]>,
-    (oy0, ph): (usize, usize),
-    (ox0, pw): (usize, usize),
-    (oh, ow): (usize, usize),
-    out: &mut [f32],
-) {
-    for co in 0..c_out {
-        let b = bias.map_or(0.0, |b| b[co]);
-        let plane = &mut out[co * oh * ow..][..oh * ow];
-        for oy in 0..ph {
-            let row = &mut plane[(oy0 + oy) * ow + ox0..][..pw];
-            for (ox, o) in row.iter_mut().enumerate() {
-                *o = pout[(oy * pw + ox) * c_out + co] + b;
             }
         }
     }

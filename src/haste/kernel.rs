@@ -31,6 +31,9 @@ pub struct PatchGeom {
     pub pw: usize,
     /// Distance (elements) between the rows of consecutive taps of one bucket.
     pub tap_stride: usize,
+    /// Output row length (pixels): output `j = (oy, ox)` goes to `out[(oy * out_w + ox) *
+    /// c_out..]` (pixel-major, so a patch writes into a whole HWC image in place).
+    pub out_w: usize,
 }
 
 impl PatchGeom {
@@ -39,13 +42,18 @@ impl PatchGeom {
         let (oy, ox) = (j / self.pw, j % self.pw);
         ((oy * self.sh + ky) * self.win_w + ox * self.sw + kx) * self.c_in
     }
+
+    #[inline(always)]
+    fn opix(&self, j: usize) -> usize {
+        ((j / self.pw) * self.out_w + j % self.pw) * self.c_out
+    }
 }
 
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
 ///
 /// # Safety
 /// Every `rows[b] + kk * tap_stride .. + c_out` (as `*const f32`) must be readable for
-/// `kk < kh * kw`, `first[b] < c_in`, `win` must hold the whole window and `out` `n * c_out`.
+/// `kk < kh * kw`, `first[b] < c_in`, `win` must hold the whole window.
 #[inline(always)]
 pub unsafe fn patch_gemm_generic(
     g: &PatchGeom,
@@ -55,10 +63,9 @@ pub unsafe fn patch_gemm_generic(
     out: &mut [f32],
 ) {
     let n = g.ph * g.pw;
-    let out = &mut out[..n * g.c_out];
-    out.fill(0.0);
     for j in 0..n {
-        let o = &mut out[j * g.c_out..][..g.c_out];
+        let o = &mut out[g.opix(j)..][..g.c_out];
+        o.fill(0.0);
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let kk = ky * g.kw + kx;
@@ -95,7 +102,7 @@ pub unsafe fn patch_gemm_avx512(
     out: &mut [f32],
 ) {
     let n = g.ph * g.pw;
-    assert!(out.len() >= n * g.c_out);
+    assert!(n == 0 || out.len() >= g.opix(n - 1) + g.c_out);
     let mut j0 = 0;
     while j0 < n {
         let mr = (n - j0).min(8);
@@ -188,7 +195,7 @@ unsafe fn block<const MR: usize, const NV: usize>(
     let op = out.as_mut_ptr();
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(op.add((j0 + i) * g.c_out + co0 + 16 * v), masks[v], x);
+            _mm512_mask_storeu_ps(op.add(g.opix(j0 + i) + co0 + 16 * v), masks[v], x);
         }
     }
 }
@@ -234,9 +241,10 @@ mod tests {
                     ph,
                     pw,
                     tap_stride: c_in * c_out,
+                    out_w: pw + 1,
                 };
-                let mut a = vec![0.0; ph * pw * c_out];
-                let mut b = vec![1.0; ph * pw * c_out];
+                let mut a = vec![0.0; ph * (pw + 1) * c_out];
+                let mut b = vec![0.0; ph * (pw + 1) * c_out];
                 unsafe {
                     patch_gemm_generic(&g, &win, &first, &rows, &mut a);
                     patch_gemm_avx512(&g, &win, &first, &rows, &mut b);
