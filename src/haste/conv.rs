@@ -284,6 +284,7 @@ impl HasteConv {
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn forward_impl(
         &self,
