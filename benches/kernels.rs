@@ -6,7 +6,8 @@ use haste::haste::buckets::Buckets;
 use haste::haste::conv::Window;
 use haste::haste::hash::{hash_window, HashScratch};
 use haste::haste::hyperplanes::Hyperplanes;
-use haste::haste::merge::{merge_filters, merge_input};
+use haste::haste::kernel::{patch_gemm_avx512, patch_gemm_generic, PatchGeom};
+use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_input_in_place};
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::conv::conv2d_image;
 use haste::kernels::gemm::sgemm;
@@ -163,4 +164,94 @@ fn haste_conv_image(b: Bencher, &(c, hw): &(usize, usize)) {
     let mut scratch = HasteScratch::default();
     let mut stats = LayerStats::default();
     b.bench_local(|| conv.forward(&x, hw, hw, &mut out, &mut scratch, &mut stats));
+}
+
+/// Buckets with more than one channel (what the fused path merges).
+fn multi(buckets: &Buckets) -> Vec<u32> {
+    (0..buckets.count() as u32)
+        .filter(|&b| buckets.size(b as usize) > 1)
+        .collect()
+}
+
+/// The input merge of the fused path: window copy, bucket means in place.
+#[divan::bench(args = HASTE)]
+fn haste_input_merge_in_place(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let m = multi(&buckets);
+    let mut win = vec![0.0; pt.win.h * pt.win.w * c];
+    b.bench_local(|| merge_input_in_place(&pt.hwc, pt.w, c, &pt.win, &buckets, &m, &mut win));
+}
+
+/// The filter merge of the fused path: only the rows of multi-channel buckets.
+#[divan::bench(args = HASTE)]
+fn haste_filter_merge_rows(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let m = multi(&buckets);
+    let wt = values(9 * c * c, 4);
+    let mut wm = vec![0.0; 9 * c * c];
+    b.bench_local(|| merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm));
+}
+
+/// The fused reduced convolution of one 4x4 patch (implicit GEMM over the merged window),
+/// which replaces im2col + the full filter merge + `haste_reduced_gemm`.
+#[divan::bench(args = HASTE)]
+fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (_, buckets) = hashed(&pt);
+    let m = multi(&buckets);
+    let wt = values(9 * c * c, 4);
+    let mut wm = vec![0.0; 9 * c * c];
+    merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm);
+    let mut win = vec![0.0; pt.win.h * pt.win.w * c];
+    merge_input_in_place(&pt.hwc, pt.w, c, &pt.win, &buckets, &m, &mut win);
+    let first: Vec<u32> = (0..buckets.count())
+        .map(|b| buckets.members(b)[0])
+        .collect();
+    let rows: Vec<usize> = (0..buckets.count())
+        .map(|b| {
+            let base = if buckets.size(b) > 1 {
+                wm.as_ptr()
+            } else {
+                wt.as_ptr()
+            };
+            base as usize + first[b] as usize * c * 4
+        })
+        .collect();
+    let g = PatchGeom {
+        win_w: pt.win.w,
+        c_in: c,
+        c_out: c,
+        kh: 3,
+        kw: 3,
+        sh: 1,
+        sw: 1,
+        ph: 4,
+        pw: 4,
+        tap_stride: c * c,
+        out_w: 4,
+    };
+    let mut out = vec![0.0; 16 * c];
+    let avx512 = cfg!(target_arch = "x86_64") && is_avx512();
+    // SAFETY: rows address `wt`/`wm` rows of channels < c; AVX-512 checked when used.
+    b.bench_local(|| unsafe {
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            patch_gemm_avx512(&g, &win, &first, &rows, &mut out);
+        } else {
+            patch_gemm_generic(&g, &win, &first, &rows, &mut out);
+        }
+    });
+}
+
+fn is_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }

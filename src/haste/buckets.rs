@@ -18,9 +18,9 @@ pub struct Buckets {
     starts: Vec<u32>,
     /// `1 / |b|` per bucket.
     inv_sizes: Vec<f32>,
-    pairs: Vec<(Key, u32)>,
-    run_of: Vec<u32>,
-    remap: Vec<u32>,
+    /// Hash table of the grouping (bucket index per slot) and the key of each bucket.
+    slots: Vec<u32>,
+    bucket_keys: Vec<Key>,
 }
 
 impl Buckets {
@@ -31,37 +31,38 @@ impl Buckets {
         grow(&mut self.bucket_of, c);
         grow(&mut self.members, c);
         grow(&mut self.starts, c + 1);
-        grow(&mut self.run_of, c);
-        grow(&mut self.remap, c);
-        self.pairs.clear();
-        self.pairs
-            .extend(keys.iter().enumerate().map(|(i, &k)| (k, i as u32)));
-        self.pairs.sort_unstable();
-        // Label channels by run of equal keys.
-        let mut runs = 0u32;
-        for i in 0..c {
-            if i > 0 && self.pairs[i].0 != self.pairs[i - 1].0 {
-                runs += 1;
-            }
-            self.run_of[self.pairs[i].1 as usize] = runs;
-        }
-        let runs = if c == 0 { 0 } else { runs as usize + 1 };
-        // Renumber runs by first appearance in channel order.
-        let remap = &mut self.remap[..runs];
-        remap.fill(u32::MAX);
-        let mut next = 0u32;
-        let starts = &mut self.starts[..runs + 1];
+        // Open addressing, table of at least 2c slots: a channel's key either has a bucket
+        // already (numbered by first appearance in channel order) or opens the next one.
+        let size = (2 * c).next_power_of_two().max(2);
+        let shift = 64 - size.trailing_zeros();
+        self.slots.clear();
+        self.slots.resize(size, u32::MAX);
+        grow(&mut self.bucket_keys, c);
+        let starts = &mut self.starts[..c + 1];
         starts.fill(0);
-        for ch in 0..c {
-            let run = self.run_of[ch] as usize;
-            if remap[run] == u32::MAX {
-                remap[run] = next;
-                next += 1;
-            }
-            let b = remap[run];
+        let mut next = 0u32;
+        for (ch, &k) in keys.iter().enumerate() {
+            let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut i = (h >> shift) as usize;
+            let b = loop {
+                let slot = self.slots[i];
+                if slot == u32::MAX {
+                    self.slots[i] = next;
+                    self.bucket_keys[next as usize] = k;
+                    next += 1;
+                    break next - 1;
+                }
+                if self.bucket_keys[slot as usize] == k {
+                    break slot;
+                }
+                i = (i + 1) & (size - 1);
+            };
             self.bucket_of[ch] = b;
             starts[b as usize + 1] += 1;
         }
+        let runs = next as usize;
+        let starts = &mut self.starts[..runs + 1];
         for b in 0..runs {
             starts[b + 1] += starts[b];
         }

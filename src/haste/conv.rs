@@ -10,7 +10,6 @@
 //!    written (plus bias) into the full output.
 
 use crate::error::{Error, Result};
-use crate::kernels::gemm::sgemm;
 use crate::ops::Conv2dParams;
 
 use super::buckets::Buckets;
@@ -18,7 +17,8 @@ use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
 use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
-use super::merge::{im2col_t, merge_filters, merge_input};
+use super::kernel::{patch_gemm_generic, PatchGeom};
+use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
@@ -107,9 +107,14 @@ pub struct HasteScratch {
     hash: HashScratch,
     buckets: Buckets,
     mwin: Vec<f32>,
-    cols: Vec<f32>,
     wm: Vec<f32>,
-    pout: Vec<f32>,
+    /// The output image, pixel-major `[oh][ow][c_out]`, transposed to `[c_out][oh][ow]` once.
+    ohwc: Vec<f32>,
+    /// Per patch: first channel of each bucket, the buckets with several channels, and each
+    /// bucket's tap-0 filter row address (see [`super::kernel`]).
+    first: Vec<u32>,
+    multi: Vec<u32>,
+    rows: Vec<usize>,
 }
 
 impl HasteConv {
@@ -230,24 +235,27 @@ impl HasteConv {
     ) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F, checked just above.
+            let fma = std::arch::is_x86_feature_detected!("fma");
+            if fma && std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
                 unsafe { self.forward_avx512(x, h, w, out, scratch, stats) };
                 return;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
+            if fma && std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
                 unsafe { self.forward_avx2(x, h, w, out, scratch, stats) };
                 return;
             }
         }
-        self.forward_impl(x, h, w, out, scratch, stats)
+        self.forward_impl(x, h, w, out, scratch, stats, false)
     }
 
-    /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2). No fused
-    /// multiply-adds or reassociation are introduced, so all paths give identical bits.
+    /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2), with the
+    /// AVX-512 patch kernel. The patch GEMM uses fused multiply-adds on every path (the
+    /// portable one through `f32::mul_add`) in one fixed order, and nothing else is
+    /// reassociated, so all paths give identical bits.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     unsafe fn forward_avx512(
         &self,
         x: &[f32],
@@ -257,12 +265,12 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats)
+        self.forward_impl(x, h, w, out, scratch, stats, true)
     }
 
-    /// [`Self::forward_impl`] compiled for AVX2.
+    /// [`Self::forward_impl`] compiled for AVX2 (and FMA, so `mul_add` is one instruction).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_avx2(
         &self,
         x: &[f32],
@@ -272,10 +280,11 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats)
+        self.forward_impl(x, h, w, out, scratch, stats, false)
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn forward_impl(
         &self,
@@ -285,6 +294,7 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
+        avx512: bool,
     ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
@@ -314,10 +324,10 @@ impl HasteConv {
         to_hwc(x, c_in, h * w, &mut s.hwc);
         s.hash.reserve(c_in, fh * fw);
         grow(&mut s.mwin, fh * fw * c_in);
-        grow(&mut s.cols, tile * tile * taps * c_in);
         grow(&mut s.wm, taps * c_in * c_out);
-        grow(&mut s.pout, tile * tile * c_out);
-        let one_by_one = kh == 1 && kw == 1 && p.stride == (1, 1);
+        grow(&mut s.ohwc, oh * ow * c_out);
+        grow(&mut s.first, c_in);
+        grow(&mut s.rows, c_in);
         let magnitude = self.cfg.magnitude_bins;
 
         for oy0 in (0..oh).step_by(tile) {
@@ -343,39 +353,56 @@ impl HasteConv {
                 let buckets = &s.buckets;
                 let nb = buckets.count();
                 let n = ph * pw;
-                merge_input(&s.hwc, w, c_in, &win, buckets, &mut s.mwin);
-                let k = taps * nb;
-                let cols: &[f32] = if one_by_one {
-                    &s.mwin[..n * nb]
-                } else {
-                    im2col_t(
-                        &s.mwin,
-                        win.w,
-                        nb,
-                        (kh, kw),
-                        p.stride,
-                        (ph, pw),
-                        &mut s.cols,
-                    );
-                    &s.cols[..n * k]
-                };
-                let wm: &[f32] = if buckets.all_singletons() {
-                    &self.wt
-                } else {
-                    merge_filters(&self.wt, c_in, c_out, taps, buckets, &mut s.wm);
-                    &s.wm[..k * c_out]
-                };
-                sgemm(n, c_out, k, cols, k, wm, c_out, &mut s.pout, c_out, false);
-                scatter(
-                    &s.pout[..n * c_out],
+                s.multi.clear();
+                for b in 0..nb {
+                    let members = buckets.members(b);
+                    s.first[b] = members[0];
+                    if members.len() > 1 {
+                        s.multi.push(b as u32);
+                    }
+                }
+                merge_input_in_place(&s.hwc, w, c_in, &win, buckets, &s.multi, &mut s.mwin);
+                merge_filter_rows(&self.wt, c_in, c_out, taps, buckets, &s.multi, &mut s.wm);
+                let (wt_addr, wm_addr) = (self.wt.as_ptr() as usize, s.wm.as_ptr() as usize);
+                for b in 0..nb {
+                    let base = if buckets.size(b) > 1 {
+                        wm_addr
+                    } else {
+                        wt_addr
+                    };
+                    s.rows[b] = base + s.first[b] as usize * c_out * 4;
+                }
+                let geom = PatchGeom {
+                    win_w: win.w,
+                    c_in,
                     c_out,
-                    self.bias.as_deref(),
-                    (oy0, ph),
-                    (ox0, pw),
-                    (oh, ow),
-                    out,
-                );
-
+                    kh,
+                    kw,
+                    sh: p.stride.0,
+                    sw: p.stride.1,
+                    ph,
+                    pw,
+                    tap_stride: c_in * c_out,
+                    out_w: ow,
+                };
+                let (win_buf, first, rows) = (&s.mwin[..], &s.first[..nb], &s.rows[..nb]);
+                let pout = &mut s.ohwc[(oy0 * ow + ox0) * c_out..];
+                // SAFETY: `rows` address rows of `self.wt` or `s.wm` (both `taps * c_in *
+                // c_out` long, unchanged until the kernel returns) at channel `first[b] <
+                // c_in`; the window buffer holds `win.h * win.w * c_in` values.
+                unsafe {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512 {
+                        super::kernel::patch_gemm_avx512(&geom, win_buf, first, rows, pout);
+                    } else {
+                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        let _ = avx512;
+                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
+                    }
+                }
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));
                 stats.nonfinite_inputs += counts.nonfinite;
                 stats.flops.add(&patch_flops(
@@ -387,6 +414,26 @@ impl HasteConv {
                     self.cfg.centering,
                     magnitude.is_some(),
                 ));
+            }
+        }
+        from_hwc(&s.ohwc, c_out, oh * ow, self.bias.as_deref(), out);
+    }
+}
+
+/// `[hw, c]` -> `[c, hw]` plus bias, in blocks of 16 pixels (read rows stay in L1, writes are
+/// contiguous runs of 16).
+#[inline(always)]
+fn from_hwc(hwc: &[f32], c: usize, hw: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    const PIX: usize = 16;
+    let (hwc, out) = (&hwc[..hw * c], &mut out[..c * hw]);
+    for p0 in (0..hw).step_by(PIX) {
+        let n = PIX.min(hw - p0);
+        let block = &hwc[p0 * c..][..n * c];
+        for ch in 0..c {
+            let b = bias.map_or(0.0, |b| b[ch]);
+            let dst = &mut out[ch * hw + p0..][..n];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = block[i * c + ch] + b;
             }
         }
     }
@@ -415,29 +462,6 @@ fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
             let src = &x[ch * hw + p0..][..n];
             for (i, &v) in src.iter().enumerate() {
                 hwc[(p0 + i) * c + ch] = v;
-            }
-        }
-    }
-}
-
-/// Writes a patch result `pout[j][co]` (`j = oy * pw + ox`) plus bias into `out[co][y][x]`.
-#[inline(always)]
-fn scatter(
-    pout: &[f32],
-    c_out: usize,
-    bias: Option<&[f32]>,
-    (oy0, ph): (usize, usize),
-    (ox0, pw): (usize, usize),
-    (oh, ow): (usize, usize),
-    out: &mut [f32],
-) {
-    for co in 0..c_out {
-        let b = bias.map_or(0.0, |b| b[co]);
-        let plane = &mut out[co * oh * ow..][..oh * ow];
-        for oy in 0..ph {
-            let row = &mut plane[(oy0 + oy) * ow + ox0..][..pw];
-            for (ox, o) in row.iter_mut().enumerate() {
-                *o = pout[(oy * pw + ox) * c_out + co] + b;
             }
         }
     }
@@ -489,7 +513,7 @@ mod tests {
                 (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
             };
             let s = HasteScratch::default();
-            let generic = run(&|o, st| conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st));
+            let generic = run(&|o, st| conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st, false));
             let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
             assert_eq!(generic, dispatched);
             #[cfg(target_arch = "x86_64")]

@@ -19,6 +19,9 @@ use super::config::HyperplaneKind;
 use super::conv::Window;
 use super::hyperplanes::Hyperplanes;
 
+/// Channels hashed together (one AVX-512 register of sums per hyperplane).
+const LANES: usize = 16;
+
 /// Channels whose window norm is at most this fall in the "zero" magnitude bin.
 pub const ZERO_NORM: f32 = 1e-12;
 
@@ -34,6 +37,10 @@ pub struct HashScratch {
     acc: Vec<f32>,
     norm2: Vec<f32>,
     codes: Vec<u64>,
+    /// Ternary: window positions of the entries at present pixels, and where each
+    /// hyperplane's `+1` and `-1` lists end in it.
+    pos: Vec<u32>,
+    lists: Vec<u32>,
     /// Output: one key per input channel.
     pub keys: Vec<Key>,
 }
@@ -122,34 +129,75 @@ pub fn hash_window(
     }
 
     let codes = &mut s.codes[..c];
-    codes.fill(0);
-    let acc = &mut s.acc[..c];
     let full = win.covers(hp.window());
-    for l in 0..hp.count() {
-        acc.fill(0.0);
-        match hp.kind() {
-            HyperplaneKind::Ternary => {
+    match hp.kind() {
+        HyperplaneKind::Ternary => {
+            // Entries at present pixels, per hyperplane: `+1`s then `-1`s (window positions).
+            let pos = &mut s.pos;
+            pos.clear();
+            let lists = &mut s.lists;
+            lists.clear();
+            for l in 0..hp.count() {
                 let (plus, minus) = hp.signed_entries(l);
-                for (list, sign) in [(plus, 1.0f32), (minus, -1.0)] {
+                for list in [plus, minus] {
                     for e in list {
-                        if !full && !win.has(e.r as usize, e.c as usize) {
-                            continue;
-                        }
-                        counts.entries_used += 1;
-                        let row = &z[e.pos as usize * c..][..c];
-                        if sign > 0.0 {
-                            for (a, &v) in acc.iter_mut().zip(row) {
-                                *a += v;
-                            }
-                        } else {
-                            for (a, &v) in acc.iter_mut().zip(row) {
-                                *a -= v;
-                            }
+                        if full || win.has(e.r as usize, e.c as usize) {
+                            pos.push(e.pos);
                         }
                     }
+                    lists.push(pos.len() as u32);
                 }
             }
-            HyperplaneKind::Gaussian => {
+            counts.entries_used += pos.len() as u64;
+            // 16 channels at a time, each hyperplane's sums kept in registers; per channel the
+            // additions happen in the same order as one hyperplane at a time over all channels.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut ch0 = 0;
+                while ch0 < c {
+                    let cw = (c - ch0).min(LANES);
+                    // SAFETY: AVX-512F is supported (checked above); `pos` holds positions of
+                    // the window, and `z` holds `c` channels at each of them.
+                    let code = unsafe { project_avx512(z, c, ch0, cw, pos, lists) };
+                    codes[ch0..ch0 + cw].copy_from_slice(&code[..cw]);
+                    ch0 += LANES;
+                }
+                return finish_keys(s, c, magnitude_step, counts);
+            }
+            let mut ch0 = 0;
+            while ch0 < c {
+                let cw = (c - ch0).min(LANES);
+                let mut code = [0u64; LANES];
+                let mut from = 0usize;
+                for l in 0..lists.len() / 2 {
+                    let (mid, to) = (lists[2 * l] as usize, lists[2 * l + 1] as usize);
+                    let mut acc = [0.0f32; LANES];
+                    for &p in &pos[from..mid] {
+                        let row = &z[p as usize * c + ch0..][..cw];
+                        for k in 0..cw {
+                            acc[k] += row[k];
+                        }
+                    }
+                    for &p in &pos[mid..to] {
+                        let row = &z[p as usize * c + ch0..][..cw];
+                        for k in 0..cw {
+                            acc[k] -= row[k];
+                        }
+                    }
+                    for k in 0..LANES {
+                        code[k] |= ((acc[k] > 0.0) as u64) << l;
+                    }
+                    from = to;
+                }
+                codes[ch0..ch0 + cw].copy_from_slice(&code[..cw]);
+                ch0 += LANES;
+            }
+        }
+        HyperplaneKind::Gaussian => {
+            codes.fill(0);
+            let acc = &mut s.acc[..c];
+            for l in 0..hp.count() {
+                acc.fill(0.0);
                 let hrow = hp.row(l);
                 for r in win.r0..win.r1 {
                     for col in win.c0..win.c1 {
@@ -162,13 +210,25 @@ pub fn hash_window(
                         }
                     }
                 }
+                for (code, &a) in codes.iter_mut().zip(acc.iter()) {
+                    *code |= ((a > 0.0) as u64) << l;
+                }
             }
-        }
-        for (code, &a) in codes.iter_mut().zip(acc.iter()) {
-            *code |= ((a > 0.0) as u64) << l;
         }
     }
 
+    finish_keys(s, c, magnitude_step, counts)
+}
+
+/// Keys from the codes (and the magnitude bins).
+#[inline(always)]
+fn finish_keys(
+    s: &mut HashScratch,
+    c: usize,
+    magnitude_step: Option<f32>,
+    counts: HashCounts,
+) -> HashCounts {
+    let (codes, norm2) = (&s.codes[..c], &s.norm2[..c]);
     let keys = &mut s.keys[..c];
     match magnitude_step {
         None => {
@@ -196,6 +256,54 @@ pub fn magnitude_bin(norm2: f32, step: f32) -> u64 {
         .floor()
         .clamp(-LIMIT, LIMIT);
     (bin + LIMIT) as u64 + 1
+}
+
+/// The codes of channels `ch0..ch0 + cw` (`cw <= 16`): hyperplane `l` adds the rows at
+/// `pos[lists[2l - 1]..lists[2l]]` and subtracts those at `pos[lists[2l]..lists[2l + 1]]`, in
+/// order (the same additions, in the same order, as the portable loop).
+///
+/// # Safety
+/// AVX-512F must be supported; every `p * c + ch0 + cw <= z.len()` for `p` in `pos`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn project_avx512(
+    z: &[f32],
+    c: usize,
+    ch0: usize,
+    cw: usize,
+    pos: &[u32],
+    lists: &[u32],
+) -> [u64; LANES] {
+    use std::arch::x86_64::*;
+    let mask: u16 = if cw == LANES {
+        0xffff
+    } else {
+        (1u16 << cw) - 1
+    };
+    assert!(pos.iter().all(|&p| p as usize * c + ch0 + cw <= z.len()));
+    let base = z.as_ptr().add(ch0);
+    let zero = _mm512_setzero_ps();
+    let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    let mut from = 0usize;
+    for l in 0..lists.len() / 2 {
+        let (mid, to) = (lists[2 * l] as usize, lists[2 * l + 1] as usize);
+        let mut acc = zero;
+        for &p in &pos[from..mid] {
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, base.add(p as usize * c)));
+        }
+        for &p in &pos[mid..to] {
+            acc = _mm512_sub_ps(acc, _mm512_maskz_loadu_ps(mask, base.add(p as usize * c)));
+        }
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(acc, zero);
+        let bit = _mm512_set1_epi64(1i64 << l);
+        lo = _mm512_mask_or_epi64(lo, gt as u8, lo, bit);
+        hi = _mm512_mask_or_epi64(hi, (gt >> 8) as u8, hi, bit);
+        from = to;
+    }
+    let mut code = [0u64; LANES];
+    _mm512_storeu_si512(code.as_mut_ptr() as *mut _, lo);
+    _mm512_storeu_si512(code.as_mut_ptr().add(8) as *mut _, hi);
+    code
 }
 
 /// Sum of a slice in 16 interleaved lanes (vectorizes; deterministic order).

@@ -123,3 +123,77 @@ pub fn merge_filters(
         }
     }
 }
+
+/// Input merge in full-channel layout (what [`super::kernel`] reads): copies the window of
+/// the HWC image into `win_buf` as `[win.h][win.w][c]` (zeros outside the image) and writes
+/// the mean of every bucket with more than one channel into the slot of its first channel.
+/// The means are bit-identical to [`merge_input`]'s. `multi` lists those buckets.
+#[inline(always)]
+pub fn merge_input_in_place(
+    hwc: &[f32],
+    img_w: usize,
+    c: usize,
+    win: &Window,
+    buckets: &Buckets,
+    multi: &[u32],
+    win_buf: &mut [f32],
+) {
+    let buf = &mut win_buf[..win.h * win.w * c];
+    let present_all = win.r0 == 0 && win.c0 == 0 && win.r1 == win.h && win.c1 == win.w;
+    if !present_all {
+        buf.fill(0.0);
+    }
+    let span = (win.c1 - win.c0) * c;
+    for r in win.r0..win.r1 {
+        let iy = (win.iy + r as isize) as usize;
+        let ix = (win.ix + win.c0 as isize) as usize;
+        buf[(r * win.w + win.c0) * c..][..span]
+            .copy_from_slice(&hwc[(iy * img_w + ix) * c..][..span]);
+    }
+    if multi.is_empty() {
+        return;
+    }
+    let inv_size = buckets.inv_sizes();
+    for r in win.r0..win.r1 {
+        for col in win.c0..win.c1 {
+            let px = &mut buf[(r * win.w + col) * c..][..c];
+            for &b in multi {
+                let members = buckets.members(b as usize);
+                let mut sum = px[members[0] as usize];
+                for &m in &members[1..] {
+                    sum += px[m as usize];
+                }
+                px[members[0] as usize] = sum * inv_size[b as usize];
+            }
+        }
+    }
+}
+
+/// Filter merge of the buckets in `multi` only: for each, and each tap `kk`, the row of its
+/// first channel `f` in `wm` (same layout as `wt`, `[(ky, kx)][c_in][c_out]`) becomes
+/// `sum_{c in b} wt[(kk * c_in + c) * c_out..]`, summed in increasing channel order (the same
+/// bits as [`merge_filters`]). Singleton buckets are not copied: the kernel reads `wt`.
+#[inline(always)]
+pub fn merge_filter_rows(
+    wt: &[f32],
+    c_in: usize,
+    c_out: usize,
+    taps: usize,
+    buckets: &Buckets,
+    multi: &[u32],
+    wm: &mut [f32],
+) {
+    for &b in multi {
+        let members = buckets.members(b as usize);
+        for kk in 0..taps {
+            let tap = &wt[kk * c_in * c_out..][..c_in * c_out];
+            let dst = &mut wm[(kk * c_in + members[0] as usize) * c_out..][..c_out];
+            dst.copy_from_slice(&tap[members[0] as usize * c_out..][..c_out]);
+            for &m in &members[1..] {
+                for (d, &v) in dst.iter_mut().zip(&tap[m as usize * c_out..][..c_out]) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}

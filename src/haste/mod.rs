@@ -40,6 +40,7 @@ pub mod conv;
 pub mod cost;
 pub mod hash;
 pub mod hyperplanes;
+pub mod kernel;
 pub mod merge;
 pub mod stats;
 
