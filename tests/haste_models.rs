@@ -337,3 +337,29 @@ fn inspect_reports_every_conv_and_small_errors_at_large_l() {
         "L=4 must flag fragile layers:\n{out}"
     );
 }
+
+#[test]
+fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
+    // ResNets feed every conv from a ReLU (possibly fused into a conv or a residual Add):
+    // the paper's angular hash. Tiny Darknet feeds them from LeakyReLUs: magnitude bins.
+    let mode = haste::plan::MagnitudeMode::SignedInputs(0.5);
+    for (name, want) in [
+        ("resnet20-cifar10", None),
+        ("resnet56-cifar10", None),
+        ("tiny-darknet-imagenet", Some(0.5)),
+    ] {
+        let plan = Model::load(&model(name))
+            .expect("model")
+            .plan(PlanOptions::default())
+            .expect("plan");
+        let convs = plan.per_conv_macs();
+        for &(step, _) in &convs[1..] {
+            assert_eq!(
+                plan.magnitude_step(step, mode),
+                want,
+                "{name} {}",
+                plan.step_name(step)
+            );
+        }
+    }
+}

@@ -156,15 +156,11 @@ impl Graph {
                 .iter()
                 .all(|&i| self.nonnegative_within(i, depth - 1))
         };
-        use crate::ops::Activation;
         match &node.op {
             Op::Relu => true,
             Op::Clip { min, .. } => *min >= 0.0,
-            Op::Conv(c) => match c.activation {
-                Activation::Relu => true,
-                Activation::Clip(min, _) => min >= 0.0,
-                _ => false,
-            },
+            Op::Conv(c) => c.activation.is_nonnegative(),
+            Op::AddActivation(a) => a.is_nonnegative() || inputs_nonnegative(),
             Op::Pad { value, .. } => *value >= 0.0 && inputs_nonnegative(),
             Op::MaxPool(_)
             | Op::AveragePool(_)

@@ -40,6 +40,15 @@ impl Activation {
         }
     }
 
+    /// True when the output is never negative whatever the input (ReLU, Clip with min >= 0).
+    pub fn is_nonnegative(self) -> bool {
+        match self {
+            Activation::Relu => true,
+            Activation::Clip(min, _) => min >= 0.0,
+            Activation::None | Activation::LeakyRelu(_) => false,
+        }
+    }
+
     /// Applies the activation in place.
     #[inline]
     pub fn apply(self, xs: &mut [f32]) {
