@@ -71,6 +71,9 @@ pub struct DataArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Skip images that cannot be loaded (counted and listed at the end) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 #[derive(Args, Debug)]
@@ -215,6 +218,9 @@ pub struct BenchArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Skip images of --data that cannot be loaded (the next ones are used instead).
+    #[arg(long)]
+    pub skip_bad: bool,
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
