@@ -194,6 +194,22 @@ fn inconsistent_graphs_are_refused() {
     dims[1].set_dim_value(5);
     assert_refused(&dir, "fivechannels.onnx", &bytes(&m));
 
+    // A declared image so large that the plan's buffers would not fit in memory.
+    let mut m = resnet20();
+    let dims = &mut m.graph.as_mut().unwrap().input[0]
+        .type_
+        .as_mut()
+        .unwrap()
+        .mut_tensor_type()
+        .shape
+        .as_mut()
+        .unwrap()
+        .dim;
+    dims[2].set_dim_value(1_000_000);
+    dims[3].set_dim_value(1_000_000);
+    let msg = assert_refused(&dir, "hugeimage.onnx", &bytes(&m));
+    assert!(msg.contains("limit") || msg.contains("too large"), "{msg}");
+
     // An output nobody produces.
     let mut m = resnet20();
     m.graph.as_mut().unwrap().output[0].name = "nowhere".into();

@@ -170,8 +170,9 @@ impl ModelArgs {
         } else if self.crop.is_some() {
             pre.center_crop = self.crop;
         }
-        pre.validate()
-            .map_err(|m| Error::InvalidArgument(format!("preprocessing: {m}")))?;
+        pre.validate().map_err(|m| {
+            Error::InvalidArgument(format!("{}: preprocessing: {m}", self.model.display()))
+        })?;
         if image_shape.len() == 3 && (pre.height, pre.width) != (image_shape[1], image_shape[2]) {
             return Err(Error::InvalidArgument(format!(
                 "preprocessing produces {}x{} images but {} takes {}x{}",
