@@ -628,6 +628,24 @@ fn write_atomic_keeps_the_old_file_and_leaves_no_temp_files() {
     assert!(err.contains("out.csv"), "{err}");
 }
 
+/// The first onnx_loader finding: a node whose output list is empty panicked in the fusion
+/// pass (index out of bounds); now refused at load time.
+#[test]
+fn fuzz_finding_node_without_output() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_regressions/onnx_loader-crash-8f4d00d9fff45ad28384d6888f8797a58c60f82e");
+    let e = Model::from_bytes(&p, &std::fs::read(&p).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("has no output"), "{e}");
+    let mut m = resnet20();
+    m.graph.as_mut().unwrap().node[3].output.clear();
+    let e = Model::from_bytes(Path::new("m.onnx"), &bytes(&m)).unwrap_err();
+    assert!(e.to_string().contains("has no output"), "{e}");
+    let mut m = resnet20();
+    m.graph.as_mut().unwrap().node[3].input.clear();
+    let e = Model::from_bytes(Path::new("m.onnx"), &bytes(&m)).unwrap_err();
+    assert!(e.to_string().contains("has no input"), "{e}");
+}
+
 /// Inputs found by the fuzzers (fuzz/), kept as regression tests: each must be refused or
 /// accepted without a panic.
 #[test]
@@ -674,5 +692,116 @@ fn fuzz_regressions() {
             }
         }));
         assert!(r.is_ok(), "{name} panicked");
+    }
+}
+
+/// A tiny valid model (Conv 3->4, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm 4->3 on
+/// 3x8x8 images): the fuzzers' seed (`HASTE_WRITE_FUZZ_SEED=1` writes it to
+/// `fuzz/seeds/onnx_loader/tiny.onnx`).
+fn tiny_model() -> Vec<u8> {
+    use onnx_protobuf::{
+        attribute_proto::AttributeType, tensor_shape_proto::Dimension, AttributeProto, GraphProto,
+        NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
+    };
+    fn tensor(name: &str, dims: &[i64], seed: f32) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.dims = dims.to_vec();
+        t.data_type = 1;
+        let n = dims.iter().product::<i64>() as usize;
+        t.float_data = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+        t
+    }
+    fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        let mut a = AttributeProto::new();
+        a.name = name.into();
+        a.type_ = AttributeType::INTS.into();
+        a.ints = v.to_vec();
+        a
+    }
+    fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = format!("{op}_0");
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = vec![out.into()];
+        n.attribute = attrs;
+        n
+    }
+    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        let mut v = ValueInfoProto::new();
+        v.name = name.into();
+        let mut t = TypeProto::new();
+        let tt = t.mut_tensor_type();
+        tt.elem_type = 1;
+        for &d in dims {
+            let mut dim = Dimension::new();
+            dim.set_dim_value(d);
+            tt.shape.mut_or_insert_default().dim.push(dim);
+        }
+        v.type_ = Some(t).into();
+        v
+    }
+    let mut g = GraphProto::new();
+    g.name = "tiny".into();
+    g.initializer = vec![
+        tensor("w", &[4, 3, 3, 3], 0.0),
+        tensor("b", &[4], 1.0),
+        tensor("fw", &[3, 4], 2.0),
+        tensor("fb", &[3], 3.0),
+    ];
+    g.node = vec![
+        node(
+            "Conv",
+            &["x", "w", "b"],
+            "c",
+            vec![ints("pads", &[1, 1, 1, 1]), ints("kernel_shape", &[3, 3])],
+        ),
+        node("Relu", &["c"], "r", vec![]),
+        node(
+            "MaxPool",
+            &["r"],
+            "p",
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        ),
+        node("GlobalAveragePool", &["p"], "g", vec![]),
+        node("Flatten", &["g"], "f", vec![]),
+        node("Gemm", &["f", "fw", "fb"], "y", vec![]),
+    ];
+    // Gemm computes f x fw^T: fw is [3, 4] with transB.
+    let mut tb = AttributeProto::new();
+    tb.name = "transB".into();
+    tb.type_ = AttributeType::INT.into();
+    tb.i = 1;
+    g.node[5].attribute.push(tb);
+    g.input = vec![value("x", &[1, 3, 8, 8])];
+    g.output = vec![value("y", &[1, 3])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    bytes(&m)
+}
+
+#[test]
+fn tiny_model_loads_and_runs() {
+    let b = tiny_model();
+    let m = Model::from_bytes(Path::new("tiny.onnx"), &b).unwrap();
+    assert_eq!(m.image_shape, vec![3, 8, 8]);
+    let mut plan = m
+        .plan(PlanOptions {
+            threads: 1,
+            max_batch: 2,
+        })
+        .unwrap();
+    let (shape, out) = plan.run(&vec![0.25f32; 2 * 3 * 64], 2).unwrap();
+    assert_eq!(shape, vec![2, 3]);
+    assert!(out.iter().all(|v| v.is_finite()));
+    if std::env::var_os("HASTE_WRITE_FUZZ_SEED").is_some() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/onnx_loader");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tiny.onnx"), &b).unwrap();
     }
 }

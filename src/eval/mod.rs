@@ -142,7 +142,7 @@ pub fn load_batch(
 
 /// Loads images `start..start + n` in parallel into the front of `buf`, leaving out those that
 /// fail to load: returns the dataset indices of the images loaded, in order, and the names of
-/// those skipped. Without `skip_bad`, the first failure (in dataset order) is returned instead.
+/// those skipped. Without `skip_bad`, a failure is returned instead (it names the image).
 pub fn load_batch_skipping(
     data: &dyn Dataset,
     start: usize,

@@ -95,6 +95,19 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
             graph.constants.insert(id, c);
             continue;
         }
+        // Every supported op (Constant aside) reads at least one input and writes one output.
+        if n.output.first().is_none_or(|o| o.is_empty()) {
+            return Err(Error::model(
+                path,
+                format!("node '{name}' ({}) has no output", n.op_type),
+            ));
+        }
+        if n.input.first().is_none_or(|i| i.is_empty()) {
+            return Err(Error::model(
+                path,
+                format!("node '{name}' ({}) has no input", n.op_type),
+            ));
+        }
         let attrs = attrs::Attrs::new(path, n);
         let Some(op) = registry::build_op(&attrs)? else {
             unsupported.push(format!("{} (node '{name}')", n.op_type));
