@@ -695,53 +695,54 @@ fn fuzz_regressions() {
     }
 }
 
+use onnx_protobuf::{
+    attribute_proto::AttributeType, tensor_shape_proto::Dimension, AttributeProto, GraphProto,
+    NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
+};
+fn tensor(name: &str, dims: &[i64], seed: f32) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.dims = dims.to_vec();
+    t.data_type = 1;
+    let n = dims.iter().product::<i64>() as usize;
+    t.float_data = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+    t
+}
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = v.to_vec();
+    a
+}
+fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = format!("{op}_0");
+    n.input = ins.iter().map(|s| s.to_string()).collect();
+    n.output = vec![out.into()];
+    n.attribute = attrs;
+    n
+}
+fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    let mut t = TypeProto::new();
+    let tt = t.mut_tensor_type();
+    tt.elem_type = 1;
+    for &d in dims {
+        let mut dim = Dimension::new();
+        dim.set_dim_value(d);
+        tt.shape.mut_or_insert_default().dim.push(dim);
+    }
+    v.type_ = Some(t).into();
+    v
+}
+
 /// A tiny valid model (Conv 3->4, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm 4->3 on
 /// 3x8x8 images): the fuzzers' seed (`HASTE_WRITE_FUZZ_SEED=1` writes it to
 /// `fuzz/seeds/onnx_loader/tiny.onnx`).
 fn tiny_model() -> Vec<u8> {
-    use onnx_protobuf::{
-        attribute_proto::AttributeType, tensor_shape_proto::Dimension, AttributeProto, GraphProto,
-        NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
-    };
-    fn tensor(name: &str, dims: &[i64], seed: f32) -> TensorProto {
-        let mut t = TensorProto::new();
-        t.name = name.into();
-        t.dims = dims.to_vec();
-        t.data_type = 1;
-        let n = dims.iter().product::<i64>() as usize;
-        t.float_data = (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
-        t
-    }
-    fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        let mut a = AttributeProto::new();
-        a.name = name.into();
-        a.type_ = AttributeType::INTS.into();
-        a.ints = v.to_vec();
-        a
-    }
-    fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-        let mut n = NodeProto::new();
-        n.op_type = op.into();
-        n.name = format!("{op}_0");
-        n.input = ins.iter().map(|s| s.to_string()).collect();
-        n.output = vec![out.into()];
-        n.attribute = attrs;
-        n
-    }
-    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-        let mut v = ValueInfoProto::new();
-        v.name = name.into();
-        let mut t = TypeProto::new();
-        let tt = t.mut_tensor_type();
-        tt.elem_type = 1;
-        for &d in dims {
-            let mut dim = Dimension::new();
-            dim.set_dim_value(d);
-            tt.shape.mut_or_insert_default().dim.push(dim);
-        }
-        v.type_ = Some(t).into();
-        v
-    }
     let mut g = GraphProto::new();
     g.name = "tiny".into();
     g.initializer = vec![
@@ -785,6 +786,77 @@ fn tiny_model() -> Vec<u8> {
     bytes(&m)
 }
 
+/// A second seed with BatchNormalization, a residual Add, Pad, Concat, Reshape and Gemm.
+fn tiny_model2() -> Vec<u8> {
+    let mut g = GraphProto::new();
+    g.name = "tiny2".into();
+    let mut pads = TensorProto::new();
+    pads.name = "pads".into();
+    pads.dims = vec![8];
+    pads.data_type = 7;
+    pads.int64_data = vec![0, 0, 1, 1, 0, 0, 1, 1];
+    let mut shape = TensorProto::new();
+    shape.name = "shape".into();
+    shape.dims = vec![2];
+    shape.data_type = 7;
+    shape.int64_data = vec![0, -1];
+    let mut var = tensor("var", &[3], 4.0);
+    var.float_data.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+    g.initializer = vec![
+        tensor("w", &[3, 3, 3, 3], 0.0),
+        tensor("scale", &[3], 1.0),
+        tensor("bias", &[3], 2.0),
+        tensor("mean", &[3], 3.0),
+        var,
+        pads,
+        shape,
+        tensor("fw", &[3, 150], 5.0),
+        tensor("fb", &[3], 6.0),
+    ];
+    let mut concat = node("Concat", &["m", "m"], "cat", vec![]);
+    let mut axis = AttributeProto::new();
+    axis.name = "axis".into();
+    axis.type_ = AttributeType::INT.into();
+    axis.i = 1;
+    concat.attribute.push(axis);
+    let mut gemm = node("Gemm", &["fl", "fw", "fb"], "y", vec![]);
+    let mut tb = AttributeProto::new();
+    tb.name = "transB".into();
+    tb.type_ = AttributeType::INT.into();
+    tb.i = 1;
+    gemm.attribute.push(tb);
+    g.node = vec![
+        node("Conv", &["x", "w"], "c", vec![ints("pads", &[1, 1, 1, 1])]),
+        node(
+            "BatchNormalization",
+            &["c", "scale", "bias", "mean", "var"],
+            "bn",
+            vec![],
+        ),
+        node("Add", &["bn", "x"], "a", vec![]),
+        node("Relu", &["a"], "r", vec![]),
+        node("Pad", &["r", "pads"], "pd", vec![]),
+        node(
+            "MaxPool",
+            &["pd"],
+            "m",
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        ),
+        concat,
+        node("Reshape", &["cat", "shape"], "fl", vec![]),
+        gemm,
+    ];
+    g.input = vec![value("x", &[1, 3, 8, 8])];
+    g.output = vec![value("y", &[1, 3])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    bytes(&m)
+}
+
 #[test]
 fn tiny_model_loads_and_runs() {
     let b = tiny_model();
@@ -799,9 +871,21 @@ fn tiny_model_loads_and_runs() {
     let (shape, out) = plan.run(&vec![0.25f32; 2 * 3 * 64], 2).unwrap();
     assert_eq!(shape, vec![2, 3]);
     assert!(out.iter().all(|v| v.is_finite()));
+    let b2 = tiny_model2();
+    let m = Model::from_bytes(Path::new("tiny2.onnx"), &b2).unwrap();
+    let mut plan = m
+        .plan(PlanOptions {
+            threads: 1,
+            max_batch: 2,
+        })
+        .unwrap();
+    let (shape, out) = plan.run(&vec![0.25f32; 2 * 3 * 64], 2).unwrap();
+    assert_eq!(shape, vec![2, 3]);
+    assert!(out.iter().all(|v| v.is_finite()));
     if std::env::var_os("HASTE_WRITE_FUZZ_SEED").is_some() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/onnx_loader");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("tiny.onnx"), &b).unwrap();
+        std::fs::write(dir.join("tiny2.onnx"), &b2).unwrap();
     }
 }
