@@ -29,7 +29,7 @@
 //! let card = ModelCard::beside_model(path)?.expect("the model card beside the model");
 //! let data = open_dataset("../shared/data/cifar10/test_first20_lossless.bin".as_ref(), &card.preprocess, None)?;
 //! let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 20 })?;
-//! let options = EvalOptions { limit: None, batch: 20 };
+//! let options = EvalOptions { limit: None, batch: 20, skip_bad: false };
 //!
 //! let dense = evaluate(&mut plan, data.as_ref(), options, &mut |_| {})?;
 //! let compress = CompressOptions {

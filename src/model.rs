@@ -27,7 +27,16 @@ pub struct Model {
 impl Model {
     /// Loads and simplifies an ONNX file.
     pub fn load(path: &Path) -> Result<Model> {
-        let raw = crate::onnx::load_graph(path)?;
+        Model::from_graph(path, crate::onnx::load_graph(path)?)
+    }
+
+    /// Decodes and simplifies the bytes of an ONNX file; `path` names it in messages and
+    /// locates external data.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Model> {
+        Model::from_graph(path, crate::onnx::graph_from_bytes(path, bytes)?)
+    }
+
+    fn from_graph(path: &Path, raw: Graph) -> Result<Model> {
         let graph = passes::simplify(raw)?;
         let declared = graph.input_shapes.first().cloned().unwrap_or_default();
         let image_shape: Vec<usize> = match declared.as_slice() {

@@ -100,6 +100,7 @@ fn card_accuracy(name: &str, data: &std::path::Path) -> (f64, f64, f64, f64) {
         EvalOptions {
             limit: None,
             batch: 100,
+            skip_bad: false,
         },
         &mut |_| {},
     )

@@ -478,4 +478,61 @@ proptest! {
         prop_assert!(stats.mean_buckets() <= 2.0);
         prop_assert!(stats.flops.conv <= dense_macs(&p, h, w));
     }
+
+    /// Same seed, same input: bit-identical output and identical statistics.
+    #[test]
+    fn prop_same_seed_is_deterministic(
+        (p, h, w) in conv_params(),
+        tile in 1usize..8,
+        l in 1usize..=64,
+        seed in 0u64..1000,
+        layer in 0usize..50,
+    ) {
+        let case = Case::new(p, h, w, seed);
+        let x = random(p.c_in * h * w, seed + 7);
+        let cfg = HasteConfig { hyperplanes: l, tile, seed, ..HasteConfig::default() };
+        let (a, sa) = case.run(&case.conv(&cfg, layer), &x);
+        let (b, sb) = case.run(&case.conv(&cfg, layer), &x);
+        prop_assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        prop_assert_eq!(sa, sb);
+    }
+
+    /// FLOPs accounting never claims more than the convolution could save: the reduced conv
+    /// costs at most the dense one, the overhead is positive, and the reduction counted with
+    /// overhead is at most the conv-only one.
+    #[test]
+    fn prop_flops_never_overclaim(
+        (p, h, w) in conv_params(),
+        tile in 1usize..8,
+        l in 1usize..=64,
+        s in 0.0f32..0.9,
+        seed in 0u64..1000,
+        centering in any::<bool>(),
+    ) {
+        let case = Case::new(p, h, w, seed);
+        let x = random(p.c_in * h * w, seed + 3);
+        let cfg = HasteConfig { hyperplanes: l, sparsity: s, tile, seed, centering, ..HasteConfig::default() };
+        let conv = case.conv(&cfg, 0);
+        let (_, stats) = case.run(&conv, &x);
+        let dense = dense_macs(&p, h, w);
+        prop_assert_eq!(conv.dense_flops(h, w), dense);
+        let f = stats.flops;
+        prop_assert!(f.conv <= dense, "conv {} > dense {}", f.conv, dense);
+        prop_assert!(stats.patches > 0);
+        prop_assert!(f.overhead() > 0);
+        prop_assert_eq!(f.total(), f.conv + f.overhead());
+        let summary = haste::plan::FlopsSummary {
+            dense_flops: dense,
+            flops: f.total(),
+            overhead_flops: f.overhead(),
+            conv_dense_flops: dense,
+            conv_flops_without_overhead: f.conv,
+        };
+        prop_assert!(summary.reduction_conv_only() >= 0.0);
+        prop_assert!(summary.reduction_conv_only() <= 100.0);
+        prop_assert!(summary.reduction() <= summary.reduction_conv_only() + 1e-9);
+    }
 }

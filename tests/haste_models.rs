@@ -31,6 +31,7 @@ fn opts() -> EvalOptions {
     EvalOptions {
         limit: Some(IMAGES),
         batch: 50,
+        skip_bad: false,
     }
 }
 
@@ -105,6 +106,7 @@ fn the_first_conv_and_layers_before_start_stay_dense() {
         EvalOptions {
             limit: None,
             batch: 20,
+            skip_bad: false,
         },
         &c,
         &mut |_| {},
@@ -135,6 +137,7 @@ fn same_seed_same_numbers_other_seed_other_buckets() {
     let o = EvalOptions {
         limit: None,
         batch: 20,
+        skip_bad: false,
     };
     let c = with_l(10);
     let a = evaluate_haste(&mut plan, data.as_ref(), o, &c, &mut |_| {}).expect("run");
@@ -165,6 +168,7 @@ fn tiny_darknet_defaults_hold_where_the_papers_hash_collapses() {
     let o = EvalOptions {
         limit: Some(50),
         batch: 25,
+        skip_bad: false,
     };
     let d = evaluate(&mut plan, data.as_ref(), o, &mut |_| {}).expect("dense");
     let mut top1 = |c: &CompressOptions| {

@@ -71,6 +71,9 @@ pub struct DataArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Skip images that cannot be loaded (counted and listed at the end) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 #[derive(Args, Debug)]
@@ -167,8 +170,9 @@ impl ModelArgs {
         } else if self.crop.is_some() {
             pre.center_crop = self.crop;
         }
-        pre.validate()
-            .map_err(|m| Error::InvalidArgument(format!("preprocessing: {m}")))?;
+        pre.validate().map_err(|m| {
+            Error::InvalidArgument(format!("{}: preprocessing: {m}", self.model.display()))
+        })?;
         if image_shape.len() == 3 && (pre.height, pre.width) != (image_shape[1], image_shape[2]) {
             return Err(Error::InvalidArgument(format!(
                 "preprocessing produces {}x{} images but {} takes {}x{}",
@@ -215,6 +219,9 @@ pub struct BenchArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Skip images of --data that cannot be loaded (the next ones are used instead).
+    #[arg(long)]
+    pub skip_bad: bool,
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,

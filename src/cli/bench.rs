@@ -4,7 +4,7 @@
 use super::args::BenchArgs;
 use crate::datasets::open_dataset;
 use crate::error::{Error, Result};
-use crate::eval::load_batch;
+use crate::eval::load_batch_skipping;
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
 use std::time::Instant;
@@ -60,22 +60,40 @@ pub fn run(a: BenchArgs) -> Result<()> {
     })?;
     let per: usize = model.image_shape.iter().product();
     let mut input = vec![0.0f32; a.batch * per];
+    let mut skipped: Vec<String> = Vec::new();
     let source = match &a.data {
         Some(d) => {
             let (pre, labels) = a.model.resolve(&model.image_shape)?;
             let data = open_dataset(d, &pre, labels.as_deref())?;
-            if data.len() < a.batch {
+            // Fill the batch with the first loadable images (with --skip-bad, bad ones are
+            // passed over and named).
+            let mut have = 0;
+            let mut next = 0;
+            while have < a.batch && next < data.len() {
+                let n = (a.batch - have).min(data.len() - next);
+                let (loaded, bad) = plan.thread_pool().install(|| {
+                    load_batch_skipping(
+                        data.as_ref(),
+                        next,
+                        n,
+                        per,
+                        &mut input[have * per..],
+                        a.skip_bad,
+                    )
+                })?;
+                have += loaded.len();
+                next += n;
+                skipped.extend(bad);
+            }
+            if have < a.batch {
                 return Err(Error::dataset(
                     d,
                     format!(
-                        "holds {} images, fewer than --batch {}",
-                        data.len(),
+                        "holds {have} loadable images, fewer than --batch {}",
                         a.batch
                     ),
                 ));
             }
-            plan.thread_pool()
-                .install(|| load_batch(data.as_ref(), 0, a.batch, per, &mut input))?;
             d.display().to_string()
         }
         None => {
@@ -104,7 +122,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "threads": plan.threads(), "runs": a.runs,
             "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
-            "peak_rss_bytes": peak,
+            "peak_rss_bytes": peak, "skipped_images": skipped,
         });
         if let (Some((t, f)), Some(o)) = (&haste, j.as_object_mut()) {
             o.insert("hyperplanes".into(), json!(a.hyperplanes));
@@ -150,6 +168,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if let Some(p) = peak {
         println!("memory  peak RSS {:.1} MiB", p as f64 / (1 << 20) as f64);
+    }
+    if !skipped.is_empty() {
+        println!(
+            "warning: skipped {} unreadable image(s): {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "compute_images_per_second": dense.compute_images_per_second(),
             "batch": a.data.batch,
             "threads": s.plan.threads(),
+            "skipped_images": dense.skipped,
+            "nonfinite_logits": dense.nonfinite_logits,
         });
         if let (Some(h), Some(c)) = (&haste, &compress) {
             let o = j.as_object_mut().expect("object");
@@ -56,6 +58,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "haste_compute_images_per_second": h.eval.compute_images_per_second(),
                 "speedup": dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
                 "top1_disagreements": h.eval.predictions.top1_disagreements(&dense.predictions),
+                "nonfinite_logits_dense": dense.nonfinite_logits,
+                "nonfinite_logits": h.eval.nonfinite_logits,
+                "nonfinite_inputs": h.nonfinite_inputs(),
             });
             for (k, v) in more.as_object().expect("object") {
                 o.insert(k.clone(), v.clone());
@@ -121,6 +126,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 a.data.batch
             );
         }
+    }
+    let mut lines = super::warnings("dense", &dense, None);
+    if let Some(h) = &haste {
+        let mut hl = super::warnings("HASTE", &h.eval, Some(h));
+        // The same images fail to load in both passes: name them once.
+        hl.retain(|l| !l.contains("unreadable image"));
+        lines.extend(hl);
+    }
+    for l in lines {
+        println!("{l}");
     }
     Ok(())
 }

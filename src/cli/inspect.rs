@@ -72,6 +72,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "model": a.model.model.display().to_string(), "images": h.eval.images,
             "hyperplanes": a.hyperplanes, "top1": h.eval.top1, "top5": h.eval.top5,
             "flops_reduction": h.flops.reduction(), "layers": layers,
+            "skipped_images": h.eval.skipped, "nonfinite_logits": h.eval.nonfinite_logits,
+            "nonfinite_inputs": h.nonfinite_inputs(),
         });
         println!("{j}");
         return Ok(());
@@ -155,6 +157,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "fragile layers (error > {FRAGILE_ERROR}): {:?} -- consider --start-layer or --magnitude-bins",
             fragile
         );
+    }
+    for l in super::warnings("HASTE", &h.eval, Some(&h)) {
+        println!("{l}");
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ pub use args::Cli;
 
 use crate::datasets::{open_dataset, Dataset};
 use crate::error::Result;
-use crate::eval::{evaluate, EvalOptions, EvalReport};
+use crate::eval::{evaluate, EvalOptions, EvalReport, HasteReport};
 use crate::report::progress_bar;
 use crate::{Model, Plan, PlanOptions};
 use args::{Command, DataArgs, ModelArgs};
@@ -49,6 +49,7 @@ impl Session {
             options: EvalOptions {
                 limit: d.limit,
                 batch: d.batch,
+                skip_bad: d.skip_bad,
             },
         })
     }
@@ -71,10 +72,7 @@ impl Session {
     }
 
     /// A HASTE pass with a progress bar.
-    pub fn haste(
-        &mut self,
-        compress: &crate::plan::CompressOptions,
-    ) -> Result<crate::eval::HasteReport> {
+    pub fn haste(&mut self, compress: &crate::plan::CompressOptions) -> Result<HasteReport> {
         let label = format!("L={}", compress.config.hyperplanes);
         let bar = progress_bar(self.images(), &label);
         let r = crate::eval::evaluate_haste(
@@ -87,4 +85,32 @@ impl Session {
         bar.finish_and_clear();
         r
     }
+}
+
+/// Warning lines about a pass: images skipped (`--skip-bad`), non-finite logits, and
+/// non-finite inputs HASTE met in its convolutions.
+pub(crate) fn warnings(label: &str, eval: &EvalReport, haste: Option<&HasteReport>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !eval.skipped.is_empty() {
+        lines.push(format!(
+            "warning: {label}: skipped {} unreadable image(s): {}",
+            eval.skipped.len(),
+            eval.skipped.join(", ")
+        ));
+    }
+    if eval.nonfinite_logits > 0 {
+        lines.push(format!(
+            "warning: {label}: {} non-finite logit(s) (NaN or infinite) -- the model's activations overflow",
+            eval.nonfinite_logits
+        ));
+    }
+    if let Some(h) = haste {
+        let n = h.nonfinite_inputs();
+        if n > 0 {
+            lines.push(format!(
+                "warning: {label}: HASTE met {n} non-finite convolution input(s) (hashed as 0)"
+            ));
+        }
+    }
+    lines
 }

@@ -19,6 +19,8 @@ struct Row {
     reduction_conv_only: f64,
     speedup: f64,
     images_per_second: f64,
+    nonfinite_logits: u64,
+    nonfinite_inputs: u64,
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
@@ -46,6 +48,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
             reduction_conv_only: h.flops.reduction_conv_only(),
             speedup: dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
             images_per_second: h.eval.compute_images_per_second(),
+            nonfinite_logits: h.eval.nonfinite_logits,
+            nonfinite_inputs: h.nonfinite_inputs(),
         });
     }
     // The operating point: the largest FLOPs reduction within 1 point of dense top-1.
@@ -73,7 +77,10 @@ pub fn run(a: SweepArgs) -> Result<()> {
             "top1_drop": dense.top1 - r.top1, "flops": r.flops, "flops_overhead": r.overhead,
             "flops_reduction": r.reduction, "flops_reduction_conv_only": r.reduction_conv_only,
             "speedup": r.speedup, "images_per_second": r.images_per_second,
+            "nonfinite_logits": r.nonfinite_logits, "nonfinite_inputs": r.nonfinite_inputs,
         })).collect::<Vec<_>>(),
+        "skipped_images": dense.skipped,
+        "nonfinite_logits": dense.nonfinite_logits,
         "best_within_1pt": best.map(|b| json!({"hyperplanes": b.hyperplanes, "flops_reduction": b.reduction, "top1": b.top1})),
     });
     if let Some(p) = &a.csv {
@@ -163,6 +170,18 @@ pub fn run(a: SweepArgs) -> Result<()> {
     }
     for p in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
         println!("wrote {}", p.display());
+    }
+    for l in super::warnings("dense", &dense, None) {
+        println!("{l}");
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.nonfinite_logits + r.nonfinite_inputs > 0)
+    {
+        println!(
+            "warning: L={}: {} non-finite logit(s), {} non-finite convolution input(s)",
+            r.hyperplanes, r.nonfinite_logits, r.nonfinite_inputs
+        );
     }
     Ok(())
 }

@@ -148,7 +148,13 @@ impl ModelCard {
     /// [`load_labels`].
     pub fn load(path: &Path) -> Result<ModelCard> {
         let text = read_text(path, "model card")?;
-        let root: Value = serde_json::from_str(&text)
+        ModelCard::parse(path, &text)
+    }
+
+    /// Parses the text of a model card; `path` names it in messages and locates a
+    /// `labels_file`.
+    pub fn parse(path: &Path, text: &str) -> Result<ModelCard> {
+        let root: Value = serde_json::from_str(text)
             .map_err(|e| Error::card(path, format!("invalid JSON: {e}")))?;
         if !root.is_object() {
             return Err(Error::card(path, "not a JSON object"));

@@ -57,6 +57,26 @@ impl CifarBinary {
         if data.len() as u64 != len {
             return Err(Error::dataset(path, "file changed size while being read"));
         }
+        CifarBinary::from_bytes(path, data, preprocess)
+    }
+
+    /// Checks CIFAR-10 records already in memory (as [`CifarBinary::open`] does for a file);
+    /// `path` names them in messages.
+    pub fn from_bytes(path: &Path, data: Vec<u8>, preprocess: &Preprocess) -> Result<CifarBinary> {
+        preprocess.validate().map_err(Error::InvalidArgument)?;
+        if data.is_empty() {
+            return Err(Error::dataset(path, "CIFAR file is empty"));
+        }
+        if !data.len().is_multiple_of(CIFAR_RECORD) {
+            return Err(Error::dataset(
+                path,
+                format!(
+                    "size {} is not a multiple of the {CIFAR_RECORD}-byte CIFAR-10 record \
+                     (truncated or not a CIFAR-10 binary file)",
+                    data.len()
+                ),
+            ));
+        }
         if let Some((i, rec)) = data
             .chunks_exact(CIFAR_RECORD)
             .enumerate()

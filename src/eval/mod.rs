@@ -13,6 +13,9 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Images per batch (at most the plan's `max_batch`).
     pub batch: usize,
+    /// Skip images that fail to load (counted and named in [`EvalReport::skipped`]) instead
+    /// of stopping at the first one.
+    pub skip_bad: bool,
 }
 
 /// The top-5 classes predicted for each image, best first, and the true labels.
@@ -69,6 +72,7 @@ impl Predictions {
 /// Accuracy and speed of one pass over a dataset.
 #[derive(Debug, Clone, Default)]
 pub struct EvalReport {
+    /// Images scored (skipped images excluded).
     pub images: usize,
     pub top1: f64,
     pub top5: f64,
@@ -77,6 +81,10 @@ pub struct EvalReport {
     /// Seconds spent inside the model (loading excluded).
     pub compute_seconds: f64,
     pub predictions: Predictions,
+    /// Names of the images skipped because they could not be loaded (`skip_bad` only).
+    pub skipped: Vec<String>,
+    /// Logits that came out NaN or infinite (over all images).
+    pub nonfinite_logits: u64,
 }
 
 impl EvalReport {
@@ -132,6 +140,43 @@ pub fn load_batch(
         .try_for_each(|(k, out)| data.load(start + k, out))
 }
 
+/// Loads images `start..start + n` in parallel into the front of `buf`, leaving out those that
+/// fail to load: returns the dataset indices of the images loaded, in order, and the names of
+/// those skipped. Without `skip_bad`, a failure is returned instead (it names the image).
+pub fn load_batch_skipping(
+    data: &dyn Dataset,
+    start: usize,
+    n: usize,
+    per_image: usize,
+    buf: &mut [f32],
+    skip_bad: bool,
+) -> Result<(Vec<usize>, Vec<String>)> {
+    if !skip_bad {
+        load_batch(data, start, n, per_image, buf)?;
+        return Ok(((start..start + n).collect(), Vec::new()));
+    }
+    let results: Vec<Result<()>> = buf[..n * per_image]
+        .par_chunks_mut(per_image)
+        .enumerate()
+        .map(|(k, out)| data.load(start + k, out))
+        .collect();
+    let mut loaded = Vec::with_capacity(n);
+    let mut skipped = Vec::new();
+    for (k, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(()) => {
+                let slot = loaded.len();
+                if slot != k {
+                    buf.copy_within(k * per_image..(k + 1) * per_image, slot * per_image);
+                }
+                loaded.push(start + k);
+            }
+            Err(_) => skipped.push(data.item_name(start + k)),
+        }
+    }
+    Ok((loaded, skipped))
+}
+
 /// Runs `plan` over `data` and scores it. `progress` is called with the number of images done.
 ///
 /// ```no_run
@@ -143,7 +188,7 @@ pub fn load_batch(
 /// let card = ModelCard::beside_model(path)?.expect("card");
 /// let data = open_dataset("../shared/data/cifar10/test_batch_jpeg.bin".as_ref(), &card.preprocess, None)?;
 /// let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 64 })?;
-/// let report = evaluate(&mut plan, data.as_ref(), EvalOptions { limit: Some(256), batch: 64 }, &mut |_| {})?;
+/// let report = evaluate(&mut plan, data.as_ref(), EvalOptions { limit: Some(256), batch: 64, skip_bad: false }, &mut |_| {})?;
 /// println!("top-1 {:.2} %", report.top1);
 /// # Ok::<(), haste::Error>(())
 /// ```
@@ -166,32 +211,48 @@ pub fn evaluate(
     };
     let started = Instant::now();
     let mut compute = 0.0;
+    let mut skipped = Vec::new();
+    let mut nonfinite_logits = 0u64;
     let mut start = 0;
     while start < total {
         let n = batch.min(total - start);
-        plan.thread_pool()
-            .install(|| load_batch(data, start, n, per_image, &mut buf))?;
-        let t = Instant::now();
-        let (shape, out) = plan.run(&buf[..n * per_image], n)?;
-        compute += t.elapsed().as_secs_f64();
-        let classes = shape.last().copied().unwrap_or(0);
-        if classes == 0 || out.len() != n * classes {
-            return Err(Error::Internal(format!("model output has shape {shape:?}")));
-        }
-        for (k, logits) in out.chunks_exact(classes).enumerate() {
-            predictions.labels.push(data.label(start + k));
-            predictions.top5.push(top5(logits));
+        let (loaded, bad) = plan.thread_pool().install(|| {
+            load_batch_skipping(data, start, n, per_image, &mut buf, options.skip_bad)
+        })?;
+        skipped.extend(bad);
+        let m = loaded.len();
+        if m > 0 {
+            let t = Instant::now();
+            let (shape, out) = plan.run(&buf[..m * per_image], m)?;
+            compute += t.elapsed().as_secs_f64();
+            let classes = shape.last().copied().unwrap_or(0);
+            if classes == 0 || out.len() != m * classes {
+                return Err(Error::Internal(format!("model output has shape {shape:?}")));
+            }
+            nonfinite_logits += out.iter().filter(|v| !v.is_finite()).count() as u64;
+            for (&index, logits) in loaded.iter().zip(out.chunks_exact(classes)) {
+                predictions.labels.push(data.label(index));
+                predictions.top5.push(top5(logits));
+            }
         }
         start += n;
         progress(start);
     }
+    if predictions.is_empty() {
+        return Err(Error::dataset(
+            data.source(),
+            format!("all {total} images failed to load (skipped)"),
+        ));
+    }
     Ok(EvalReport {
-        images: total,
+        images: predictions.len(),
         top1: predictions.top1(),
         top5: predictions.top5(),
         seconds: started.elapsed().as_secs_f64(),
         compute_seconds: compute,
         predictions,
+        skipped,
+        nonfinite_logits,
     })
 }
 
@@ -214,6 +275,13 @@ pub struct HasteReport {
     pub flops: crate::plan::FlopsSummary,
 }
 
+impl HasteReport {
+    /// Non-finite values HASTE met in its convolutions' input windows, over all layers.
+    pub fn nonfinite_inputs(&self) -> u64 {
+        self.layers.iter().map(|l| l.stats.nonfinite_inputs).sum()
+    }
+}
+
 /// Times HASTE against dense per layer on the first batch of `data` and keeps the faster
 /// kernel (see [`Plan::keep_dense_where_faster`]).
 fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Result<()> {
@@ -224,9 +292,13 @@ fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Resul
     }
     let per_image: usize = plan.image_shape().iter().product();
     let mut buf = vec![0.0f32; n * per_image];
-    plan.thread_pool()
-        .install(|| load_batch(data, 0, n, per_image, &mut buf))?;
-    plan.keep_dense_where_faster(&buf, n)?;
+    let (loaded, _) = plan
+        .thread_pool()
+        .install(|| load_batch_skipping(data, 0, n, per_image, &mut buf, options.skip_bad))?;
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    plan.keep_dense_where_faster(&buf[..loaded.len() * per_image], loaded.len())?;
     Ok(())
 }
 
@@ -242,7 +314,7 @@ fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Resul
 /// let card = ModelCard::beside_model(path)?.expect("card");
 /// let data = open_dataset("../shared/data/cifar10/test_batch_jpeg.bin".as_ref(), &card.preprocess, None)?;
 /// let mut plan = model.plan(PlanOptions { threads: 0, max_batch: 64 })?;
-/// let opts = EvalOptions { limit: Some(1000), batch: 64 };
+/// let opts = EvalOptions { limit: Some(1000), batch: 64, skip_bad: false };
 /// let dense = evaluate(&mut plan, data.as_ref(), opts, &mut |_| {})?;
 /// let compress = CompressOptions { config: HasteConfig { hyperplanes: 14, ..Default::default() }, ..Default::default() };
 /// let h = evaluate_haste(&mut plan, data.as_ref(), opts, &compress, &mut |_| {})?;

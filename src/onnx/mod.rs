@@ -27,7 +27,13 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
         });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let model = ModelProto::parse_from_bytes(&bytes)
+    graph_from_bytes(path, &bytes)
+}
+
+/// Decodes the bytes of an ONNX file into a raw [`Graph`]. `path` names the model in messages
+/// and locates external data (it need not exist when the model has none).
+pub fn graph_from_bytes(path: &Path, bytes: &[u8]) -> Result<Graph> {
+    let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| Error::model(path, format!("not a valid ONNX protobuf file ({e})")))?;
     graph_from_proto(path, &model)
 }
@@ -88,6 +94,19 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
             let id = id_of(&mut graph, out);
             graph.constants.insert(id, c);
             continue;
+        }
+        // Every supported op (Constant aside) reads at least one input and writes one output.
+        if n.output.first().is_none_or(|o| o.is_empty()) {
+            return Err(Error::model(
+                path,
+                format!("node '{name}' ({}) has no output", n.op_type),
+            ));
+        }
+        if n.input.first().is_none_or(|i| i.is_empty()) {
+            return Err(Error::model(
+                path,
+                format!("node '{name}' ({}) has no input", n.op_type),
+            ));
         }
         let attrs = attrs::Attrs::new(path, n);
         let Some(op) = registry::build_op(&attrs)? else {

@@ -49,16 +49,27 @@ impl Activation {
         }
     }
 
-    /// Applies the activation in place.
+    /// Applies the activation in place. NaN stays NaN (as in PyTorch and onnxruntime), so a
+    /// broken activation is not silently turned into 0.
     #[inline]
     pub fn apply(self, xs: &mut [f32]) {
         match self {
             Activation::None => {}
-            Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Activation::Relu => xs
+                .iter_mut()
+                .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
             Activation::LeakyRelu(a) => xs
                 .iter_mut()
                 .for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
-            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| {
+                *x = if *x < lo {
+                    lo
+                } else if *x > hi {
+                    hi
+                } else {
+                    *x
+                }
+            }),
         }
     }
 }

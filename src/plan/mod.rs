@@ -295,6 +295,25 @@ impl Plan {
     fn shapes_for(&self, n: usize) -> Result<(Vec<Vec<Vec<usize>>>, Vec<Vec<usize>>)> {
         let mut input_shape = vec![n];
         input_shape.extend(&self.image_shape);
+        // Every tensor the plan will allocate is checked before anything is allocated.
+        let limit = crate::onnx::tensor::MAX_TENSOR_ELEMENTS;
+        let too_large = |what: String, shape: &[usize]| {
+            let fits = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .is_some_and(|e| e <= limit);
+            if fits {
+                Ok(())
+            } else {
+                Err(Error::Limits {
+                    path: self.graph.source.clone(),
+                    message: format!(
+                        "{what} of shape {shape:?} (batch {n}) exceeds the limit of {limit} elements"
+                    ),
+                })
+            }
+        };
+        too_large("the input".into(), &input_shape)?;
         let mut slot_shape: Vec<Vec<usize>> = vec![vec![]; self.slots.len()];
         let mut in_shapes = Vec::with_capacity(self.steps.len());
         let mut out_shapes = Vec::with_capacity(self.steps.len());
@@ -316,6 +335,7 @@ impl Plan {
                     format!("node '{}': {e} (input shapes {ins:?})", node.name),
                 )
             })?;
+            too_large(format!("the output of node '{}'", node.name), &out)?;
             slot_shape[s.output] = out.clone();
             in_shapes.push(ins);
             out_shapes.push(out);
