@@ -43,6 +43,9 @@ pub fn pool_plane(p: &PoolParams, max: bool, x: &[f32], h: usize, w: usize, out:
 /// in [`pool_plane`]'s general loop.
 fn max_plane(p: &PoolParams, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
     let (oh, ow) = p.out_hw(h, w);
+    if p.kernel == (2, 2) && p.stride == (2, 2) && p.pads == [0; 4] && 2 * oh <= h && 2 * ow <= w {
+        return max_2x2_stride2(x, w, oh, ow, out);
+    }
     let clip = |o: usize, s: usize, pad: usize, k: usize, size: usize| {
         let start = (o * s) as isize - pad as isize;
         let lo = start.clamp(0, size as isize) as usize;
@@ -57,6 +60,22 @@ fn max_plane(p: &PoolParams, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
                 let span = clip(ox, p.stride.1, p.pads[1], p.kernel.1, w);
                 *o = row[span].iter().fold(*o, |m, &v| m.max(v));
             }
+        }
+    }
+}
+
+/// The common 2x2 stride-2 max pool: two input rows per output row, pairs of columns, no
+/// clipping (every window lies inside the image).
+fn max_2x2_stride2(x: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    for (oy, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+        let top = &x[2 * oy * w..2 * oy * w + 2 * ow];
+        let bottom = &x[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+        for ((o, a), b) in orow
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            *o = a[0].max(a[1]).max(b[0].max(b[1]));
         }
     }
 }
@@ -105,17 +124,14 @@ mod tests {
                 ceil_mode: ceil,
                 count_include_pad: false,
             };
-            let (oh, ow) = p.out_hw(7, 9);
-            let mut fast = vec![0.0; oh * ow];
-            max_plane(&p, &x, 7, 9, &mut fast);
-            let mut slow = vec![0.0; oh * ow];
-            // Dilation 1 written as the general loop's path.
-            let general = PoolParams {
-                dilation: (1, 1),
-                ..p
-            };
-            general_max(&general, &x, 7, 9, &mut slow);
-            assert_eq!(fast, slow, "{p:?}");
+            for (h, w) in [(7, 9), (6, 8)] {
+                let (oh, ow) = p.out_hw(h, w);
+                let mut fast = vec![0.0; oh * ow];
+                max_plane(&p, &x, h, w, &mut fast);
+                let mut slow = vec![0.0; oh * ow];
+                general_max(&p, &x, h, w, &mut slow);
+                assert_eq!(fast, slow, "{p:?} {h}x{w}");
+            }
         }
     }
 
