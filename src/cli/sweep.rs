@@ -135,7 +135,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     }
     println!(
         "{:>6} {:>8} {:>8} {:>8} {:>12} {:>11} {:>11} {:>9}",
-        "L", "top-1", "top-5", "drop", "FLOPs", "reduction", "conv only", "speedup"
+        "L", "top-1", "top-5", "drop", "FLOPs", "reduction", "conv only", "wall*"
     );
     println!(
         "{:>6} {:>7.2}% {:>7.2}% {:>8} {:>12} {:>11} {:>11} {:>9}",
@@ -161,6 +161,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
             r.speedup
         );
     }
+    println!("* wall-clock ratio dense/HASTE from this one pass (loading excluded); for a timing,");
+    println!("  use `haste bench` (warm-up, several runs, median).");
     match best {
         Some(b) => println!(
             "largest FLOPs reduction within 1 point of dense: L={} ({:.1} %, top-1 {:.2} %)",
