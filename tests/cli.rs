@@ -190,3 +190,19 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         "runs",
     );
 }
+
+#[test]
+fn cifar_data_for_an_imagenet_model_is_refused() {
+    let m = model("tiny-darknet-imagenet");
+    let d = cifar_first20();
+    assert_clean_error(
+        &[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            d.to_str().unwrap(),
+        ],
+        "10 classes",
+    );
+}

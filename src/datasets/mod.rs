@@ -74,7 +74,8 @@ pub trait Dataset: Send + Sync {
 /// Opens a dataset for a model with the given preprocessing:
 ///
 /// * a file: a CIFAR-10 binary file (e.g. `test_batch.bin`);
-/// * a folder holding `test_batch.bin` (a user's `cifar-10-batches-bin`): that file;
+/// * a folder holding `test_batch.bin` (a user's `cifar-10-batches-bin`): that file. Its label
+///   bytes are class indices, so a model whose label list is not 10 long is refused;
 /// * any other folder: an [`ImageFolder`] of class subfolders, whose names are looked up in
 ///   `labels` (the model's label list, e.g. ImageNet wnids) or, without labels, numbered in
 ///   sorted order.
@@ -84,12 +85,23 @@ pub fn open_dataset(
     labels: Option<&[String]>,
 ) -> Result<Box<dyn Dataset>> {
     let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
-    if meta.is_file() {
-        return Ok(Box::new(CifarBinary::open(path, preprocess)?));
-    }
     let batch = path.join("test_batch.bin");
-    if batch.is_file() {
-        return Ok(Box::new(CifarBinary::open(&batch, preprocess)?));
+    let cifar = if meta.is_file() {
+        path
+    } else if batch.is_file() {
+        &batch
+    } else {
+        return Ok(Box::new(ImageFolder::open(path, preprocess, labels)?));
+    };
+    // CIFAR labels are class indices 0-9: they only mean something for a 10-class model.
+    if let Some(l) = labels.filter(|l| l.len() != 10) {
+        return Err(crate::Error::dataset(
+            cifar,
+            format!(
+                "CIFAR-10 data has 10 classes, but the model's label list has {}",
+                l.len()
+            ),
+        ));
     }
-    Ok(Box::new(ImageFolder::open(path, preprocess, labels)?))
+    Ok(Box::new(CifarBinary::open(cifar, preprocess)?))
 }
