@@ -167,44 +167,20 @@ fn inconsistent_graphs_are_refused() {
 
     // An input rank the model cannot take.
     let mut m = resnet20();
-    let dims = &mut m.graph.as_mut().unwrap().input[0]
-        .type_
-        .as_mut()
-        .unwrap()
-        .mut_tensor_type()
-        .shape
-        .as_mut()
-        .unwrap()
-        .dim;
+    let dims = input_dims(&mut m);
     dims.truncate(3);
     let msg = assert_refused(&dir, "rank3.onnx", &bytes(&m));
     assert!(msg.contains("input"), "{msg}");
 
     // An input with 5 channels for a conv made for 3.
     let mut m = resnet20();
-    let dims = &mut m.graph.as_mut().unwrap().input[0]
-        .type_
-        .as_mut()
-        .unwrap()
-        .mut_tensor_type()
-        .shape
-        .as_mut()
-        .unwrap()
-        .dim;
+    let dims = input_dims(&mut m);
     dims[1].set_dim_value(5);
     assert_refused(&dir, "fivechannels.onnx", &bytes(&m));
 
     // A declared image so large that the plan's buffers would not fit in memory.
     let mut m = resnet20();
-    let dims = &mut m.graph.as_mut().unwrap().input[0]
-        .type_
-        .as_mut()
-        .unwrap()
-        .mut_tensor_type()
-        .shape
-        .as_mut()
-        .unwrap()
-        .dim;
+    let dims = input_dims(&mut m);
     dims[2].set_dim_value(1_000_000);
     dims[3].set_dim_value(1_000_000);
     let msg = assert_refused(&dir, "hugeimage.onnx", &bytes(&m));
@@ -888,4 +864,17 @@ fn tiny_model_loads_and_runs() {
         std::fs::write(dir.join("tiny.onnx"), &b).unwrap();
         std::fs::write(dir.join("tiny2.onnx"), &b2).unwrap();
     }
+}
+
+/// The declared dimensions of the model's first input (batch axis included).
+fn input_dims(m: &mut ModelProto) -> &mut Vec<onnx_protobuf::tensor_shape_proto::Dimension> {
+    &mut m.graph.as_mut().unwrap().input[0]
+        .type_
+        .as_mut()
+        .unwrap()
+        .mut_tensor_type()
+        .shape
+        .as_mut()
+        .unwrap()
+        .dim
 }
