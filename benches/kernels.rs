@@ -6,10 +6,12 @@ use haste::haste::buckets::Buckets;
 use haste::haste::conv::Window;
 use haste::haste::hash::{hash_window, HashScratch};
 use haste::haste::hyperplanes::Hyperplanes;
-use haste::haste::kernel::{patch_gemm_avx512, patch_gemm_generic, PatchGeom};
 use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_input_in_place};
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::conv::conv2d_image;
+use haste::kernels::direct::{
+    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Geom as PatchGeom,
+};
 use haste::kernels::gemm::sgemm;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 

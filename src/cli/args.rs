@@ -225,6 +225,10 @@ pub struct BenchArgs {
     /// Timed runs (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Also time every HASTE layer against its dense kernel (best of two runs each) and
+    /// print the per-layer picture (with --hyperplanes).
+    #[arg(long)]
+    pub layers: bool,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,

@@ -5,6 +5,7 @@ use super::args::BenchArgs;
 use crate::datasets::open_dataset;
 use crate::error::{Error, Result};
 use crate::eval::load_batch_skipping;
+use crate::plan::ConvLayerReport;
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
 use std::time::Instant;
@@ -107,10 +108,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Some(c) => {
             plan.compress(c)?;
             let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
-            let layers = plan.conv_reports(c);
+            let mut layers = plan.conv_reports(c);
             let flops = plan.flops_summary(&layers);
+            if a.layers {
+                plan.time_haste_layers(&input, a.batch)?;
+                // One more pass for the statistics the timing runs cleared.
+                plan.run(&input, a.batch)?;
+                layers = plan.conv_reports(c);
+            }
             plan.reset_conv_kernels();
-            Some((t, flops))
+            Some((t, flops, layers))
         }
         None => None,
     };
@@ -124,7 +131,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
             "peak_rss_bytes": peak, "skipped_images": skipped,
         });
-        if let (Some((t, f)), Some(o)) = (&haste, j.as_object_mut()) {
+        if let (Some((t, f, layers)), Some(o)) = (&haste, j.as_object_mut()) {
             o.insert("hyperplanes".into(), json!(a.hyperplanes));
             o.insert("haste_seconds_median".into(), json!(t.median));
             o.insert("haste_seconds_min".into(), json!(t.min));
@@ -136,6 +143,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 "speedup_implied_by_flops".into(),
                 json!(1.0 / (1.0 - f.reduction() / 100.0)),
             );
+            if a.layers {
+                o.insert("layers".into(), layers_json(layers));
+            }
         }
         println!("{j}");
         return Ok(());
@@ -157,7 +167,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         )
     };
     line("dense", &dense);
-    if let Some((t, f)) = &haste {
+    if let Some((t, f, layers)) = &haste {
         line("HASTE", t);
         println!(
             "ratio   {:.2}x faster (FLOPs reduction {:.1} % implies {:.2}x)",
@@ -165,6 +175,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             f.reduction(),
             1.0 / (1.0 - f.reduction() / 100.0)
         );
+        if a.layers {
+            print_layers(layers);
+        }
     }
     if let Some(p) = peak {
         println!("memory  peak RSS {:.1} MiB", p as f64 / (1 << 20) as f64);
@@ -192,5 +205,64 @@ fn synthetic_images(out: &mut [f32]) {
     for (i, v) in out.iter_mut().enumerate() {
         let x = i as f32;
         *v = (x * 0.013 * (1.0 + a)).sin() + (x * 0.0007 * (1.0 + b)).cos() * 0.5 + c - 0.5;
+    }
+}
+
+/// Per-layer wall clock of the HASTE layers against their dense kernel, with the FLOPs
+/// reduction (overhead counted) that each layer's time could at best reflect.
+fn print_layers(layers: &[ConvLayerReport]) {
+    println!(
+        "\n{:<44} {:>16} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "HASTE layer", "c_in>c_out @hw", "dense ms", "HASTE ms", "speedup", "FLOPs -%", "implied"
+    );
+    for l in layers {
+        let Some((h, d)) = l.timing else { continue };
+        let red = layer_reduction(l);
+        println!(
+            "{:<44} {:>16} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x",
+            truncate(&l.name, 44),
+            format!("{}>{} @{}", l.c_in, l.c_out, l.input_hw.0),
+            d * 1e3,
+            h * 1e3,
+            d / h,
+            red,
+            1.0 / (1.0 - red / 100.0)
+        );
+    }
+}
+
+fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
+    let rows: Vec<_> = layers
+        .iter()
+        .filter_map(|l| {
+            let (h, d) = l.timing?;
+            Some(json!({
+                "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "input_hw": [l.input_hw.0, l.input_hw.1],
+                "dense_seconds": d, "haste_seconds": h, "speedup": d / h,
+                "flops_reduction": layer_reduction(l),
+            }))
+        })
+        .collect();
+    json!(rows)
+}
+
+/// The layer's FLOPs reduction in percent, overhead counted.
+fn layer_reduction(l: &ConvLayerReport) -> f64 {
+    100.0 * (1.0 - l.flops as f64 / l.dense_flops.max(1) as f64)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(n - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
     }
 }

@@ -17,9 +17,10 @@ use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
 use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
-use super::kernel::{patch_gemm_generic, PatchGeom};
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
+use crate::kernels::direct::{self, weights_tap_major, Geom};
+use crate::kernels::layout::{from_hwc, to_hwc_padded};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
 /// `(iy, ix)` (negative inside the top/left padding); the window is `h x w`, and only rows
@@ -153,14 +154,7 @@ impl HasteConv {
                 return bad(format!("{} biases, expected {c_out}", b.len()));
             }
         }
-        let mut wt = vec![0.0f32; weights.len()];
-        for co in 0..c_out {
-            for ci in 0..c_in {
-                for kk in 0..taps {
-                    wt[(kk * c_in + ci) * c_out + co] = weights[(co * c_in + ci) * taps + kk];
-                }
-            }
-        }
+        let wt = weights_tap_major(weights, c_in, c_out, taps);
         let p = cfg.tile;
         let fh = (p - 1) * params.stride.0 + params.kh;
         let fw = (p - 1) * params.stride.1 + params.kw;
@@ -321,7 +315,7 @@ impl HasteConv {
         let (fh, fw) = self.hyperplanes.window();
         let s = scratch;
         grow(&mut s.hwc, c_in * h * w);
-        to_hwc(x, c_in, h * w, &mut s.hwc);
+        to_hwc_padded(x, c_in, (h, w), (0, 0), (h, w), &mut s.hwc);
         s.hash.reserve(c_in, fh * fw);
         grow(&mut s.mwin, fh * fw * c_in);
         grow(&mut s.wm, taps * c_in * c_out);
@@ -372,7 +366,7 @@ impl HasteConv {
                     };
                     s.rows[b] = base + s.first[b] as usize * c_out * 4;
                 }
-                let geom = PatchGeom {
+                let geom = Geom {
                     win_w: win.w,
                     c_in,
                     c_out,
@@ -393,14 +387,14 @@ impl HasteConv {
                 unsafe {
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        super::kernel::patch_gemm_avx512(&geom, win_buf, first, rows, pout);
+                        direct::conv_avx512(&geom, win_buf, first, rows, pout);
                     } else {
-                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
+                        direct::conv_generic(&geom, win_buf, first, rows, pout);
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     {
                         let _ = avx512;
-                        patch_gemm_generic(&geom, win_buf, first, rows, pout);
+                        direct::conv_generic(&geom, win_buf, first, rows, pout);
                     }
                 }
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));
@@ -416,54 +410,7 @@ impl HasteConv {
                 ));
             }
         }
-        from_hwc(&s.ohwc, c_out, oh * ow, self.bias.as_deref(), out);
-    }
-}
-
-/// `[hw, c]` -> `[c, hw]` plus bias, in blocks of 16 pixels (read rows stay in L1, writes are
-/// contiguous runs of 16).
-#[inline(always)]
-fn from_hwc(hwc: &[f32], c: usize, hw: usize, bias: Option<&[f32]>, out: &mut [f32]) {
-    const PIX: usize = 16;
-    let (hwc, out) = (&hwc[..hw * c], &mut out[..c * hw]);
-    for p0 in (0..hw).step_by(PIX) {
-        let n = PIX.min(hw - p0);
-        let block = &hwc[p0 * c..][..n * c];
-        for ch in 0..c {
-            let b = bias.map_or(0.0, |b| b[ch]);
-            let dst = &mut out[ch * hw + p0..][..n];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = block[i * c + ch] + b;
-            }
-        }
-    }
-}
-
-/// `[c, hw]` -> `[hw, c]`, in blocks of 8 channels x 64 pixels so reads and writes stay in
-/// cache and every write is a contiguous run of 8.
-#[inline(always)]
-fn to_hwc(x: &[f32], c: usize, hw: usize, hwc: &mut [f32]) {
-    const PIX: usize = 64;
-    const CH: usize = 8;
-    for p0 in (0..hw).step_by(PIX) {
-        let n = PIX.min(hw - p0);
-        let mut ch0 = 0;
-        while ch0 + CH <= c {
-            let rows: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * hw + p0..][..n]);
-            for i in 0..n {
-                let dst = &mut hwc[(p0 + i) * c + ch0..][..CH];
-                for k in 0..CH {
-                    dst[k] = rows[k][i];
-                }
-            }
-            ch0 += CH;
-        }
-        for ch in ch0..c {
-            let src = &x[ch * hw + p0..][..n];
-            for (i, &v) in src.iter().enumerate() {
-                hwc[(p0 + i) * c + ch] = v;
-            }
-        }
+        from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
     }
 }
 

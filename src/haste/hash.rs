@@ -36,6 +36,9 @@ pub struct HashScratch {
     z: Vec<f32>,
     acc: Vec<f32>,
     norm2: Vec<f32>,
+    /// `[L][c rounded up to 16]`: every channel's projection on every hyperplane.
+    proj: Vec<f32>,
+    thresholds: Vec<f32>,
     codes: Vec<u64>,
     /// Ternary: window positions of the entries at present pixels, and where each
     /// hyperplane's `+1` and `-1` lists end in it.
@@ -75,9 +78,203 @@ pub struct HashCounts {
 
 /// Hashes the `c` channels of window `win` of the HWC image `hwc` (width `img_w`) into
 /// `s.keys[..c]`.
+///
+/// The projections are taken straight from the image: by linearity, the projection of the
+/// centered channel `z_c = x_c - m` (`m` the per-pixel mean over channels) is
+/// `<x_c, r_l> - <m, r_l>`, and `<m, r_l>` is the mean over channels of `<x_c, r_l>`. So
+/// centering costs one mean per hyperplane instead of a pass over the window, and the window
+/// is read once, pixel by pixel, each pixel's row of channels feeding every hyperplane with an
+/// entry there. A window holding a non-finite value is hashed by [`hash_window_sanitized`]
+/// instead, which counts those values and hashes them as 0.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn hash_window(
+    hwc: &[f32],
+    img_w: usize,
+    c: usize,
+    win: &Window,
+    hp: &Hyperplanes,
+    centering: bool,
+    magnitude_step: Option<f32>,
+    s: &mut HashScratch,
+) -> HashCounts {
+    let (_, fw) = hp.window();
+    let lc = hp.count();
+    let cpad = c.next_multiple_of(LANES);
+    grow(&mut s.proj, lc * cpad);
+    let mut finite = true;
+    for ch0 in (0..c).step_by(LANES) {
+        let cw = (c - ch0).min(LANES);
+        let block = ProjectBlock {
+            hwc,
+            img_w,
+            c,
+            win,
+            hp,
+            fw,
+            ch0,
+            cw,
+            cpad,
+            magnitude: magnitude_step.is_some(),
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is supported (checked just above).
+            finite &= unsafe { block.run_avx512(&mut s.proj, &mut s.norm2) };
+            continue;
+        }
+        finite &= block.run_generic(&mut s.proj, &mut s.norm2);
+    }
+    // Threshold of each hyperplane: the mean projection over channels (centering), or 0.
+    let thresholds = &mut s.thresholds;
+    thresholds.clear();
+    for l in 0..lc {
+        let mut lanes = [0.0f32; LANES];
+        for block in s.proj[l * cpad..][..cpad].chunks_exact(LANES) {
+            for (a, &v) in lanes.iter_mut().zip(block) {
+                *a += v;
+            }
+        }
+        let sum = lanes.iter().fold(0.0f32, |a, &v| a + v);
+        finite &= sum.is_finite();
+        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
+    }
+    if !finite {
+        return hash_window_sanitized(hwc, img_w, c, win, hp, centering, magnitude_step, s);
+    }
+    let codes = &mut s.codes[..c];
+    codes.fill(0);
+    for (l, &t) in thresholds.iter().enumerate() {
+        for (code, &v) in codes.iter_mut().zip(&s.proj[l * cpad..][..c]) {
+            *code |= ((v > t) as u64) << l;
+        }
+    }
+    let mut entries_used = 0u64;
+    for r in win.r0..win.r1 {
+        for col in win.c0..win.c1 {
+            entries_used += hp.terms_at(r * fw + col).len() as u64;
+        }
+    }
+    let counts = HashCounts {
+        nonfinite: 0,
+        entries_used,
+    };
+    finish_keys(s, c, magnitude_step, counts)
+}
+
+/// Projections of channels `ch0..ch0 + cw` (`cw <= 16`) of one window onto every hyperplane:
+/// `proj[l * cpad + ch0 + k] = sum_pixels w_l(pixel) * x_{ch0 + k}(pixel)`, pixels in window
+/// order, with the squared norms when `magnitude` is on. Both versions do the same fused
+/// multiply-adds in the same order (exact additions for ternary weights), so they give the
+/// same bits. Returns false when the window holds a non-finite value.
+struct ProjectBlock<'a> {
+    hwc: &'a [f32],
+    img_w: usize,
+    c: usize,
+    win: &'a Window,
+    hp: &'a Hyperplanes,
+    fw: usize,
+    ch0: usize,
+    cw: usize,
+    cpad: usize,
+    magnitude: bool,
+}
+
+impl ProjectBlock<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize, col: usize) -> &[f32] {
+        let iy = (self.win.iy + r as isize) as usize;
+        let ix = (self.win.ix + col as isize) as usize;
+        &self.hwc[(iy * self.img_w + ix) * self.c + self.ch0..][..self.cw]
+    }
+
+    #[inline(always)]
+    fn run_generic(&self, proj: &mut [f32], norm2: &mut [f32]) -> bool {
+        let lc = self.hp.count();
+        let mut acc = [[0.0f32; LANES]; 64];
+        let mut nf = [0.0f32; LANES];
+        let mut n2 = [0.0f32; LANES];
+        for r in self.win.r0..self.win.r1 {
+            for col in self.win.c0..self.win.c1 {
+                let row = self.row(r, col);
+                for t in self.hp.terms_at(r * self.fw + col) {
+                    let a = &mut acc[t.l as usize];
+                    for (a, &x) in a.iter_mut().zip(row) {
+                        *a = x.mul_add(t.w, *a);
+                    }
+                }
+                for (k, &x) in row.iter().enumerate() {
+                    nf[k] = x.mul_add(0.0, nf[k]);
+                    if self.magnitude {
+                        n2[k] = x.mul_add(x, n2[k]);
+                    }
+                }
+            }
+        }
+        for (l, a) in acc.iter().enumerate().take(lc) {
+            proj[l * self.cpad + self.ch0..][..LANES].copy_from_slice(a);
+        }
+        norm2[self.ch0..][..self.cw].copy_from_slice(&n2[..self.cw]);
+        nf.iter().all(|v| v.is_finite())
+    }
+
+    /// # Safety
+    /// AVX-512F must be supported.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, proj: &mut [f32], norm2: &mut [f32]) -> bool {
+        use std::arch::x86_64::*;
+        let lc = self.hp.count();
+        let mask: u16 = if self.cw == LANES {
+            0xffff
+        } else {
+            (1u16 << self.cw) - 1
+        };
+        let zero = _mm512_setzero_ps();
+        // The accumulators are the block's rows of `proj` (only `L` of them to clear).
+        let cpad = self.cpad;
+        let base = proj[self.ch0..].as_mut_ptr();
+        assert!(proj.len() >= (lc.max(1) - 1) * cpad + self.ch0 + LANES);
+        for l in 0..lc {
+            // SAFETY: row `l` of the block lies inside `proj` (asserted above).
+            unsafe { _mm512_storeu_ps(base.add(l * cpad), zero) };
+        }
+        let (mut nf, mut n2) = (zero, zero);
+        for r in self.win.r0..self.win.r1 {
+            for col in self.win.c0..self.win.c1 {
+                let row = self.row(r, col);
+                // SAFETY: `row` holds `cw` values; the mask loads exactly those.
+                let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr()) };
+                for t in self.hp.terms_at(r * self.fw + col) {
+                    // SAFETY: `t.l < L`, so the row lies inside `proj` (asserted above).
+                    unsafe {
+                        let a = base.add(t.l as usize * cpad);
+                        _mm512_storeu_ps(
+                            a,
+                            _mm512_fmadd_ps(x, _mm512_set1_ps(t.w), _mm512_loadu_ps(a)),
+                        );
+                    }
+                }
+                nf = _mm512_fmadd_ps(x, zero, nf);
+                if self.magnitude {
+                    n2 = _mm512_fmadd_ps(x, x, n2);
+                }
+            }
+        }
+        let mut n2s = [0.0f32; LANES];
+        // SAFETY: `n2s` holds 16 values.
+        unsafe { _mm512_storeu_ps(n2s.as_mut_ptr(), n2) };
+        norm2[self.ch0..][..self.cw].copy_from_slice(&n2s[..self.cw]);
+        // A NaN lane compares unordered with itself.
+        _mm512_cmp_ps_mask::<_CMP_ORD_Q>(nf, nf) == 0xffff
+    }
+}
+
+/// [`hash_window`] for a window that holds non-finite values: the window is copied and
+/// centered explicitly, non-finite values counted and hashed as 0.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+pub fn hash_window_sanitized(
     hwc: &[f32],
     img_w: usize,
     c: usize,

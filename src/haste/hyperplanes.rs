@@ -39,6 +39,18 @@ pub struct Hyperplanes {
     /// `entries[starts[2l+1]..starts[2l+2]]` the `-1`s, each in increasing position.
     entries: Vec<Entry>,
     starts: Vec<usize>,
+    /// The same entries by window position: `terms[term_starts[pos]..term_starts[pos + 1]]`
+    /// are the nonzero `(hyperplane, weight)` pairs at `pos`, hyperplanes increasing. Hashing
+    /// walks the window once, pixel by pixel, through these.
+    terms: Vec<Term>,
+    term_starts: Vec<u32>,
+}
+
+/// One nonzero entry seen from its window position: hyperplane `l` has weight `w` there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Term {
+    pub l: u32,
+    pub w: f32,
 }
 
 impl Hyperplanes {
@@ -98,6 +110,17 @@ impl Hyperplanes {
                 }
             }
         }
+        let mut terms = Vec::new();
+        let mut term_starts = vec![0u32];
+        for pos in 0..d {
+            for l in 0..count {
+                let w = dense[l * d + pos];
+                if w != 0.0 {
+                    terms.push(Term { l: l as u32, w });
+                }
+            }
+            term_starts.push(terms.len() as u32);
+        }
         Hyperplanes {
             kind,
             count,
@@ -106,6 +129,8 @@ impl Hyperplanes {
             dense,
             entries,
             starts,
+            terms,
+            term_starts,
         }
     }
 
@@ -141,6 +166,12 @@ impl Hyperplanes {
         }
         let s = &self.starts[2 * l..2 * l + 3];
         (&self.entries[s[0]..s[1]], &self.entries[s[1]..s[2]])
+    }
+
+    /// The nonzero entries at window position `pos` (`r * win_w + c`), hyperplanes increasing.
+    #[inline(always)]
+    pub fn terms_at(&self, pos: usize) -> &[Term] {
+        &self.terms[self.term_starts[pos] as usize..self.term_starts[pos + 1] as usize]
     }
 
     /// Nonzero entries over all hyperplanes (`L * d` for Gaussian).

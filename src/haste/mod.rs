@@ -40,7 +40,6 @@ pub mod conv;
 pub mod cost;
 pub mod hash;
 pub mod hyperplanes;
-pub mod kernel;
 pub mod merge;
 pub mod stats;
 

@@ -201,6 +201,73 @@ pub fn broadcast_binary<T: Copy>(
     }
 }
 
+/// `x = [c][h][w]` -> the pixel-major `[hp][wp][c]` image with the input at rows `top..`,
+/// columns `left..`, zeros around it (the padding of a convolution). `dst` may be longer.
+pub fn to_hwc_padded(
+    x: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    (hp, wp): (usize, usize),
+    dst: &mut [f32],
+) {
+    debug_assert!(top + h <= hp && left + w <= wp);
+    let dst = &mut dst[..hp * wp * c];
+    let plane = h * w;
+    dst[..top * wp * c].fill(0.0);
+    dst[(top + h) * wp * c..].fill(0.0);
+    for y in 0..h {
+        let row = &mut dst[(top + y) * wp * c..][..wp * c];
+        row[..left * c].fill(0.0);
+        row[(left + w) * c..].fill(0.0);
+        let body = &mut row[left * c..][..w * c];
+        // Blocks of 8 channels: 8 input rows are read in step, each write is a run of 8.
+        const CH: usize = 8;
+        let mut ch0 = 0;
+        while ch0 + CH <= c {
+            let src: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * plane + y * w..][..w]);
+            for (i, px) in body.chunks_exact_mut(c).enumerate() {
+                for k in 0..CH {
+                    px[ch0 + k] = src[k][i];
+                }
+            }
+            ch0 += CH;
+        }
+        for ch in ch0..c {
+            let src = &x[ch * plane + y * w..][..w];
+            for (px, &v) in body.chunks_exact_mut(c).zip(src) {
+                px[ch] = v;
+            }
+        }
+    }
+}
+
+/// Channels `chans` of the pixel-major `hwc = [hw][c]` -> `out = [chans.len()][hw]`, plus
+/// `bias[k]` on channel `chans.start + k` when given. Blocks of 16 pixels keep the rows read
+/// in L1 while every write is a contiguous run.
+pub fn from_hwc(
+    hwc: &[f32],
+    c: usize,
+    hw: usize,
+    chans: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    const PIX: usize = 16;
+    let (hwc, out) = (&hwc[..hw * c], &mut out[..chans.len() * hw]);
+    for p0 in (0..hw).step_by(PIX) {
+        let n = PIX.min(hw - p0);
+        let block = &hwc[p0 * c..][..n * c];
+        for (k, ch) in chans.clone().enumerate() {
+            let b = bias.map_or(0.0, |b| b[k]);
+            let dst = &mut out[k * hw + p0..][..n];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = block[i * c + ch] + b;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Compute kernels: plain functions over slices. Naive references live in [`reference`].
 
 pub mod conv;
+pub mod direct;
 pub mod gemm;
 pub mod layout;
 pub mod pool;

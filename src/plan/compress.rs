@@ -269,10 +269,9 @@ impl Plan {
     }
 
     /// Times every HASTE layer against the dense kernel on a batch (`input`, `n` images; best
-    /// of two runs each, alternating) and puts the dense kernel back where HASTE is slower.
-    /// The timings appear in [`ConvLayerReport::timing`]; statistics are cleared. Returns how
-    /// many layers went back to dense.
-    pub fn keep_dense_where_faster(&mut self, input: &[f32], n: usize) -> Result<usize> {
+    /// of two runs each, alternating). The timings appear in [`ConvLayerReport::timing`];
+    /// statistics are cleared. Returns the HASTE steps.
+    pub fn time_haste_layers(&mut self, input: &[f32], n: usize) -> Result<Vec<usize>> {
         let haste: Vec<usize> = (0..self.steps.len())
             .filter(|&s| matches!(self.conv_kernels[s], Some(ConvKernel::Haste(_))))
             .collect();
@@ -300,12 +299,23 @@ impl Plan {
         self.step_seconds = profiling;
         self.take_haste_stats();
         result?;
-        let mut reverted = 0;
         for &s in &haste {
             self.timing[s] = Some(best[s]);
-            if best[s].0 > best[s].1 {
-                self.conv_kernels[s] = Some(ConvKernel::Dense);
-                reverted += 1;
+        }
+        Ok(haste)
+    }
+
+    /// [`Self::time_haste_layers`], then puts the dense kernel back where HASTE is slower.
+    /// Returns how many layers went back to dense.
+    pub fn keep_dense_where_faster(&mut self, input: &[f32], n: usize) -> Result<usize> {
+        let haste = self.time_haste_layers(input, n)?;
+        let mut reverted = 0;
+        for s in haste {
+            if let Some((h, d)) = self.timing[s] {
+                if h > d {
+                    self.conv_kernels[s] = Some(ConvKernel::Dense);
+                    reverted += 1;
+                }
             }
         }
         Ok(reverted)

@@ -314,8 +314,21 @@ impl Plan {
                     .zip(x.par_chunks(in_len))
                     .for_each(|(o, xi)| {
                         let mut ws = thread_workspace(&self.workspaces);
-                        conv::conv2d_image(op, xi, h, w, o, &mut ws.state.scratch.col);
+                        let s = &mut ws.state.scratch;
+                        match &self.direct[i] {
+                            Some(d) => d.forward(xi, h, w, o, &mut s.direct),
+                            None => conv::conv2d_image(op, xi, h, w, o, &mut s.col),
+                        }
                     });
+            }
+            _ if self.direct[i].is_some() => {
+                // Fewer images than threads: the direct kernel shares each image's output rows.
+                let mut shared = lock(&self.shared_direct);
+                if let Some(d) = &self.direct[i] {
+                    for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                        d.forward_parallel(xi, h, w, o, &mut shared, self.threads);
+                    }
+                }
             }
             _ => {
                 // Fewer images than threads: split each image's im2col by rows and its GEMM by
@@ -368,7 +381,10 @@ impl Plan {
                 self.measure_error(i, op, x, (h, w), out, s);
                 op.activation.apply(out);
             }
-            _ => conv::conv2d_image(op, x, h, w, out, &mut state.scratch.col),
+            _ => match &self.direct[i] {
+                Some(d) => d.forward(x, h, w, out, &mut state.scratch.direct),
+                None => conv::conv2d_image(op, x, h, w, out, &mut state.scratch.col),
+            },
         }
     }
 

@@ -21,7 +21,9 @@ pub(crate) enum Src {
     Const(usize),
 }
 
-/// How a convolution step is computed. The HASTE module replaces `Dense` per node.
+/// How a convolution step is computed. The HASTE module replaces `Dense` per node. `Dense` runs
+/// the direct kernel where the plan prepared one ([`Plan`]'s `direct`), im2col + GEMM
+/// elsewhere.
 pub enum ConvKernel {
     Dense,
     Haste(Box<crate::haste::HasteConv>),
@@ -38,6 +40,7 @@ pub(crate) struct Step {
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub col: Vec<f32>,
+    pub direct: crate::kernels::direct::DirectScratch,
     pub haste: crate::haste::HasteScratch,
     /// Dense output of a HASTE layer, when measuring its error.
     pub dense: Vec<f32>,
@@ -101,6 +104,9 @@ pub struct Plan {
     pub(crate) workspaces: Vec<Mutex<Workspace>>,
     pub(crate) shared_col: Mutex<Vec<f32>>,
     pub(crate) conv_kernels: Vec<Option<ConvKernel>>,
+    /// Per step, the direct-kernel form of a dense convolution that suits it.
+    pub(crate) direct: Vec<Option<crate::kernels::direct::DirectConv>>,
+    pub(crate) shared_direct: Mutex<crate::kernels::direct::DirectScratch>,
     pub(crate) haste_stats: Vec<Mutex<crate::haste::LayerStats>>,
     pub(crate) max_batch: usize,
     pub(crate) threads: usize,
@@ -215,6 +221,13 @@ impl Plan {
             .iter()
             .map(|s| matches!(graph.nodes[s.node].op, Op::Conv(_)).then_some(ConvKernel::Dense))
             .collect();
+        let direct = steps
+            .iter()
+            .map(|s| match &graph.nodes[s.node].op {
+                Op::Conv(c) => crate::kernels::direct::DirectConv::new(c),
+                _ => None,
+            })
+            .collect();
         let haste_stats = steps
             .iter()
             .map(|_| Mutex::new(Default::default()))
@@ -237,6 +250,8 @@ impl Plan {
             workspaces: vec![],
             shared_col: Mutex::new(Vec::new()),
             conv_kernels,
+            direct,
+            shared_direct: Mutex::new(Default::default()),
             haste_stats,
             max_batch: options.max_batch,
             threads,
