@@ -61,7 +61,15 @@ fn main() {
         let t_gemm = time(|| conv2d_image(&op, &x, hw, hw, &mut a, &mut col));
         let d = DirectConv::new(&op).expect("suits");
         let mut scratch = DirectScratch::default();
-        let t_direct = time(|| d.forward(&x, hw, hw, &mut b, &mut scratch));
+        let t_direct = time(|| {
+            d.forward(
+                &x,
+                (hw, hw),
+                &mut b,
+                &mut scratch,
+                haste::kernels::layout::IoLayout::NCHW,
+            )
+        });
         let err = a
             .iter()
             .zip(&b)

@@ -20,7 +20,7 @@ use super::hyperplanes::Hyperplanes;
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
 use crate::kernels::direct::{self, weights_tap_major, Geom};
-use crate::kernels::layout::{from_hwc, to_hwc_padded};
+use crate::kernels::layout::{from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
 /// `(iy, ix)` (negative inside the top/left padding); the window is `h x w`, and only rows
@@ -227,21 +227,37 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
+        self.forward_layout(x, h, w, out, scratch, stats, IoLayout::NCHW)
+    }
+
+    /// [`Self::forward`] with the input and output in the memory order `io` gives (a
+    /// pixel-major input is hashed and merged in place, without a transpose).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_layout(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        io: IoLayout,
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             let fma = std::arch::is_x86_feature_detected!("fma");
             if fma && std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
-                unsafe { self.forward_avx512(x, h, w, out, scratch, stats) };
+                unsafe { self.forward_avx512(x, h, w, out, scratch, stats, io) };
                 return;
             }
             if fma && std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-                unsafe { self.forward_avx2(x, h, w, out, scratch, stats) };
+                unsafe { self.forward_avx2(x, h, w, out, scratch, stats, io) };
                 return;
             }
         }
-        self.forward_impl(x, h, w, out, scratch, stats, false)
+        self.forward_impl(x, h, w, out, scratch, stats, io, false)
     }
 
     /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2), with the
@@ -250,6 +266,7 @@ impl HasteConv {
     /// reassociated, so all paths give identical bits.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn forward_avx512(
         &self,
         x: &[f32],
@@ -258,13 +275,15 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
+        io: IoLayout,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats, true)
+        self.forward_impl(x, h, w, out, scratch, stats, io, true)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (and FMA, so `mul_add` is one instruction).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn forward_avx2(
         &self,
         x: &[f32],
@@ -273,8 +292,9 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
+        io: IoLayout,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats, false)
+        self.forward_impl(x, h, w, out, scratch, stats, io, false)
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
@@ -288,6 +308,7 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
+        io: IoLayout,
         avx512: bool,
     ) {
         let p = &self.params;
@@ -314,12 +335,21 @@ impl HasteConv {
         let tile = self.cfg.tile;
         let (fh, fw) = self.hyperplanes.window();
         let s = scratch;
-        grow(&mut s.hwc, c_in * h * w);
-        to_hwc_padded(x, c_in, (h, w), (0, 0), (h, w), &mut s.hwc);
+        // The pixel-major image: the input itself, or its transpose.
+        let mut hwc_buf = std::mem::take(&mut s.hwc);
+        let hwc: &[f32] = if io.input_nhwc {
+            &x[..c_in * h * w]
+        } else {
+            grow(&mut hwc_buf, c_in * h * w);
+            to_hwc_padded(x, c_in, (h, w), (0, 0), (h, w), &mut hwc_buf);
+            &hwc_buf
+        };
         s.hash.reserve(c_in, fh * fw);
         grow(&mut s.mwin, fh * fw * c_in);
         grow(&mut s.wm, taps * c_in * c_out);
-        grow(&mut s.ohwc, oh * ow * c_out);
+        if !io.output_nhwc {
+            grow(&mut s.ohwc, oh * ow * c_out);
+        }
         grow(&mut s.first, c_in);
         grow(&mut s.rows, c_in);
         let magnitude = self.cfg.magnitude_bins;
@@ -330,7 +360,7 @@ impl HasteConv {
                 let pw = tile.min(ow - ox0);
                 let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
                 let counts = hash_window(
-                    &s.hwc,
+                    hwc,
                     w,
                     c_in,
                     &win,
@@ -355,7 +385,7 @@ impl HasteConv {
                         s.multi.push(b as u32);
                     }
                 }
-                merge_input_in_place(&s.hwc, w, c_in, &win, buckets, &s.multi, &mut s.mwin);
+                merge_input_in_place(hwc, w, c_in, &win, buckets, &s.multi, &mut s.mwin);
                 merge_filter_rows(&self.wt, c_in, c_out, taps, buckets, &s.multi, &mut s.wm);
                 let (wt_addr, wm_addr) = (self.wt.as_ptr() as usize, s.wm.as_ptr() as usize);
                 for b in 0..nb {
@@ -380,7 +410,12 @@ impl HasteConv {
                     out_w: ow,
                 };
                 let (win_buf, first, rows) = (&s.mwin[..], &s.first[..nb], &s.rows[..nb]);
-                let pout = &mut s.ohwc[(oy0 * ow + ox0) * c_out..];
+                let at = (oy0 * ow + ox0) * c_out;
+                let pout = if io.output_nhwc {
+                    &mut out[at..]
+                } else {
+                    &mut s.ohwc[at..]
+                };
                 // SAFETY: `rows` address rows of `self.wt` or `s.wm` (both `taps * c_in *
                 // c_out` long, unchanged until the kernel returns) at channel `first[b] <
                 // c_in`; the window buffer holds `win.h * win.w * c_in` values.
@@ -410,7 +445,16 @@ impl HasteConv {
                 ));
             }
         }
-        from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
+        if io.output_nhwc {
+            if let Some(b) = &self.bias {
+                for px in out[..oh * ow * c_out].chunks_exact_mut(c_out) {
+                    px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
+        } else {
+            from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
+        }
+        s.hwc = hwc_buf;
     }
 }
 
@@ -460,14 +504,17 @@ mod tests {
                 (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
             };
             let s = HasteScratch::default();
-            let generic = run(&|o, st| conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st, false));
+            let generic = run(&|o, st| {
+                conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st, IoLayout::NCHW, false)
+            });
             let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
             assert_eq!(generic, dispatched);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is supported, checked just above.
-                let avx2 =
-                    run(&|o, st| unsafe { conv.forward_avx2(&x, 11, 11, o, &mut s.clone(), st) });
+                let avx2 = run(&|o, st| unsafe {
+                    conv.forward_avx2(&x, 11, 11, o, &mut s.clone(), st, IoLayout::NCHW)
+                });
                 assert_eq!(generic, avx2);
             }
             assert!(generic.1.mean_buckets() < 24.0);

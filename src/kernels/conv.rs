@@ -4,6 +4,8 @@
 //! [`im2col_rows`] fills any range of rows of the column matrix, and [`gemm_channels`]
 //! computes any range of output channels from a finished column matrix.
 
+use super::gemm::sgemm_strided;
+use super::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 
 /// True when the convolution reads its input directly as the column matrix.
@@ -177,6 +179,83 @@ pub fn conv2d_image_with(
     }
     im2col_rows(p, x, h, w, 0..p.c_in * p.kh * p.kw, &mut col[..len]);
     gemm_channels_with(op, activation, &col[..len], n, 0..p.c_out, out);
+}
+
+/// [`conv2d_image`] for the memory orders `io` gives. A plain 1x1 convolution
+/// ([`crate::plan::layout::is_plain_pointwise`]) reads and writes either order through GEMM
+/// strides; any other convolution here reads NCHW (the plan never hands it a pixel-major
+/// input) and, for a pixel-major output, is computed into `tmp` and transposed once.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_image_layout(
+    op: &ConvOp,
+    x: &[f32],
+    (h, w): (usize, usize),
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+    io: IoLayout,
+) {
+    let p = &op.params;
+    let (oh, ow) = p.out_hw(h, w);
+    let n = oh * ow;
+    if crate::plan::layout::is_plain_pointwise(p) {
+        pointwise_pixels(op, x, n, 0..n, out, io);
+        return;
+    }
+    assert!(
+        !io.input_nhwc,
+        "im2col convolution given a pixel-major input"
+    );
+    if !io.output_nhwc {
+        conv2d_image(op, x, h, w, out, col);
+        return;
+    }
+    if tmp.len() < p.c_out * n {
+        tmp.resize(p.c_out * n, 0.0);
+    }
+    conv2d_image(op, x, h, w, &mut tmp[..p.c_out * n], col);
+    layout::nchw_to_nhwc(tmp, p.c_out, n, out);
+}
+
+/// Output pixels `pixels` of a plain 1x1 convolution over an image of `hw` pixels, as one GEMM
+/// whose strides follow the memory orders: `x` is the whole image; `out` is the whole output
+/// when NCHW, or only the rows of `pixels` when pixel-major. Bias and activation included.
+pub fn pointwise_pixels(
+    op: &ConvOp,
+    x: &[f32],
+    hw: usize,
+    pixels: std::ops::Range<usize>,
+    out: &mut [f32],
+    io: IoLayout,
+) {
+    let p = &op.params;
+    let (c_in, c_out, m) = (p.c_in, p.c_out, pixels.len());
+    let a = if io.input_nhwc {
+        (&x[pixels.start * c_in..], c_in, 1)
+    } else {
+        (&x[pixels.start..], 1, hw)
+    };
+    let b = (&op.weights[..], 1, c_in);
+    if io.output_nhwc {
+        let out = &mut out[..m * c_out];
+        sgemm_strided((m, c_out, c_in), a, b, (out, c_out, 1), false);
+        if let Some(bias) = &op.bias {
+            for px in out.chunks_exact_mut(c_out) {
+                px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+        }
+        op.activation.apply(out);
+    } else {
+        let out = &mut out[pixels.start..];
+        sgemm_strided((m, c_out, c_in), a, b, (out, 1, hw), false);
+        for co in 0..c_out {
+            let row = &mut out[co * hw..][..m];
+            if let Some(bias) = &op.bias {
+                row.iter_mut().for_each(|v| *v += bias[co]);
+            }
+            op.activation.apply(row);
+        }
+    }
 }
 
 /// Geometry of the stride-1 "wide" path: the input is copied once into a zero-padded

@@ -21,7 +21,7 @@
 //! much as the GEMM, while this kernel keeps 8 outputs x 32 output channels in registers and
 //! reaches the machine's FMA peak (see `examples/haste_steps.rs`).
 
-use super::layout;
+use super::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 
 /// Geometry of one direct convolution call: a `ph x pw` block of outputs over a window.
@@ -311,14 +311,27 @@ impl DirectConv {
         &self.params
     }
 
-    /// One image `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`, on the calling thread.
-    pub fn forward(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], s: &mut DirectScratch) {
+    /// One image `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`, on the calling thread, each
+    /// in the memory order `io` gives.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        io: IoLayout,
+    ) {
         let (oh, ow) = self.params.out_hw(h, w);
-        self.pad_input(x, h, w, s);
-        grow(&mut s.out, oh * ow * self.params.c_out);
-        let (padded, ohwc) = (&s.padded[..], &mut s.out[..]);
-        self.output_rows(padded, w, 0..oh, ow, ohwc, &s.rows);
-        self.epilogue(&s.out, oh * ow, out);
+        let n = oh * ow * self.params.c_out;
+        self.pad_input(x, h, w, io.input_nhwc, s);
+        if io.output_nhwc {
+            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n], &s.rows);
+            self.bias_activation_hwc(&mut out[..n]);
+            return;
+        }
+        grow(&mut s.out, n);
+        self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n], &s.rows);
+        self.epilogue_channels(&s.out, oh * ow, 0..self.params.c_out, out);
     }
 
     /// As [`Self::forward`], with the output rows shared among `parts` rayon tasks (for an
@@ -326,27 +339,39 @@ impl DirectConv {
     pub fn forward_parallel(
         &self,
         x: &[f32],
-        h: usize,
-        w: usize,
+        (h, w): (usize, usize),
         out: &mut [f32],
         s: &mut DirectScratch,
+        io: IoLayout,
         parts: usize,
     ) {
         use rayon::prelude::*;
         let p = &self.params;
         let (oh, ow) = p.out_hw(h, w);
-        self.pad_input(x, h, w, s);
-        grow(&mut s.out, oh * ow * p.c_out);
+        let n = oh * ow * p.c_out;
+        self.pad_input(x, h, w, io.input_nhwc, s);
         let per = oh.div_ceil(parts.max(1)).max(1);
         let (padded, rows) = (&s.padded[..], &s.rows[..]);
-        s.out[..oh * ow * p.c_out]
+        let target = if io.output_nhwc {
+            &mut out[..n]
+        } else {
+            grow(&mut s.out, n);
+            &mut s.out[..n]
+        };
+        target
             .par_chunks_mut(per * ow * p.c_out)
             .enumerate()
             .for_each(|(k, chunk)| {
                 let oy0 = k * per;
-                let n = chunk.len() / (ow * p.c_out);
-                self.output_rows(padded, w, oy0..oy0 + n, ow, chunk, rows);
+                let rows_here = chunk.len() / (ow * p.c_out);
+                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, rows);
+                if io.output_nhwc {
+                    self.bias_activation_hwc(chunk);
+                }
             });
+        if io.output_nhwc {
+            return;
+        }
         let hw = oh * ow;
         let per_c = p.c_out.div_ceil(parts.max(1)).max(1);
         let ohwc = &s.out[..];
@@ -359,25 +384,34 @@ impl DirectConv {
             });
     }
 
-    /// Transposes `x` into the zero-padded pixel-major buffer and sets the filter row
-    /// addresses (they point into `self.wt`, which never moves while `self` is borrowed).
-    fn pad_input(&self, x: &[f32], h: usize, w: usize, s: &mut DirectScratch) {
+    /// Copies `x` (NCHW, or NHWC with `nhwc`) into the zero-padded pixel-major buffer and sets
+    /// the filter row addresses (they point into `self.wt`, which never moves while `self` is
+    /// borrowed).
+    fn pad_input(&self, x: &[f32], h: usize, w: usize, nhwc: bool, s: &mut DirectScratch) {
         let p = &self.params;
         let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
         grow(&mut s.padded, hp * wp * p.c_in);
-        layout::to_hwc_padded(
-            x,
-            p.c_in,
-            (h, w),
-            (p.pads[0], p.pads[1]),
-            (hp, wp),
-            &mut s.padded,
-        );
+        let (top_left, padded) = ((p.pads[0], p.pads[1]), (hp, wp));
+        if nhwc {
+            layout::pad_hwc(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
+        } else {
+            layout::to_hwc_padded(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
+        }
         grow_usize(&mut s.rows, p.c_in);
         let base = self.wt.as_ptr() as usize;
         for (c, r) in s.rows[..p.c_in].iter_mut().enumerate() {
             *r = base + c * p.c_out * std::mem::size_of::<f32>();
         }
+    }
+
+    /// Bias and activation over pixel-major outputs (whole pixels).
+    fn bias_activation_hwc(&self, out: &mut [f32]) {
+        if let Some(b) = &self.bias {
+            for px in out.chunks_exact_mut(self.params.c_out) {
+                px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        self.activation.apply(out);
     }
 
     /// Output rows `oys` into `ohwc` (pixel-major, starting at row `oys.start`).
@@ -410,10 +444,6 @@ impl DirectConv {
         // c_out` long), `channels` are `0..c_in`, and `win` holds every padded input row that
         // output rows `oys` read; `ohwc` holds `oys.len() * ow * c_out` values.
         unsafe { conv(&g, win, &self.channels, &rows[..p.c_in], ohwc) };
-    }
-
-    fn epilogue(&self, ohwc: &[f32], hw: usize, out: &mut [f32]) {
-        self.epilogue_channels(ohwc, hw, 0..self.params.c_out, out);
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):
@@ -541,9 +571,9 @@ mod tests {
             for parts in [0, 1, 2, 3] {
                 let mut out = vec![f32::NAN; want.len()];
                 if parts == 0 {
-                    d.forward(&x, h, w, &mut out, &mut s);
+                    d.forward(&x, (h, w), &mut out, &mut s, IoLayout::NCHW);
                 } else {
-                    d.forward_parallel(&x, h, w, &mut out, &mut s, parts);
+                    d.forward_parallel(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, parts);
                 }
                 for (a, b) in out.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");

@@ -268,6 +268,54 @@ pub fn from_hwc(
     }
 }
 
+/// The memory order of a step's 4-D input and output: NCHW, or pixel-major NHWC (the shape
+/// is NCHW either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoLayout {
+    pub input_nhwc: bool,
+    pub output_nhwc: bool,
+}
+
+impl IoLayout {
+    /// NCHW in, NCHW out.
+    pub const NCHW: IoLayout = IoLayout {
+        input_nhwc: false,
+        output_nhwc: false,
+    };
+}
+
+/// Pixel-major `x = [h][w][c]` -> the `[hp][wp][c]` image with the input at rows `top..`,
+/// columns `left..`, zeros around it. `dst` may be longer.
+pub fn pad_hwc(
+    x: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    (hp, wp): (usize, usize),
+    dst: &mut [f32],
+) {
+    debug_assert!(top + h <= hp && left + w <= wp);
+    let dst = &mut dst[..hp * wp * c];
+    dst[..top * wp * c].fill(0.0);
+    dst[(top + h) * wp * c..].fill(0.0);
+    for (y, src) in x[..h * w * c].chunks_exact(w * c).enumerate() {
+        let row = &mut dst[(top + y) * wp * c..][..wp * c];
+        row[..left * c].fill(0.0);
+        row[left * c..(left + w) * c].copy_from_slice(src);
+        row[(left + w) * c..].fill(0.0);
+    }
+}
+
+/// `[c][hw]` -> `[hw][c]`.
+pub fn nchw_to_nhwc(x: &[f32], c: usize, hw: usize, out: &mut [f32]) {
+    to_hwc_padded(x, c, (1, hw), (0, 0), (1, hw), out);
+}
+
+/// `[hw][c]` -> `[c][hw]`.
+pub fn nhwc_to_nchw(x: &[f32], c: usize, hw: usize, out: &mut [f32]) {
+    from_hwc(x, c, hw, 0..c, None, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

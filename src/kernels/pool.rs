@@ -20,7 +20,7 @@ pub fn pool_plane(p: &PoolParams, max: bool, x: &[f32], h: usize, w: usize, out:
                     if inside {
                         let v = x[iy as usize * w + ix as usize];
                         if max {
-                            acc = acc.max(v);
+                            acc = nan_max(acc, v);
                         } else {
                             acc += v;
                         }
@@ -58,7 +58,7 @@ fn max_plane(p: &PoolParams, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
             let row = &x[iy * w..(iy + 1) * w];
             for (ox, o) in orow.iter_mut().enumerate() {
                 let span = clip(ox, p.stride.1, p.pads[1], p.kernel.1, w);
-                *o = row[span].iter().fold(*o, |m, &v| m.max(v));
+                *o = row[span].iter().fold(*o, |m, &v| nan_max(m, v));
             }
         }
     }
@@ -75,7 +75,7 @@ fn max_2x2_stride2(x: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32]) {
             .zip(top.chunks_exact(2))
             .zip(bottom.chunks_exact(2))
         {
-            *o = a[0].max(a[1]).max(b[0].max(b[1]));
+            *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
         }
     }
 }
@@ -83,6 +83,72 @@ fn max_2x2_stride2(x: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32]) {
 /// Mean of a plane.
 pub fn mean(x: &[f32]) -> f32 {
     x.iter().sum::<f32>() / x.len().max(1) as f32
+}
+
+/// Max or average pooling of one pixel-major image `x = [h][w][c]` into `out = [oh][ow][c]`:
+/// the same windows, padding and divisor rules as [`pool_plane`], each step a vector
+/// operation over channels. A NaN in a max-pooling window gives NaN.
+pub fn pool_hwc(
+    p: &PoolParams,
+    max: bool,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    out: &mut [f32],
+) {
+    let (oh, ow) = p.out_hw(h, w);
+    for (o, px) in out[..oh * ow * c].chunks_exact_mut(c).enumerate() {
+        let (oy, ox) = (o / ow, o % ow);
+        px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+        let mut count = 0usize;
+        for ky in 0..p.kernel.0 {
+            let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize - p.pads[0] as isize;
+            for kx in 0..p.kernel.1 {
+                let ix = (ox * p.stride.1 + kx * p.dilation.1) as isize - p.pads[1] as isize;
+                if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
+                    let src = &x[(iy as usize * w + ix as usize) * c..][..c];
+                    if max {
+                        for (m, &v) in px.iter_mut().zip(src) {
+                            *m = nan_max(*m, v);
+                        }
+                    } else {
+                        px.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
+                    }
+                    count += 1;
+                } else if p.count_include_pad
+                    && iy < (h + p.pads[2]) as isize
+                    && ix < (w + p.pads[3]) as isize
+                {
+                    count += 1;
+                }
+            }
+        }
+        if !max {
+            let count = count.max(1) as f32;
+            px.iter_mut().for_each(|v| *v /= count);
+        }
+    }
+}
+
+/// Per-channel mean of a pixel-major image `x = [hw][c]` into `out = [c]`.
+pub fn mean_hwc(x: &[f32], hw: usize, c: usize, out: &mut [f32]) {
+    let out = &mut out[..c];
+    out.fill(0.0);
+    for px in x[..hw * c].chunks_exact(c) {
+        out.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+    }
+    let n = hw.max(1) as f32;
+    out.iter_mut().for_each(|v| *v /= n);
+}
+
+/// The larger of `m` and `v`, NaN if either is NaN (as max pooling in PyTorch and
+/// onnxruntime).
+#[inline(always)]
+pub fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! - layer at a time (otherwise, e.g. a batch of one on two threads): each step runs over the
 //!   whole batch, parallel over images or over parts of one image.
 
+use super::layout::{to_nhwc_order, NHWC_POSITION};
 use super::{ConvKernel, Plan, Src, Workspace, WorkspaceState};
 use crate::error::{Error, Result};
+use crate::kernels::layout::IoLayout;
 use crate::kernels::{conv, layout, pool};
 use crate::ops::shape::{normalize_axis, resolve_slice};
 use crate::ops::{Activation, ConvOp, Op};
@@ -212,17 +214,33 @@ impl Plan {
                 let max = matches!(node.op, Op::MaxPool(_));
                 let (h, w) = (ins[0][2], ins[0][3]);
                 let (oh, ow) = (out_shape[2], out_shape[3]);
-                out.par_chunks_mut(oh * ow)
-                    .zip(x.par_chunks(h * w))
-                    .with_min_len(min)
-                    .for_each(|(o, xi)| pool::pool_plane(p, max, xi, h, w, o));
+                if self.nhwc[i] {
+                    let c = ins[0][1];
+                    out.par_chunks_mut(oh * ow * c)
+                        .zip(x.par_chunks(h * w * c))
+                        .with_min_len(min)
+                        .for_each(|(o, xi)| pool::pool_hwc(p, max, xi, (h, w, c), o));
+                } else {
+                    out.par_chunks_mut(oh * ow)
+                        .zip(x.par_chunks(h * w))
+                        .with_min_len(min)
+                        .for_each(|(o, xi)| pool::pool_plane(p, max, xi, h, w, o));
+                }
             }
             Op::GlobalAveragePool => {
                 let plane: usize = ins[0][2..].iter().product();
-                out.par_iter_mut()
-                    .zip(x.par_chunks(plane))
-                    .with_min_len(min)
-                    .for_each(|(o, xi)| *o = pool::mean(xi));
+                if self.in_nhwc[i][0] {
+                    let c = ins[0][1];
+                    out.par_chunks_mut(c)
+                        .zip(x.par_chunks(plane * c))
+                        .with_min_len(min)
+                        .for_each(|(o, xi)| pool::mean_hwc(xi, plane, c, o));
+                } else {
+                    out.par_iter_mut()
+                        .zip(x.par_chunks(plane))
+                        .with_min_len(min)
+                        .for_each(|(o, xi)| *o = pool::mean(xi));
+                }
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
             Op::Linear(l) => {
@@ -239,6 +257,13 @@ impl Plan {
                     }
                 }
             }
+            // Pixel-major values run on their physical `[n, h, w, c]` shape.
+            Op::Pad { pads, value } if self.nhwc[i] => {
+                let (begin, end) = pads.split_at(4);
+                let pads = [to_nhwc_order(begin), to_nhwc_order(end)].concat();
+                let (shape, out_phys) = (to_nhwc_order(&ins[0]), to_nhwc_order(out_shape));
+                layout::pad(x, &shape, &pads, *value, out, &out_phys)
+            }
             Op::Pad { pads, value } => layout::pad(x, &ins[0], pads, *value, out, out_shape),
             Op::Slice {
                 starts,
@@ -248,16 +273,27 @@ impl Plan {
             } => {
                 let r = resolve_slice(&ins[0], starts, ends, axes, steps)
                     .ok_or_else(|| Error::Shape(format!("node '{}': bad slice", node.name)))?;
-                layout::slice(x, &ins[0], &r, out);
+                if self.nhwc[i] {
+                    layout::slice(x, &to_nhwc_order(&ins[0]), &to_nhwc_order(&r), out);
+                } else {
+                    layout::slice(x, &ins[0], &r, out);
+                }
             }
             Op::Concat { axis } => {
                 let a = normalize_axis(*axis, out_shape.len())
                     .ok_or_else(|| Error::Shape("concat axis".into()))?;
+                let shapes: Vec<Vec<usize>> = if self.nhwc[i] {
+                    ins.iter().map(|s| to_nhwc_order(s)).collect()
+                } else {
+                    ins.to_vec()
+                };
+                let a = if self.nhwc[i] { NHWC_POSITION[a] } else { a };
                 let parts: Vec<(&[f32], &[usize])> = step
                     .inputs
                     .iter()
                     .zip(ins)
-                    .map(|(&s, sh)| (self.operand(frame, s, sh), sh.as_slice()))
+                    .zip(&shapes)
+                    .map(|((&s, sh), phys)| (self.operand(frame, s, sh), phys.as_slice()))
                     .collect();
                 layout::concat(&parts, a, out);
             }
@@ -280,6 +316,14 @@ impl Plan {
         Ok(())
     }
 
+    /// The memory orders of step `i`'s input and output (see [`super::layout`]).
+    fn io_layout(&self, i: usize) -> IoLayout {
+        IoLayout {
+            input_nhwc: self.in_nhwc[i][0],
+            output_nhwc: self.nhwc[i],
+        }
+    }
+
     fn conv(
         &self,
         i: usize,
@@ -294,6 +338,7 @@ impl Plan {
         let (oh, ow) = p.out_hw(h, w);
         let in_len = p.c_in * h * w;
         let out_len = p.c_out * oh * ow;
+        let io = self.io_layout(i);
         match &self.conv_kernels[i] {
             Some(ConvKernel::Haste(hc)) => {
                 let stats = &self.haste_stats[i];
@@ -303,7 +348,7 @@ impl Plan {
                         let mut ws = thread_workspace(&self.workspaces);
                         let s = &mut ws.state.scratch;
                         let mut local = crate::haste::LayerStats::default();
-                        hc.forward(xi, h, w, o, &mut s.haste, &mut local);
+                        hc.forward_layout(xi, h, w, o, &mut s.haste, &mut local, io);
                         self.measure_error(i, op, xi, (h, w), o, s);
                         op.activation.apply(o);
                         lock(stats).add(&local);
@@ -314,11 +359,7 @@ impl Plan {
                     .zip(x.par_chunks(in_len))
                     .for_each(|(o, xi)| {
                         let mut ws = thread_workspace(&self.workspaces);
-                        let s = &mut ws.state.scratch;
-                        match &self.direct[i] {
-                            Some(d) => d.forward(xi, h, w, o, &mut s.direct),
-                            None => conv::conv2d_image(op, xi, h, w, o, &mut s.col),
-                        }
+                        self.dense_conv_image(i, op, xi, (h, w), o, &mut ws.state.scratch);
                     });
             }
             _ if self.direct[i].is_some() => {
@@ -326,16 +367,41 @@ impl Plan {
                 let mut shared = lock(&self.shared_direct);
                 if let Some(d) = &self.direct[i] {
                     for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
-                        d.forward_parallel(xi, h, w, o, &mut shared, self.threads);
+                        d.forward_parallel(xi, (h, w), o, &mut shared, io, self.threads);
+                    }
+                }
+            }
+            _ if conv::is_pointwise(p) && p.groups == 1 && (io.input_nhwc || io.output_nhwc) => {
+                // A 1x1 GEMM in pixel-major order: each thread takes a range of pixels (of the
+                // output rows when those are pixel-major; else one thread does the image).
+                let hw = oh * ow;
+                let parts = if io.output_nhwc { self.threads } else { 1 };
+                let per = hw.div_ceil(parts).max(1);
+                for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                    if io.output_nhwc {
+                        o.par_chunks_mut(per * p.c_out)
+                            .enumerate()
+                            .for_each(|(k, oc)| {
+                                let p0 = k * per;
+                                let pixels = p0..p0 + oc.len() / p.c_out;
+                                conv::pointwise_pixels(op, xi, hw, pixels, oc, io);
+                            });
+                    } else {
+                        conv::pointwise_pixels(op, xi, hw, 0..hw, o, io);
                     }
                 }
             }
             _ => {
                 // Fewer images than threads: split each image's im2col by rows and its GEMM by
-                // output channels.
+                // output channels (NCHW in; a pixel-major output is transposed afterwards).
                 let n_cols = oh * ow;
                 let parts = self.threads;
                 let mut shared = lock(&self.shared_col);
+                let mut nchw = if io.output_nhwc {
+                    vec![0.0; out_len]
+                } else {
+                    Vec::new()
+                };
                 for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
                     let col: &[f32] = if conv::is_pointwise(p) {
                         xi
@@ -351,15 +417,38 @@ impl Plan {
                             });
                         col
                     };
+                    let target: &mut [f32] = if io.output_nhwc { &mut nchw } else { o };
                     let per = p.c_out.div_ceil(parts);
-                    o.par_chunks_mut(per * n_cols)
+                    target
+                        .par_chunks_mut(per * n_cols)
                         .enumerate()
                         .for_each(|(k, oc)| {
                             let c0 = k * per;
                             conv::gemm_channels(op, col, n_cols, c0..c0 + oc.len() / n_cols, oc);
                         });
+                    if io.output_nhwc {
+                        layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, o);
+                    }
                 }
             }
+        }
+    }
+
+    /// A dense convolution of one image on the calling thread: the direct kernel where the
+    /// plan prepared one, else im2col + GEMM.
+    fn dense_conv_image(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        x: &[f32],
+        hw: (usize, usize),
+        out: &mut [f32],
+        s: &mut super::Scratch,
+    ) {
+        let io = self.io_layout(i);
+        match &self.direct[i] {
+            Some(d) => d.forward(x, hw, out, &mut s.direct, io),
+            None => conv::conv2d_image_layout(op, x, hw, out, &mut s.col, &mut s.nchw, io),
         }
     }
 
@@ -377,14 +466,12 @@ impl Plan {
         match &self.conv_kernels[i] {
             Some(ConvKernel::Haste(hc)) => {
                 let s = &mut state.scratch;
-                hc.forward(x, h, w, out, &mut s.haste, &mut state.stats[i]);
+                let io = self.io_layout(i);
+                hc.forward_layout(x, h, w, out, &mut s.haste, &mut state.stats[i], io);
                 self.measure_error(i, op, x, (h, w), out, s);
                 op.activation.apply(out);
             }
-            _ => match &self.direct[i] {
-                Some(d) => d.forward(x, h, w, out, &mut state.scratch.direct),
-                None => conv::conv2d_image(op, x, h, w, out, &mut state.scratch.col),
-            },
+            _ => self.dense_conv_image(i, op, x, (h, w), out, &mut state.scratch),
         }
     }
 
@@ -402,8 +489,25 @@ impl Plan {
         let Some(errors) = &self.layer_error else {
             return;
         };
+        // A diagnostic path: the dense reference runs NCHW, with transposes as needed.
+        let io = self.io_layout(i);
+        let (c_in, c_out) = (op.params.c_in, op.params.c_out);
+        let x_nchw: Vec<f32>;
+        let x = if io.input_nhwc {
+            let mut t = vec![0.0; c_in * h * w];
+            layout::nhwc_to_nchw(x, c_in, h * w, &mut t);
+            x_nchw = t;
+            &x_nchw[..]
+        } else {
+            x
+        };
         s.dense.resize(o.len(), 0.0);
         conv::conv2d_image_with(op, Activation::None, x, h, w, &mut s.dense, &mut s.col);
+        if io.output_nhwc {
+            let mut t = vec![0.0; o.len()];
+            layout::nchw_to_nhwc(&s.dense, c_out, o.len() / c_out.max(1), &mut t);
+            s.dense = t;
+        }
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for (&a, &b) in o.iter().zip(&s.dense) {
             num += ((a - b) as f64).powi(2);

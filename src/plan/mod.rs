@@ -4,6 +4,7 @@
 
 mod compress;
 mod exec;
+pub mod layout;
 
 pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice, MagnitudeMode};
 
@@ -44,6 +45,8 @@ pub(crate) struct Scratch {
     pub haste: crate::haste::HasteScratch,
     /// Dense output of a HASTE layer, when measuring its error.
     pub dense: Vec<f32>,
+    /// NCHW output of an im2col convolution whose output is pixel-major.
+    pub nchw: Vec<f32>,
 }
 
 /// What one thread keeps between images in image-at-a-time execution: its own buffer slots
@@ -108,6 +111,10 @@ pub struct Plan {
     pub(crate) direct: Vec<Option<crate::kernels::direct::DirectConv>>,
     pub(crate) shared_direct: Mutex<crate::kernels::direct::DirectScratch>,
     pub(crate) haste_stats: Vec<Mutex<crate::haste::LayerStats>>,
+    /// Per step: whether its output is pixel-major (NHWC), and for each of its inputs whether
+    /// that is (see [`layout`]).
+    pub(crate) nhwc: Vec<bool>,
+    pub(crate) in_nhwc: Vec<Vec<bool>>,
     pub(crate) max_batch: usize,
     pub(crate) threads: usize,
     /// Seconds spent in each step, accumulated while profiling is on.
@@ -253,6 +260,8 @@ impl Plan {
             direct,
             shared_direct: Mutex::new(Default::default()),
             haste_stats,
+            nhwc: vec![],
+            in_nhwc: vec![],
             max_batch: options.max_batch,
             threads,
             step_seconds: None,
@@ -266,6 +275,12 @@ impl Plan {
         }
         .ok_or_else(|| Error::Internal("output step unknown".into()))?;
         plan.image_mode = plan.image_mode_ok();
+        let producers = plan.producers();
+        plan.nhwc = plan.choose_layouts(&producers);
+        plan.in_nhwc = producers
+            .iter()
+            .map(|ps| ps.iter().map(|p| p.is_some_and(|p| plan.nhwc[p])).collect())
+            .collect();
         plan.workspaces = (0..threads)
             .map(|_| Mutex::new(plan.new_workspace()))
             .collect();
@@ -386,6 +401,31 @@ impl Plan {
                 .all(|((src, one), two)| matches!(src, Src::Const(_)) || batched(one, two));
             !along_batch && operands_ok && batched(&self.img_out_shapes[i], &out2[i])
         })
+    }
+
+    /// Whether step `step` keeps its output pixel-major (NHWC; see [`layout`]).
+    pub fn output_is_pixel_major(&self, step: usize) -> bool {
+        self.nhwc.get(step).copied().unwrap_or(false)
+    }
+
+    /// Per step and input: the step that wrote the slot it reads (`None` for the network's
+    /// input and constants).
+    fn producers(&self) -> Vec<Vec<Option<usize>>> {
+        let mut writer: Vec<Option<usize>> = vec![None; self.slots.len()];
+        let mut out = Vec::with_capacity(self.steps.len());
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push(
+                s.inputs
+                    .iter()
+                    .map(|src| match *src {
+                        Src::Slot(k) => writer[k],
+                        _ => None,
+                    })
+                    .collect(),
+            );
+            writer[s.output] = Some(i);
+        }
+        out
     }
 
     /// A thread's workspace: every slot sized for one image.

@@ -1,0 +1,115 @@
+//! Which activations the plan keeps pixel-major (NHWC).
+//!
+//! The direct kernel and HASTE work on pixel-major images, and a 1x1 convolution is one GEMM
+//! in either layout. Keeping the values between such steps pixel-major saves two transposes
+//! per convolution. Shapes stay NCHW everywhere: only the memory order of a 4-D value
+//! changes. A value is pixel-major when its producer can write it so and every consumer can
+//! read it so:
+//! - convolutions write either layout; they read pixel-major when their kernel does
+//!   ([`conv_reads_nhwc`]),
+//! - elementwise ops (same shapes), activations, pooling, and Pad, Slice and Concat of 4-D
+//!   values keep the layout of their operands, so all of them and their output share one
+//!   layout (the last three run on the physical `[n, h, w, c]` shape, axes permuted),
+//! - global average pooling reads either (its `[n, c, 1, 1]` output is the same in both),
+//! - everything else, the network's input and output and constants are NCHW.
+
+use super::{Plan, Src};
+use crate::kernels::direct::DirectConv;
+use crate::ops::{Conv2dParams, Op};
+
+/// Whether a convolution can read a pixel-major input: through the direct kernel, as a
+/// stride-1 unpadded 1x1 GEMM, or through HASTE (which only replaces such convolutions'
+/// dense kernels, and reads both layouts).
+pub fn conv_reads_nhwc(p: &Conv2dParams) -> bool {
+    DirectConv::suits(p) || is_plain_pointwise(p)
+}
+
+/// A 1x1 convolution that is exactly one GEMM per image: one group, stride 1, no padding.
+pub fn is_plain_pointwise(p: &Conv2dParams) -> bool {
+    crate::kernels::conv::is_pointwise(p) && p.groups == 1
+}
+
+impl Plan {
+    /// Per step: whether its output is kept pixel-major (see the module doc).
+    pub(crate) fn choose_layouts(&self, producers: &[Vec<Option<usize>>]) -> Vec<bool> {
+        let n = self.steps.len();
+        let op = |i: usize| &self.graph.nodes[self.steps[i].node].op;
+        let same_layout_op = |i: usize| {
+            matches!(
+                op(i),
+                Op::Relu
+                    | Op::LeakyRelu { .. }
+                    | Op::Clip { .. }
+                    | Op::Add
+                    | Op::AddActivation(_)
+                    | Op::Sub
+                    | Op::Mul
+                    | Op::Div
+                    | Op::MaxPool(_)
+                    | Op::AveragePool(_)
+                    | Op::Pad { .. }
+                    | Op::Slice { .. }
+                    | Op::Concat { .. }
+            )
+        };
+        let mut nhwc: Vec<bool> = (0..n)
+            .map(|i| {
+                let shape = &self.img_out_shapes[i];
+                let elementwise_same_shapes = match op(i) {
+                    Op::MaxPool(_) | Op::AveragePool(_) | Op::Conv(_) => true,
+                    Op::Pad { .. } | Op::Slice { .. } | Op::Concat { .. } => {
+                        self.img_in_shapes[i].iter().all(|s| s.len() == 4)
+                    }
+                    _ => self.img_in_shapes[i].iter().all(|s| s == shape),
+                };
+                shape.len() == 4
+                    && i != self.output_step
+                    && (matches!(op(i), Op::Conv(_)) || same_layout_op(i))
+                    && elementwise_same_shapes
+            })
+            .collect();
+        let reads_nhwc = |j: usize, k: usize| match op(j) {
+            Op::Conv(c) => k == 0 && conv_reads_nhwc(&c.params),
+            Op::GlobalAveragePool => k == 0,
+            _ => same_layout_op(j),
+        };
+        // Constraints only ever turn values back to NCHW, so this reaches a fixpoint.
+        loop {
+            let mut changed = false;
+            for j in 0..n {
+                let mut all = nhwc[j] || !same_layout_op(j);
+                for (k, src) in self.steps[j].inputs.iter().enumerate() {
+                    match (src, producers[j][k]) {
+                        (Src::Slot(_), Some(p)) => {
+                            if nhwc[p] && !reads_nhwc(j, k) {
+                                nhwc[p] = false;
+                                changed = true;
+                            }
+                            all &= nhwc[p];
+                        }
+                        _ => all = false,
+                    }
+                }
+                if same_layout_op(j) && !all {
+                    for (k, src) in self.steps[j].inputs.iter().enumerate() {
+                        if let (Src::Slot(_), Some(p)) = (src, producers[j][k]) {
+                            changed |= std::mem::take(&mut nhwc[p]);
+                        }
+                    }
+                    changed |= std::mem::take(&mut nhwc[j]);
+                }
+            }
+            if !changed {
+                return nhwc;
+            }
+        }
+    }
+}
+
+/// Where logical NCHW axis `a` lies in a pixel-major value's memory (`[n, h, w, c]`).
+pub const NHWC_POSITION: [usize; 4] = [0, 3, 1, 2];
+
+/// A per-axis list in logical NCHW order, reordered to the physical NHWC order.
+pub fn to_nhwc_order<T: Copy>(v: &[T]) -> Vec<T> {
+    vec![v[0], v[2], v[3], v[1]]
+}
