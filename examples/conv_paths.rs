@@ -59,7 +59,7 @@ fn main() {
         let mut b = a.clone();
         let mut col = Vec::new();
         let t_gemm = time(|| conv2d_image(&op, &x, hw, hw, &mut a, &mut col));
-        let d = DirectConv::new(&op).expect("suits");
+        let d = DirectConv::new(&op).expect("one group, no dilation");
         let mut scratch = DirectScratch::default();
         let t_direct = time(|| {
             d.forward(

@@ -1,11 +1,12 @@
-//! Per-op-kind time of a model on random input: `cargo run --release --example profile -- MODEL BATCH RUNS`.
+//! Per-op-kind time of a model on random input:
+//! `cargo run --release --example profile -- MODEL BATCH RUNS [THREADS]`.
 fn main() -> Result<(), haste::Error> {
     let a: Vec<String> = std::env::args().collect();
     let model = haste::Model::load(a[1].as_ref())?;
     let batch: usize = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let runs: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let mut plan = model.plan(haste::PlanOptions {
-        threads: 0,
+        threads: a.get(4).and_then(|s| s.parse().ok()).unwrap_or(0),
         max_batch: batch,
     })?;
     let per: usize = model.image_shape.iter().product();

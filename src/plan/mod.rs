@@ -10,6 +10,7 @@ pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice, 
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
+use crate::kernels::direct::DirectConv;
 use crate::ops::{ConvOp, Op};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -231,7 +232,7 @@ impl Plan {
         let direct = steps
             .iter()
             .map(|s| match &graph.nodes[s.node].op {
-                Op::Conv(c) => crate::kernels::direct::DirectConv::new(c),
+                Op::Conv(c) if DirectConv::suits(&c.params) => DirectConv::new(c),
                 _ => None,
             })
             .collect();

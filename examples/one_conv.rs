@@ -1,0 +1,44 @@
+//! Time the direct kernel on one conv shape, for profiling:
+//! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE`.
+use haste::kernels::direct::{DirectConv, DirectScratch};
+use haste::kernels::layout::IoLayout;
+use haste::ops::{Activation, Conv2dParams, ConvOp};
+use std::time::Instant;
+
+fn main() {
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let [ci, co, k, s, hw] = [a[0], a[1], a[2], a[3], a[4]];
+    let p = Conv2dParams::new(ci, co, k, k)
+        .with_pads([k / 2; 4])
+        .with_stride(s, s);
+    let op = ConvOp {
+        params: p,
+        weights: vec![0.01; ci * co * k * k],
+        bias: None,
+        activation: Activation::None,
+    };
+    let d = DirectConv::new(&op).expect("one group, no dilation");
+    let x = vec![0.5f32; ci * hw * hw];
+    let (oh, ow) = p.out_hw(hw, hw);
+    let mut out = vec![0.0; co * oh * ow];
+    let mut scratch = DirectScratch::default();
+    let io = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
+    let t = Instant::now();
+    let mut runs = 0;
+    while t.elapsed().as_secs_f64() < 3.0 {
+        d.forward(&x, (hw, hw), &mut out, &mut scratch, io);
+        runs += 1;
+    }
+    let per = t.elapsed().as_secs_f64() / runs as f64;
+    println!(
+        "{:.1} us, {:.0} GFLOP/s",
+        per * 1e6,
+        2.0 * p.dense_macs(hw, hw) as f64 / per / 1e9
+    );
+}
