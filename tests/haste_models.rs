@@ -35,12 +35,16 @@ fn opts() -> EvalOptions {
     }
 }
 
+/// HASTE with `l` hyperplanes on every eligible layer: the CIFAR ResNets' layers are all too
+/// small for HASTE to be faster than dense, so the cost-aware default would keep them dense,
+/// and these tests study the method itself.
 fn with_l(l: usize) -> CompressOptions {
     CompressOptions {
         config: HasteConfig {
             hyperplanes: l,
             ..HasteConfig::default()
         },
+        cost_aware: false,
         ..CompressOptions::default()
     }
 }
@@ -236,7 +240,12 @@ fn bad_knobs_are_clean_errors() {
 fn eval_json_reports_dense_and_haste() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let j = haste_json("eval", &m, &d, &["--limit", "100", "--hyperplanes", "12"]);
+    let j = haste_json(
+        "eval",
+        &m,
+        &d,
+        &["--limit", "100", "--hyperplanes", "12", "--all-layers"],
+    );
     for key in [
         "top1_dense",
         "top1",
@@ -281,6 +290,7 @@ fn sweep_writes_csv_json_and_plots() {
             "60",
             "--hyperplanes",
             "8,16",
+            "--all-layers",
             "--csv",
             csv.to_str().unwrap(),
             "--json-out",
@@ -316,7 +326,12 @@ fn sweep_writes_csv_json_and_plots() {
 fn inspect_reports_every_conv_and_small_errors_at_large_l() {
     let m = model("resnet20-cifar10");
     let d = cifar_test();
-    let j = haste_json("inspect", &m, &d, &["--limit", "40", "--hyperplanes", "64"]);
+    let j = haste_json(
+        "inspect",
+        &m,
+        &d,
+        &["--limit", "40", "--hyperplanes", "64", "--all-layers"],
+    );
     let layers = j["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 19);
     for l in layers.iter().filter(|l| l["compressed"] == true) {
@@ -334,6 +349,7 @@ fn inspect_reports_every_conv_and_small_errors_at_large_l() {
         "40",
         "--hyperplanes",
         "4",
+        "--all-layers",
     ]);
     assert_eq!(code, 0);
     assert!(
@@ -366,4 +382,72 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
             );
         }
     }
+}
+
+#[test]
+fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
+    use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
+    use haste::plan::LayerChoice;
+    // CIFAR ResNet-20: every layer has at most 64 output channels, too few for HASTE's
+    // per-patch work; by default the compressed network is the dense one, to the bit.
+    let (mut plan, data) = setup("resnet20-cifar10", &cifar_first20());
+    let d = evaluate(
+        &mut plan,
+        data.as_ref(),
+        EvalOptions {
+            limit: None,
+            batch: 20,
+            skip_bad: false,
+        },
+        &mut |_| {},
+    )
+    .expect("dense");
+    let mut c = with_l(10);
+    c.cost_aware = true;
+    let r = evaluate_haste(
+        &mut plan,
+        data.as_ref(),
+        EvalOptions {
+            limit: None,
+            batch: 20,
+            skip_bad: false,
+        },
+        &c,
+        &mut |_| {},
+    )
+    .expect("run");
+    assert!(r.layers.iter().all(|l| l.choice != LayerChoice::Compressed));
+    assert!(r
+        .layers
+        .iter()
+        .any(|l| l.choice == LayerChoice::DenseOverhead));
+    assert_eq!(r.flops.flops, r.flops.dense_flops);
+    assert_eq!(r.eval.top1, d.top1);
+
+    // Tiny Darknet: exactly the layers whose predicted overhead share is small enough are
+    // compressed, and those are its widest 3x3 convolutions.
+    let model = Model::load(&model("tiny-darknet-imagenet")).expect("model");
+    let plan = model
+        .plan(PlanOptions {
+            threads: 1,
+            max_batch: 1,
+        })
+        .expect("plan");
+    let mut c = with_l(16);
+    c.cost_aware = true;
+    let choices = plan.conv_choices(&c);
+    let mut compressed = 0;
+    for (step, choice) in choices {
+        let (op, _, _) = plan.conv_at(step).expect("conv");
+        let p = &op.params;
+        if choice == LayerChoice::Compressed {
+            compressed += 1;
+            assert!(overhead_share(p, 4) <= MAX_OVERHEAD_SHARE);
+            assert!(p.c_out >= 256, "{p:?}");
+        }
+        if choice == LayerChoice::DenseOverhead {
+            assert!(overhead_share(p, 4) > MAX_OVERHEAD_SHARE, "{p:?}");
+        }
+    }
+    assert!(compressed >= 2, "the 256- and 512-channel 3x3 convs");
 }

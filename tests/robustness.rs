@@ -349,17 +349,20 @@ fn nan_activations_are_counted_and_reported() {
             hyperplanes: 12,
             ..HasteConfig::default()
         },
+        // ResNet-20's layers are too small for the cost-aware default to compress any.
+        cost_aware: false,
         ..CompressOptions::default()
     };
     let h = evaluate_haste(&mut plan, data.as_ref(), o, &c, &mut |_| {}).unwrap();
     assert!(h.eval.nonfinite_logits > 0);
     assert!(h.nonfinite_inputs() > 0);
 
-    let j = haste_json("eval", &p, &cifar_first20(), &["--hyperplanes", "12"]);
+    let all = ["--hyperplanes", "12", "--all-layers"];
+    let j = haste_json("eval", &p, &cifar_first20(), &all);
     assert!(j["nonfinite_logits"].as_u64().unwrap() > 0, "{j}");
     assert!(j["nonfinite_logits_dense"].as_u64().unwrap() > 0, "{j}");
     assert!(j["nonfinite_inputs"].as_u64().unwrap() > 0, "{j}");
-    let j = haste_json("inspect", &p, &cifar_first20(), &["--hyperplanes", "12"]);
+    let j = haste_json("inspect", &p, &cifar_first20(), &all);
     assert!(j["nonfinite_inputs"].as_u64().unwrap() > 0, "{j}");
     assert!(j["nonfinite_logits"].as_u64().unwrap() > 0, "{j}");
     for sub in ["eval", "inspect"] {
@@ -371,6 +374,7 @@ fn nan_activations_are_counted_and_reported() {
             cifar_first20().to_str().unwrap(),
             "--hyperplanes",
             "12",
+            "--all-layers",
         ]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("non-finite logit"), "{sub}: {out}");

@@ -53,6 +53,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "flops_reduction": h.flops.reduction(),
                 "flops_reduction_conv_only": h.flops.reduction_conv_only(),
                 "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::Compressed).count(),
+                "overhead_dense_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::DenseOverhead).count(),
                 "haste_seconds": h.eval.seconds,
                 "haste_images_per_second": h.eval.images_per_second(),
                 "haste_compute_images_per_second": h.eval.compute_images_per_second(),
@@ -78,6 +79,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     match (&haste, &compress) {
         (Some(h), Some(c)) => {
             println!("HASTE        {}", describe(c));
+            println!("layers       {}", layer_summary(&h.layers));
             println!(
                 "             {:>12} {:>12} {:>10}",
                 "dense", "HASTE", "change"
@@ -140,11 +142,35 @@ pub fn run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// How many convolutions HASTE runs on, and why the others stay dense.
+pub(crate) fn layer_summary(layers: &[crate::plan::ConvLayerReport]) -> String {
+    use crate::plan::LayerChoice;
+    let count = |c: LayerChoice| layers.iter().filter(|l| l.choice == c).count();
+    let mut s = format!(
+        "{} of {} convolutions compressed",
+        count(LayerChoice::Compressed),
+        layers.len()
+    );
+    let overhead = count(LayerChoice::DenseOverhead);
+    if overhead > 0 {
+        s += &format!(
+            "; {overhead} kept dense: HASTE's per-patch overhead exceeds {:.0} % of their cost, \
+             so it cannot be faster there (--all-layers compresses them anyway)",
+            100.0 * crate::haste::cost::MAX_OVERHEAD_SHARE
+        );
+    }
+    let slower = count(LayerChoice::DenseSlower);
+    if slower > 0 {
+        s += &format!("; {slower} kept dense: HASTE measured slower");
+    }
+    s
+}
+
 /// One line describing the HASTE settings.
 pub(crate) fn describe(c: &crate::plan::CompressOptions) -> String {
     let cfg = &c.config;
     format!(
-        "L={} s={:.3} tile={} start layer={} seed={} {:?} magnitude={:?}{}{}",
+        "L={} s={:.3} tile={} start layer={} seed={} {:?} magnitude={:?}{}{}{}",
         cfg.hyperplanes,
         cfg.sparsity,
         cfg.tile,
@@ -158,5 +184,6 @@ pub(crate) fn describe(c: &crate::plan::CompressOptions) -> String {
             " 1x1 compressed"
         },
         if cfg.centering { "" } else { " no-centering" },
+        if c.cost_aware { "" } else { " all layers" },
     )
 }

@@ -44,8 +44,14 @@ pub struct HasteKnobs {
     /// Compress 1x1 convolutions too (kept dense by default: hashing costs too much there).
     #[arg(long)]
     pub include_1x1: bool,
+    /// Compress every eligible layer, also those where HASTE's per-patch overhead is too
+    /// large a share of the layer's cost to ever be faster than dense (kept dense by default;
+    /// the FLOPs view of the paper, e.g. for the CIFAR ResNets, whose layers are all small).
+    #[arg(long)]
+    pub all_layers: bool,
     /// The paper's method as published: start at the second conv, compress 1x1 convs, angular
-    /// hash only (overrides --start-layer, --include-1x1 and --magnitude-bins).
+    /// hash only, every layer (overrides --start-layer, --include-1x1, --magnitude-bins and
+    /// implies --all-layers).
     #[arg(long)]
     pub paper: bool,
     /// Time HASTE against dense per layer on the first batch and keep the dense kernel where
@@ -121,6 +127,7 @@ impl HasteKnobs {
             skip_pointwise: !self.include_1x1,
             magnitude: self.magnitude_bins,
             keep_dense_when_slower: self.keep_dense_when_slower,
+            cost_aware: !self.all_layers,
         })
     }
 }

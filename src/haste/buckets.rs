@@ -18,6 +18,8 @@ pub struct Buckets {
     starts: Vec<u32>,
     /// `1 / |b|` per bucket.
     inv_sizes: Vec<f32>,
+    /// `1 / k` for `k` in `0..=c_in` (1 for `k = 0`).
+    reciprocals: Vec<f32>,
     /// Hash table of the grouping (bucket index per slot) and the key of each bucket.
     slots: Vec<u32>,
     bucket_keys: Vec<Key>,
@@ -81,9 +83,14 @@ impl Buckets {
     }
 
     fn set_inv_sizes(&mut self) {
+        // `1 / k` for every possible size, computed once per channel count (a division per
+        // bucket would cost more than the grouping itself).
+        if self.reciprocals.len() != self.c_in + 1 {
+            self.reciprocals = (0..=self.c_in).map(|k| 1.0 / k.max(1) as f32).collect();
+        }
         grow(&mut self.inv_sizes, self.count);
         for b in 0..self.count {
-            self.inv_sizes[b] = 1.0 / (self.starts[b + 1] - self.starts[b]) as f32;
+            self.inv_sizes[b] = self.reciprocals[(self.starts[b + 1] - self.starts[b]) as usize];
         }
     }
 

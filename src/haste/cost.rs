@@ -71,6 +71,41 @@ pub fn patch_flops(
     }
 }
 
+/// Cycles one HASTE patch spends outside the reduced convolution (hashing, grouping, both
+/// merges, bookkeeping), per input channel and window pixel. Measured with `rdtsc` around
+/// each step on ResNet-56 (2000 CIFAR-10 test images, one thread, Zen 4): 5.0 at 16 and 32
+/// channels, 5.3 at 64, i.e. 2.9, 5.8 and 12.3 thousand cycles per 6 x 6 window.
+pub const OVERHEAD_CYCLES_PER_CHANNEL_PIXEL: f64 = 5.2;
+
+/// Multiply-adds per (TSC) cycle of the direct kernel on the same machine (about 105 GFLOP/s).
+pub const KERNEL_MACS_PER_CYCLE: f64 = 20.0;
+
+/// HASTE is used on a layer only when its fixed per-patch work is at most this share of the
+/// layer's dense cost: below that, a layer must merge away more than this share of its
+/// channels before HASTE is faster than the dense kernel, which the operating points within
+/// one accuracy point never do (the README's per-layer tables).
+pub const MAX_OVERHEAD_SHARE: f64 = 0.15;
+
+/// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for one
+/// full `tile x tile` patch of the convolution `p`: data-free, so the choice it drives is
+/// deterministic. It falls with the output channels (the dense work grows with them, the
+/// overhead does not) and with the tile.
+///
+/// ```
+/// use haste::haste::cost::overhead_share;
+/// use haste::ops::Conv2dParams;
+/// let small = Conv2dParams::new(64, 64, 3, 3).with_pads([1; 4]);
+/// let wide = Conv2dParams::new(64, 512, 3, 3).with_pads([1; 4]);
+/// assert!(overhead_share(&small, 4) > 0.3);
+/// assert!(overhead_share(&wide, 4) < 0.1);
+/// ```
+pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
+    let window = ((tile - 1) * p.stride.0 + p.kh) * ((tile - 1) * p.stride.1 + p.kw);
+    let overhead = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * (p.c_in * window) as f64;
+    let dense = (tile * tile * p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
+    overhead / dense.max(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,7 +135,9 @@ pub fn hash_window(
                 *a += v;
             }
         }
-        let sum = lanes.iter().fold(0.0f32, |a, &v| a + v);
+        // Pairwise tree over the lanes: short dependency chains, and the same order on every
+        // instruction set.
+        let sum = sum16(&lanes);
         finite &= sum.is_finite();
         thresholds.push(if centering { sum / c as f32 } else { 0.0 });
     }
@@ -149,12 +151,17 @@ pub fn hash_window(
             *code |= ((v > t) as u64) << l;
         }
     }
-    let mut entries_used = 0u64;
-    for r in win.r0..win.r1 {
-        for col in win.c0..win.c1 {
-            entries_used += hp.terms_at(r * fw + col).len() as u64;
+    let entries_used = if win.covers(hp.window()) {
+        hp.nnz() as u64
+    } else {
+        let mut used = 0u64;
+        for r in win.r0..win.r1 {
+            for col in win.c0..win.c1 {
+                used += hp.terms_at(r * fw + col).len() as u64;
+            }
         }
-    }
+        used
+    };
     let counts = HashCounts {
         nonfinite: 0,
         entries_used,
@@ -501,6 +508,15 @@ unsafe fn project_avx512(
     _mm512_storeu_si512(code.as_mut_ptr() as *mut _, lo);
     _mm512_storeu_si512(code.as_mut_ptr().add(8) as *mut _, hi);
     code
+}
+
+/// `v[0] + .. + v[15]` as a pairwise tree (halves, quarters, ...), the same order everywhere.
+#[inline(always)]
+fn sum16(v: &[f32; LANES]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+    let c: [f32; 2] = std::array::from_fn(|i| b[i] + b[i + 2]);
+    c[0] + c[1]
 }
 
 /// Sum of a slice in 16 interleaved lanes (vectorizes; deterministic order).

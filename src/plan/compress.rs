@@ -3,6 +3,7 @@
 
 use super::{ConvKernel, Plan};
 use crate::error::{Error, Result};
+use crate::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
 use crate::haste::{HasteConfig, HasteConv, LayerStats};
 
 /// Where to use magnitude-aware hashing (bucket by the channel's norm as well as its angle).
@@ -35,11 +36,17 @@ pub struct CompressOptions {
     /// the choice then depends on the machine's timing, so accuracy and FLOPs are no longer
     /// reproducible from the seed alone.
     pub keep_dense_when_slower: bool,
+    /// Keep dense the layers where HASTE's fixed per-patch work is too large a share of the
+    /// dense cost to ever pay off ([`crate::haste::cost::overhead_share`] above
+    /// [`crate::haste::cost::MAX_OVERHEAD_SHARE`]). A data-free, deterministic rule; on by
+    /// default, off in [`CompressOptions::paper`] and with `--all-layers`.
+    pub cost_aware: bool,
 }
 
 impl Default for CompressOptions {
-    /// haste's defaults: start at the third convolution, keep 1x1 convolutions dense,
-    /// magnitude-aware hashing (step 0.5) where inputs can be negative.
+    /// haste's defaults: start at the third convolution, keep 1x1 convolutions and layers
+    /// too small to pay for HASTE's overhead dense, magnitude-aware hashing (step 0.5) where
+    /// inputs can be negative.
     fn default() -> Self {
         CompressOptions {
             config: HasteConfig::default(),
@@ -47,6 +54,7 @@ impl Default for CompressOptions {
             skip_pointwise: true,
             magnitude: MagnitudeMode::SignedInputs(0.5),
             keep_dense_when_slower: false,
+            cost_aware: true,
         }
     }
 }
@@ -63,6 +71,7 @@ impl CompressOptions {
             skip_pointwise: false,
             magnitude: MagnitudeMode::Off,
             keep_dense_when_slower: false,
+            cost_aware: false,
         }
     }
 }
@@ -77,6 +86,9 @@ pub enum LayerChoice {
     DensePointwise,
     /// Compressible, but HASTE measured slower than dense on the first batch.
     DenseSlower,
+    /// Compressible, but HASTE's per-patch overhead is too large a share of the layer's
+    /// dense cost (see [`CompressOptions::cost_aware`]).
+    DenseOverhead,
 }
 
 impl LayerChoice {
@@ -88,6 +100,7 @@ impl LayerChoice {
             LayerChoice::DenseGrouped => "dense (grouped/dilated)",
             LayerChoice::DensePointwise => "dense (1x1)",
             LayerChoice::DenseSlower => "dense (HASTE slower)",
+            LayerChoice::DenseOverhead => "dense (overhead too large)",
         }
     }
 }
@@ -162,6 +175,10 @@ impl Plan {
                     LayerChoice::DenseBeforeStart
                 } else if options.skip_pointwise && p.kh == 1 && p.kw == 1 {
                     LayerChoice::DensePointwise
+                } else if options.cost_aware
+                    && overhead_share(p, options.config.tile) > MAX_OVERHEAD_SHARE
+                {
+                    LayerChoice::DenseOverhead
                 } else {
                     LayerChoice::Compressed
                 };
