@@ -103,14 +103,28 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     // Layers with 64 or more output channels: blocks of 6 outputs x 64 channels (24
     // accumulators), so each broadcast input value feeds 4 FMAs. Otherwise (and for the
     // channels left over) blocks of up to 8 outputs x 32 channels.
+    // A small patch whose output count 6 does not divide (HASTE's 4 x 4) takes blocks of 4
+    // outputs x 64 channels instead, so no block is left over at half speed.
     let wide = g.c_out / 64;
+    let wide_mr = if n <= 64 && n % 6 != 0 && n % 4 == 0 {
+        4
+    } else {
+        6
+    };
     let mut j0 = 0;
     while j0 < n {
-        let mr = if wide > 0 { 6 } else { 8 }.min(n - j0);
-        if wide > 0 && mr == 6 {
+        let mr = if wide > 0 { wide_mr } else { 8 }.min(n - j0);
+        if wide > 0 && mr == wide_mr {
             for q in 0..wide {
+                let co0 = 64 * q;
                 // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
-                unsafe { block::<6, 4>(g, win, first, rows, out, j0, 64 * q, [0xffff; 4]) };
+                unsafe {
+                    if mr == 4 {
+                        block::<4, 4>(g, win, first, rows, out, j0, co0, [0xffff; 4])
+                    } else {
+                        block::<6, 4>(g, win, first, rows, out, j0, co0, [0xffff; 4])
+                    }
+                };
             }
             // SAFETY: as above.
             unsafe { narrow_blocks(g, win, first, rows, out, j0, mr, 64 * wide) };
@@ -495,6 +509,7 @@ mod tests {
                 (9, 33, 1, 5),
                 (9, 70, 3, 5),
                 (16, 128, 2, 7),
+                (12, 192, 4, 4),
             ] {
                 let (kh, kw, sh, sw) = (3, 3, 1, 1);
                 let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
