@@ -243,21 +243,61 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
+        self.dispatch(x, (h, w), None, out, scratch, stats, io)
+    }
+
+    /// Output rows `band` of one image (`band.start` a multiple of the tile), pixel-major in
+    /// and out: `x = [h][w][c_in]`, `out = [band.len()][ow][c_out]`, bias included. Bands of
+    /// one image can run on different threads (each with its own scratch); `stats` gets the
+    /// band's patches but not the image, which the caller counts once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_band(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        band: std::ops::Range<usize>,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+    ) {
+        let io = IoLayout {
+            input_nhwc: true,
+            output_nhwc: true,
+        };
+        assert!(
+            band.start % self.cfg.tile == 0,
+            "HASTE band must start on a tile"
+        );
+        self.dispatch(x, (h, w), Some(band), out, scratch, stats, io)
+    }
+
+    /// Runs [`Self::forward_impl`] compiled for the best instruction set available.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        x: &[f32],
+        hw: (usize, usize),
+        band: Option<std::ops::Range<usize>>,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        io: IoLayout,
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             let fma = std::arch::is_x86_feature_detected!("fma");
             if fma && std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
-                unsafe { self.forward_avx512(x, h, w, out, scratch, stats, io) };
+                unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, io) };
                 return;
             }
             if fma && std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-                unsafe { self.forward_avx2(x, h, w, out, scratch, stats, io) };
+                unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, io) };
                 return;
             }
         }
-        self.forward_impl(x, h, w, out, scratch, stats, io, false)
+        self.forward_impl(x, hw, band, out, scratch, stats, io, false)
     }
 
     /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2), with the
@@ -270,14 +310,14 @@ impl HasteConv {
     unsafe fn forward_avx512(
         &self,
         x: &[f32],
-        h: usize,
-        w: usize,
+        hw: (usize, usize),
+        band: Option<std::ops::Range<usize>>,
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats, io, true)
+        self.forward_impl(x, hw, band, out, scratch, stats, io, true)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (and FMA, so `mul_add` is one instruction).
@@ -287,14 +327,14 @@ impl HasteConv {
     unsafe fn forward_avx2(
         &self,
         x: &[f32],
-        h: usize,
-        w: usize,
+        hw: (usize, usize),
+        band: Option<std::ops::Range<usize>>,
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.forward_impl(x, h, w, out, scratch, stats, io, false)
+        self.forward_impl(x, hw, band, out, scratch, stats, io, false)
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
@@ -303,8 +343,8 @@ impl HasteConv {
     fn forward_impl(
         &self,
         x: &[f32],
-        h: usize,
-        w: usize,
+        (h, w): (usize, usize),
+        band: Option<std::ops::Range<usize>>,
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
@@ -321,12 +361,18 @@ impl HasteConv {
             c_in * h * w,
             "HASTE conv: input length for {c_in}x{h}x{w}"
         );
+        // The output rows computed, and where `out` starts (row `rows.start`).
+        let out_rows = band.clone().unwrap_or(0..oh);
+        assert!(out_rows.end <= oh, "HASTE conv: rows {out_rows:?} of {oh}");
         assert_eq!(
             out.len(),
-            c_out * oh * ow,
-            "HASTE conv: output length for {c_out}x{oh}x{ow}"
+            c_out * out_rows.len() * ow,
+            "HASTE conv: output length for {c_out}x{}x{ow}",
+            out_rows.len()
         );
-        stats.images += 1;
+        if band.is_none() {
+            stats.images += 1;
+        }
         stats.c_in = c_in;
         grow(&mut stats.bucket_size_hist, c_in + 1);
         if oh == 0 || ow == 0 {
@@ -354,8 +400,8 @@ impl HasteConv {
         grow(&mut s.rows, c_in);
         let magnitude = self.cfg.magnitude_bins;
 
-        for oy0 in (0..oh).step_by(tile) {
-            let ph = tile.min(oh - oy0);
+        for oy0 in out_rows.clone().step_by(tile) {
+            let ph = tile.min(out_rows.end - oy0);
             for ox0 in (0..ow).step_by(tile) {
                 let pw = tile.min(ow - ox0);
                 let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
@@ -410,7 +456,7 @@ impl HasteConv {
                     out_w: ow,
                 };
                 let (win_buf, first, rows) = (&s.mwin[..], &s.first[..nb], &s.rows[..nb]);
-                let at = (oy0 * ow + ox0) * c_out;
+                let at = ((oy0 - out_rows.start) * ow + ox0) * c_out;
                 let pout = if io.output_nhwc {
                     &mut out[at..]
                 } else {
@@ -447,7 +493,7 @@ impl HasteConv {
         }
         if io.output_nhwc {
             if let Some(b) = &self.bias {
-                for px in out[..oh * ow * c_out].chunks_exact_mut(c_out) {
+                for px in out.chunks_exact_mut(c_out) {
                     px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                 }
             }
@@ -505,7 +551,16 @@ mod tests {
             };
             let s = HasteScratch::default();
             let generic = run(&|o, st| {
-                conv.forward_impl(&x, 11, 11, o, &mut s.clone(), st, IoLayout::NCHW, false)
+                conv.forward_impl(
+                    &x,
+                    (11, 11),
+                    None,
+                    o,
+                    &mut s.clone(),
+                    st,
+                    IoLayout::NCHW,
+                    false,
+                )
             });
             let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
             assert_eq!(generic, dispatched);
@@ -513,11 +568,56 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is supported, checked just above.
                 let avx2 = run(&|o, st| unsafe {
-                    conv.forward_avx2(&x, 11, 11, o, &mut s.clone(), st, IoLayout::NCHW)
+                    conv.forward_avx2(&x, (11, 11), None, o, &mut s.clone(), st, IoLayout::NCHW)
                 });
                 assert_eq!(generic, avx2);
             }
             assert!(generic.1.mean_buckets() < 24.0);
         }
+    }
+
+    #[test]
+    fn bands_of_rows_add_up_to_the_whole_image() {
+        let (c_in, c_out, h, w) = (20, 40, 13, 11);
+        let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+        let wts: Vec<f32> = (0..c_in * c_out * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
+        // Pixel-major input with some duplicated channels, so buckets merge.
+        let x: Vec<f32> = (0..h * w * c_in)
+            .map(|i| {
+                let (px, c) = (i / c_in, i % c_in);
+                ((px * 13 + (c % 7) * 29) % 97) as f32 / 30.0
+            })
+            .collect();
+        let cfg = HasteConfig {
+            hyperplanes: 6,
+            tile: 4,
+            ..HasteConfig::default()
+        };
+        let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
+        let io = IoLayout {
+            input_nhwc: true,
+            output_nhwc: true,
+        };
+        let (oh, ow) = p.out_hw(h, w);
+        let mut whole = vec![0.0; oh * ow * c_out];
+        let mut whole_stats = LayerStats::default();
+        let mut s = HasteScratch::default();
+        conv.forward_layout(&x, h, w, &mut whole, &mut s, &mut whole_stats, io);
+        let mut banded = vec![0.0; oh * ow * c_out];
+        let mut band_stats = LayerStats::default();
+        let (top, bottom) = banded.split_at_mut(8 * ow * c_out);
+        conv.forward_band(&x, (h, w), 0..8, top, &mut s, &mut band_stats);
+        let mut other = HasteScratch::default();
+        conv.forward_band(&x, (h, w), 8..oh, bottom, &mut other, &mut band_stats);
+        band_stats.images += 1;
+        assert_eq!(
+            whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            banded.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(whole_stats, band_stats);
+        assert!(whole_stats.mean_buckets() < c_in as f64);
     }
 }

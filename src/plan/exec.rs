@@ -340,6 +340,35 @@ impl Plan {
         let out_len = p.c_out * oh * ow;
         let io = self.io_layout(i);
         match &self.conv_kernels[i] {
+            Some(ConvKernel::Haste(hc)) if n < self.threads && io.input_nhwc && io.output_nhwc => {
+                // Fewer images than threads: bands of patch rows of each image in parallel.
+                let stats = &self.haste_stats[i];
+                let tile = hc.config().tile;
+                let per = oh.div_ceil(tile).div_ceil(self.threads) * tile;
+                let row = ow * p.c_out;
+                let measuring = self.layer_error.is_some();
+                for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                    o.par_chunks_mut(per * row)
+                        .enumerate()
+                        .for_each(|(k, band)| {
+                            let mut ws = thread_workspace(&self.workspaces);
+                            let rows = k * per..k * per + band.len() / row;
+                            let mut local = crate::haste::LayerStats::default();
+                            let s = &mut ws.state.scratch.haste;
+                            hc.forward_band(xi, (h, w), rows, band, s, &mut local);
+                            if !measuring {
+                                op.activation.apply(band);
+                            }
+                            lock(stats).add(&local);
+                        });
+                    lock(stats).images += 1;
+                    if measuring {
+                        let mut ws = thread_workspace(&self.workspaces);
+                        self.measure_error(i, op, xi, (h, w), o, &mut ws.state.scratch);
+                        op.activation.apply(o);
+                    }
+                }
+            }
             Some(ConvKernel::Haste(hc)) => {
                 let stats = &self.haste_stats[i];
                 out.par_chunks_mut(out_len)
