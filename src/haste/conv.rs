@@ -265,7 +265,7 @@ impl HasteConv {
             output_nhwc: true,
         };
         assert!(
-            band.start % self.cfg.tile == 0,
+            band.start.is_multiple_of(self.cfg.tile),
             "HASTE band must start on a tile"
         );
         self.dispatch(x, (h, w), Some(band), out, scratch, stats, io)

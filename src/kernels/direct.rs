@@ -106,7 +106,7 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     // A small patch whose output count 6 does not divide (HASTE's 4 x 4) takes blocks of 4
     // outputs x 64 channels instead, so no block is left over at half speed.
     let wide = g.c_out / 64;
-    let wide_mr = if n <= 64 && n % 6 != 0 && n % 4 == 0 {
+    let wide_mr = if n <= 64 && !n.is_multiple_of(6) && n.is_multiple_of(4) {
         4
     } else {
         6
