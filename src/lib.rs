@@ -12,7 +12,7 @@
 //! | ONNX decode, op registry | [`onnx`] |
 //! | IR, constant folding, BatchNorm/activation fusion | [`graph`], [`ops`] |
 //! | execution order, buffers, threads | [`plan`] |
-//! | dense kernels (im2col + GEMM, pooling, layout) | [`kernels`] |
+//! | dense kernels (the direct pixel-major conv, im2col + GEMM, pooling, layout) | [`kernels`] |
 //! | the method: hyperplanes, hashing, buckets, merging, reduced conv, cost | [`haste`] |
 //! | CIFAR-10 binary, ImageFolder, preprocessing, model cards | [`datasets`] |
 //! | evaluation, reports, plots | [`eval`], [`report`] |
@@ -34,6 +34,9 @@
 //! let dense = evaluate(&mut plan, data.as_ref(), options, &mut |_| {})?;
 //! let compress = CompressOptions {
 //!     config: HasteConfig { hyperplanes: 12, ..HasteConfig::default() },
+//!     // Every eligible layer: by default ResNet-20's layers are too small for HASTE to be
+//!     // faster than dense, so they would all stay dense.
+//!     cost_aware: false,
 //!     ..CompressOptions::default()
 //! };
 //! let h = evaluate_haste(&mut plan, data.as_ref(), options, &compress, &mut |_| {})?;

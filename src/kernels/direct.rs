@@ -128,7 +128,7 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
             };
         }
     }
-    if wide > 0 && g.c_out % 64 != 0 {
+    if wide > 0 && !g.c_out.is_multiple_of(64) {
         // The channels past the last full group, for the same outputs.
         for j0 in (0..full).step_by(8) {
             // SAFETY: as above.

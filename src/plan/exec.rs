@@ -85,9 +85,8 @@ impl Plan {
             out_shape: &self.out_shapes[i],
             min_len: 1,
         };
-        let result = self
-            .pool
-            .install(|| self.compute(i, &frame, &mut Mode::Batch(n), &mut out_buf[..out_len]));
+        // Called from `run_layers` on a pool thread.
+        let result = self.compute(i, &frame, &mut Mode::Batch(n), &mut out_buf[..out_len]);
         self.slots[out_slot] = out_buf;
         result
     }

@@ -103,7 +103,7 @@ pub struct Plan {
     pub(crate) output_step: usize,
     /// Whether every step can run image by image (see [`Plan::image_mode_ok`]).
     pub(crate) image_mode: bool,
-    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
     /// One per thread.
     pub(crate) workspaces: Vec<Mutex<Workspace>>,
     pub(crate) shared_col: Mutex<Vec<f32>>,
@@ -144,6 +144,7 @@ impl Plan {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
+        let pool = std::sync::Arc::new(pool);
         let order = graph.topological_order()?;
         let input_id = *graph
             .inputs
@@ -564,9 +565,7 @@ impl Plan {
         }
         self.infer_shapes(n)?;
         match self.output {
-            Src::Slot(s) if self.image_mode && (n >= self.threads || self.is_small()) => {
-                self.run_images(input, n, s)?
-            }
+            Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
             _ => self.run_layers(input, n)?,
         }
         let shape = match self.output {
@@ -589,25 +588,22 @@ impl Plan {
 }
 
 impl Plan {
-    /// Per-image work below which splitting one image over threads costs more than it saves
-    /// (CIFAR-sized networks): such batches run image by image even when smaller than the
-    /// thread count. Measured: ResNet-20 at batch 1 runs faster on one thread than split.
-    const SMALL_IMAGE_MACS: u64 = 200_000_000;
-
-    fn is_small(&self) -> bool {
-        self.dense_macs() < Self::SMALL_IMAGE_MACS
-    }
-
     /// Runs the batch step by step (see [`exec`]).
     fn run_layers(&mut self, input: &[f32], n: usize) -> Result<()> {
-        for i in 0..self.steps.len() {
-            let t = self.step_seconds.is_some().then(std::time::Instant::now);
-            self.execute(i, input, n)?;
-            if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
-                acc[i] += t.elapsed().as_secs_f64();
+        // All steps inside one `install`: the loop runs on a pool thread, so each step's
+        // parallel work starts without a hand-off from the caller's thread (at batch 1 that
+        // hand-off cost more than a CIFAR convolution).
+        let pool = std::sync::Arc::clone(&self.pool);
+        pool.install(|| {
+            for i in 0..self.steps.len() {
+                let t = self.step_seconds.is_some().then(std::time::Instant::now);
+                self.execute(i, input, n)?;
+                if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
+                    acc[i] += t.elapsed().as_secs_f64();
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Turns per-step timing on (and clears it) or off.
