@@ -222,7 +222,7 @@ pub struct BenchArgs {
     /// Skip images of --data that cannot be loaded (the next ones are used instead).
     #[arg(long)]
     pub skip_bad: bool,
-    /// Timed runs (after one warm-up run).
+    /// Timed runs (after warm-up runs filling at least 0.3 s).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Also time every HASTE layer against its dense kernel (best of two runs each) and

@@ -27,9 +27,15 @@ fn timing(mut v: Vec<f64>) -> Timing {
     }
 }
 
-/// Runs `plan` on `input` `runs` times after one warm-up run.
+/// Runs `plan` on `input` `runs` times after warming up: at least one run and 0.3 s, so
+/// the cores have left their idle clock (a batch-1 run of a few ms otherwise times the
+/// ramp-up, not the engine).
 fn time_runs(plan: &mut Plan, input: &[f32], n: usize, runs: usize) -> Result<Timing> {
+    let warm = Instant::now();
     plan.run(input, n)?;
+    while warm.elapsed().as_secs_f64() < 0.3 {
+        plan.run(input, n)?;
+    }
     let mut secs = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
@@ -152,7 +158,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     println!("model   {} (input: {source})", a.model.model.display());
     println!(
-        "setup   batch {}, {} threads, {} timed runs after 1 warm-up",
+        "setup   batch {}, {} threads, {} timed runs after a 0.3 s warm-up",
         a.batch,
         plan.threads(),
         a.runs

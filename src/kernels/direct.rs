@@ -372,7 +372,7 @@ impl DirectConv {
         let p = &self.params;
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
-        self.pad_input(x, h, w, io.input_nhwc, s);
+        self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let per = oh.div_ceil(parts.max(1)).max(1);
         let (padded, rows) = (&s.padded[..], &s.rows[..]);
         let target = if io.output_nhwc {
@@ -420,6 +420,36 @@ impl DirectConv {
         } else {
             layout::to_hwc_padded(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
         }
+        self.set_rows(s);
+    }
+
+    /// [`Self::pad_input`] with the rows of a pixel-major input copied in parallel.
+    fn pad_input_parallel(&self, x: &[f32], h: usize, w: usize, nhwc: bool, s: &mut DirectScratch) {
+        use rayon::prelude::*;
+        if !nhwc {
+            return self.pad_input(x, h, w, nhwc, s);
+        }
+        let p = &self.params;
+        let (hp, wp, c) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3], p.c_in);
+        let (top, left) = (p.pads[0], p.pads[1]);
+        grow(&mut s.padded, hp * wp * c);
+        s.padded[..hp * wp * c]
+            .par_chunks_mut(wp * c)
+            .enumerate()
+            .for_each(|(r, row)| match r.checked_sub(top).filter(|&y| y < h) {
+                Some(y) => {
+                    row[..left * c].fill(0.0);
+                    row[left * c..(left + w) * c].copy_from_slice(&x[y * w * c..][..w * c]);
+                    row[(left + w) * c..].fill(0.0);
+                }
+                None => row.fill(0.0),
+            });
+        self.set_rows(s);
+    }
+
+    /// The filter row addresses (into `self.wt`, which never moves while `self` is borrowed).
+    fn set_rows(&self, s: &mut DirectScratch) {
+        let p = &self.params;
         grow_usize(&mut s.rows, p.c_in);
         let base = self.wt.as_ptr() as usize;
         for (c, r) in s.rows[..p.c_in].iter_mut().enumerate() {

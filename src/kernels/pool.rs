@@ -95,9 +95,22 @@ pub fn pool_hwc(
     (h, w, c): (usize, usize, usize),
     out: &mut [f32],
 ) {
-    let (oh, ow) = p.out_hw(h, w);
-    for (o, px) in out[..oh * ow * c].chunks_exact_mut(c).enumerate() {
-        let (oy, ox) = (o / ow, o % ow);
+    let (oh, _) = p.out_hw(h, w);
+    pool_hwc_rows(p, max, x, (h, w, c), 0..oh, out);
+}
+
+/// [`pool_hwc`] for output rows `rows` only; `out` holds exactly those rows.
+pub fn pool_hwc_rows(
+    p: &PoolParams,
+    max: bool,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let (_, ow) = p.out_hw(h, w);
+    for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
+        let (oy, ox) = (rows.start + o / ow, o % ow);
         px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
         let mut count = 0usize;
         for ky in 0..p.kernel.0 {

@@ -213,7 +213,19 @@ impl Plan {
                 let max = matches!(node.op, Op::MaxPool(_));
                 let (h, w) = (ins[0][2], ins[0][3]);
                 let (oh, ow) = (out_shape[2], out_shape[3]);
-                if self.nhwc[i] {
+                if self.nhwc[i] && ins[0][0] < self.threads && min == 1 {
+                    // A batch smaller than the thread count: rows of each image in parallel.
+                    let c = ins[0][1];
+                    let per = oh.div_ceil(self.threads).max(1);
+                    for (o, xi) in out.chunks_mut(oh * ow * c).zip(x.chunks(h * w * c)) {
+                        o.par_chunks_mut(per * ow * c)
+                            .enumerate()
+                            .for_each(|(k, band)| {
+                                let rows = k * per..k * per + band.len() / (ow * c);
+                                pool::pool_hwc_rows(p, max, xi, (h, w, c), rows, band)
+                            });
+                    }
+                } else if self.nhwc[i] {
                     let c = ins[0][1];
                     out.par_chunks_mut(oh * ow * c)
                         .zip(x.par_chunks(h * w * c))
