@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the dense convolution paths and of the HASTE steps:
+//! Micro-benchmarks of the dense convolution paths (im2col + GEMM, the direct kernel) and of
+//! the HASTE steps:
 //! `cargo bench --bench kernels`.
 
 use divan::{black_box, Bencher};
@@ -12,7 +13,9 @@ use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
     conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Geom as PatchGeom,
 };
+use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
+use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 
 fn main() {
@@ -66,6 +69,25 @@ fn dense_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize)) 
         2 * op.params.dense_macs(hw, hw) as usize,
     ))
     .bench_local(|| conv2d_image(&op, black_box(&x), hw, hw, &mut out, &mut col));
+}
+
+/// The direct pixel-major kernel the plan uses for spatial and wide 1x1 convolutions, on
+/// pixel-major input and output as between two convolutions of a planned network.
+#[divan::bench(args = DENSE)]
+fn direct_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize)) {
+    let op = conv_op(c_in, c_out, k);
+    let conv = DirectConv::new(&op).expect("one group, no dilation");
+    let x = values(c_in * hw * hw, 3);
+    let mut out = vec![0.0; c_out * hw * hw];
+    let mut scratch = DirectScratch::default();
+    let io = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
+    b.counter(divan::counter::ItemsCount::new(
+        2 * op.params.dense_macs(hw, hw) as usize,
+    ))
+    .bench_local(|| conv.forward(black_box(&x), (hw, hw), &mut out, &mut scratch, io));
 }
 
 /// (channels, height = width) of the HASTE benchmarks (3x3 convolutions, tile 4, L = 14).
