@@ -69,15 +69,22 @@ fn cifar_resnets_match_onnxruntime_logits() {
 fn resnet18_randominit_matches_onnxruntime_logits() {
     let reference = read_json(shared().join("models/reference_logits_resnet18_randominit.json"));
     let images = reference["images"].as_array().expect("images");
-    let got = logits(
-        &model("resnet18-randominit-imagenet"),
-        &imagenet_val(),
-        images.len(),
-        2,
-    );
-    for (i, row) in got.iter().enumerate() {
-        let d = max_abs_diff(row, &floats(&reference["logits"][i]));
-        assert!(d < 1e-3, "image {i} ({}): max |diff| {d}", images[i]);
+    // Batch 2: one image per thread; batch 1: each image split over the threads.
+    for batch in [2, 1] {
+        let got = logits(
+            &model("resnet18-randominit-imagenet"),
+            &imagenet_val(),
+            images.len(),
+            batch,
+        );
+        for (i, row) in got.iter().enumerate() {
+            let d = max_abs_diff(row, &floats(&reference["logits"][i]));
+            assert!(
+                d < 1e-3,
+                "image {i} ({}) batch {batch}: max |diff| {d}",
+                images[i]
+            );
+        }
     }
 }
 
@@ -140,4 +147,35 @@ fn flops_of_resnet20_match_the_published_count() {
     // 40.55 M multiply-accumulates is the figure the CIFAR ResNet papers give for ResNet-20
     // (19 convolutions + the 64x10 classifier).
     assert_eq!(plan.dense_macs(), 40_551_040);
+}
+
+#[test]
+fn activations_between_convolutions_stay_pixel_major() {
+    // Residual adds, the CIFAR shortcut's slice and channel pad, LeakyReLU and max pooling
+    // all keep the pixel-major layout, so no convolution of these networks transposes its
+    // input or output; the network's output is NCHW.
+    for name in [
+        "resnet56-cifar10",
+        "tiny-darknet-imagenet",
+        "resnet18-randominit-imagenet",
+    ] {
+        let model = Model::load(&model(name)).expect("model");
+        let plan = model
+            .plan(PlanOptions {
+                threads: 1,
+                max_batch: 1,
+            })
+            .expect("plan");
+        let convs = plan.per_conv_macs();
+        assert!(!convs.is_empty());
+        for (step, _) in convs {
+            assert!(
+                plan.output_is_pixel_major(step),
+                "{name}: conv step {step} ({}) is NCHW",
+                plan.step_name(step)
+            );
+        }
+        let last = plan.num_steps() - 1;
+        assert!(!plan.output_is_pixel_major(last), "{name}: output");
+    }
 }

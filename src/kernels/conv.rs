@@ -400,4 +400,65 @@ mod tests {
         }
         check(Conv2dParams::new(3, 5, 3, 3).with_pads([0, 1, 2, 0]), 6, 5);
     }
+
+    #[test]
+    fn every_memory_order_gives_the_same_convolution() {
+        let (h, w) = (6, 5);
+        for (k, c_in, c_out) in [(1usize, 12usize, 7usize), (3, 4, 6)] {
+            let p = Conv2dParams::new(c_in, c_out, k, k).with_pads([k / 2; 4]);
+            let op = ConvOp {
+                params: p,
+                weights: (0..c_out * c_in * k * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                    .collect(),
+                bias: Some((0..c_out).map(|i| i as f32 * 0.1 - 0.3).collect()),
+                activation: Activation::Relu,
+            };
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let mut want = vec![0.0; c_out * h * w];
+            conv2d_image(&op, &x, h, w, &mut want, &mut Vec::new());
+            let mut x_hwc = vec![0.0; x.len()];
+            layout::nchw_to_nhwc(&x, c_in, h * w, &mut x_hwc);
+            for input_nhwc in [false, true] {
+                if input_nhwc && k != 1 {
+                    continue; // im2col convolutions only ever get NCHW input
+                }
+                for output_nhwc in [false, true] {
+                    let io = IoLayout {
+                        input_nhwc,
+                        output_nhwc,
+                    };
+                    let xin = if input_nhwc { &x_hwc } else { &x };
+                    let mut out = vec![0.0; want.len()];
+                    conv2d_image_layout(
+                        &op,
+                        xin,
+                        (h, w),
+                        &mut out,
+                        &mut Vec::new(),
+                        &mut Vec::new(),
+                        io,
+                    );
+                    let mut got = out.clone();
+                    if output_nhwc {
+                        layout::nhwc_to_nchw(&out, c_out, h * w, &mut got);
+                    }
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                            "k={k} {io:?}: {a} vs {b}"
+                        );
+                    }
+                    if k == 1 && output_nhwc {
+                        // A range of pixels alone: the same rows.
+                        let mut part = vec![0.0; 9 * c_out];
+                        pointwise_pixels(&op, xin, h * w, 11..20, &mut part, io);
+                        assert_eq!(part, out[11 * c_out..20 * c_out], "{io:?}");
+                    }
+                }
+            }
+        }
+    }
 }
