@@ -108,7 +108,11 @@ pub fn pool_hwc_rows(
     rows: std::ops::Range<usize>,
     out: &mut [f32],
 ) {
-    let (_, ow) = p.out_hw(h, w);
+    let (oh, ow) = p.out_hw(h, w);
+    let simple_2x2 = p.kernel == (2, 2) && p.stride == (2, 2) && p.pads == [0; 4];
+    if max && simple_2x2 && p.dilation == (1, 1) && 2 * oh <= h && 2 * ow <= w {
+        return max_2x2_stride2_hwc(x, (w, c), rows, ow, out);
+    }
     for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
         let (oy, ox) = (rows.start + o / ow, o % ow);
         px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
@@ -138,6 +142,27 @@ pub fn pool_hwc_rows(
         if !max {
             let count = count.max(1) as f32;
             px.iter_mut().for_each(|v| *v /= count);
+        }
+    }
+}
+
+/// The common 2x2 stride-2 max pool on a pixel-major image: each output pixel is the
+/// elementwise max of four input pixels' channel rows (every window inside the image).
+fn max_2x2_stride2_hwc(
+    x: &[f32],
+    (w, c): (usize, usize),
+    rows: std::ops::Range<usize>,
+    ow: usize,
+    out: &mut [f32],
+) {
+    for (r, orow) in rows.zip(out.chunks_exact_mut(ow * c)) {
+        let top = &x[2 * r * w * c..][..2 * ow * c];
+        let bottom = &x[(2 * r + 1) * w * c..][..2 * ow * c];
+        for (ox, px) in orow.chunks_exact_mut(c).enumerate() {
+            let (a, b) = (&top[2 * ox * c..][..2 * c], &bottom[2 * ox * c..][..2 * c]);
+            for (k, o) in px.iter_mut().enumerate() {
+                *o = nan_max(nan_max(a[k], a[c + k]), nan_max(b[k], b[c + k]));
+            }
         }
     }
 }
