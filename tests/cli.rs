@@ -171,6 +171,8 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         "2",
         "--hyperplanes",
         "12",
+        "--all-layers",
+        "--layers",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -185,6 +187,31 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         assert!(j.get(key).is_some(), "missing {key}: {j}");
     }
     assert!(j["dense_seconds_min"].as_f64() <= j["dense_seconds_max"].as_f64());
+    // Every compressed layer is timed against its dense kernel: ResNet-20 has 19
+    // convolutions; with --all-layers all but the first two get HASTE.
+    let layers = j["layers"].as_array().expect("per-layer rows");
+    assert_eq!(layers.len(), 17, "{j}");
+    for l in layers {
+        assert!(l["dense_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");
+        assert!(l["haste_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");
+        assert!(l["flops_reduction"].as_f64().is_some(), "{l}");
+    }
+    // Without --all-layers, ResNet-20's layers are too small for HASTE: none is timed.
+    let (code, out, err) = run_haste(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--hyperplanes",
+        "12",
+        "--layers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ratio"), "{out}");
+    assert!(!out.contains("c_in>c_out"), "no per-layer table: {out}");
     assert_clean_error(
         &["bench", "--model", m.to_str().unwrap(), "--runs", "0"],
         "runs",

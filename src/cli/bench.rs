@@ -217,6 +217,13 @@ fn synthetic_images(out: &mut [f32]) {
 /// Per-layer wall clock of the HASTE layers against their dense kernel, with the FLOPs
 /// reduction (overhead counted) that each layer's time could at best reflect.
 fn print_layers(layers: &[ConvLayerReport]) {
+    if layers.iter().all(|l| l.timing.is_none()) {
+        println!(
+            "\nlayers  none runs HASTE: {}",
+            super::eval::layer_summary(layers)
+        );
+        return;
+    }
     println!(
         "\n{:<44} {:>16} {:>10} {:>10} {:>8} {:>9} {:>9}",
         "HASTE layer", "c_in>c_out @hw", "dense ms", "HASTE ms", "speedup", "FLOPs -%", "implied"

@@ -36,8 +36,13 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let dense = s.dense()?;
     let dense_flops = s.plan.dense_macs();
     let mut rows = Vec::new();
+    // Which layers run HASTE depends on the layer shapes and the tile, not on L.
+    let mut layers = String::new();
     for c in &options {
         let h = s.haste(c)?;
+        if layers.is_empty() {
+            layers = super::eval::layer_summary(&h.layers);
+        }
         rows.push(Row {
             hyperplanes: c.config.hyperplanes,
             top1: h.eval.top1,
@@ -68,6 +73,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         "data": a.data.data.display().to_string(),
         "images": dense.images,
         "settings": options.first().map(super::eval::describe),
+        "layers": layers,
         "dense": {
             "top1": dense.top1, "top5": dense.top5, "flops": dense_flops,
             "images_per_second": dense.compute_images_per_second(),
@@ -132,6 +138,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     );
     if let Some(c) = options.first() {
         println!("HASTE {}", super::eval::describe(c));
+        println!("layers {layers}");
     }
     println!(
         "{:>6} {:>8} {:>8} {:>8} {:>12} {:>11} {:>11} {:>9}",
