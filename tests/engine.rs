@@ -179,3 +179,136 @@ fn activations_between_convolutions_stay_pixel_major() {
         assert!(!plan.output_is_pixel_major(last), "{name}: output");
     }
 }
+
+/// The layout pass's contract (the module doc of `haste::plan::layout`), checked on real plans
+/// from their graphs alone: a pixel-major value is read only by a convolution whose kernel
+/// reads that order (as its data input), by global average pooling, or by a same-layout op
+/// (elementwise, activation, pooling, Pad, Slice, Concat) whose own output is pixel-major;
+/// such an op is pixel-major only when every operand is a pixel-major step output (never the
+/// network input or a constant); only convolutions and those ops are ever pixel-major; the
+/// step producing the network's output is NCHW. And what the pass should reach on these
+/// networks: every value between the first convolution and the global average pooling feeds
+/// only convolutions the direct kernel or one plain GEMM runs, same-layout ops or that
+/// pooling, so every convolution, residual add, shortcut Slice and Pad and max pooling is
+/// pixel-major.
+#[test]
+fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
+    use haste::ops::Op;
+    use haste::plan::layout::conv_reads_nhwc;
+    use std::collections::HashMap;
+    for (name, convs) in [("resnet56-cifar10", 55), ("tiny-darknet-imagenet", 16)] {
+        let model = Model::load(&model(name)).expect("model");
+        let plan = model
+            .plan(PlanOptions {
+                threads: 1,
+                max_batch: 1,
+            })
+            .expect("plan");
+        let g = plan.graph();
+        // The plan runs the nodes in the graph's topological order, one step each.
+        let order = g.topological_order().expect("order");
+        assert_eq!(order.len(), plan.num_steps(), "{name}");
+        for (i, &ni) in order.iter().enumerate() {
+            assert_eq!(plan.step_name(i), g.nodes[ni].name, "{name}: step {i}");
+        }
+        let mut producer: HashMap<usize, usize> = HashMap::new();
+        for (i, &ni) in order.iter().enumerate() {
+            for &v in &g.nodes[ni].outputs {
+                producer.insert(v, i);
+            }
+        }
+        let pixel_major = |step: usize| plan.output_is_pixel_major(step);
+        let same_layout = |op: &Op| {
+            matches!(
+                op,
+                Op::Relu
+                    | Op::LeakyRelu { .. }
+                    | Op::Clip { .. }
+                    | Op::Add
+                    | Op::AddActivation(_)
+                    | Op::Sub
+                    | Op::Mul
+                    | Op::Div
+                    | Op::MaxPool(_)
+                    | Op::AveragePool(_)
+                    | Op::Pad { .. }
+                    | Op::Slice { .. }
+                    | Op::Concat { .. }
+            )
+        };
+        let out_step = producer[&g.outputs[0]];
+        assert!(!pixel_major(out_step), "{name}: the network output is NCHW");
+        let mut seen_convs = 0;
+        for (j, &nj) in order.iter().enumerate() {
+            let node = &g.nodes[nj];
+            let what = format!("{name}: step {j} {} ({})", node.name, node.op.kind());
+            if pixel_major(j) {
+                assert!(
+                    matches!(node.op, Op::Conv(_)) || same_layout(&node.op),
+                    "{what} is pixel-major"
+                );
+            }
+            for (k, v) in node.inputs.iter().enumerate() {
+                let Some(&p) = producer.get(v) else {
+                    // The network's input or a constant: NCHW, so a same-layout op reading
+                    // it must be NCHW too.
+                    assert!(
+                        !(same_layout(&node.op) && pixel_major(j)),
+                        "{what} is pixel-major with a non-step operand {k}"
+                    );
+                    continue;
+                };
+                let reads_pixel_major = match &node.op {
+                    Op::Conv(c) => k == 0 && conv_reads_nhwc(&c.params),
+                    Op::GlobalAveragePool => k == 0,
+                    op => same_layout(op) && pixel_major(j),
+                };
+                if pixel_major(p) {
+                    assert!(
+                        reads_pixel_major,
+                        "{what} reads the pixel-major output of step {p} ({}) as operand {k}",
+                        plan.step_name(p)
+                    );
+                } else if same_layout(&node.op) {
+                    assert!(!pixel_major(j), "{what}: operand {k} (step {p}) is NCHW");
+                }
+            }
+            match &node.op {
+                Op::Conv(_) => {
+                    seen_convs += 1;
+                    assert!(pixel_major(j), "{what}: a convolution is NCHW");
+                }
+                Op::AddActivation(_) | Op::Add | Op::Slice { .. } | Op::Pad { .. } => {
+                    assert!(pixel_major(j), "{what}: a residual-path op is NCHW");
+                }
+                Op::MaxPool(_) => assert!(pixel_major(j), "{what}: a max pooling is NCHW"),
+                _ => {}
+            }
+        }
+        assert_eq!(seen_convs, convs, "{name}: convolutions planned");
+    }
+}
+
+/// Tiny Darknet's pixel-major plan run two ways on the same real images: a batch of 2 on 2
+/// threads runs image by image (each thread the whole network on one image: `pool_hwc`, the
+/// whole-image 1x1 GEMM and the sequential direct kernel), a batch of 1 runs layer by layer
+/// with each image split over the threads (`pool_hwc_rows` bands, 1x1 GEMMs over pixel
+/// ranges, `DirectConv::forward_parallel`). Max pooling and the direct kernel give the same
+/// bits either way; the 1x1 GEMMs may round differently on a range of pixels, hence the
+/// tolerance.
+#[test]
+fn tiny_darknet_gives_the_same_logits_image_by_image_and_split_over_threads() {
+    let path = model("tiny-darknet-imagenet");
+    let whole = logits(&path, &imagenet_val(), 4, 2);
+    let split = logits(&path, &imagenet_val(), 4, 1);
+    assert_eq!(whole.len(), 4);
+    for (i, (a, b)) in whole.iter().zip(&split).enumerate() {
+        assert_eq!(a.len(), 1000);
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(a, b);
+        assert!(
+            d <= 1e-4 * scale,
+            "image {i}: max |diff| {d} (largest logit {scale})"
+        );
+    }
+}

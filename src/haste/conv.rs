@@ -676,4 +676,112 @@ mod tests {
             }
         }
     }
+
+    /// `forward_layout` in the three other memory-order combinations against `forward`
+    /// (NCHW) over geometries the first test does not reach: stride 2 and mixed strides,
+    /// asymmetric padding, 5x5 and strided 1x1 kernels, edge patches (sizes no tile
+    /// divides), 64 or more output channels (the AVX-512 kernel's wide blocks), no bias;
+    /// with magnitude bins and centering on and off, and every channel forced into its own
+    /// bucket. Outputs must be bit-identical after the transpose and `LayerStats` identical.
+    /// One scratch serves every call, so state left by another layout or size would show.
+    /// With forced singletons the result must also be the direct kernel's, bit for bit: the
+    /// same fused multiply-adds in the same (tap, channel) order over the zero-padded window.
+    #[test]
+    fn every_memory_order_gives_the_same_bits_and_stats_over_geometries() {
+        use crate::kernels::direct::{DirectConv, DirectScratch};
+        use crate::kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+        use crate::ops::{Activation, ConvOp};
+        let layouts = [(true, false), (false, true), (true, true)].map(|(i, o)| IoLayout {
+            input_nhwc: i,
+            output_nhwc: o,
+        });
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let mut s = HasteScratch::default();
+        let mut ds = DirectScratch::default();
+        let cases = [
+            (20, 70, (3, 3), (2, 2), [1, 0, 2, 1], (13, 11), 3, true),
+            (16, 8, (5, 5), (1, 1), [2; 4], (9, 10), 4, false),
+            (32, 64, (1, 1), (2, 2), [0; 4], (9, 9), 2, true),
+            (12, 33, (3, 3), (1, 2), [0, 1, 1, 1], (7, 12), 5, true),
+            (10, 130, (3, 3), (1, 1), [1; 4], (6, 5), 4, false),
+        ];
+        for (case, &(c_in, c_out, (kh, kw), (sh, sw), pads, (h, w), tile, bias)) in
+            cases.iter().enumerate()
+        {
+            let p = Conv2dParams::new(c_in, c_out, kh, kw)
+                .with_stride(sh, sw)
+                .with_pads(pads);
+            let wts: Vec<f32> = (0..c_in * c_out * kh * kw)
+                .map(|i| (((i + case) * 37 % 101) as f32 - 50.0) / 70.0)
+                .collect();
+            let bias: Option<Vec<f32>> =
+                bias.then(|| (0..c_out).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect());
+            // Channels repeat with period 5 (plus a small per-channel offset on some), so
+            // some buckets merge and others do not.
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| {
+                    let (c, px) = (i / (h * w), i % (h * w));
+                    let base = ((px * 13 + (c % 5) * 29 + case) % 23) as f32 / 9.0 - 1.2;
+                    base + if c % 3 == 0 { 0.01 * c as f32 } else { 0.0 }
+                })
+                .collect();
+            let mut x_hwc = vec![0.0; x.len()];
+            nchw_to_nhwc(&x, c_in, h * w, &mut x_hwc);
+            let (oh, ow) = p.out_hw(h, w);
+            let n = c_out * oh * ow;
+            for magnitude_bins in [None, Some(0.25)] {
+                for centering in [true, false] {
+                    for singletons in [false, true] {
+                        let cfg = HasteConfig {
+                            hyperplanes: 6,
+                            tile,
+                            magnitude_bins,
+                            centering,
+                            ..HasteConfig::default()
+                        };
+                        let mut conv =
+                            HasteConv::new(p, &wts, bias.as_deref(), &cfg, case).unwrap();
+                        conv.set_force_singletons(singletons);
+                        let what = format!("{p:?} {h}x{w} {cfg:?} singletons={singletons}");
+                        let mut want = vec![f32::NAN; n];
+                        let mut want_stats = LayerStats::default();
+                        let mut fresh = HasteScratch::default();
+                        conv.forward(&x, h, w, &mut want, &mut fresh, &mut want_stats);
+                        assert_eq!(want_stats.images, 1, "{what}");
+                        // Merged buckets where allowed, so the merge paths run.
+                        let kept = want_stats.mean_buckets();
+                        if singletons {
+                            assert_eq!(kept, c_in as f64, "{what}");
+                        } else {
+                            assert!(kept < c_in as f64, "{what}: nothing merged");
+                        }
+                        for io in layouts {
+                            let xin = if io.input_nhwc { &x_hwc } else { &x };
+                            let mut out = vec![f32::NAN; n];
+                            let mut stats = LayerStats::default();
+                            conv.forward_layout(xin, h, w, &mut out, &mut s, &mut stats, io);
+                            let mut got = out.clone();
+                            if io.output_nhwc {
+                                nhwc_to_nchw(&out, c_out, oh * ow, &mut got);
+                            }
+                            assert_eq!(bits(&got), bits(&want), "{what} {io:?}");
+                            assert_eq!(stats, want_stats, "{what} {io:?}");
+                        }
+                        if singletons {
+                            let op = ConvOp {
+                                params: p,
+                                weights: wts.clone(),
+                                bias: bias.clone(),
+                                activation: Activation::None,
+                            };
+                            let d = DirectConv::new(&op).unwrap();
+                            let mut dense = vec![f32::NAN; n];
+                            d.forward(&x, (h, w), &mut dense, &mut ds, IoLayout::NCHW);
+                            assert_eq!(bits(&dense), bits(&want), "{what}: direct kernel");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

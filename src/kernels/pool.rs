@@ -327,4 +327,221 @@ mod tests {
             assert!(out[0].is_nan(), "{p:?} pixel-major: {out:?}");
         }
     }
+
+    /// Deterministic values in [-1, 1) with some exact ties (xorshift, no test dependency).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) % 61) as f32 / 30.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `[c][h][w]` planes pooled one by one with [`pool_plane`], the reference of the
+    /// pixel-major kernels.
+    fn pool_planes(
+        p: &PoolParams,
+        max: bool,
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let (oh, ow) = p.out_hw(h, w);
+        let mut out = vec![f32::NAN; c * oh * ow];
+        for (o, xi) in out
+            .chunks_exact_mut(oh * ow)
+            .zip(x.chunks_exact(h * w))
+            .take(c)
+        {
+            pool_plane(p, max, xi, h, w, o);
+        }
+        out
+    }
+
+    /// [`pool_hwc`] on the transposed input, transposed back to `[c][oh][ow]`.
+    fn pool_pixels(
+        p: &PoolParams,
+        max: bool,
+        x: &[f32],
+        (c, h, w): (usize, usize, usize),
+    ) -> Vec<f32> {
+        use crate::kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+        let (oh, ow) = p.out_hw(h, w);
+        let mut hwc = vec![0.0; c * h * w];
+        nchw_to_nhwc(x, c, h * w, &mut hwc);
+        let mut pix = vec![f32::NAN; c * oh * ow];
+        pool_hwc(p, max, &hwc, (h, w, c), &mut pix);
+        let mut back = vec![f32::NAN; c * oh * ow];
+        nhwc_to_nchw(&pix, c, oh * ow, &mut back);
+        back
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Every combination of kernel, stride, (asymmetric) padding, dilation, ceil mode and
+    /// divisor rule on several image sizes and channel counts: the pixel-major kernel gives
+    /// the planes' bits (same windows, same summation order, same divisor), and any split of
+    /// the output rows gives the same rows.
+    #[test]
+    fn pixel_major_pooling_matches_the_planes_over_a_grid() {
+        let mut cases = 0;
+        for kernel in [(2, 2), (3, 3), (2, 3)] {
+            for stride in [(1, 1), (2, 2), (1, 2)] {
+                for pads in [[0; 4], [1; 4], [0, 1, 1, 0], [1, 0, 0, 1], [2, 1, 0, 2]] {
+                    // ONNX: a pad is smaller than the kernel along its axis.
+                    if pads[0].max(pads[2]) >= kernel.0 || pads[1].max(pads[3]) >= kernel.1 {
+                        continue;
+                    }
+                    for dilation in [(1, 1), (2, 1)] {
+                        for ceil_mode in [false, true] {
+                            for count_include_pad in [false, true] {
+                                let p = PoolParams {
+                                    kernel,
+                                    stride,
+                                    pads,
+                                    dilation,
+                                    ceil_mode,
+                                    count_include_pad,
+                                };
+                                for (c, h, w) in
+                                    [(1, 7, 9), (3, 8, 8), (8, 4, 5), (17, 6, 7), (2, 3, 2)]
+                                {
+                                    let (oh, ow) = p.out_hw(h, w);
+                                    if oh == 0 || ow == 0 {
+                                        continue;
+                                    }
+                                    let x = values(c * h * w, (cases + 1) as u64);
+                                    for max in [true, false] {
+                                        let want = pool_planes(&p, max, &x, (c, h, w));
+                                        assert!(want.iter().all(|v| v.is_finite()), "{p:?}");
+                                        let got = pool_pixels(&p, max, &x, (c, h, w));
+                                        assert_eq!(
+                                            bits(&got),
+                                            bits(&want),
+                                            "{p:?} max={max} {c}x{h}x{w}"
+                                        );
+                                        cases += 1;
+                                    }
+                                    rows_split_like_the_whole(&p, &x, (c, h, w));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 1000, "{cases} cases");
+    }
+
+    /// [`pool_hwc_rows`] at every split point of the output rows equals [`pool_hwc`].
+    fn rows_split_like_the_whole(p: &PoolParams, x: &[f32], (c, h, w): (usize, usize, usize)) {
+        let (oh, ow) = p.out_hw(h, w);
+        let mut hwc = vec![0.0; c * h * w];
+        crate::kernels::layout::nchw_to_nhwc(x, c, h * w, &mut hwc);
+        for max in [true, false] {
+            let mut whole = vec![f32::NAN; oh * ow * c];
+            pool_hwc(p, max, &hwc, (h, w, c), &mut whole);
+            for split in 0..=oh {
+                let mut parts = vec![f32::NAN; oh * ow * c];
+                let (top, bottom) = parts.split_at_mut(split * ow * c);
+                pool_hwc_rows(p, max, &hwc, (h, w, c), 0..split, top);
+                pool_hwc_rows(p, max, &hwc, (h, w, c), split..oh, bottom);
+                assert_eq!(
+                    bits(&parts),
+                    bits(&whole),
+                    "{p:?} max={max} split at {split}"
+                );
+            }
+        }
+    }
+
+    /// The pixel-major mean sums each channel in the same order as [`mean`] does its plane
+    /// and divides by the same count, so the two agree exactly (`==`, which also equates the
+    /// zeros of different signs an all-zero plane may give).
+    #[test]
+    fn pixel_major_mean_equals_the_planes_mean() {
+        for (c, hw) in [(1, 1), (3, 5), (16, 64), (17, 49), (8, 1000)] {
+            let x = values(c * hw, (c * hw) as u64);
+            let mut hwc = vec![0.0; c * hw];
+            crate::kernels::layout::nchw_to_nhwc(&x, c, hw, &mut hwc);
+            let mut got = vec![f32::NAN; c];
+            mean_hwc(&hwc, hw, c, &mut got);
+            for (ch, g) in got.iter().enumerate() {
+                let want = mean(&x[ch * hw..][..hw]);
+                assert!(*g == want, "{c}x{hw} channel {ch}: {g} vs {want}");
+            }
+        }
+    }
+
+    /// Whether output `(oy, ox)`'s window covers input pixel `(y, x)`, from the window's
+    /// definition alone.
+    fn window_covers(p: &PoolParams, (oy, ox): (usize, usize), (y, x): (usize, usize)) -> bool {
+        let hit = |o: usize, i: usize, s: usize, d: usize, k: usize, pad: usize| {
+            (0..k).any(|t| o * s + t * d == i + pad)
+        };
+        hit(oy, y, p.stride.0, p.dilation.0, p.kernel.0, p.pads[0])
+            && hit(ox, x, p.stride.1, p.dilation.1, p.kernel.1, p.pads[1])
+    }
+
+    /// A NaN anywhere in a max-pooling window makes that output NaN, whatever its position in
+    /// the window and even beside a +inf, in the planes' fast 2x2 stride-2 path, their clipped
+    /// path and general (dilated) loop, and the pixel-major kernels; every other output keeps
+    /// the bits it has without the NaN.
+    #[test]
+    fn max_pooling_propagates_nan_from_every_position() {
+        let (c, h, w) = (3, 6, 6);
+        let ch = 1; // the channel holding the NaN
+        let mut fast_path = 0;
+        for p in [
+            params(2, 2, [0; 4], false, false),
+            params(3, 1, [1; 4], false, false),
+            params(3, 2, [1, 0, 1, 1], true, false),
+            PoolParams {
+                dilation: (2, 2),
+                ..params(2, 2, [1; 4], false, false)
+            },
+        ] {
+            let (oh, ow) = p.out_hw(h, w);
+            for y in 0..h {
+                for x in 0..w {
+                    let mut clean = values(c * h * w, 7);
+                    // A +inf beside the NaN: a window holding both must still give NaN.
+                    clean[ch * h * w + y * w + (x + 1) % w] = f32::INFINITY;
+                    let mut dirty = clean.clone();
+                    dirty[ch * h * w + y * w + x] = f32::NAN;
+                    let want = pool_planes(&p, true, &clean, (c, h, w));
+                    for got in [
+                        pool_planes(&p, true, &dirty, (c, h, w)),
+                        pool_pixels(&p, true, &dirty, (c, h, w)),
+                    ] {
+                        for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                            let (k, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+                            if k == ch && window_covers(&p, (oy, ox), (y, x)) {
+                                assert!(
+                                    g.is_nan(),
+                                    "{p:?} NaN at ({y}, {x}): output ({oy}, {ox}) is {g}"
+                                );
+                            } else {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    v.to_bits(),
+                                    "{p:?} NaN at ({y}, {x}): output {k} ({oy}, {ox})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            if p.kernel == (2, 2) && p.stride == (2, 2) && p.pads == [0; 4] && p.dilation == (1, 1)
+            {
+                fast_path += 1;
+            }
+        }
+        assert_eq!(fast_path, 1, "the 2x2 stride-2 fast path is covered");
+    }
 }
