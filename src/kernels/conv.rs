@@ -453,9 +453,13 @@ mod tests {
                     }
                     if k == 1 && output_nhwc {
                         // A range of pixels alone: the same rows.
+                        // (Within rounding: the GEMM crate may block a 9-row product
+                        // differently from the whole image's.)
                         let mut part = vec![0.0; 9 * c_out];
                         pointwise_pixels(&op, xin, h * w, 11..20, &mut part, io);
-                        assert_eq!(part, out[11 * c_out..20 * c_out], "{io:?}");
+                        for (a, b) in part.iter().zip(&out[11 * c_out..20 * c_out]) {
+                            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{io:?}: {a} vs {b}");
+                        }
                     }
                 }
             }
