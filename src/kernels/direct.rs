@@ -135,10 +135,30 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
             unsafe { narrow_blocks(g, win, first, rows, out, j0, (full - j0).min(8), 64 * wide) };
         }
     }
-    // The outputs past the last full block (all of them for narrow layers), every channel.
+    // The outputs past the last full block (fewer than 6): still 64 channels at a time in
+    // wide layers, so each broadcast feeds 4 FMAs.
+    let rest = n - full;
+    let mut co_rest = 0;
+    if wide > 0 && rest > 0 {
+        for q in 0..wide {
+            let co0 = 64 * q;
+            // SAFETY: as above.
+            unsafe {
+                match rest {
+                    5 => block::<5, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                    4 => block::<4, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                    3 => block::<3, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                    2 => block::<2, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                    _ => block::<1, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                }
+            };
+        }
+        co_rest = 64 * wide;
+    }
+    // Whatever is left (every output of narrow layers), in blocks of 8 x 32.
     for j0 in (full..n).step_by(8) {
         // SAFETY: as above.
-        unsafe { narrow_blocks(g, win, first, rows, out, j0, (n - j0).min(8), 0) };
+        unsafe { narrow_blocks(g, win, first, rows, out, j0, (n - j0).min(8), co_rest) };
     }
 }
 
