@@ -1,5 +1,6 @@
 //! Time the direct kernel on one conv shape, for profiling:
-//! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE`.
+//! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE [nchw]` (`nchw`: a planar
+//! input, as the network's image).
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -26,7 +27,7 @@ fn main() {
     let mut out = vec![0.0; co * oh * ow];
     let mut scratch = DirectScratch::default();
     let io = IoLayout {
-        input_nhwc: true,
+        input_nhwc: !std::env::args().any(|a| a == "nchw"),
         output_nhwc: true,
     };
     let t = Instant::now();
