@@ -10,13 +10,16 @@
 //! 1. [`hyperplanes`]: `L` sparse ternary random hyperplanes per layer, over the input window
 //!    of a patch, drawn once from a seed derived from the config seed and the layer index.
 //! 2. [`hash`]: center the window (subtract the channel mean at each pixel), project every
-//!    channel on the hyperplanes, keep the signs: an `L`-bit code per channel.
+//!    channel on the hyperplanes, keep the signs: an `L`-bit code per channel. (Centering is
+//!    done on the projections, by linearity, so the window is read once.)
 //! 3. [`buckets`]: channels with the same code form a bucket.
 //! 4. [`merge`]: average the input channels of each bucket; sum the matching filter slices.
-//! 5. [`conv`]: [`HasteConv`] runs steps 2-4 per patch and one GEMM on the `B` merged channels
-//!    instead of `c_in`; it equals the dense convolution when every bucket is a singleton, and
-//!    when the channels of each bucket are equal.
-//! 6. [`cost`]: FLOP accounting of the reduced convolution and of the overhead.
+//! 5. [`conv`]: [`HasteConv`] runs steps 2-4 per patch and the dense engine's direct kernel
+//!    ([`crate::kernels::direct`]) on the `B` merged channels instead of `c_in`; it equals the
+//!    dense convolution when every bucket is a singleton, and when the channels of each
+//!    bucket are equal.
+//! 6. [`cost`]: FLOP accounting of the reduced convolution and of the overhead, and the
+//!    predicted overhead share that decides which layers get HASTE by default.
 //! 7. [`stats`]: per-layer diagnostics (buckets per patch, bucket sizes, FLOPs, NaNs seen).
 //!
 //! ```
