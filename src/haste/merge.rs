@@ -124,7 +124,7 @@ pub fn merge_filters(
     }
 }
 
-/// Input merge in full-channel layout (what [`super::kernel`] reads): copies the window of
+/// Input merge in full-channel layout (what [`crate::kernels::direct`] reads): copies the window of
 /// the HWC image into `win_buf` as `[win.h][win.w][c]` (zeros outside the image) and writes
 /// the mean of every bucket with more than one channel into the slot of its first channel.
 /// The means are bit-identical to [`merge_input`]'s. `multi` lists those buckets.

@@ -1,4 +1,4 @@
-//! Compute kernels: plain functions over slices. Naive references live in [`reference`].
+//! Compute kernels: plain functions over slices. Naive references live in [`mod@reference`].
 
 pub mod conv;
 pub mod direct;
