@@ -1,4 +1,10 @@
-//! Compute kernels: plain functions over slices. Naive references live in [`mod@reference`].
+//! Compute kernels: plain functions over slices.
+//!
+//! - [`direct`]: the direct convolution on pixel-major images, used for every spatial
+//!   convolution (and wide 1x1 ones) and for every HASTE patch;
+//! - [`conv`]: im2col + GEMM, for the rest (grouped, dilated, narrow 1x1);
+//! - [`gemm`], [`pool`], [`layout`] (transposes, padding, slicing);
+//! - [`mod@reference`]: naive versions the tests compare against.
 
 pub mod conv;
 pub mod direct;
