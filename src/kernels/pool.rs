@@ -269,65 +269,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pixel_major_pooling_matches_the_planes() {
-        let (c, h, w) = (5, 7, 9);
-        let x: Vec<f32> = (0..c * h * w)
-            .map(|v| ((v * 37 % 23) as f32) - 11.0)
-            .collect();
-        let mut hwc = vec![0.0; c * h * w];
-        crate::kernels::layout::nchw_to_nhwc(&x, c, h * w, &mut hwc);
-        for p in [
-            params(2, 2, [0; 4], false, false),
-            params(3, 2, [1; 4], false, false),
-            params(3, 2, [1, 0, 2, 1], true, false),
-            params(3, 1, [1; 4], false, true),
-            params(2, 1, [1; 4], true, true),
-        ] {
-            let (oh, ow) = p.out_hw(h, w);
-            for max in [true, false] {
-                let mut planes = vec![0.0; c * oh * ow];
-                for (o, xi) in planes.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)) {
-                    pool_plane(&p, max, xi, h, w, o);
-                }
-                let mut pix = vec![0.0; c * oh * ow];
-                pool_hwc(&p, max, &hwc, (h, w, c), &mut pix);
-                let mut back = vec![0.0; c * oh * ow];
-                crate::kernels::layout::nhwc_to_nchw(&pix, c, oh * ow, &mut back);
-                assert_eq!(planes, back, "{p:?} max={max}");
-                // Rows computed separately give the same values.
-                let split = oh / 2;
-                let mut rows = vec![0.0; (oh - split) * ow * c];
-                pool_hwc_rows(&p, max, &hwc, (h, w, c), split..oh, &mut rows);
-                assert_eq!(rows, pix[split * ow * c..], "{p:?} rows");
-            }
-        }
-        let mut means = vec![0.0; c];
-        mean_hwc(&hwc, h * w, c, &mut means);
-        for (ch, m) in means.iter().enumerate() {
-            let want = mean(&x[ch * h * w..][..h * w]);
-            assert!((m - want).abs() < 1e-5, "{m} vs {want}");
-        }
-    }
-
-    #[test]
-    fn max_pooling_propagates_nan() {
-        let mut x: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        x[5] = f32::NAN;
-        for p in [
-            params(2, 2, [0; 4], false, false),
-            params(3, 1, [1; 4], false, false),
-        ] {
-            let (oh, ow) = p.out_hw(4, 4);
-            let mut out = vec![0.0; oh * ow];
-            pool_plane(&p, true, &x, 4, 4, &mut out);
-            assert!(out[0].is_nan(), "{p:?}: {out:?}");
-            assert!(out.iter().any(|v| !v.is_nan()));
-            pool_hwc(&p, true, &x, (4, 4, 1), &mut out);
-            assert!(out[0].is_nan(), "{p:?} pixel-major: {out:?}");
-        }
-    }
-
     /// Deterministic values in [-1, 1) with some exact ties (xorshift, no test dependency).
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
