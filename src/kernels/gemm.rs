@@ -20,49 +20,11 @@ pub fn sgemm(
     ldc: usize,
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for row in 0..m {
-                c[row * ldc..row * ldc + n].fill(0.0);
-            }
-        }
-        return;
-    }
     assert!(
-        lda >= k && ldb >= n && ldc >= n,
+        m == 0 || n == 0 || k == 0 || (lda >= k && ldb >= n && ldc >= n),
         "sgemm: leading dimension too small"
     );
-    assert!(a.len() >= (m - 1) * lda + k, "sgemm: a too short");
-    assert!(b.len() >= (k - 1) * ldb + n, "sgemm: b too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "sgemm: c too short");
-    // SAFETY: the asserts above guarantee every element addressed by the strides is in bounds,
-    // and `c` is borrowed mutably so it cannot alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            ldb as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    sgemm_strided((m, n, k), (a, lda, 1), (b, ldb, 1), (c, ldc, 1), accumulate);
 }
 
 /// `c = a * b` (or `c += a * b` with `accumulate`) for `m x k` times `k x n`, every matrix
