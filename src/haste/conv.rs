@@ -20,7 +20,7 @@ use super::hyperplanes::Hyperplanes;
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
 use crate::kernels::direct::{self, weights_tap_major, Geom};
-use crate::kernels::layout::{from_hwc, to_hwc_padded, IoLayout};
+use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
 /// `(iy, ix)` (negative inside the top/left padding); the window is `h x w`, and only rows
@@ -493,9 +493,7 @@ impl HasteConv {
         }
         if io.output_nhwc {
             if let Some(b) = &self.bias {
-                for px in out.chunks_exact_mut(c_out) {
-                    px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                }
+                add_bias_hwc(out, b);
             }
         } else {
             from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);

@@ -59,12 +59,7 @@ impl HashScratch {
     }
 }
 
-/// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
-pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
-}
+pub(crate) use crate::kernels::grow;
 
 /// What hashing one window did, for the stats and FLOP counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -240,9 +240,7 @@ pub fn pointwise_pixels(
         let out = &mut out[..m * c_out];
         sgemm_strided((m, c_out, c_in), a, b, (out, c_out, 1), false);
         if let Some(bias) = &op.bias {
-            for px in out.chunks_exact_mut(c_out) {
-                px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-            }
+            layout::add_bias_hwc(out, bias);
         }
         op.activation.apply(out);
     } else {

@@ -21,6 +21,7 @@
 //! much as the GEMM, while this kernel keeps 8 outputs x 32 output channels in registers and
 //! reaches the machine's FMA peak (see `examples/haste_steps.rs`).
 
+use super::grow;
 use super::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 
@@ -456,21 +457,14 @@ impl DirectConv {
         s.padded[..hp * wp * c]
             .par_chunks_mut(wp * c)
             .enumerate()
-            .for_each(|(r, row)| match r.checked_sub(top).filter(|&y| y < h) {
-                Some(y) => {
-                    row[..left * c].fill(0.0);
-                    row[left * c..(left + w) * c].copy_from_slice(&x[y * w * c..][..w * c]);
-                    row[(left + w) * c..].fill(0.0);
-                }
-                None => row.fill(0.0),
-            });
+            .for_each(|(r, row)| layout::pad_hwc_row(x, c, (h, w), (top, left), r, row));
         self.set_rows(s);
     }
 
     /// The filter row addresses (into `self.wt`, which never moves while `self` is borrowed).
     fn set_rows(&self, s: &mut DirectScratch) {
         let p = &self.params;
-        grow_usize(&mut s.rows, p.c_in);
+        grow(&mut s.rows, p.c_in);
         let base = self.wt.as_ptr() as usize;
         for (c, r) in s.rows[..p.c_in].iter_mut().enumerate() {
             *r = base + c * p.c_out * std::mem::size_of::<f32>();
@@ -480,9 +474,7 @@ impl DirectConv {
     /// Bias and activation over pixel-major outputs (whole pixels).
     fn bias_activation_hwc(&self, out: &mut [f32]) {
         if let Some(b) = &self.bias {
-            for px in out.chunks_exact_mut(self.params.c_out) {
-                px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
+            layout::add_bias_hwc(out, b);
         }
         self.activation.apply(out);
     }
@@ -533,18 +525,6 @@ impl DirectConv {
         for row in out[..chans.len() * hw].chunks_exact_mut(hw) {
             self.activation.apply(row);
         }
-    }
-}
-
-fn grow(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
-fn grow_usize(v: &mut Vec<usize>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0);
     }
 }
 

@@ -295,14 +295,35 @@ pub fn pad_hwc(
     dst: &mut [f32],
 ) {
     debug_assert!(top + h <= hp && left + w <= wp);
-    let dst = &mut dst[..hp * wp * c];
-    dst[..top * wp * c].fill(0.0);
-    dst[(top + h) * wp * c..].fill(0.0);
-    for (y, src) in x[..h * w * c].chunks_exact(w * c).enumerate() {
-        let row = &mut dst[(top + y) * wp * c..][..wp * c];
-        row[..left * c].fill(0.0);
-        row[left * c..(left + w) * c].copy_from_slice(src);
-        row[(left + w) * c..].fill(0.0);
+    for (r, row) in dst[..hp * wp * c].chunks_exact_mut(wp * c).enumerate() {
+        pad_hwc_row(x, c, (h, w), (top, left), r, row);
+    }
+}
+
+/// Row `r` of [`pad_hwc`]'s output (`row` holds `wp * c` values): rows can be filled
+/// independently, e.g. on several threads.
+pub fn pad_hwc_row(
+    x: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    r: usize,
+    row: &mut [f32],
+) {
+    match r.checked_sub(top).filter(|&y| y < h) {
+        Some(y) => {
+            row[..left * c].fill(0.0);
+            row[left * c..(left + w) * c].copy_from_slice(&x[y * w * c..][..w * c]);
+            row[(left + w) * c..].fill(0.0);
+        }
+        None => row.fill(0.0),
+    }
+}
+
+/// Adds `bias[k]` to channel `k` of every pixel of a pixel-major `out = [pixels][c]`.
+pub fn add_bias_hwc(out: &mut [f32], bias: &[f32]) {
+    for px in out.chunks_exact_mut(bias.len()) {
+        px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 

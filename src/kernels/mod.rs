@@ -12,3 +12,10 @@ pub mod gemm;
 pub mod layout;
 pub mod pool;
 pub mod reference;
+
+/// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
+pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
