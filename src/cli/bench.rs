@@ -230,7 +230,7 @@ fn print_layers(layers: &[ConvLayerReport]) {
     );
     for l in layers {
         let Some((h, d)) = l.timing else { continue };
-        let red = layer_reduction(l);
+        let red = l.reduction();
         println!(
             "{:<44} {:>16} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x",
             truncate(&l.name, 44),
@@ -252,30 +252,19 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
             Some(json!({
                 "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "input_hw": [l.input_hw.0, l.input_hw.1],
                 "dense_seconds": d, "haste_seconds": h, "speedup": d / h,
-                "flops_reduction": layer_reduction(l),
+                "flops_reduction": l.reduction(),
             }))
         })
         .collect();
     json!(rows)
 }
 
-/// The layer's FLOPs reduction in percent, overhead counted.
-fn layer_reduction(l: &ConvLayerReport) -> f64 {
-    100.0 * (1.0 - l.flops as f64 / l.dense_flops.max(1) as f64)
-}
-
+/// `s` cut to its last `n - 1` characters behind an ellipsis when longer than `n`.
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let tail: String = s
-            .chars()
-            .rev()
-            .take(n - 1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        format!("…{tail}")
+    let len = s.chars().count();
+    if len <= n {
+        return s.to_string();
     }
+    let tail: String = s.chars().skip(len + 1 - n).collect();
+    format!("…{tail}")
 }

@@ -46,7 +46,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         .map(|l| {
             let compressed = l.choice == LayerChoice::Compressed;
             let err = if compressed { errors[l.step] } else { None };
-            let reduction = 100.0 * (1.0 - l.flops as f64 / l.dense_flops.max(1) as f64);
+            let reduction = l.reduction();
             let overhead_share = 100.0 * l.overhead_flops as f64 / l.flops.max(1) as f64;
             (l, compressed, err, reduction, overhead_share)
         })

@@ -129,6 +129,14 @@ pub struct ConvLayerReport {
     pub timing: Option<(f64, f64)>,
 }
 
+impl ConvLayerReport {
+    /// The layer's FLOPs reduction in percent, overhead counted (negative when HASTE costs
+    /// more than the dense convolution).
+    pub fn reduction(&self) -> f64 {
+        100.0 * (1.0 - self.flops as f64 / self.dense_flops.max(1) as f64)
+    }
+}
+
 /// Whole-network FLOPs per image, dense and with HASTE.
 #[derive(Debug, Clone, Default)]
 pub struct FlopsSummary {

@@ -437,11 +437,12 @@ impl Plan {
                 let n_cols = oh * ow;
                 let parts = self.threads;
                 let mut shared = lock(&self.shared_col);
-                let mut nchw = if io.output_nhwc {
-                    vec![0.0; out_len]
-                } else {
-                    Vec::new()
-                };
+                // The NCHW result of a pixel-major output, in this thread's reused scratch.
+                let mut nchw =
+                    std::mem::take(&mut thread_workspace(&self.workspaces).state.scratch.nchw);
+                if io.output_nhwc {
+                    crate::kernels::grow(&mut nchw, out_len);
+                }
                 for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
                     let col: &[f32] = if conv::is_pointwise(p) {
                         xi
@@ -457,7 +458,11 @@ impl Plan {
                             });
                         col
                     };
-                    let target: &mut [f32] = if io.output_nhwc { &mut nchw } else { o };
+                    let target: &mut [f32] = if io.output_nhwc {
+                        &mut nchw[..out_len]
+                    } else {
+                        o
+                    };
                     let per = p.c_out.div_ceil(parts);
                     target
                         .par_chunks_mut(per * n_cols)
@@ -470,6 +475,7 @@ impl Plan {
                         layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, o);
                     }
                 }
+                thread_workspace(&self.workspaces).state.scratch.nchw = nchw;
             }
         }
     }
