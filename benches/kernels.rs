@@ -11,7 +11,8 @@ use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_i
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
-    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Geom as PatchGeom,
+    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Filters,
+    Geom as PatchGeom,
 };
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
@@ -257,14 +258,18 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         out_w: 4,
     };
     let mut out = vec![0.0; 16 * c];
+    let filters = Filters::Rows {
+        first: &first,
+        rows: &rows,
+    };
     let avx512 = cfg!(target_arch = "x86_64") && is_avx512();
     // SAFETY: rows address `wt`/`wm` rows of channels < c; AVX-512 checked when used.
     b.bench_local(|| unsafe {
         if avx512 {
             #[cfg(target_arch = "x86_64")]
-            patch_gemm_avx512(&g, &win, &first, &rows, &mut out);
+            patch_gemm_avx512(&g, &win, filters, &mut out);
         } else {
-            patch_gemm_generic(&g, &win, &first, &rows, &mut out);
+            patch_gemm_generic(&g, &win, filters, &mut out);
         }
     });
 }

@@ -7,7 +7,7 @@ use haste::haste::hyperplanes::Hyperplanes;
 use haste::haste::merge::merge_input_in_place;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use haste::kernels::conv::conv2d_image;
-use haste::kernels::direct::{conv_avx512 as patch_gemm_avx512, Geom as PatchGeom};
+use haste::kernels::direct::{conv_avx512 as patch_gemm_avx512, Filters, Geom as PatchGeom};
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 use std::time::Instant;
 
@@ -112,7 +112,15 @@ fn main() {
                     out_w: hw,
                 };
                 unsafe {
-                    patch_gemm_avx512(&g, &mwin, &first, &rows, &mut ohwc[(oy * hw + ox) * c..])
+                    patch_gemm_avx512(
+                        &g,
+                        &mwin,
+                        Filters::Rows {
+                            first: &first,
+                            rows: &rows,
+                        },
+                        &mut ohwc[(oy * hw + ox) * c..],
+                    )
                 };
             }
         });

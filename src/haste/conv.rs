@@ -19,7 +19,7 @@ use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
-use crate::kernels::direct::{self, weights_tap_major, Geom};
+use crate::kernels::direct::{self, weights_tap_major, Filters, Geom};
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
@@ -455,7 +455,11 @@ impl HasteConv {
                     tap_stride: c_in * c_out,
                     out_w: ow,
                 };
-                let (win_buf, first, rows) = (&s.mwin[..], &s.first[..nb], &s.rows[..nb]);
+                let win_buf = &s.mwin[..];
+                let filters = Filters::Rows {
+                    first: &s.first[..nb],
+                    rows: &s.rows[..nb],
+                };
                 let at = ((oy0 - out_rows.start) * ow + ox0) * c_out;
                 let pout = if io.output_nhwc {
                     &mut out[at..]
@@ -468,14 +472,14 @@ impl HasteConv {
                 unsafe {
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        direct::conv_avx512(&geom, win_buf, first, rows, pout);
+                        direct::conv_avx512(&geom, win_buf, filters, pout);
                     } else {
-                        direct::conv_generic(&geom, win_buf, first, rows, pout);
+                        direct::conv_generic(&geom, win_buf, filters, pout);
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     {
                         let _ = avx512;
-                        direct::conv_generic(&geom, win_buf, first, rows, pout);
+                        direct::conv_generic(&geom, win_buf, filters, pout);
                     }
                 }
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));

@@ -6,12 +6,15 @@
 //! - `win` is an input region in pixel-major layout `[win_h][win_w][c_in]` (a zero-padded
 //!   image for the dense convolution, one patch's window for HASTE). The receptive field of
 //!   output `j` is addressed in place: no im2col copy.
-//! - Input channel `b` of the sum is read from slot `first[b]` of each pixel, and its filter
-//!   rows `W'[(ky, kx), b]` through one row address per channel, `rows[b]` (its tap-0 row),
-//!   plus `kk * tap_stride` for tap `kk`. The dense convolution lists every channel with its
-//!   own row of the weights `[(ky, kx)][c_in][c_out]`; HASTE lists one channel per bucket, the
-//!   bucket mean stored in the slot of its first channel, and points merged buckets at summed
-//!   rows (singletons read the layer's weights directly, never copied).
+//! - The filters come in one of two forms ([`Filters`]). The dense convolution sums every
+//!   channel in order, with its weights in panels of 64 output channels
+//!   (`[panel][(ky, kx)][c_in][64]`, [`weights_panels`]), so the filters one group of output
+//!   channels reads are contiguous. HASTE lists one channel per bucket (`Filters::Rows`):
+//!   term `b` is read from slot `first[b]` of each pixel (the bucket mean, stored in the slot
+//!   of its first channel) and its filter rows `W'[(ky, kx), b]` through one row address,
+//!   `rows[b]` (its tap-0 row in a tap-major `[(ky, kx)][c_in][c_out]` bank), plus
+//!   `kk * tap_stride` for tap `kk`; merged buckets point at summed rows, singletons at the
+//!   layer's weights, never copied.
 //!
 //! Every output is accumulated with fused multiply-adds in the fixed order (tap, channel), so
 //! the AVX-512 kernel and the portable one ([`conv_generic`], `f32::mul_add`) give identical
@@ -59,32 +62,80 @@ impl Geom {
     }
 }
 
+/// The filters one call reads, and which window channels they multiply.
+#[derive(Clone, Copy, Debug)]
+pub enum Filters<'a> {
+    /// Listed channels (HASTE): term `b` of the sum reads window slot `first[b]` and the
+    /// filter row at address `rows[b]` (its tap-0 row, `c_out` floats) plus `kk * tap_stride`
+    /// floats for tap `kk`.
+    Rows { first: &'a [u32], rows: &'a [usize] },
+    /// Every window channel in order, with the weights in 64-channel panels (the dense
+    /// convolution; see [`weights_panels`]).
+    Panels(&'a [f32]),
+}
+
+impl Filters<'_> {
+    /// Terms of the sum per tap.
+    fn terms(&self, g: &Geom) -> usize {
+        match self {
+            Filters::Rows { first, .. } => first.len(),
+            Filters::Panels(_) => g.c_in,
+        }
+    }
+}
+
+/// Output channels per weight panel of [`weights_panels`].
+pub const PANEL: usize = 64;
+
+/// Where output channel `co0`'s panel starts in a [`weights_panels`] layout, that panel's
+/// width, and `co0`'s column in it.
+#[inline(always)]
+fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
+    let q = co0 / PANEL;
+    let width = (g.c_out - PANEL * q).min(PANEL);
+    (PANEL * q * g.kh * g.kw * g.c_in, width, co0 - PANEL * q)
+}
+
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
 ///
 /// # Safety
-/// Every `rows[b] + kk * tap_stride .. + c_out` (as `*const f32`) must be readable for
-/// `kk < kh * kw`, `first[b] < c_in`, `win` must hold the whole window.
+/// For [`Filters::Rows`]: every `rows[b] + kk * tap_stride .. + c_out` (as `*const f32`) must
+/// be readable for `kk < kh * kw`, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
+/// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
-pub unsafe fn conv_generic(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], out: &mut [f32]) {
+pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
     let n = g.ph * g.pw;
-    for j in 0..n {
-        let o = &mut out[g.opix(j)..][..g.c_out];
-        o.fill(0.0);
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let kk = ky * g.kw + kx;
-                let a = &win[g.pix(j, ky, kx)..][..g.c_in];
-                for (&f, &r) in first.iter().zip(rows) {
-                    let av = a[f as usize];
-                    // SAFETY: the caller guarantees the row is readable.
-                    let w = unsafe {
-                        std::slice::from_raw_parts(
-                            (r as *const f32).add(kk * g.tap_stride),
-                            g.c_out,
-                        )
-                    };
-                    for (d, &wv) in o.iter_mut().zip(w) {
-                        *d = av.mul_add(wv, *d);
+    let chunk = match f {
+        Filters::Rows { .. } => g.c_out.max(1),
+        Filters::Panels(_) => PANEL,
+    };
+    for co0 in (0..g.c_out).step_by(chunk) {
+        let width = chunk.min(g.c_out - co0);
+        for j in 0..n {
+            let o = &mut out[g.opix(j) + co0..][..width];
+            o.fill(0.0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let kk = ky * g.kw + kx;
+                    let a = &win[g.pix(j, ky, kx)..][..g.c_in];
+                    for b in 0..f.terms(g) {
+                        let (slot, w) = match f {
+                            Filters::Rows { first, rows } => {
+                                let r = (rows[b] as *const f32).add(kk * g.tap_stride + co0);
+                                // SAFETY: the caller guarantees the row is readable.
+                                (first[b] as usize, unsafe {
+                                    std::slice::from_raw_parts(r, width)
+                                })
+                            }
+                            Filters::Panels(w) => {
+                                let (base, pw, _) = panel_of(g, co0);
+                                (b, &w[base + (kk * g.c_in + b) * pw..][..width])
+                            }
+                        };
+                        let av = a[slot];
+                        for (d, &wv) in o.iter_mut().zip(w) {
+                            *d = av.mul_add(wv, *d);
+                        }
                     }
                 }
             }
@@ -98,9 +149,66 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], first: &[u32], rows: &[usize],
 /// As [`conv_generic`], and the CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], out: &mut [f32]) {
+pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
     let n = g.ph * g.pw;
     assert!(n == 0 || out.len() >= g.opix(n - 1) + g.c_out);
+    if let Filters::Panels(w) = f {
+        assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
+    }
+    for kys in kernel_row_passes(g, f.terms(g)) {
+        let pass = Pass { g, win, f, kys };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match f {
+                Filters::Panels(_) => blocks_pass::<true>(pass, out),
+                Filters::Rows { .. } => blocks_pass::<false>(pass, out),
+            }
+        }
+    }
+}
+
+/// What every block of one [`conv_avx512`] pass reads: the geometry, the window, the filters,
+/// and the kernel rows `kys` summed in this pass (see [`kernel_row_passes`]).
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    g: &'a Geom,
+    win: &'a [f32],
+    f: Filters<'a>,
+    kys: (usize, usize),
+}
+
+/// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
+/// rows: about half of the 1 MB L2 of the machines measured, so the group's filters stay
+/// there while every output block of the call reuses them.
+const GROUP_FILTER_BUDGET: usize = 512 * 1024;
+
+/// The kernel-row ranges summed one after the other. A wide layer's filters for one group of
+/// 64 output channels (`kh * kw * B * 64` floats: 1.2 MB for 512 input channels) would
+/// not fit in L2, and every block of outputs would stream them again from memory (ResNet-18's
+/// 512-channel stage ran at half speed). Split into kernel rows, each pass reads a slice that
+/// fits, and the accumulators go through the output between passes. The sum keeps its order
+/// (tap, channel), so the bits are the same as in one pass.
+fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
+    let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
+    let kh = g.kh;
+    let step = if group_bytes > GROUP_FILTER_BUDGET {
+        1
+    } else {
+        kh
+    };
+    (0..kh)
+        .step_by(step)
+        .map(move |ky| (ky, (ky + step).min(kh)))
+}
+
+/// One pass of [`conv_avx512`] over every output and output channel; `PANELS` when the
+/// filters are [`Filters::Panels`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
+    let g = p.g;
+    let n = g.ph * g.pw;
+    const ALL: [u16; 4] = [0xffff; 4];
     // Layers with 64 or more output channels: blocks of 6 outputs x 64 channels (24
     // accumulators), so each broadcast input value feeds 4 FMAs. Otherwise (and for the
     // channels left over) blocks of up to 8 outputs x 32 channels.
@@ -116,15 +224,16 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     // stay in cache while every block of the call uses them; the whole filter bank of a wide
     // layer (1.2 MB for 64 -> 512) would not.
     let full = if wide > 0 { n - n % wide_mr } else { 0 };
+    // SAFETY (every block below): forwarded from the caller; each block stays inside `n`
+    // outputs and `c_out` channels.
     for q in 0..wide {
         let co0 = 64 * q;
         for j0 in (0..full).step_by(wide_mr) {
-            // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
             unsafe {
                 if wide_mr == 4 {
-                    block::<4, 4>(g, win, first, rows, out, j0, co0, [0xffff; 4])
+                    block::<4, 4, PANELS>(p, out, j0, co0, ALL)
                 } else {
-                    block::<6, 4>(g, win, first, rows, out, j0, co0, [0xffff; 4])
+                    block::<6, 4, PANELS>(p, out, j0, co0, ALL)
                 }
             };
         }
@@ -132,8 +241,7 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     if wide > 0 && !g.c_out.is_multiple_of(64) {
         // The channels past the last full group, for the same outputs.
         for j0 in (0..full).step_by(8) {
-            // SAFETY: as above.
-            unsafe { narrow_blocks(g, win, first, rows, out, j0, (full - j0).min(8), 64 * wide) };
+            unsafe { narrow_blocks::<PANELS>(p, out, j0, (full - j0).min(8), 64 * wide) };
         }
     }
     // The outputs past the last full block (fewer than 6): still 64 channels at a time in
@@ -143,14 +251,13 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     if wide > 0 && rest > 0 {
         for q in 0..wide {
             let co0 = 64 * q;
-            // SAFETY: as above.
             unsafe {
                 match rest {
-                    5 => block::<5, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
-                    4 => block::<4, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
-                    3 => block::<3, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
-                    2 => block::<2, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
-                    _ => block::<1, 4>(g, win, first, rows, out, full, co0, [0xffff; 4]),
+                    5 => block::<5, 4, PANELS>(p, out, full, co0, ALL),
+                    4 => block::<4, 4, PANELS>(p, out, full, co0, ALL),
+                    3 => block::<3, 4, PANELS>(p, out, full, co0, ALL),
+                    2 => block::<2, 4, PANELS>(p, out, full, co0, ALL),
+                    _ => block::<1, 4, PANELS>(p, out, full, co0, ALL),
                 }
             };
         }
@@ -158,20 +265,15 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], 
     }
     // Whatever is left (every output of narrow layers), in blocks of 8 x 32.
     for j0 in (full..n).step_by(8) {
-        // SAFETY: as above.
-        unsafe { narrow_blocks(g, win, first, rows, out, j0, (n - j0).min(8), co_rest) };
+        unsafe { narrow_blocks::<PANELS>(p, out, j0, (n - j0).min(8), co_rest) };
     }
 }
 
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn narrow_blocks(
-    g: &Geom,
-    win: &[f32],
-    first: &[u32],
-    rows: &[usize],
+unsafe fn narrow_blocks<const PANELS: bool>(
+    p: Pass,
     out: &mut [f32],
     j0: usize,
     mr: usize,
@@ -185,16 +287,16 @@ unsafe fn narrow_blocks(
         }
     };
     let mut co0 = co_start;
-    while co0 < g.c_out {
-        let width = (g.c_out - co0).min(32);
+    while co0 < p.g.c_out {
+        let width = (p.g.c_out - co0).min(32);
         let m0 = lane_mask(width);
         let m1 = lane_mask(width.saturating_sub(16));
         macro_rules! go {
             ($mr:literal) => {
                 if width <= 16 {
-                    block::<$mr, 1>(g, win, first, rows, out, j0, co0, [m0, 0, 0, 0])
+                    block::<$mr, 1, PANELS>(p, out, j0, co0, [m0, 0, 0, 0])
                 } else {
-                    block::<$mr, 2>(g, win, first, rows, out, j0, co0, [m0, m1, 0, 0])
+                    block::<$mr, 2, PANELS>(p, out, j0, co0, [m0, m1, 0, 0])
                 }
             };
         }
@@ -215,52 +317,95 @@ unsafe fn narrow_blocks(
     }
 }
 
+/// `MR` outputs from `j0` x `16 * NV` output channels from `co0` (lanes past `masks` off),
+/// summed over the pass's kernel rows: from zero on the first pass, from the stored partial
+/// sums on the later ones.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn block<const MR: usize, const NV: usize>(
-    g: &Geom,
-    win: &[f32],
-    first: &[u32],
-    rows: &[usize],
+unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
+    p: Pass,
     out: &mut [f32],
     j0: usize,
     co0: usize,
     masks: [u16; 4],
 ) {
     use std::arch::x86_64::*;
+    let g = p.g;
+    let op = out.as_mut_ptr();
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let wp = win.as_ptr();
-    let nb = first.len();
-    let fp = first.as_ptr();
-    let rp = rows.as_ptr();
-    // Each output's tap-(0, 0) input pixel, computed once per block (the divisions by the
-    // patch width would otherwise dominate layers with few input channels).
-    let origin: [usize; MR] = std::array::from_fn(|i| g.pix(j0 + i, 0, 0));
-    for ky in 0..g.kh {
-        for kx in 0..g.kw {
-            let kk = ky * g.kw + kx;
-            let tap_in = (ky * g.win_w + kx) * g.c_in;
-            let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-            let toff = (kk * g.tap_stride + co0) * 4;
-            for b in 0..nb {
-                let f = *fp.add(b) as usize;
-                let w = (*rp.add(b) + toff) as *const f32;
-                let mut wv = [_mm512_setzero_ps(); NV];
-                for (v, x) in wv.iter_mut().enumerate() {
-                    *x = _mm512_maskz_loadu_ps(masks[v], w.add(16 * v));
-                }
-                for i in 0..MR {
-                    let a = _mm512_set1_ps(*abase[i].add(f));
-                    for v in 0..NV {
-                        acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+    if p.kys.0 > 0 {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(masks[v], op.add(g.opix(j0 + i) + co0 + 16 * v));
+            }
+        }
+    }
+    let wp = p.win.as_ptr();
+    // Each output's tap-(0, 0) input pixel, computed once per block, stepping along the
+    // output rows (divisions by the patch width would otherwise dominate layers with few
+    // input channels).
+    let origin: [usize; MR] = {
+        let (mut oy, mut ox) = (j0 / g.pw, j0 % g.pw);
+        std::array::from_fn(|_| {
+            let o = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
+            ox += 1;
+            if ox == g.pw {
+                (oy, ox) = (oy + 1, 0);
+            }
+            o
+        })
+    };
+    let load_w = |w: *const f32| -> [__m512; NV] {
+        std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)))
+    };
+    match p.f {
+        Filters::Panels(weights) if PANELS => {
+            // Every channel in order: the `kw * c_in` terms of a kernel row sit next to each
+            // other in the window and in the panel, so they run as one loop (the first RGB
+            // layer has only 3 terms per tap).
+            let terms = g.kw * g.c_in;
+            let (base, width, col) = panel_of(g, co0);
+            let w_panel = weights.as_ptr().add(base + col);
+            for ky in p.kys.0..p.kys.1 {
+                let row_in = ky * g.win_w * g.c_in;
+                let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
+                let w0 = w_panel.add(ky * terms * width);
+                for t in 0..terms {
+                    let wv = load_w(w0.add(t * width));
+                    for i in 0..MR {
+                        let a = _mm512_set1_ps(*abase[i].add(t));
+                        for v in 0..NV {
+                            acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+                        }
                     }
                 }
             }
         }
+        Filters::Rows { first, rows } => {
+            let (fp, rp) = (first.as_ptr(), rows.as_ptr());
+            for ky in p.kys.0..p.kys.1 {
+                for kx in 0..g.kw {
+                    let kk = ky * g.kw + kx;
+                    let tap_in = (ky * g.win_w + kx) * g.c_in;
+                    let abase: [*const f32; MR] =
+                        std::array::from_fn(|i| wp.add(origin[i] + tap_in));
+                    let toff = (kk * g.tap_stride + co0) * 4;
+                    for b in 0..first.len() {
+                        let f = *fp.add(b) as usize;
+                        let wv = load_w((*rp.add(b) + toff) as *const f32);
+                        for i in 0..MR {
+                            let a = _mm512_set1_ps(*abase[i].add(f));
+                            for v in 0..NV {
+                                acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Filters::Panels(_) => unreachable!("PANELS is set exactly for panel filters"),
     }
-    let op = out.as_mut_ptr();
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
             _mm512_mask_storeu_ps(op.add(g.opix(j0 + i) + co0 + 16 * v), masks[v], x);
@@ -274,16 +419,36 @@ unsafe fn block<const MR: usize, const NV: usize>(
 /// # Safety
 /// As [`conv_generic`].
 #[inline]
-pub unsafe fn conv(g: &Geom, win: &[f32], first: &[u32], rows: &[usize], out: &mut [f32]) {
+pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: forwarded from the caller; the CPU features are checked just above.
-        unsafe { conv_avx512(g, win, first, rows, out) };
+        unsafe { conv_avx512(g, win, f, out) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { conv_generic(g, win, first, rows, out) }
+    unsafe { conv_generic(g, win, f, out) }
+}
+
+/// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output
+/// channels in panels of [`PANEL`] (the last one narrower), each panel `[(ky, kx)][c_in][width]`.
+/// A panel is what one 64-channel group of the kernel reads, so it is contiguous: wide
+/// layers' filters stream from memory in order instead of as 256-byte pieces of 2 KB rows.
+pub fn weights_panels(weights: &[f32], c_in: usize, c_out: usize, taps: usize) -> Vec<f32> {
+    let mut wp = vec![0.0f32; weights.len()];
+    for co in 0..c_out {
+        let q = co / PANEL;
+        let width = (c_out - PANEL * q).min(PANEL);
+        let base = PANEL * q * taps * c_in;
+        for ci in 0..c_in {
+            for kk in 0..taps {
+                wp[base + (kk * c_in + ci) * width + co - PANEL * q] =
+                    weights[(co * c_in + ci) * taps + kk];
+            }
+        }
+    }
+    wp
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` re-laid out tap-major, `[(ky, kx)][c_in][c_out]`: the
@@ -306,12 +471,10 @@ pub fn weights_tap_major(weights: &[f32], c_in: usize, c_out: usize, taps: usize
 #[derive(Clone, Debug)]
 pub struct DirectConv {
     params: Conv2dParams,
-    /// Weights `[(ky, kx)][c_in][c_out]`.
-    wt: Vec<f32>,
+    /// Weights in 64-output-channel panels ([`weights_panels`]).
+    panels: Vec<f32>,
     bias: Option<Vec<f32>>,
     activation: Activation,
-    /// `0..c_in`: every channel is its own term of the sum.
-    channels: Vec<u32>,
 }
 
 /// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
@@ -321,7 +484,6 @@ pub struct DirectScratch {
     padded: Vec<f32>,
     /// Pixel-major output `[oh][ow][c_out]`.
     out: Vec<f32>,
-    rows: Vec<usize>,
 }
 
 impl DirectConv {
@@ -344,10 +506,9 @@ impl DirectConv {
         }
         Some(DirectConv {
             params: p,
-            wt: weights_tap_major(&op.weights, p.c_in, p.c_out, p.kh * p.kw),
+            panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw),
             bias: op.bias.clone(),
             activation: op.activation,
-            channels: (0..p.c_in as u32).collect(),
         })
     }
 
@@ -369,12 +530,12 @@ impl DirectConv {
         let n = oh * ow * self.params.c_out;
         self.pad_input(x, h, w, io.input_nhwc, s);
         if io.output_nhwc {
-            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n], &s.rows);
+            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n]);
             self.bias_activation_hwc(&mut out[..n]);
             return;
         }
         grow(&mut s.out, n);
-        self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n], &s.rows);
+        self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n]);
         self.epilogue_channels(&s.out, oh * ow, 0..self.params.c_out, out);
     }
 
@@ -395,7 +556,7 @@ impl DirectConv {
         let n = oh * ow * p.c_out;
         self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let per = oh.div_ceil(parts.max(1)).max(1);
-        let (padded, rows) = (&s.padded[..], &s.rows[..]);
+        let padded = &s.padded[..];
         let target = if io.output_nhwc {
             &mut out[..n]
         } else {
@@ -408,7 +569,7 @@ impl DirectConv {
             .for_each(|(k, chunk)| {
                 let oy0 = k * per;
                 let rows_here = chunk.len() / (ow * p.c_out);
-                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, rows);
+                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk);
                 if io.output_nhwc {
                     self.bias_activation_hwc(chunk);
                 }
@@ -428,9 +589,7 @@ impl DirectConv {
             });
     }
 
-    /// Copies `x` (NCHW, or NHWC with `nhwc`) into the zero-padded pixel-major buffer and sets
-    /// the filter row addresses (they point into `self.wt`, which never moves while `self` is
-    /// borrowed).
+    /// Copies `x` (NCHW, or NHWC with `nhwc`) into the zero-padded pixel-major buffer.
     fn pad_input(&self, x: &[f32], h: usize, w: usize, nhwc: bool, s: &mut DirectScratch) {
         let p = &self.params;
         let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
@@ -441,7 +600,6 @@ impl DirectConv {
         } else {
             layout::to_hwc_padded(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
         }
-        self.set_rows(s);
     }
 
     /// [`Self::pad_input`] with the rows of a pixel-major input copied in parallel.
@@ -458,17 +616,6 @@ impl DirectConv {
             .par_chunks_mut(wp * c)
             .enumerate()
             .for_each(|(r, row)| layout::pad_hwc_row(x, c, (h, w), (top, left), r, row));
-        self.set_rows(s);
-    }
-
-    /// The filter row addresses (into `self.wt`, which never moves while `self` is borrowed).
-    fn set_rows(&self, s: &mut DirectScratch) {
-        let p = &self.params;
-        grow(&mut s.rows, p.c_in);
-        let base = self.wt.as_ptr() as usize;
-        for (c, r) in s.rows[..p.c_in].iter_mut().enumerate() {
-            *r = base + c * p.c_out * std::mem::size_of::<f32>();
-        }
     }
 
     /// Bias and activation over pixel-major outputs (whole pixels).
@@ -487,7 +634,6 @@ impl DirectConv {
         oys: std::ops::Range<usize>,
         ow: usize,
         ohwc: &mut [f32],
-        rows: &[usize],
     ) {
         let p = &self.params;
         let wp = w + p.pads[1] + p.pads[3];
@@ -505,10 +651,9 @@ impl DirectConv {
             out_w: ow,
         };
         let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
-        // SAFETY: `rows[c]` addresses channel `c`'s tap-0 row of `self.wt` (`taps * c_in *
-        // c_out` long), `channels` are `0..c_in`, and `win` holds every padded input row that
+        // SAFETY: the panels hold every weight, and `win` holds every padded input row that
         // output rows `oys` read; `ohwc` holds `oys.len() * ow * c_out` values.
-        unsafe { conv(&g, win, &self.channels, &rows[..p.c_in], ohwc) };
+        unsafe { conv(&g, win, Filters::Panels(&self.panels), ohwc) };
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):
@@ -577,10 +722,73 @@ mod tests {
                 let mut a = vec![0.0; ph * (pw + 1) * c_out];
                 let mut b = vec![0.0; ph * (pw + 1) * c_out];
                 unsafe {
-                    conv_generic(&g, &win, &first, &rows, &mut a);
-                    conv_avx512(&g, &win, &first, &rows, &mut b);
+                    let f = Filters::Rows {
+                        first: &first,
+                        rows: &rows,
+                    };
+                    conv_generic(&g, &win, f, &mut a);
+                    conv_avx512(&g, &win, f, &mut b);
                 }
                 assert_eq!(a, b);
+            }
+        }
+    }
+
+    /// Panel filters, over channel counts whose 64-channel group is larger than
+    /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row) and
+    /// output counts that leave a narrow last panel: the portable and AVX-512 kernels give
+    /// the same bits, and those bits are the naive convolution's within rounding.
+    #[test]
+    fn panels_split_by_kernel_rows_match_generic_and_reference() {
+        use crate::kernels::reference::conv2d_direct;
+        for &(c_in, c_out, k) in &[(240usize, 70usize, 3usize), (300, 130, 3), (40, 16, 7)] {
+            let (h, w) = (5, 6);
+            let taps = k * k;
+            let group_bytes = taps * c_in * PANEL * 4;
+            assert_eq!(group_bytes > GROUP_FILTER_BUDGET, c_in > 100, "case {c_in}");
+            let weights: Vec<f32> = (0..c_out * c_in * taps)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let p = Conv2dParams::new(c_in, c_out, k, k);
+            let (oh, ow) = p.out_hw(h, w);
+            let mut win = vec![0.0; x.len()];
+            layout::nchw_to_nhwc(&x, c_in, h * w, &mut win);
+            let g = Geom {
+                win_w: w,
+                c_in,
+                c_out,
+                kh: k,
+                kw: k,
+                sh: 1,
+                sw: 1,
+                ph: oh,
+                pw: ow,
+                tap_stride: c_in * c_out,
+                out_w: ow,
+            };
+            let panels = weights_panels(&weights, c_in, c_out, taps);
+            let mut a = vec![f32::NAN; oh * ow * c_out];
+            let mut b = a.clone();
+            unsafe { conv_generic(&g, &win, Filters::Panels(&panels), &mut a) };
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), &mut b) };
+                assert_eq!(a, b, "case {c_in} -> {c_out}");
+            }
+            let want = conv2d_direct(&p, &x, h, w, &weights, None);
+            for co in 0..c_out {
+                for j in 0..oh * ow {
+                    let (got, want) = (a[j * c_out + co], want[co * oh * ow + j]);
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{got} vs {want}"
+                    );
+                }
             }
         }
     }
