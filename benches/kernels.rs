@@ -11,7 +11,7 @@ use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_i
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
-    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Filters,
+    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Epilogue, Filters,
     Geom as PatchGeom,
 };
 use haste::kernels::direct::{DirectConv, DirectScratch};
@@ -267,9 +267,9 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     b.bench_local(|| unsafe {
         if avx512 {
             #[cfg(target_arch = "x86_64")]
-            patch_gemm_avx512(&g, &win, filters, &mut out);
+            patch_gemm_avx512(&g, &win, filters, Epilogue::NONE, &mut out);
         } else {
-            patch_gemm_generic(&g, &win, filters, &mut out);
+            patch_gemm_generic(&g, &win, filters, Epilogue::NONE, &mut out);
         }
     });
 }

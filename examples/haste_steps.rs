@@ -7,7 +7,9 @@ use haste::haste::hyperplanes::Hyperplanes;
 use haste::haste::merge::merge_input_in_place;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use haste::kernels::conv::conv2d_image;
-use haste::kernels::direct::{conv_avx512 as patch_gemm_avx512, Filters, Geom as PatchGeom};
+use haste::kernels::direct::{
+    conv_avx512 as patch_gemm_avx512, Epilogue, Filters, Geom as PatchGeom,
+};
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 use std::time::Instant;
 
@@ -119,6 +121,7 @@ fn main() {
                             first: &first,
                             rows: &rows,
                         },
+                        Epilogue::NONE,
                         &mut ohwc[(oy * hw + ox) * c..],
                     )
                 };

@@ -19,7 +19,7 @@ use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
-use crate::kernels::direct::{self, weights_tap_major, Filters, Geom};
+use crate::kernels::direct::{self, weights_tap_major, Epilogue, Filters, Geom};
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
@@ -472,14 +472,14 @@ impl HasteConv {
                 unsafe {
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        direct::conv_avx512(&geom, win_buf, filters, pout);
+                        direct::conv_avx512(&geom, win_buf, filters, Epilogue::NONE, pout);
                     } else {
-                        direct::conv_generic(&geom, win_buf, filters, pout);
+                        direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     {
                         let _ = avx512;
-                        direct::conv_generic(&geom, win_buf, filters, pout);
+                        direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
                     }
                 }
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));

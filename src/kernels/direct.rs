@@ -84,6 +84,70 @@ impl Filters<'_> {
     }
 }
 
+/// What happens to each output once its sum is complete: the bias is added, then the
+/// activation applied, while the output is still in registers (a separate pass would read a
+/// large layer's output back from memory).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per output channel.
+    pub bias: Option<&'a [f32]>,
+    pub activation: Activation,
+}
+
+impl Epilogue<'_> {
+    /// Leaves the sums as they are.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        activation: Activation::None,
+    };
+
+    /// Output channels `co0..co0 + o.len()` of one output, as the separate passes would do
+    /// them.
+    fn apply(&self, co0: usize, o: &mut [f32]) {
+        if let Some(b) = self.bias {
+            o.iter_mut().zip(&b[co0..]).for_each(|(v, b)| *v += b);
+        }
+        self.activation.apply(o);
+    }
+
+    /// [`Self::apply`] on 16 lanes (`mask` the lanes in use), same results bit for bit: the
+    /// comparisons are ordered, so NaN passes through every activation as in the scalar code.
+    ///
+    /// # Safety
+    /// Only called from AVX-512 code (it is inlined there); `co + 16` lanes of the bias
+    /// readable under `mask`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn apply_avx512(
+        &self,
+        co: usize,
+        mask: u16,
+        x: std::arch::x86_64::__m512,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let x = match self.bias {
+            Some(b) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(co))),
+            None => x,
+        };
+        let zero = _mm512_setzero_ps();
+        match self.activation {
+            Activation::None => x,
+            // `max(0, x)` returns `x` when either is NaN, and keeps -0.0 as `x < 0` does.
+            Activation::Relu => _mm512_max_ps(zero, x),
+            Activation::LeakyRelu(a) => {
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero);
+                _mm512_mask_mul_ps(x, neg, x, _mm512_set1_ps(a))
+            }
+            Activation::Clip(lo, hi) => {
+                let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(hi));
+                let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(lo));
+                let x = _mm512_mask_mov_ps(x, above, _mm512_set1_ps(hi));
+                _mm512_mask_mov_ps(x, below, _mm512_set1_ps(lo))
+            }
+        }
+    }
+}
+
 /// Output channels per weight panel of [`weights_panels`].
 pub const PANEL: usize = 64;
 
@@ -103,7 +167,7 @@ fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
 /// be readable for `kk < kh * kw`, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
 /// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
-pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
+pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     let n = g.ph * g.pw;
     let chunk = match f {
         Filters::Rows { .. } => g.c_out.max(1),
@@ -139,6 +203,7 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
                     }
                 }
             }
+            e.apply(co0, o);
         }
     }
 }
@@ -149,14 +214,14 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
 /// As [`conv_generic`], and the CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
+pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     let n = g.ph * g.pw;
     assert!(n == 0 || out.len() >= g.opix(n - 1) + g.c_out);
     if let Filters::Panels(w) = f {
         assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
     }
     for kys in kernel_row_passes(g, f.terms(g)) {
-        let pass = Pass { g, win, f, kys };
+        let pass = Pass { g, win, f, kys, e };
         // SAFETY: forwarded from the caller.
         unsafe {
             match f {
@@ -175,6 +240,8 @@ struct Pass<'a> {
     win: &'a [f32],
     f: Filters<'a>,
     kys: (usize, usize),
+    /// Applied by the last pass.
+    e: Epilogue<'a>,
 }
 
 /// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
@@ -411,6 +478,34 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             _mm512_mask_storeu_ps(op.add(g.opix(j0 + i) + co0 + 16 * v), masks[v], x);
         }
     }
+    if p.kys.1 == g.kh {
+        finish_block::<MR, NV>(p, op, j0, co0, masks);
+    }
+}
+
+/// The epilogue of a block just stored (still in L1). Kept out of [`block`]: its constants,
+/// hoisted into the block's loops, would push the 24 accumulators out of registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline(never)]
+unsafe fn finish_block<const MR: usize, const NV: usize>(
+    p: Pass,
+    op: *mut f32,
+    j0: usize,
+    co0: usize,
+    masks: [u16; 4],
+) {
+    use std::arch::x86_64::*;
+    if p.e.bias.is_none() && matches!(p.e.activation, Activation::None) {
+        return;
+    }
+    for i in 0..MR {
+        for (v, &mask) in masks.iter().enumerate().take(NV) {
+            let at = op.add(p.g.opix(j0 + i) + co0 + 16 * v);
+            let x = _mm512_maskz_loadu_ps(mask, at);
+            _mm512_mask_storeu_ps(at, mask, p.e.apply_avx512(co0 + 16 * v, mask, x));
+        }
+    }
 }
 
 /// Runs the fastest kernel this CPU supports ([`conv_avx512`] or [`conv_generic`]; both give
@@ -419,16 +514,16 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
 /// # Safety
 /// As [`conv_generic`].
 #[inline]
-pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, out: &mut [f32]) {
+pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: forwarded from the caller; the CPU features are checked just above.
-        unsafe { conv_avx512(g, win, f, out) };
+        unsafe { conv_avx512(g, win, f, e, out) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { conv_generic(g, win, f, out) }
+    unsafe { conv_generic(g, win, f, e, out) }
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output
@@ -530,12 +625,11 @@ impl DirectConv {
         let n = oh * ow * self.params.c_out;
         self.pad_input(x, h, w, io.input_nhwc, s);
         if io.output_nhwc {
-            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n]);
-            self.bias_activation_hwc(&mut out[..n]);
+            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n], self.epilogue());
             return;
         }
         grow(&mut s.out, n);
-        self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n]);
+        self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n], Epilogue::NONE);
         self.epilogue_channels(&s.out, oh * ow, 0..self.params.c_out, out);
     }
 
@@ -569,10 +663,12 @@ impl DirectConv {
             .for_each(|(k, chunk)| {
                 let oy0 = k * per;
                 let rows_here = chunk.len() / (ow * p.c_out);
-                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk);
-                if io.output_nhwc {
-                    self.bias_activation_hwc(chunk);
-                }
+                let e = if io.output_nhwc {
+                    self.epilogue()
+                } else {
+                    Epilogue::NONE
+                };
+                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, e);
             });
         if io.output_nhwc {
             return;
@@ -618,15 +714,16 @@ impl DirectConv {
             .for_each(|(r, row)| layout::pad_hwc_row(x, c, (h, w), (top, left), r, row));
     }
 
-    /// Bias and activation over pixel-major outputs (whole pixels).
-    fn bias_activation_hwc(&self, out: &mut [f32]) {
-        if let Some(b) = &self.bias {
-            layout::add_bias_hwc(out, b);
+    /// Bias and activation, for pixel-major outputs (the kernel applies them).
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            bias: self.bias.as_deref(),
+            activation: self.activation,
         }
-        self.activation.apply(out);
     }
 
-    /// Output rows `oys` into `ohwc` (pixel-major, starting at row `oys.start`).
+    /// Output rows `oys` into `ohwc` (pixel-major, starting at row `oys.start`), finished
+    /// by `e`.
     fn output_rows(
         &self,
         padded: &[f32],
@@ -634,6 +731,7 @@ impl DirectConv {
         oys: std::ops::Range<usize>,
         ow: usize,
         ohwc: &mut [f32],
+        e: Epilogue,
     ) {
         let p = &self.params;
         let wp = w + p.pads[1] + p.pads[3];
@@ -653,7 +751,7 @@ impl DirectConv {
         let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
         // SAFETY: the panels hold every weight, and `win` holds every padded input row that
         // output rows `oys` read; `ohwc` holds `oys.len() * ow * c_out` values.
-        unsafe { conv(&g, win, Filters::Panels(&self.panels), ohwc) };
+        unsafe { conv(&g, win, Filters::Panels(&self.panels), e, ohwc) };
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):
@@ -726,8 +824,8 @@ mod tests {
                         first: &first,
                         rows: &rows,
                     };
-                    conv_generic(&g, &win, f, &mut a);
-                    conv_avx512(&g, &win, f, &mut b);
+                    conv_generic(&g, &win, f, Epilogue::NONE, &mut a);
+                    conv_avx512(&g, &win, f, Epilogue::NONE, &mut b);
                 }
                 assert_eq!(a, b);
             }
@@ -772,12 +870,12 @@ mod tests {
             let panels = weights_panels(&weights, c_in, c_out, taps);
             let mut a = vec![f32::NAN; oh * ow * c_out];
             let mut b = a.clone();
-            unsafe { conv_generic(&g, &win, Filters::Panels(&panels), &mut a) };
+            unsafe { conv_generic(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut a) };
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("fma")
             {
-                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), &mut b) };
+                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut b) };
                 assert_eq!(a, b, "case {c_in} -> {c_out}");
             }
             let want = conv2d_direct(&p, &x, h, w, &weights, None);
@@ -788,6 +886,60 @@ mod tests {
                         (got - want).abs() < 1e-4 * (1.0 + want.abs()),
                         "{got} vs {want}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The in-register epilogue gives the scalar one's bits, NaN, infinities and -0.0
+    /// included, for every activation, with and without bias, on full and partial lanes.
+    #[test]
+    fn epilogue_in_registers_matches_scalar_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            use std::arch::x86_64::*;
+            let xs: Vec<f32> = vec![
+                -2.5,
+                -0.0,
+                0.0,
+                1.5,
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                0.25,
+                -0.75,
+                3.0,
+                -1e-30,
+                7.0,
+                -7.0,
+                0.5,
+                -0.5,
+                f32::MIN_POSITIVE,
+            ];
+            let bias: Vec<f32> = (0..16).map(|i| (i as f32 - 8.0) * 0.125).collect();
+            let activations = [
+                Activation::None,
+                Activation::Relu,
+                Activation::LeakyRelu(0.1),
+                Activation::Clip(-1.0, 2.0),
+            ];
+            for activation in activations {
+                for b in [None, Some(&bias[..])] {
+                    let e = Epilogue {
+                        bias: b,
+                        activation,
+                    };
+                    for (mask, lanes) in [(0xffffu16, 16), (0x01ff, 9)] {
+                        let mut want = xs[..lanes].to_vec();
+                        e.apply(0, &mut want);
+                        let mut got = vec![0.0f32; 16];
+                        unsafe {
+                            let x = _mm512_loadu_ps(xs.as_ptr());
+                            _mm512_storeu_ps(got.as_mut_ptr(), e.apply_avx512(0, mask, x));
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&got[..lanes]), bits(&want), "{activation:?} {b:?}");
+                    }
                 }
             }
         }
