@@ -216,7 +216,7 @@ fn haste_filter_merge_rows(b: Bencher, &(c, hw): &(usize, usize)) {
     let m = multi(&buckets);
     let wt = values(9 * c * c, 4);
     let mut wm = vec![0.0; 9 * c * c];
-    b.bench_local(|| merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm));
+    b.bench_local(|| merge_filter_rows(&wt, c, c, c, 9, &buckets, &m, &mut wm));
 }
 
 /// The fused reduced convolution of one 4x4 patch (implicit GEMM over the merged window),
@@ -228,7 +228,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let m = multi(&buckets);
     let wt = values(9 * c * c, 4);
     let mut wm = vec![0.0; 9 * c * c];
-    merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm);
+    merge_filter_rows(&wt, c, c, c, 9, &buckets, &m, &mut wm);
     let mut win = vec![0.0; pt.win.h * pt.win.w * c];
     merge_input_in_place(&pt.hwc, pt.w, c, &pt.win, &buckets, &m, &mut win);
     let first: Vec<u32> = (0..buckets.count())
@@ -256,6 +256,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         pw: 4,
         tap_stride: c * c,
         out_w: 4,
+        out_stride: c,
     };
     let mut out = vec![0.0; 16 * c];
     let filters = Filters::Rows {

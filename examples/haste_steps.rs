@@ -112,6 +112,7 @@ fn main() {
                     pw: 4,
                     tap_stride: c * c,
                     out_w: hw,
+                    out_stride: c,
                 };
                 unsafe {
                     patch_gemm_avx512(

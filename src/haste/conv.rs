@@ -19,7 +19,9 @@ use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
 use super::merge::{merge_filter_rows, merge_input_in_place};
 use super::stats::LayerStats;
-use crate::kernels::direct::{self, weights_tap_major, Epilogue, Filters, Geom};
+use crate::kernels::direct::{
+    self, weights_panels, weights_tap_major, Epilogue, Filters, Geom, PANEL,
+};
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
@@ -88,6 +90,18 @@ impl Window {
     }
 }
 
+/// Output channels per filter panel of a HASTE layer: 64 when they divide `c_out` (and
+/// `c_out` is larger), so the kernel streams each 64-channel group's filters contiguously
+/// (a wide layer's whole bank does not fit in L2, and each patch reads all of it), else
+/// `c_out` (one panel: the plain tap-major layout).
+pub fn filter_panel(c_out: usize) -> usize {
+    if c_out > PANEL && c_out.is_multiple_of(PANEL) {
+        PANEL
+    } else {
+        c_out
+    }
+}
+
 /// A convolution run with HASTE: weights re-laid out once, hyperplanes drawn once.
 #[derive(Clone, Debug)]
 pub struct HasteConv {
@@ -95,8 +109,10 @@ pub struct HasteConv {
     cfg: HasteConfig,
     layer_index: usize,
     hyperplanes: Hyperplanes,
-    /// Weights `[(ky, kx)][c_in][c_out]`.
+    /// Weights in panels of `panel` output channels, `[c_out / panel][(ky, kx)][c_in][panel]`
+    /// (see [`filter_panel`]).
     wt: Vec<f32>,
+    panel: usize,
     bias: Option<Vec<f32>>,
     force_singletons: bool,
 }
@@ -154,7 +170,12 @@ impl HasteConv {
                 return bad(format!("{} biases, expected {c_out}", b.len()));
             }
         }
-        let wt = weights_tap_major(weights, c_in, c_out, taps);
+        let panel = filter_panel(c_out);
+        let wt = if panel == c_out {
+            weights_tap_major(weights, c_in, c_out, taps)
+        } else {
+            weights_panels(weights, c_in, c_out, taps)
+        };
         let p = cfg.tile;
         let fh = (p - 1) * params.stride.0 + params.kh;
         let fw = (p - 1) * params.stride.1 + params.kw;
@@ -175,6 +196,7 @@ impl HasteConv {
             layer_index,
             hyperplanes,
             wt,
+            panel,
             bias: bias.map(|b| b.to_vec()),
             force_singletons: false,
         })
@@ -432,33 +454,23 @@ impl HasteConv {
                     }
                 }
                 merge_input_in_place(hwc, w, c_in, &win, buckets, &s.multi, &mut s.mwin);
-                merge_filter_rows(&self.wt, c_in, c_out, taps, buckets, &s.multi, &mut s.wm);
-                let (wt_addr, wm_addr) = (self.wt.as_ptr() as usize, s.wm.as_ptr() as usize);
-                for b in 0..nb {
-                    let base = if buckets.size(b) > 1 {
-                        wm_addr
-                    } else {
-                        wt_addr
-                    };
-                    s.rows[b] = base + s.first[b] as usize * c_out * 4;
-                }
+                let panel = self.panel;
+                merge_filter_rows(
+                    &self.wt, c_in, c_out, panel, taps, buckets, &s.multi, &mut s.wm,
+                );
                 let geom = Geom {
                     win_w: win.w,
                     c_in,
-                    c_out,
+                    c_out: panel,
                     kh,
                     kw,
                     sh: p.stride.0,
                     sw: p.stride.1,
                     ph,
                     pw,
-                    tap_stride: c_in * c_out,
+                    tap_stride: c_in * panel,
                     out_w: ow,
-                };
-                let win_buf = &s.mwin[..];
-                let filters = Filters::Rows {
-                    first: &s.first[..nb],
-                    rows: &s.rows[..nb],
+                    out_stride: c_out,
                 };
                 let at = ((oy0 - out_rows.start) * ow + ox0) * c_out;
                 let pout = if io.output_nhwc {
@@ -466,20 +478,40 @@ impl HasteConv {
                 } else {
                     &mut s.ohwc[at..]
                 };
-                // SAFETY: `rows` address rows of `self.wt` or `s.wm` (both `taps * c_in *
-                // c_out` long, unchanged until the kernel returns) at channel `first[b] <
-                // c_in`; the window buffer holds `win.h * win.w * c_in` values.
-                unsafe {
-                    #[cfg(target_arch = "x86_64")]
-                    if avx512 {
-                        direct::conv_avx512(&geom, win_buf, filters, Epilogue::NONE, pout);
-                    } else {
-                        direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
+                // One kernel call per filter panel: merged buckets read their summed rows in
+                // `wm`, singletons the layer's own in `wt` (same layout).
+                let panel_bytes = taps * c_in * panel * 4;
+                let (wt_addr, wm_addr) = (self.wt.as_ptr() as usize, s.wm.as_ptr() as usize);
+                for q in 0..c_out / panel {
+                    for b in 0..nb {
+                        let base = if buckets.size(b) > 1 {
+                            wm_addr
+                        } else {
+                            wt_addr
+                        };
+                        s.rows[b] = base + q * panel_bytes + s.first[b] as usize * panel * 4;
                     }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    {
-                        let _ = avx512;
-                        direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
+                    let filters = Filters::Rows {
+                        first: &s.first[..nb],
+                        rows: &s.rows[..nb],
+                    };
+                    let (win_buf, pout) = (&s.mwin[..], &mut pout[q * panel..]);
+                    // SAFETY: `rows` address rows of panel `q` of `self.wt` or `s.wm` (both
+                    // `taps * c_in * c_out` long, unchanged until the kernel returns) at
+                    // channel `first[b] < c_in`, `taps * c_in * panel` floats each; the window
+                    // buffer holds `win.h * win.w * c_in` values.
+                    unsafe {
+                        #[cfg(target_arch = "x86_64")]
+                        if avx512 {
+                            direct::conv_avx512(&geom, win_buf, filters, Epilogue::NONE, pout);
+                        } else {
+                            direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        {
+                            let _ = avx512;
+                            direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
+                        }
                     }
                 }
                 stats.record_patch((0..nb).map(|b| buckets.size(b)));

@@ -169,29 +169,42 @@ pub fn merge_input_in_place(
     }
 }
 
-/// Filter merge of the buckets in `multi` only: for each, and each tap `kk`, the row of its
-/// first channel `f` in `wm` (same layout as `wt`, `[(ky, kx)][c_in][c_out]`) becomes
-/// `sum_{c in b} wt[(kk * c_in + c) * c_out..]`, summed in increasing channel order (the same
-/// bits as [`merge_filters`]). Singleton buckets are not copied: the kernel reads `wt`.
+/// Filter merge of the buckets in `multi` only. The weights `wt` are in panels of `panel`
+/// output channels (`[c_out / panel][(ky, kx)][c_in][panel]`; `panel = c_out` is the plain
+/// tap-major layout). For each bucket, panel and tap `kk`, the row of its first channel `f`
+/// in `wm` (same layout as `wt`) becomes `sum_{c in b}` of channel `c`'s row, summed in
+/// increasing channel order (the same bits as [`merge_filters`]). Singleton buckets are not
+/// copied: the kernel reads `wt`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn merge_filter_rows(
     wt: &[f32],
     c_in: usize,
     c_out: usize,
+    panel: usize,
     taps: usize,
     buckets: &Buckets,
     multi: &[u32],
     wm: &mut [f32],
 ) {
+    assert!(
+        panel > 0 && c_out.is_multiple_of(panel),
+        "{c_out} channels, panels of {panel}"
+    );
+    let panel_len = taps * c_in * panel;
     for &b in multi {
         let members = buckets.members(b as usize);
-        for kk in 0..taps {
-            let tap = &wt[kk * c_in * c_out..][..c_in * c_out];
-            let dst = &mut wm[(kk * c_in + members[0] as usize) * c_out..][..c_out];
-            dst.copy_from_slice(&tap[members[0] as usize * c_out..][..c_out]);
-            for &m in &members[1..] {
-                for (d, &v) in dst.iter_mut().zip(&tap[m as usize * c_out..][..c_out]) {
-                    *d += v;
+        let row = |kk: usize, c: u32| (kk * c_in + c as usize) * panel;
+        for q in 0..c_out / panel {
+            let src = &wt[q * panel_len..][..panel_len];
+            let dst_panel = &mut wm[q * panel_len..][..panel_len];
+            for kk in 0..taps {
+                let dst = &mut dst_panel[row(kk, members[0])..][..panel];
+                dst.copy_from_slice(&src[row(kk, members[0])..][..panel]);
+                for &m in &members[1..] {
+                    for (d, &v) in dst.iter_mut().zip(&src[row(kk, m)..][..panel]) {
+                        *d += v;
+                    }
                 }
             }
         }

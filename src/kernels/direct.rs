@@ -44,9 +44,12 @@ pub struct Geom {
     pub pw: usize,
     /// Distance (elements) between the rows of consecutive taps of one bucket.
     pub tap_stride: usize,
-    /// Output row length (pixels): output `j = (oy, ox)` goes to `out[(oy * out_w + ox) *
-    /// c_out..]` (pixel-major, so a patch writes into a whole HWC image in place).
+    /// Output row length (pixels) and pixel stride (floats): output `j = (oy, ox)` goes to
+    /// `out[(oy * out_w + ox) * out_stride..][..c_out]` (pixel-major, so a patch writes into a
+    /// whole HWC image in place; `out_stride` is larger than `c_out` when the call computes
+    /// one slice of the image's channels).
     pub out_w: usize,
+    pub out_stride: usize,
 }
 
 impl Geom {
@@ -58,7 +61,7 @@ impl Geom {
 
     #[inline(always)]
     fn opix(&self, j: usize) -> usize {
-        ((j / self.pw) * self.out_w + j % self.pw) * self.c_out
+        ((j / self.pw) * self.out_w + j % self.pw) * self.out_stride
     }
 }
 
@@ -747,6 +750,7 @@ impl DirectConv {
             pw: ow,
             tap_stride: p.c_in * p.c_out,
             out_w: ow,
+            out_stride: p.c_out,
         };
         let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
         // SAFETY: the panels hold every weight, and `win` holds every padded input row that
@@ -816,6 +820,7 @@ mod tests {
                     pw,
                     tap_stride: c_in * c_out,
                     out_w: pw + 1,
+                    out_stride: c_out,
                 };
                 let mut a = vec![0.0; ph * (pw + 1) * c_out];
                 let mut b = vec![0.0; ph * (pw + 1) * c_out];
@@ -866,6 +871,7 @@ mod tests {
                 pw: ow,
                 tap_stride: c_in * c_out,
                 out_w: ow,
+                out_stride: c_out,
             };
             let panels = weights_panels(&weights, c_in, c_out, taps);
             let mut a = vec![f32::NAN; oh * ow * c_out];
