@@ -7,7 +7,9 @@ use haste::haste::buckets::Buckets;
 use haste::haste::conv::Window;
 use haste::haste::hash::{hash_window, HashScratch};
 use haste::haste::hyperplanes::Hyperplanes;
-use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_input_in_place};
+use haste::haste::merge::{
+    merge_filter_rows, merge_filters, merge_input, merge_input_in_place, merged_row,
+};
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
@@ -234,16 +236,19 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let first: Vec<u32> = (0..buckets.count())
         .map(|b| buckets.members(b)[0])
         .collect();
-    let rows: Vec<usize> = (0..buckets.count())
-        .map(|b| {
-            let base = if buckets.size(b) > 1 {
-                wm.as_ptr()
+    // The row table: merged buckets read their summed rows, singletons the weights.
+    let mut rows = Vec::new();
+    for kk in 0..9 {
+        let mut merged = 0;
+        for (b, &f) in first.iter().enumerate() {
+            rows.push(if buckets.size(b) > 1 {
+                merged += 1;
+                wm.as_ptr() as usize + merged_row(9, m.len(), 0, kk, merged - 1) * c * 4
             } else {
-                wt.as_ptr()
-            };
-            base as usize + first[b] as usize * c * 4
-        })
-        .collect();
+                wt.as_ptr() as usize + (kk * c + f as usize) * c * 4
+            });
+        }
+    }
     let g = PatchGeom {
         win_w: pt.win.w,
         c_in: c,
@@ -254,7 +259,6 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         sw: 1,
         ph: 4,
         pw: 4,
-        tap_stride: c * c,
         out_w: 4,
         out_stride: c,
     };

@@ -93,9 +93,9 @@ fn main() {
         });
         let wt: Vec<f32> = vec![0.01; 9 * c * c];
         let first: Vec<u32> = (0..c as u32).collect();
-        let rows: Vec<usize> = first
-            .iter()
-            .map(|&f| wt.as_ptr() as usize + f as usize * c * 4)
+        let rows: Vec<usize> = (0..9)
+            .flat_map(|kk| first.iter().map(move |&f| (kk * c + f as usize) * c))
+            .map(|at| wt.as_ptr() as usize + at * 4)
             .collect();
         let mut ohwc = vec![0.0; hw * hw * c];
         let kern = time(|| {
@@ -110,7 +110,6 @@ fn main() {
                     sw: 1,
                     ph: 4,
                     pw: 4,
-                    tap_stride: c * c,
                     out_w: hw,
                     out_stride: c,
                 };

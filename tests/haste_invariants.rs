@@ -178,18 +178,23 @@ fn duplicated(base: &[f32], hw: usize, map: &[usize]) -> Vec<f32> {
 
 #[test]
 fn duplicate_channels_merge_exactly() {
-    for (i, &(c_in, n_base, k, pad, stride, tile)) in [
-        (24, 4, 3, 1, 1, 4),
-        (40, 6, 3, 1, 1, 3),
-        (16, 3, 5, 2, 1, 4),
-        (32, 5, 3, 0, 2, 4),
-        (12, 4, 1, 0, 1, 4),
+    // Output channel counts of one filter panel (9, 130) and of several 64-channel panels
+    // (128, 192), which wide layers use.
+    for (i, &(c_in, n_base, k, pad, stride, tile, c_out)) in [
+        (24, 4, 3, 1, 1, 4, 9),
+        (40, 6, 3, 1, 1, 3, 9),
+        (16, 3, 5, 2, 1, 4, 9),
+        (32, 5, 3, 0, 2, 4, 9),
+        (12, 4, 1, 0, 1, 4, 9),
+        (24, 4, 3, 1, 1, 4, 128),
+        (40, 6, 3, 1, 2, 4, 192),
+        (16, 5, 3, 1, 1, 2, 130),
     ]
     .iter()
     .enumerate()
     {
         let (h, w) = (16, 13);
-        let p = Conv2dParams::new(c_in, 9, k, k)
+        let p = Conv2dParams::new(c_in, c_out, k, k)
             .with_stride(stride, stride)
             .with_pads([pad; 4]);
         let case = Case::new(p, h, w, i as u64);

@@ -17,7 +17,7 @@ use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
 use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
-use super::merge::{merge_filter_rows, merge_input_in_place};
+use super::merge::{merge_filter_rows, merge_input_in_place, merged_row};
 use super::stats::LayerStats;
 use crate::kernels::direct::{
     self, weights_panels, weights_tap_major, Epilogue, Filters, Geom, PANEL,
@@ -123,15 +123,144 @@ pub struct HasteScratch {
     hwc: Vec<f32>,
     hash: HashScratch,
     buckets: Buckets,
-    mwin: Vec<f32>,
-    wm: Vec<f32>,
     /// The output image, pixel-major `[oh][ow][c_out]`, transposed to `[c_out][oh][ow]` once.
     ohwc: Vec<f32>,
-    /// Per patch: first channel of each bucket, the buckets with several channels, and each
-    /// bucket's tap-0 filter row address (see [`super::kernel`]).
-    first: Vec<u32>,
-    multi: Vec<u32>,
+    /// The patches of the current strip, merged and waiting for their convolution.
+    strip: Vec<MergedPatch>,
+    /// The filter row address table of one patch and panel (`[tap][bucket]`).
     rows: Vec<usize>,
+}
+
+/// One patch, hashed and merged: what its reduced convolution reads.
+#[derive(Clone, Debug, Default)]
+struct MergedPatch {
+    /// First output column and width of the patch.
+    ox0: usize,
+    pw: usize,
+    /// The window's row length (pixels).
+    win_w: usize,
+    /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
+    /// slot.
+    mwin: Vec<f32>,
+    /// The first channel of each bucket.
+    first: Vec<u32>,
+    /// Per bucket: its index among the merged buckets, or [`SINGLETON`].
+    merged_index: Vec<u32>,
+    /// The merged buckets, and their summed filter rows (see [`merged_row`]).
+    multi: Vec<u32>,
+    wm: Vec<f32>,
+}
+
+/// [`MergedPatch::merged_index`] of a one-channel bucket.
+const SINGLETON: u32 = u32::MAX;
+
+impl MergedPatch {
+    /// Merges the input channels of `win` and the filters by `buckets`.
+    #[inline(always)]
+    fn merge(
+        &mut self,
+        conv: &HasteConv,
+        hwc: &[f32],
+        w: usize,
+        win: &Window,
+        buckets: &Buckets,
+        (ox0, pw): (usize, usize),
+    ) {
+        let p = &conv.params;
+        let (c_in, c_out, taps) = (p.c_in, p.c_out, p.kh * p.kw);
+        let nb = buckets.count();
+        (self.ox0, self.pw, self.win_w) = (ox0, pw, win.w);
+        self.first.clear();
+        self.merged_index.clear();
+        self.multi.clear();
+        for b in 0..nb {
+            let members = buckets.members(b);
+            self.first.push(members[0]);
+            if members.len() > 1 {
+                self.merged_index.push(self.multi.len() as u32);
+                self.multi.push(b as u32);
+            } else {
+                self.merged_index.push(SINGLETON);
+            }
+        }
+        grow(&mut self.mwin, win.h * win.w * c_in);
+        merge_input_in_place(hwc, w, c_in, win, buckets, &self.multi, &mut self.mwin);
+        grow(&mut self.wm, c_out * taps * self.multi.len());
+        merge_filter_rows(
+            &conv.wt,
+            c_in,
+            c_out,
+            conv.panel,
+            taps,
+            buckets,
+            &self.multi,
+            &mut self.wm,
+        );
+    }
+
+    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written
+    /// into `strip_out`, the strip's pixel-major output (`ph` rows of `ow` pixels).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn convolve(
+        &self,
+        conv: &HasteConv,
+        q: usize,
+        ph: usize,
+        ow: usize,
+        rows: &mut Vec<usize>,
+        strip_out: &mut [f32],
+        avx512: bool,
+    ) {
+        let p = &conv.params;
+        let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
+        let nb = self.first.len();
+        // Row addresses: singletons read panel `q` of the layer's weights, merged buckets
+        // their summed rows.
+        grow(rows, taps * nb);
+        let wt_panel = conv.wt.as_ptr() as usize + q * taps * c_in * panel * 4;
+        let wm = self.wm.as_ptr() as usize;
+        for kk in 0..taps {
+            for (b, (&f, &m)) in self.first.iter().zip(&self.merged_index).enumerate() {
+                rows[kk * nb + b] = if m == SINGLETON {
+                    wt_panel + (kk * c_in + f as usize) * panel * 4
+                } else {
+                    wm + merged_row(taps, self.multi.len(), q, kk, m as usize) * panel * 4
+                };
+            }
+        }
+        let geom = Geom {
+            win_w: self.win_w,
+            c_in,
+            c_out: panel,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph,
+            pw: self.pw,
+            out_w: ow,
+            out_stride: c_out,
+        };
+        let filters = Filters::Rows {
+            first: &self.first,
+            rows: &rows[..taps * nb],
+        };
+        let out = &mut strip_out[self.ox0 * c_out + q * panel..];
+        // SAFETY: every row address points at `panel` floats of `conv.wt` (panel `q`, a
+        // channel below `c_in`, a tap below `taps`) or of `self.wm` (a merged row written by
+        // `merge`), both unchanged until the kernel returns; `first[b] < c_in`; the merged
+        // window holds `win.h * win.w * c_in` values.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                direct::conv_avx512(&geom, &self.mwin, filters, Epilogue::NONE, out);
+                return;
+            }
+            let _ = avx512;
+            direct::conv_generic(&geom, &self.mwin, filters, Epilogue::NONE, out);
+        }
+    }
 }
 
 impl HasteConv {
@@ -375,8 +504,6 @@ impl HasteConv {
     ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
-        let (kh, kw) = (p.kh, p.kw);
-        let taps = kh * kw;
         let (oh, ow) = p.out_hw(h, w);
         assert_eq!(
             x.len(),
@@ -413,18 +540,22 @@ impl HasteConv {
             &hwc_buf
         };
         s.hash.reserve(c_in, fh * fw);
-        grow(&mut s.mwin, fh * fw * c_in);
-        grow(&mut s.wm, taps * c_in * c_out);
         if !io.output_nhwc {
             grow(&mut s.ohwc, oh * ow * c_out);
         }
-        grow(&mut s.first, c_in);
-        grow(&mut s.rows, c_in);
+        let patches_per_row = ow.div_ceil(tile);
+        if s.strip.len() < patches_per_row {
+            s.strip.resize_with(patches_per_row, MergedPatch::default);
+        }
         let magnitude = self.cfg.magnitude_bins;
 
+        // A strip of patches (one patch row) at a time: every patch is hashed and merged
+        // first, then each filter panel runs over all of them, so a wide layer reads each
+        // panel's filters once per strip, not once per patch (the whole bank of a 64 -> 512
+        // layer does not fit in L2).
         for oy0 in out_rows.clone().step_by(tile) {
             let ph = tile.min(out_rows.end - oy0);
-            for ox0 in (0..ow).step_by(tile) {
+            for (k, ox0) in (0..ow).step_by(tile).enumerate() {
                 let pw = tile.min(ow - ox0);
                 let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
                 let counts = hash_window(
@@ -442,89 +573,30 @@ impl HasteConv {
                 } else {
                     s.buckets.group(&s.hash.keys[..c_in]);
                 }
-                let buckets = &s.buckets;
-                let nb = buckets.count();
-                let n = ph * pw;
-                s.multi.clear();
-                for b in 0..nb {
-                    let members = buckets.members(b);
-                    s.first[b] = members[0];
-                    if members.len() > 1 {
-                        s.multi.push(b as u32);
-                    }
-                }
-                merge_input_in_place(hwc, w, c_in, &win, buckets, &s.multi, &mut s.mwin);
-                let panel = self.panel;
-                merge_filter_rows(
-                    &self.wt, c_in, c_out, panel, taps, buckets, &s.multi, &mut s.wm,
-                );
-                let geom = Geom {
-                    win_w: win.w,
-                    c_in,
-                    c_out: panel,
-                    kh,
-                    kw,
-                    sh: p.stride.0,
-                    sw: p.stride.1,
-                    ph,
-                    pw,
-                    tap_stride: c_in * panel,
-                    out_w: ow,
-                    out_stride: c_out,
-                };
-                let at = ((oy0 - out_rows.start) * ow + ox0) * c_out;
-                let pout = if io.output_nhwc {
-                    &mut out[at..]
-                } else {
-                    &mut s.ohwc[at..]
-                };
-                // One kernel call per filter panel: merged buckets read their summed rows in
-                // `wm`, singletons the layer's own in `wt` (same layout).
-                let panel_bytes = taps * c_in * panel * 4;
-                let (wt_addr, wm_addr) = (self.wt.as_ptr() as usize, s.wm.as_ptr() as usize);
-                for q in 0..c_out / panel {
-                    for b in 0..nb {
-                        let base = if buckets.size(b) > 1 {
-                            wm_addr
-                        } else {
-                            wt_addr
-                        };
-                        s.rows[b] = base + q * panel_bytes + s.first[b] as usize * panel * 4;
-                    }
-                    let filters = Filters::Rows {
-                        first: &s.first[..nb],
-                        rows: &s.rows[..nb],
-                    };
-                    let (win_buf, pout) = (&s.mwin[..], &mut pout[q * panel..]);
-                    // SAFETY: `rows` address rows of panel `q` of `self.wt` or `s.wm` (both
-                    // `taps * c_in * c_out` long, unchanged until the kernel returns) at
-                    // channel `first[b] < c_in`, `taps * c_in * panel` floats each; the window
-                    // buffer holds `win.h * win.w * c_in` values.
-                    unsafe {
-                        #[cfg(target_arch = "x86_64")]
-                        if avx512 {
-                            direct::conv_avx512(&geom, win_buf, filters, Epilogue::NONE, pout);
-                        } else {
-                            direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
-                        }
-                        #[cfg(not(target_arch = "x86_64"))]
-                        {
-                            let _ = avx512;
-                            direct::conv_generic(&geom, win_buf, filters, Epilogue::NONE, pout);
-                        }
-                    }
-                }
-                stats.record_patch((0..nb).map(|b| buckets.size(b)));
+                let nb = s.buckets.count();
+                s.strip[k].merge(self, hwc, w, &win, &s.buckets, (ox0, pw));
+                stats.record_patch((0..nb).map(|b| s.buckets.size(b)));
                 stats.nonfinite_inputs += counts.nonfinite;
                 stats.flops.add(&patch_flops(
                     p,
                     nb,
-                    n,
+                    ph * pw,
                     win.present(),
                     counts.entries_used,
                     self.cfg.centering,
                     magnitude.is_some(),
                 ));
+            }
+            let at = (oy0 - out_rows.start) * ow * c_out;
+            let strip_out = if io.output_nhwc {
+                &mut out[at..]
+            } else {
+                &mut s.ohwc[at..]
+            };
+            for q in 0..c_out / self.panel {
+                for patch in &s.strip[..patches_per_row] {
+                    patch.convolve(self, q, ph, ow, &mut s.rows, strip_out, avx512);
+                }
             }
         }
         if io.output_nhwc {
@@ -561,8 +633,15 @@ mod tests {
 
     #[test]
     fn all_instruction_set_paths_agree_bitwise() {
-        let p = Conv2dParams::new(24, 10, 3, 3).with_pads([1; 4]);
-        let n = 24 * 10 * 9;
+        // One filter panel (10 outputs) and two (128).
+        for c_out in [10, 128] {
+            paths_agree_bitwise(c_out);
+        }
+    }
+
+    fn paths_agree_bitwise(c_out: usize) {
+        let p = Conv2dParams::new(24, c_out, 3, 3).with_pads([1; 4]);
+        let n = 24 * c_out * 9;
         let wts: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
             .collect();
@@ -578,7 +657,7 @@ mod tests {
             };
             let conv = HasteConv::new(p, &wts, None, &cfg, 0).unwrap();
             let run = |f: &dyn Fn(&mut [f32], &mut LayerStats)| {
-                let mut out = vec![0.0; 10 * 121];
+                let mut out = vec![0.0; c_out * 121];
                 let mut stats = LayerStats::default();
                 f(&mut out, &mut stats);
                 (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)

@@ -169,12 +169,13 @@ pub fn merge_input_in_place(
     }
 }
 
-/// Filter merge of the buckets in `multi` only. The weights `wt` are in panels of `panel`
-/// output channels (`[c_out / panel][(ky, kx)][c_in][panel]`; `panel = c_out` is the plain
-/// tap-major layout). For each bucket, panel and tap `kk`, the row of its first channel `f`
-/// in `wm` (same layout as `wt`) becomes `sum_{c in b}` of channel `c`'s row, summed in
-/// increasing channel order (the same bits as [`merge_filters`]). Singleton buckets are not
-/// copied: the kernel reads `wt`.
+/// Filter merge of the buckets in `multi` only, into a compact bank of summed rows. The
+/// weights `wt` are in panels of `panel` output channels (`[c_out / panel][(ky, kx)][c_in]
+/// [panel]`; `panel = c_out` is the plain tap-major layout). For the `m`-th bucket of `multi`,
+/// panel `q` and tap `kk`, row [`merged_row`]`(q, kk, m)` of `wm` becomes the sum of its
+/// channels' rows, summed in increasing channel order (the same bits as [`merge_filters`]).
+/// Singleton buckets are not copied: the kernel reads `wt`. `wm` holds `c_out * taps *
+/// multi.len()` values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn merge_filter_rows(
@@ -192,21 +193,29 @@ pub fn merge_filter_rows(
         "{c_out} channels, panels of {panel}"
     );
     let panel_len = taps * c_in * panel;
-    for &b in multi {
+    for (m, &b) in multi.iter().enumerate() {
         let members = buckets.members(b as usize);
-        let row = |kk: usize, c: u32| (kk * c_in + c as usize) * panel;
         for q in 0..c_out / panel {
             let src = &wt[q * panel_len..][..panel_len];
-            let dst_panel = &mut wm[q * panel_len..][..panel_len];
             for kk in 0..taps {
-                let dst = &mut dst_panel[row(kk, members[0])..][..panel];
-                dst.copy_from_slice(&src[row(kk, members[0])..][..panel]);
-                for &m in &members[1..] {
-                    for (d, &v) in dst.iter_mut().zip(&src[row(kk, m)..][..panel]) {
+                let row = |c: u32| (kk * c_in + c as usize) * panel;
+                let at = merged_row(taps, multi.len(), q, kk, m) * panel;
+                let dst = &mut wm[at..][..panel];
+                dst.copy_from_slice(&src[row(members[0])..][..panel]);
+                for &c in &members[1..] {
+                    for (d, &v) in dst.iter_mut().zip(&src[row(c)..][..panel]) {
                         *d += v;
                     }
                 }
             }
         }
     }
+}
+
+/// Where [`merge_filter_rows`] puts the summed row of the `m`-th of `merged` buckets for
+/// panel `q` and tap `kk` (in rows of one panel's width): `[q][kk][m]`, so one panel's rows
+/// of one tap are contiguous.
+#[inline(always)]
+pub fn merged_row(taps: usize, merged: usize, q: usize, kk: usize, m: usize) -> usize {
+    (q * taps + kk) * merged + m
 }

@@ -11,10 +11,9 @@
 //!   (`[panel][(ky, kx)][c_in][64]`, [`weights_panels`]), so the filters one group of output
 //!   channels reads are contiguous. HASTE lists one channel per bucket (`Filters::Rows`):
 //!   term `b` is read from slot `first[b]` of each pixel (the bucket mean, stored in the slot
-//!   of its first channel) and its filter rows `W'[(ky, kx), b]` through one row address,
-//!   `rows[b]` (its tap-0 row in a tap-major `[(ky, kx)][c_in][c_out]` bank), plus
-//!   `kk * tap_stride` for tap `kk`; merged buckets point at summed rows, singletons at the
-//!   layer's weights, never copied.
+//!   of its first channel) and its filter row `W'[(ky, kx), b]` through a table of row
+//!   addresses, `rows[kk * B + b]` for tap `kk`; merged buckets point at summed rows,
+//!   singletons at the layer's weights, never copied.
 //!
 //! Every output is accumulated with fused multiply-adds in the fixed order (tap, channel), so
 //! the AVX-512 kernel and the portable one ([`conv_generic`], `f32::mul_add`) give identical
@@ -42,8 +41,6 @@ pub struct Geom {
     /// Output rows and columns computed (`n = ph * pw` outputs).
     pub ph: usize,
     pub pw: usize,
-    /// Distance (elements) between the rows of consecutive taps of one bucket.
-    pub tap_stride: usize,
     /// Output row length (pixels) and pixel stride (floats): output `j = (oy, ox)` goes to
     /// `out[(oy * out_w + ox) * out_stride..][..c_out]` (pixel-major, so a patch writes into a
     /// whole HWC image in place; `out_stride` is larger than `c_out` when the call computes
@@ -68,9 +65,8 @@ impl Geom {
 /// The filters one call reads, and which window channels they multiply.
 #[derive(Clone, Copy, Debug)]
 pub enum Filters<'a> {
-    /// Listed channels (HASTE): term `b` of the sum reads window slot `first[b]` and the
-    /// filter row at address `rows[b]` (its tap-0 row, `c_out` floats) plus `kk * tap_stride`
-    /// floats for tap `kk`.
+    /// Listed channels (HASTE): term `b` of the sum reads window slot `first[b]` and, at tap
+    /// `kk`, the filter row (`c_out` floats) at address `rows[kk * first.len() + b]`.
     Rows { first: &'a [u32], rows: &'a [usize] },
     /// Every window channel in order, with the weights in 64-channel panels (the dense
     /// convolution; see [`weights_panels`]).
@@ -166,8 +162,8 @@ fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
 ///
 /// # Safety
-/// For [`Filters::Rows`]: every `rows[b] + kk * tap_stride .. + c_out` (as `*const f32`) must
-/// be readable for `kk < kh * kw`, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
+/// For [`Filters::Rows`]: `rows` holds `kh * kw * first.len()` addresses, each of `c_out`
+/// readable floats, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
 /// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
 pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
@@ -188,7 +184,8 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: 
                     for b in 0..f.terms(g) {
                         let (slot, w) = match f {
                             Filters::Rows { first, rows } => {
-                                let r = (rows[b] as *const f32).add(kk * g.tap_stride + co0);
+                                let nb = first.len();
+                                let r = (rows[kk * nb + b] as *const f32).add(co0);
                                 // SAFETY: the caller guarantees the row is readable.
                                 (first[b] as usize, unsafe {
                                     std::slice::from_raw_parts(r, width)
@@ -453,17 +450,19 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             }
         }
         Filters::Rows { first, rows } => {
-            let (fp, rp) = (first.as_ptr(), rows.as_ptr());
+            let nb = first.len();
+            assert!(rows.len() >= g.kh * g.kw * nb);
+            let fp = first.as_ptr();
             for ky in p.kys.0..p.kys.1 {
                 for kx in 0..g.kw {
                     let kk = ky * g.kw + kx;
                     let tap_in = (ky * g.win_w + kx) * g.c_in;
                     let abase: [*const f32; MR] =
                         std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                    let toff = (kk * g.tap_stride + co0) * 4;
-                    for b in 0..first.len() {
+                    let rp = rows.as_ptr().add(kk * nb);
+                    for b in 0..nb {
                         let f = *fp.add(b) as usize;
-                        let wv = load_w((*rp.add(b) + toff) as *const f32);
+                        let wv = load_w((*rp.add(b) as *const f32).add(co0));
                         for i in 0..MR {
                             let a = _mm512_set1_ps(*abase[i].add(f));
                             for v in 0..NV {
@@ -748,7 +747,6 @@ impl DirectConv {
             sw: p.stride.1,
             ph: oys.len(),
             pw: ow,
-            tap_stride: p.c_in * p.c_out,
             out_w: ow,
             out_stride: p.c_out,
         };
@@ -804,9 +802,9 @@ mod tests {
                     .map(|i| ((i * 13 % 23) as f32 - 11.0) / 9.0)
                     .collect();
                 let first: Vec<u32> = (0..c_in as u32).filter(|c| c % 3 != 1).collect();
-                let rows: Vec<usize> = first
-                    .iter()
-                    .map(|&f| wt.as_ptr() as usize + f as usize * c_out * 4)
+                let rows: Vec<usize> = (0..taps)
+                    .flat_map(|kk| first.iter().map(move |&f| (kk * c_in + f as usize) * c_out))
+                    .map(|at| wt.as_ptr() as usize + at * 4)
                     .collect();
                 let g = Geom {
                     win_w: ww,
@@ -818,7 +816,6 @@ mod tests {
                     sw,
                     ph,
                     pw,
-                    tap_stride: c_in * c_out,
                     out_w: pw + 1,
                     out_stride: c_out,
                 };
@@ -869,7 +866,6 @@ mod tests {
                 sw: 1,
                 ph: oh,
                 pw: ow,
-                tap_stride: c_in * c_out,
                 out_w: ow,
                 out_stride: c_out,
             };
