@@ -80,30 +80,45 @@ pub const OVERHEAD_CYCLES_PER_CHANNEL_PIXEL: f64 = 5.2;
 /// Multiply-adds per (TSC) cycle of the direct kernel on the same machine (about 105 GFLOP/s).
 pub const KERNEL_MACS_PER_CYCLE: f64 = 20.0;
 
+/// Bytes of a layer's filter bank read per cycle by one HASTE patch. Every patch reads each
+/// filter row once, whatever its buckets: singletons through the reduced convolution,
+/// merged channels through the filter merge. The dense kernel reads the bank once per image
+/// (per 64-channel group, then reused from L2 by every output), a patch once per `P x P`
+/// outputs. Calibrated in the network (Tiny Darknet, batch 32, 2 threads, 2026-11-30): its
+/// 64 -> 512 layers spent about 15 us per 4 x 4 patch beyond hashing and the reduced
+/// multiply-adds, for a 1.2 MB bank.
+pub const FILTER_BYTES_PER_CYCLE: f64 = 27.0;
+
 /// HASTE is used on a layer only when its fixed per-patch work is at most this share of the
 /// layer's dense cost: below that, a layer must merge away more than this share of its
 /// channels before HASTE is faster than the dense kernel, which the operating points within
-/// one accuracy point never do (the README's per-layer tables).
+/// one accuracy point rarely do (the README's per-layer tables).
 pub const MAX_OVERHEAD_SHARE: f64 = 0.15;
 
 /// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for one
-/// full `tile x tile` patch of the convolution `p`: data-free, so the choice it drives is
-/// deterministic. It falls with the output channels (the dense work grows with them, the
-/// overhead does not) and with the tile.
+/// full `tile x tile` patch of the convolution `p`: hashing, grouping and the input merge
+/// (per input channel and window pixel), and reading the layer's filters once (see
+/// [`FILTER_BYTES_PER_CYCLE`]). Data-free, so the choice it drives is deterministic. The
+/// first part falls with the output channels (the dense work grows with them, the hashing
+/// does not); the filter part is a fixed share for a given tile, `4 * 20 / (27 * P^2)`:
+/// 18.5 % at tile 4, 4.6 % at tile 8.
 ///
 /// ```
-/// use haste::haste::cost::overhead_share;
+/// use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
 /// use haste::ops::Conv2dParams;
 /// let small = Conv2dParams::new(64, 64, 3, 3).with_pads([1; 4]);
 /// let wide = Conv2dParams::new(64, 512, 3, 3).with_pads([1; 4]);
 /// assert!(overhead_share(&small, 4) > 0.3);
-/// assert!(overhead_share(&wide, 4) < 0.1);
+/// assert!(overhead_share(&wide, 4) > MAX_OVERHEAD_SHARE);
+/// assert!(overhead_share(&wide, 8) < 0.1);
 /// ```
 pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
     let window = ((tile - 1) * p.stride.0 + p.kh) * ((tile - 1) * p.stride.1 + p.kw);
-    let overhead = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * (p.c_in * window) as f64;
-    let dense = (tile * tile * p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
-    overhead / dense.max(1.0)
+    let hashing = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * (p.c_in * window) as f64;
+    let weights = p.c_in * p.c_out * p.kh * p.kw;
+    let filters = (weights * std::mem::size_of::<f32>()) as f64 / FILTER_BYTES_PER_CYCLE;
+    let dense = (tile * tile * weights) as f64 / KERNEL_MACS_PER_CYCLE;
+    (hashing + filters) / dense.max(1.0)
 }
 
 #[cfg(test)]
