@@ -218,7 +218,7 @@ fn haste_filter_merge_rows(b: Bencher, &(c, hw): &(usize, usize)) {
     let m = multi(&buckets);
     let wt = values(9 * c * c, 4);
     let mut wm = vec![0.0; 9 * c * c];
-    b.bench_local(|| merge_filter_rows(&wt, c, c, c, 9, &buckets, &m, &mut wm));
+    b.bench_local(|| merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm));
 }
 
 /// The fused reduced convolution of one 4x4 patch (implicit GEMM over the merged window),
@@ -230,7 +230,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let m = multi(&buckets);
     let wt = values(9 * c * c, 4);
     let mut wm = vec![0.0; 9 * c * c];
-    merge_filter_rows(&wt, c, c, c, 9, &buckets, &m, &mut wm);
+    merge_filter_rows(&wt, c, c, 9, &buckets, &m, &mut wm);
     let mut win = vec![0.0; pt.win.h * pt.win.w * c];
     merge_input_in_place(&pt.hwc, pt.w, c, &pt.win, &buckets, &m, &mut win);
     let first: Vec<u32> = (0..buckets.count())
@@ -243,7 +243,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         for (b, &f) in first.iter().enumerate() {
             rows.push(if buckets.size(b) > 1 {
                 merged += 1;
-                wm.as_ptr() as usize + merged_row(9, m.len(), 0, kk, merged - 1) * c * 4
+                wm.as_ptr() as usize + merged_row(m.len(), kk, merged - 1) * c * 4
             } else {
                 wt.as_ptr() as usize + (kk * c + f as usize) * c * 4
             });

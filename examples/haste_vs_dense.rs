@@ -1,6 +1,6 @@
 //! One layer, one thread: the dense direct kernel against HASTE (forced singletons, so the
 //! same multiply-adds plus HASTE's per-patch work), best of many runs each, alternating:
-//! `cargo run --release --example haste_vs_dense -- C_IN C_OUT SIDE [TILE [THREADS]]` (each
+//! `cargo run --release --example haste_vs_dense -- C_IN C_OUT SIDE [TILE [THREADS]] [pairs]` (each
 //! thread runs its own copy, as the plan runs one image per thread).
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use haste::kernels::direct::{DirectConv, DirectScratch};
@@ -30,8 +30,15 @@ fn main() {
     let weights: Vec<f32> = (0..ci * co * 9)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
         .collect();
+    // With `pairs`, channels 2k and 2k + 1 are equal, so natural buckets merge half of them;
+    // otherwise every channel is its own bucket (forced).
+    let pairs = std::env::args().any(|a| a == "pairs");
     let x: Vec<f32> = (0..ci * hw * hw)
-        .map(|i| ((i * 13 % 97) as f32 - 40.0) / 30.0)
+        .map(|i| {
+            let (c, px) = (i / (hw * hw), i % (hw * hw));
+            let c = if pairs { c / 2 } else { c };
+            (((c * hw * hw + px) * 13 % 97) as f32 - 40.0) / 30.0
+        })
         .collect();
     let io = IoLayout {
         input_nhwc: true,
@@ -49,7 +56,7 @@ fn main() {
         ..HasteConfig::default()
     };
     let mut h = HasteConv::new(p, &weights, None, &cfg, 1).expect("valid HASTE layer");
-    h.set_force_singletons(true);
+    h.set_force_singletons(!pairs);
     // Every thread runs its own image, as the plan does at batch >= threads.
     let threads = a.get(4).copied().unwrap_or(1);
     let (mut td, mut th) = (0.0, 0.0);
@@ -86,8 +93,9 @@ fn main() {
     });
     let gf = |us: f64| 2.0 * p.dense_macs(hw, hw) as f64 / us / 1e3;
     println!(
-        "{ci}->{co} @{hw} tile {tile}: dense {td:.1} us ({:.0} GFLOP/s), HASTE all singletons {th:.1} us ({:.0}): {:.2}x",
+        "{ci}->{co} @{hw} tile {tile}: dense {td:.1} us ({:.0} GFLOP/s), HASTE {} {th:.1} us ({:.0}): {:.2}x",
         gf(td),
+        if pairs { "on channel pairs" } else { "all singletons" },
         gf(th),
         td / th
     );

@@ -122,110 +122,110 @@ pub struct HasteConv {
 pub struct HasteScratch {
     hwc: Vec<f32>,
     hash: HashScratch,
-    buckets: Buckets,
     /// The output image, pixel-major `[oh][ow][c_out]`, transposed to `[c_out][oh][ow]` once.
     ohwc: Vec<f32>,
-    /// The patches of the current strip, merged and waiting for their convolution.
-    strip: Vec<MergedPatch>,
+    /// The patches of the current band, hashed and merged, waiting for their convolution.
+    band: Vec<MergedPatch>,
+    /// Summed filter rows of one patch's merged buckets for one panel (see [`merged_row`]).
+    wm: Vec<f32>,
     /// The filter row address table of one patch and panel (`[tap][bucket]`).
     rows: Vec<usize>,
 }
 
-/// One patch, hashed and merged: what its reduced convolution reads.
+/// One patch, hashed and its input merged: what its reduced convolution reads.
 #[derive(Clone, Debug, Default)]
 struct MergedPatch {
-    /// First output column and width of the patch.
+    /// First output row and column of the patch, and its size.
+    oy0: usize,
     ox0: usize,
+    ph: usize,
     pw: usize,
     /// The window's row length (pixels).
     win_w: usize,
+    /// The channels grouped by hash code.
+    buckets: Buckets,
     /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
     /// slot.
     mwin: Vec<f32>,
     /// The first channel of each bucket.
     first: Vec<u32>,
-    /// Per bucket: its index among the merged buckets, or [`SINGLETON`].
+    /// Per bucket: its index among the merged buckets, or [`NOT_MERGED`].
     merged_index: Vec<u32>,
-    /// The merged buckets, and their summed filter rows (see [`merged_row`]).
+    /// The buckets with several channels.
     multi: Vec<u32>,
-    wm: Vec<f32>,
 }
 
 /// [`MergedPatch::merged_index`] of a one-channel bucket.
-const SINGLETON: u32 = u32::MAX;
+const NOT_MERGED: u32 = u32::MAX;
+
+/// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
+/// then every filter panel runs over all of them, so the larger the band, the fewer times a
+/// wide layer's filters are read, while the windows stay in L2.
+const BAND_WINDOW_BYTES: usize = 256 * 1024;
 
 impl MergedPatch {
-    /// Merges the input channels of `win` and the filters by `buckets`.
+    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller).
     #[inline(always)]
-    fn merge(
-        &mut self,
-        conv: &HasteConv,
-        hwc: &[f32],
-        w: usize,
-        win: &Window,
-        buckets: &Buckets,
-        (ox0, pw): (usize, usize),
-    ) {
-        let p = &conv.params;
-        let (c_in, c_out, taps) = (p.c_in, p.c_out, p.kh * p.kw);
-        let nb = buckets.count();
-        (self.ox0, self.pw, self.win_w) = (ox0, pw, win.w);
+    fn merge_input(&mut self, c_in: usize, hwc: &[f32], w: usize, win: &Window) {
+        let nb = self.buckets.count();
+        self.win_w = win.w;
         self.first.clear();
         self.merged_index.clear();
         self.multi.clear();
         for b in 0..nb {
-            let members = buckets.members(b);
+            let members = self.buckets.members(b);
             self.first.push(members[0]);
             if members.len() > 1 {
                 self.merged_index.push(self.multi.len() as u32);
                 self.multi.push(b as u32);
             } else {
-                self.merged_index.push(SINGLETON);
+                self.merged_index.push(NOT_MERGED);
             }
         }
         grow(&mut self.mwin, win.h * win.w * c_in);
-        merge_input_in_place(hwc, w, c_in, win, buckets, &self.multi, &mut self.mwin);
-        grow(&mut self.wm, c_out * taps * self.multi.len());
-        merge_filter_rows(
-            &conv.wt,
+        merge_input_in_place(
+            hwc,
+            w,
             c_in,
-            c_out,
-            conv.panel,
-            taps,
-            buckets,
+            win,
+            &self.buckets,
             &self.multi,
-            &mut self.wm,
+            &mut self.mwin,
         );
     }
 
-    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written
-    /// into `strip_out`, the strip's pixel-major output (`ph` rows of `ow` pixels).
+    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
+    /// `band_out`, the band's pixel-major output (starting at output row `row0`). The merged
+    /// buckets' filters of this panel are summed just before, while the panel is in cache.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn convolve(
         &self,
         conv: &HasteConv,
         q: usize,
-        ph: usize,
-        ow: usize,
+        (row0, ow): (usize, usize),
+        wm: &mut Vec<f32>,
         rows: &mut Vec<usize>,
-        strip_out: &mut [f32],
+        band_out: &mut [f32],
         avx512: bool,
     ) {
         let p = &conv.params;
         let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
         let nb = self.first.len();
-        // Row addresses: singletons read panel `q` of the layer's weights, merged buckets
-        // their summed rows.
+        let panel_len = taps * c_in * panel;
+        let wt_panel = &conv.wt[q * panel_len..][..panel_len];
+        let merged = self.multi.len();
+        grow(wm, taps * merged * panel);
+        merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
+        // Row addresses: singletons read the layer's weights, merged buckets their sums.
         grow(rows, taps * nb);
-        let wt_panel = conv.wt.as_ptr() as usize + q * taps * c_in * panel * 4;
-        let wm = self.wm.as_ptr() as usize;
+        let (wt_addr, wm_addr) = (wt_panel.as_ptr() as usize, wm.as_ptr() as usize);
         for kk in 0..taps {
             for (b, (&f, &m)) in self.first.iter().zip(&self.merged_index).enumerate() {
-                rows[kk * nb + b] = if m == SINGLETON {
-                    wt_panel + (kk * c_in + f as usize) * panel * 4
+                rows[kk * nb + b] = if m == NOT_MERGED {
+                    wt_addr + (kk * c_in + f as usize) * panel * 4
                 } else {
-                    wm + merged_row(taps, self.multi.len(), q, kk, m as usize) * panel * 4
+                    wm_addr + merged_row(merged, kk, m as usize) * panel * 4
                 };
             }
         }
@@ -237,7 +237,7 @@ impl MergedPatch {
             kw: p.kw,
             sh: p.stride.0,
             sw: p.stride.1,
-            ph,
+            ph: self.ph,
             pw: self.pw,
             out_w: ow,
             out_stride: c_out,
@@ -246,11 +246,11 @@ impl MergedPatch {
             first: &self.first,
             rows: &rows[..taps * nb],
         };
-        let out = &mut strip_out[self.ox0 * c_out + q * panel..];
-        // SAFETY: every row address points at `panel` floats of `conv.wt` (panel `q`, a
-        // channel below `c_in`, a tap below `taps`) or of `self.wm` (a merged row written by
-        // `merge`), both unchanged until the kernel returns; `first[b] < c_in`; the merged
-        // window holds `win.h * win.w * c_in` values.
+        let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
+        // SAFETY: every row address points at `panel` floats of panel `q` of `conv.wt` (a
+        // channel below `c_in`, a tap below `taps`) or of `wm` (a merged row just written),
+        // both unchanged until the kernel returns; `first[b] < c_in`; the merged window
+        // holds `win.h * win.w * c_in` values.
         unsafe {
             #[cfg(target_arch = "x86_64")]
             if avx512 {
@@ -544,58 +544,69 @@ impl HasteConv {
             grow(&mut s.ohwc, oh * ow * c_out);
         }
         let patches_per_row = ow.div_ceil(tile);
-        if s.strip.len() < patches_per_row {
-            s.strip.resize_with(patches_per_row, MergedPatch::default);
-        }
+        let window_bytes = fh * fw * c_in * std::mem::size_of::<f32>();
+        let band_rows = (BAND_WINDOW_BYTES / (patches_per_row * window_bytes).max(1)).max(1);
         let magnitude = self.cfg.magnitude_bins;
 
-        // A strip of patches (one patch row) at a time: every patch is hashed and merged
-        // first, then each filter panel runs over all of them, so a wide layer reads each
-        // panel's filters once per strip, not once per patch (the whole bank of a 64 -> 512
-        // layer does not fit in L2).
-        for oy0 in out_rows.clone().step_by(tile) {
-            let ph = tile.min(out_rows.end - oy0);
-            for (k, ox0) in (0..ow).step_by(tile).enumerate() {
-                let pw = tile.min(ow - ox0);
-                let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
-                let counts = hash_window(
-                    hwc,
-                    w,
-                    c_in,
-                    &win,
-                    &self.hyperplanes,
-                    self.cfg.centering,
-                    magnitude,
-                    &mut s.hash,
-                );
-                if self.force_singletons {
-                    s.buckets.make_singletons(c_in);
-                } else {
-                    s.buckets.group(&s.hash.keys[..c_in]);
+        // A band of patch rows at a time: every patch is hashed and its input merged first,
+        // then each filter panel runs over all of them, so a wide layer's filters are read
+        // once per band, not once per patch (the whole bank of a 64 -> 512 layer does not fit
+        // in L2, and the filter merge reads the members' rows).
+        let tile_rows: Vec<usize> = out_rows.clone().step_by(tile).collect();
+        for band_starts in tile_rows.chunks(band_rows) {
+            let mut n = 0;
+            for &oy0 in band_starts {
+                let ph = tile.min(out_rows.end - oy0);
+                for ox0 in (0..ow).step_by(tile) {
+                    let pw = tile.min(ow - ox0);
+                    let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
+                    let counts = hash_window(
+                        hwc,
+                        w,
+                        c_in,
+                        &win,
+                        &self.hyperplanes,
+                        self.cfg.centering,
+                        magnitude,
+                        &mut s.hash,
+                    );
+                    if s.band.len() <= n {
+                        s.band.push(MergedPatch::default());
+                    }
+                    let patch = &mut s.band[n];
+                    n += 1;
+                    (patch.oy0, patch.ox0, patch.ph, patch.pw) = (oy0, ox0, ph, pw);
+                    if self.force_singletons {
+                        patch.buckets.make_singletons(c_in);
+                    } else {
+                        patch.buckets.group(&s.hash.keys[..c_in]);
+                    }
+                    patch.merge_input(c_in, hwc, w, &win);
+                    let nb = patch.buckets.count();
+                    stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
+                    stats.nonfinite_inputs += counts.nonfinite;
+                    stats.flops.add(&patch_flops(
+                        p,
+                        nb,
+                        ph * pw,
+                        win.present(),
+                        counts.entries_used,
+                        self.cfg.centering,
+                        magnitude.is_some(),
+                    ));
                 }
-                let nb = s.buckets.count();
-                s.strip[k].merge(self, hwc, w, &win, &s.buckets, (ox0, pw));
-                stats.record_patch((0..nb).map(|b| s.buckets.size(b)));
-                stats.nonfinite_inputs += counts.nonfinite;
-                stats.flops.add(&patch_flops(
-                    p,
-                    nb,
-                    ph * pw,
-                    win.present(),
-                    counts.entries_used,
-                    self.cfg.centering,
-                    magnitude.is_some(),
-                ));
             }
-            let at = (oy0 - out_rows.start) * ow * c_out;
-            let strip_out = if io.output_nhwc {
+            let row0 = band_starts[0];
+            let at = (row0 - out_rows.start) * ow * c_out;
+            let band_out = if io.output_nhwc {
                 &mut out[at..]
             } else {
                 &mut s.ohwc[at..]
             };
             for q in 0..c_out / self.panel {
-                for patch in &s.strip[..patches_per_row] {
-                    patch.convolve(self, q, ph, ow, &mut s.rows, strip_out, avx512);
+                for patch in &s.band[..n] {
+                    let (wm, rows) = (&mut s.wm, &mut s.rows);
+                    patch.convolve(self, q, (row0, ow), wm, rows, band_out, avx512);
                 }
             }
         }

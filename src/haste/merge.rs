@@ -169,53 +169,61 @@ pub fn merge_input_in_place(
     }
 }
 
-/// Filter merge of the buckets in `multi` only, into a compact bank of summed rows. The
-/// weights `wt` are in panels of `panel` output channels (`[c_out / panel][(ky, kx)][c_in]
-/// [panel]`; `panel = c_out` is the plain tap-major layout). For the `m`-th bucket of `multi`,
-/// panel `q` and tap `kk`, row [`merged_row`]`(q, kk, m)` of `wm` becomes the sum of its
-/// channels' rows, summed in increasing channel order (the same bits as [`merge_filters`]).
-/// Singleton buckets are not copied: the kernel reads `wt`. `wm` holds `c_out * taps *
-/// multi.len()` values.
-#[allow(clippy::too_many_arguments)]
+/// Filter merge of the buckets in `multi` only, for one panel of `panel` output channels
+/// (`wt_panel = [(ky, kx)][c_in][panel]`; with `panel = c_out` the whole tap-major bank),
+/// into a compact bank: for the `m`-th bucket of `multi` and tap `kk`, row
+/// [`merged_row`]`(multi.len(), kk, m)` of `wm` becomes the sum of its channels' rows,
+/// summed in increasing channel order (the same bits as [`merge_filters`]). Singleton
+/// buckets are not copied: the kernel reads `wt_panel`. `wm` holds `taps * multi.len() *
+/// panel` values.
 #[inline(always)]
 pub fn merge_filter_rows(
-    wt: &[f32],
+    wt_panel: &[f32],
     c_in: usize,
-    c_out: usize,
     panel: usize,
     taps: usize,
     buckets: &Buckets,
     multi: &[u32],
     wm: &mut [f32],
 ) {
-    assert!(
-        panel > 0 && c_out.is_multiple_of(panel),
-        "{c_out} channels, panels of {panel}"
-    );
-    let panel_len = taps * c_in * panel;
+    const LANES: usize = 16;
+    let full = panel - panel % LANES;
     for (m, &b) in multi.iter().enumerate() {
         let members = buckets.members(b as usize);
-        for q in 0..c_out / panel {
-            let src = &wt[q * panel_len..][..panel_len];
-            for kk in 0..taps {
-                let row = |c: u32| (kk * c_in + c as usize) * panel;
-                let at = merged_row(taps, multi.len(), q, kk, m) * panel;
-                let dst = &mut wm[at..][..panel];
-                dst.copy_from_slice(&src[row(members[0])..][..panel]);
+        for kk in 0..taps {
+            let tap = &wt_panel[kk * c_in * panel..][..c_in * panel];
+            let dst = &mut wm[merged_row(multi.len(), kk, m) * panel..][..panel];
+            // 16 columns at a time, summed in registers over the members (in order), so each
+            // sum is stored once (a sum kept in memory costs a load and a store per member);
+            // then the columns left over.
+            for col in (0..full).step_by(LANES) {
+                let lanes = |c: u32| -> &[f32; LANES] {
+                    tap[c as usize * panel + col..][..LANES]
+                        .try_into()
+                        .expect("16 lanes")
+                };
+                let mut acc = *lanes(members[0]);
                 for &c in &members[1..] {
-                    for (d, &v) in dst.iter_mut().zip(&src[row(c)..][..panel]) {
-                        *d += v;
+                    for (a, &v) in acc.iter_mut().zip(lanes(c)) {
+                        *a += v;
                     }
                 }
+                dst[col..col + LANES].copy_from_slice(&acc);
+            }
+            for col in full..panel {
+                let mut acc = tap[members[0] as usize * panel + col];
+                for &c in &members[1..] {
+                    acc += tap[c as usize * panel + col];
+                }
+                dst[col] = acc;
             }
         }
     }
 }
 
-/// Where [`merge_filter_rows`] puts the summed row of the `m`-th of `merged` buckets for
-/// panel `q` and tap `kk` (in rows of one panel's width): `[q][kk][m]`, so one panel's rows
-/// of one tap are contiguous.
+/// Where [`merge_filter_rows`] puts the summed row of the `m`-th of `merged` buckets for tap
+/// `kk` (in rows of the panel's width): `[kk][m]`.
 #[inline(always)]
-pub fn merged_row(taps: usize, merged: usize, q: usize, kk: usize, m: usize) -> usize {
-    (q * taps + kk) * merged + m
+pub fn merged_row(merged: usize, kk: usize, m: usize) -> usize {
+    kk * merged + m
 }
