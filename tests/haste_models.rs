@@ -27,6 +27,24 @@ fn setup(name: &str, data: &std::path::Path) -> (Plan, Box<dyn Dataset>) {
     (plan, data)
 }
 
+/// A model with its card's preprocessing on the shared ImageNet images, planned for batches
+/// of up to `batch`.
+fn setup_imagenet(name: &str, batch: usize) -> (Plan, Box<dyn Dataset>) {
+    let path = model(name);
+    let m = Model::load(&path).expect("model");
+    let card = ModelCard::beside_model(&path)
+        .expect("card")
+        .expect("card exists");
+    let data = open_dataset(&imagenet_val(), &card.preprocess, None).expect("data");
+    let plan = m
+        .plan(PlanOptions {
+            threads: 0,
+            max_batch: batch,
+        })
+        .expect("plan");
+    (plan, data)
+}
+
 fn opts() -> EvalOptions {
     EvalOptions {
         limit: Some(IMAGES),
@@ -386,7 +404,7 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
 
 #[test]
 fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
-    use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
+    use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO};
     use haste::plan::LayerChoice;
     // CIFAR ResNet-20: every layer has at most 64 output channels, too few for HASTE's
     // per-patch work; by default the compressed network is the dense one, to the bit.
@@ -424,41 +442,95 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
     assert_eq!(r.flops.flops, r.flops.dense_flops);
     assert_eq!(r.eval.top1, d.top1);
 
-    // Tiny Darknet: exactly the layers whose predicted overhead share is small enough are
-    // compressed. At tile 4 a patch re-reads the filters every 16 outputs, which no layer
-    // can pay for: all stay dense. At tile 8 the widest 3x3 convolutions (256 and 512
-    // outputs) pay, the narrower ones do not.
-    let model = Model::load(&model("tiny-darknet-imagenet")).expect("model");
-    let plan = model
-        .plan(PlanOptions {
-            threads: 1,
-            max_batch: 1,
-        })
-        .expect("plan");
-    for tile in [4, 8] {
-        let mut c = with_l(16);
-        c.cost_aware = true;
-        c.config.tile = tile;
-        let mut compressed = 0;
-        for (step, choice) in plan.conv_choices(&c) {
-            let (op, _, _) = plan.conv_at(step).expect("conv");
-            let p = &op.params;
-            if choice == LayerChoice::Compressed {
-                compressed += 1;
-                assert!(overhead_share(p, tile) <= MAX_OVERHEAD_SHARE);
-                assert!(p.c_out >= 256, "{p:?}");
-            }
-            if choice == LayerChoice::DenseOverhead {
-                assert!(overhead_share(p, tile) > MAX_OVERHEAD_SHARE, "{p:?}");
-            }
+    // Tiny Darknet: the data-free gate passes exactly the 3x3 convolutions wide enough for
+    // their fixed per-patch work (128 outputs or more); on real images they merge so few
+    // channels (a few %) that each is predicted slower than dense, and all go back to dense.
+    let (mut plan, data) = setup_imagenet("tiny-darknet-imagenet", 8);
+    let mut c = with_l(12);
+    c.cost_aware = true;
+    let mut candidates = 0;
+    for (step, choice) in plan.conv_choices(&c) {
+        let (op, _, _) = plan.conv_at(step).expect("conv");
+        let p = &op.params;
+        if choice == LayerChoice::Compressed {
+            candidates += 1;
+            assert!(overhead_share(p, 4) <= MAX_OVERHEAD_SHARE);
+            assert!(p.c_out >= 128 && p.kh == 3, "{p:?}");
         }
-        if tile == 4 {
-            assert_eq!(compressed, 0, "tile 4");
-        } else {
-            assert_eq!(
-                compressed, 4,
-                "the 256- and 512-channel 3x3 convs at tile 8"
-            );
+        if choice == LayerChoice::DenseOverhead {
+            assert!(overhead_share(p, 4) > MAX_OVERHEAD_SHARE, "{p:?}");
         }
     }
+    assert_eq!(candidates, 6, "the 128-, 256- and 512-channel 3x3 convs");
+    let opts = EvalOptions {
+        limit: Some(16),
+        batch: 8,
+        skip_bad: false,
+    };
+    let r = evaluate_haste(&mut plan, data.as_ref(), opts, &c, &mut |_| {}).expect("run");
+    let few: Vec<_> = r
+        .layers
+        .iter()
+        .filter(|l| l.choice == LayerChoice::DenseFewMerged)
+        .collect();
+    assert_eq!(few.len(), 6);
+    for l in few {
+        let predicted = l.predicted_time_ratio.expect("calibrated");
+        assert!(
+            predicted > MAX_PREDICTED_TIME_RATIO,
+            "{}: {predicted}",
+            l.name
+        );
+    }
+    assert_eq!(r.flops.flops, r.flops.dense_flops);
+}
+
+#[test]
+fn merging_layers_keep_haste_where_it_is_predicted_faster() {
+    use haste::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
+    use haste::plan::LayerChoice;
+    // ResNet-18 with random weights merges half the channels of many layers: the choice
+    // follows the predicted time from the first batch's buckets, and is the same on a second
+    // run (no clock involved).
+    let (mut plan, data) = setup_imagenet("resnet18-randominit-imagenet", 4);
+    let mut c = with_l(14);
+    c.cost_aware = true;
+    let opts = EvalOptions {
+        limit: Some(4),
+        batch: 4,
+        skip_bad: false,
+    };
+    let choices = |plan: &mut Plan| {
+        let r = evaluate_haste(plan, data.as_ref(), opts, &c, &mut |_| {}).expect("run");
+        r.layers
+            .iter()
+            .map(|l| (l.choice, l.predicted_time_ratio))
+            .collect::<Vec<_>>()
+    };
+    let first = choices(&mut plan);
+    assert_eq!(first, choices(&mut plan), "deterministic");
+    let mut kept = 0;
+    for (k, &(choice, predicted)) in first.iter().enumerate() {
+        match choice {
+            LayerChoice::Compressed => {
+                kept += 1;
+                assert!(
+                    predicted.expect("calibrated") <= MAX_PREDICTED_TIME_RATIO,
+                    "conv {k}"
+                );
+            }
+            LayerChoice::DenseFewMerged => {
+                assert!(
+                    predicted.expect("calibrated") > MAX_PREDICTED_TIME_RATIO,
+                    "conv {k}"
+                );
+            }
+            _ => assert!(predicted.is_none(), "conv {k}"),
+        }
+    }
+    assert!(kept >= 2, "some 128-channel layers merge enough to pay");
+    // The model itself: the 512-channel layers cannot pay whatever they merge.
+    let (last, _) = *plan.per_conv_macs().last().expect("convs");
+    let (op, _, _) = plan.conv_at(last).expect("conv");
+    assert!(op.params.c_in == 512 && predicted_time_ratio(&op.params, 4, 0.6) > 1.0);
 }

@@ -159,6 +159,14 @@ pub(crate) fn layer_summary(layers: &[crate::plan::ConvLayerReport]) -> String {
             100.0 * crate::haste::cost::MAX_OVERHEAD_SHARE
         );
     }
+    let few = count(LayerChoice::DenseFewMerged);
+    if few > 0 {
+        s += &format!(
+            "; {few} kept dense: on the first batch they merged too few channels for HASTE to \
+             be predicted {:.0} % faster or more (--all-layers compresses them anyway)",
+            100.0 * (1.0 - crate::haste::cost::MAX_PREDICTED_TIME_RATIO)
+        );
+    }
     let slower = count(LayerChoice::DenseSlower);
     if slower > 0 {
         s += &format!("; {slower} kept dense: HASTE measured slower");

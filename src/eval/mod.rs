@@ -282,9 +282,16 @@ impl HasteReport {
     }
 }
 
-/// Times HASTE against dense per layer on the first batch of `data` and keeps the faster
-/// kernel (see [`Plan::keep_dense_where_faster`]).
-fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Result<()> {
+/// The layer choices made on the first batch of `data`: with `cost_aware`, layers whose
+/// merging there cannot pay go back to dense (see
+/// [`Plan::keep_dense_where_merging_cannot_pay`]); with `keep_dense_when_slower`, layers timed
+/// slower than dense (see [`Plan::keep_dense_where_faster`]).
+fn calibrate(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    compress: &crate::plan::CompressOptions,
+) -> Result<()> {
     let total = options.limit.map_or(data.len(), |l| l.min(data.len()));
     let n = options.batch.clamp(1, plan.max_batch()).min(total);
     if n == 0 {
@@ -298,7 +305,15 @@ fn calibrate(plan: &mut Plan, data: &dyn Dataset, options: EvalOptions) -> Resul
     if loaded.is_empty() {
         return Ok(());
     }
-    plan.keep_dense_where_faster(&buf[..loaded.len() * per_image], loaded.len())?;
+    let batch = &buf[..loaded.len() * per_image];
+    if compress.cost_aware {
+        plan.keep_dense_where_merging_cannot_pay(batch, loaded.len())?;
+    }
+    if compress.keep_dense_when_slower {
+        plan.keep_dense_where_faster(batch, loaded.len())?;
+    }
+    // The calibration runs' statistics are not the evaluation's.
+    plan.take_haste_stats();
     Ok(())
 }
 
@@ -329,8 +344,8 @@ pub fn evaluate_haste(
     progress: &mut dyn FnMut(usize),
 ) -> Result<HasteReport> {
     plan.compress(compress)?;
-    if compress.keep_dense_when_slower {
-        calibrate(plan, data, options)?;
+    if compress.cost_aware || compress.keep_dense_when_slower {
+        calibrate(plan, data, options, compress)?;
     }
     let result = evaluate(plan, data, options, progress);
     let layers = plan.conv_reports(compress);

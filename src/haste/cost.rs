@@ -80,45 +80,76 @@ pub const OVERHEAD_CYCLES_PER_CHANNEL_PIXEL: f64 = 5.2;
 /// Multiply-adds per (TSC) cycle of the direct kernel on the same machine (about 105 GFLOP/s).
 pub const KERNEL_MACS_PER_CYCLE: f64 = 20.0;
 
-/// Bytes of a layer's filter bank read per cycle by one HASTE patch. Every patch reads each
-/// filter row once, whatever its buckets: singletons through the reduced convolution,
-/// merged channels through the filter merge. The dense kernel reads the bank once per image
-/// (per 64-channel group, then reused from L2 by every output), a patch once per `P x P`
-/// outputs. Calibrated in the network (Tiny Darknet, batch 32, 2 threads, 2026-11-30): its
-/// 64 -> 512 layers spent about 15 us per 4 x 4 patch beyond hashing and the reduced
-/// multiply-adds, for a 1.2 MB bank.
-pub const FILTER_BYTES_PER_CYCLE: f64 = 27.0;
+/// What a 16-output patch loses in the reduced convolution against the dense kernel over a
+/// whole image (smaller register blocks, one call per patch and filter panel, the row
+/// table), as a share of the layer's dense time. Fitted with [`MERGE_SHARE_BASE`] and
+/// [`MERGE_SHARE_PER_MB`] to per-layer timings in the network (Tiny Darknet and ResNet-18,
+/// `haste bench --layers --all-layers`, 2 threads, 2026-11-30).
+pub const PATCH_KERNEL_LOSS: f64 = 0.12;
 
-/// HASTE is used on a layer only when its fixed per-patch work is at most this share of the
-/// layer's dense cost: below that, a layer must merge away more than this share of its
-/// channels before HASTE is faster than the dense kernel, which the operating points within
-/// one accuracy point rarely do (the README's per-layer tables).
-pub const MAX_OVERHEAD_SHARE: f64 = 0.15;
+/// The filter merge's cost per merged channel, as a share of what that channel costs in the
+/// dense convolution: every patch sums its merged channels' filter rows, which stream from
+/// memory once the layer's filter bank outgrows the caches, so the share grows with the
+/// bank: `MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * bank_megabytes` (0.15 for 128 -> 128 3x3,
+/// 0.50 for 256 -> 256, 1.9 for 512 -> 512, where merging cannot pay at all).
+pub const MERGE_SHARE_BASE: f64 = 0.03;
+pub const MERGE_SHARE_PER_MB: f64 = 0.2;
+
+/// The data-free gate: a layer is considered for HASTE only when its fixed per-patch work
+/// ([`overhead_share`]) is at most this share of its dense time. Past it, the layer would
+/// have to merge away more than half its channels to break even, which no operating point
+/// within one accuracy point does on the shared models.
+pub const MAX_OVERHEAD_SHARE: f64 = 0.5;
+
+/// A layer keeps HASTE after calibration only when its predicted time
+/// ([`predicted_time_ratio`]) is at most this share of the dense time: a 5 % margin for the
+/// model's error.
+pub const MAX_PREDICTED_TIME_RATIO: f64 = 0.95;
 
 /// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for one
 /// full `tile x tile` patch of the convolution `p`: hashing, grouping and the input merge
-/// (per input channel and window pixel), and reading the layer's filters once (see
-/// [`FILTER_BYTES_PER_CYCLE`]). Data-free, so the choice it drives is deterministic. The
-/// first part falls with the output channels (the dense work grows with them, the hashing
-/// does not); the filter part is a fixed share for a given tile, `4 * 20 / (27 * P^2)`:
-/// 18.5 % at tile 4, 4.6 % at tile 8.
+/// ([`OVERHEAD_CYCLES_PER_CHANNEL_PIXEL`] per input channel and window pixel, against
+/// [`KERNEL_MACS_PER_CYCLE`]), plus [`PATCH_KERNEL_LOSS`]. Data-free. It falls with the
+/// output channels: the dense work grows with them, the hashing does not.
 ///
 /// ```
 /// use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
 /// use haste::ops::Conv2dParams;
 /// let small = Conv2dParams::new(64, 64, 3, 3).with_pads([1; 4]);
 /// let wide = Conv2dParams::new(64, 512, 3, 3).with_pads([1; 4]);
-/// assert!(overhead_share(&small, 4) > 0.3);
-/// assert!(overhead_share(&wide, 4) > MAX_OVERHEAD_SHARE);
-/// assert!(overhead_share(&wide, 8) < 0.1);
+/// assert!(overhead_share(&small, 4) > MAX_OVERHEAD_SHARE);
+/// assert!(overhead_share(&wide, 4) < 0.2);
 /// ```
 pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
     let window = ((tile - 1) * p.stride.0 + p.kh) * ((tile - 1) * p.stride.1 + p.kw);
     let hashing = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * (p.c_in * window) as f64;
-    let weights = p.c_in * p.c_out * p.kh * p.kw;
-    let filters = (weights * std::mem::size_of::<f32>()) as f64 / FILTER_BYTES_PER_CYCLE;
-    let dense = (tile * tile * weights) as f64 / KERNEL_MACS_PER_CYCLE;
-    (hashing + filters) / dense.max(1.0)
+    let dense = (tile * tile * p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
+    hashing / dense.max(1.0) + PATCH_KERNEL_LOSS
+}
+
+/// The filter merge's cost per merged channel over its dense cost (see
+/// [`MERGE_SHARE_BASE`]).
+pub fn merge_share(p: &Conv2dParams) -> f64 {
+    let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
+    MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * bank / (1 << 20) as f64
+}
+
+/// HASTE's predicted time on the convolution `p` over the dense kernel's, when it merges
+/// away the share `merged` of the input channels (`1 - mean buckets / c_in`, measured on a
+/// batch): the reduced convolution, the fixed per-patch work and the filter merge.
+///
+/// ```
+/// use haste::haste::cost::predicted_time_ratio;
+/// use haste::ops::Conv2dParams;
+/// let p = Conv2dParams::new(128, 128, 3, 3).with_pads([1; 4]);
+/// assert!(predicted_time_ratio(&p, 4, 0.5) < 0.9); // half the channels merged: faster
+/// assert!(predicted_time_ratio(&p, 4, 0.05) > 1.0); // 5 %: slower than dense
+/// let huge = Conv2dParams::new(512, 512, 3, 3).with_pads([1; 4]);
+/// assert!(predicted_time_ratio(&huge, 4, 0.5) > 1.0); // merging 9 MB of filters per patch
+/// ```
+pub fn predicted_time_ratio(p: &Conv2dParams, tile: usize, merged: f64) -> f64 {
+    let merged = merged.clamp(0.0, 1.0);
+    (1.0 - merged) + overhead_share(p, tile) + merge_share(p) * merged
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use super::{ConvKernel, Plan};
 use crate::error::{Error, Result};
-use crate::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
+use crate::haste::cost::{
+    overhead_share, predicted_time_ratio, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO,
+};
 use crate::haste::{HasteConfig, HasteConv, LayerStats};
 
 /// Where to use magnitude-aware hashing (bucket by the channel's norm as well as its angle).
@@ -36,10 +38,15 @@ pub struct CompressOptions {
     /// the choice then depends on the machine's timing, so accuracy and FLOPs are no longer
     /// reproducible from the seed alone.
     pub keep_dense_when_slower: bool,
-    /// Keep dense the layers where HASTE's fixed per-patch work is too large a share of the
-    /// dense cost to ever pay off ([`crate::haste::cost::overhead_share`] above
-    /// [`crate::haste::cost::MAX_OVERHEAD_SHARE`]). A data-free, deterministic rule; on by
-    /// default, off in [`CompressOptions::paper`] and with `--all-layers`.
+    /// Keep dense the layers where HASTE cannot be faster than the dense kernel, in two
+    /// steps. Data-free: layers whose fixed per-patch work is too large a share of the dense
+    /// cost ([`crate::haste::cost::overhead_share`] above
+    /// [`crate::haste::cost::MAX_OVERHEAD_SHARE`]) are never compressed. On the first batch
+    /// of the data: layers that merge too few channels there for their predicted time to
+    /// beat dense ([`crate::haste::cost::predicted_time_ratio`], see
+    /// [`Plan::keep_dense_where_merging_cannot_pay`]) go back to dense. Deterministic: the
+    /// same data, seed and knobs give the same choice. On by default, off in
+    /// [`CompressOptions::paper`] and with `--all-layers`.
     pub cost_aware: bool,
 }
 
@@ -89,6 +96,9 @@ pub enum LayerChoice {
     /// Compressible, but HASTE's per-patch overhead is too large a share of the layer's
     /// dense cost (see [`CompressOptions::cost_aware`]).
     DenseOverhead,
+    /// Compressible, but on the first batch it merged too few channels for HASTE to be
+    /// predicted faster than dense (see [`CompressOptions::cost_aware`]).
+    DenseFewMerged,
 }
 
 impl LayerChoice {
@@ -101,6 +111,7 @@ impl LayerChoice {
             LayerChoice::DensePointwise => "dense (1x1)",
             LayerChoice::DenseSlower => "dense (HASTE slower)",
             LayerChoice::DenseOverhead => "dense (overhead too large)",
+            LayerChoice::DenseFewMerged => "dense (merges too few channels)",
         }
     }
 }
@@ -127,6 +138,9 @@ pub struct ConvLayerReport {
     pub stats: LayerStats,
     /// Seconds per batch of (HASTE, dense) measured by [`Plan::keep_dense_where_faster`].
     pub timing: Option<(f64, f64)>,
+    /// HASTE's predicted time over dense from the first batch's merging, when
+    /// [`Plan::keep_dense_where_merging_cannot_pay`] ran.
+    pub predicted_time_ratio: Option<f64>,
 }
 
 impl ConvLayerReport {
@@ -214,6 +228,7 @@ impl Plan {
         }
         self.reset_conv_kernels();
         self.timing = vec![None; self.steps.len()];
+        self.predicted = vec![None; self.steps.len()];
         let mut compressed = 0;
         for (k, (step, choice)) in self.conv_choices(options).into_iter().enumerate() {
             if choice != LayerChoice::Compressed {
@@ -278,6 +293,8 @@ impl Plan {
                         LayerChoice::Compressed
                     } else if choice == LayerChoice::Compressed && self.timing[step].is_some() {
                         LayerChoice::DenseSlower
+                    } else if choice == LayerChoice::Compressed && self.predicted[step].is_some() {
+                        LayerChoice::DenseFewMerged
                     } else if choice == LayerChoice::Compressed {
                         LayerChoice::DenseBeforeStart
                     } else {
@@ -288,6 +305,7 @@ impl Plan {
                     overhead_flops: overhead,
                     stats: s,
                     timing: self.timing[step],
+                    predicted_time_ratio: self.predicted[step],
                 }
             })
             .collect()
@@ -341,6 +359,39 @@ impl Plan {
                     self.conv_kernels[s] = Some(ConvKernel::Dense);
                     reverted += 1;
                 }
+            }
+        }
+        Ok(reverted)
+    }
+
+    /// Runs HASTE on a batch (`input`, `n` images), and puts the dense kernel back on every
+    /// HASTE layer whose predicted time from the channels it merged there
+    /// ([`predicted_time_ratio`]) is above [`MAX_PREDICTED_TIME_RATIO`]. The predictions
+    /// appear in [`ConvLayerReport::predicted_time_ratio`]; statistics are cleared. Returns
+    /// how many layers went back to dense. Deterministic: no clock is read.
+    pub fn keep_dense_where_merging_cannot_pay(
+        &mut self,
+        input: &[f32],
+        n: usize,
+    ) -> Result<usize> {
+        self.take_haste_stats();
+        self.run(input, n)?;
+        let stats = self.take_haste_stats();
+        let mut reverted = 0;
+        for (step, s) in stats.iter().enumerate() {
+            let Some(ConvKernel::Haste(hc)) = &self.conv_kernels[step] else {
+                continue;
+            };
+            if s.patches == 0 {
+                continue;
+            }
+            let p = *hc.params();
+            let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
+            let predicted = predicted_time_ratio(&p, hc.config().tile, merged);
+            self.predicted[step] = Some(predicted);
+            if predicted > MAX_PREDICTED_TIME_RATIO {
+                self.conv_kernels[step] = Some(ConvKernel::Dense);
+                reverted += 1;
             }
         }
         Ok(reverted)

@@ -125,6 +125,8 @@ pub struct Plan {
     pub(crate) layer_error: Option<Vec<Mutex<(f64, f64)>>>,
     /// Per step: (HASTE, dense) seconds from [`Plan::keep_dense_where_faster`].
     pub(crate) timing: Vec<Option<(f64, f64)>>,
+    /// Per step: HASTE's predicted time over dense from a calibration batch.
+    pub(crate) predicted: Vec<Option<f64>>,
 }
 
 impl Plan {
@@ -269,6 +271,7 @@ impl Plan {
             step_seconds: None,
             layer_error: None,
             timing: vec![],
+            predicted: vec![],
         };
         (plan.img_in_shapes, plan.img_out_shapes) = plan.shapes_for(1)?;
         plan.output_step = match plan.output {
@@ -288,6 +291,7 @@ impl Plan {
             .collect();
         plan.infer_shapes(options.max_batch)?;
         plan.timing = vec![None; plan.steps.len()];
+        plan.predicted = vec![None; plan.steps.len()];
         // Size every slot for the largest batch.
         let mut sizes = vec![0usize; n_slots];
         for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
