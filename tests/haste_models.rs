@@ -285,6 +285,33 @@ fn eval_json_reports_dense_and_haste() {
     assert!(r > 0.0 && r < conv_only, "{r} vs {conv_only}");
 }
 
+/// `inspect --json` with the default layer choice names the layers the first batch sent back
+/// to dense and the time HASTE was predicted to take there; `eval --json` counts them.
+#[test]
+fn json_reports_the_first_batch_layer_choice() {
+    let m = model("tiny-darknet-imagenet");
+    let d = imagenet_val();
+    let args = ["--limit", "16", "--batch", "8", "--hyperplanes", "12"];
+    let j = haste_json("inspect", &m, &d, &args);
+    let layers = j["layers"].as_array().expect("layers");
+    let few: Vec<_> = layers
+        .iter()
+        .filter(|l| l["mode"] == "dense (merges too few channels)")
+        .collect();
+    assert_eq!(few.len(), 6, "{j}");
+    for l in &few {
+        let r = l["predicted_time_ratio"].as_f64().expect("a prediction");
+        assert!(r > 1.0, "{l}");
+    }
+    assert!(layers
+        .iter()
+        .filter(|l| l["mode"] == "dense (1x1)")
+        .all(|l| l["predicted_time_ratio"].is_null()));
+    let e = haste_json("eval", &m, &d, &args);
+    assert_eq!(e["few_merged_dense_convs"], 6, "{e}");
+    assert_eq!(e["compressed_convs"], 0, "{e}");
+}
+
 #[test]
 fn sweep_writes_csv_json_and_plots() {
     let dir = std::env::temp_dir().join(format!("haste-sweep-{}", std::process::id()));

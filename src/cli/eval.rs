@@ -54,6 +54,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "flops_reduction_conv_only": h.flops.reduction_conv_only(),
                 "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::Compressed).count(),
                 "overhead_dense_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::DenseOverhead).count(),
+                "few_merged_dense_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::DenseFewMerged).count(),
                 "haste_seconds": h.eval.seconds,
                 "haste_images_per_second": h.eval.images_per_second(),
                 "haste_compute_images_per_second": h.eval.compute_images_per_second(),

@@ -65,6 +65,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
                     "dense_flops": l.dense_flops, "flops": l.flops, "flops_overhead": l.overhead_flops,
                     "flops_reduction": reduction, "overhead_share": overhead_share,
                     "relative_error": err, "nonfinite_inputs": l.stats.nonfinite_inputs,
+                    "predicted_time_ratio": l.predicted_time_ratio,
                 })
             })
             .collect();
@@ -106,8 +107,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
         let name: String = l.name.chars().take(34).collect();
         let shape = format!("{}x{}", l.input_hw.0, l.input_hw.1);
         if !compressed {
+            // Layers sent back to dense by the first batch show the time HASTE was predicted.
+            let predicted = l.predicted_time_ratio.map_or(String::new(), |r| {
+                format!(" (predicted {r:.2}x dense time)")
+            });
             println!(
-                "{:>3} {:<34} {:>5} {:>5} {:>3} {:>7} {:>13}",
+                "{:>3} {:<34} {:>5} {:>5} {:>3} {:>7} {:>13}{predicted}",
                 l.conv_index,
                 name,
                 l.c_in,
