@@ -581,6 +581,8 @@ pub struct DirectScratch {
     padded: Vec<f32>,
     /// Pixel-major output `[oh][ow][c_out]`.
     out: Vec<f32>,
+    /// Per part of [`DirectConv::forward_parallel`]: the padded input rows that part reads.
+    bands: Vec<Vec<f32>>,
 }
 
 impl DirectConv {
@@ -650,8 +652,11 @@ impl DirectConv {
         let p = &self.params;
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
-        self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let per = oh.div_ceil(parts.max(1)).max(1);
+        if io.input_nhwc && io.output_nhwc {
+            return self.forward_bands(x, (h, w), &mut out[..n], s, per);
+        }
+        self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let padded = &s.padded[..];
         let target = if io.output_nhwc {
             &mut out[..n]
@@ -684,6 +689,42 @@ impl DirectConv {
             .for_each(|(k, o)| {
                 let c0 = k * per_c;
                 self.epilogue_channels(ohwc, hw, c0..c0 + o.len() / hw, o);
+            });
+    }
+
+    /// [`Self::forward_parallel`] with pixel-major input and output: each part pads just the
+    /// input rows its `per` output rows read into a buffer of its own and computes them, so
+    /// a layer is one parallel step, not two (at batch 1 a CIFAR layer is 10-30 us of work,
+    /// and every join between the cores costs).
+    fn forward_bands(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        per: usize,
+    ) {
+        use rayon::prelude::*;
+        let p = &self.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let (wp, c) = (w + p.pads[1] + p.pads[3], p.c_in);
+        let parts = oh.div_ceil(per);
+        if s.bands.len() < parts {
+            s.bands.resize_with(parts, Vec::new);
+        }
+        out.par_chunks_mut(per * ow * p.c_out)
+            .zip(s.bands[..parts].par_iter_mut())
+            .enumerate()
+            .for_each(|(k, (chunk, band))| {
+                let rows = chunk.len() / (ow * p.c_out);
+                // Padded input rows `r0..r1` feed output rows `k * per..k * per + rows`.
+                let r0 = k * per * p.stride.0;
+                let r1 = (k * per + rows - 1) * p.stride.0 + p.kh;
+                grow(band, (r1 - r0) * wp * c);
+                for (r, row) in (r0..r1).zip(band.chunks_exact_mut(wp * c)) {
+                    layout::pad_hwc_row(x, c, (h, w), (p.pads[0], p.pads[1]), r, row);
+                }
+                self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue());
             });
     }
 
@@ -737,6 +778,22 @@ impl DirectConv {
     ) {
         let p = &self.params;
         let wp = w + p.pads[1] + p.pads[3];
+        let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
+        self.rows_from_window(win, wp, oys.len(), ow, ohwc, e);
+    }
+
+    /// `rows` output rows into `ohwc`, reading the padded input rows from `win` on (rows of
+    /// `wp` pixels).
+    fn rows_from_window(
+        &self,
+        win: &[f32],
+        wp: usize,
+        rows: usize,
+        ow: usize,
+        ohwc: &mut [f32],
+        e: Epilogue,
+    ) {
+        let p = &self.params;
         let g = Geom {
             win_w: wp,
             c_in: p.c_in,
@@ -745,14 +802,18 @@ impl DirectConv {
             kw: p.kw,
             sh: p.stride.0,
             sw: p.stride.1,
-            ph: oys.len(),
+            ph: rows,
             pw: ow,
             out_w: ow,
             out_stride: p.c_out,
         };
-        let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
+        if rows == 0 || ow == 0 {
+            return;
+        }
+        let needed = ((rows - 1) * p.stride.0 + p.kh) * wp * p.c_in;
+        assert!(win.len() >= needed, "window of {} for {needed}", win.len());
         // SAFETY: the panels hold every weight, and `win` holds every padded input row that
-        // output rows `oys` read; `ohwc` holds `oys.len() * ow * c_out` values.
+        // the output rows read (checked just above); `ohwc` holds `rows * ow * c_out` values.
         unsafe { conv(&g, win, Filters::Panels(&self.panels), e, ohwc) };
     }
 
