@@ -6,8 +6,14 @@
 //! 2. channels are grouped by key ([`super::buckets`]),
 //! 3. the window is merged to `B` channels and the filters to `B` input slices
 //!    ([`super::merge`]),
-//! 4. one GEMM `[n, B*K*K] x [B*K*K, c_out]` computes the patch's `n` outputs, which are
-//!    written (plus bias) into the full output.
+//! 4. the direct kernel ([`crate::kernels::direct`]) computes the patch's outputs from the
+//!    `B` merged channels, written into the full output; the bias is added once at the end.
+//!
+//! Order of work, for speed: the patches of a band of patch rows are hashed and their inputs
+//! merged first; then, for each panel of 64 output channels (the weights are stored in
+//! panels, see [`filter_panel`]), every patch of the band sums its merged buckets' filter
+//! rows for that panel and runs the kernel, so the panel's filters are read from memory once
+//! per band rather than once per patch.
 
 use crate::error::{Error, Result};
 use crate::ops::Conv2dParams;

@@ -18,8 +18,9 @@
 //!    ([`crate::kernels::direct`]) on the `B` merged channels instead of `c_in`; it equals the
 //!    dense convolution when every bucket is a singleton, and when the channels of each
 //!    bucket are equal.
-//! 6. [`cost`]: FLOP accounting of the reduced convolution and of the overhead, and the
-//!    predicted overhead share that decides which layers get HASTE by default.
+//! 6. [`cost`]: FLOP accounting of the reduced convolution and of the overhead, and the time
+//!    model that decides which layers get HASTE by default (a data-free gate on the fixed
+//!    per-patch work, then the time predicted from the channels merged on the first batch).
 //! 7. [`stats`]: per-layer diagnostics (buckets per patch, bucket sizes, FLOPs, NaNs seen).
 //!
 //! ```
