@@ -653,8 +653,8 @@ impl DirectConv {
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
-        if io.input_nhwc && io.output_nhwc {
-            return self.forward_bands(x, (h, w), &mut out[..n], s, per);
+        if io.output_nhwc {
+            return self.forward_bands(x, (h, w), &mut out[..n], s, per, io.input_nhwc);
         }
         self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let padded = &s.padded[..];
@@ -692,10 +692,11 @@ impl DirectConv {
             });
     }
 
-    /// [`Self::forward_parallel`] with pixel-major input and output: each part pads just the
-    /// input rows its `per` output rows read into a buffer of its own and computes them, so
-    /// a layer is one parallel step, not two (at batch 1 a CIFAR layer is 10-30 us of work,
-    /// and every join between the cores costs).
+    /// [`Self::forward_parallel`] with a pixel-major output: each part pads just the input
+    /// rows its `per` output rows read into a buffer of its own (transposing them from planar
+    /// when `nhwc` is false) and computes them, so a layer is one parallel step, not two (at
+    /// batch 1 a CIFAR layer is 10-30 us of work, and every join between the cores costs;
+    /// the first layer's transpose no longer runs on one core).
     fn forward_bands(
         &self,
         x: &[f32],
@@ -703,6 +704,7 @@ impl DirectConv {
         out: &mut [f32],
         s: &mut DirectScratch,
         per: usize,
+        nhwc: bool,
     ) {
         use rayon::prelude::*;
         let p = &self.params;
@@ -721,8 +723,13 @@ impl DirectConv {
                 let r0 = k * per * p.stride.0;
                 let r1 = (k * per + rows - 1) * p.stride.0 + p.kh;
                 grow(band, (r1 - r0) * wp * c);
+                let top_left = (p.pads[0], p.pads[1]);
                 for (r, row) in (r0..r1).zip(band.chunks_exact_mut(wp * c)) {
-                    layout::pad_hwc_row(x, c, (h, w), (p.pads[0], p.pads[1]), r, row);
+                    if nhwc {
+                        layout::pad_hwc_row(x, c, (h, w), top_left, r, row);
+                    } else {
+                        layout::pad_chw_row(x, c, (h, w), top_left, r, row);
+                    }
                 }
                 self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue());
             });

@@ -320,6 +320,32 @@ pub fn pad_hwc_row(
     }
 }
 
+/// [`pad_hwc_row`] from a planar input `x = [c][h][w]`: padded row `r` of the pixel-major
+/// image, transposed from the `c` planes (each channel's pixels written `c` apart).
+pub fn pad_chw_row(
+    x: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    r: usize,
+    row: &mut [f32],
+) {
+    match r.checked_sub(top).filter(|&y| y < h) {
+        Some(y) => {
+            row[..left * c].fill(0.0);
+            row[(left + w) * c..].fill(0.0);
+            let body = &mut row[left * c..][..w * c];
+            for ch in 0..c {
+                let src = &x[ch * h * w + y * w..][..w];
+                for (px, &v) in body.chunks_exact_mut(c).zip(src) {
+                    px[ch] = v;
+                }
+            }
+        }
+        None => row.fill(0.0),
+    }
+}
+
 /// Adds `bias[k]` to channel `k` of every pixel of a pixel-major `out = [pixels][c]`.
 pub fn add_bias_hwc(out: &mut [f32], bias: &[f32]) {
     for px in out.chunks_exact_mut(bias.len()) {
