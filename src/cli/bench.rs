@@ -223,7 +223,9 @@ fn synthetic_images(out: &mut [f32]) {
 }
 
 /// Per-layer wall clock of the HASTE layers against their dense kernel, with the FLOPs
-/// reduction (overhead counted) that each layer's time could at best reflect.
+/// reduction (overhead counted) that each layer's time could at best reflect, and the
+/// speedup haste's time model predicts from the channels the layer merged (the model that
+/// chooses the layers by default; a large gap says it needs refitting on this machine).
 fn print_layers(layers: &[ConvLayerReport]) {
     if layers.iter().all(|l| l.timing.is_none()) {
         println!(
@@ -233,21 +235,29 @@ fn print_layers(layers: &[ConvLayerReport]) {
         return;
     }
     println!(
-        "\n{:<44} {:>16} {:>10} {:>10} {:>8} {:>9} {:>9}",
-        "HASTE layer", "c_in>c_out @hw", "dense ms", "HASTE ms", "speedup", "FLOPs -%", "implied"
+        "\n{:<44} {:>16} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9}",
+        "HASTE layer",
+        "c_in>c_out @hw",
+        "dense ms",
+        "HASTE ms",
+        "speedup",
+        "FLOPs -%",
+        "implied",
+        "predicted"
     );
     for l in layers {
         let Some((h, d)) = l.timing else { continue };
         let red = l.reduction();
         println!(
-            "{:<44} {:>16} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x",
+            "{:<44} {:>16} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x {:>8.2}x",
             truncate(&l.name, 44),
             format!("{}>{} @{}", l.c_in, l.c_out, l.input_hw.0),
             d * 1e3,
             h * 1e3,
             d / h,
             red,
-            1.0 / (1.0 - red / 100.0)
+            1.0 / (1.0 - red / 100.0),
+            1.0 / l.predicted_time_ratio.unwrap_or(f64::NAN)
         );
     }
 }

@@ -102,9 +102,10 @@ pub const MERGE_SHARE_PER_MB: f64 = 0.2;
 pub const MAX_OVERHEAD_SHARE: f64 = 0.5;
 
 /// A layer keeps HASTE after calibration only when its predicted time
-/// ([`predicted_time_ratio`]) is at most this share of the dense time: a 5 % margin for the
-/// model's error.
-pub const MAX_PREDICTED_TIME_RATIO: f64 = 0.95;
+/// ([`predicted_time_ratio`]) is at most this share of the dense time: a 10 % margin for the
+/// model's error (per-layer timings on the machine it was fitted on spread by about that
+/// much from run to run).
+pub const MAX_PREDICTED_TIME_RATIO: f64 = 0.9;
 
 /// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for one
 /// full `tile x tile` patch of the convolution `p`: hashing, grouping and the input merge

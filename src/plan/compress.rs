@@ -138,8 +138,9 @@ pub struct ConvLayerReport {
     pub stats: LayerStats,
     /// Seconds per batch of (HASTE, dense) measured by [`Plan::keep_dense_where_faster`].
     pub timing: Option<(f64, f64)>,
-    /// HASTE's predicted time over dense from the first batch's merging, when
-    /// [`Plan::keep_dense_where_merging_cannot_pay`] ran.
+    /// HASTE's predicted time over dense ([`predicted_time_ratio`]): for a HASTE layer from
+    /// the channels it merged in this run, for a layer the first batch sent back to dense
+    /// ([`LayerChoice::DenseFewMerged`]) from that batch; `None` for the others.
     pub predicted_time_ratio: Option<f64>,
 }
 
@@ -273,6 +274,7 @@ impl Plan {
             .map(|(k, ((step, dense), (_, choice)))| {
                 let (op, h, w) = self.conv_at(step).expect("step is a conv");
                 let s = stats[step].clone();
+                let merged = 1.0 - s.mean_buckets() / op.params.c_in as f64;
                 let compressed =
                     matches!(self.conv_kernels[step], Some(ConvKernel::Haste(_))) && s.images > 0;
                 let per_image = |v: u64| v.checked_div(s.images).unwrap_or(0);
@@ -305,7 +307,15 @@ impl Plan {
                     overhead_flops: overhead,
                     stats: s,
                     timing: self.timing[step],
-                    predicted_time_ratio: self.predicted[step],
+                    predicted_time_ratio: if compressed {
+                        Some(predicted_time_ratio(
+                            &op.params,
+                            options.config.tile,
+                            merged,
+                        ))
+                    } else {
+                        self.predicted[step]
+                    },
                 }
             })
             .collect()
