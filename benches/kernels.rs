@@ -266,6 +266,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let filters = Filters::Rows {
         first: &first,
         rows: &rows,
+        base: 0,
     };
     let avx512 = cfg!(target_arch = "x86_64") && is_avx512();
     // SAFETY: rows address `wt`/`wm` rows of channels < c; AVX-512 checked when used.

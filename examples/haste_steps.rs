@@ -120,6 +120,7 @@ fn main() {
                         Filters::Rows {
                             first: &first,
                             rows: &rows,
+                            base: 0,
                         },
                         Epilogue::NONE,
                         &mut ohwc[(oy * hw + ox) * c..],

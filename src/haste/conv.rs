@@ -134,8 +134,6 @@ pub struct HasteScratch {
     band: Vec<MergedPatch>,
     /// Summed filter rows of one patch's merged buckets for one panel (see [`merged_row`]).
     wm: Vec<f32>,
-    /// The filter row address table of one patch and panel (`[tap][bucket]`).
-    rows: Vec<usize>,
 }
 
 /// One patch, hashed and its input merged: what its reduced convolution reads.
@@ -155,14 +153,14 @@ struct MergedPatch {
     mwin: Vec<f32>,
     /// The first channel of each bucket.
     first: Vec<u32>,
-    /// Per bucket: its index among the merged buckets, or [`NOT_MERGED`].
-    merged_index: Vec<u32>,
     /// The buckets with several channels.
     multi: Vec<u32>,
+    /// The row offset table of [`Filters::Rows`] (`[tap][bucket]`, bytes from the current
+    /// filter panel): a singleton's offset is the same in every panel and is set once by
+    /// [`Self::merge_input`]; a merged bucket's (its summed row in the shared bank) is set
+    /// per panel by [`Self::convolve`].
+    rows: Vec<usize>,
 }
-
-/// [`MergedPatch::merged_index`] of a one-channel bucket.
-const NOT_MERGED: u32 = u32::MAX;
 
 /// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
 /// then every filter panel runs over all of them, so the larger the band, the fewer times a
@@ -170,22 +168,26 @@ const NOT_MERGED: u32 = u32::MAX;
 const BAND_WINDOW_BYTES: usize = 256 * 1024;
 
 impl MergedPatch {
-    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller).
+    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller), and
+    /// sets the singletons' filter row offsets (`taps` per channel, panels `panel` wide).
     #[inline(always)]
-    fn merge_input(&mut self, c_in: usize, hwc: &[f32], w: usize, win: &Window) {
+    fn merge_input(
+        &mut self,
+        c_in: usize,
+        (taps, panel): (usize, usize),
+        hwc: &[f32],
+        w: usize,
+        win: &Window,
+    ) {
         let nb = self.buckets.count();
         self.win_w = win.w;
         self.first.clear();
-        self.merged_index.clear();
         self.multi.clear();
         for b in 0..nb {
             let members = self.buckets.members(b);
             self.first.push(members[0]);
             if members.len() > 1 {
-                self.merged_index.push(self.multi.len() as u32);
                 self.multi.push(b as u32);
-            } else {
-                self.merged_index.push(NOT_MERGED);
             }
         }
         grow(&mut self.mwin, win.h * win.w * c_in);
@@ -198,6 +200,12 @@ impl MergedPatch {
             &self.multi,
             &mut self.mwin,
         );
+        grow(&mut self.rows, taps * nb);
+        for kk in 0..taps {
+            for (b, &f) in self.first.iter().enumerate() {
+                self.rows[kk * nb + b] = (kk * c_in + f as usize) * panel * 4;
+            }
+        }
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
@@ -206,12 +214,11 @@ impl MergedPatch {
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn convolve(
-        &self,
+        &mut self,
         conv: &HasteConv,
         q: usize,
         (row0, ow): (usize, usize),
         wm: &mut Vec<f32>,
-        rows: &mut Vec<usize>,
         band_out: &mut [f32],
         avx512: bool,
     ) {
@@ -223,16 +230,13 @@ impl MergedPatch {
         let merged = self.multi.len();
         grow(wm, taps * merged * panel);
         merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
-        // Row addresses: singletons read the layer's weights, merged buckets their sums.
-        grow(rows, taps * nb);
+        // Singletons read this panel of the layer's weights (offsets set once per patch),
+        // merged buckets their sums, wherever the bank is relative to the panel.
         let (wt_addr, wm_addr) = (wt_panel.as_ptr() as usize, wm.as_ptr() as usize);
-        for kk in 0..taps {
-            for (b, (&f, &m)) in self.first.iter().zip(&self.merged_index).enumerate() {
-                rows[kk * nb + b] = if m == NOT_MERGED {
-                    wt_addr + (kk * c_in + f as usize) * panel * 4
-                } else {
-                    wm_addr + merged_row(merged, kk, m as usize) * panel * 4
-                };
+        for (m, &b) in self.multi.iter().enumerate() {
+            for kk in 0..taps {
+                let at = wm_addr + merged_row(merged, kk, m) * panel * 4;
+                self.rows[kk * nb + b as usize] = at.wrapping_sub(wt_addr);
             }
         }
         let geom = Geom {
@@ -250,13 +254,14 @@ impl MergedPatch {
         };
         let filters = Filters::Rows {
             first: &self.first,
-            rows: &rows[..taps * nb],
+            rows: &self.rows[..taps * nb],
+            base: wt_addr,
         };
         let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
-        // SAFETY: every row address points at `panel` floats of panel `q` of `conv.wt` (a
-        // channel below `c_in`, a tap below `taps`) or of `wm` (a merged row just written),
-        // both unchanged until the kernel returns; `first[b] < c_in`; the merged window
-        // holds `win.h * win.w * c_in` values.
+        // SAFETY: every row (panel base plus offset) points at `panel` floats of panel `q` of
+        // `conv.wt` (a channel below `c_in`, a tap below `taps`) or of `wm` (a merged row
+        // just written), both unchanged until the kernel returns; `first[b] < c_in`; the
+        // merged window holds `win.h * win.w * c_in` values.
         unsafe {
             #[cfg(target_arch = "x86_64")]
             if avx512 {
@@ -587,7 +592,7 @@ impl HasteConv {
                     } else {
                         patch.buckets.group(&s.hash.keys[..c_in]);
                     }
-                    patch.merge_input(c_in, hwc, w, &win);
+                    patch.merge_input(c_in, (p.kh * p.kw, self.panel), hwc, w, &win);
                     let nb = patch.buckets.count();
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
                     stats.nonfinite_inputs += counts.nonfinite;
@@ -610,9 +615,8 @@ impl HasteConv {
                 &mut s.ohwc[at..]
             };
             for q in 0..c_out / self.panel {
-                for patch in &s.band[..n] {
-                    let (wm, rows) = (&mut s.wm, &mut s.rows);
-                    patch.convolve(self, q, (row0, ow), wm, rows, band_out, avx512);
+                for patch in &mut s.band[..n] {
+                    patch.convolve(self, q, (row0, ow), &mut s.wm, band_out, avx512);
                 }
             }
         }

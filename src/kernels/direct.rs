@@ -66,8 +66,15 @@ impl Geom {
 #[derive(Clone, Copy, Debug)]
 pub enum Filters<'a> {
     /// Listed channels (HASTE): term `b` of the sum reads window slot `first[b]` and, at tap
-    /// `kk`, the filter row (`c_out` floats) at address `rows[kk * first.len() + b]`.
-    Rows { first: &'a [u32], rows: &'a [usize] },
+    /// `kk`, the filter row (`c_out` floats) at address `base + rows[kk * first.len() + b]`
+    /// (wrapping: a row below `base` has a wrapped-around offset). HASTE keeps one table per
+    /// patch and moves `base` from one filter panel to the next, so only the merged rows'
+    /// offsets change between panels.
+    Rows {
+        first: &'a [u32],
+        rows: &'a [usize],
+        base: usize,
+    },
     /// Every window channel in order, with the weights in 64-channel panels (the dense
     /// convolution; see [`weights_panels`]).
     Panels(&'a [f32]),
@@ -162,8 +169,8 @@ fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
 ///
 /// # Safety
-/// For [`Filters::Rows`]: `rows` holds `kh * kw * first.len()` addresses, each of `c_out`
-/// readable floats, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
+/// For [`Filters::Rows`]: `rows` holds `kh * kw * first.len()` offsets from `base`, each
+/// addressing `c_out` readable floats, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
 /// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
 pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
@@ -183,9 +190,10 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: 
                     let a = &win[g.pix(j, ky, kx)..][..g.c_in];
                     for b in 0..f.terms(g) {
                         let (slot, w) = match f {
-                            Filters::Rows { first, rows } => {
+                            Filters::Rows { first, rows, base } => {
                                 let nb = first.len();
-                                let r = (rows[kk * nb + b] as *const f32).add(co0);
+                                let at = base.wrapping_add(rows[kk * nb + b]);
+                                let r = (at as *const f32).add(co0);
                                 // SAFETY: the caller guarantees the row is readable.
                                 (first[b] as usize, unsafe {
                                     std::slice::from_raw_parts(r, width)
@@ -449,7 +457,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 }
             }
         }
-        Filters::Rows { first, rows } => {
+        Filters::Rows { first, rows, base } => {
             let nb = first.len();
             assert!(rows.len() >= g.kh * g.kw * nb);
             let fp = first.as_ptr();
@@ -462,7 +470,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                     let rp = rows.as_ptr().add(kk * nb);
                     for b in 0..nb {
                         let f = *fp.add(b) as usize;
-                        let wv = load_w((*rp.add(b) as *const f32).add(co0));
+                        let wv = load_w((base.wrapping_add(*rp.add(b)) as *const f32).add(co0));
                         for i in 0..MR {
                             let a = _mm512_set1_ps(*abase[i].add(f));
                             for v in 0..NV {
@@ -893,6 +901,7 @@ mod tests {
                     let f = Filters::Rows {
                         first: &first,
                         rows: &rows,
+                        base: 0,
                     };
                     conv_generic(&g, &win, f, Epilogue::NONE, &mut a);
                     conv_avx512(&g, &win, f, Epilogue::NONE, &mut b);
