@@ -113,14 +113,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let haste = match &compress {
         Some(c) => {
             plan.compress(c)?;
-            if c.cost_aware {
-                // The same first-batch choice as eval: deterministic, from the buckets.
-                plan.keep_dense_where_merging_cannot_pay(&input, a.batch)?;
-            }
-            if c.keep_dense_when_slower {
-                plan.keep_dense_where_faster(&input, a.batch)?;
-            }
-            plan.take_haste_stats();
+            // The same first-batch choice as eval.
+            plan.choose_layers_on(&input, a.batch, c)?;
             let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
             let mut layers = plan.conv_reports(c);
             let flops = plan.flops_summary(&layers);

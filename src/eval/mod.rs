@@ -305,16 +305,7 @@ fn calibrate(
     if loaded.is_empty() {
         return Ok(());
     }
-    let batch = &buf[..loaded.len() * per_image];
-    if compress.cost_aware {
-        plan.keep_dense_where_merging_cannot_pay(batch, loaded.len())?;
-    }
-    if compress.keep_dense_when_slower {
-        plan.keep_dense_where_faster(batch, loaded.len())?;
-    }
-    // The calibration runs' statistics are not the evaluation's.
-    plan.take_haste_stats();
-    Ok(())
+    plan.choose_layers_on(&buf[..loaded.len() * per_image], loaded.len(), compress)
 }
 
 /// Compresses `plan` with `compress`, evaluates it on `data`, and puts the dense kernels back.

@@ -563,10 +563,10 @@ impl HasteConv {
         // then each filter panel runs over all of them, so a wide layer's filters are read
         // once per band, not once per patch (the whole bank of a 64 -> 512 layer does not fit
         // in L2, and the filter merge reads the members' rows).
-        let tile_rows: Vec<usize> = out_rows.clone().step_by(tile).collect();
-        for band_starts in tile_rows.chunks(band_rows) {
+        for row0 in out_rows.clone().step_by(tile * band_rows) {
+            let band_end = out_rows.end.min(row0 + tile * band_rows);
             let mut n = 0;
-            for &oy0 in band_starts {
+            for oy0 in (row0..band_end).step_by(tile) {
                 let ph = tile.min(out_rows.end - oy0);
                 for ox0 in (0..ow).step_by(tile) {
                     let pw = tile.min(ow - ox0);
@@ -607,7 +607,6 @@ impl HasteConv {
                     ));
                 }
             }
-            let row0 = band_starts[0];
             let at = (row0 - out_rows.start) * ow * c_out;
             let band_out = if io.output_nhwc {
                 &mut out[at..]

@@ -664,30 +664,18 @@ impl DirectConv {
         if io.output_nhwc {
             return self.forward_bands(x, (h, w), &mut out[..n], s, per, io.input_nhwc);
         }
+        // A planar output: pixel-major rows first, then transposed with bias and activation.
         self.pad_input_parallel(x, h, w, io.input_nhwc, s);
         let padded = &s.padded[..];
-        let target = if io.output_nhwc {
-            &mut out[..n]
-        } else {
-            grow(&mut s.out, n);
-            &mut s.out[..n]
-        };
-        target
+        grow(&mut s.out, n);
+        s.out[..n]
             .par_chunks_mut(per * ow * p.c_out)
             .enumerate()
             .for_each(|(k, chunk)| {
                 let oy0 = k * per;
                 let rows_here = chunk.len() / (ow * p.c_out);
-                let e = if io.output_nhwc {
-                    self.epilogue()
-                } else {
-                    Epilogue::NONE
-                };
-                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, e);
+                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, Epilogue::NONE);
             });
-        if io.output_nhwc {
-            return;
-        }
         let hw = oh * ow;
         let per_c = p.c_out.div_ceil(parts.max(1)).max(1);
         let ohwc = &s.out[..];

@@ -310,14 +310,9 @@ pub fn pad_hwc_row(
     r: usize,
     row: &mut [f32],
 ) {
-    match r.checked_sub(top).filter(|&y| y < h) {
-        Some(y) => {
-            row[..left * c].fill(0.0);
-            row[left * c..(left + w) * c].copy_from_slice(&x[y * w * c..][..w * c]);
-            row[(left + w) * c..].fill(0.0);
-        }
-        None => row.fill(0.0),
-    }
+    pad_row(c, (h, w), (top, left), r, row, |y, body| {
+        body.copy_from_slice(&x[y * w * c..][..w * c]);
+    });
 }
 
 /// [`pad_hwc_row`] from a planar input `x = [c][h][w]`: padded row `r` of the pixel-major
@@ -330,17 +325,31 @@ pub fn pad_chw_row(
     r: usize,
     row: &mut [f32],
 ) {
+    pad_row(c, (h, w), (top, left), r, row, |y, body| {
+        for ch in 0..c {
+            let src = &x[ch * h * w + y * w..][..w];
+            for (px, &v) in body.chunks_exact_mut(c).zip(src) {
+                px[ch] = v;
+            }
+        }
+    });
+}
+
+/// Padded row `r` of a pixel-major image: zeros, but for the `w * c` values of image row
+/// `r - top` (when it is one), which `fill_body(y, body)` writes.
+fn pad_row(
+    c: usize,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    r: usize,
+    row: &mut [f32],
+    fill_body: impl FnOnce(usize, &mut [f32]),
+) {
     match r.checked_sub(top).filter(|&y| y < h) {
         Some(y) => {
             row[..left * c].fill(0.0);
             row[(left + w) * c..].fill(0.0);
-            let body = &mut row[left * c..][..w * c];
-            for ch in 0..c {
-                let src = &x[ch * h * w + y * w..][..w];
-                for (px, &v) in body.chunks_exact_mut(c).zip(src) {
-                    px[ch] = v;
-                }
-            }
+            fill_body(y, &mut row[left * c..][..w * c]);
         }
         None => row.fill(0.0),
     }

@@ -374,6 +374,27 @@ impl Plan {
         Ok(reverted)
     }
 
+    /// The layer choices `options` asks to make on a batch (`input`, `n` images) once
+    /// [`Plan::compress`] has run: with `cost_aware`,
+    /// [`Plan::keep_dense_where_merging_cannot_pay`]; with `keep_dense_when_slower`,
+    /// [`Plan::keep_dense_where_faster`]. Statistics are cleared after, so a following run's
+    /// are its own.
+    pub fn choose_layers_on(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        options: &CompressOptions,
+    ) -> Result<()> {
+        if options.cost_aware {
+            self.keep_dense_where_merging_cannot_pay(input, n)?;
+        }
+        if options.keep_dense_when_slower {
+            self.keep_dense_where_faster(input, n)?;
+        }
+        self.take_haste_stats();
+        Ok(())
+    }
+
     /// Runs HASTE on a batch (`input`, `n` images), and puts the dense kernel back on every
     /// HASTE layer whose predicted time from the channels it merged there
     /// ([`predicted_time_ratio`]) is above [`MAX_PREDICTED_TIME_RATIO`]. The predictions
