@@ -1,6 +1,6 @@
 //! Time the direct kernel on one conv shape, for profiling:
 //! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE [nchw]` (`nchw`: a planar
-//! input, as the network's image).
+//! input, as the network's image; `par2`: split over two threads).
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -32,10 +32,26 @@ fn main() {
     };
     let t = Instant::now();
     let mut runs = 0;
-    while t.elapsed().as_secs_f64() < 3.0 {
-        d.forward(&x, (hw, hw), &mut out, &mut scratch, io);
-        runs += 1;
-    }
+    // `par2`: the output rows split between two threads, as a batch-1 layer runs.
+    let parts = if std::env::args().any(|a| a == "par2") {
+        2
+    } else {
+        1
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(parts)
+        .build()
+        .expect("a thread pool");
+    pool.install(|| {
+        while t.elapsed().as_secs_f64() < 3.0 {
+            if parts > 1 {
+                d.forward_parallel(&x, (hw, hw), &mut out, &mut scratch, io, parts);
+            } else {
+                d.forward(&x, (hw, hw), &mut out, &mut scratch, io);
+            }
+            runs += 1;
+        }
+    });
     let per = t.elapsed().as_secs_f64() / runs as f64;
     println!(
         "{:.1} us, {:.0} GFLOP/s",

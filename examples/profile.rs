@@ -41,12 +41,13 @@ fn main() -> Result<(), haste::Error> {
     for (i, m) in macs.iter().take(60) {
         let (c, h, w) = plan.conv_at(*i).unwrap();
         println!(
-            "{:>40} {:?}x{}x{} {:>7.1} GFLOP/s {}",
+            "{:>40} {:?}x{}x{} {:>7.1} GFLOP/s {:>8.3} ms {}",
             plan.step_name(*i),
             (c.params.c_in, c.params.c_out, c.params.kh),
             h,
             w,
             2.0 * *m as f64 * (runs * batch) as f64 / secs[*i] / 1e9,
+            1e3 * secs[*i] / runs as f64,
             if plan.output_is_pixel_major(*i) {
                 "NHWC"
             } else {
