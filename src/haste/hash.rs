@@ -121,31 +121,12 @@ pub fn hash_window(
         finite &= block.run_generic(&mut s.proj, &mut s.norm2);
     }
     // Threshold of each hyperplane: the mean projection over channels (centering), or 0.
-    let thresholds = &mut s.thresholds;
-    thresholds.clear();
-    for l in 0..lc {
-        let mut lanes = [0.0f32; LANES];
-        for block in s.proj[l * cpad..][..cpad].chunks_exact(LANES) {
-            for (a, &v) in lanes.iter_mut().zip(block) {
-                *a += v;
-            }
-        }
-        // Pairwise tree over the lanes: short dependency chains, and the same order on every
-        // instruction set.
-        let sum = sum16(&lanes);
-        finite &= sum.is_finite();
-        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
-    }
+    let proj = &s.proj[..lc * cpad];
+    finite &= thresholds(proj, cpad, c, centering, &mut s.thresholds);
     if !finite {
         return hash_window_sanitized(hwc, img_w, c, win, hp, centering, magnitude_step, s);
     }
-    let codes = &mut s.codes[..c];
-    codes.fill(0);
-    for (l, &t) in thresholds.iter().enumerate() {
-        for (code, &v) in codes.iter_mut().zip(&s.proj[l * cpad..][..c]) {
-            *code |= ((v > t) as u64) << l;
-        }
-    }
+    codes(proj, cpad, &s.thresholds, &mut s.codes[..c]);
     let entries_used = if win.covers(hp.window()) {
         hp.nnz() as u64
     } else {
@@ -162,6 +143,110 @@ pub fn hash_window(
         entries_used,
     };
     finish_keys(s, c, magnitude_step, counts)
+}
+
+/// Each hyperplane's threshold into `out`: the mean of its projections over the `c` channels
+/// (`proj` holds `L` rows of `cpad` channels, zero past `c`) when `centering`, else 0. The sum
+/// runs in 16 lanes over the row, then as a pairwise tree over the lanes ([`sum16`]), the same
+/// order on every instruction set. Returns false when a sum is not finite.
+fn thresholds(proj: &[f32], cpad: usize, c: usize, centering: bool, out: &mut Vec<f32>) -> bool {
+    out.clear();
+    let mut finite = true;
+    for row in proj.chunks_exact(cpad) {
+        #[cfg(target_arch = "x86_64")]
+        let sum = if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is supported (checked just above).
+            unsafe { row_sum_avx512(row) }
+        } else {
+            row_sum(row)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let sum = row_sum(row);
+        finite &= sum.is_finite();
+        out.push(if centering { sum / c as f32 } else { 0.0 });
+    }
+    finite
+}
+
+/// Sum of a row of `16 * k` projections: 16 lanes, then [`sum16`].
+fn row_sum(row: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for block in row.chunks_exact(LANES) {
+        for (a, &v) in lanes.iter_mut().zip(block) {
+            *a += v;
+        }
+    }
+    sum16(&lanes)
+}
+
+/// [`row_sum`] in registers, with the same additions: lane `i` of the tree's first level is
+/// `v[i] + v[i + 8]`, and so on.
+///
+/// # Safety
+/// AVX-512F must be supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_sum_avx512(row: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut v = _mm512_setzero_ps();
+    for block in row.chunks_exact(LANES) {
+        // SAFETY: `block` holds 16 values.
+        v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(block.as_ptr()) });
+    }
+    // Halves, quarters, pairs, then the last two: the low lanes of each step hold the sums
+    // `sum16` forms (an addition of two finite values is the same either way round).
+    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+    let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b00_00_00_01>(a, a));
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b00_00_11_10>(b));
+    let d = _mm512_add_ps(c, _mm512_permute_ps::<0b00_00_00_01>(c));
+    _mm512_cvtss_f32(d)
+}
+
+/// The codes of the first `codes.len()` channels: bit `l` is set when the channel's
+/// projection on hyperplane `l` (row `l` of `proj`) is above `thresholds[l]` (a NaN is not).
+fn codes(proj: &[f32], cpad: usize, thresholds: &[f32], codes: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is supported (checked just above).
+        return unsafe { codes_avx512(proj, cpad, thresholds, codes) };
+    }
+    codes.fill(0);
+    for (l, &t) in thresholds.iter().enumerate() {
+        for (code, &v) in codes.iter_mut().zip(&proj[l * cpad..]) {
+            *code |= ((v > t) as u64) << l;
+        }
+    }
+}
+
+/// [`codes`] 16 channels at a time: one compare per hyperplane gives a mask of channels, whose
+/// lanes of the codes get bit `l`.
+///
+/// # Safety
+/// AVX-512F must be supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn codes_avx512(proj: &[f32], cpad: usize, thresholds: &[f32], codes: &mut [u64]) {
+    use std::arch::x86_64::*;
+    assert!(proj.len() >= thresholds.len() * cpad && codes.len() <= cpad);
+    for ch0 in (0..codes.len()).step_by(LANES) {
+        let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for (l, &t) in thresholds.iter().enumerate() {
+            // SAFETY: row `l` holds `cpad >= ch0 + 16` values (asserted above).
+            let v = unsafe { _mm512_loadu_ps(proj.as_ptr().add(l * cpad + ch0)) };
+            let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_set1_ps(t));
+            let bit = _mm512_set1_epi64(1i64 << l);
+            lo = _mm512_mask_or_epi64(lo, gt as u8, lo, bit);
+            hi = _mm512_mask_or_epi64(hi, (gt >> 8) as u8, hi, bit);
+        }
+        let mut lanes = [0u64; LANES];
+        // SAFETY: `lanes` holds 16 values.
+        unsafe {
+            _mm512_storeu_si512(lanes.as_mut_ptr() as *mut _, lo);
+            _mm512_storeu_si512(lanes.as_mut_ptr().add(8) as *mut _, hi);
+        }
+        let n = (codes.len() - ch0).min(LANES);
+        codes[ch0..ch0 + n].copy_from_slice(&lanes[..n]);
+    }
 }
 
 /// Projections of channels `ch0..ch0 + cw` (`cw <= 16`) of one window onto every hyperplane:
@@ -534,6 +619,51 @@ fn sum_lanes(v: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector thresholds and codes against the portable loops, bit for bit, over rows of
+    /// one to three blocks of channels with ties, signed zeros and NaNs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_thresholds_and_codes_give_the_portable_bits() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for (c, lc) in [(3usize, 5usize), (16, 14), (37, 20), (48, 64)] {
+            let cpad = c.next_multiple_of(LANES);
+            let mut proj = vec![0.0f32; lc * cpad];
+            for l in 0..lc {
+                for k in 0..c {
+                    let i = l * 131 + k * 17;
+                    proj[l * cpad + k] = match i % 11 {
+                        0 => -0.0,
+                        1 => 0.0,
+                        2 if l % 3 == 0 => f32::NAN,
+                        _ => ((i * 7919 % 1009) as f32 - 504.0) * 1.37e-3,
+                    };
+                }
+            }
+            for row in proj.chunks_exact(cpad) {
+                // SAFETY: AVX-512F is checked above.
+                let v = unsafe { row_sum_avx512(row) };
+                assert_eq!(v.to_bits(), row_sum(row).to_bits(), "c {c}: {v}");
+            }
+            // Thresholds on the grid of values, so that ties occur.
+            let t: Vec<f32> = (0..lc).map(|l| proj[l * cpad + l % c]).collect();
+            let mut want = vec![0u64; c];
+            for (l, &t) in t.iter().enumerate() {
+                for (code, &v) in want.iter_mut().zip(&proj[l * cpad..]) {
+                    *code |= ((v > t) as u64) << l;
+                }
+            }
+            let mut got = vec![u64::MAX; c];
+            // SAFETY: as above.
+            unsafe { codes_avx512(&proj, cpad, &t, &mut got) };
+            assert_eq!(got, want, "c {c}, L {lc}");
+            assert!(
+                want.iter().any(|&w| w != 0) && want.iter().any(|&w| w != u64::MAX >> (64 - lc))
+            );
+        }
+    }
 
     #[test]
     fn magnitude_bins() {
