@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the dense convolution paths (im2col + GEMM, the direct kernel) and of
-//! the HASTE steps:
+//! Micro-benchmarks of the dense convolution paths (im2col + GEMM, the direct kernel), of max
+//! pooling and of the HASTE steps:
 //! `cargo bench --bench kernels`.
 
 use divan::{black_box, Bencher};
@@ -19,7 +19,8 @@ use haste::kernels::direct::{
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
 use haste::kernels::layout::IoLayout;
-use haste::ops::{Activation, Conv2dParams, ConvOp};
+use haste::kernels::pool::pool_hwc;
+use haste::ops::{Activation, Conv2dParams, ConvOp, PoolParams};
 
 fn main() {
     divan::main();
@@ -91,6 +92,26 @@ fn direct_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize))
         2 * op.params.dense_macs(hw, hw) as usize,
     ))
     .bench_local(|| conv.forward(black_box(&x), (hw, hw), &mut out, &mut scratch, io));
+}
+
+/// (channels, height = width) of the 2x2 max pools after Tiny Darknet's first convolutions.
+const POOLS: &[(usize, usize)] = &[(16, 224), (32, 112), (128, 56)];
+
+/// The 2x2 stride-2 max pool on a pixel-major image (vector kernel for 16-channel multiples).
+#[divan::bench(args = POOLS)]
+fn max_pool_2x2(b: Bencher, &(c, hw): &(usize, usize)) {
+    let p = PoolParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        pads: [0; 4],
+        dilation: (1, 1),
+        ceil_mode: false,
+        count_include_pad: false,
+    };
+    let x = values(c * hw * hw, 4);
+    let mut out = vec![0.0; c * hw * hw / 4];
+    b.counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| pool_hwc(&p, true, black_box(&x), (hw, hw, c), &mut out));
 }
 
 /// (channels, height = width) of the HASTE benchmarks (3x3 convolutions, tile 4, L = 14).
