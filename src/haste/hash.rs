@@ -122,11 +122,21 @@ pub fn hash_window(
     }
     // Threshold of each hyperplane: the mean projection over channels (centering), or 0.
     let proj = &s.proj[..lc * cpad];
-    finite &= thresholds(proj, cpad, c, centering, &mut s.thresholds);
+    let (thresholds, codes) = (&mut s.thresholds, &mut s.codes[..c]);
+    #[cfg(target_arch = "x86_64")]
+    let finite = finite && {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is supported (checked just above).
+            unsafe { thresholds_and_codes_avx512(proj, cpad, c, centering, thresholds, codes) }
+        } else {
+            thresholds_and_codes(proj, cpad, c, centering, thresholds, codes)
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let finite = finite && thresholds_and_codes(proj, cpad, c, centering, thresholds, codes);
     if !finite {
         return hash_window_sanitized(hwc, img_w, c, win, hp, centering, magnitude_step, s);
     }
-    codes(proj, cpad, &s.thresholds, &mut s.codes[..c]);
     let entries_used = if win.covers(hp.window()) {
         hp.nnz() as u64
     } else {
@@ -145,27 +155,39 @@ pub fn hash_window(
     finish_keys(s, c, magnitude_step, counts)
 }
 
-/// Each hyperplane's threshold into `out`: the mean of its projections over the `c` channels
-/// (`proj` holds `L` rows of `cpad` channels, zero past `c`) when `centering`, else 0. The sum
-/// runs in 16 lanes over the row, then as a pairwise tree over the lanes ([`sum16`]), the same
-/// order on every instruction set. Returns false when a sum is not finite.
-fn thresholds(proj: &[f32], cpad: usize, c: usize, centering: bool, out: &mut Vec<f32>) -> bool {
-    out.clear();
-    let mut finite = true;
+/// Each hyperplane's threshold into `thresholds`, and the channels' codes into `codes`
+/// (`c` channels). `proj` holds `L` rows of `cpad` projections (zero past `c`).
+///
+/// - The threshold is the mean of the hyperplane's projections over the channels when
+///   `centering`, else 0. The sum runs in 16 lanes along the row, then as a pairwise tree over
+///   the lanes ([`sum16`]): the same order on every instruction set.
+/// - Bit `l` of a channel's code is set when its projection on hyperplane `l` is above the
+///   threshold (a NaN is not).
+///
+/// Returns false, with the codes unset, when a sum is not finite.
+fn thresholds_and_codes(
+    proj: &[f32],
+    cpad: usize,
+    c: usize,
+    centering: bool,
+    thresholds: &mut Vec<f32>,
+    codes: &mut [u64],
+) -> bool {
+    thresholds.clear();
     for row in proj.chunks_exact(cpad) {
-        #[cfg(target_arch = "x86_64")]
-        let sum = if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is supported (checked just above).
-            unsafe { row_sum_avx512(row) }
-        } else {
-            row_sum(row)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
         let sum = row_sum(row);
-        finite &= sum.is_finite();
-        out.push(if centering { sum / c as f32 } else { 0.0 });
+        if !sum.is_finite() {
+            return false;
+        }
+        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
     }
-    finite
+    codes.fill(0);
+    for (l, &t) in thresholds.iter().enumerate() {
+        for (code, &v) in codes.iter_mut().zip(&proj[l * cpad..]) {
+            *code |= ((v > t) as u64) << l;
+        }
+    }
+    true
 }
 
 /// Sum of a row of `16 * k` projections: 16 lanes, then [`sum16`].
@@ -179,54 +201,31 @@ fn row_sum(row: &[f32]) -> f32 {
     sum16(&lanes)
 }
 
-/// [`row_sum`] in registers, with the same additions: lane `i` of the tree's first level is
-/// `v[i] + v[i + 8]`, and so on.
+/// [`thresholds_and_codes`] in registers, with the same bits: the row sums are the same
+/// additions (lane `i` of the tree's first level is `v[i] + v[i + 8]`, and so on), and each
+/// hyperplane's compare gives a mask of channels whose codes get bit `l`.
 ///
 /// # Safety
 /// AVX-512F must be supported.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_sum_avx512(row: &[f32]) -> f32 {
+unsafe fn thresholds_and_codes_avx512(
+    proj: &[f32],
+    cpad: usize,
+    c: usize,
+    centering: bool,
+    thresholds: &mut Vec<f32>,
+    codes: &mut [u64],
+) -> bool {
     use std::arch::x86_64::*;
-    let mut v = _mm512_setzero_ps();
-    for block in row.chunks_exact(LANES) {
-        // SAFETY: `block` holds 16 values.
-        v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(block.as_ptr()) });
-    }
-    // Halves, quarters, pairs, then the last two: the low lanes of each step hold the sums
-    // `sum16` forms (an addition of two finite values is the same either way round).
-    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
-    let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b00_00_00_01>(a, a));
-    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b00_00_11_10>(b));
-    let d = _mm512_add_ps(c, _mm512_permute_ps::<0b00_00_00_01>(c));
-    _mm512_cvtss_f32(d)
-}
-
-/// The codes of the first `codes.len()` channels: bit `l` is set when the channel's
-/// projection on hyperplane `l` (row `l` of `proj`) is above `thresholds[l]` (a NaN is not).
-fn codes(proj: &[f32], cpad: usize, thresholds: &[f32], codes: &mut [u64]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is supported (checked just above).
-        return unsafe { codes_avx512(proj, cpad, thresholds, codes) };
-    }
-    codes.fill(0);
-    for (l, &t) in thresholds.iter().enumerate() {
-        for (code, &v) in codes.iter_mut().zip(&proj[l * cpad..]) {
-            *code |= ((v > t) as u64) << l;
+    thresholds.clear();
+    for row in proj.chunks_exact(cpad) {
+        let sum = row_sum_avx512(row);
+        if !sum.is_finite() {
+            return false;
         }
+        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
     }
-}
-
-/// [`codes`] 16 channels at a time: one compare per hyperplane gives a mask of channels, whose
-/// lanes of the codes get bit `l`.
-///
-/// # Safety
-/// AVX-512F must be supported.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn codes_avx512(proj: &[f32], cpad: usize, thresholds: &[f32], codes: &mut [u64]) {
-    use std::arch::x86_64::*;
     assert!(proj.len() >= thresholds.len() * cpad && codes.len() <= cpad);
     for ch0 in (0..codes.len()).step_by(LANES) {
         let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
@@ -247,6 +246,30 @@ unsafe fn codes_avx512(proj: &[f32], cpad: usize, thresholds: &[f32], codes: &mu
         let n = (codes.len() - ch0).min(LANES);
         codes[ch0..ch0 + n].copy_from_slice(&lanes[..n]);
     }
+    true
+}
+
+/// [`row_sum`] in one register.
+///
+/// # Safety
+/// AVX-512F must be supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn row_sum_avx512(row: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut v = _mm512_setzero_ps();
+    for block in row.chunks_exact(LANES) {
+        // SAFETY: `block` holds 16 values.
+        v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(block.as_ptr()) });
+    }
+    // Halves, quarters, pairs, then the last two: the low lanes of each step hold the sums
+    // `sum16` forms (an addition of two finite values is the same either way round).
+    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+    let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b00_00_00_01>(a, a));
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b00_00_11_10>(b));
+    let d = _mm512_add_ps(c, _mm512_permute_ps::<0b00_00_00_01>(c));
+    _mm512_cvtss_f32(d)
 }
 
 /// Projections of channels `ch0..ch0 + cw` (`cw <= 16`) of one window onto every hyperplane:
@@ -621,14 +644,15 @@ mod tests {
     use super::*;
 
     /// The vector thresholds and codes against the portable loops, bit for bit, over rows of
-    /// one to three blocks of channels with ties, signed zeros and NaNs.
+    /// one to four blocks of channels, with signed zeros (ties with the threshold 0 when not
+    /// centering); and a NaN projection reported as a non-finite sum by both.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_thresholds_and_codes_give_the_portable_bits() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
-        for (c, lc) in [(3usize, 5usize), (16, 14), (37, 20), (48, 64)] {
+        for (c, lc) in [(3usize, 5usize), (16, 14), (37, 20), (48, 64), (64, 6)] {
             let cpad = c.next_multiple_of(LANES);
             let mut proj = vec![0.0f32; lc * cpad];
             for l in 0..lc {
@@ -637,31 +661,44 @@ mod tests {
                     proj[l * cpad + k] = match i % 11 {
                         0 => -0.0,
                         1 => 0.0,
-                        2 if l % 3 == 0 => f32::NAN,
+                        2 if l % 4 == 1 => 0.25,
                         _ => ((i * 7919 % 1009) as f32 - 504.0) * 1.37e-3,
                     };
                 }
             }
-            for row in proj.chunks_exact(cpad) {
+            for centering in [true, false] {
+                let (mut t_want, mut t_got) = (Vec::new(), Vec::new());
+                let (mut want, mut got) = (vec![0u64; c], vec![u64::MAX; c]);
+                assert!(thresholds_and_codes(
+                    &proj,
+                    cpad,
+                    c,
+                    centering,
+                    &mut t_want,
+                    &mut want
+                ));
                 // SAFETY: AVX-512F is checked above.
-                let v = unsafe { row_sum_avx512(row) };
-                assert_eq!(v.to_bits(), row_sum(row).to_bits(), "c {c}: {v}");
+                let ok = unsafe {
+                    thresholds_and_codes_avx512(&proj, cpad, c, centering, &mut t_got, &mut got)
+                };
+                assert!(ok);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&t_got), bits(&t_want), "c {c}, L {lc}");
+                assert_eq!(got, want, "c {c}, L {lc}, centering {centering}");
+                let all = u64::MAX >> (64 - lc);
+                assert!(want.iter().any(|&w| w != 0) && want.iter().any(|&w| w != all));
             }
-            // Thresholds on the grid of values, so that ties occur.
-            let t: Vec<f32> = (0..lc).map(|l| proj[l * cpad + l % c]).collect();
-            let mut want = vec![0u64; c];
-            for (l, &t) in t.iter().enumerate() {
-                for (code, &v) in want.iter_mut().zip(&proj[l * cpad..]) {
-                    *code |= ((v > t) as u64) << l;
-                }
-            }
-            let mut got = vec![u64::MAX; c];
+            // A NaN projection: the sum is not finite, on both paths.
+            let mut bad = proj.clone();
+            bad[cpad + c / 2] = f32::NAN;
+            let (mut t, mut codes) = (Vec::new(), vec![0u64; c]);
+            assert!(!thresholds_and_codes(
+                &bad, cpad, c, true, &mut t, &mut codes
+            ));
             // SAFETY: as above.
-            unsafe { codes_avx512(&proj, cpad, &t, &mut got) };
-            assert_eq!(got, want, "c {c}, L {lc}");
-            assert!(
-                want.iter().any(|&w| w != 0) && want.iter().any(|&w| w != u64::MAX >> (64 - lc))
-            );
+            assert!(!unsafe {
+                thresholds_and_codes_avx512(&bad, cpad, c, true, &mut t, &mut codes)
+            });
         }
     }
 
