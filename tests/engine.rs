@@ -23,6 +23,17 @@ fn logits(
     n: usize,
     batch: usize,
 ) -> Vec<Vec<f32>> {
+    logits_on(model_path, data, n, batch, 2)
+}
+
+/// [`logits`] on `threads` threads.
+fn logits_on(
+    model_path: &std::path::Path,
+    data: &std::path::Path,
+    n: usize,
+    batch: usize,
+    threads: usize,
+) -> Vec<Vec<f32>> {
     let model = Model::load(model_path).expect("model loads");
     let card = ModelCard::beside_model(model_path)
         .expect("card parses")
@@ -30,7 +41,7 @@ fn logits(
     let data = open_dataset(data, &card.preprocess, None).expect("dataset opens");
     let mut plan = model
         .plan(PlanOptions {
-            threads: 2,
+            threads,
             max_batch: batch,
         })
         .expect("plan");
@@ -310,5 +321,22 @@ fn tiny_darknet_gives_the_same_logits_image_by_image_and_split_over_threads() {
             d <= 1e-4 * scale,
             "image {i}: max |diff| {d} (largest logit {scale})"
         );
+    }
+}
+
+/// A one-thread plan runs its batches on the calling thread, not on its pool's: the same
+/// kernels image by image, so the same bits as two threads taking one image each, at batch 1
+/// and at a batch that leaves a thread one image more than the other.
+#[test]
+fn one_thread_on_the_calling_thread_gives_the_bits_of_two_threads() {
+    let path = model("resnet20-cifar10");
+    let two = logits_on(&path, &cifar_test(), 5, 5, 2);
+    for batch in [1, 5] {
+        let one = logits_on(&path, &cifar_test(), 5, batch, 1);
+        assert_eq!(one.len(), 5);
+        for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a), bits(b), "batch {batch}, image {i}");
+        }
     }
 }
