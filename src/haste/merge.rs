@@ -186,31 +186,26 @@ pub fn merge_filter_rows(
     multi: &[u32],
     wm: &mut [f32],
 ) {
-    const LANES: usize = 16;
-    let full = panel - panel % LANES;
     for (m, &b) in multi.iter().enumerate() {
         let members = buckets.members(b as usize);
         for kk in 0..taps {
             let tap = &wt_panel[kk * c_in * panel..][..c_in * panel];
             let dst = &mut wm[merged_row(multi.len(), kk, m) * panel..][..panel];
-            // 16 columns at a time, summed in registers over the members (in order), so each
-            // sum is stored once (a sum kept in memory costs a load and a store per member);
-            // then the columns left over.
-            for col in (0..full).step_by(LANES) {
-                let lanes = |c: u32| -> &[f32; LANES] {
-                    tap[c as usize * panel + col..][..LANES]
-                        .try_into()
-                        .expect("16 lanes")
-                };
-                let mut acc = *lanes(members[0]);
-                for &c in &members[1..] {
-                    for (a, &v) in acc.iter_mut().zip(lanes(c)) {
-                        *a += v;
-                    }
-                }
-                dst[col..col + LANES].copy_from_slice(&acc);
+            // A whole 64-channel panel row (four AVX-512 registers), then 16 columns, at a
+            // time, summed in registers over the members (in order), so each sum is stored
+            // once (a sum kept in memory costs a load and a store per member); then the
+            // columns left over. Wide chunks keep the bookkeeping per row small: at 16 columns
+            // it cost more than the additions.
+            let mut col = 0;
+            while col + 64 <= panel {
+                sum_rows::<64>(tap, panel, col, members, &mut dst[col..col + 64]);
+                col += 64;
             }
-            for col in full..panel {
+            while col + 16 <= panel {
+                sum_rows::<16>(tap, panel, col, members, &mut dst[col..col + 16]);
+                col += 16;
+            }
+            for col in col..panel {
                 let mut acc = tap[members[0] as usize * panel + col];
                 for &c in &members[1..] {
                     acc += tap[c as usize * panel + col];
@@ -219,6 +214,29 @@ pub fn merge_filter_rows(
             }
         }
     }
+}
+
+/// `dst[i] = sum over members c (in order) of tap[c * panel + col + i]`, for `W` columns.
+#[inline(always)]
+fn sum_rows<const W: usize>(
+    tap: &[f32],
+    panel: usize,
+    col: usize,
+    members: &[u32],
+    dst: &mut [f32],
+) {
+    let row = |c: u32| -> &[f32; W] {
+        tap[c as usize * panel + col..][..W]
+            .try_into()
+            .expect("W columns")
+    };
+    let mut acc = *row(members[0]);
+    for &c in &members[1..] {
+        for (a, &v) in acc.iter_mut().zip(row(c)) {
+            *a += v;
+        }
+    }
+    dst.copy_from_slice(&acc);
 }
 
 /// Where [`merge_filter_rows`] puts the summed row of the `m`-th of `merged` buckets for tap
