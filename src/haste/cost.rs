@@ -88,12 +88,20 @@ pub const KERNEL_MACS_PER_CYCLE: f64 = 20.0;
 pub const PATCH_KERNEL_LOSS: f64 = 0.12;
 
 /// The filter merge's cost per merged channel, as a share of what that channel costs in the
-/// dense convolution: every patch sums its merged channels' filter rows, which stream from
-/// memory once the layer's filter bank outgrows the caches, so the share grows with the
-/// bank: `MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * bank_megabytes` (0.15 for 128 -> 128 3x3,
-/// 0.50 for 256 -> 256, 1.9 for 512 -> 512, where merging cannot pay at all).
+/// dense convolution: every patch sums its merged channels' filter rows, which come from L2
+/// while the layer's filter bank fits in about half of it and stream from further out past
+/// that, so the share grows with the bank beyond [`MERGE_BANK_CACHED_MB`]:
+/// `MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * (bank_megabytes - MERGE_BANK_CACHED_MB)` (0.03
+/// for 128 -> 128 3x3 and smaller, 0.26 for 256 -> 256, 1.1 for 512 -> 512, where merging
+/// cannot pay). Refitted after the filter merge began summing whole 64-channel rows in
+/// registers (`haste bench --layers --all-layers` on ResNet-18, 2 threads, 2026-11-30
+/// afternoon: 128 -> 128 @28 1.21-1.26x dense, 256 -> 256 @14 1.06-1.23x, 512 -> 512 @7
+/// 0.91-1.00x, each merging 39-52 % of its channels).
 pub const MERGE_SHARE_BASE: f64 = 0.03;
-pub const MERGE_SHARE_PER_MB: f64 = 0.2;
+pub const MERGE_SHARE_PER_MB: f64 = 0.13;
+/// Filter bank size (MB) up to which the filter merge reads from cache (see
+/// [`MERGE_SHARE_BASE`]).
+pub const MERGE_BANK_CACHED_MB: f64 = 0.5;
 
 /// The data-free gate: a layer is considered for HASTE only when its fixed per-patch work
 /// ([`overhead_share`]) is at most this share of its dense time. Past it, the layer would
@@ -132,7 +140,8 @@ pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
 /// [`MERGE_SHARE_BASE`]).
 pub fn merge_share(p: &Conv2dParams) -> f64 {
     let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
-    MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * bank / (1 << 20) as f64
+    let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
+    MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * beyond_cache
 }
 
 /// HASTE's predicted time on the convolution `p` over the dense kernel's, when it merges
