@@ -340,3 +340,47 @@ fn one_thread_on_the_calling_thread_gives_the_bits_of_two_threads() {
         }
     }
 }
+
+/// A plan on two threads counts the thread that built it as one of its workers, so a run
+/// starts on that thread with no hand-off, and a second plan built there shares the pool.
+/// The same plan run from another thread (where the builder cannot help) uses a pool of its
+/// own: it finishes, with the same bits. A plan of another size gets a pool of its own.
+#[test]
+fn a_plan_works_on_the_thread_that_built_it_and_from_any_other() {
+    std::thread::spawn(|| {
+        let path = model("resnet20-cifar10");
+        let m = Model::load(&path).expect("model");
+        let card = ModelCard::beside_model(&path).expect("card").expect("card");
+        let data = open_dataset(&cifar_test(), &card.preprocess, None).expect("dataset");
+        let per: usize = m.image_shape.iter().product();
+        let mut x = vec![0.0; 3 * per];
+        haste::eval::load_batch(data.as_ref(), 0, 3, per, &mut x).expect("images");
+        let options = |threads| PlanOptions {
+            threads,
+            max_batch: 3,
+        };
+        let mut a = m.plan(options(2)).expect("plan");
+        let b = m.plan(options(2)).expect("plan");
+        let c = m.plan(options(3)).expect("plan");
+        assert_eq!(a.thread_pool().current_thread_index(), Some(0));
+        assert_eq!(b.thread_pool().current_thread_index(), Some(0));
+        assert_eq!(c.thread_pool().current_thread_index(), None);
+        let here: Vec<Vec<f32>> = [1, 3]
+            .iter()
+            .map(|&n| a.run(&x[..n * per], n).expect("runs").1.to_vec())
+            .collect();
+        let there = std::thread::spawn(move || {
+            assert_eq!(a.thread_pool().current_thread_index(), None);
+            [1, 3]
+                .iter()
+                .map(|&n| a.run(&x[..n * per], n).expect("runs").1.to_vec())
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("the other thread finishes");
+        let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&there), bits(&here));
+    })
+    .join()
+    .expect("test thread");
+}

@@ -112,7 +112,7 @@ impl Plan {
                 .zip(input.chunks(per_in))
                 .try_for_each(image)
         } else {
-            self.pool.install(|| {
+            self.run_pool().install(|| {
                 outputs
                     .par_chunks_mut(per_out)
                     .zip(input.par_chunks(per_in))

@@ -5,6 +5,7 @@
 mod compress;
 mod exec;
 pub mod layout;
+mod threads;
 
 pub use compress::{CompressOptions, ConvLayerReport, FlopsSummary, LayerChoice, MagnitudeMode};
 
@@ -104,6 +105,10 @@ pub struct Plan {
     /// Whether every step can run image by image (see [`Plan::image_mode_ok`]).
     pub(crate) image_mode: bool,
     pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
+    /// Whether `pool` counts the thread that built the plan as one of its workers (see
+    /// [`threads`]); runs from other threads then use `foreign_pool`.
+    pub(crate) pool_has_caller: bool,
+    pub(crate) foreign_pool: std::sync::OnceLock<std::sync::Arc<rayon::ThreadPool>>,
     /// One per thread.
     pub(crate) workspaces: Vec<Mutex<Workspace>>,
     pub(crate) shared_col: Mutex<Vec<f32>>,
@@ -142,11 +147,7 @@ impl Plan {
         } else {
             options.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
-        let pool = std::sync::Arc::new(pool);
+        let (pool, pool_has_caller) = threads::pool_for_this_thread(threads)?;
         let order = graph.topological_order()?;
         let input_id = *graph
             .inputs
@@ -258,6 +259,8 @@ impl Plan {
             output_step: 0,
             image_mode: false,
             pool,
+            pool_has_caller,
+            foreign_pool: std::sync::OnceLock::new(),
             workspaces: vec![],
             shared_col: Mutex::new(Vec::new()),
             conv_kernels,
@@ -592,12 +595,34 @@ impl Plan {
 }
 
 impl Plan {
+    /// The pool a run on the calling thread uses: the plan's own, unless that pool counts
+    /// the thread that built the plan among its workers and this is another thread (the
+    /// builder would not take a share of the work); such runs get a pool of their own,
+    /// started on first use (or, if it cannot start, the plan's own).
+    fn pool_here(&self) -> &std::sync::Arc<rayon::ThreadPool> {
+        if !self.pool_has_caller || self.pool.current_thread_index().is_some() {
+            return &self.pool;
+        }
+        if let Some(p) = self.foreign_pool.get() {
+            return p;
+        }
+        match threads::plain_pool(self.threads) {
+            Ok(p) => self.foreign_pool.get_or_init(|| p),
+            Err(_) => &self.pool,
+        }
+    }
+
+    /// [`Self::pool_here`], shared.
+    pub(crate) fn run_pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
+        std::sync::Arc::clone(self.pool_here())
+    }
+
     /// Runs the batch step by step (see [`exec`]).
     fn run_layers(&mut self, input: &[f32], n: usize) -> Result<()> {
         // All steps inside one `install`: the loop runs on a pool thread, so each step's
         // parallel work starts without a hand-off from the caller's thread (at batch 1 that
         // hand-off cost more than a CIFAR convolution).
-        let pool = std::sync::Arc::clone(&self.pool);
+        let pool = self.run_pool();
         pool.install(|| {
             for i in 0..self.steps.len() {
                 let t = self.step_seconds.is_some().then(std::time::Instant::now);
@@ -648,8 +673,10 @@ impl Plan {
             .map_or("?", |s| self.graph.nodes[s.node].op.kind())
     }
 
-    /// The plan's worker threads (use it to parallelize work around runs, e.g. image loading).
+    /// The plan's worker threads as seen from the calling thread (use it to parallelize work
+    /// around runs, e.g. image loading). On the thread that built the plan this is a pool the
+    /// thread itself works in, so work handed to it starts right away.
     pub fn thread_pool(&self) -> &rayon::ThreadPool {
-        &self.pool
+        self.pool_here()
     }
 }
