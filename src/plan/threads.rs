@@ -2,7 +2,7 @@
 //!
 //! A run hands its work to the pool with `install`, and at batch 1 that hand-off is a
 //! measurable share of a small network: the calling thread sleeps until a pool thread has
-//! run the batch and wakes it (17-25 us per run on the 2-core VM of `BENCHMARKS.md`, 5 % of
+//! run the batch and wakes it (17-25 us per run on the 2-core VM of `BENCHMARKS.md`, 2-5 % of
 //! ResNet-20 at batch 1). So the first plan a thread builds with two or more threads gets a
 //! pool that counts that thread as worker 0 (`rayon`'s `use_current_thread`): its runs then
 //! start on the calling thread, which works alongside the other workers, as onnxruntime's
@@ -11,8 +11,9 @@
 //! A thread can belong to one such pool only, for the rest of its life, so the pool is kept
 //! per thread and shared by every later plan built there with the same thread count; other
 //! counts get a plain pool. A plan run from a thread other than the one that built it cannot
-//! use the builder as a worker, so those runs use a plain pool of their own
-//! ([`super::Plan::run_pool`]).
+//! use the builder as a worker, so those runs use a plain pool of their own (`Plan::run_pool`).
+//! A side effect on the builder thread: rayon work it starts outside any `install` (a bare
+//! `par_iter`) runs in this pool rather than rayon's global one.
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
