@@ -174,18 +174,28 @@ fn thresholds_and_codes(
     codes: &mut [u64],
 ) -> bool {
     thresholds.clear();
-    for row in proj.chunks_exact(cpad) {
-        let sum = row_sum(row);
-        if !sum.is_finite() {
-            return false;
-        }
-        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
+    thresholds.extend(proj.chunks_exact(cpad).map(row_sum));
+    if !sums_to_thresholds(thresholds, c, centering) {
+        return false;
     }
     codes.fill(0);
     for (l, &t) in thresholds.iter().enumerate() {
         for (code, &v) in codes.iter_mut().zip(&proj[l * cpad..]) {
             *code |= ((v > t) as u64) << l;
         }
+    }
+    true
+}
+
+/// Turns each hyperplane's sum of projections over the `c` channels into its threshold (the
+/// mean when `centering`, else 0), in place; false when a sum is not finite.
+#[inline(always)]
+fn sums_to_thresholds(sums: &mut [f32], c: usize, centering: bool) -> bool {
+    if !sums.iter().all(|s| s.is_finite()) {
+        return false;
+    }
+    for t in sums.iter_mut() {
+        *t = if centering { *t / c as f32 } else { 0.0 };
     }
     true
 }
@@ -220,11 +230,10 @@ unsafe fn thresholds_and_codes_avx512(
     use std::arch::x86_64::*;
     thresholds.clear();
     for row in proj.chunks_exact(cpad) {
-        let sum = row_sum_avx512(row);
-        if !sum.is_finite() {
-            return false;
-        }
-        thresholds.push(if centering { sum / c as f32 } else { 0.0 });
+        thresholds.push(row_sum_avx512(row));
+    }
+    if !sums_to_thresholds(thresholds, c, centering) {
+        return false;
     }
     assert!(proj.len() >= thresholds.len() * cpad && codes.len() <= cpad);
     for ch0 in (0..codes.len()).step_by(LANES) {
