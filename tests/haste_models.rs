@@ -561,3 +561,21 @@ fn merging_layers_keep_haste_where_it_is_predicted_faster() {
     let (op, _, _) = plan.conv_at(last).expect("conv");
     assert!(op.params.c_in == 512 && predicted_time_ratio(&op.params, 4, 0.6) > 1.0);
 }
+
+/// Tiny Darknet's 128 -> 1000 classifier runs after the global pooling, on one pixel: there
+/// each channel's window is one value, so it stays dense even when every other convolution
+/// but the first is compressed.
+#[test]
+fn a_classifier_on_one_pixel_stays_dense_with_every_layer() {
+    use haste::plan::LayerChoice;
+    let plan = Model::load(&model("tiny-darknet-imagenet"))
+        .expect("model")
+        .plan(PlanOptions::default())
+        .expect("plan");
+    let choices = plan.conv_choices(&CompressOptions::paper(with_l(12).config));
+    let (&(last, choice), middle) = choices[1..].split_last().expect("convs");
+    assert_eq!(choice, LayerChoice::DenseOnePixel);
+    let (op, h, w) = plan.conv_at(last).expect("conv");
+    assert_eq!((op.params.c_in, op.params.c_out, h, w), (128, 1000, 1, 1));
+    assert!(middle.iter().all(|&(_, c)| c == LayerChoice::Compressed));
+}

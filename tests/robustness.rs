@@ -882,3 +882,65 @@ fn input_dims(m: &mut ModelProto) -> &mut Vec<onnx_protobuf::tensor_shape_proto:
         .unwrap()
         .dim
 }
+
+/// Conv 1x1 (3 -> 5, bias, `between` op after it if any) -> GlobalAveragePool -> Flatten on one
+/// 3x4x4 image.
+fn pointwise_then_pool(between: Option<&str>) -> Vec<u8> {
+    let mut g = GraphProto::new();
+    g.name = "pointwise_then_pool".into();
+    g.initializer = vec![tensor("w", &[5, 3, 1, 1], 0.0), tensor("b", &[5], 1.0)];
+    g.node = vec![node("Conv", &["x", "w", "b"], "c", vec![])];
+    let pooled_from = match between {
+        Some(op) => {
+            g.node.push(node(op, &["c"], "a", vec![]));
+            "a"
+        }
+        None => "c",
+    };
+    g.node
+        .push(node("GlobalAveragePool", &[pooled_from], "g", vec![]));
+    g.node.push(node("Flatten", &["g"], "y", vec![]));
+    g.input = vec![value("x", &[1, 3, 4, 4])];
+    g.output = vec![value("y", &[1, 5])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    bytes(&m)
+}
+
+/// A global average pooling after a linear 1x1 convolution runs first, and the convolution on
+/// the one pooled pixel (`mean_p(W x_p + b) = W mean_p(x_p) + b`); with a ReLU between them
+/// the order stays. Both give the convolution-then-pooling values.
+#[test]
+fn global_pooling_moves_before_a_linear_pointwise_conv() {
+    let x: Vec<f32> = (0..3 * 16).map(|i| ((i * 7 % 11) as f32) - 5.0).collect();
+    let w = tensor("w", &[5, 3, 1, 1], 0.0).float_data;
+    let b = tensor("b", &[5], 1.0).float_data;
+    for (between, first_kind) in [(None, "GlobalAveragePool"), (Some("Relu"), "Conv")] {
+        let m = Model::from_bytes(Path::new("p.onnx"), &pointwise_then_pool(between)).unwrap();
+        let mut plan = m
+            .plan(PlanOptions {
+                threads: 1,
+                max_batch: 1,
+            })
+            .unwrap();
+        assert_eq!(plan.step_kind(0), first_kind, "{between:?}");
+        let (shape, y) = plan.run(&x, 1).unwrap();
+        assert_eq!(shape, vec![1, 5]);
+        for co in 0..5 {
+            let at = |p: usize| {
+                let v: f32 = (0..3).map(|ci| w[co * 3 + ci] * x[ci * 16 + p]).sum::<f32>() + b[co];
+                if between.is_some() {
+                    v.max(0.0)
+                } else {
+                    v
+                }
+            };
+            let want = (0..16).map(at).sum::<f32>() / 16.0;
+            assert!((y[co] - want).abs() < 1e-5, "{between:?} {co}: {} vs {want}", y[co]);
+        }
+    }
+}

@@ -91,6 +91,9 @@ pub enum LayerChoice {
     DenseBeforeStart,
     DenseGrouped,
     DensePointwise,
+    /// The input is a single pixel (a classifier after global pooling): each channel's window
+    /// is one value, so the hash could only sort channels by sign; nothing to find.
+    DenseOnePixel,
     /// Compressible, but HASTE measured slower than dense on the first batch.
     DenseSlower,
     /// Compressible, but HASTE's per-patch overhead is too large a share of the layer's
@@ -109,6 +112,7 @@ impl LayerChoice {
             LayerChoice::DenseBeforeStart => "dense (before start layer)",
             LayerChoice::DenseGrouped => "dense (grouped/dilated)",
             LayerChoice::DensePointwise => "dense (1x1)",
+            LayerChoice::DenseOnePixel => "dense (one-pixel input)",
             LayerChoice::DenseSlower => "dense (HASTE slower)",
             LayerChoice::DenseOverhead => "dense (overhead too large)",
             LayerChoice::DenseFewMerged => "dense (merges too few channels)",
@@ -188,12 +192,14 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(k, &(step, _))| {
-                let (op, _, _) = self.conv_at(step).expect("step is a conv");
+                let (op, h, w) = self.conv_at(step).expect("step is a conv");
                 let p = &op.params;
                 let choice = if k == 0 {
                     LayerChoice::DenseFirst
                 } else if p.groups != 1 || p.dilation != (1, 1) {
                     LayerChoice::DenseGrouped
+                } else if h * w == 1 {
+                    LayerChoice::DenseOnePixel
                 } else if k < options.start_layer {
                     LayerChoice::DenseBeforeStart
                 } else if options.skip_pointwise && p.kh == 1 && p.kw == 1 {

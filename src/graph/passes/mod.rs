@@ -5,7 +5,9 @@
 //!    Lives in `fold.rs`.
 //! 2. [`fuse_batchnorm`]: fold an inference BatchNormalization into the Conv before it.
 //! 3. [`remove_identities`], then [`fuse_activations`] and [`fuse_add_activations`] (a ReLU
-//!    runs inside the Conv or residual Add before it), then [`prune_dead_nodes`].
+//!    runs inside the Conv or residual Add before it).
+//! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
+//!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`].
 //!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
@@ -29,6 +31,7 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     remove_identities(&mut g);
     fuse_activations(&mut g);
     fuse_add_activations(&mut g);
+    pool_before_pointwise_conv(&mut g);
     prune_dead_nodes(&mut g);
     check(&g)?;
     Ok(g)
@@ -149,6 +152,60 @@ fn fuse_into_producer(g: &mut Graph, mut fold: impl FnMut(&Op, &mut Op) -> bool)
     }
     let mut r = remove.iter();
     g.nodes.retain(|_| !*r.next().unwrap_or(&false));
+}
+
+/// Moves a GlobalAveragePool in front of the 1x1 Conv feeding it, when that Conv is linear (no
+/// activation fused in, stride 1, no padding) and nothing else reads its output. Averaging
+/// commutes with a per-pixel affine map, `mean_p(W x_p + b) = W mean_p(x_p) + b`, so the Conv
+/// then runs on one pixel instead of `h x w`: Tiny Darknet's 128 -> 1000 classifier goes from
+/// 25 M multiply-adds per image to 128 K, about 5 % of the network's time. The result is the
+/// same up to float rounding (the sums are taken in another order).
+pub fn pool_before_pointwise_conv(g: &mut Graph) {
+    let readers = reader_counts(g);
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+    }
+    for pool in 0..g.nodes.len() {
+        if !matches!(g.nodes[pool].op, Op::GlobalAveragePool) {
+            continue;
+        }
+        let between = g.nodes[pool].inputs[0];
+        let Some(&conv) = producer.get(&between) else {
+            continue;
+        };
+        let linear_pointwise = match &g.nodes[conv].op {
+            Op::Conv(c) => {
+                crate::kernels::conv::is_pointwise(&c.params) && c.activation == Activation::None
+            }
+            _ => false,
+        };
+        if !linear_pointwise
+            || readers.get(&between) != Some(&1)
+            || g.outputs.contains(&between)
+            || g.nodes[conv].outputs.len() != 1
+        {
+            continue;
+        }
+        // The value between the two nodes now holds the pooled input: the pool reads the
+        // Conv's input, the Conv reads the pool's output and writes what the pool wrote.
+        let conv_input = g.nodes[conv].inputs[0];
+        let pooled_output = g.nodes[pool].outputs[0];
+        g.nodes[pool].inputs[0] = conv_input;
+        g.nodes[pool].outputs[0] = between;
+        g.nodes[conv].inputs[0] = between;
+        g.nodes[conv].outputs[0] = pooled_output;
+        let name = format!("{}_pooled", g.value_name(conv_input));
+        if let Some(slot) = g.value_names.get_mut(between) {
+            *slot = name;
+        }
+        // Keep the node list in execution order: the pool first.
+        g.nodes.swap(conv, pool);
+        producer.insert(between, conv);
+        producer.insert(pooled_output, pool);
+    }
 }
 
 /// Removes Identity nodes by rewiring their readers to their input.
