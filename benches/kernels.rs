@@ -50,6 +50,7 @@ fn conv_op(c_in: usize, c_out: usize, k: usize) -> ConvOp {
         weights: values(c_out * c_in * k * k, 1),
         bias: Some(values(c_out, 2)),
         activation: Activation::Relu,
+        residual: None,
     }
 }
 
@@ -91,7 +92,7 @@ fn direct_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize))
     b.counter(divan::counter::ItemsCount::new(
         2 * op.params.dense_macs(hw, hw) as usize,
     ))
-    .bench_local(|| conv.forward(black_box(&x), (hw, hw), &mut out, &mut scratch, io));
+    .bench_local(|| conv.forward(black_box(&x), (hw, hw), &mut out, &mut scratch, io, None));
 }
 
 /// (channels, height = width) of the 2x2 max pools after Tiny Darknet's first convolutions.

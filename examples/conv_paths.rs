@@ -50,6 +50,7 @@ fn main() {
             weights,
             bias: Some(vec![0.1; co]),
             activation: Activation::Relu,
+            residual: None,
         };
         let x: Vec<f32> = (0..ci * hw * hw)
             .map(|i| ((i * 13 % 97) as f32 - 40.0) / 30.0)
@@ -68,6 +69,7 @@ fn main() {
                 &mut b,
                 &mut scratch,
                 haste::kernels::layout::IoLayout::NCHW,
+                None,
             )
         });
         let err = a

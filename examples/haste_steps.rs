@@ -43,6 +43,7 @@ fn main() {
             weights: wts.clone(),
             bias: None,
             activation: Activation::None,
+            residual: None,
         };
         let mut out = vec![0.0; c * hw * hw];
         let mut col = Vec::new();

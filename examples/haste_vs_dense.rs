@@ -49,6 +49,7 @@ fn main() {
         weights: weights.clone(),
         bias: None,
         activation: Activation::None,
+        residual: None,
     };
     let d = DirectConv::new(&op).expect("one group");
     let cfg = HasteConfig {
@@ -73,7 +74,7 @@ fn main() {
                     let (mut td, mut th) = (f64::MAX, f64::MAX);
                     for _ in 0..4 {
                         td = td.min(best(
-                            &mut || d.forward(&x, (hw, hw), &mut out, &mut ds, io),
+                            &mut || d.forward(&x, (hw, hw), &mut out, &mut ds, io, None),
                             0.5,
                         ));
                         th = th.min(best(

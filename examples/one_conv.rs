@@ -20,6 +20,7 @@ fn main() {
         weights: vec![0.01; ci * co * k * k],
         bias: None,
         activation: Activation::None,
+        residual: None,
     };
     let d = DirectConv::new(&op).expect("one group, no dilation");
     let x = vec![0.5f32; ci * hw * hw];
@@ -45,9 +46,9 @@ fn main() {
     pool.install(|| {
         while t.elapsed().as_secs_f64() < 3.0 {
             if parts > 1 {
-                d.forward_parallel(&x, (hw, hw), &mut out, &mut scratch, io, parts);
+                d.forward_parallel(&x, (hw, hw), &mut out, &mut scratch, io, parts, None);
             } else {
-                d.forward(&x, (hw, hw), &mut out, &mut scratch, io);
+                d.forward(&x, (hw, hw), &mut out, &mut scratch, io, None);
             }
             runs += 1;
         }

@@ -5,7 +5,8 @@ use crate::graph::{passes, Graph};
 use crate::plan::{Plan, PlanOptions};
 use std::path::{Path, PathBuf};
 
-/// A CNN loaded from ONNX and simplified (constants folded, BatchNorm and activations fused).
+/// A CNN loaded from ONNX and simplified (constants folded, BatchNorm, activations and residual
+/// additions fused).
 ///
 /// ```
 /// use haste::{Model, PlanOptions};
@@ -37,7 +38,7 @@ impl Model {
     }
 
     fn from_graph(path: &Path, raw: Graph) -> Result<Model> {
-        let graph = passes::simplify(raw)?;
+        let mut graph = passes::simplify(raw)?;
         let declared = graph.input_shapes.first().cloned().unwrap_or_default();
         let image_shape: Vec<usize> = match declared.as_slice() {
             [Some(c), Some(h), Some(w)] => vec![*c, *h, *w],
@@ -48,6 +49,7 @@ impl Model {
                 ))
             }
         };
+        passes::fuse_residual_adds(&mut graph, &image_shape);
         Ok(Model {
             path: path.to_path_buf(),
             graph,

@@ -196,15 +196,16 @@ fn activations_between_convolutions_stay_pixel_major() {
 
 /// The layout pass's contract (the module doc of `haste::plan::layout`), checked on real plans
 /// from their graphs alone: a pixel-major value is read only by a convolution whose kernel
-/// reads that order (as its data input), by global average pooling, or by a same-layout op
+/// reads that order (as its data input, or as a fused residual in the order of its own
+/// output), by global average pooling, or by a same-layout op
 /// (elementwise, activation, pooling, Pad, Slice, Concat) whose own output is pixel-major;
 /// such an op is pixel-major only when every operand is a pixel-major step output (never the
 /// network input or a constant); only convolutions and those ops are ever pixel-major; the
 /// step producing the network's output is NCHW. And what the pass should reach on these
 /// networks: every value between the first convolution and the global average pooling feeds
 /// only convolutions the direct kernel or one plain GEMM runs, same-layout ops or that
-/// pooling, so every convolution, residual add, shortcut Slice and Pad and max pooling is
-/// pixel-major (but a convolution on one pixel, after that pooling, whose two orders are the
+/// pooling, so every convolution (residual additions fused in), shortcut Slice and Pad and
+/// max pooling is pixel-major (but a convolution on one pixel, after that pooling, whose two orders are the
 /// same memory).
 #[test]
 fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
@@ -274,6 +275,11 @@ fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
                     continue;
                 };
                 let reads_pixel_major = match &node.op {
+                    // A fused residual is read in the convolution's output order.
+                    Op::Conv(c) if k == 1 && c.residual.is_some() => {
+                        assert_eq!(pixel_major(p), pixel_major(j), "{what}: residual order");
+                        pixel_major(j)
+                    }
                     Op::Conv(c) => k == 0 && conv_reads_nhwc(&c.params),
                     Op::GlobalAveragePool => k == 0,
                     op => same_layout(op) && pixel_major(j),

@@ -932,7 +932,10 @@ fn global_pooling_moves_before_a_linear_pointwise_conv() {
         assert_eq!(shape, vec![1, 5]);
         for co in 0..5 {
             let at = |p: usize| {
-                let v: f32 = (0..3).map(|ci| w[co * 3 + ci] * x[ci * 16 + p]).sum::<f32>() + b[co];
+                let v: f32 = (0..3)
+                    .map(|ci| w[co * 3 + ci] * x[ci * 16 + p])
+                    .sum::<f32>()
+                    + b[co];
                 if between.is_some() {
                     v.max(0.0)
                 } else {
@@ -940,7 +943,116 @@ fn global_pooling_moves_before_a_linear_pointwise_conv() {
                 }
             };
             let want = (0..16).map(at).sum::<f32>() / 16.0;
-            assert!((y[co] - want).abs() < 1e-5, "{between:?} {co}: {} vs {want}", y[co]);
+            assert!(
+                (y[co] - want).abs() < 1e-5,
+                "{between:?} {co}: {} vs {want}",
+                y[co]
+            );
+        }
+    }
+}
+
+/// `y1 = relu(conv3x3(x) + x)`, `y = x + conv1x1(y1)` on 4x6x6 images: two residual
+/// additions a ResNet block has, one with the convolution as the Add's second operand.
+fn residual_blocks() -> Vec<u8> {
+    let mut g = GraphProto::new();
+    g.name = "residual_blocks".into();
+    g.initializer = vec![
+        tensor("w3", &[4, 4, 3, 3], 0.0),
+        tensor("b3", &[4], 1.0),
+        tensor("w1", &[4, 4, 1, 1], 2.0),
+        tensor("b1", &[4], 3.0),
+    ];
+    g.node = vec![
+        node(
+            "Conv",
+            &["x", "w3", "b3"],
+            "c3",
+            vec![ints("pads", &[1, 1, 1, 1])],
+        ),
+        node("Add", &["c3", "x"], "s1", vec![]),
+        node("Relu", &["s1"], "y1", vec![]),
+        node("Conv", &["y1", "w1", "b1"], "c1", vec![]),
+        node("Add", &["x", "c1"], "y", vec![]),
+    ];
+    g.input = vec![value("x", &[1, 4, 6, 6])];
+    g.output = vec![value("y", &[1, 4, 6, 6])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    bytes(&m)
+}
+
+/// Both residual additions run inside their convolutions (no Add step is left) and give the
+/// Conv, Add, Relu values, image by image, on two threads at batch 1 (each image's rows
+/// split between them) and at batch 2.
+#[test]
+fn residual_additions_fuse_into_their_convolutions() {
+    let m = Model::from_bytes(Path::new("r.onnx"), &residual_blocks()).unwrap();
+    let (w3, b3) = (
+        tensor("w3", &[4, 4, 3, 3], 0.0).float_data,
+        tensor("b3", &[4], 1.0).float_data,
+    );
+    let (w1, b1) = (
+        tensor("w1", &[4, 4, 1, 1], 2.0).float_data,
+        tensor("b1", &[4], 3.0).float_data,
+    );
+    let x: Vec<f32> = (0..2 * 4 * 36)
+        .map(|i| ((i * 13 % 17) as f32) * 0.25 - 2.0)
+        .collect();
+    let at = |c: usize, y: isize, x_: isize, img: &[f32]| -> f32 {
+        if (0..6).contains(&y) && (0..6).contains(&x_) {
+            img[c * 36 + y as usize * 6 + x_ as usize]
+        } else {
+            0.0
+        }
+    };
+    let mut want = vec![0.0f32; x.len()];
+    for (img, out) in x.chunks(144).zip(want.chunks_mut(144)) {
+        let mut y1 = vec![0.0f32; 144];
+        for co in 0..4 {
+            for p in 0..36 {
+                let (py, px) = ((p / 6) as isize, (p % 6) as isize);
+                let mut s = b3[co];
+                for ci in 0..4 {
+                    for k in 0..9 {
+                        let (ky, kx) = ((k / 3) as isize - 1, (k % 3) as isize - 1);
+                        s += w3[(co * 4 + ci) * 9 + k] * at(ci, py + ky, px + kx, img);
+                    }
+                }
+                y1[co * 36 + p] = (s + img[co * 36 + p]).max(0.0);
+            }
+        }
+        for co in 0..4 {
+            for p in 0..36 {
+                let s: f32 = (0..4)
+                    .map(|ci| w1[co * 4 + ci] * y1[ci * 36 + p])
+                    .sum::<f32>()
+                    + b1[co];
+                out[co * 36 + p] = img[co * 36 + p] + s;
+            }
+        }
+    }
+    for (threads, batch) in [(1, 2), (2, 1), (2, 2)] {
+        let mut plan = m
+            .plan(PlanOptions {
+                threads,
+                max_batch: batch,
+            })
+            .unwrap();
+        let kinds: Vec<&str> = (0..plan.num_steps()).map(|i| plan.step_kind(i)).collect();
+        assert_eq!(kinds, ["Conv", "Conv"], "{threads} threads");
+        for (k, img) in x.chunks(144 * batch).enumerate() {
+            let (_, y) = plan.run(img, batch).unwrap();
+            for (i, (&got, &w)) in y.iter().zip(&want[k * 144 * batch..]).enumerate() {
+                assert!(
+                    (got - w).abs() < 1e-4 * (1.0 + w.abs()),
+                    "{threads} threads, batch {batch}, value {i}: {got} vs {w}"
+                );
+            }
         }
     }
 }

@@ -135,6 +135,34 @@ impl Graph {
 }
 
 impl Graph {
+    /// The shape of every value for a batch of one `image_shape` input, from the ops' shape
+    /// inference; `None` when some op rejects its inputs (the plan reports that error).
+    pub fn shapes_for_one_image(
+        &self,
+        image_shape: &[usize],
+    ) -> Option<HashMap<ValueId, Vec<usize>>> {
+        let mut shapes: HashMap<ValueId, Vec<usize>> = HashMap::new();
+        let input = [&[1][..], image_shape].concat();
+        for &i in &self.inputs {
+            shapes.insert(i, input.clone());
+        }
+        for (&v, c) in &self.constants {
+            shapes.insert(v, c.shape.clone());
+        }
+        for n in self.topological_order().ok()? {
+            let node = &self.nodes[n];
+            let ins: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .filter(|&&v| v != passes::MISSING)
+                .map(|v| shapes.get(v).map(Vec::as_slice))
+                .collect::<Option<_>>()?;
+            let out = node.op.output_shape(&ins).ok()?;
+            shapes.insert(*node.outputs.first()?, out);
+        }
+        Some(shapes)
+    }
+
     /// True when `v` can be proven never negative (a ReLU output, a pooling of one, a sum of
     /// such values, ...). Used to decide where magnitude-aware hashing is needed.
     pub fn is_nonnegative(&self, v: ValueId) -> bool {
@@ -159,7 +187,7 @@ impl Graph {
         match &node.op {
             Op::Relu => true,
             Op::Clip { min, .. } => *min >= 0.0,
-            Op::Conv(c) => c.activation.is_nonnegative(),
+            Op::Conv(c) => c.output_activation().is_nonnegative(),
             Op::AddActivation(a) => a.is_nonnegative() || inputs_nonnegative(),
             Op::Pad { value, .. } => *value >= 0.0 && inputs_nonnegative(),
             Op::MaxPool(_)

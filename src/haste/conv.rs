@@ -850,10 +850,11 @@ mod tests {
                                 weights: wts.clone(),
                                 bias: bias.clone(),
                                 activation: Activation::None,
+                                residual: None,
                             };
                             let d = DirectConv::new(&op).unwrap();
                             let mut dense = vec![f32::NAN; n];
-                            d.forward(&x, (h, w), &mut dense, &mut ds, IoLayout::NCHW);
+                            d.forward(&x, (h, w), &mut dense, &mut ds, IoLayout::NCHW, None);
                             assert_eq!(bits(&dense), bits(&want), "{what}: direct kernel");
                         }
                     }

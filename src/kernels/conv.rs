@@ -364,6 +364,7 @@ mod tests {
             weights,
             bias: Some(bias),
             activation: Activation::None,
+            residual: None,
         };
         let mut out = vec![0.0; want.len()];
         conv2d_image(&op, &x, h, w, &mut out, &mut Vec::new());
@@ -418,6 +419,7 @@ mod tests {
             weights: values(p.c_out * p.c_in_per_group() * p.kh * p.kw, seed),
             bias: bias.then(|| values(p.c_out, seed + 1)),
             activation,
+            residual: None,
         }
     }
 

@@ -90,13 +90,15 @@ impl Filters<'_> {
     }
 }
 
-/// What happens to each output once its sum is complete: the bias is added, then the
-/// activation applied, while the output is still in registers (a separate pass would read a
-/// large layer's output back from memory).
+/// What happens to each output once its sum is complete: the bias is added, then a residual
+/// connection's value, then the activation applied, while the output is still in cache (a
+/// separate pass would read a large layer's output back from memory).
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     /// One value per output channel.
     pub bias: Option<&'a [f32]>,
+    /// One value per output, laid out as the call's `out` (the same offsets).
+    pub residual: Option<&'a [f32]>,
     pub activation: Activation,
 }
 
@@ -104,14 +106,18 @@ impl Epilogue<'_> {
     /// Leaves the sums as they are.
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: None,
+        residual: None,
         activation: Activation::None,
     };
 
-    /// Output channels `co0..co0 + o.len()` of one output, as the separate passes would do
-    /// them.
-    fn apply(&self, co0: usize, o: &mut [f32]) {
+    /// Output channels `co0..co0 + o.len()` of one output, whose first value sits at offset
+    /// `at` of the call's output, as the separate passes would do them.
+    fn apply(&self, co0: usize, at: usize, o: &mut [f32]) {
         if let Some(b) = self.bias {
             o.iter_mut().zip(&b[co0..]).for_each(|(v, b)| *v += b);
+        }
+        if let Some(r) = self.residual {
+            o.iter_mut().zip(&r[at..]).for_each(|(v, r)| *v += r);
         }
         self.activation.apply(o);
     }
@@ -120,19 +126,24 @@ impl Epilogue<'_> {
     /// comparisons are ordered, so NaN passes through every activation as in the scalar code.
     ///
     /// # Safety
-    /// Only called from AVX-512 code (it is inlined there); `co + 16` lanes of the bias
-    /// readable under `mask`.
+    /// Only called from AVX-512 code (it is inlined there); `co + 16` lanes of the bias and
+    /// `at + 16` of the residual readable under `mask`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn apply_avx512(
         &self,
         co: usize,
+        at: usize,
         mask: u16,
         x: std::arch::x86_64::__m512,
     ) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
         let x = match self.bias {
             Some(b) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(co))),
+            None => x,
+        };
+        let x = match self.residual {
+            Some(r) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at))),
             None => x,
         };
         let zero = _mm512_setzero_ps();
@@ -211,7 +222,7 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: 
                     }
                 }
             }
-            e.apply(co0, o);
+            e.apply(co0, g.opix(j) + co0, o);
         }
     }
 }
@@ -506,14 +517,15 @@ unsafe fn finish_block<const MR: usize, const NV: usize>(
     masks: [u16; 4],
 ) {
     use std::arch::x86_64::*;
-    if p.e.bias.is_none() && matches!(p.e.activation, Activation::None) {
+    if p.e.bias.is_none() && p.e.residual.is_none() && p.e.activation == Activation::None {
         return;
     }
     for i in 0..MR {
         for (v, &mask) in masks.iter().enumerate().take(NV) {
-            let at = op.add(p.g.opix(j0 + i) + co0 + 16 * v);
+            let offset = p.g.opix(j0 + i) + co0 + 16 * v;
+            let at = op.add(offset);
             let x = _mm512_maskz_loadu_ps(mask, at);
-            _mm512_mask_storeu_ps(at, mask, p.e.apply_avx512(co0 + 16 * v, mask, x));
+            _mm512_mask_storeu_ps(at, mask, p.e.apply_avx512(co0 + 16 * v, offset, mask, x));
         }
     }
 }
@@ -580,6 +592,17 @@ pub struct DirectConv {
     panels: Vec<f32>,
     bias: Option<Vec<f32>>,
     activation: Activation,
+    /// The activation after a fused residual addition ([`ConvOp::residual`]).
+    residual: Option<Activation>,
+}
+
+/// How [`DirectConv::forward_bands`] splits an image: `per` output rows a part, the input
+/// pixel-major (`nhwc`) or planar, and the image's residual input if any.
+#[derive(Clone, Copy)]
+struct Bands<'a> {
+    per: usize,
+    nhwc: bool,
+    residual: Option<&'a [f32]>,
 }
 
 /// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
@@ -616,6 +639,7 @@ impl DirectConv {
             panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw),
             bias: op.bias.clone(),
             activation: op.activation,
+            residual: op.residual,
         })
     }
 
@@ -624,7 +648,9 @@ impl DirectConv {
     }
 
     /// One image `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`, on the calling thread, each
-    /// in the memory order `io` gives.
+    /// in the memory order `io` gives. For a convolution with a fused residual addition,
+    /// `residual` is that input for this image (in the output's order); without it the output
+    /// stops at the bias.
     pub fn forward(
         &self,
         x: &[f32],
@@ -632,21 +658,25 @@ impl DirectConv {
         out: &mut [f32],
         s: &mut DirectScratch,
         io: IoLayout,
+        residual: Option<&[f32]>,
     ) {
         let (oh, ow) = self.params.out_hw(h, w);
         let n = oh * ow * self.params.c_out;
         self.pad_input(x, h, w, io.input_nhwc, s);
         if io.output_nhwc {
-            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n], self.epilogue());
+            let e = self.epilogue(residual);
+            self.output_rows(&s.padded, w, 0..oh, ow, &mut out[..n], e);
             return;
         }
         grow(&mut s.out, n);
         self.output_rows(&s.padded, w, 0..oh, ow, &mut s.out[..n], Epilogue::NONE);
-        self.epilogue_channels(&s.out, oh * ow, 0..self.params.c_out, out);
+        let chans = 0..self.params.c_out;
+        self.epilogue_channels(&s.out, oh * ow, chans, out, residual);
     }
 
     /// As [`Self::forward`], with the output rows shared among `parts` rayon tasks (for an
     /// image too large to leave one thread idle).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_parallel(
         &self,
         x: &[f32],
@@ -655,6 +685,7 @@ impl DirectConv {
         s: &mut DirectScratch,
         io: IoLayout,
         parts: usize,
+        residual: Option<&[f32]>,
     ) {
         use rayon::prelude::*;
         let p = &self.params;
@@ -662,7 +693,12 @@ impl DirectConv {
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
         if io.output_nhwc {
-            return self.forward_bands(x, (h, w), &mut out[..n], s, per, io.input_nhwc);
+            let bands = Bands {
+                per,
+                nhwc: io.input_nhwc,
+                residual,
+            };
+            return self.forward_bands(x, (h, w), &mut out[..n], s, bands);
         }
         // A planar output: pixel-major rows first, then transposed with bias and activation.
         self.pad_input_parallel(x, h, w, io.input_nhwc, s);
@@ -684,7 +720,8 @@ impl DirectConv {
             .enumerate()
             .for_each(|(k, o)| {
                 let c0 = k * per_c;
-                self.epilogue_channels(ohwc, hw, c0..c0 + o.len() / hw, o);
+                let r = residual.map(|r| &r[c0 * hw..][..o.len()]);
+                self.epilogue_channels(ohwc, hw, c0..c0 + o.len() / hw, o, r);
             });
     }
 
@@ -699,8 +736,11 @@ impl DirectConv {
         (h, w): (usize, usize),
         out: &mut [f32],
         s: &mut DirectScratch,
-        per: usize,
-        nhwc: bool,
+        Bands {
+            per,
+            nhwc,
+            residual,
+        }: Bands,
     ) {
         use rayon::prelude::*;
         let p = &self.params;
@@ -727,7 +767,8 @@ impl DirectConv {
                         layout::pad_chw_row(x, c, (h, w), top_left, r, row);
                     }
                 }
-                self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue());
+                let r = residual.map(|r| &r[k * per * ow * p.c_out..][..chunk.len()]);
+                self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue(r));
             });
     }
 
@@ -760,11 +801,24 @@ impl DirectConv {
             .for_each(|(r, row)| layout::pad_hwc_row(x, c, (h, w), (top, left), r, row));
     }
 
-    /// Bias and activation, for pixel-major outputs (the kernel applies them).
-    fn epilogue(&self) -> Epilogue<'_> {
+    /// Bias, the residual (when this convolution has one and it is given) and activation, for
+    /// pixel-major outputs (the kernel applies them).
+    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>) -> Epilogue<'a> {
+        let (residual, activation) = self.finish(residual);
         Epilogue {
             bias: self.bias.as_deref(),
-            activation: self.activation,
+            residual,
+            activation,
+        }
+    }
+
+    /// The residual the output gets and the activation after it: the fused residual
+    /// addition's when this convolution has one and `residual` is given, else none and the
+    /// convolution's own.
+    fn finish<'a>(&self, residual: Option<&'a [f32]>) -> (Option<&'a [f32]>, Activation) {
+        match (residual, self.residual) {
+            (Some(r), Some(after)) => (Some(r), after),
+            _ => (None, self.activation),
         }
     }
 
@@ -828,11 +882,14 @@ impl DirectConv {
         hw: usize,
         chans: std::ops::Range<usize>,
         out: &mut [f32],
+        residual: Option<&[f32]>,
     ) {
         let bias = self.bias.as_ref().map(|b| &b[chans.clone()]);
         layout::from_hwc(ohwc, self.params.c_out, hw, chans.clone(), bias, out);
-        for row in out[..chans.len() * hw].chunks_exact_mut(hw) {
-            self.activation.apply(row);
+        let out = &mut out[..chans.len() * hw];
+        match self.finish(residual) {
+            (Some(r), after) => after.add_then_apply(out, r),
+            (None, activation) => activation.apply(out),
         }
     }
 }
@@ -959,7 +1016,8 @@ mod tests {
     }
 
     /// The in-register epilogue gives the scalar one's bits, NaN, infinities and -0.0
-    /// included, for every activation, with and without bias, on full and partial lanes.
+    /// included, for every activation, with and without bias and residual, on full and
+    /// partial lanes.
     #[test]
     fn epilogue_in_registers_matches_scalar_bits() {
         #[cfg(target_arch = "x86_64")]
@@ -984,6 +1042,9 @@ mod tests {
                 f32::MIN_POSITIVE,
             ];
             let bias: Vec<f32> = (0..16).map(|i| (i as f32 - 8.0) * 0.125).collect();
+            // A residual read from offset 1, -0.0 and a NaN among its values.
+            let mut residual: Vec<f32> = (0..17).map(|i| (i as f32 - 9.0) * 0.375).collect();
+            (residual[2], residual[5]) = (-0.0, f32::NAN);
             let activations = [
                 Activation::None,
                 Activation::Relu,
@@ -994,15 +1055,16 @@ mod tests {
                 for b in [None, Some(&bias[..])] {
                     let e = Epilogue {
                         bias: b,
+                        residual: b.map(|_| &residual[..]),
                         activation,
                     };
                     for (mask, lanes) in [(0xffffu16, 16), (0x01ff, 9)] {
                         let mut want = xs[..lanes].to_vec();
-                        e.apply(0, &mut want);
+                        e.apply(0, 1, &mut want);
                         let mut got = vec![0.0f32; 16];
                         unsafe {
                             let x = _mm512_loadu_ps(xs.as_ptr());
-                            _mm512_storeu_ps(got.as_mut_ptr(), e.apply_avx512(0, mask, x));
+                            _mm512_storeu_ps(got.as_mut_ptr(), e.apply_avx512(0, 1, mask, x));
                         }
                         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&got[..lanes]), bits(&want), "{activation:?} {b:?}");
@@ -1046,15 +1108,16 @@ mod tests {
                 weights,
                 bias: Some(bias),
                 activation: Activation::Relu,
+                residual: None,
             };
             let d = DirectConv::new(&op).expect("a 1-group spatial conv suits");
             let mut s = DirectScratch::default();
             for parts in [0, 1, 2, 3] {
                 let mut out = vec![f32::NAN; want.len()];
                 if parts == 0 {
-                    d.forward(&x, (h, w), &mut out, &mut s, IoLayout::NCHW);
+                    d.forward(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, None);
                 } else {
-                    d.forward_parallel(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, parts);
+                    d.forward_parallel(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, parts, None);
                 }
                 for (a, b) in out.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
@@ -1178,6 +1241,7 @@ mod tests {
                     .collect(),
                 bias: bias.then(|| (0..c_out).map(|i| (i % 13) as f32 * 0.05 - 0.3).collect()),
                 activation,
+                residual: None,
             };
             let d = DirectConv::new(&op).expect("one group, no dilation");
             let x: Vec<f32> = (0..c_in * h * w)
@@ -1188,7 +1252,7 @@ mod tests {
             let (oh, ow) = p.out_hw(h, w);
             let n = c_out * oh * ow;
             let mut want = vec![f32::NAN; n];
-            d.forward(&x, (h, w), &mut want, &mut s, IoLayout::NCHW);
+            d.forward(&x, (h, w), &mut want, &mut s, IoLayout::NCHW, None);
             let mut reference = conv2d_direct(&p, &x, h, w, &op.weights, op.bias.as_deref());
             activation.apply(&mut reference);
             for (a, b) in want.iter().zip(&reference) {
@@ -1200,9 +1264,9 @@ mod tests {
                 for parts in [0, 1, 2, 3, oh + 3] {
                     let mut out = vec![f32::NAN; n];
                     if parts == 0 {
-                        d.forward(xin, (h, w), &mut out, &mut s, io);
+                        d.forward(xin, (h, w), &mut out, &mut s, io, None);
                     } else {
-                        d.forward_parallel(xin, (h, w), &mut out, &mut s, io, parts);
+                        d.forward_parallel(xin, (h, w), &mut out, &mut s, io, parts, None);
                     }
                     let mut got = out.clone();
                     if io.output_nhwc {

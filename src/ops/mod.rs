@@ -17,6 +17,27 @@ pub struct ConvOp {
     pub bias: Option<Vec<f32>>,
     /// Applied to the output (fused by [`crate::graph::passes::fuse_activations`]).
     pub activation: Activation,
+    /// A residual connection fused in by [`crate::graph::passes::fuse_residual_adds`]: the
+    /// node's second input (the output's shape and memory order) is added to the convolution
+    /// after its bias, then this activation is applied: `out = act(conv(x) + b + r)`, the bits
+    /// of the Conv, Add and activation run one after the other. `activation` is then `None`.
+    pub residual: Option<Activation>,
+}
+
+impl ConvOp {
+    /// The activation the output finally goes through (after the residual, if any).
+    pub fn output_activation(&self) -> Activation {
+        self.residual.unwrap_or(self.activation)
+    }
+
+    /// For kernels that leave the residual out: adds the fused residual `r` (this image's,
+    /// or the part of it `out` holds) to `out`, which holds the convolution and its bias,
+    /// and applies the activation after it. Nothing without a fused residual.
+    pub fn add_residual(&self, out: &mut [f32], r: Option<&[f32]>) {
+        if let (Some(after), Some(r)) = (self.residual, r) {
+            after.add_then_apply(out, r);
+        }
+    }
 }
 
 /// A pointwise activation that can be fused into the op before it.
@@ -46,6 +67,15 @@ impl Activation {
             Activation::Relu => true,
             Activation::Clip(min, _) => min >= 0.0,
             Activation::None | Activation::LeakyRelu(_) => false,
+        }
+    }
+
+    /// `out = act(out + r)`: a residual addition and its activation, a block at a time so
+    /// the sums are still in L1 when activated.
+    pub fn add_then_apply(self, out: &mut [f32], r: &[f32]) {
+        for (o, r) in out.chunks_mut(1024).zip(r.chunks(1024)) {
+            o.iter_mut().zip(r).for_each(|(o, r)| *o += r);
+            self.apply(o);
         }
     }
 

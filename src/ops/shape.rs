@@ -166,7 +166,14 @@ impl Op {
                         format!("kernel does not fit a {h}x{w} input"),
                     ));
                 }
-                Ok(vec![n, p.c_out, oh, ow])
+                let out = vec![n, p.c_out, oh, ow];
+                match inputs.get(1) {
+                    Some(r) if c.residual.is_some() && *r != out.as_slice() => Err(shape_err(
+                        self,
+                        format!("residual input {r:?} differs from the output {out:?}"),
+                    )),
+                    _ => Ok(out),
+                }
             }
             Op::BatchNorm(b) => {
                 let s = first()?;

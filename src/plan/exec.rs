@@ -66,6 +66,20 @@ struct Frame<'a> {
     min_len: usize,
 }
 
+/// `len` values of `r` from `offset`, if there is an `r`.
+fn part(r: Option<&[f32]>, offset: usize, len: usize) -> Option<&[f32]> {
+    r.map(|r| &r[offset..][..len])
+}
+
+/// A convolution step's operands: its input, that input's shape, and the residual its output
+/// adds (the whole batch's, in the output's shape and order) when one is fused in.
+#[derive(Clone, Copy)]
+struct ConvInput<'a> {
+    x: &'a [f32],
+    shape: &'a [usize],
+    residual: Option<&'a [f32]>,
+}
+
 /// How a convolution step runs: over a batch of `n` images, or on one image with the
 /// calling thread's state.
 enum Mode<'a> {
@@ -181,10 +195,27 @@ impl Plan {
         let min = frame.min_len;
         let x = self.operand(frame, step.inputs[0], &ins[0]);
         match &node.op {
-            Op::Conv(c) => match mode {
-                Mode::Batch(n) => self.conv(i, c, x, &ins[0], *n, out),
-                Mode::Image(state) => self.conv_image(i, c, x, &ins[0], out, state),
-            },
+            Op::Conv(c) => {
+                let residual = match (c.residual, step.inputs.get(1)) {
+                    (None, _) => None,
+                    (Some(_), Some(&r)) => Some(self.operand(frame, r, &ins[1])),
+                    (Some(_), None) => {
+                        return Err(Error::Internal(format!(
+                            "node '{}': fused residual without its input",
+                            node.name
+                        )))
+                    }
+                };
+                let x = ConvInput {
+                    x,
+                    shape: &ins[0],
+                    residual,
+                };
+                match mode {
+                    Mode::Batch(n) => self.conv(i, c, x, *n, out),
+                    Mode::Image(state) => self.conv_image(i, c, x, out, state),
+                }
+            }
             Op::BatchNorm(b) => {
                 let plane: usize = ins[0][2..].iter().product();
                 let c = b.scale.len();
@@ -348,21 +379,16 @@ impl Plan {
         }
     }
 
-    fn conv(
-        &self,
-        i: usize,
-        op: &ConvOp,
-        x: &[f32],
-        in_shape: &[usize],
-        n: usize,
-        out: &mut [f32],
-    ) {
+    fn conv(&self, i: usize, op: &ConvOp, input: ConvInput, n: usize, out: &mut [f32]) {
+        let (x, in_shape) = (input.x, input.shape);
         let (h, w) = (in_shape[2], in_shape[3]);
         let p = &op.params;
         let (oh, ow) = p.out_hw(h, w);
         let in_len = p.c_in * h * w;
         let out_len = p.c_out * oh * ow;
         let io = self.io_layout(i);
+        // Image `k`'s residual.
+        let residual = |k: usize| part(input.residual, k * out_len, out_len);
         match &self.conv_kernels[i] {
             Some(ConvKernel::Haste(hc)) if n < self.threads && io.input_nhwc && io.output_nhwc => {
                 // Fewer images than threads: bands of patch rows of each image in parallel.
@@ -371,7 +397,8 @@ impl Plan {
                 let per = oh.div_ceil(tile).div_ceil(self.threads) * tile;
                 let row = ow * p.c_out;
                 let measuring = self.layer_error.is_some();
-                for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
+                    let r = residual(img);
                     o.par_chunks_mut(per * row)
                         .enumerate()
                         .for_each(|(k, band)| {
@@ -382,6 +409,7 @@ impl Plan {
                             hc.forward_band(xi, (h, w), rows, band, s, &mut local);
                             if !measuring {
                                 op.activation.apply(band);
+                                op.add_residual(band, part(r, k * per * row, band.len()));
                             }
                             lock(stats).add(&local);
                         });
@@ -390,6 +418,7 @@ impl Plan {
                         let mut ws = thread_workspace(&self.workspaces);
                         self.measure_error(i, op, xi, (h, w), o, &mut ws.state.scratch);
                         op.activation.apply(o);
+                        op.add_residual(o, r);
                     }
                 }
             }
@@ -397,30 +426,36 @@ impl Plan {
                 let stats = &self.haste_stats[i];
                 out.par_chunks_mut(out_len)
                     .zip(x.par_chunks(in_len))
-                    .for_each(|(o, xi)| {
+                    .enumerate()
+                    .for_each(|(img, (o, xi))| {
                         let mut ws = thread_workspace(&self.workspaces);
                         let s = &mut ws.state.scratch;
                         let mut local = crate::haste::LayerStats::default();
                         hc.forward_layout(xi, h, w, o, &mut s.haste, &mut local, io);
                         self.measure_error(i, op, xi, (h, w), o, s);
                         op.activation.apply(o);
+                        op.add_residual(o, residual(img));
                         lock(stats).add(&local);
                     });
             }
             _ if n >= self.threads || self.threads == 1 => {
                 out.par_chunks_mut(out_len)
                     .zip(x.par_chunks(in_len))
-                    .for_each(|(o, xi)| {
+                    .enumerate()
+                    .for_each(|(img, (o, xi))| {
                         let mut ws = thread_workspace(&self.workspaces);
-                        self.dense_conv_image(i, op, xi, (h, w), o, &mut ws.state.scratch);
+                        let s = &mut ws.state.scratch;
+                        self.dense_conv_image(i, op, xi, (h, w), o, s, residual(img));
                     });
             }
             _ if self.direct[i].is_some() => {
                 // Fewer images than threads: the direct kernel shares each image's output rows.
                 let mut shared = lock(&self.shared_direct);
                 if let Some(d) = &self.direct[i] {
-                    for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
-                        d.forward_parallel(xi, (h, w), o, &mut shared, io, self.threads);
+                    let images = out.chunks_mut(out_len).zip(x.chunks(in_len));
+                    for (img, (o, xi)) in images.enumerate() {
+                        let r = residual(img);
+                        d.forward_parallel(xi, (h, w), o, &mut shared, io, self.threads, r);
                     }
                 }
             }
@@ -430,7 +465,8 @@ impl Plan {
                 let hw = oh * ow;
                 let parts = if io.output_nhwc { self.threads } else { 1 };
                 let per = hw.div_ceil(parts).max(1);
-                for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
+                    let r = residual(img);
                     if io.output_nhwc {
                         o.par_chunks_mut(per * p.c_out)
                             .enumerate()
@@ -438,9 +474,11 @@ impl Plan {
                                 let p0 = k * per;
                                 let pixels = p0..p0 + oc.len() / p.c_out;
                                 conv::pointwise_pixels(op, xi, hw, pixels, oc, io);
+                                op.add_residual(oc, part(r, p0 * p.c_out, oc.len()));
                             });
                     } else {
                         conv::pointwise_pixels(op, xi, hw, 0..hw, o, io);
+                        op.add_residual(o, r);
                     }
                 }
             }
@@ -456,7 +494,7 @@ impl Plan {
                 if io.output_nhwc {
                     crate::kernels::grow(&mut nchw, out_len);
                 }
-                for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
                     let col: &[f32] = if conv::is_pointwise(p) {
                         xi
                     } else {
@@ -487,6 +525,7 @@ impl Plan {
                     if io.output_nhwc {
                         layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, o);
                     }
+                    op.add_residual(o, residual(img));
                 }
                 thread_workspace(&self.workspaces).state.scratch.nchw = nchw;
             }
@@ -495,6 +534,7 @@ impl Plan {
 
     /// A dense convolution of one image on the calling thread: the direct kernel where the
     /// plan prepared one, else im2col + GEMM.
+    #[allow(clippy::too_many_arguments)]
     fn dense_conv_image(
         &self,
         i: usize,
@@ -503,11 +543,15 @@ impl Plan {
         hw: (usize, usize),
         out: &mut [f32],
         s: &mut super::Scratch,
+        residual: Option<&[f32]>,
     ) {
         let io = self.io_layout(i);
         match &self.direct[i] {
-            Some(d) => d.forward(x, hw, out, &mut s.direct, io),
-            None => conv::conv2d_image_layout(op, x, hw, out, &mut s.col, &mut s.nchw, io),
+            Some(d) => d.forward(x, hw, out, &mut s.direct, io, residual),
+            None => {
+                conv::conv2d_image_layout(op, x, hw, out, &mut s.col, &mut s.nchw, io);
+                op.add_residual(out, residual);
+            }
         }
     }
 
@@ -516,12 +560,12 @@ impl Plan {
         &self,
         i: usize,
         op: &ConvOp,
-        x: &[f32],
-        in_shape: &[usize],
+        input: ConvInput,
         out: &mut [f32],
         state: &mut WorkspaceState,
     ) {
-        let (h, w) = (in_shape[2], in_shape[3]);
+        let (x, r) = (input.x, input.residual);
+        let (h, w) = (input.shape[2], input.shape[3]);
         match &self.conv_kernels[i] {
             Some(ConvKernel::Haste(hc)) => {
                 let s = &mut state.scratch;
@@ -529,8 +573,9 @@ impl Plan {
                 hc.forward_layout(x, h, w, out, &mut s.haste, &mut state.stats[i], io);
                 self.measure_error(i, op, x, (h, w), out, s);
                 op.activation.apply(out);
+                op.add_residual(out, r);
             }
-            _ => self.dense_conv_image(i, op, x, (h, w), out, &mut state.scratch),
+            _ => self.dense_conv_image(i, op, x, (h, w), out, &mut state.scratch, r),
         }
     }
 

@@ -11,6 +11,7 @@
 //!   values keep the layout of their operands, so all of them and their output share one
 //!   layout (the last three run on the physical `[n, h, w, c]` shape, axes permuted),
 //! - global average pooling reads either (its `[n, c, 1, 1]` output is the same in both),
+//! - a convolution's fused residual input is in the order of its output,
 //! - everything else, the network's input and output and constants are NCHW.
 
 use super::{Plan, Src};
@@ -68,8 +69,13 @@ impl Plan {
                     && elementwise_same_shapes
             })
             .collect();
+        // A fused residual (a convolution's operand 1) is read in the output's order: the
+        // two must agree, which the loop below enforces.
+        let has_residual = |j: usize| matches!(op(j), Op::Conv(c) if c.residual.is_some());
         let reads_nhwc = |j: usize, k: usize| match op(j) {
-            Op::Conv(c) => k == 0 && conv_reads_nhwc(&c.params),
+            Op::Conv(c) => {
+                (k == 0 && conv_reads_nhwc(&c.params)) || (k == 1 && c.residual.is_some())
+            }
             Op::GlobalAveragePool => k == 0,
             _ => same_layout_op(j),
         };
@@ -77,6 +83,20 @@ impl Plan {
         loop {
             let mut changed = false;
             for j in 0..n {
+                if has_residual(j) {
+                    match (self.steps[j].inputs.get(1), producers[j].get(1)) {
+                        (Some(Src::Slot(_)), Some(&Some(p))) if nhwc[p] != nhwc[j] => {
+                            (nhwc[p], nhwc[j]) = (false, false);
+                            changed = true;
+                        }
+                        (Some(Src::Slot(_)), Some(&Some(_))) => {}
+                        _ if nhwc[j] => {
+                            nhwc[j] = false;
+                            changed = true;
+                        }
+                        _ => {}
+                    }
+                }
                 let mut all = nhwc[j] || !same_layout_op(j);
                 for (k, src) in self.steps[j].inputs.iter().enumerate() {
                     match (src, producers[j][k]) {

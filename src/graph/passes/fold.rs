@@ -127,6 +127,7 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                     weights: f32s(w, "weight")?,
                     bias,
                     activation: Activation::None,
+                    residual: None,
                 }),
                 only_data,
             )

@@ -9,6 +9,9 @@
 //! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`].
 //!
+//! [`fuse_residual_adds`] needs the operands' shapes, so [`crate::Model`] runs it after these,
+//! once the image shape is known.
+//!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
 mod fold;
@@ -178,7 +181,9 @@ pub fn pool_before_pointwise_conv(g: &mut Graph) {
         };
         let linear_pointwise = match &g.nodes[conv].op {
             Op::Conv(c) => {
-                crate::kernels::conv::is_pointwise(&c.params) && c.activation == Activation::None
+                crate::kernels::conv::is_pointwise(&c.params)
+                    && c.activation == Activation::None
+                    && c.residual.is_none()
             }
             _ => false,
         };
@@ -206,6 +211,75 @@ pub fn pool_before_pointwise_conv(g: &mut Graph) {
         producer.insert(between, conv);
         producer.insert(pooled_output, pool);
     }
+}
+
+/// Fuses a residual `Add` (or `Add` + activation) into the Conv producing one of its operands,
+/// when nothing else reads that Conv's output, the Conv has no activation of its own, and the
+/// other operand is a runtime value (not a constant) of the same shape (no broadcasting): the
+/// Conv then reads it as a second input and adds it in its epilogue ([`ConvOp::residual`]).
+/// A ResNet's residual additions stop being steps of their own, with an output written and
+/// read back, and at batch 1 a join between the threads each. Runs on the simplified graph
+/// with the model's image shape (to compare the operands' shapes); the sums are the same bits.
+pub fn fuse_residual_adds(g: &mut Graph, image_shape: &[usize]) {
+    let Some(shapes) = g.shapes_for_one_image(image_shape) else {
+        return;
+    };
+    let readers = reader_counts(g);
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+    }
+    let mut remove = vec![false; g.nodes.len()];
+    #[allow(clippy::needless_range_loop)] // the loop rewrites other nodes by index
+    for add in 0..g.nodes.len() {
+        let activation = match g.nodes[add].op {
+            Op::Add => Activation::None,
+            Op::AddActivation(a) => a,
+            _ => continue,
+        };
+        let [x, y] = g.nodes[add].inputs[..] else {
+            continue;
+        };
+        for (from_conv, other) in [(x, y), (y, x)] {
+            let Some(&conv) = producer.get(&from_conv) else {
+                continue;
+            };
+            let fusable = match &g.nodes[conv].op {
+                Op::Conv(c) => c.activation == Activation::None && c.residual.is_none(),
+                _ => false,
+            };
+            let same_shape = matches!(
+                (shapes.get(&from_conv), shapes.get(&other)),
+                (Some(a), Some(b)) if a == b
+            );
+            if !fusable
+                || !same_shape
+                || g.constants.contains_key(&other)
+                || other == MISSING
+                || readers.get(&from_conv) != Some(&1)
+                || g.outputs.contains(&from_conv)
+                || g.nodes[conv].inputs.len() != 1
+            {
+                continue;
+            }
+            let sum = g.nodes[add].outputs[0];
+            let name = format!("{}+{}", g.nodes[conv].name, g.nodes[add].name);
+            let node = &mut g.nodes[conv];
+            if let Op::Conv(c) = &mut node.op {
+                c.residual = Some(activation);
+            }
+            node.inputs.push(other);
+            node.outputs[0] = sum;
+            node.name = name;
+            producer.insert(sum, conv);
+            remove[add] = true;
+            break;
+        }
+    }
+    let mut r = remove.iter();
+    g.nodes.retain(|_| !*r.next().unwrap_or(&false));
 }
 
 /// Removes Identity nodes by rewiring their readers to their input.
