@@ -309,7 +309,13 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
     // Channel group outer, output blocks inner: a group's filters (`c_in * taps` rows of 64)
     // stay in cache while every block of the call uses them; the whole filter bank of a wide
     // layer (1.2 MB for 64 -> 512) would not.
-    let full = if wide > 0 { n - n % wide_mr } else { 0 };
+    let mut full = if wide > 0 { n - n % wide_mr } else { 0 };
+    if wide_mr == 6 && (1..=2).contains(&(n - full)) && full >= 6 {
+        // One or two outputs left over (7x7 = 8 x 6 + 1): a block of 1 or 2 outputs reads
+        // all its filters for 4 or 8 FMAs per row. The last full block and them run as
+        // blocks of 4 + 3 or 4 + 4 instead.
+        full -= 6;
+    }
     // SAFETY (every block below): forwarded from the caller; each block stays inside `n`
     // outputs and `c_out` channels.
     for q in 0..wide {
@@ -330,22 +336,27 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
             unsafe { narrow_blocks::<PANELS>(p, out, j0, (full - j0).min(8), 64 * wide) };
         }
     }
-    // The outputs past the last full block (fewer than 6): still 64 channels at a time in
-    // wide layers, so each broadcast feeds 4 FMAs.
+    // The outputs past the last full block (fewer than 6, or 7 or 8 as above): still 64
+    // channels at a time in wide layers, so each broadcast feeds 4 FMAs.
     let rest = n - full;
     let mut co_rest = 0;
     if wide > 0 && rest > 0 {
         for q in 0..wide {
             let co0 = 64 * q;
-            unsafe {
-                match rest {
-                    5 => block::<5, 4, PANELS>(p, out, full, co0, ALL),
-                    4 => block::<4, 4, PANELS>(p, out, full, co0, ALL),
-                    3 => block::<3, 4, PANELS>(p, out, full, co0, ALL),
-                    2 => block::<2, 4, PANELS>(p, out, full, co0, ALL),
-                    _ => block::<1, 4, PANELS>(p, out, full, co0, ALL),
-                }
-            };
+            let mut j0 = full;
+            while j0 < n {
+                let mr = if n - j0 > 5 { 4 } else { n - j0 };
+                unsafe {
+                    match mr {
+                        5 => block::<5, 4, PANELS>(p, out, j0, co0, ALL),
+                        4 => block::<4, 4, PANELS>(p, out, j0, co0, ALL),
+                        3 => block::<3, 4, PANELS>(p, out, j0, co0, ALL),
+                        2 => block::<2, 4, PANELS>(p, out, j0, co0, ALL),
+                        _ => block::<1, 4, PANELS>(p, out, j0, co0, ALL),
+                    }
+                };
+                j0 += mr;
+            }
         }
         co_rest = 64 * wide;
     }
@@ -912,6 +923,10 @@ mod tests {
                 (9, 70, 3, 5),
                 (16, 128, 2, 7),
                 (12, 192, 4, 4),
+                // 49 and 8 outputs: the last full block and the one or two left over run
+                // as 4 + 3 and 4 + 4.
+                (6, 64, 7, 7),
+                (5, 70, 2, 4),
             ] {
                 let (kh, kw, sh, sw) = (3, 3, 1, 1);
                 let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
