@@ -1056,3 +1056,55 @@ fn residual_additions_fuse_into_their_convolutions() {
         }
     }
 }
+
+/// An Add that broadcasts (a convolution's output plus its input's per-channel means) is not a
+/// residual connection: it stays a step of its own, and the values are the broadcast sums.
+#[test]
+fn a_broadcasting_add_is_not_fused_into_the_convolution() {
+    let mut g = GraphProto::new();
+    g.name = "broadcast_add".into();
+    g.initializer = vec![tensor("w", &[4, 4, 3, 3], 0.0)];
+    g.node = vec![
+        node("Conv", &["x", "w"], "c", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("GlobalAveragePool", &["x"], "m", vec![]),
+        node("Add", &["c", "m"], "y", vec![]),
+    ];
+    g.input = vec![value("x", &[1, 4, 6, 6])];
+    g.output = vec![value("y", &[1, 4, 6, 6])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    let model = Model::from_bytes(Path::new("b.onnx"), &bytes(&m)).unwrap();
+    let mut plan = model.plan(PlanOptions::default()).unwrap();
+    let kinds: Vec<&str> = (0..plan.num_steps()).map(|i| plan.step_kind(i)).collect();
+    assert!(kinds.contains(&"Add"), "{kinds:?}");
+    let x: Vec<f32> = (0..144).map(|i| ((i * 5 % 9) as f32) - 4.0).collect();
+    let (_, y) = plan.run(&x, 1).unwrap();
+    let y = y.to_vec();
+    // Every output is the convolution there plus its channel's mean of `x`.
+    let w = tensor("w", &[4, 4, 3, 3], 0.0).float_data;
+    for co in 0..4 {
+        let mean: f32 = x[co * 36..(co + 1) * 36].iter().sum::<f32>() / 36.0;
+        for p in 0..36 {
+            let (py, px) = ((p / 6) as isize, (p % 6) as isize);
+            let mut c = 0.0f32;
+            for ci in 0..4 {
+                for k in 0..9 {
+                    let (y, xx) = (py + (k / 3) as isize - 1, px + (k % 3) as isize - 1);
+                    if (0..6).contains(&y) && (0..6).contains(&xx) {
+                        c += w[(co * 4 + ci) * 9 + k] * x[ci * 36 + (y * 6 + xx) as usize];
+                    }
+                }
+            }
+            let got = y[co * 36 + p];
+            assert!(
+                (got - (c + mean)).abs() < 1e-4,
+                "{co} {p}: {got} vs {}",
+                c + mean
+            );
+        }
+    }
+}
