@@ -719,6 +719,17 @@ fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
     v
 }
 
+/// The bytes of a model holding `g`, opset 13.
+fn opset13_model(g: GraphProto) -> Vec<u8> {
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import.push(op);
+    m.graph = Some(g).into();
+    bytes(&m)
+}
+
 /// A tiny valid model (Conv 3->4, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm 4->3 on
 /// 3x8x8 images): the fuzzers' seed (`HASTE_WRITE_FUZZ_SEED=1` writes it to
 /// `fuzz/seeds/onnx_loader/tiny.onnx`).
@@ -757,13 +768,7 @@ fn tiny_model() -> Vec<u8> {
     g.node[5].attribute.push(tb);
     g.input = vec![value("x", &[1, 3, 8, 8])];
     g.output = vec![value("y", &[1, 3])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    bytes(&m)
+    opset13_model(g)
 }
 
 /// A second seed with BatchNormalization, a residual Add, Pad, Concat, Reshape and Gemm.
@@ -828,13 +833,7 @@ fn tiny_model2() -> Vec<u8> {
     ];
     g.input = vec![value("x", &[1, 3, 8, 8])];
     g.output = vec![value("y", &[1, 3])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    bytes(&m)
+    opset13_model(g)
 }
 
 #[test]
@@ -902,13 +901,7 @@ fn pointwise_then_pool(between: Option<&str>) -> Vec<u8> {
     g.node.push(node("Flatten", &["g"], "y", vec![]));
     g.input = vec![value("x", &[1, 3, 4, 4])];
     g.output = vec![value("y", &[1, 5])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    bytes(&m)
+    opset13_model(g)
 }
 
 /// A global average pooling after a linear 1x1 convolution runs first, and the convolution on
@@ -977,13 +970,7 @@ fn residual_blocks() -> Vec<u8> {
     ];
     g.input = vec![value("x", &[1, 4, 6, 6])];
     g.output = vec![value("y", &[1, 4, 6, 6])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    bytes(&m)
+    opset13_model(g)
 }
 
 /// Both residual additions run inside their convolutions (no Add step is left) and give the
@@ -1071,13 +1058,7 @@ fn a_broadcasting_add_is_not_fused_into_the_convolution() {
     ];
     g.input = vec![value("x", &[1, 4, 6, 6])];
     g.output = vec![value("y", &[1, 4, 6, 6])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import.push(op);
-    m.graph = Some(g).into();
-    let model = Model::from_bytes(Path::new("b.onnx"), &bytes(&m)).unwrap();
+    let model = Model::from_bytes(Path::new("b.onnx"), &opset13_model(g)).unwrap();
     let mut plan = model.plan(PlanOptions::default()).unwrap();
     let kinds: Vec<&str> = (0..plan.num_steps()).map(|i| plan.step_kind(i)).collect();
     assert!(kinds.contains(&"Add"), "{kinds:?}");

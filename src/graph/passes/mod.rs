@@ -61,6 +61,17 @@ fn reader_counts(g: &Graph) -> HashMap<ValueId, usize> {
     readers
 }
 
+/// The node producing each value.
+fn producer_of(g: &Graph) -> HashMap<ValueId, usize> {
+    let mut producer = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            producer.insert(o, i);
+        }
+    }
+    producer
+}
+
 /// Folds `BatchNorm(Conv(x))` into the Conv's weights and bias when the Conv output has no
 /// other reader: `w' = w * s[co]`, `b' = b * s[co] + t[co]`.
 pub fn fuse_batchnorm(g: &mut Graph) {
@@ -123,12 +134,7 @@ fn fuse_into_conv(g: &mut Graph, mut fold: impl FnMut(&Op, &mut ConvOp) -> bool)
 /// leave the pair.
 fn fuse_into_producer(g: &mut Graph, mut fold: impl FnMut(&Op, &mut Op) -> bool) {
     let readers = reader_counts(g);
-    let mut producer: HashMap<ValueId, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
+    let producer = producer_of(g);
     let mut remove = vec![false; g.nodes.len()];
     for i in 0..g.nodes.len() {
         let Some(&x) = g.nodes[i].inputs.first() else {
@@ -165,12 +171,7 @@ fn fuse_into_producer(g: &mut Graph, mut fold: impl FnMut(&Op, &mut Op) -> bool)
 /// same up to float rounding (the sums are taken in another order).
 pub fn pool_before_pointwise_conv(g: &mut Graph) {
     let readers = reader_counts(g);
-    let mut producer: HashMap<ValueId, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
+    let mut producer = producer_of(g);
     for pool in 0..g.nodes.len() {
         if !matches!(g.nodes[pool].op, Op::GlobalAveragePool) {
             continue;
@@ -225,12 +226,7 @@ pub fn fuse_residual_adds(g: &mut Graph, image_shape: &[usize]) {
         return;
     };
     let readers = reader_counts(g);
-    let mut producer: HashMap<ValueId, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
+    let mut producer = producer_of(g);
     let mut remove = vec![false; g.nodes.len()];
     #[allow(clippy::needless_range_loop)] // the loop rewrites other nodes by index
     for add in 0..g.nodes.len() {
