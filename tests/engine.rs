@@ -343,12 +343,18 @@ fn tiny_darknet_gives_the_same_logits_image_by_image_and_split_over_threads() {
 fn one_thread_on_the_calling_thread_gives_the_bits_of_two_threads() {
     let path = model("resnet20-cifar10");
     let two = logits_on(&path, &cifar_test(), 5, 5, 2);
-    for batch in [1, 5] {
-        let one = logits_on(&path, &cifar_test(), 5, batch, 1);
-        assert_eq!(one.len(), 5);
-        for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+    // One thread at batch 1 and 5; two at batch 1, each layer's rows (and its fused residual
+    // additions) split between the threads.
+    for (batch, threads) in [(1, 1), (5, 1), (1, 2)] {
+        let other = logits_on(&path, &cifar_test(), 5, batch, threads);
+        assert_eq!(other.len(), 5);
+        for (i, (a, b)) in other.iter().zip(&two).enumerate() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(a), bits(b), "batch {batch}, image {i}");
+            assert_eq!(
+                bits(a),
+                bits(b),
+                "batch {batch}, {threads} threads, image {i}"
+            );
         }
     }
 }
