@@ -272,12 +272,12 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
     json!(rows)
 }
 
-/// `s` cut to its last `n - 1` characters behind an ellipsis when longer than `n`.
+/// `s` cut to its first `n - 1` characters and an ellipsis when longer than `n`: a fused
+/// node's name starts with its convolution's (`conv+bn+add+relu`), which names the layer.
 fn truncate(s: &str, n: usize) -> String {
-    let len = s.chars().count();
-    if len <= n {
+    if s.chars().count() <= n {
         return s.to_string();
     }
-    let tail: String = s.chars().skip(len + 1 - n).collect();
-    format!("…{tail}")
+    let head: String = s.chars().take(n.saturating_sub(1)).collect();
+    format!("{head}…")
 }
