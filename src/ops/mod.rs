@@ -30,6 +30,13 @@ impl ConvOp {
         self.residual.unwrap_or(self.activation)
     }
 
+    /// For kernels that stop at the bias (HASTE): the activation, or the fused residual `r`
+    /// and the activation after it.
+    pub fn finish(&self, out: &mut [f32], r: Option<&[f32]>) {
+        self.activation.apply(out);
+        self.add_residual(out, r);
+    }
+
     /// For kernels that leave the residual out: adds the fused residual `r` (this image's,
     /// or the part of it `out` holds) to `out`, which holds the convolution and its bias,
     /// and applies the activation after it. Nothing without a fused residual.

@@ -408,8 +408,7 @@ impl Plan {
                             let s = &mut ws.state.scratch.haste;
                             hc.forward_band(xi, (h, w), rows, band, s, &mut local);
                             if !measuring {
-                                op.activation.apply(band);
-                                op.add_residual(band, part(r, k * per * row, band.len()));
+                                op.finish(band, part(r, k * per * row, band.len()));
                             }
                             lock(stats).add(&local);
                         });
@@ -417,8 +416,7 @@ impl Plan {
                     if measuring {
                         let mut ws = thread_workspace(&self.workspaces);
                         self.measure_error(i, op, xi, (h, w), o, &mut ws.state.scratch);
-                        op.activation.apply(o);
-                        op.add_residual(o, r);
+                        op.finish(o, r);
                     }
                 }
             }
@@ -433,8 +431,7 @@ impl Plan {
                         let mut local = crate::haste::LayerStats::default();
                         hc.forward_layout(xi, h, w, o, &mut s.haste, &mut local, io);
                         self.measure_error(i, op, xi, (h, w), o, s);
-                        op.activation.apply(o);
-                        op.add_residual(o, residual(img));
+                        op.finish(o, residual(img));
                         lock(stats).add(&local);
                     });
             }
@@ -572,8 +569,7 @@ impl Plan {
                 let io = self.io_layout(i);
                 hc.forward_layout(x, h, w, out, &mut s.haste, &mut state.stats[i], io);
                 self.measure_error(i, op, x, (h, w), out, s);
-                op.activation.apply(out);
-                op.add_residual(out, r);
+                op.finish(out, r);
             }
             _ => self.dense_conv_image(i, op, x, (h, w), out, &mut state.scratch, r),
         }
