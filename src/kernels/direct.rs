@@ -61,6 +61,12 @@ impl Geom {
         ((j / self.pw) * self.out_w + j % self.pw) * self.out_stride
     }
 
+    /// Whether an output buffer of `len` floats holds every output of the call.
+    fn fits(&self, len: usize) -> bool {
+        let n = self.ph * self.pw;
+        n == 0 || len >= self.opix(n - 1) + self.c_out
+    }
+
     /// [`Self::opix`] of the `MR` outputs from `j0`, stepping along the output rows (one
     /// division for the block instead of one per output).
     #[inline(always)]
@@ -280,6 +286,17 @@ fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
 /// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
 pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
+    assert!(g.fits(out.len()));
+    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
+    unsafe { generic_at(g, win, f, e, out.as_mut_ptr()) }
+}
+
+/// [`conv_generic`] writing through a pointer (see [`conv_at`]).
+///
+/// # Safety
+/// As [`conv_at`].
+#[inline(always)]
+unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
     let n = g.ph * g.pw;
     let chunk = match f {
         Filters::Rows { .. } => g.c_out.max(1),
@@ -288,7 +305,8 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: 
     for co0 in (0..g.c_out).step_by(chunk) {
         let width = chunk.min(g.c_out - co0);
         for j in 0..n {
-            let o = &mut out[g.opix(j) + co0..][..width];
+            // SAFETY: the caller gives these floats to this call.
+            let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), width) };
             o.fill(0.0);
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
@@ -329,13 +347,30 @@ pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
-    let n = g.ph * g.pw;
-    assert!(n == 0 || out.len() >= g.opix(n - 1) + g.c_out);
+    assert!(g.fits(out.len()));
+    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
+    unsafe { avx512_at(g, win, f, e, out.as_mut_ptr()) }
+}
+
+/// [`conv_avx512`] writing through a pointer (see [`conv_at`]).
+///
+/// # Safety
+/// As [`conv_at`], and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
     if let Filters::Panels(w) = f {
         assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
     }
     for kys in kernel_row_passes(g, f.terms(g)) {
-        let pass = Pass { g, win, f, kys, e };
+        let pass = Pass {
+            g,
+            win,
+            f,
+            kys,
+            e,
+            prefetch: std::ptr::null(),
+        };
         // SAFETY: forwarded from the caller.
         unsafe {
             match f {
@@ -356,6 +391,9 @@ struct Pass<'a> {
     kys: (usize, usize),
     /// Applied by the last pass.
     e: Epilogue<'a>,
+    /// Panel filters: where this block's part of the next group's filters starts, to be
+    /// prefetched one cache line per term while it sums (null: none).
+    prefetch: *const f32,
 }
 
 /// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
@@ -386,7 +424,7 @@ fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usi
 /// filters are [`Filters::Panels`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
+unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     let g = p.g;
     let n = g.ph * g.pw;
     const ALL: [u16; 4] = [0xffff; 4];
@@ -415,7 +453,11 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
     // outputs and `c_out` channels.
     for q in 0..wide {
         let co0 = 64 * q;
-        for j0 in (0..full).step_by(wide_mr) {
+        for (k, j0) in (0..full).step_by(wide_mr).enumerate() {
+            let p = Pass {
+                prefetch: next_filters_part(p, q, k),
+                ..p
+            };
             unsafe {
                 if wide_mr == 4 {
                     block::<4, 4, PANELS>(p, out, j0, co0, ALL)
@@ -461,12 +503,41 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: &mut [f32]) {
     }
 }
 
+/// The part of the filters read after group `q`'s (of 64 output channels) that block `k` of
+/// that group prefetches, or null. A wide layer's filters do not stay in cache from one
+/// image to the next (ResNet-18's 512-channel stage holds 31 MB), so each group's first
+/// block waited on memory for filters it had not yet read (that stage ran at 170-195
+/// GFLOP/s on two cores, 215-221 with this). Prefetched by the blocks before, they arrive
+/// while those compute. A block sums `rows * kw * c_in` terms of 64 channels, four cache
+/// lines each, and prefetches one line per term: the first four blocks of a group cover the
+/// next group's slice of its kernel rows, or after the last group the first group's slice
+/// of the next pass's rows.
+fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
+    let g = p.g;
+    let Filters::Panels(w) = p.f else {
+        return std::ptr::null();
+    };
+    let (rows, terms) = (p.kys.1 - p.kys.0, g.kw * g.c_in);
+    let next = if PANEL * (q + 2) <= g.c_out {
+        (q + 1, p.kys.0)
+    } else if p.kys.1 < g.kh {
+        (0, p.kys.1)
+    } else {
+        return std::ptr::null();
+    };
+    if k >= 4 {
+        return std::ptr::null();
+    }
+    let slice = PANEL * next.0 * g.kh * terms + next.1 * terms * PANEL;
+    w.as_ptr().wrapping_add(slice + k * rows * terms * 16)
+}
+
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn narrow_blocks<const PANELS: bool>(
     p: Pass,
-    out: &mut [f32],
+    out: *mut f32,
     j0: usize,
     mr: usize,
     co_start: usize,
@@ -517,14 +588,14 @@ unsafe fn narrow_blocks<const PANELS: bool>(
 #[inline]
 unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
     p: Pass,
-    out: &mut [f32],
+    out: *mut f32,
     j0: usize,
     co0: usize,
     masks: [u16; 4],
 ) {
     use std::arch::x86_64::*;
     let g = p.g;
-    let op = out.as_mut_ptr();
+    let op = out;
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if p.kys.0 > 0 {
         for (i, row) in acc.iter_mut().enumerate() {
@@ -559,12 +630,21 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             let terms = g.kw * g.c_in;
             let (base, width, col) = panel_of(g, co0);
             let w_panel = weights.as_ptr().add(base + col);
+            // Without a part of the next filters to prefetch, the lines of this block's
+            // own (already in cache): one loop for both.
+            let pf = if p.prefetch.is_null() {
+                w_panel.add(p.kys.0 * terms * width)
+            } else {
+                p.prefetch
+            };
             for ky in p.kys.0..p.kys.1 {
                 prefetch_block_io::<MR, NV>(p, op, j0, co0, ky);
                 let row_in = ky * g.win_w * g.c_in;
                 let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
                 let w0 = w_panel.add(ky * terms * width);
+                let pf_row = pf.wrapping_add((ky - p.kys.0) * terms * 16);
                 for t in 0..terms {
+                    _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add(t * 16).cast());
                     let wv = load_w(w0.add(t * width));
                     for i in 0..MR {
                         let a = _mm512_set1_ps(*abase[i].add(t));
@@ -688,15 +768,28 @@ unsafe fn finish_with<const MR: usize, const NV: usize>(
 /// As [`conv_generic`].
 #[inline]
 pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
+    assert!(g.fits(out.len()));
+    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
+    unsafe { conv_at(g, win, f, e, out.as_mut_ptr()) }
+}
+
+/// [`conv`] writing through a pointer, so that threads can compute disjoint channel slices
+/// of one pixel-major output (`g.c_out` channels of each pixel's `g.out_stride`).
+///
+/// # Safety
+/// As [`conv_generic`], and the floats `opix(j)..opix(j) + c_out` past `out` of every output
+/// `j` are writable and touched by nothing else during the call.
+#[inline]
+pub unsafe fn conv_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: forwarded from the caller; the CPU features are checked just above.
-        unsafe { conv_avx512(g, win, f, e, out) };
+        unsafe { avx512_at(g, win, f, e, out) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { conv_generic(g, win, f, e, out) }
+    unsafe { generic_at(g, win, f, e, out) }
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output
@@ -754,6 +847,23 @@ struct Bands<'a> {
     per: usize,
     nhwc: bool,
     residual: Option<&'a [f32]>,
+}
+
+/// The output of [`DirectConv::forward_channel_parts`], shared by parts that write disjoint
+/// channels of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: each part writes its own channels only (see `forward_channel_parts`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The output from float `offset` on (taking `self`, so a closure captures the whole
+    /// wrapper and not its pointer field).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
@@ -844,6 +954,10 @@ impl DirectConv {
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
         if io.output_nhwc {
+            if let Some(groups) = self.channel_split((h, w), parts) {
+                let e = self.epilogue(residual);
+                return self.forward_channel_parts(x, (h, w), &mut out[..n], s, io, groups, e);
+            }
             let bands = Bands {
                 per,
                 nhwc: io.input_nhwc,
@@ -920,6 +1034,85 @@ impl DirectConv {
                 }
                 let r = residual.map(|r| &r[k * per * ow * p.c_out..][..chunk.len()]);
                 self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue(r));
+            });
+    }
+
+    /// How many 64-channel filter groups each of `parts` computes when the output rows do not
+    /// split evenly among them (7 rows on 2 cores kept one busy for 4 while the other had 3)
+    /// and the channel groups do: then each part computes every output pixel for its share
+    /// of the filters. (Splitting by channels where rows split evenly too, so that each core
+    /// reads half of a wide layer's filters, measured no faster.)
+    fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<usize> {
+        let p = &self.params;
+        let groups = p.c_out / PANEL;
+        let (oh, _) = p.out_hw(h, w);
+        let even_channels = p.c_out.is_multiple_of(PANEL) && groups.is_multiple_of(parts);
+        (parts >= 2 && even_channels && !oh.is_multiple_of(parts)).then_some(groups / parts)
+    }
+
+    /// [`Self::forward_parallel`] split by output channels: each part pads the whole input
+    /// into a buffer of its own (a small copy next to its share of the filters) and computes
+    /// `groups` filter groups of every output pixel, in place in the shared pixel-major output.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_channel_parts(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        io: IoLayout,
+        groups: usize,
+        e: Epilogue,
+    ) {
+        use rayon::prelude::*;
+        let p = &self.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
+        let (width, taps) = (groups * PANEL, p.kh * p.kw);
+        let parts = p.c_out / width;
+        if s.bands.len() < parts {
+            s.bands.resize_with(parts, Vec::new);
+        }
+        assert_eq!(out.len(), oh * ow * p.c_out);
+        let shared = SharedOut(out.as_mut_ptr());
+        s.bands[..parts]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(k, band)| {
+                grow(band, hp * wp * p.c_in);
+                let top_left = (p.pads[0], p.pads[1]);
+                for (r, row) in band.chunks_exact_mut(wp * p.c_in).take(hp).enumerate() {
+                    if io.input_nhwc {
+                        layout::pad_hwc_row(x, p.c_in, (h, w), top_left, r, row);
+                    } else {
+                        layout::pad_chw_row(x, p.c_in, (h, w), top_left, r, row);
+                    }
+                }
+                let g = Geom {
+                    win_w: wp,
+                    c_in: p.c_in,
+                    c_out: width,
+                    kh: p.kh,
+                    kw: p.kw,
+                    sh: p.stride.0,
+                    sw: p.stride.1,
+                    ph: oh,
+                    pw: ow,
+                    out_w: ow,
+                    out_stride: p.c_out,
+                };
+                let c0 = k * width;
+                // The panels of full groups follow each other: this part's are one slice.
+                let panels = &self.panels[c0 * taps * p.c_in..][..width * taps * p.c_in];
+                let e = Epilogue {
+                    bias: e.bias.map(|b| &b[c0..]),
+                    residual: e.residual.map(|r| &r[c0..]),
+                    activation: e.activation,
+                };
+                // SAFETY: the panels hold this part's weights, the band the whole padded
+                // input; part `k` writes channels `c0..c0 + width` of each output pixel and
+                // no other part does (`out` holds `oh * ow` pixels of `c_out`, asserted).
+                unsafe { conv_at(&g, band, Filters::Panels(panels), e, shared.at(c0)) };
             });
     }
 
@@ -1382,6 +1575,17 @@ mod tests {
                 Activation::Relu,
                 false,
             ),
+            // Split by output channels on 2 parts (7 rows).
+            (
+                32,
+                128,
+                (3, 3),
+                (1, 1),
+                [1; 4],
+                (7, 7),
+                Activation::Relu,
+                true,
+            ),
         ];
         for (case, &(c_in, c_out, (kh, kw), (sh, sw), pads, (h, w), activation, bias)) in
             cases.iter().enumerate()
@@ -1428,6 +1632,30 @@ mod tests {
                         layout::nhwc_to_nchw(&out, c_out, oh * ow, &mut got);
                     }
                     assert_eq!(bits(&got), bits(&want), "{p:?} {io:?} parts={parts}");
+                }
+            }
+            // With a fused residual addition (in the output's memory order): every split adds
+            // it as the whole-image call does.
+            let fused = DirectConv::new(&ConvOp {
+                residual: Some(Activation::Relu),
+                ..op.clone()
+            })
+            .expect("one group, no dilation");
+            let r: Vec<f32> = (0..n)
+                .map(|i| ((i * 29 % 23) as f32 - 11.0) / 8.0)
+                .collect();
+            for io in io_all {
+                let xin = if io.input_nhwc { &x_hwc } else { &x };
+                let mut whole = vec![f32::NAN; n];
+                fused.forward(xin, (h, w), &mut whole, &mut s, io, Some(&r));
+                for parts in [2, 3] {
+                    let mut out = vec![f32::NAN; n];
+                    fused.forward_parallel(xin, (h, w), &mut out, &mut s, io, parts, Some(&r));
+                    assert_eq!(
+                        bits(&out),
+                        bits(&whole),
+                        "{p:?} {io:?} parts={parts} residual"
+                    );
                 }
             }
         }
