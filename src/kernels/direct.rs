@@ -596,11 +596,13 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
     use std::arch::x86_64::*;
     let g = p.g;
     let op = out;
+    // Each output's offset in `out`.
+    let at = g.out_offsets::<MR>(j0);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if p.kys.0 > 0 {
         for (i, row) in acc.iter_mut().enumerate() {
             for (v, x) in row.iter_mut().enumerate() {
-                *x = _mm512_maskz_loadu_ps(masks[v], op.add(g.opix(j0 + i) + co0 + 16 * v));
+                *x = _mm512_maskz_loadu_ps(masks[v], op.add(at[i] + co0 + 16 * v));
             }
         }
     }
@@ -638,13 +640,17 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 p.prefetch
             };
             for ky in p.kys.0..p.kys.1 {
-                prefetch_block_io::<MR, NV>(p, op, j0, co0, ky);
+                prefetch_block_io::<MR, NV>(p, op, &at, co0, ky);
                 let row_in = ky * g.win_w * g.c_in;
                 let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
                 let w0 = w_panel.add(ky * terms * width);
                 let pf_row = pf.wrapping_add((ky - p.kys.0) * terms * 16);
                 for t in 0..terms {
-                    _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add(t * 16).cast());
+                    if NV == 4 {
+                        // Only wide blocks have a next group to prefetch; in narrow blocks
+                        // (8 FMAs per term) the instruction would be a load slot for nothing.
+                        _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add(t * 16).cast());
+                    }
                     let wv = load_w(w0.add(t * width));
                     for i in 0..MR {
                         let a = _mm512_set1_ps(*abase[i].add(t));
@@ -683,11 +689,11 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
     }
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(op.add(g.opix(j0 + i) + co0 + 16 * v), masks[v], x);
+            _mm512_mask_storeu_ps(op.add(at[i] + co0 + 16 * v), masks[v], x);
         }
     }
     if p.kys.1 == g.kh {
-        finish_block::<MR, NV>(p, op, j0, co0, masks);
+        finish_block::<MR, NV>(p, op, at, co0, masks);
     }
 }
 
@@ -700,15 +706,12 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
 unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
     p: Pass,
     op: *const f32,
-    j0: usize,
+    at: &[usize; MR],
     co0: usize,
     ky: usize,
 ) {
     use std::arch::x86_64::*;
-    let lines = || {
-        let at = p.g.out_offsets::<MR>(j0);
-        (0..MR * NV).map(move |k| at[k / NV] + co0 + 16 * (k % NV))
-    };
+    let lines = || (0..MR * NV).map(|k| at[k / NV] + co0 + 16 * (k % NV));
     if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
         lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
     }
@@ -725,14 +728,13 @@ unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
 unsafe fn finish_block<const MR: usize, const NV: usize>(
     p: Pass,
     op: *mut f32,
-    j0: usize,
+    at: [usize; MR],
     co0: usize,
     masks: [u16; 4],
 ) {
     if p.e.bias.is_none() && p.e.residual.is_none() && p.e.activation == Activation::None {
         return;
     }
-    let at = p.g.out_offsets::<MR>(j0);
     // SAFETY: forwarded from the caller.
     with_lanes!(p.e.activation, act => unsafe { finish_with::<MR, NV>(p.e, &act, op, at, co0, masks) })
 }
