@@ -497,9 +497,66 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
         }
         co_rest = 64 * wide;
     }
+    if PANELS && wide == 0 && g.c_out <= 16 && g.sw * g.c_in == 16 && g.pw.is_multiple_of(16) {
+        // Every output of a 16 -> 16 layer, a row of 16 outputs at a time.
+        let mask = if g.c_out == 16 {
+            0xffff
+        } else {
+            (1u16 << g.c_out) - 1
+        };
+        for j0 in (0..n).step_by(16) {
+            unsafe { row_block::<16, 16>(p, out, j0, mask) };
+        }
+        return;
+    }
     // Whatever is left (every output of narrow layers), in blocks of 8 x 32.
     for j0 in (full..n).step_by(8) {
         unsafe { narrow_blocks::<PANELS>(p, out, j0, (n - j0).min(8), co_rest) };
+    }
+}
+
+/// `MR` outputs from `j0`, all in one output row, x the layer's (at most 16) output channels,
+/// for layers whose neighbouring outputs' inputs are `S` floats apart (`sw * c_in == S`).
+/// With that distance a constant, each output's input is one address plus a constant
+/// offset, so 16 outputs fit in registers; [`block`] keeps one address register per output,
+/// and beyond 8 outputs they spilled. Same sums, in the same order, as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn row_block<const MR: usize, const S: usize>(p: Pass, out: *mut f32, j0: usize, mask: u16) {
+    use std::arch::x86_64::*;
+    let g = p.g;
+    let Filters::Panels(weights) = p.f else {
+        unreachable!("row blocks run panel filters")
+    };
+    let at = g.out_offsets::<MR>(j0);
+    let mut acc = [_mm512_setzero_ps(); MR];
+    if p.kys.0 > 0 {
+        for (x, &o) in acc.iter_mut().zip(&at) {
+            *x = _mm512_maskz_loadu_ps(mask, out.add(o));
+        }
+    }
+    let (oy, ox) = (j0 / g.pw, j0 % g.pw);
+    let origin = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
+    let terms = g.kw * g.c_in;
+    let width = g.c_out;
+    for ky in p.kys.0..p.kys.1 {
+        prefetch_block_io::<MR, 1>(p, out, &at, 0, ky);
+        let a = p.win.as_ptr().add(origin + ky * g.win_w * g.c_in);
+        let w0 = weights.as_ptr().add(ky * terms * width);
+        for t in 0..terms {
+            let wv = _mm512_maskz_loadu_ps(mask, w0.add(t * width));
+            let at_t = a.add(t);
+            for (i, x) in acc.iter_mut().enumerate() {
+                *x = _mm512_fmadd_ps(_mm512_set1_ps(*at_t.add(i * S)), wv, *x);
+            }
+        }
+    }
+    for (x, &o) in acc.iter().zip(&at) {
+        _mm512_mask_storeu_ps(out.add(o), mask, *x);
+    }
+    if p.kys.1 == g.kh {
+        finish_block::<MR, 1>(p, out, at, 0, [mask, 0, 0, 0]);
     }
 }
 
@@ -1307,14 +1364,20 @@ mod tests {
     }
 
     /// Panel filters, over channel counts whose 64-channel group is larger than
-    /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row) and
-    /// output counts that leave a narrow last panel: the portable and AVX-512 kernels give
-    /// the same bits, and those bits are the naive convolution's within rounding.
+    /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row),
+    /// output counts that leave a narrow last panel, and 16-input layers with rows of 16 and
+    /// 32 outputs (run as [`row_block`]s): the portable and AVX-512 kernels give the same
+    /// bits, and those bits are the naive convolution's within rounding.
     #[test]
     fn panels_split_by_kernel_rows_match_generic_and_reference() {
         use crate::kernels::reference::conv2d_direct;
-        for &(c_in, c_out, k) in &[(240usize, 70usize, 3usize), (300, 130, 3), (40, 16, 7)] {
-            let (h, w) = (5, 6);
+        for &(c_in, c_out, k, (h, w)) in &[
+            (240usize, 70usize, 3usize, (5usize, 6usize)),
+            (300, 130, 3, (5, 6)),
+            (40, 16, 7, (5, 6)),
+            (16, 16, 3, (4, 34)),
+            (16, 12, 3, (3, 18)),
+        ] {
             let taps = k * k;
             let group_bytes = taps * c_in * PANEL * 4;
             assert_eq!(group_bytes > GROUP_FILTER_BUDGET, c_in > 100, "case {c_in}");
