@@ -113,6 +113,11 @@ pub fn pool_hwc_rows(
     if max && simple_2x2 && p.dilation == (1, 1) && 2 * oh <= h && 2 * ow <= w {
         return max_2x2_stride2_hwc(x, (w, c), rows, ow, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    if max && c.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU feature is checked just above.
+        return unsafe { max_hwc_avx512(p, x, (h, w, c), rows, out) };
+    }
     for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
         let (oy, ox) = (rows.start + o / ow, o % ow);
         px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
@@ -208,6 +213,63 @@ unsafe fn max_2x2_stride2_hwc_avx512(
                     let m = nan_max(nan_max(a0, a1), nan_max(b0, b1));
                     _mm512_storeu_ps(o.add(k), m);
                 }
+            }
+        }
+    }
+}
+
+/// Max pooling of output rows `rows` of a pixel-major image, 16 channels at a time (`c` a
+/// multiple of 16), with the bits of [`pool_hwc_rows`]' scalar loop: the same taps in the
+/// same order, each folded in by the same NaN-propagating max. That loop did not vectorize;
+/// ResNet-18's 3x3 stride-2 pool took 0.3 ms at batch 1 against onnxruntime's 0.11.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_hwc_avx512(
+    p: &PoolParams,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (_, ow) = p.out_hw(h, w);
+    let out = &mut out[..rows.len() * ow * c];
+    let nan_max = |m: __m512, v: __m512| -> __m512 {
+        let r = _mm512_max_ps(v, m);
+        _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), v)
+    };
+    // Input coordinate of tap `k` of output `o` along one axis, if inside the image.
+    let tap = |o: usize, k: usize, s: usize, d: usize, pad: usize, size: usize| {
+        (o * s + k * d).checked_sub(pad).filter(|&i| i < size)
+    };
+    for (o, px) in out.chunks_exact_mut(c).enumerate() {
+        let (oy, ox) = (rows.start + o / ow, o % ow);
+        for k in (0..c).step_by(64) {
+            // Up to 4 vectors of channels held in registers over every tap.
+            let lanes = (c - k).min(64) / 16;
+            let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+            for ky in 0..p.kernel.0 {
+                let Some(iy) = tap(oy, ky, p.stride.0, p.dilation.0, p.pads[0], h) else {
+                    continue;
+                };
+                for kx in 0..p.kernel.1 {
+                    let Some(ix) = tap(ox, kx, p.stride.1, p.dilation.1, p.pads[1], w) else {
+                        continue;
+                    };
+                    let src = x[(iy * w + ix) * c + k..][..16 * lanes].as_ptr();
+                    for (v, m) in m.iter_mut().enumerate().take(lanes) {
+                        // SAFETY: `src` holds `16 * lanes` values (sliced just above).
+                        *m = nan_max(*m, unsafe { _mm512_loadu_ps(src.add(16 * v)) });
+                    }
+                }
+            }
+            let dst = px[k..][..16 * lanes].as_mut_ptr();
+            for (v, m) in m.iter().enumerate().take(lanes) {
+                // SAFETY: `dst` holds `16 * lanes` values (sliced just above).
+                unsafe { _mm512_storeu_ps(dst.add(16 * v), *m) };
             }
         }
     }
@@ -402,6 +464,7 @@ mod tests {
                                     (17, 6, 7),
                                     (2, 3, 2),
                                     (16, 5, 4),
+                                    (80, 4, 6),
                                 ] {
                                     let (oh, ow) = p.out_hw(h, w);
                                     if oh == 0 || ow == 0 {
