@@ -499,10 +499,11 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     }
     if PANELS && wide == 0 && g.c_out <= 32 {
         // Narrow layers whose neighbouring outputs read inputs a common constant apart (the
-        // RGB layers, 3; 16-channel inputs, 16): see `row_block`.
+        // RGB layers, 3; 16- and 32-channel inputs): see `row_block`.
         match g.sw * g.c_in {
             3 => return unsafe { row_blocks::<3>(p, out) },
             16 => return unsafe { row_blocks::<16>(p, out) },
+            32 => return unsafe { row_blocks::<32>(p, out) },
             _ => {}
         }
     }
@@ -514,8 +515,8 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 
 /// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
 /// read inputs `S` floats apart (`sw * c_in == S`), row by row: [`row_block`]s of 16
-/// outputs (up to 16 channels) or 12 (up to 32), the rest of each row as [`block`]s of up to
-/// 8.
+/// outputs (up to 16 channels) or of 8 or 12 (up to 32), the rest of each row as [`block`]s
+/// of up to 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
@@ -529,6 +530,12 @@ unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
             while end - j >= 16 {
                 unsafe { row_block::<16, 1, S>(p, out, j, masks) };
                 j += 16;
+            }
+        } else if g.pw.is_multiple_of(8) && !g.pw.is_multiple_of(12) {
+            // Rows of 16 or 32 (the CIFAR ResNets' 32-channel stage): 8 at a time, no rest.
+            while end - j >= 8 {
+                unsafe { row_block::<8, 2, S>(p, out, j, masks) };
+                j += 8;
             }
         } else {
             while end - j >= 12 {
@@ -1408,7 +1415,7 @@ mod tests {
 
     /// Panel filters, over channel counts whose 64-channel group is larger than
     /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row),
-    /// output counts that leave a narrow last panel, and 3- and 16-input layers (run as
+    /// output counts that leave a narrow last panel, and 3-, 16- and 32-input layers (run as
     /// [`row_blocks`], with rows that leave outputs over): the portable and AVX-512 kernels give the same
     /// bits, and those bits are the naive convolution's within rounding.
     #[test]
@@ -1424,6 +1431,8 @@ mod tests {
             (16, 20, 3, (2, 15)),
             (3, 16, 3, (3, 36)),
             (3, 7, 3, (3, 12)),
+            (32, 32, 3, (4, 18)),
+            (32, 24, 3, (3, 14)),
         ] {
             let taps = k * k;
             let group_bytes = taps * c_in * PANEL * 4;
