@@ -600,14 +600,24 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
             }
         }
     }
-    for (row, &o) in acc.iter().zip(&at) {
-        for (v, x) in row.iter().enumerate() {
-            _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], *x);
+    if p.kys.1 < g.kh {
+        for (row, &o) in acc.iter().zip(&at) {
+            for (v, x) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], *x);
+            }
         }
+        return;
     }
-    if p.kys.1 == g.kh {
-        finish_block::<MR, NV>(p, out, at, 0, [masks[0], masks[1], 0, 0]);
-    }
+    // The epilogue in registers (at most 24 accumulators here, so its constants fit beside
+    // them; `finish_block` reloads a stored block instead).
+    with_lanes!(p.e.activation, act => {
+        for (row, &o) in acc.iter().zip(&at) {
+            for (v, &x) in row.iter().enumerate() {
+                let x = act.apply(p.e.add_avx512(16 * v, o + 16 * v, masks[v], x));
+                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], x);
+            }
+        }
+    })
 }
 
 /// The part of the filters read after group `q`'s (of 64 output channels) that block `k` of
@@ -1464,12 +1474,25 @@ mod tests {
             let mut a = vec![f32::NAN; oh * ow * c_out];
             let mut b = a.clone();
             unsafe { conv_generic(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut a) };
+            // With bias, a residual and an activation too (in registers or after the store).
+            let bias: Vec<f32> = (0..c_out).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+            let residual: Vec<f32> = (0..a.len()).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect();
+            let e = Epilogue {
+                bias: Some(&bias),
+                residual: Some(&residual),
+                activation: Activation::LeakyRelu(0.25),
+            };
+            let mut a_e = a.clone();
+            unsafe { conv_generic(&g, &win, Filters::Panels(&panels), e, &mut a_e) };
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut b) };
                 assert_eq!(a, b, "case {c_in} -> {c_out}");
+                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), e, &mut b) };
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a_e), bits(&b), "case {c_in} -> {c_out}, epilogue");
             }
             let want = conv2d_direct(&p, &x, h, w, &weights, None);
             for co in 0..c_out {
