@@ -515,8 +515,8 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 
 /// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
 /// read inputs `S` floats apart (`sw * c_in == S`), row by row: [`row_block`]s of 16
-/// outputs (up to 16 channels) or of 8 or 12 (up to 32), the rest of each row as [`block`]s
-/// of up to 8.
+/// outputs (up to 16 channels) or of 8 (up to 32), the rest of each row as [`block`]s of up
+/// to 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
@@ -531,16 +531,12 @@ unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
                 unsafe { row_block::<16, 1, S>(p, out, j, masks) };
                 j += 16;
             }
-        } else if g.pw.is_multiple_of(8) && !g.pw.is_multiple_of(12) {
-            // Rows of 16 or 32 (the CIFAR ResNets' 32-channel stage): 8 at a time, no rest.
+        } else {
+            // Not 12 (24 accumulators): LLVM then kept the accumulators in memory too,
+            // storing all of them on every term (half speed).
             while end - j >= 8 {
                 unsafe { row_block::<8, 2, S>(p, out, j, masks) };
                 j += 8;
-            }
-        } else {
-            while end - j >= 12 {
-                unsafe { row_block::<12, 2, S>(p, out, j, masks) };
-                j += 12;
             }
         }
         while j < end {
@@ -554,7 +550,7 @@ unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
 /// `MR` outputs from `j0`, all in one output row, x `16 * NV` output channels (lanes past
 /// `masks` off), for layers whose neighbouring outputs read inputs `S` floats apart. With
 /// that distance a constant, each output's input is one address plus a constant offset, so
-/// 12 or 16 outputs fit in registers; [`block`] keeps one address register per output, and
+/// 16 outputs fit in registers; [`block`] keeps one address register per output, and
 /// beyond 8 they spilled (16 -> 16 layers ran at 87-93 GFLOP/s on one core in blocks of 8,
 /// 100-106 in these). Same sums, in the same order, as [`block`].
 #[cfg(target_arch = "x86_64")]
@@ -608,7 +604,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
         }
         return;
     }
-    // The epilogue in registers (at most 24 accumulators here, so its constants fit beside
+    // The epilogue in registers (at most 16 accumulators here, so its constants fit beside
     // them; `finish_block` reloads a stored block instead).
     with_lanes!(p.e.activation, act => {
         for (row, &o) in acc.iter().zip(&at) {
@@ -1738,6 +1734,48 @@ mod tests {
                 [3; 4],
                 (11, 11),
                 Activation::Relu,
+                false,
+            ),
+            // Larger images, asymmetric padding, a 7x7 RGB layer, rows that leave row
+            // blocks a rest.
+            (
+                16,
+                16,
+                (3, 3),
+                (1, 1),
+                [1; 4],
+                (12, 16),
+                Activation::Relu,
+                true,
+            ),
+            (
+                24,
+                64,
+                (3, 3),
+                (2, 2),
+                [1, 0, 2, 1],
+                (20, 19),
+                Activation::None,
+                true,
+            ),
+            (
+                3,
+                64,
+                (7, 7),
+                (2, 2),
+                [3; 4],
+                (23, 22),
+                Activation::Relu,
+                true,
+            ),
+            (
+                32,
+                70,
+                (5, 3),
+                (1, 1),
+                [2, 1, 2, 1],
+                (10, 9),
+                Activation::Clip(-0.5, 0.5),
                 false,
             ),
             // Split by output channels on 2 parts (7 rows).
