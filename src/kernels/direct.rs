@@ -26,6 +26,7 @@
 use super::grow;
 use super::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
+use std::ops::Range;
 
 /// Geometry of one direct convolution call: a `ph x pw` block of outputs over a window.
 #[derive(Clone, Copy, Debug)]
@@ -1148,15 +1149,7 @@ impl DirectConv {
                     let win = &x[r0 * wp * c..r1 * wp * c];
                     return self.rows_from_window(win, wp, rows, ow, chunk, self.epilogue(r));
                 }
-                grow(band, (r1 - r0) * wp * c);
-                let top_left = (p.pads[0], p.pads[1]);
-                for (r, row) in (r0..r1).zip(band.chunks_exact_mut(wp * c)) {
-                    if nhwc {
-                        layout::pad_hwc_row(x, c, (h, w), top_left, r, row);
-                    } else {
-                        layout::pad_chw_row(x, c, (h, w), top_left, r, row);
-                    }
-                }
+                self.pad_rows(x, (h, w), nhwc, r0..r1, band);
                 self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue(r));
             });
     }
@@ -1206,29 +1199,12 @@ impl DirectConv {
                 let win = if self.reads_in_place(io.input_nhwc) {
                     x
                 } else {
-                    grow(band, hp * wp * p.c_in);
-                    let top_left = (p.pads[0], p.pads[1]);
-                    for (r, row) in band.chunks_exact_mut(wp * p.c_in).take(hp).enumerate() {
-                        if io.input_nhwc {
-                            layout::pad_hwc_row(x, p.c_in, (h, w), top_left, r, row);
-                        } else {
-                            layout::pad_chw_row(x, p.c_in, (h, w), top_left, r, row);
-                        }
-                    }
+                    self.pad_rows(x, (h, w), io.input_nhwc, 0..hp, band);
                     &band[..]
                 };
                 let g = Geom {
-                    win_w: wp,
-                    c_in: p.c_in,
                     c_out: width,
-                    kh: p.kh,
-                    kw: p.kw,
-                    sh: p.stride.0,
-                    sw: p.stride.1,
-                    ph: oh,
-                    pw: ow,
-                    out_w: ow,
-                    out_stride: p.c_out,
+                    ..self.geom(wp, oh, ow)
                 };
                 let c0 = k * width;
                 // The panels of full groups follow each other: this part's are one slice.
@@ -1250,6 +1226,48 @@ impl DirectConv {
     /// which read a quarter of the copy, ran at 95-126 GFLOP/s at batch 1; in place, 143-165.)
     fn reads_in_place(&self, nhwc: bool) -> bool {
         nhwc && self.params.pads == [0; 4]
+    }
+
+    /// The kernel's geometry for `rows` whole output rows of `ow` outputs over a window of
+    /// rows `win_w` pixels long, all output channels.
+    fn geom(&self, win_w: usize, rows: usize, ow: usize) -> Geom {
+        let p = &self.params;
+        Geom {
+            win_w,
+            c_in: p.c_in,
+            c_out: p.c_out,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: rows,
+            pw: ow,
+            out_w: ow,
+            out_stride: p.c_out,
+        }
+    }
+
+    /// Rows `rows` of the zero-padded pixel-major image of `x` (NCHW, or NHWC with `nhwc`)
+    /// into `band`.
+    fn pad_rows(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        nhwc: bool,
+        rows: Range<usize>,
+        band: &mut Vec<f32>,
+    ) {
+        let p = &self.params;
+        let (wp, c) = (w + p.pads[1] + p.pads[3], p.c_in);
+        grow(band, rows.len() * wp * c);
+        let top_left = (p.pads[0], p.pads[1]);
+        for (r, row) in rows.zip(band.chunks_exact_mut(wp * c)) {
+            if nhwc {
+                layout::pad_hwc_row(x, c, (h, w), top_left, r, row);
+            } else {
+                layout::pad_chw_row(x, c, (h, w), top_left, r, row);
+            }
+        }
     }
 
     /// Copies `x` (NCHW, or NHWC with `nhwc`) into the zero-padded pixel-major buffer.
@@ -1331,19 +1349,7 @@ impl DirectConv {
         e: Epilogue,
     ) {
         let p = &self.params;
-        let g = Geom {
-            win_w: wp,
-            c_in: p.c_in,
-            c_out: p.c_out,
-            kh: p.kh,
-            kw: p.kw,
-            sh: p.stride.0,
-            sw: p.stride.1,
-            ph: rows,
-            pw: ow,
-            out_w: ow,
-            out_stride: p.c_out,
-        };
+        let g = self.geom(wp, rows, ow);
         if rows == 0 || ow == 0 {
             return;
         }
