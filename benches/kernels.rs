@@ -56,12 +56,14 @@ fn conv_op(c_in: usize, c_out: usize, k: usize) -> ConvOp {
 
 /// (c_in, c_out, kernel, height = width)
 const DENSE: &[(usize, usize, usize, usize)] = &[
+    (3, 16, 3, 224),
     (16, 16, 3, 32),
     (32, 32, 3, 16),
     (64, 64, 3, 8),
     (128, 128, 3, 56),
     (64, 256, 1, 56),
     (128, 16, 1, 56),
+    (512, 512, 3, 7),
 ];
 
 #[divan::bench(args = DENSE)]
@@ -111,6 +113,26 @@ fn max_pool_2x2(b: Bencher, &(c, hw): &(usize, usize)) {
     };
     let x = values(c * hw * hw, 4);
     let mut out = vec![0.0; c * hw * hw / 4];
+    b.counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| pool_hwc(&p, true, black_box(&x), (hw, hw, c), &mut out));
+}
+
+/// ResNet-18's 3x3 stride-2 max pool (padding 1) on a pixel-major image: the general window,
+/// 16 channels at a time.
+#[divan::bench]
+fn max_pool_3x3_stride2(b: Bencher) {
+    let (c, hw) = (64, 112);
+    let p = PoolParams {
+        kernel: (3, 3),
+        stride: (2, 2),
+        pads: [1; 4],
+        dilation: (1, 1),
+        ceil_mode: false,
+        count_include_pad: false,
+    };
+    let x = values(c * hw * hw, 4);
+    let (oh, ow) = p.out_hw(hw, hw);
+    let mut out = vec![0.0; c * oh * ow];
     b.counter(divan::counter::ItemsCount::new(x.len()))
         .bench_local(|| pool_hwc(&p, true, black_box(&x), (hw, hw, c), &mut out));
 }
