@@ -1,0 +1,532 @@
+//! The AVX-512 kernel's register blocks: which blocks cover a call's outputs, the blocks
+//! themselves (6 x 64, up to 8 x 32, row blocks of narrow layers), what they prefetch, and
+//! their epilogue.
+
+#[cfg(target_arch = "x86_64")]
+use super::epilogue::{with_lanes, Lanes};
+use super::{panel_of, Epilogue, Filters, Geom, PANEL};
+use crate::ops::Activation;
+
+/// [`super::conv_avx512`] writing through a pointer (see [`super::conv_at`]).
+///
+/// # Safety
+/// As [`super::conv_at`], and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
+    if let Filters::Panels(w) = f {
+        assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
+    }
+    for kys in kernel_row_passes(g, f.terms(g)) {
+        let pass = Pass {
+            g,
+            win,
+            f,
+            kys,
+            e,
+            prefetch: std::ptr::null(),
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match f {
+                Filters::Panels(_) => blocks_pass::<true>(pass, out),
+                Filters::Rows { .. } => blocks_pass::<false>(pass, out),
+            }
+        }
+    }
+}
+
+/// What every block of one [`conv_avx512`] pass reads: the geometry, the window, the filters,
+/// and the kernel rows `kys` summed in this pass (see [`kernel_row_passes`]).
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    g: &'a Geom,
+    win: &'a [f32],
+    f: Filters<'a>,
+    kys: (usize, usize),
+    /// Applied by the last pass.
+    e: Epilogue<'a>,
+    /// Panel filters: where this block's part of the next group's filters starts, to be
+    /// prefetched one cache line per term while it sums (null: none).
+    prefetch: *const f32,
+}
+
+/// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
+/// rows: about half of the 1 MB L2 of the machines measured, so the group's filters stay
+/// there while every output block of the call reuses them.
+pub(super) const GROUP_FILTER_BUDGET: usize = 512 * 1024;
+
+/// The kernel-row ranges summed one after the other. A wide layer's filters for one group of
+/// 64 output channels (`kh * kw * B * 64` floats: 1.2 MB for 512 input channels) would
+/// not fit in L2, and every block of outputs would stream them again from memory (ResNet-18's
+/// 512-channel stage ran at half speed). Split into kernel rows, each pass reads a slice that
+/// fits, and the accumulators go through the output between passes. The sum keeps its order
+/// (tap, channel), so the bits are the same as in one pass.
+fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
+    let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
+    let kh = g.kh;
+    let step = if group_bytes > GROUP_FILTER_BUDGET {
+        1
+    } else {
+        kh
+    };
+    (0..kh)
+        .step_by(step)
+        .map(move |ky| (ky, (ky + step).min(kh)))
+}
+
+/// One pass of [`conv_avx512`] over every output and output channel; `PANELS` when the
+/// filters are [`Filters::Panels`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
+    let g = p.g;
+    let n = g.ph * g.pw;
+    const ALL: [u16; 4] = [0xffff; 4];
+    // Layers with 64 or more output channels: blocks of 6 outputs x 64 channels (24
+    // accumulators), so each broadcast input value feeds 4 FMAs. Otherwise (and for the
+    // channels left over) blocks of up to 8 outputs x 32 channels.
+    // A small patch whose output count 6 does not divide (HASTE's 4 x 4) takes blocks of 4
+    // outputs x 64 channels instead, so no block is left over at half speed.
+    let wide = g.c_out / 64;
+    let wide_mr = if n <= 64 && !n.is_multiple_of(6) && n.is_multiple_of(4) {
+        4
+    } else {
+        6
+    };
+    // Channel group outer, output blocks inner: a group's filters (`c_in * taps` rows of 64)
+    // stay in cache while every block of the call uses them; the whole filter bank of a wide
+    // layer (1.2 MB for 64 -> 512) would not.
+    let mut full = if wide > 0 { n - n % wide_mr } else { 0 };
+    if wide_mr == 6 && (1..=2).contains(&(n - full)) && full >= 6 {
+        // One or two outputs left over (7x7 = 8 x 6 + 1): a block of 1 or 2 outputs reads
+        // all its filters for 4 or 8 FMAs per row. The last full block and them run as
+        // blocks of 4 + 3 or 4 + 4 instead.
+        full -= 6;
+    }
+    // SAFETY (every block below): forwarded from the caller; each block stays inside `n`
+    // outputs and `c_out` channels.
+    for q in 0..wide {
+        let co0 = 64 * q;
+        for (k, j0) in (0..full).step_by(wide_mr).enumerate() {
+            let p = Pass {
+                prefetch: next_filters_part(p, q, k),
+                ..p
+            };
+            unsafe {
+                if wide_mr == 4 {
+                    block::<4, 4, PANELS>(p, out, j0, co0, ALL)
+                } else {
+                    block::<6, 4, PANELS>(p, out, j0, co0, ALL)
+                }
+            };
+        }
+    }
+    if wide > 0 && !g.c_out.is_multiple_of(64) {
+        // The channels past the last full group, for the same outputs.
+        for j0 in (0..full).step_by(8) {
+            unsafe { narrow_blocks::<PANELS>(p, out, j0, (full - j0).min(8), 64 * wide) };
+        }
+    }
+    // The outputs past the last full block (fewer than 6, or 7 or 8 as above): still 64
+    // channels at a time in wide layers, so each broadcast feeds 4 FMAs.
+    let rest = n - full;
+    let mut co_rest = 0;
+    if wide > 0 && rest > 0 {
+        for q in 0..wide {
+            let co0 = 64 * q;
+            let mut j0 = full;
+            while j0 < n {
+                let mr = if n - j0 > 5 { 4 } else { n - j0 };
+                unsafe {
+                    match mr {
+                        5 => block::<5, 4, PANELS>(p, out, j0, co0, ALL),
+                        4 => block::<4, 4, PANELS>(p, out, j0, co0, ALL),
+                        3 => block::<3, 4, PANELS>(p, out, j0, co0, ALL),
+                        2 => block::<2, 4, PANELS>(p, out, j0, co0, ALL),
+                        _ => block::<1, 4, PANELS>(p, out, j0, co0, ALL),
+                    }
+                };
+                j0 += mr;
+            }
+        }
+        co_rest = 64 * wide;
+    }
+    if PANELS && wide == 0 && g.c_out <= 32 {
+        // Narrow layers whose neighbouring outputs read inputs a common constant apart (the
+        // RGB layers, 3; 16- and 32-channel inputs): see `row_block`.
+        match g.sw * g.c_in {
+            3 => return unsafe { row_blocks::<3>(p, out) },
+            16 => return unsafe { row_blocks::<16>(p, out) },
+            32 => return unsafe { row_blocks::<32>(p, out) },
+            _ => {}
+        }
+    }
+    // Whatever is left (every output of narrow layers), in blocks of 8 x 32.
+    for j0 in (full..n).step_by(8) {
+        unsafe { narrow_blocks::<PANELS>(p, out, j0, (n - j0).min(8), co_rest) };
+    }
+}
+
+/// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
+/// read inputs `S` floats apart (`sw * c_in == S`), row by row: [`row_block`]s of 16
+/// outputs (up to 16 channels) or of 8 (up to 32), the rest of each row as [`block`]s of up
+/// to 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
+    let g = p.g;
+    let lanes = |w: usize| if w >= 16 { 0xffff } else { (1u16 << w) - 1 };
+    let masks = [lanes(g.c_out), lanes(g.c_out.saturating_sub(16))];
+    for oy in 0..g.ph {
+        let (mut j, end) = (oy * g.pw, (oy + 1) * g.pw);
+        // SAFETY (every block): forwarded from the caller; each block stays in its row.
+        if g.c_out <= 16 {
+            while end - j >= 16 {
+                unsafe { row_block::<16, 1, S>(p, out, j, masks) };
+                j += 16;
+            }
+        } else {
+            // Not 12 (24 accumulators): LLVM then kept the accumulators in memory too,
+            // storing all of them on every term (half speed).
+            while end - j >= 8 {
+                unsafe { row_block::<8, 2, S>(p, out, j, masks) };
+                j += 8;
+            }
+        }
+        while j < end {
+            let mr = (end - j).min(8);
+            unsafe { narrow_blocks::<true>(p, out, j, mr, 0) };
+            j += mr;
+        }
+    }
+}
+
+/// `MR` outputs from `j0`, all in one output row, x `16 * NV` output channels (lanes past
+/// `masks` off), for layers whose neighbouring outputs read inputs `S` floats apart. With
+/// that distance a constant, each output's input is one address plus a constant offset, so
+/// 16 outputs fit in registers; [`block`] keeps one address register per output, and
+/// beyond 8 they spilled (16 -> 16 layers ran at 87-93 GFLOP/s on one core in blocks of 8,
+/// 100-106 in these). Same sums, in the same order, as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
+    p: Pass,
+    out: *mut f32,
+    j0: usize,
+    masks: [u16; 2],
+) {
+    use std::arch::x86_64::*;
+    let g = p.g;
+    let Filters::Panels(weights) = p.f else {
+        unreachable!("row blocks run panel filters")
+    };
+    let at = g.out_offsets::<MR>(j0);
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if p.kys.0 > 0 {
+        for (row, &o) in acc.iter_mut().zip(&at) {
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(masks[v], out.add(o + 16 * v));
+            }
+        }
+    }
+    let (oy, ox) = (j0 / g.pw, j0 % g.pw);
+    let origin = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
+    let (terms, width) = (g.kw * g.c_in, g.c_out);
+    for ky in p.kys.0..p.kys.1 {
+        prefetch_block_io::<MR, NV>(p, out, &at, 0, ky);
+        let a = p.win.as_ptr().add(origin + ky * g.win_w * g.c_in);
+        let w0 = weights.as_ptr().add(ky * terms * width);
+        for t in 0..terms {
+            let w = w0.add(t * width);
+            let wv: [__m512; NV] =
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)));
+            let a_t = a.add(t);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a_t.add(i * S));
+                for (v, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(x, wv[v], *acc);
+                }
+            }
+        }
+    }
+    if p.kys.1 < g.kh {
+        for (row, &o) in acc.iter().zip(&at) {
+            for (v, x) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], *x);
+            }
+        }
+        return;
+    }
+    // The epilogue in registers (at most 16 accumulators here, so its constants fit beside
+    // them; `finish_block` reloads a stored block instead).
+    with_lanes!(p.e.activation, act => {
+        for (row, &o) in acc.iter().zip(&at) {
+            for (v, &x) in row.iter().enumerate() {
+                let x = act.apply(p.e.add_avx512(16 * v, o + 16 * v, masks[v], x));
+                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], x);
+            }
+        }
+    })
+}
+
+/// The part of the filters read after group `q`'s (of 64 output channels) that block `k` of
+/// that group prefetches, or null. A wide layer's filters do not stay in cache from one
+/// image to the next (ResNet-18's 512-channel stage holds 31 MB), so each group's first
+/// block waited on memory for filters it had not yet read (that stage ran at 170-195
+/// GFLOP/s on two cores, 215-221 with this). Prefetched by the blocks before, they arrive
+/// while those compute. A block sums `rows * kw * c_in` terms of 64 channels, four cache
+/// lines each, and prefetches one line per term: the first four blocks of a group cover the
+/// next group's slice of its kernel rows, or after the last group the first group's slice
+/// of the next pass's rows.
+fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
+    let g = p.g;
+    let Filters::Panels(w) = p.f else {
+        return std::ptr::null();
+    };
+    let (rows, terms) = (p.kys.1 - p.kys.0, g.kw * g.c_in);
+    let next = if PANEL * (q + 2) <= g.c_out {
+        (q + 1, p.kys.0)
+    } else if p.kys.1 < g.kh {
+        (0, p.kys.1)
+    } else {
+        return std::ptr::null();
+    };
+    if k >= 4 {
+        return std::ptr::null();
+    }
+    let slice = PANEL * next.0 * g.kh * terms + next.1 * terms * PANEL;
+    w.as_ptr().wrapping_add(slice + k * rows * terms * 16)
+}
+
+/// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn narrow_blocks<const PANELS: bool>(
+    p: Pass,
+    out: *mut f32,
+    j0: usize,
+    mr: usize,
+    co_start: usize,
+) {
+    let lane_mask = |width: usize| -> u16 {
+        if width >= 16 {
+            0xffff
+        } else {
+            (1u16 << width) - 1
+        }
+    };
+    let mut co0 = co_start;
+    while co0 < p.g.c_out {
+        let width = (p.g.c_out - co0).min(32);
+        let m0 = lane_mask(width);
+        let m1 = lane_mask(width.saturating_sub(16));
+        macro_rules! go {
+            ($mr:literal) => {
+                if width <= 16 {
+                    block::<$mr, 1, PANELS>(p, out, j0, co0, [m0, 0, 0, 0])
+                } else {
+                    block::<$mr, 2, PANELS>(p, out, j0, co0, [m0, m1, 0, 0])
+                }
+            };
+        }
+        // SAFETY: forwarded from the caller; blocks stay inside `n` and `c_out`.
+        unsafe {
+            match mr {
+                8 => go!(8),
+                7 => go!(7),
+                6 => go!(6),
+                5 => go!(5),
+                4 => go!(4),
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+        }
+        co0 += 32;
+    }
+}
+
+/// `MR` outputs from `j0` x `16 * NV` output channels from `co0` (lanes past `masks` off),
+/// summed over the pass's kernel rows: from zero on the first pass, from the stored partial
+/// sums on the later ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
+    p: Pass,
+    out: *mut f32,
+    j0: usize,
+    co0: usize,
+    masks: [u16; 4],
+) {
+    use std::arch::x86_64::*;
+    let g = p.g;
+    let op = out;
+    // Each output's offset in `out`.
+    let at = g.out_offsets::<MR>(j0);
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if p.kys.0 > 0 {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(masks[v], op.add(at[i] + co0 + 16 * v));
+            }
+        }
+    }
+    let wp = p.win.as_ptr();
+    // Each output's tap-(0, 0) input pixel, computed once per block, stepping along the
+    // output rows (divisions by the patch width would otherwise dominate layers with few
+    // input channels).
+    let origin: [usize; MR] = {
+        let (mut oy, mut ox) = (j0 / g.pw, j0 % g.pw);
+        std::array::from_fn(|_| {
+            let o = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
+            ox += 1;
+            if ox == g.pw {
+                (oy, ox) = (oy + 1, 0);
+            }
+            o
+        })
+    };
+    let load_w = |w: *const f32| -> [__m512; NV] {
+        std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)))
+    };
+    match p.f {
+        Filters::Panels(weights) if PANELS => {
+            // Every channel in order: the `kw * c_in` terms of a kernel row sit next to each
+            // other in the window and in the panel, so they run as one loop (the first RGB
+            // layer has only 3 terms per tap).
+            let terms = g.kw * g.c_in;
+            let (base, width, col) = panel_of(g, co0);
+            let w_panel = weights.as_ptr().add(base + col);
+            // Without a part of the next filters to prefetch, the lines of this block's
+            // own (already in cache): one loop for both.
+            let pf = if p.prefetch.is_null() {
+                w_panel.add(p.kys.0 * terms * width)
+            } else {
+                p.prefetch
+            };
+            for ky in p.kys.0..p.kys.1 {
+                prefetch_block_io::<MR, NV>(p, op, &at, co0, ky);
+                let row_in = ky * g.win_w * g.c_in;
+                let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
+                let w0 = w_panel.add(ky * terms * width);
+                let pf_row = pf.wrapping_add((ky - p.kys.0) * terms * 16);
+                for t in 0..terms {
+                    if NV == 4 {
+                        // Only wide blocks have a next group to prefetch; in narrow blocks
+                        // (8 FMAs per term) the instruction would be a load slot for nothing.
+                        _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add(t * 16).cast());
+                    }
+                    let wv = load_w(w0.add(t * width));
+                    for i in 0..MR {
+                        let a = _mm512_set1_ps(*abase[i].add(t));
+                        for v in 0..NV {
+                            acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+                        }
+                    }
+                }
+            }
+        }
+        Filters::Rows { first, rows, base } => {
+            let nb = first.len();
+            assert!(rows.len() >= g.kh * g.kw * nb);
+            let fp = first.as_ptr();
+            for ky in p.kys.0..p.kys.1 {
+                for kx in 0..g.kw {
+                    let kk = ky * g.kw + kx;
+                    let tap_in = (ky * g.win_w + kx) * g.c_in;
+                    let abase: [*const f32; MR] =
+                        std::array::from_fn(|i| wp.add(origin[i] + tap_in));
+                    let rp = rows.as_ptr().add(kk * nb);
+                    for b in 0..nb {
+                        let f = *fp.add(b) as usize;
+                        let wv = load_w((base.wrapping_add(*rp.add(b)) as *const f32).add(co0));
+                        for i in 0..MR {
+                            let a = _mm512_set1_ps(*abase[i].add(f));
+                            for v in 0..NV {
+                                acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Filters::Panels(_) => unreachable!("PANELS is set exactly for panel filters"),
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(op.add(at[i] + co0 + 16 * v), masks[v], x);
+        }
+    }
+    if p.kys.1 == g.kh {
+        finish_block::<MR, NV>(p, op, at, co0, masks);
+    }
+}
+
+/// Asks for the memory a block touches after its sums into L1 while it sums kernel row
+/// `ky`: its output lines (for writing) halfway through the pass, the residual values its
+/// epilogue adds at the start of the last kernel row. Both missed the cache when reached and
+/// stalled the core (2.4 % of ResNet-18's time went to the epilogue, 1.1 % after).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
+    p: Pass,
+    op: *const f32,
+    at: &[usize; MR],
+    co0: usize,
+    ky: usize,
+) {
+    use std::arch::x86_64::*;
+    let lines = || (0..MR * NV).map(|k| at[k / NV] + co0 + 16 * (k % NV));
+    if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
+        lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
+    }
+    if let (Some(r), true) = (p.e.residual, ky + 1 == p.g.kh) {
+        lines().for_each(|at| _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(at).cast()));
+    }
+}
+
+/// The epilogue of a block just stored (still in L1). Kept out of [`block`]: its constants,
+/// hoisted into the block's loops, would push the 24 accumulators out of registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline(never)]
+unsafe fn finish_block<const MR: usize, const NV: usize>(
+    p: Pass,
+    op: *mut f32,
+    at: [usize; MR],
+    co0: usize,
+    masks: [u16; 4],
+) {
+    if p.e.bias.is_none() && p.e.residual.is_none() && p.e.activation == Activation::None {
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    with_lanes!(p.e.activation, act => unsafe { finish_with::<MR, NV>(p.e, &act, op, at, co0, masks) })
+}
+
+/// [`finish_block`] for one activation type: add the bias and the residual, then activate,
+/// `NV` vectors of each output at offsets `at` (plus `co0`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn finish_with<const MR: usize, const NV: usize>(
+    e: Epilogue,
+    act: &impl Lanes,
+    op: *mut f32,
+    at: [usize; MR],
+    co0: usize,
+    masks: [u16; 4],
+) {
+    use std::arch::x86_64::*;
+    for o in at {
+        for (v, &mask) in masks.iter().enumerate().take(NV) {
+            let offset = o + co0 + 16 * v;
+            let x = _mm512_maskz_loadu_ps(mask, op.add(offset));
+            let x = act.apply(e.add_avx512(co0 + 16 * v, offset, mask, x));
+            _mm512_mask_storeu_ps(op.add(offset), mask, x);
+        }
+    }
+}

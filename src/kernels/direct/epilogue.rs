@@ -1,0 +1,161 @@
+//! What happens to each output of the direct kernel once its sum is complete: the bias, a
+//! fused residual addition, the activation; in scalar code and on 16 lanes with the same bits.
+
+use crate::ops::Activation;
+
+/// What happens to each output once its sum is complete: the bias is added, then a residual
+/// connection's value, then the activation applied, while the output is still in cache (a
+/// separate pass would read a large layer's output back from memory).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per output channel.
+    pub bias: Option<&'a [f32]>,
+    /// One value per output, laid out as the call's `out` (the same offsets).
+    pub residual: Option<&'a [f32]>,
+    pub activation: Activation,
+}
+
+/// An [`Activation`] on 16 lanes. One type per activation, so a loop over a block's vectors
+/// is compiled once per activation with no branch inside ([`with_lanes`] picks the type).
+#[cfg(target_arch = "x86_64")]
+pub(super) trait Lanes {
+    /// # Safety
+    /// Only called from AVX-512 code (it is inlined there).
+    unsafe fn apply(&self, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512;
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod lanes {
+    use super::Lanes;
+    use std::arch::x86_64::*;
+
+    pub struct Identity;
+    pub struct Relu;
+    pub struct LeakyRelu(pub f32);
+    pub struct Clip(pub f32, pub f32);
+
+    impl Lanes for Identity {
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            x
+        }
+    }
+
+    impl Lanes for Relu {
+        /// `max(0, x)` returns `x` when either is NaN, and keeps -0.0 as `x < 0` does.
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            _mm512_max_ps(_mm512_setzero_ps(), x)
+        }
+    }
+
+    /// The comparisons are ordered, so NaN passes through as in the scalar code.
+    impl Lanes for LeakyRelu {
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+            _mm512_mask_mul_ps(x, neg, x, _mm512_set1_ps(self.0))
+        }
+    }
+
+    impl Lanes for Clip {
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            let (lo, hi) = (_mm512_set1_ps(self.0), _mm512_set1_ps(self.1));
+            let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi);
+            let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo);
+            _mm512_mask_mov_ps(_mm512_mask_mov_ps(x, above, hi), below, lo)
+        }
+    }
+}
+
+/// Evaluates `$body` with `$act` bound to the [`Lanes`] type of activation `$a`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_lanes {
+    ($a:expr, $act:ident => $body:expr) => {
+        match $a {
+            $crate::ops::Activation::None => {
+                let $act = $crate::kernels::direct::epilogue::lanes::Identity;
+                $body
+            }
+            $crate::ops::Activation::Relu => {
+                let $act = $crate::kernels::direct::epilogue::lanes::Relu;
+                $body
+            }
+            $crate::ops::Activation::LeakyRelu(a) => {
+                let $act = $crate::kernels::direct::epilogue::lanes::LeakyRelu(a);
+                $body
+            }
+            $crate::ops::Activation::Clip(lo, hi) => {
+                let $act = $crate::kernels::direct::epilogue::lanes::Clip(lo, hi);
+                $body
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use with_lanes;
+
+impl Epilogue<'_> {
+    /// Leaves the sums as they are.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        residual: None,
+        activation: Activation::None,
+    };
+
+    /// Output channels `co0..co0 + o.len()` of one output, whose first value sits at offset
+    /// `at` of the call's output, as the separate passes would do them.
+    pub(super) fn apply(&self, co0: usize, at: usize, o: &mut [f32]) {
+        if let Some(b) = self.bias {
+            o.iter_mut().zip(&b[co0..]).for_each(|(v, b)| *v += b);
+        }
+        if let Some(r) = self.residual {
+            o.iter_mut().zip(&r[at..]).for_each(|(v, r)| *v += r);
+        }
+        self.activation.apply(o);
+    }
+
+    /// The bias and the residual of [`Self::apply`] on 16 lanes (`mask` the lanes in use).
+    ///
+    /// # Safety
+    /// Only called from AVX-512 code (it is inlined there); `co + 16` lanes of the bias and
+    /// `at + 16` of the residual readable under `mask`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(super) unsafe fn add_avx512(
+        &self,
+        co: usize,
+        at: usize,
+        mask: u16,
+        x: std::arch::x86_64::__m512,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let x = match self.bias {
+            Some(b) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(co))),
+            None => x,
+        };
+        match self.residual {
+            Some(r) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at))),
+            None => x,
+        }
+    }
+
+    /// [`Self::apply`] on 16 lanes, as the blocks' epilogue computes it: the tests check that it
+    /// gives the same bits.
+    ///
+    /// # Safety
+    /// As [`Self::add_avx512`].
+    #[cfg(all(test, target_arch = "x86_64"))]
+    #[inline(always)]
+    pub(super) unsafe fn apply_avx512(
+        &self,
+        co: usize,
+        at: usize,
+        mask: u16,
+        x: std::arch::x86_64::__m512,
+    ) -> std::arch::x86_64::__m512 {
+        let x = self.add_avx512(co, at, mask, x);
+        with_lanes!(self.activation, act => act.apply(x))
+    }
+}

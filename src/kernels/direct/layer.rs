@@ -1,0 +1,446 @@
+//! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
+//! splits it over threads by output rows or channels, and applies the epilogue.
+
+use super::{conv, conv_at, weights_panels, Epilogue, Filters, Geom, PANEL};
+use crate::kernels::grow;
+use crate::kernels::layout::{self, IoLayout};
+use crate::ops::{Activation, Conv2dParams, ConvOp};
+use std::ops::Range;
+
+/// A dense convolution (groups 1, no dilation) run by the direct kernel on NCHW tensors: the
+/// input is transposed once into a zero-padded pixel-major image, the kernel computes every
+/// output in place, and the epilogue transposes back with bias and activation.
+#[derive(Clone, Debug)]
+pub struct DirectConv {
+    params: Conv2dParams,
+    /// Weights in 64-output-channel panels ([`weights_panels`]).
+    panels: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: Activation,
+    /// The activation after a fused residual addition ([`ConvOp::residual`]).
+    residual: Option<Activation>,
+}
+
+/// How [`DirectConv::forward_bands`] splits an image: `per` output rows a part, the input
+/// pixel-major (`nhwc`) or planar, and the image's residual input if any.
+#[derive(Clone, Copy)]
+struct Bands<'a> {
+    per: usize,
+    nhwc: bool,
+    residual: Option<&'a [f32]>,
+}
+
+/// The output of [`DirectConv::forward_channel_parts`], shared by parts that write disjoint
+/// channels of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: each part writes its own channels only (see `forward_channel_parts`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The output from float `offset` on (taking `self`, so a closure captures the whole
+    /// wrapper and not its pointer field).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
+#[derive(Clone, Debug, Default)]
+pub struct DirectScratch {
+    /// Zero-padded pixel-major input `[hp][wp][c_in]`.
+    padded: Vec<f32>,
+    /// Pixel-major output `[oh][ow][c_out]`.
+    out: Vec<f32>,
+    /// Per part of [`DirectConv::forward_parallel`]: the padded input rows that part reads.
+    bands: Vec<Vec<f32>>,
+}
+
+impl DirectConv {
+    /// Whether the direct kernel can run `p` (one group, no dilation) and is the better
+    /// choice. With pixel-major input and output it runs the shared models' spatial
+    /// convolutions at 90-110 GFLOP/s on one core, against 60-100 for im2col + GEMM, first
+    /// RGB layers included, and 1x1 convolutions with 64 or more output channels at 104-107
+    /// against 68-88 for the GEMM crate; with fewer output channels the GEMM crate is as fast
+    /// or faster (`cargo run --release --example conv_paths`, `--example one_conv`).
+    pub fn suits(p: &Conv2dParams) -> bool {
+        p.groups == 1 && p.dilation == (1, 1) && ((p.kh, p.kw) != (1, 1) || p.c_out >= 64)
+    }
+
+    /// `None` when the kernel cannot run the convolution (groups or dilation other than 1);
+    /// whether it should is [`Self::suits`].
+    pub fn new(op: &ConvOp) -> Option<DirectConv> {
+        let p = op.params;
+        if p.groups != 1 || p.dilation != (1, 1) {
+            return None;
+        }
+        Some(DirectConv {
+            params: p,
+            panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw),
+            bias: op.bias.clone(),
+            activation: op.activation,
+            residual: op.residual,
+        })
+    }
+
+    pub fn params(&self) -> &Conv2dParams {
+        &self.params
+    }
+
+    /// One image `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`, on the calling thread, each
+    /// in the memory order `io` gives. For a convolution with a fused residual addition,
+    /// `residual` is that input for this image (in the output's order); without it the output
+    /// stops at the bias.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        io: IoLayout,
+        residual: Option<&[f32]>,
+    ) {
+        let (oh, ow) = self.params.out_hw(h, w);
+        let n = oh * ow * self.params.c_out;
+        let win = if self.reads_in_place(io.input_nhwc) {
+            x
+        } else {
+            self.pad_input(x, h, w, io.input_nhwc, s);
+            &s.padded
+        };
+        if io.output_nhwc {
+            let e = self.epilogue(residual);
+            self.output_rows(win, w, 0..oh, ow, &mut out[..n], e);
+            return;
+        }
+        grow(&mut s.out, n);
+        self.output_rows(win, w, 0..oh, ow, &mut s.out[..n], Epilogue::NONE);
+        let chans = 0..self.params.c_out;
+        self.epilogue_channels(&s.out, oh * ow, chans, out, residual);
+    }
+
+    /// As [`Self::forward`], with the output rows shared among `parts` rayon tasks (for an
+    /// image too large to leave one thread idle).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_parallel(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        io: IoLayout,
+        parts: usize,
+        residual: Option<&[f32]>,
+    ) {
+        use rayon::prelude::*;
+        let p = &self.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let n = oh * ow * p.c_out;
+        let per = oh.div_ceil(parts.max(1)).max(1);
+        if io.output_nhwc {
+            if let Some(groups) = self.channel_split((h, w), parts) {
+                let e = self.epilogue(residual);
+                return self.forward_channel_parts(x, (h, w), &mut out[..n], s, io, groups, e);
+            }
+            let bands = Bands {
+                per,
+                nhwc: io.input_nhwc,
+                residual,
+            };
+            return self.forward_bands(x, (h, w), &mut out[..n], s, bands);
+        }
+        // A planar output: pixel-major rows first, then transposed with bias and activation.
+        self.pad_input_parallel(x, h, w, io.input_nhwc, s);
+        let padded = &s.padded[..];
+        grow(&mut s.out, n);
+        s.out[..n]
+            .par_chunks_mut(per * ow * p.c_out)
+            .enumerate()
+            .for_each(|(k, chunk)| {
+                let oy0 = k * per;
+                let rows_here = chunk.len() / (ow * p.c_out);
+                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, Epilogue::NONE);
+            });
+        let hw = oh * ow;
+        let per_c = p.c_out.div_ceil(parts.max(1)).max(1);
+        let ohwc = &s.out[..];
+        out[..p.c_out * hw]
+            .par_chunks_mut(per_c * hw)
+            .enumerate()
+            .for_each(|(k, o)| {
+                let c0 = k * per_c;
+                let r = residual.map(|r| &r[c0 * hw..][..o.len()]);
+                self.epilogue_channels(ohwc, hw, c0..c0 + o.len() / hw, o, r);
+            });
+    }
+
+    /// [`Self::forward_parallel`] with a pixel-major output: each part pads just the input
+    /// rows its `per` output rows read into a buffer of its own (transposing them from planar
+    /// when `nhwc` is false) and computes them, so a layer is one parallel step, not two (at
+    /// batch 1 a CIFAR layer is 10-30 us of work, and every join between the cores costs;
+    /// the first layer's transpose no longer runs on one core).
+    fn forward_bands(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        Bands {
+            per,
+            nhwc,
+            residual,
+        }: Bands,
+    ) {
+        use rayon::prelude::*;
+        let p = &self.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let (wp, c) = (w + p.pads[1] + p.pads[3], p.c_in);
+        let parts = oh.div_ceil(per);
+        if s.bands.len() < parts {
+            s.bands.resize_with(parts, Vec::new);
+        }
+        out.par_chunks_mut(per * ow * p.c_out)
+            .zip(s.bands[..parts].par_iter_mut())
+            .enumerate()
+            .for_each(|(k, (chunk, band))| {
+                let rows = chunk.len() / (ow * p.c_out);
+                // Padded input rows `r0..r1` feed output rows `k * per..k * per + rows`.
+                let r0 = k * per * p.stride.0;
+                let r1 = (k * per + rows - 1) * p.stride.0 + p.kh;
+                let r = residual.map(|r| &r[k * per * ow * p.c_out..][..chunk.len()]);
+                if self.reads_in_place(nhwc) {
+                    let win = &x[r0 * wp * c..r1 * wp * c];
+                    return self.rows_from_window(win, wp, rows, ow, chunk, self.epilogue(r));
+                }
+                self.pad_rows(x, (h, w), nhwc, r0..r1, band);
+                self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue(r));
+            });
+    }
+
+    /// How many 64-channel filter groups each of `parts` computes when the output rows do not
+    /// split evenly among them (7 rows on 2 cores kept one busy for 4 while the other had 3)
+    /// and the channel groups do: then each part computes every output pixel for its share
+    /// of the filters. (Splitting by channels where rows split evenly too, so that each core
+    /// reads half of a wide layer's filters, measured no faster.)
+    fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<usize> {
+        let p = &self.params;
+        let groups = p.c_out / PANEL;
+        let (oh, _) = p.out_hw(h, w);
+        let even_channels = p.c_out.is_multiple_of(PANEL) && groups.is_multiple_of(parts);
+        (parts >= 2 && even_channels && !oh.is_multiple_of(parts)).then_some(groups / parts)
+    }
+
+    /// [`Self::forward_parallel`] split by output channels: each part pads the whole input
+    /// into a buffer of its own (a small copy next to its share of the filters) and computes
+    /// `groups` filter groups of every output pixel, in place in the shared pixel-major output.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_channel_parts(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DirectScratch,
+        io: IoLayout,
+        groups: usize,
+        e: Epilogue,
+    ) {
+        use rayon::prelude::*;
+        let p = &self.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
+        let (width, taps) = (groups * PANEL, p.kh * p.kw);
+        let parts = p.c_out / width;
+        if s.bands.len() < parts {
+            s.bands.resize_with(parts, Vec::new);
+        }
+        assert_eq!(out.len(), oh * ow * p.c_out);
+        let shared = SharedOut(out.as_mut_ptr());
+        s.bands[..parts]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(k, band)| {
+                let win = if self.reads_in_place(io.input_nhwc) {
+                    x
+                } else {
+                    self.pad_rows(x, (h, w), io.input_nhwc, 0..hp, band);
+                    &band[..]
+                };
+                let g = Geom {
+                    c_out: width,
+                    ..self.geom(wp, oh, ow)
+                };
+                let c0 = k * width;
+                // The panels of full groups follow each other: this part's are one slice.
+                let panels = &self.panels[c0 * taps * p.c_in..][..width * taps * p.c_in];
+                let e = Epilogue {
+                    bias: e.bias.map(|b| &b[c0..]),
+                    residual: e.residual.map(|r| &r[c0..]),
+                    activation: e.activation,
+                };
+                // SAFETY: the panels hold this part's weights, the band the whole padded
+                // input; part `k` writes channels `c0..c0 + width` of each output pixel and
+                // no other part does (`out` holds `oh * ow` pixels of `c_out`, asserted).
+                unsafe { conv_at(&g, win, Filters::Panels(panels), e, shared.at(c0)) };
+            });
+    }
+
+    /// Whether the kernel reads the input where it is: pixel-major and without padding, it is
+    /// already the window the kernel addresses. (Copied, ResNet-18's 1x1 stride-2 shortcuts,
+    /// which read a quarter of the copy, ran at 95-126 GFLOP/s at batch 1; in place, 143-165.)
+    fn reads_in_place(&self, nhwc: bool) -> bool {
+        nhwc && self.params.pads == [0; 4]
+    }
+
+    /// The kernel's geometry for `rows` whole output rows of `ow` outputs over a window of
+    /// rows `win_w` pixels long, all output channels.
+    fn geom(&self, win_w: usize, rows: usize, ow: usize) -> Geom {
+        let p = &self.params;
+        Geom {
+            win_w,
+            c_in: p.c_in,
+            c_out: p.c_out,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: rows,
+            pw: ow,
+            out_w: ow,
+            out_stride: p.c_out,
+        }
+    }
+
+    /// Rows `rows` of the zero-padded pixel-major image of `x` (NCHW, or NHWC with `nhwc`)
+    /// into `band`.
+    fn pad_rows(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        nhwc: bool,
+        rows: Range<usize>,
+        band: &mut Vec<f32>,
+    ) {
+        let p = &self.params;
+        let (wp, c) = (w + p.pads[1] + p.pads[3], p.c_in);
+        grow(band, rows.len() * wp * c);
+        let top_left = (p.pads[0], p.pads[1]);
+        for (r, row) in rows.zip(band.chunks_exact_mut(wp * c)) {
+            if nhwc {
+                layout::pad_hwc_row(x, c, (h, w), top_left, r, row);
+            } else {
+                layout::pad_chw_row(x, c, (h, w), top_left, r, row);
+            }
+        }
+    }
+
+    /// Copies `x` (NCHW, or NHWC with `nhwc`) into the zero-padded pixel-major buffer.
+    fn pad_input(&self, x: &[f32], h: usize, w: usize, nhwc: bool, s: &mut DirectScratch) {
+        let p = &self.params;
+        let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
+        grow(&mut s.padded, hp * wp * p.c_in);
+        let (top_left, padded) = ((p.pads[0], p.pads[1]), (hp, wp));
+        if nhwc {
+            layout::pad_hwc(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
+        } else {
+            layout::to_hwc_padded(x, p.c_in, (h, w), top_left, padded, &mut s.padded);
+        }
+    }
+
+    /// [`Self::pad_input`] with the rows of a pixel-major input copied in parallel.
+    fn pad_input_parallel(&self, x: &[f32], h: usize, w: usize, nhwc: bool, s: &mut DirectScratch) {
+        use rayon::prelude::*;
+        if !nhwc {
+            return self.pad_input(x, h, w, nhwc, s);
+        }
+        let p = &self.params;
+        let (hp, wp, c) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3], p.c_in);
+        let (top, left) = (p.pads[0], p.pads[1]);
+        grow(&mut s.padded, hp * wp * c);
+        s.padded[..hp * wp * c]
+            .par_chunks_mut(wp * c)
+            .enumerate()
+            .for_each(|(r, row)| layout::pad_hwc_row(x, c, (h, w), (top, left), r, row));
+    }
+
+    /// Bias, the residual (when this convolution has one and it is given) and activation, for
+    /// pixel-major outputs (the kernel applies them).
+    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>) -> Epilogue<'a> {
+        let (residual, activation) = self.finish(residual);
+        Epilogue {
+            bias: self.bias.as_deref(),
+            residual,
+            activation,
+        }
+    }
+
+    /// The residual the output gets and the activation after it: the fused residual
+    /// addition's when this convolution has one and `residual` is given, else none and the
+    /// convolution's own.
+    fn finish<'a>(&self, residual: Option<&'a [f32]>) -> (Option<&'a [f32]>, Activation) {
+        match (residual, self.residual) {
+            (Some(r), Some(after)) => (Some(r), after),
+            _ => (None, self.activation),
+        }
+    }
+
+    /// Output rows `oys` into `ohwc` (pixel-major, starting at row `oys.start`), finished
+    /// by `e`.
+    fn output_rows(
+        &self,
+        padded: &[f32],
+        w: usize,
+        oys: std::ops::Range<usize>,
+        ow: usize,
+        ohwc: &mut [f32],
+        e: Epilogue,
+    ) {
+        let p = &self.params;
+        let wp = w + p.pads[1] + p.pads[3];
+        let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
+        self.rows_from_window(win, wp, oys.len(), ow, ohwc, e);
+    }
+
+    /// `rows` output rows into `ohwc`, reading the padded input rows from `win` on (rows of
+    /// `wp` pixels).
+    fn rows_from_window(
+        &self,
+        win: &[f32],
+        wp: usize,
+        rows: usize,
+        ow: usize,
+        ohwc: &mut [f32],
+        e: Epilogue,
+    ) {
+        let p = &self.params;
+        let g = self.geom(wp, rows, ow);
+        if rows == 0 || ow == 0 {
+            return;
+        }
+        let needed = ((rows - 1) * p.stride.0 + p.kh) * wp * p.c_in;
+        assert!(win.len() >= needed, "window of {} for {needed}", win.len());
+        // SAFETY: the panels hold every weight, and `win` holds every padded input row that
+        // the output rows read (checked just above); `ohwc` holds `rows * ow * c_out` values.
+        unsafe { conv(&g, win, Filters::Panels(&self.panels), e, ohwc) };
+    }
+
+    /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):
+    /// transposed from `ohwc`, plus bias, then the activation.
+    fn epilogue_channels(
+        &self,
+        ohwc: &[f32],
+        hw: usize,
+        chans: std::ops::Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        let bias = self.bias.as_ref().map(|b| &b[chans.clone()]);
+        layout::from_hwc(ohwc, self.params.c_out, hw, chans.clone(), bias, out);
+        let out = &mut out[..chans.len() * hw];
+        match self.finish(residual) {
+            (Some(r), after) => after.add_then_apply(out, r),
+            (None, activation) => activation.apply(out),
+        }
+    }
+}
