@@ -359,6 +359,22 @@ fn one_thread_on_the_calling_thread_gives_the_bits_of_two_threads() {
     }
 }
 
+/// ResNet-18 at batch 1 on two threads splits each layer over the threads: by output rows,
+/// and its 7 x 7 layers (7 rows, which do not split evenly) by output channels, each thread
+/// computing every pixel of half the filter groups, fused residual additions included. It
+/// gives the bits of batch 2, where each thread runs the whole network on one image.
+#[test]
+fn resnet18_split_by_rows_and_channels_gives_the_bits_of_image_by_image() {
+    let path = model("resnet18-randominit-imagenet");
+    let whole = logits_on(&path, &imagenet_val(), 2, 2, 2);
+    let split = logits_on(&path, &imagenet_val(), 2, 1, 2);
+    assert_eq!(split.len(), 2);
+    for (i, (a, b)) in split.iter().zip(&whole).enumerate() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "image {i}");
+    }
+}
+
 /// A plan on two threads counts the thread that built it as one of its workers, so a run
 /// starts on that thread with no hand-off, and a second plan built there shares the pool.
 /// The same plan run from another thread (where the builder cannot help) uses a pool of its
