@@ -168,6 +168,12 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     }
 }
 
+/// The lane masks of `width` (at most 32) channels held in two 16-lane vectors.
+fn two_vector_masks(width: usize) -> [u16; 2] {
+    let lanes = |w: usize| if w >= 16 { 0xffff } else { (1u16 << w) - 1 };
+    [lanes(width), lanes(width.saturating_sub(16))]
+}
+
 /// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
 /// read inputs `S` floats apart (`sw * c_in == S`), row by row: [`row_block`]s of 16
 /// outputs (up to 16 channels) or of 8 (up to 32), the rest of each row as [`block`]s of up
@@ -176,8 +182,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
     let g = p.g;
-    let lanes = |w: usize| if w >= 16 { 0xffff } else { (1u16 << w) - 1 };
-    let masks = [lanes(g.c_out), lanes(g.c_out.saturating_sub(16))];
+    let masks = two_vector_masks(g.c_out);
     for oy in 0..g.ph {
         let (mut j, end) = (oy * g.pw, (oy + 1) * g.pw);
         // SAFETY (every block): forwarded from the caller; each block stays in its row.
@@ -310,18 +315,10 @@ unsafe fn narrow_blocks<const PANELS: bool>(
     mr: usize,
     co_start: usize,
 ) {
-    let lane_mask = |width: usize| -> u16 {
-        if width >= 16 {
-            0xffff
-        } else {
-            (1u16 << width) - 1
-        }
-    };
     let mut co0 = co_start;
     while co0 < p.g.c_out {
         let width = (p.g.c_out - co0).min(32);
-        let m0 = lane_mask(width);
-        let m1 = lane_mask(width.saturating_sub(16));
+        let [m0, m1] = two_vector_masks(width);
         macro_rules! go {
             ($mr:literal) => {
                 if width <= 16 {

@@ -140,22 +140,4 @@ impl Epilogue<'_> {
             None => x,
         }
     }
-
-    /// [`Self::apply`] on 16 lanes, as the blocks' epilogue computes it: the tests check that it
-    /// gives the same bits.
-    ///
-    /// # Safety
-    /// As [`Self::add_avx512`].
-    #[cfg(all(test, target_arch = "x86_64"))]
-    #[inline(always)]
-    pub(super) unsafe fn apply_avx512(
-        &self,
-        co: usize,
-        at: usize,
-        mask: u16,
-        x: std::arch::x86_64::__m512,
-    ) -> std::arch::x86_64::__m512 {
-        let x = self.add_avx512(co, at, mask, x);
-        with_lanes!(self.activation, act => act.apply(x))
-    }
 }
