@@ -100,17 +100,22 @@ fn direct_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize))
 /// (channels, height = width) of the 2x2 max pools after Tiny Darknet's first convolutions.
 const POOLS: &[(usize, usize)] = &[(16, 224), (32, 112), (128, 56)];
 
-/// The 2x2 stride-2 max pool on a pixel-major image (vector kernel for 16-channel multiples).
-#[divan::bench(args = POOLS)]
-fn max_pool_2x2(b: Bencher, &(c, hw): &(usize, usize)) {
-    let p = PoolParams {
-        kernel: (2, 2),
+/// A `k` x `k` stride-2 max pool with `pad` on every side.
+fn max_pool(k: usize, pad: usize) -> PoolParams {
+    PoolParams {
+        kernel: (k, k),
         stride: (2, 2),
-        pads: [0; 4],
+        pads: [pad; 4],
         dilation: (1, 1),
         ceil_mode: false,
         count_include_pad: false,
-    };
+    }
+}
+
+/// The 2x2 stride-2 max pool on a pixel-major image (vector kernel for 16-channel multiples).
+#[divan::bench(args = POOLS)]
+fn max_pool_2x2(b: Bencher, &(c, hw): &(usize, usize)) {
+    let p = max_pool(2, 0);
     let x = values(c * hw * hw, 4);
     let mut out = vec![0.0; c * hw * hw / 4];
     b.counter(divan::counter::ItemsCount::new(x.len()))
@@ -122,14 +127,7 @@ fn max_pool_2x2(b: Bencher, &(c, hw): &(usize, usize)) {
 #[divan::bench]
 fn max_pool_3x3_stride2(b: Bencher) {
     let (c, hw) = (64, 112);
-    let p = PoolParams {
-        kernel: (3, 3),
-        stride: (2, 2),
-        pads: [1; 4],
-        dilation: (1, 1),
-        ceil_mode: false,
-        count_include_pad: false,
-    };
+    let p = max_pool(3, 1);
     let x = values(c * hw * hw, 4);
     let (oh, ow) = p.out_hw(hw, hw);
     let mut out = vec![0.0; c * oh * ow];
