@@ -1,11 +1,11 @@
-//! The machine's FP32 peak: a tight loop of independent AVX-512 FMAs (12 accumulators, enough
-//! to cover the FMA latency on two pipes), on 1 thread and on every core at once.
-//! `cargo run --release --example peak_flops`
+//! The machine's FP32 peak on each vector tier it has: a tight loop of independent FMAs
+//! (12 accumulators, enough to cover the FMA latency on two pipes), on 1 thread and on every
+//! core at once. `cargo run --release --example peak_flops`
 use std::time::Instant;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fma_loop(iters: u64) -> f32 {
+unsafe fn fma_loop_avx512(iters: u64) -> f32 {
     use std::arch::x86_64::*;
     let a = _mm512_set1_ps(0.999_999);
     let b = _mm512_set1_ps(1e-7);
@@ -22,27 +22,59 @@ unsafe fn fma_loop(iters: u64) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-fn gflops(threads: usize, iters: u64) -> f64 {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for x in acc {
+        s = _mm256_add_ps(s, x);
+    }
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+    lanes.iter().sum()
+}
+
+/// GFLOP/s of `threads` threads each running `iters` iterations of 12 FMAs of `lanes` lanes.
+fn gflops(threads: usize, iters: u64, lanes: usize, f: fn(u64) -> f32) -> f64 {
     let t = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|_| std::thread::spawn(move || unsafe { fma_loop(iters) }))
+        .map(|_| std::thread::spawn(move || f(iters)))
         .collect();
     let sink: f32 = handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
     std::hint::black_box(sink);
-    // 12 accumulators x 16 lanes x 2 FLOPs per FMA.
-    (threads as f64 * iters as f64 * 12.0 * 16.0 * 2.0) / t.elapsed().as_secs_f64() / 1e9
+    (threads as f64 * iters as f64 * 12.0 * lanes as f64 * 2.0) / t.elapsed().as_secs_f64() / 1e9
 }
 
 fn main() {
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        println!("no AVX-512 on this machine");
-        return;
-    }
+    use haste::kernels::isa::Isa;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for threads in [1, cores] {
-        let best = (0..5)
-            .map(|_| gflops(threads, 50_000_000))
-            .fold(0.0, f64::max);
-        println!("{threads} thread(s): {best:.0} GFLOP/s FP32 (best of 5)");
+    #[cfg(target_arch = "x86_64")]
+    let tiers: [(Isa, usize, fn(u64) -> f32); 2] = [
+        // SAFETY (both): each runs only when its tier is supported (checked below).
+        (Isa::Avx512, 16, |n| unsafe { fma_loop_avx512(n) }),
+        (Isa::Avx2, 8, |n| unsafe { fma_loop_avx2(n) }),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let tiers: [(Isa, usize, fn(u64) -> f32); 0] = [];
+    for (isa, lanes, f) in tiers {
+        if !isa.supported() {
+            println!("{isa}: not supported on this machine");
+            continue;
+        }
+        for threads in [1, cores] {
+            let best = (0..5)
+                .map(|_| gflops(threads, 50_000_000, lanes, f))
+                .fold(0.0, f64::max);
+            println!("{isa}: {threads} thread(s): {best:.0} GFLOP/s FP32 (best of 5)");
+        }
     }
 }

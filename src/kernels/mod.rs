@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod direct;
 pub mod gemm;
+pub mod isa;
 pub mod layout;
 pub mod pool;
 pub mod reference;

@@ -62,7 +62,7 @@ pub(super) const GROUP_FILTER_BUDGET: usize = 512 * 1024;
 /// 512-channel stage ran at half speed). Split into kernel rows, each pass reads a slice that
 /// fits, and the accumulators go through the output between passes. The sum keeps its order
 /// (tap, channel), so the bits are the same as in one pass.
-fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
     let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
     let kh = g.kh;
     let step = if group_bytes > GROUP_FILTER_BUDGET {

@@ -29,11 +29,15 @@
 //! dense convolution layer that pads an image and splits it over threads.
 
 mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod blocks_avx2;
 mod epilogue;
 mod layer;
 
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};
+
+use crate::kernels::isa::Isa;
 
 /// Geometry of one direct convolution call: a `ph x pw` block of outputs over a window.
 #[derive(Clone, Copy, Debug)]
@@ -205,8 +209,19 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &
     unsafe { blocks::avx512_at(g, win, f, e, out.as_mut_ptr()) }
 }
 
-/// Runs the fastest kernel this CPU supports ([`conv_avx512`] or [`conv_generic`]; both give
-/// the same bits).
+/// AVX2 + FMA kernel: output blocks of 6 outputs x 16 channels in registers.
+///
+/// # Safety
+/// As [`conv_generic`], and the CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn conv_avx2(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
+    assert!(g.fits(out.len()));
+    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
+    unsafe { blocks_avx2::avx2_at(g, win, f, e, out.as_mut_ptr()) }
+}
+
+/// Runs the kernel of the tier [`Isa::current`] selects (every tier gives the same bits).
 ///
 /// # Safety
 /// As [`conv_generic`].
@@ -225,15 +240,26 @@ pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f3
 /// `j` are writable and touched by nothing else during the call.
 #[inline]
 pub unsafe fn conv_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    {
-        // SAFETY: forwarded from the caller; the CPU features are checked just above.
-        unsafe { blocks::avx512_at(g, win, f, e, out) };
-        return;
-    }
+    // SAFETY: forwarded from the caller; `Isa::current` only returns supported tiers.
+    unsafe { conv_at_on(Isa::current(), g, win, f, e, out) }
+}
+
+/// [`conv_at`] on tier `isa`.
+///
+/// # Safety
+/// As [`conv_at`], and the CPU must support `isa`.
+#[inline]
+pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
     // SAFETY: forwarded from the caller.
-    unsafe { generic_at(g, win, f, e, out) }
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => blocks::avx512_at(g, win, f, e, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => blocks_avx2::avx2_at(g, win, f, e, out),
+            _ => generic_at(g, win, f, e, out),
+        }
+    }
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output
@@ -279,11 +305,23 @@ mod tests {
     use crate::kernels::layout::{self, IoLayout};
     use crate::ops::{Activation, Conv2dParams, ConvOp};
 
+    /// Runs the kernel on tier `isa` into a fresh copy of `out`.
+    fn run_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &[f32]) -> Vec<f32> {
+        let mut o = out.to_vec();
+        assert!(g.fits(o.len()));
+        // SAFETY: the tests give whole windows and filters; `isa` is supported.
+        unsafe { conv_at_on(isa, g, win, f, e, o.as_mut_ptr()) };
+        o
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Listed-channel filters (HASTE's form) over output counts that leave every block shape
+    /// of each tier a rest: every tier gives the portable kernel's bits.
     #[test]
-    fn avx512_matches_generic_bitwise() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
+    fn every_tier_matches_generic_bitwise() {
         {
             for &(c_in, c_out, ph, pw) in &[
                 (5usize, 3usize, 3usize, 2usize),
@@ -297,6 +335,9 @@ mod tests {
                 // as 4 + 3 and 4 + 4.
                 (6, 64, 7, 7),
                 (5, 70, 2, 4),
+                // AVX2: 24 and 12 channels (a masked last vector), 7 outputs (6 + 1).
+                (4, 24, 3, 5),
+                (6, 12, 1, 7),
             ] {
                 let (kh, kw, sh, sw) = (3, 3, 1, 1);
                 let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
@@ -325,18 +366,34 @@ mod tests {
                     out_w: pw + 1,
                     out_stride: c_out,
                 };
-                let mut a = vec![0.0; ph * (pw + 1) * c_out];
-                let mut b = vec![0.0; ph * (pw + 1) * c_out];
-                unsafe {
-                    let f = Filters::Rows {
-                        first: &first,
-                        rows: &rows,
-                        base: 0,
-                    };
-                    conv_generic(&g, &win, f, Epilogue::NONE, &mut a);
-                    conv_avx512(&g, &win, f, Epilogue::NONE, &mut b);
+                let zeros = vec![0.0; ph * (pw + 1) * c_out];
+                let f = Filters::Rows {
+                    first: &first,
+                    rows: &rows,
+                    base: 0,
+                };
+                let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+                let e = Epilogue {
+                    bias: Some(&bias),
+                    residual: None,
+                    activation: Activation::Clip(-1.0, 3.0),
+                };
+                let want = run_on(Isa::Portable, &g, &win, f, Epilogue::NONE, &zeros);
+                let want_e = run_on(Isa::Portable, &g, &win, f, e, &zeros);
+                for isa in Isa::available() {
+                    let got = run_on(isa, &g, &win, f, Epilogue::NONE, &zeros);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{isa} {c_in} -> {c_out}, {ph}x{pw}"
+                    );
+                    let got = run_on(isa, &g, &win, f, e, &zeros);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want_e),
+                        "{isa} {c_in} -> {c_out} epilogue"
+                    );
                 }
-                assert_eq!(a, b);
             }
         }
     }
@@ -344,7 +401,7 @@ mod tests {
     /// Panel filters, over channel counts whose 64-channel group is larger than
     /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row),
     /// output counts that leave a narrow last panel, and 3-, 16- and 32-input layers (run as
-    /// [`row_blocks`], with rows that leave outputs over): the portable and AVX-512 kernels give the same
+    /// [`row_blocks`], with rows that leave outputs over): every tier gives the portable kernel's
     /// bits, and those bits are the naive convolution's within rounding.
     #[test]
     fn panels_split_by_kernel_rows_match_generic_and_reference() {
@@ -390,7 +447,7 @@ mod tests {
             };
             let panels = weights_panels(&weights, c_in, c_out, taps);
             let mut a = vec![f32::NAN; oh * ow * c_out];
-            let mut b = a.clone();
+            let b = a.clone();
             unsafe { conv_generic(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut a) };
             // With bias, a residual and an activation too (in registers or after the store).
             let bias: Vec<f32> = (0..c_out).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
@@ -402,15 +459,16 @@ mod tests {
             };
             let mut a_e = a.clone();
             unsafe { conv_generic(&g, &win, Filters::Panels(&panels), e, &mut a_e) };
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut b) };
-                assert_eq!(a, b, "case {c_in} -> {c_out}");
-                unsafe { conv_avx512(&g, &win, Filters::Panels(&panels), e, &mut b) };
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a_e), bits(&b), "case {c_in} -> {c_out}, epilogue");
+            let f = Filters::Panels(&panels);
+            for isa in Isa::available() {
+                let got = run_on(isa, &g, &win, f, Epilogue::NONE, &b);
+                assert_eq!(bits(&a), bits(&got), "{isa} case {c_in} -> {c_out}");
+                let got = run_on(isa, &g, &win, f, e, &b);
+                assert_eq!(
+                    bits(&a_e),
+                    bits(&got),
+                    "{isa} case {c_in} -> {c_out}, epilogue"
+                );
             }
             let want = conv2d_direct(&p, &x, h, w, &weights, None);
             for co in 0..c_out {

@@ -1,0 +1,147 @@
+//! Which instruction-set tier the kernels run on: one switch for the whole crate.
+//!
+//! Every fast kernel exists per tier (AVX-512, AVX2 + FMA, portable); each asks
+//! [`Isa::current`] which one to run. By default that is the best tier the CPU supports; the
+//! environment variable `HASTE_ISA=portable|avx2|avx512` forces one (for tests and for
+//! comparing tiers on one machine). A forced tier the CPU lacks, or an unknown name, is an
+//! error when a plan is built or the command starts ([`Isa::check_environment`]); the kernels
+//! themselves then never see it and run the best supported tier.
+
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
+
+/// An instruction-set tier, from the most portable to the widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust, vectorized by the compiler for the crate's baseline target.
+    Portable,
+    /// x86-64 with AVX2 and FMA (8 lanes).
+    Avx2,
+    /// x86-64 with AVX-512F and FMA (16 lanes).
+    Avx512,
+}
+
+/// The environment variable that forces a tier.
+pub const ISA_VARIABLE: &str = "HASTE_ISA";
+
+impl Isa {
+    /// Every tier, most portable first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The name `HASTE_ISA` and `bench --json` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// The tier called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Whether this CPU can run the tier.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The tiers this CPU supports, most portable first (what the kernel tests run over).
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.supported()).collect()
+    }
+
+    /// The widest tier this CPU supports.
+    pub fn best() -> Isa {
+        Isa::available().into_iter().last().unwrap_or(Isa::Portable)
+    }
+
+    /// The tier `HASTE_ISA` asks for (`None` when unset or empty), checked against the CPU.
+    pub fn from_environment() -> Result<Option<Isa>> {
+        let Ok(value) = std::env::var(ISA_VARIABLE) else {
+            return Ok(None);
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+        let isa = Isa::from_name(value).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{ISA_VARIABLE}={value}: unknown tier (one of {})",
+                names.join(", ")
+            ))
+        })?;
+        if !isa.supported() {
+            let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+            return Err(Error::InvalidArgument(format!(
+                "{ISA_VARIABLE}={value}: this CPU does not support it (it supports {})",
+                have.join(", ")
+            )));
+        }
+        Ok(Some(isa))
+    }
+
+    /// Fails with a one-line message when `HASTE_ISA` names a tier that cannot run here.
+    pub fn check_environment() -> Result<()> {
+        Isa::from_environment().map(|_| ())
+    }
+
+    /// The tier every kernel runs: `HASTE_ISA`'s when it is valid, else [`Isa::best`]. Read
+    /// once per process.
+    pub fn current() -> Isa {
+        static CURRENT: OnceLock<Isa> = OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            Isa::from_environment()
+                .ok()
+                .flatten()
+                .unwrap_or_else(Isa::best)
+        })
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_portable_is_always_there() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name("sse9"), None);
+        assert!(Isa::available().contains(&Isa::Portable));
+        assert!(Isa::best().supported());
+        assert!(Isa::current().supported());
+    }
+
+    #[test]
+    fn wider_tiers_imply_the_narrower_ones_on_x86() {
+        // Every AVX-512 CPU haste runs on also has AVX2 + FMA; the tests rely on reaching
+        // each tier below the best one.
+        if Isa::Avx512.supported() {
+            assert!(Isa::Avx2.supported());
+        }
+    }
+}
