@@ -18,6 +18,7 @@ use haste::kernels::direct::{
 };
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
+use haste::kernels::isa::Isa;
 use haste::kernels::layout::IoLayout;
 use haste::kernels::pool::pool_hwc;
 use haste::ops::{Activation, Conv2dParams, ConvOp, PoolParams};
@@ -171,7 +172,17 @@ fn patch(c: usize, hw: usize) -> Patch {
 fn hashed(pt: &Patch) -> (HashScratch, Buckets) {
     let mut s = HashScratch::default();
     s.reserve(pt.c, pt.win.h * pt.win.w);
-    hash_window(&pt.hwc, pt.w, pt.c, &pt.win, &pt.hp, true, None, &mut s);
+    hash_window(
+        Isa::current(),
+        &pt.hwc,
+        pt.w,
+        pt.c,
+        &pt.win,
+        &pt.hp,
+        true,
+        None,
+        &mut s,
+    );
     let mut buckets = Buckets::default();
     buckets.group(&s.keys[..pt.c]);
     (s, buckets)
@@ -181,7 +192,19 @@ fn hashed(pt: &Patch) -> (HashScratch, Buckets) {
 fn haste_hash(b: Bencher, &(c, hw): &(usize, usize)) {
     let pt = patch(c, hw);
     let (mut s, _) = hashed(&pt);
-    b.bench_local(|| hash_window(&pt.hwc, pt.w, c, &pt.win, &pt.hp, true, None, &mut s));
+    b.bench_local(|| {
+        hash_window(
+            Isa::current(),
+            &pt.hwc,
+            pt.w,
+            c,
+            &pt.win,
+            &pt.hp,
+            true,
+            None,
+            &mut s,
+        )
+    });
 }
 
 #[divan::bench(args = HASTE)]

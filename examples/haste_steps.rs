@@ -10,6 +10,7 @@ use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
     conv_avx512 as patch_gemm_avx512, Epilogue, Filters, Geom as PatchGeom,
 };
+use haste::kernels::isa::Isa;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 use std::time::Instant;
 
@@ -75,13 +76,13 @@ fn main() {
             .collect();
         let hash = time(|| {
             for (w, _, _) in &wins {
-                hash_window(&hwc, hw, c, w, &hp, true, None, &mut hs);
+                hash_window(Isa::current(), &hwc, hw, c, w, &hp, true, None, &mut hs);
             }
         });
         let mut b = Buckets::default();
         let group = time(|| {
             for (w, _, _) in &wins {
-                hash_window(&hwc, hw, c, w, &hp, true, None, &mut hs);
+                hash_window(Isa::current(), &hwc, hw, c, w, &hp, true, None, &mut hs);
                 b.group(&hs.keys[..c]);
             }
         }) - hash;

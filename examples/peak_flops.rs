@@ -54,17 +54,20 @@ fn gflops(threads: usize, iters: u64, lanes: usize, f: fn(u64) -> f32) -> f64 {
     (threads as f64 * iters as f64 * 12.0 * lanes as f64 * 2.0) / t.elapsed().as_secs_f64() / 1e9
 }
 
+/// A tier, its lanes, and its FMA loop.
+type Tier = (haste::kernels::isa::Isa, usize, fn(u64) -> f32);
+
 fn main() {
     use haste::kernels::isa::Isa;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(target_arch = "x86_64")]
-    let tiers: [(Isa, usize, fn(u64) -> f32); 2] = [
+    let tiers: [Tier; 2] = [
         // SAFETY (both): each runs only when its tier is supported (checked below).
         (Isa::Avx512, 16, |n| unsafe { fma_loop_avx512(n) }),
         (Isa::Avx2, 8, |n| unsafe { fma_loop_avx2(n) }),
     ];
     #[cfg(not(target_arch = "x86_64"))]
-    let tiers: [(Isa, usize, fn(u64) -> f32); 0] = [];
+    let tiers: [Tier; 0] = [];
     for (isa, lanes, f) in tiers {
         if !isa.supported() {
             println!("{isa}: not supported on this machine");

@@ -5,6 +5,7 @@ use super::args::BenchArgs;
 use crate::datasets::open_dataset;
 use crate::error::{Error, Result};
 use crate::eval::load_batch_skipping;
+use crate::kernels::isa::{Isa, ISA_VARIABLE};
 use crate::plan::ConvLayerReport;
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
@@ -134,7 +135,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.json {
         let mut j = json!({
             "model": a.model.model.display().to_string(), "input": source, "batch": a.batch,
-            "threads": plan.threads(), "runs": a.runs,
+            "threads": plan.threads(), "runs": a.runs, "isa": Isa::current().name(),
             "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
             "peak_rss_bytes": peak, "skipped_images": skipped,
@@ -160,10 +161,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     println!("model   {} (input: {source})", a.model.model.display());
     println!(
-        "setup   batch {}, {} threads, {} timed runs after a 0.3 s warm-up",
+        "setup   batch {}, {} threads, {} timed runs after a 0.3 s warm-up, kernels: {} ({}={})",
         a.batch,
         plan.threads(),
-        a.runs
+        a.runs,
+        Isa::current(),
+        ISA_VARIABLE,
+        std::env::var(ISA_VARIABLE).unwrap_or_else(|_| "unset: the best this CPU has".into()),
     );
     let line = |name: &str, t: &Timing| {
         println!(

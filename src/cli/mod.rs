@@ -18,6 +18,7 @@ use args::{Command, DataArgs, ModelArgs};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    crate::kernels::isa::Isa::check_environment()?;
     match cli.command {
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),

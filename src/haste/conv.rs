@@ -28,6 +28,7 @@ use super::stats::LayerStats;
 use crate::kernels::direct::{
     self, weights_panels, weights_tap_major, Epilogue, Filters, Geom, PANEL,
 };
+use crate::kernels::isa::Isa;
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
 /// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
@@ -220,7 +221,7 @@ impl MergedPatch {
         (row0, ow): (usize, usize),
         wm: &mut Vec<f32>,
         band_out: &mut [f32],
-        avx512: bool,
+        isa: Isa,
     ) {
         let p = &conv.params;
         let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
@@ -261,16 +262,9 @@ impl MergedPatch {
         // SAFETY: every row (panel base plus offset) points at `panel` floats of panel `q` of
         // `conv.wt` (a channel below `c_in`, a tap below `taps`) or of `wm` (a merged row
         // just written), both unchanged until the kernel returns; `first[b] < c_in`; the
-        // merged window holds `win.h * win.w * c_in` values.
-        unsafe {
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                direct::conv_avx512(&geom, &self.mwin, filters, Epilogue::NONE, out);
-                return;
-            }
-            let _ = avx512;
-            direct::conv_generic(&geom, &self.mwin, filters, Epilogue::NONE, out);
-        }
+        // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
+        // supports (see `HasteConv::dispatch`).
+        unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };
     }
 }
 
@@ -445,21 +439,31 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = std::arch::is_x86_feature_detected!("fma");
-            if fma && std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F and FMA, checked just above.
-                unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, io) };
-                return;
-            }
-            if fma && std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-                unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, io) };
-                return;
-            }
+        self.forward_on(Isa::current(), x, hw, band, out, scratch, stats, io)
+    }
+
+    /// [`Self::forward_impl`] compiled for tier `isa` (which the CPU must support).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_on(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        hw: (usize, usize),
+        band: Option<std::ops::Range<usize>>,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        io: IoLayout,
+    ) {
+        assert!(isa.supported(), "tier {isa} on a CPU without it");
+        // SAFETY (both): the CPU supports the tier (asserted).
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, io) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, io) },
+            _ => self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Portable),
         }
-        self.forward_impl(x, hw, band, out, scratch, stats, io, false)
     }
 
     /// [`Self::forward_impl`] compiled for AVX-512 (the crate's baseline is SSE2), with the
@@ -479,7 +483,7 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.forward_impl(x, hw, band, out, scratch, stats, io, true)
+        self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Avx512)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (and FMA, so `mul_add` is one instruction).
@@ -496,7 +500,7 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.forward_impl(x, hw, band, out, scratch, stats, io, false)
+        self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Avx2)
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
@@ -511,7 +515,7 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
         io: IoLayout,
-        avx512: bool,
+        isa: Isa,
     ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
@@ -572,6 +576,7 @@ impl HasteConv {
                     let pw = tile.min(ow - ox0);
                     let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
                     let counts = hash_window(
+                        isa,
                         hwc,
                         w,
                         c_in,
@@ -615,7 +620,7 @@ impl HasteConv {
             };
             for q in 0..c_out / self.panel {
                 for patch in &mut s.band[..n] {
-                    patch.convolve(self, q, (row0, ow), &mut s.wm, band_out, avx512);
+                    patch.convolve(self, q, (row0, ow), &mut s.wm, band_out, isa);
                 }
             }
         }
@@ -683,27 +688,17 @@ mod tests {
                 (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
             };
             let s = HasteScratch::default();
-            let generic = run(&|o, st| {
-                conv.forward_impl(
-                    &x,
-                    (11, 11),
-                    None,
-                    o,
-                    &mut s.clone(),
-                    st,
-                    IoLayout::NCHW,
-                    false,
-                )
-            });
+            let on = |isa: Isa| {
+                run(&|o, st| {
+                    let mut s = s.clone();
+                    conv.forward_on(isa, &x, (11, 11), None, o, &mut s, st, IoLayout::NCHW)
+                })
+            };
+            let generic = on(Isa::Portable);
             let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
             assert_eq!(generic, dispatched);
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 is supported, checked just above.
-                let avx2 = run(&|o, st| unsafe {
-                    conv.forward_avx2(&x, (11, 11), None, o, &mut s.clone(), st, IoLayout::NCHW)
-                });
-                assert_eq!(generic, avx2);
+            for isa in Isa::available() {
+                assert_eq!(generic, on(isa), "{isa}");
             }
             assert!(generic.1.mean_buckets() < 24.0);
         }

@@ -18,6 +18,7 @@
 use super::config::HyperplaneKind;
 use super::conv::Window;
 use super::hyperplanes::Hyperplanes;
+use crate::kernels::isa::Isa;
 
 /// Channels hashed together (one AVX-512 register of sums per hyperplane).
 const LANES: usize = 16;
@@ -84,6 +85,7 @@ pub struct HashCounts {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn hash_window(
+    isa: Isa,
     hwc: &[f32],
     img_w: usize,
     c: usize,
@@ -113,8 +115,8 @@ pub fn hash_window(
             magnitude: magnitude_step.is_some(),
         };
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is supported (checked just above).
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller runs tier `isa` only where the CPU supports it.
             finite &= unsafe { block.run_avx512(&mut s.proj, &mut s.norm2) };
             continue;
         }
@@ -125,8 +127,8 @@ pub fn hash_window(
     let (thresholds, codes) = (&mut s.thresholds, &mut s.codes[..c]);
     #[cfg(target_arch = "x86_64")]
     let finite = finite && {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is supported (checked just above).
+        if isa == Isa::Avx512 {
+            // SAFETY: the caller runs tier `isa` only where the CPU supports it.
             unsafe { thresholds_and_codes_avx512(proj, cpad, c, centering, thresholds, codes) }
         } else {
             thresholds_and_codes(proj, cpad, c, centering, thresholds, codes)
@@ -135,7 +137,7 @@ pub fn hash_window(
     #[cfg(not(target_arch = "x86_64"))]
     let finite = finite && thresholds_and_codes(proj, cpad, c, centering, thresholds, codes);
     if !finite {
-        return hash_window_sanitized(hwc, img_w, c, win, hp, centering, magnitude_step, s);
+        return hash_window_sanitized(isa, hwc, img_w, c, win, hp, centering, magnitude_step, s);
     }
     let entries_used = if win.covers(hp.window()) {
         hp.nnz() as u64
@@ -394,6 +396,7 @@ impl ProjectBlock<'_> {
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 pub fn hash_window_sanitized(
+    isa: Isa,
     hwc: &[f32],
     img_w: usize,
     c: usize,
@@ -468,7 +471,7 @@ pub fn hash_window_sanitized(
             // 16 channels at a time, each hyperplane's sums kept in registers; per channel the
             // additions happen in the same order as one hyperplane at a time over all channels.
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if isa == Isa::Avx512 {
                 let mut ch0 = 0;
                 while ch0 < c {
                     let cw = (c - ch0).min(LANES);

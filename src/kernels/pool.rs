@@ -1,5 +1,6 @@
 //! Pooling over NCHW planes.
 
+use crate::kernels::isa::Isa;
 use crate::ops::PoolParams;
 
 /// Max or average pooling of one `h` x `w` plane into an `oh` x `ow` plane.
@@ -114,8 +115,8 @@ pub fn pool_hwc_rows(
         return max_2x2_stride2_hwc(x, (w, c), rows, ow, out);
     }
     #[cfg(target_arch = "x86_64")]
-    if max && c.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU feature is checked just above.
+    if max && c.is_multiple_of(16) && Isa::current() == Isa::Avx512 {
+        // SAFETY: `Isa::current` only returns tiers the CPU supports.
         return unsafe { max_hwc_avx512(p, x, (h, w, c), rows, out) };
     }
     for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
@@ -161,8 +162,8 @@ fn max_2x2_stride2_hwc(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU feature is checked just above.
+    if c.is_multiple_of(16) && Isa::current() == Isa::Avx512 {
+        // SAFETY: `Isa::current` only returns tiers the CPU supports.
         return unsafe { max_2x2_stride2_hwc_avx512(x, (w, c), rows, ow, out) };
     }
     for (r, orow) in rows.zip(out.chunks_exact_mut(ow * c)) {

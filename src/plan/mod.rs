@@ -142,6 +142,7 @@ impl Plan {
                 "batch size must be at least 1".into(),
             ));
         }
+        crate::kernels::isa::Isa::check_environment()?;
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {

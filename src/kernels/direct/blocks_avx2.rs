@@ -47,7 +47,9 @@ const PANEL_TERMS_WHOLE: usize = 1024;
 /// As [`super::conv_at`], and the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn avx2_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    let mut passes: Vec<((usize, usize), Option<(usize, usize)>)> = Vec::new();
+    // (kernel rows, terms of the row) of each pass, in the order of the sum.
+    type Range2 = (usize, usize);
+    let mut passes: Vec<(Range2, Option<Range2>)> = Vec::new();
     match f {
         Filters::Panels(w) => {
             assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);

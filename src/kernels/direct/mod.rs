@@ -227,9 +227,19 @@ pub unsafe fn conv_avx2(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mu
 /// As [`conv_generic`].
 #[inline]
 pub unsafe fn conv(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller; `Isa::current` only returns supported tiers.
+    unsafe { conv_on(Isa::current(), g, win, f, e, out) }
+}
+
+/// [`conv`] on tier `isa`.
+///
+/// # Safety
+/// As [`conv_generic`], and the CPU must support `isa`.
+#[inline]
+pub unsafe fn conv_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     assert!(g.fits(out.len()));
     // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
-    unsafe { conv_at(g, win, f, e, out.as_mut_ptr()) }
+    unsafe { conv_at_on(isa, g, win, f, e, out.as_mut_ptr()) }
 }
 
 /// [`conv`] writing through a pointer, so that threads can compute disjoint channel slices
