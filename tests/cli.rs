@@ -233,3 +233,45 @@ fn cifar_data_for_an_imagenet_model_is_refused() {
         "10 classes",
     );
 }
+
+/// `HASTE_ISA` forces a kernel tier: `bench --json` names the tier it ran (the same logits
+/// on every tier are checked by the kernel and engine tests, which `.ci/run` repeats per
+/// tier); an unknown tier, or one this CPU lacks, is a one-line error with exit code 2.
+#[test]
+fn the_kernel_tier_is_forced_by_haste_isa_and_refused_when_unknown() {
+    use haste::kernels::isa::Isa;
+    let m = model("resnet20-cifar10");
+    let m = m.to_str().unwrap();
+    let args = [
+        "bench", "--model", m, "--batch", "2", "--runs", "1", "--json",
+    ];
+    for isa in Isa::available() {
+        let out = haste_bin()
+            .args(args)
+            .env("HASTE_ISA", isa.name())
+            .output()
+            .expect("haste runs");
+        assert!(
+            out.status.success(),
+            "{isa}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(j["isa"], isa.name());
+    }
+    let unsupported = Isa::ALL.into_iter().find(|i| !i.supported());
+    for name in ["sse9"].into_iter().chain(unsupported.map(|i| i.name())) {
+        let out = haste_bin()
+            .args(args)
+            .env("HASTE_ISA", name)
+            .output()
+            .expect("haste runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.contains("HASTE_ISA") && err.contains(name),
+            "{name}: {err}"
+        );
+    }
+}
