@@ -12,6 +12,8 @@ pub mod gemm;
 pub mod isa;
 pub mod layout;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod pool_avx2;
 pub mod reference;
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).

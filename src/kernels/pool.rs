@@ -119,6 +119,11 @@ pub fn pool_hwc_rows(
         // SAFETY: `Isa::current` only returns tiers the CPU supports.
         return unsafe { max_hwc_avx512(p, x, (h, w, c), rows, out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if max && c.is_multiple_of(8) && Isa::current() >= Isa::Avx2 {
+        // SAFETY: `Isa::current` only returns tiers the CPU supports (AVX-512 ones have AVX2).
+        return unsafe { super::pool_avx2::max_hwc(p, x, (h, w, c), rows, out) };
+    }
     for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
         let (oy, ox) = (rows.start + o / ow, o % ow);
         px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
@@ -165,6 +170,11 @@ fn max_2x2_stride2_hwc(
     if c.is_multiple_of(16) && Isa::current() == Isa::Avx512 {
         // SAFETY: `Isa::current` only returns tiers the CPU supports.
         return unsafe { max_2x2_stride2_hwc_avx512(x, (w, c), rows, ow, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if c.is_multiple_of(8) && Isa::current() >= Isa::Avx2 {
+        // SAFETY: `Isa::current` only returns tiers the CPU supports (AVX-512 ones have AVX2).
+        return unsafe { super::pool_avx2::max_2x2_stride2_hwc(x, (w, c), rows, ow, out) };
     }
     for (r, orow) in rows.zip(out.chunks_exact_mut(ow * c)) {
         let top = &x[2 * r * w * c..][..2 * ow * c];
@@ -561,9 +571,6 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_2x2_max_gives_the_scalar_bits() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return;
-        }
         let specials = [
             0.0,
             -0.0,
@@ -593,10 +600,27 @@ mod tests {
                 }
             }
         }
-        let mut vector = vec![0.0; oh * ow * c];
-        // SAFETY: AVX-512F is checked above.
-        unsafe { max_2x2_stride2_hwc_avx512(&x, (w, c), 0..oh, ow, &mut vector) };
-        assert_eq!(bits(&vector), bits(&scalar));
+        #[cfg(target_arch = "x86_64")]
+        for isa in Isa::available() {
+            let mut vector = vec![0.0; oh * ow * c];
+            // SAFETY: the tier is supported.
+            match isa {
+                Isa::Avx512 => unsafe {
+                    max_2x2_stride2_hwc_avx512(&x, (w, c), 0..oh, ow, &mut vector)
+                },
+                Isa::Avx2 => unsafe {
+                    crate::kernels::pool_avx2::max_2x2_stride2_hwc(
+                        &x,
+                        (w, c),
+                        0..oh,
+                        ow,
+                        &mut vector,
+                    )
+                },
+                Isa::Portable => continue,
+            }
+            assert_eq!(bits(&vector), bits(&scalar), "{isa}");
+        }
         assert!(
             scalar.iter().any(|v| v.to_bits() == 0x8000_0000),
             "a -0 result"
