@@ -16,8 +16,8 @@
 //!   singletons at the layer's weights, never copied.
 //!
 //! Every output is accumulated with fused multiply-adds in the fixed order (tap, channel), so
-//! the AVX-512 kernel and the portable one ([`conv_generic`], `f32::mul_add`) give identical
-//! bits. FLOPs: exactly `n * B * K^2 * c_out` multiply-adds.
+//! the AVX-512 kernel, the AVX2 one and the portable one ([`conv_generic`], `f32::mul_add`)
+//! give identical bits; [`conv`] runs the tier [`Isa::current`] selects. FLOPs: exactly `n * B * K^2 * c_out` multiply-adds.
 //!
 //! Why direct and not im2col + GEMM: at CIFAR and Tiny Darknet sizes the im2col copy costs as
 //! much as the GEMM, while this kernel keeps 8 outputs x 32 output channels in registers and
@@ -25,6 +25,7 @@
 //!
 //! Where things are: this file holds the geometry, the filter forms, the portable kernel and
 //! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch);
+//! `blocks_avx2` the AVX2 ones;
 //! `epilogue` what happens to a finished output (bias, residual, activation); `layer` the
 //! dense convolution layer that pads an image and splits it over threads.
 
