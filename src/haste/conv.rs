@@ -263,7 +263,7 @@ impl MergedPatch {
         // `conv.wt` (a channel below `c_in`, a tap below `taps`) or of `wm` (a merged row
         // just written), both unchanged until the kernel returns; `first[b] < c_in`; the
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
-        // supports (see `HasteConv::dispatch`).
+        // supports (see `HasteConv::forward_on`).
         unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };
     }
 }
@@ -399,7 +399,7 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.dispatch(x, (h, w), None, out, scratch, stats, io)
+        self.forward_on(Isa::current(), x, (h, w), None, out, scratch, stats, io)
     }
 
     /// Output rows `band` of one image (`band.start` a multiple of the tile), pixel-major in
@@ -424,22 +424,8 @@ impl HasteConv {
             band.start.is_multiple_of(self.cfg.tile),
             "HASTE band must start on a tile"
         );
-        self.dispatch(x, (h, w), Some(band), out, scratch, stats, io)
-    }
-
-    /// Runs [`Self::forward_impl`] compiled for the best instruction set available.
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        &self,
-        x: &[f32],
-        hw: (usize, usize),
-        band: Option<std::ops::Range<usize>>,
-        out: &mut [f32],
-        scratch: &mut HasteScratch,
-        stats: &mut LayerStats,
-        io: IoLayout,
-    ) {
-        self.forward_on(Isa::current(), x, hw, band, out, scratch, stats, io)
+        let isa = Isa::current();
+        self.forward_on(isa, x, (h, w), Some(band), out, scratch, stats, io)
     }
 
     /// [`Self::forward_impl`] compiled for tier `isa` (which the CPU must support).

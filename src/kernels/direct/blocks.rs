@@ -375,17 +375,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
     // Each output's tap-(0, 0) input pixel, computed once per block, stepping along the
     // output rows (divisions by the patch width would otherwise dominate layers with few
     // input channels).
-    let origin: [usize; MR] = {
-        let (mut oy, mut ox) = (j0 / g.pw, j0 % g.pw);
-        std::array::from_fn(|_| {
-            let o = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
-            ox += 1;
-            if ox == g.pw {
-                (oy, ox) = (oy + 1, 0);
-            }
-            o
-        })
-    };
+    let origin: [usize; MR] = g.in_offsets::<MR>(j0);
     let load_w = |w: *const f32| -> [__m512; NV] {
         std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)))
     };

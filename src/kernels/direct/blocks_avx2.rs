@@ -215,17 +215,7 @@ unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
         }
         let wp = p.win.as_ptr();
         // Each output's tap-(0, 0) input pixel, stepping along the output rows.
-        let origin: [usize; MR] = {
-            let (mut oy, mut ox) = (j0 / g.pw, j0 % g.pw);
-            std::array::from_fn(|_| {
-                let o = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
-                ox += 1;
-                if ox == g.pw {
-                    (oy, ox) = (oy + 1, 0);
-                }
-                o
-            })
-        };
+        let origin: [usize; MR] = g.in_offsets::<MR>(j0);
         let load_w = |w: *const f32| -> [__m256; NV] {
             std::array::from_fn(|v| load::<NV, TAIL>(w.add(8 * v), v, mask))
         };

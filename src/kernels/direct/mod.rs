@@ -96,6 +96,24 @@ impl Geom {
     }
 }
 
+impl Geom {
+    /// The window offset of the tap-(0, 0) input pixel of each of the `MR` outputs from
+    /// `j0`, stepping along the output rows (a division by the patch width per output would
+    /// dominate layers with few input channels).
+    #[inline(always)]
+    fn in_offsets<const MR: usize>(&self, j0: usize) -> [usize; MR] {
+        let (mut oy, mut ox) = (j0 / self.pw, j0 % self.pw);
+        std::array::from_fn(|_| {
+            let o = (oy * self.sh * self.win_w + ox * self.sw) * self.c_in;
+            ox += 1;
+            if ox == self.pw {
+                (oy, ox) = (oy + 1, 0);
+            }
+            o
+        })
+    }
+}
+
 /// The filters one call reads, and which window channels they multiply.
 #[derive(Clone, Copy, Debug)]
 pub enum Filters<'a> {
