@@ -11,13 +11,13 @@ use haste::haste::merge::{
     merge_filter_rows, merge_filters, merge_input, merge_input_in_place, merged_row,
 };
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
-use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{
     conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Epilogue, Filters,
     Geom as PatchGeom,
 };
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
+use haste::kernels::im2col::conv2d_image;
 use haste::kernels::isa::Isa;
 use haste::kernels::layout::IoLayout;
 use haste::kernels::pool::pool_hwc;

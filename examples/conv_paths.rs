@@ -1,7 +1,7 @@
 //! The two dense conv paths (im2col + GEMM, and the direct kernel) on the conv shapes of the
 //! shared models, one thread: `cargo run --release --example conv_paths`.
-use haste::kernels::conv::conv2d_image;
 use haste::kernels::direct::{DirectConv, DirectScratch};
+use haste::kernels::im2col::conv2d_image;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 use std::time::Instant;
 

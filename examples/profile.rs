@@ -48,7 +48,7 @@ fn main() -> Result<(), haste::Error> {
             w,
             2.0 * *m as f64 * (runs * batch) as f64 / secs[*i] / 1e9,
             1e3 * secs[*i] / runs as f64,
-            if plan.output_is_pixel_major(*i) {
+            if plan.output_layout(*i).is_pixel_major() {
                 "NHWC"
             } else {
                 "NCHW"

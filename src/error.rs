@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Every way haste can fail. Messages are one line and name the file (and node, record or image).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]

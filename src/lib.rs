@@ -5,24 +5,29 @@
 //! every small patch, input channels that look alike are found with locality-sensitive hashing
 //! and merged, so each convolution runs on fewer channels. No data, no fine-tuning.
 //!
-//! Data flows one way: model file -> [`graph`] -> [`plan`] -> [`kernels`] -> results.
+//! Data flows one way: model file -> [`graph`] -> [`plan`] -> kernels -> results, with the
+//! method ([`mod@haste`]) beside the kernels and [`compress`] putting it on a plan.
 //!
 //! | stage | module |
 //! |---|---|
-//! | ONNX decode, op registry | [`onnx`] |
+//! | ONNX decode, op registry | `onnx` (internal; [`Model::load`]) |
 //! | IR, constant folding, BatchNorm/activation fusion | [`graph`], [`ops`] |
-//! | execution order, buffers, threads | [`plan`] |
-//! | dense kernels (the direct pixel-major conv, im2col + GEMM, pooling, layout) | [`kernels`] |
-//! | the method: hyperplanes, hashing, buckets, merging, reduced conv, cost | [`haste`] |
+//! | execution order, buffers, memory layouts, threads | [`plan`] |
+//! | dense kernels and the convolution-kernel interface | `kernels` (internal) |
+//! | the method: hyperplanes, hashing, buckets, merging, reduced conv, cost | [`mod@haste`] |
+//! | which layers get HASTE, first-batch choices, reports | [`compress`] |
 //! | CIFAR-10 binary, ImageFolder, preprocessing, model cards | [`datasets`] |
-//! | evaluation, reports, plots | [`eval`], [`report`] |
-//! | the `haste` command | [`cli`] |
+//! | evaluation, reports | [`eval`], [`report`] |
+//! | the `haste` command (cargo feature `cli`, on by default) | `cli` |
+//!
+//! The crate root re-exports what a program needs: load a [`Model`], build a [`Plan`], run it,
+//! [`compress`](Compression::apply) it, [`evaluate`] it on a [`Dataset`]. Without the `cli`
+//! feature (`default-features = false`) the library builds without clap, indicatif and
+//! plotters.
 //!
 //! ```
-//! use haste::{CompressOptions, Model, PlanOptions};
-//! use haste::datasets::{open_dataset, ModelCard};
-//! use haste::eval::{evaluate, evaluate_haste, EvalOptions};
-//! use haste::haste::HasteConfig;
+//! use haste::{evaluate, evaluate_haste, open_dataset, CompressOptions, EvalOptions};
+//! use haste::{HasteConfig, Model, ModelCard, PlanOptions};
 //!
 //! let path = std::path::Path::new("../shared/models/resnet20-cifar10.onnx");
 //! let model = Model::load(path)?;
@@ -46,21 +51,32 @@
 //! # Ok::<(), haste::Error>(())
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
+pub mod compress;
 pub mod datasets;
-pub mod error;
+mod error;
 pub mod eval;
 pub mod graph;
 pub mod haste;
+// The kernels and the ONNX reader are internals; they are public, but hidden, for the
+// benchmarks and examples of this repository only.
+#[doc(hidden)]
 pub mod kernels;
-pub mod model;
+mod model;
+#[doc(hidden)]
 pub mod onnx;
 pub mod ops;
 pub mod plan;
 pub mod report;
-pub mod tensor;
 
+pub use compress::{
+    compress_on, CompressOptions, Compression, ConvLayerReport, FlopsSummary, LayerChoice,
+    MagnitudeMode,
+};
+pub use datasets::{open_dataset, Dataset, ModelCard, Preprocess};
 pub use error::{Error, Result};
+pub use eval::{evaluate, evaluate_haste, EvalOptions, EvalReport, HasteReport};
+pub use haste::{HasteConfig, HyperplaneKind, LayerStats};
 pub use model::Model;
-pub use plan::{CompressOptions, Plan, PlanOptions};
-pub use tensor::Tensor;
+pub use plan::{Plan, PlanOptions};

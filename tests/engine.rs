@@ -51,7 +51,7 @@ fn logits_on(
     let mut start = 0;
     while start < n {
         let k = batch.min(n - start);
-        haste::eval::load_batch(data.as_ref(), start, k, per, &mut buf).expect("images load");
+        haste::datasets::load_batch(data.as_ref(), start, k, per, &mut buf).expect("images load");
         let (shape, y) = plan.run(&buf[..k * per], k).expect("runs");
         let classes = shape[1];
         out.extend(y.chunks(classes).map(<[f32]>::to_vec));
@@ -184,13 +184,13 @@ fn activations_between_convolutions_stay_pixel_major() {
             // moved in front of it) has the same memory in both orders.
             let (_, h, w) = plan.conv_at(step).expect("a conv");
             assert!(
-                plan.output_is_pixel_major(step) || h * w == 1,
+                plan.output_layout(step).is_pixel_major() || h * w == 1,
                 "{name}: conv step {step} ({}) is NCHW",
                 plan.step_name(step)
             );
         }
         let last = plan.num_steps() - 1;
-        assert!(!plan.output_is_pixel_major(last), "{name}: output");
+        assert!(!plan.output_layout(last).is_pixel_major(), "{name}: output");
     }
 }
 
@@ -209,8 +209,8 @@ fn activations_between_convolutions_stay_pixel_major() {
 /// same memory).
 #[test]
 fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
+    use haste::kernels::DenseConv;
     use haste::ops::Op;
-    use haste::plan::layout::conv_reads_nhwc;
     use std::collections::HashMap;
     for (name, convs) in [("resnet56-cifar10", 55), ("tiny-darknet-imagenet", 16)] {
         let model = Model::load(&model(name)).expect("model");
@@ -233,7 +233,7 @@ fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
                 producer.insert(v, i);
             }
         }
-        let pixel_major = |step: usize| plan.output_is_pixel_major(step);
+        let pixel_major = |step: usize| plan.output_layout(step).is_pixel_major();
         let same_layout = |op: &Op| {
             matches!(
                 op,
@@ -280,7 +280,7 @@ fn pixel_major_values_are_read_only_where_the_layout_pass_allows() {
                         assert_eq!(pixel_major(p), pixel_major(j), "{what}: residual order");
                         pixel_major(j)
                     }
-                    Op::Conv(c) => k == 0 && conv_reads_nhwc(&c.params),
+                    Op::Conv(c) => k == 0 && DenseConv::reads_pixel_major(&c.params),
                     Op::GlobalAveragePool => k == 0,
                     op => same_layout(op) && pixel_major(j),
                 };
@@ -388,7 +388,7 @@ fn a_plan_works_on_the_thread_that_built_it_and_from_any_other() {
         let data = open_dataset(&cifar_test(), &card.preprocess, None).expect("dataset");
         let per: usize = m.image_shape.iter().product();
         let mut x = vec![0.0; 3 * per];
-        haste::eval::load_batch(data.as_ref(), 0, 3, per, &mut x).expect("images");
+        haste::datasets::load_batch(data.as_ref(), 0, 3, per, &mut x).expect("images");
         let options = |threads| PlanOptions {
             threads,
             max_batch: 3,

@@ -529,7 +529,7 @@ proptest! {
         prop_assert!(stats.patches > 0);
         prop_assert!(f.overhead() > 0);
         prop_assert_eq!(f.total(), f.conv + f.overhead());
-        let summary = haste::plan::FlopsSummary {
+        let summary = haste::FlopsSummary {
             dense_flops: dense,
             flops: f.total(),
             overhead_flops: f.overhead(),

@@ -135,7 +135,7 @@ fn the_first_conv_and_layers_before_start_stay_dense() {
     )
     .expect("run");
     for l in &r.layers {
-        let compressed = l.choice == haste::plan::LayerChoice::Compressed;
+        let compressed = l.choice == haste::LayerChoice::Compressed;
         assert_eq!(
             compressed,
             l.conv_index >= 5,
@@ -209,7 +209,7 @@ fn tiny_darknet_defaults_hold_where_the_papers_hash_collapses() {
     assert!(ours >= d.top1 - 6.0, "defaults {ours} vs dense {}", d.top1);
     let magnitude = top1(&with_l(10));
     let angular = top1(&CompressOptions {
-        magnitude: haste::plan::MagnitudeMode::Off,
+        magnitude: haste::MagnitudeMode::Off,
         ..with_l(10)
     });
     assert!(
@@ -407,7 +407,7 @@ fn inspect_reports_every_conv_and_small_errors_at_large_l() {
 fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
     // ResNets feed every conv from a ReLU (possibly fused into a conv or a residual Add):
     // the paper's angular hash. Tiny Darknet feeds them from LeakyReLUs: magnitude bins.
-    let mode = haste::plan::MagnitudeMode::SignedInputs(0.5);
+    let mode = haste::MagnitudeMode::SignedInputs(0.5);
     for (name, want) in [
         ("resnet20-cifar10", None),
         ("resnet56-cifar10", None),
@@ -420,7 +420,7 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
         let convs = plan.per_conv_macs();
         for &(step, _) in &convs[1..] {
             assert_eq!(
-                plan.magnitude_step(step, mode),
+                haste::compress::magnitude_step(&plan, step, mode),
                 want,
                 "{name} {}",
                 plan.step_name(step)
@@ -432,7 +432,7 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
 #[test]
 fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
     use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO};
-    use haste::plan::LayerChoice;
+    use haste::LayerChoice;
     // CIFAR ResNet-20: every layer has at most 64 output channels, too few for HASTE's
     // per-patch work; by default the compressed network is the dense one, to the bit.
     let (mut plan, data) = setup("resnet20-cifar10", &cifar_first20());
@@ -476,7 +476,7 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
     let mut c = with_l(12);
     c.cost_aware = true;
     let mut candidates = 0;
-    for (step, choice) in plan.conv_choices(&c) {
+    for (step, choice) in haste::compress::conv_choices(&plan, &c) {
         let (op, _, _) = plan.conv_at(step).expect("conv");
         let p = &op.params;
         if choice == LayerChoice::Compressed {
@@ -515,7 +515,7 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
 #[test]
 fn merging_layers_keep_haste_where_it_is_predicted_faster() {
     use haste::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
-    use haste::plan::LayerChoice;
+    use haste::LayerChoice;
     // ResNet-18 with random weights merges half the channels of many layers: the choice
     // follows the predicted time from the first batch's buckets, and is the same on a second
     // run (no clock involved).
@@ -567,12 +567,12 @@ fn merging_layers_keep_haste_where_it_is_predicted_faster() {
 /// but the first is compressed.
 #[test]
 fn a_classifier_on_one_pixel_stays_dense_with_every_layer() {
-    use haste::plan::LayerChoice;
+    use haste::LayerChoice;
     let plan = Model::load(&model("tiny-darknet-imagenet"))
         .expect("model")
         .plan(PlanOptions::default())
         .expect("plan");
-    let choices = plan.conv_choices(&CompressOptions::paper(with_l(12).config));
+    let choices = haste::compress::conv_choices(&plan, &CompressOptions::paper(with_l(12).config));
     let (&(last, choice), middle) = choices[1..].split_last().expect("convs");
     assert_eq!(choice, LayerChoice::DenseOnePixel);
     let (op, h, w) = plan.conv_at(last).expect("conv");

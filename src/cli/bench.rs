@@ -2,11 +2,11 @@
 //! spread of several timed runs after a warm-up, and peak memory.
 
 use super::args::BenchArgs;
+use crate::compress::{flops_summary, Compression, ConvLayerReport};
+use crate::datasets::load_batch_skipping;
 use crate::datasets::open_dataset;
 use crate::error::{Error, Result};
-use crate::eval::load_batch_skipping;
 use crate::kernels::isa::{Isa, ISA_VARIABLE};
-use crate::plan::ConvLayerReport;
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
 use std::time::Instant;
@@ -113,17 +113,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let dense = time_runs(&mut plan, &input, a.batch, a.runs)?;
     let haste = match &compress {
         Some(c) => {
-            plan.compress(c)?;
+            let mut compression = Compression::apply(&mut plan, c)?;
             // The same first-batch choice as eval.
-            plan.choose_layers_on(&input, a.batch, c)?;
+            compression.choose_layers_on(&mut plan, &input, a.batch)?;
             let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
-            let mut layers = plan.conv_reports(c);
-            let flops = plan.flops_summary(&layers);
+            let mut layers = compression.reports(&plan);
+            let flops = flops_summary(&plan, &layers);
             if a.layers {
-                plan.time_haste_layers(&input, a.batch)?;
+                compression.time_layers(&mut plan, &input, a.batch)?;
                 // One more pass for the statistics the timing runs cleared.
                 plan.run(&input, a.batch)?;
-                layers = plan.conv_reports(c);
+                layers = compression.reports(&plan);
             }
             plan.reset_conv_kernels();
             Some((t, flops, layers))

@@ -52,9 +52,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "flops_overhead": h.flops.overhead_flops,
                 "flops_reduction": h.flops.reduction(),
                 "flops_reduction_conv_only": h.flops.reduction_conv_only(),
-                "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::Compressed).count(),
-                "overhead_dense_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::DenseOverhead).count(),
-                "few_merged_dense_convs": h.layers.iter().filter(|l| l.choice == crate::plan::LayerChoice::DenseFewMerged).count(),
+                "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::Compressed).count(),
+                "overhead_dense_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::DenseOverhead).count(),
+                "few_merged_dense_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::DenseFewMerged).count(),
                 "haste_seconds": h.eval.seconds,
                 "haste_images_per_second": h.eval.images_per_second(),
                 "haste_compute_images_per_second": h.eval.compute_images_per_second(),
@@ -144,8 +144,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 /// How many convolutions HASTE runs on, and why the others stay dense.
-pub(crate) fn layer_summary(layers: &[crate::plan::ConvLayerReport]) -> String {
-    use crate::plan::LayerChoice;
+pub(crate) fn layer_summary(layers: &[crate::compress::ConvLayerReport]) -> String {
+    use crate::compress::LayerChoice;
     let count = |c: LayerChoice| layers.iter().filter(|l| l.choice == c).count();
     let mut s = format!(
         "{} of {} convolutions compressed",
@@ -176,7 +176,7 @@ pub(crate) fn layer_summary(layers: &[crate::plan::ConvLayerReport]) -> String {
 }
 
 /// One line describing the HASTE settings.
-pub(crate) fn describe(c: &crate::plan::CompressOptions) -> String {
+pub(crate) fn describe(c: &crate::compress::CompressOptions) -> String {
     let cfg = &c.config;
     format!(
         "L={} s={:.3} tile={} start layer={} seed={} {:?} magnitude={:?}{}{}{}",

@@ -1,8 +1,8 @@
 //! The HASTE knobs shared by `eval`, `sweep`, `inspect` and `bench`.
 
+use crate::compress::{CompressOptions, MagnitudeMode};
 use crate::error::{Error, Result};
 use crate::haste::{HasteConfig, HyperplaneKind};
-use crate::plan::{CompressOptions, MagnitudeMode};
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,6 +128,7 @@ impl HasteKnobs {
             magnitude: self.magnitude_bins,
             keep_dense_when_slower: self.keep_dense_when_slower,
             cost_aware: !self.all_layers,
+            ..CompressOptions::default()
         })
     }
 }

@@ -2,8 +2,8 @@
 
 use super::args::InspectArgs;
 use super::Session;
+use crate::compress::{CompressOptions, LayerChoice};
 use crate::error::Result;
-use crate::plan::LayerChoice;
 use serde_json::json;
 
 /// Relative output error above which a layer is flagged as fragile.
@@ -34,18 +34,18 @@ fn histogram_shares(hist: &[u64]) -> [f64; 6] {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let compress = a.knobs.options(a.hyperplanes)?;
+    let compress = CompressOptions {
+        measure_error: true,
+        ..a.knobs.options(a.hyperplanes)?
+    };
     let mut s = Session::open(&a.model, &a.data)?;
-    s.plan.set_error_measurement(true);
     let h = s.haste(&compress)?;
-    let errors = s.plan.layer_relative_errors();
-    s.plan.set_error_measurement(false);
     let rows: Vec<_> = h
         .layers
         .iter()
         .map(|l| {
             let compressed = l.choice == LayerChoice::Compressed;
-            let err = if compressed { errors[l.step] } else { None };
+            let err = if compressed { l.relative_error } else { None };
             let reduction = l.reduction();
             let overhead_share = 100.0 * l.overhead_flops as f64 / l.flops.max(1) as f64;
             (l, compressed, err, reduction, overhead_share)

@@ -73,7 +73,7 @@ impl Session {
     }
 
     /// A HASTE pass with a progress bar.
-    pub fn haste(&mut self, compress: &crate::plan::CompressOptions) -> Result<HasteReport> {
+    pub fn haste(&mut self, compress: &crate::compress::CompressOptions) -> Result<HasteReport> {
         let label = format!("L={}", compress.config.hyperplanes);
         let bar = progress_bar(self.images(), &label);
         let r = crate::eval::evaluate_haste(

@@ -8,6 +8,7 @@
 //!   `Normalize`, with Pillow's bilinear resize re-implemented bit-exactly
 //!   ([`resize_bilinear_rgb8`]).
 //! * [`ModelCard`] reads the `NAME.json` beside a model; [`load_labels`] reads a label file.
+//! * [`load_batch`] and [`load_batch_skipping`] load a batch of images in parallel.
 //!
 //! ```no_run
 //! use haste::datasets::{open_dataset, ModelCard};
@@ -29,6 +30,7 @@ use std::path::Path;
 
 use crate::error::Result;
 
+mod batch;
 mod card;
 mod cifar;
 mod image_folder;
@@ -36,6 +38,7 @@ mod jpeg;
 mod preprocess;
 mod resize;
 
+pub use batch::{load_batch, load_batch_skipping};
 pub use card::{load_labels, ModelCard};
 pub use cifar::{CifarBinary, CIFAR_RECORD, MAX_CIFAR_BYTES};
 pub use image_folder::{ImageFolder, MAX_IMAGES};

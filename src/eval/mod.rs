@@ -1,9 +1,8 @@
 //! Evaluation: run a plan over a dataset in batches and score top-1 / top-5.
 
-use crate::datasets::Dataset;
+use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use rayon::prelude::*;
 use std::time::Instant;
 
 /// How to sweep a dataset.
@@ -126,57 +125,6 @@ pub fn top5(logits: &[f32]) -> [u32; 5] {
     best
 }
 
-/// Loads images `start..start + n` into `buf` in parallel.
-pub fn load_batch(
-    data: &dyn Dataset,
-    start: usize,
-    n: usize,
-    per_image: usize,
-    buf: &mut [f32],
-) -> Result<()> {
-    buf[..n * per_image]
-        .par_chunks_mut(per_image)
-        .enumerate()
-        .try_for_each(|(k, out)| data.load(start + k, out))
-}
-
-/// Loads images `start..start + n` in parallel into the front of `buf`, leaving out those that
-/// fail to load: returns the dataset indices of the images loaded, in order, and the names of
-/// those skipped. Without `skip_bad`, a failure is returned instead (it names the image).
-pub fn load_batch_skipping(
-    data: &dyn Dataset,
-    start: usize,
-    n: usize,
-    per_image: usize,
-    buf: &mut [f32],
-    skip_bad: bool,
-) -> Result<(Vec<usize>, Vec<String>)> {
-    if !skip_bad {
-        load_batch(data, start, n, per_image, buf)?;
-        return Ok(((start..start + n).collect(), Vec::new()));
-    }
-    let results: Vec<Result<()>> = buf[..n * per_image]
-        .par_chunks_mut(per_image)
-        .enumerate()
-        .map(|(k, out)| data.load(start + k, out))
-        .collect();
-    let mut loaded = Vec::with_capacity(n);
-    let mut skipped = Vec::new();
-    for (k, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(()) => {
-                let slot = loaded.len();
-                if slot != k {
-                    buf.copy_within(k * per_image..(k + 1) * per_image, slot * per_image);
-                }
-                loaded.push(start + k);
-            }
-            Err(_) => skipped.push(data.item_name(start + k)),
-        }
-    }
-    Ok((loaded, skipped))
-}
-
 /// Runs `plan` over `data` and scores it. `progress` is called with the number of images done.
 ///
 /// ```no_run
@@ -271,8 +219,8 @@ mod tests {
 #[derive(Debug, Clone)]
 pub struct HasteReport {
     pub eval: EvalReport,
-    pub layers: Vec<crate::plan::ConvLayerReport>,
-    pub flops: crate::plan::FlopsSummary,
+    pub layers: Vec<crate::compress::ConvLayerReport>,
+    pub flops: crate::compress::FlopsSummary,
 }
 
 impl HasteReport {
@@ -280,32 +228,6 @@ impl HasteReport {
     pub fn nonfinite_inputs(&self) -> u64 {
         self.layers.iter().map(|l| l.stats.nonfinite_inputs).sum()
     }
-}
-
-/// The layer choices made on the first batch of `data`: with `cost_aware`, layers whose
-/// merging there cannot pay go back to dense (see
-/// [`Plan::keep_dense_where_merging_cannot_pay`]); with `keep_dense_when_slower`, layers timed
-/// slower than dense (see [`Plan::keep_dense_where_faster`]).
-fn calibrate(
-    plan: &mut Plan,
-    data: &dyn Dataset,
-    options: EvalOptions,
-    compress: &crate::plan::CompressOptions,
-) -> Result<()> {
-    let total = options.limit.map_or(data.len(), |l| l.min(data.len()));
-    let n = options.batch.clamp(1, plan.max_batch()).min(total);
-    if n == 0 {
-        return Ok(());
-    }
-    let per_image: usize = plan.image_shape().iter().product();
-    let mut buf = vec![0.0f32; n * per_image];
-    let (loaded, _) = plan
-        .thread_pool()
-        .install(|| load_batch_skipping(data, 0, n, per_image, &mut buf, options.skip_bad))?;
-    if loaded.is_empty() {
-        return Ok(());
-    }
-    plan.choose_layers_on(&buf[..loaded.len() * per_image], loaded.len(), compress)
 }
 
 /// Compresses `plan` with `compress`, evaluates it on `data`, and puts the dense kernels back.
@@ -331,18 +253,16 @@ pub fn evaluate_haste(
     plan: &mut Plan,
     data: &dyn Dataset,
     options: EvalOptions,
-    compress: &crate::plan::CompressOptions,
+    compress: &crate::compress::CompressOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<HasteReport> {
-    plan.compress(compress)?;
-    if compress.cost_aware || compress.keep_dense_when_slower {
-        calibrate(plan, data, options, compress)?;
-    }
+    let first_batch = (options.batch, options.limit, options.skip_bad);
+    let compression = crate::compress::compress_on(plan, compress, data, first_batch)?;
     let result = evaluate(plan, data, options, progress);
-    let layers = plan.conv_reports(compress);
+    let layers = compression.reports(plan);
     plan.reset_conv_kernels();
     let eval = result?;
-    let flops = plan.flops_summary(&layers);
+    let flops = crate::compress::flops_summary(plan, &layers);
     Ok(HasteReport {
         eval,
         layers,

@@ -4,10 +4,9 @@
 //! constants, fuse BatchNorm into Conv, drop identities), then [`crate::plan`] orders it and
 //! assigns buffers.
 
-mod constant;
 pub mod passes;
 
-pub use constant::{Const, ConstData};
+pub use crate::ops::{Const, ConstData};
 
 use crate::ops::Op;
 use std::collections::HashMap;

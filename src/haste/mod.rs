@@ -22,6 +22,8 @@
 //!    model that decides which layers get HASTE by default (a data-free gate on the fixed
 //!    per-patch work, then the time predicted from the channels merged on the first batch).
 //! 7. [`stats`]: per-layer diagnostics (buckets per patch, bucket sizes, FLOPs, NaNs seen).
+//! 8. [`kernel`]: [`HasteKernel`], HASTE as a plan's convolution kernel
+//!    ([`crate::kernels::ConvKernel`]), which [`crate::compress`] puts on the layers it picks.
 //!
 //! ```
 //! use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
@@ -44,10 +46,12 @@ pub mod conv;
 pub mod cost;
 pub mod hash;
 pub mod hyperplanes;
+pub mod kernel;
 pub mod merge;
 pub mod stats;
 
 pub use config::{HasteConfig, HyperplaneKind};
 pub use conv::{HasteConv, HasteScratch};
 pub use cost::{dense_macs, FlopCount};
+pub use kernel::HasteKernel;
 pub use stats::LayerStats;

@@ -1,20 +1,26 @@
 //! Compute kernels: plain functions over slices.
 //!
+//! - [`convolution`]: the [`ConvKernel`] interface a plan runs convolutions through, and the
+//!   dense kernel ([`DenseConv`]);
 //! - [`direct`]: the direct convolution on pixel-major images, used for every spatial
 //!   convolution (and wide 1x1 ones) and for every HASTE patch;
-//! - [`conv`]: im2col + GEMM, for the rest (grouped, dilated, narrow 1x1);
+//! - [`im2col`]: im2col + GEMM, for the rest (grouped, dilated, narrow 1x1);
 //! - [`gemm`], [`pool`], [`layout`] (transposes, padding, slicing);
+//! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
 
-pub mod conv;
+pub mod convolution;
 pub mod direct;
 pub mod gemm;
+pub mod im2col;
 pub mod isa;
 pub mod layout;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
 mod pool_avx2;
 pub mod reference;
+
+pub use convolution::{ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
 pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {

@@ -59,6 +59,17 @@ impl Conv2dParams {
         self
     }
 
+    /// A 1x1 kernel, whatever its stride and padding.
+    pub fn is_1x1(&self) -> bool {
+        self.kh == 1 && self.kw == 1
+    }
+
+    /// A pointwise convolution: 1x1, stride 1, no padding, so each image's input is its own
+    /// column matrix (one GEMM per group; in either memory order when there is one group).
+    pub fn is_pointwise(&self) -> bool {
+        self.is_1x1() && self.stride == (1, 1) && self.pads == [0; 4]
+    }
+
     /// Checks that the geometry is usable (non-zero sizes, groups dividing channels).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(format!("convolution {self:?}: {m}")));

@@ -1,12 +1,12 @@
 //! Operators: a closed `enum Op` over small per-op structs, built once at import, plus shape
 //! inference ([`Op::output_shape`]). Kernels live in [`crate::kernels`]; the plan dispatches.
 
+mod constant;
 mod conv;
 pub mod shape;
 
+pub use constant::{Const, ConstData};
 pub use conv::Conv2dParams;
-
-use crate::graph::Const;
 
 /// A convolution with its (possibly BatchNorm-folded) weights and fused activation.
 #[derive(Debug, Clone)]

@@ -5,11 +5,11 @@
 //! - layer at a time (otherwise, e.g. a batch of one on two threads): each step runs over the
 //!   whole batch, parallel over images or over parts of one image.
 
-use super::layout::{to_nhwc_order, NHWC_POSITION};
-use super::{ConvKernel, Plan, Src, Workspace, WorkspaceState};
+use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
+use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
-use crate::kernels::{conv, layout, pool};
+use crate::kernels::{layout, pool, ConvJob, Scratch, Scratches};
 use crate::ops::shape::{normalize_axis, resolve_slice};
 use crate::ops::{Activation, ConvOp, Op};
 use rayon::prelude::*;
@@ -25,6 +25,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn thread_workspace(ws: &[Mutex<Workspace>]) -> std::sync::MutexGuard<'_, Workspace> {
     let i = rayon::current_thread_index().unwrap_or(0) % ws.len();
     lock(&ws[i])
+}
+
+/// The plan's scratch as convolution kernels see it: each pool thread's own, and the one
+/// shared by the parts of an image.
+struct PlanScratches<'a> {
+    workspaces: &'a [Mutex<Workspace>],
+    shared: &'a Mutex<Scratch>,
+}
+
+impl Scratches for PlanScratches<'_> {
+    fn with_thread(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        f(&mut thread_workspace(self.workspaces).scratch)
+    }
+
+    fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        f(&mut lock(self.shared))
+    }
 }
 
 /// `out = act(f(x, y))` with broadcasting; `f` is a closure type of its own so that each
@@ -81,10 +98,10 @@ struct ConvInput<'a> {
 }
 
 /// How a convolution step runs: over a batch of `n` images, or on one image with the
-/// calling thread's state.
+/// calling thread's scratch.
 enum Mode<'a> {
     Batch(usize),
-    Image(&'a mut WorkspaceState),
+    Image(&'a mut Scratch),
 }
 
 impl Plan {
@@ -139,7 +156,7 @@ impl Plan {
             let share = 1.0 / self.threads.min(n) as f64;
             for ws in &mut self.workspaces {
                 let ws = ws.get_mut().unwrap_or_else(|e| e.into_inner());
-                for (a, s) in acc.iter_mut().zip(ws.state.seconds.iter_mut()) {
+                for (a, s) in acc.iter_mut().zip(ws.seconds.iter_mut()) {
                     *a += std::mem::take(s) * share;
                 }
             }
@@ -150,10 +167,7 @@ impl Plan {
     /// Every step on one image `x`, with the output copied to `out`.
     fn run_image(&self, ws: &mut Workspace, x: &[f32], out: &mut [f32]) -> Result<()> {
         let profiling = self.step_seconds.is_some();
-        ws.state.seconds.resize(self.steps.len(), 0.0);
-        ws.state
-            .stats
-            .resize_with(self.steps.len(), Default::default);
+        ws.seconds.resize(self.steps.len(), 0.0);
         for i in 0..self.steps.len() {
             let t = profiling.then(std::time::Instant::now);
             let slot = self.steps[i].output;
@@ -166,11 +180,12 @@ impl Plan {
                 out_shape: &self.img_out_shapes[i],
                 min_len: usize::MAX,
             };
-            let result = self.compute(i, &frame, &mut Mode::Image(&mut ws.state), &mut buf[..len]);
+            let mode = &mut Mode::Image(&mut ws.scratch);
+            let result = self.compute(i, &frame, mode, &mut buf[..len]);
             ws.slots[slot] = buf;
             result?;
             if let Some(t) = t {
-                ws.state.seconds[i] += t.elapsed().as_secs_f64();
+                ws.seconds[i] += t.elapsed().as_secs_f64();
             }
         }
         let slot = self.steps[self.output_step].output;
@@ -190,6 +205,7 @@ impl Plan {
     fn compute(&self, i: usize, frame: &Frame, mode: &mut Mode, out: &mut [f32]) -> Result<()> {
         let step = &self.steps[i];
         let node = &self.graph.nodes[step.node];
+        self.check_layouts(i)?;
         let ins = frame.in_shapes;
         let out_shape = frame.out_shape;
         let min = frame.min_len;
@@ -212,8 +228,8 @@ impl Plan {
                     residual,
                 };
                 match mode {
-                    Mode::Batch(n) => self.conv(i, c, x, *n, out),
-                    Mode::Image(state) => self.conv_image(i, c, x, out, state),
+                    Mode::Batch(n) => self.conv(i, c, x, *n, out)?,
+                    Mode::Image(scratch) => self.conv_image(i, x, out, scratch)?,
                 }
             }
             Op::BatchNorm(b) => {
@@ -257,7 +273,7 @@ impl Plan {
                 let max = matches!(node.op, Op::MaxPool(_));
                 let (h, w) = (ins[0][2], ins[0][3]);
                 let (oh, ow) = (out_shape[2], out_shape[3]);
-                if self.nhwc[i] && ins[0][0] < self.threads && min == 1 {
+                if self.layouts[i].is_pixel_major() && ins[0][0] < self.threads && min == 1 {
                     // A batch smaller than the thread count: rows of each image in parallel.
                     let c = ins[0][1];
                     let per = oh.div_ceil(self.threads).max(1);
@@ -269,7 +285,7 @@ impl Plan {
                                 pool::pool_hwc_rows(p, max, xi, (h, w, c), rows, band)
                             });
                     }
-                } else if self.nhwc[i] {
+                } else if self.layouts[i].is_pixel_major() {
                     let c = ins[0][1];
                     out.par_chunks_mut(oh * ow * c)
                         .zip(x.par_chunks(h * w * c))
@@ -284,7 +300,7 @@ impl Plan {
             }
             Op::GlobalAveragePool => {
                 let plane: usize = ins[0][2..].iter().product();
-                if self.in_nhwc[i][0] {
+                if self.in_layouts[i][0].is_pixel_major() {
                     let c = ins[0][1];
                     out.par_chunks_mut(c)
                         .zip(x.par_chunks(plane * c))
@@ -313,7 +329,7 @@ impl Plan {
                 }
             }
             // Pixel-major values run on their physical `[n, h, w, c]` shape.
-            Op::Pad { pads, value } if self.nhwc[i] => {
+            Op::Pad { pads, value } if self.layouts[i].is_pixel_major() => {
                 let (begin, end) = pads.split_at(4);
                 let pads = [to_nhwc_order(begin), to_nhwc_order(end)].concat();
                 let (shape, out_phys) = (to_nhwc_order(&ins[0]), to_nhwc_order(out_shape));
@@ -328,7 +344,7 @@ impl Plan {
             } => {
                 let r = resolve_slice(&ins[0], starts, ends, axes, steps)
                     .ok_or_else(|| Error::Shape(format!("node '{}': bad slice", node.name)))?;
-                if self.nhwc[i] {
+                if self.layouts[i].is_pixel_major() {
                     layout::slice(x, &to_nhwc_order(&ins[0]), &to_nhwc_order(&r), out);
                 } else {
                     layout::slice(x, &ins[0], &r, out);
@@ -337,12 +353,16 @@ impl Plan {
             Op::Concat { axis } => {
                 let a = normalize_axis(*axis, out_shape.len())
                     .ok_or_else(|| Error::Shape("concat axis".into()))?;
-                let shapes: Vec<Vec<usize>> = if self.nhwc[i] {
+                let shapes: Vec<Vec<usize>> = if self.layouts[i].is_pixel_major() {
                     ins.iter().map(|s| to_nhwc_order(s)).collect()
                 } else {
                     ins.to_vec()
                 };
-                let a = if self.nhwc[i] { NHWC_POSITION[a] } else { a };
+                let a = if self.layouts[i].is_pixel_major() {
+                    NHWC_POSITION[a]
+                } else {
+                    a
+                };
                 let parts: Vec<(&[f32], &[usize])> = step
                     .inputs
                     .iter()
@@ -371,250 +391,91 @@ impl Plan {
         Ok(())
     }
 
-    /// The memory orders of step `i`'s input and output (see [`super::layout`]).
-    fn io_layout(&self, i: usize) -> IoLayout {
-        IoLayout {
-            input_nhwc: self.in_nhwc[i][0],
-            output_nhwc: self.nhwc[i],
+    /// Errors unless step `i`'s op reads the memory order of each of its operands: only the
+    /// ops [`super::layout`] lets keep a pixel-major value may be handed one.
+    fn check_layouts(&self, i: usize) -> Result<()> {
+        let node = &self.graph.nodes[self.steps[i].node];
+        let reads_pixel_major = super::layout::keeps_layout(&node.op)
+            || matches!(node.op, Op::Conv(_) | Op::GlobalAveragePool);
+        if reads_pixel_major || self.in_layouts[i].iter().all(|l| *l == Layout::Nchw) {
+            return Ok(());
         }
+        Err(Error::Internal(format!(
+            "node '{}': {} given a pixel-major operand",
+            node.name,
+            node.op.kind()
+        )))
     }
 
-    fn conv(&self, i: usize, op: &ConvOp, input: ConvInput, n: usize, out: &mut [f32]) {
-        let (x, in_shape) = (input.x, input.shape);
-        let (h, w) = (in_shape[2], in_shape[3]);
+    /// The memory orders of step `i`'s input and output (see [`super::layout`]).
+    fn io_layout(&self, i: usize) -> IoLayout {
+        Layout::io(self.in_layouts[i][0], self.layouts[i])
+    }
+
+    /// The kernel of convolution step `i`.
+    fn kernel(&self, i: usize) -> Result<&dyn crate::kernels::ConvKernel> {
+        self.conv_kernels[i]
+            .as_deref()
+            .ok_or_else(|| Error::Internal(format!("step {i} has no convolution kernel")))
+    }
+
+    /// A convolution over a batch of `n` images: images in parallel when there are as many
+    /// as threads, else each image with every thread.
+    fn conv(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        input: ConvInput,
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let kernel = self.kernel(i)?;
+        let (h, w) = (input.shape[2], input.shape[3]);
         let p = &op.params;
         let (oh, ow) = p.out_hw(h, w);
         let in_len = p.c_in * h * w;
         let out_len = p.c_out * oh * ow;
         let io = self.io_layout(i);
-        // Image `k`'s residual.
-        let residual = |k: usize| part(input.residual, k * out_len, out_len);
-        match &self.conv_kernels[i] {
-            Some(ConvKernel::Haste(hc)) if n < self.threads && io.input_nhwc && io.output_nhwc => {
-                // Fewer images than threads: bands of patch rows of each image in parallel.
-                let stats = &self.haste_stats[i];
-                let tile = hc.config().tile;
-                let per = oh.div_ceil(tile).div_ceil(self.threads) * tile;
-                let row = ow * p.c_out;
-                let measuring = self.layer_error.is_some();
-                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
-                    let r = residual(img);
-                    o.par_chunks_mut(per * row)
-                        .enumerate()
-                        .for_each(|(k, band)| {
-                            let mut ws = thread_workspace(&self.workspaces);
-                            let rows = k * per..k * per + band.len() / row;
-                            let mut local = crate::haste::LayerStats::default();
-                            let s = &mut ws.state.scratch.haste;
-                            hc.forward_band(xi, (h, w), rows, band, s, &mut local);
-                            if !measuring {
-                                op.finish(band, part(r, k * per * row, band.len()));
-                            }
-                            lock(stats).add(&local);
-                        });
-                    lock(stats).images += 1;
-                    if measuring {
-                        let mut ws = thread_workspace(&self.workspaces);
-                        self.measure_error(i, op, xi, (h, w), o, &mut ws.state.scratch);
-                        op.finish(o, r);
-                    }
-                }
-            }
-            Some(ConvKernel::Haste(hc)) => {
-                let stats = &self.haste_stats[i];
-                out.par_chunks_mut(out_len)
-                    .zip(x.par_chunks(in_len))
-                    .enumerate()
-                    .for_each(|(img, (o, xi))| {
-                        let mut ws = thread_workspace(&self.workspaces);
-                        let s = &mut ws.state.scratch;
-                        let mut local = crate::haste::LayerStats::default();
-                        hc.forward_layout(xi, h, w, o, &mut s.haste, &mut local, io);
-                        self.measure_error(i, op, xi, (h, w), o, s);
-                        op.finish(o, residual(img));
-                        lock(stats).add(&local);
-                    });
-            }
-            _ if n >= self.threads || self.threads == 1 => {
-                out.par_chunks_mut(out_len)
-                    .zip(x.par_chunks(in_len))
-                    .enumerate()
-                    .for_each(|(img, (o, xi))| {
-                        let mut ws = thread_workspace(&self.workspaces);
-                        let s = &mut ws.state.scratch;
-                        self.dense_conv_image(i, op, xi, (h, w), o, s, residual(img));
-                    });
-            }
-            _ if self.direct[i].is_some() => {
-                // Fewer images than threads: the direct kernel shares each image's output rows.
-                let mut shared = lock(&self.shared_direct);
-                if let Some(d) = &self.direct[i] {
-                    let images = out.chunks_mut(out_len).zip(x.chunks(in_len));
-                    for (img, (o, xi)) in images.enumerate() {
-                        let r = residual(img);
-                        d.forward_parallel(xi, (h, w), o, &mut shared, io, self.threads, r);
-                    }
-                }
-            }
-            _ if conv::is_pointwise(p) && p.groups == 1 && (io.input_nhwc || io.output_nhwc) => {
-                // A 1x1 GEMM in pixel-major order: each thread takes a range of pixels (of the
-                // output rows when those are pixel-major; else one thread does the image).
-                let hw = oh * ow;
-                let parts = if io.output_nhwc { self.threads } else { 1 };
-                let per = hw.div_ceil(parts).max(1);
-                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
-                    let r = residual(img);
-                    if io.output_nhwc {
-                        o.par_chunks_mut(per * p.c_out)
-                            .enumerate()
-                            .for_each(|(k, oc)| {
-                                let p0 = k * per;
-                                let pixels = p0..p0 + oc.len() / p.c_out;
-                                conv::pointwise_pixels(op, xi, hw, pixels, oc, io);
-                                op.add_residual(oc, part(r, p0 * p.c_out, oc.len()));
-                            });
-                    } else {
-                        conv::pointwise_pixels(op, xi, hw, 0..hw, o, io);
-                        op.add_residual(o, r);
-                    }
-                }
-            }
-            _ => {
-                // Fewer images than threads: split each image's im2col by rows and its GEMM by
-                // output channels (NCHW in; a pixel-major output is transposed afterwards).
-                let n_cols = oh * ow;
-                let parts = self.threads;
-                let mut shared = lock(&self.shared_col);
-                // The NCHW result of a pixel-major output, in this thread's reused scratch.
-                let mut nchw =
-                    std::mem::take(&mut thread_workspace(&self.workspaces).state.scratch.nchw);
-                if io.output_nhwc {
-                    crate::kernels::grow(&mut nchw, out_len);
-                }
-                for (img, (o, xi)) in out.chunks_mut(out_len).zip(x.chunks(in_len)).enumerate() {
-                    let col: &[f32] = if conv::is_pointwise(p) {
-                        xi
-                    } else {
-                        let rows = p.c_in * p.kh * p.kw;
-                        let per = rows.div_ceil(parts);
-                        let col = &mut shared[..rows * n_cols];
-                        col.par_chunks_mut(per * n_cols)
-                            .enumerate()
-                            .for_each(|(k, c)| {
-                                let r0 = k * per;
-                                conv::im2col_rows(p, xi, h, w, r0..r0 + c.len() / n_cols, c);
-                            });
-                        col
-                    };
-                    let target: &mut [f32] = if io.output_nhwc {
-                        &mut nchw[..out_len]
-                    } else {
-                        o
-                    };
-                    let per = p.c_out.div_ceil(parts);
-                    target
-                        .par_chunks_mut(per * n_cols)
-                        .enumerate()
-                        .for_each(|(k, oc)| {
-                            let c0 = k * per;
-                            conv::gemm_channels(op, col, n_cols, c0..c0 + oc.len() / n_cols, oc);
-                        });
-                    if io.output_nhwc {
-                        layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, o);
-                    }
-                    op.add_residual(o, residual(img));
-                }
-                thread_workspace(&self.workspaces).state.scratch.nchw = nchw;
+        let job = |k: usize, x| ConvJob {
+            x,
+            hw: (h, w),
+            io,
+            residual: part(input.residual, k * out_len, out_len),
+        };
+        if n >= self.threads || self.threads == 1 {
+            let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
+            images.enumerate().for_each(|(k, (o, x))| {
+                let mut ws = thread_workspace(&self.workspaces);
+                kernel.run_image(&job(k, x), o, &mut ws.scratch);
+            });
+        } else {
+            let scratches = PlanScratches {
+                workspaces: &self.workspaces,
+                shared: &self.shared,
+            };
+            let images = out.chunks_mut(out_len).zip(input.x.chunks(in_len));
+            for (k, (o, x)) in images.enumerate() {
+                kernel.run_image_parallel(&job(k, x), o, self.threads, &scratches);
             }
         }
+        Ok(())
     }
 
-    /// A dense convolution of one image on the calling thread: the direct kernel where the
-    /// plan prepared one, else im2col + GEMM.
-    #[allow(clippy::too_many_arguments)]
-    fn dense_conv_image(
-        &self,
-        i: usize,
-        op: &ConvOp,
-        x: &[f32],
-        hw: (usize, usize),
-        out: &mut [f32],
-        s: &mut super::Scratch,
-        residual: Option<&[f32]>,
-    ) {
-        let io = self.io_layout(i);
-        match &self.direct[i] {
-            Some(d) => d.forward(x, hw, out, &mut s.direct, io, residual),
-            None => {
-                conv::conv2d_image_layout(op, x, hw, out, &mut s.col, &mut s.nchw, io);
-                op.add_residual(out, residual);
-            }
-        }
-    }
-
-    /// A convolution of one image on the calling thread, with its workspace.
+    /// A convolution of one image on the calling thread, with its scratch.
     fn conv_image(
         &self,
         i: usize,
-        op: &ConvOp,
         input: ConvInput,
         out: &mut [f32],
-        state: &mut WorkspaceState,
-    ) {
-        let (x, r) = (input.x, input.residual);
-        let (h, w) = (input.shape[2], input.shape[3]);
-        match &self.conv_kernels[i] {
-            Some(ConvKernel::Haste(hc)) => {
-                let s = &mut state.scratch;
-                let io = self.io_layout(i);
-                hc.forward_layout(x, h, w, out, &mut s.haste, &mut state.stats[i], io);
-                self.measure_error(i, op, x, (h, w), out, s);
-                op.finish(out, r);
-            }
-            _ => self.dense_conv_image(i, op, x, (h, w), out, &mut state.scratch, r),
-        }
-    }
-
-    /// With error measurement on, adds the squared difference between the HASTE output `o`
-    /// (before activation) and the dense convolution of the same image to step `i`'s error.
-    fn measure_error(
-        &self,
-        i: usize,
-        op: &ConvOp,
-        x: &[f32],
-        (h, w): (usize, usize),
-        o: &[f32],
-        s: &mut super::Scratch,
-    ) {
-        let Some(errors) = &self.layer_error else {
-            return;
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let job = ConvJob {
+            x: input.x,
+            hw: (input.shape[2], input.shape[3]),
+            io: self.io_layout(i),
+            residual: input.residual,
         };
-        // A diagnostic path: the dense reference runs NCHW, with transposes as needed.
-        let io = self.io_layout(i);
-        let (c_in, c_out) = (op.params.c_in, op.params.c_out);
-        let x_nchw: Vec<f32>;
-        let x = if io.input_nhwc {
-            let mut t = vec![0.0; c_in * h * w];
-            layout::nhwc_to_nchw(x, c_in, h * w, &mut t);
-            x_nchw = t;
-            &x_nchw[..]
-        } else {
-            x
-        };
-        s.dense.resize(o.len(), 0.0);
-        conv::conv2d_image_with(op, Activation::None, x, h, w, &mut s.dense, &mut s.col);
-        if io.output_nhwc {
-            let mut t = vec![0.0; o.len()];
-            layout::nchw_to_nhwc(&s.dense, c_out, o.len() / c_out.max(1), &mut t);
-            s.dense = t;
-        }
-        let (mut num, mut den) = (0.0f64, 0.0f64);
-        for (&a, &b) in o.iter().zip(&s.dense) {
-            num += ((a - b) as f64).powi(2);
-            den += (b as f64).powi(2);
-        }
-        let mut e = lock(&errors[i]);
-        e.0 += num;
-        e.1 += den;
+        self.kernel(i)?.run_image(&job, out, scratch);
+        Ok(())
     }
 }

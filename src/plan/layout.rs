@@ -6,7 +6,8 @@
 //! changes. A value is pixel-major when its producer can write it so and every consumer can
 //! read it so:
 //! - convolutions write either layout; they read pixel-major when their kernel does
-//!   ([`conv_reads_nhwc`]),
+//!   ([`DenseConv::reads_pixel_major`]; a compressed kernel that replaces a dense one reads
+//!   what it read),
 //! - elementwise ops (same shapes), activations, pooling, and Pad, Slice and Concat of 4-D
 //!   values keep the layout of their operands, so all of them and their output share one
 //!   layout (the last three run on the physical `[n, h, w, c]` shape, axes permuted),
@@ -15,44 +16,47 @@
 //! - everything else, the network's input and output and constants are NCHW.
 
 use super::{Plan, Src};
-use crate::kernels::direct::DirectConv;
-use crate::ops::{Conv2dParams, Op};
+use crate::kernels::layout::IoLayout;
+use crate::kernels::DenseConv;
+use crate::ops::Op;
 
-/// Whether a convolution can read a pixel-major input: through the direct kernel, as a
-/// stride-1 unpadded 1x1 GEMM, or through HASTE (which only replaces such convolutions'
-/// dense kernels, and reads both layouts).
-pub fn conv_reads_nhwc(p: &Conv2dParams) -> bool {
-    DirectConv::suits(p) || is_plain_pointwise(p)
+/// The memory order of a 4-D value whose logical shape is `[n, c, h, w]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Planar, `[n][c][h][w]`: the ONNX order, and every value's that is not 4-D.
+    #[default]
+    Nchw,
+    /// Pixel-major, `[n][h][w][c]`.
+    Nhwc,
 }
 
-/// A 1x1 convolution that is exactly one GEMM per image: one group, stride 1, no padding.
-pub fn is_plain_pointwise(p: &Conv2dParams) -> bool {
-    crate::kernels::conv::is_pointwise(p) && p.groups == 1
+impl Layout {
+    pub fn is_pixel_major(self) -> bool {
+        self == Layout::Nhwc
+    }
+
+    /// The kernels' description of a step reading `input` and writing `output`.
+    pub fn io(input: Layout, output: Layout) -> IoLayout {
+        IoLayout {
+            input_nhwc: input.is_pixel_major(),
+            output_nhwc: output.is_pixel_major(),
+        }
+    }
 }
 
 impl Plan {
-    /// Per step: whether its output is kept pixel-major (see the module doc).
-    pub(crate) fn choose_layouts(&self, producers: &[Vec<Option<usize>>]) -> Vec<bool> {
+    /// Per step: the memory order its output is kept in (see the module doc).
+    pub(crate) fn choose_layouts(&self, producers: &[Vec<Option<usize>>]) -> Vec<Layout> {
+        let nhwc = self.pixel_major_steps(producers);
+        let layout = |pm: bool| if pm { Layout::Nhwc } else { Layout::Nchw };
+        nhwc.into_iter().map(layout).collect()
+    }
+
+    /// Per step: whether its output can be pixel-major.
+    fn pixel_major_steps(&self, producers: &[Vec<Option<usize>>]) -> Vec<bool> {
         let n = self.steps.len();
         let op = |i: usize| &self.graph.nodes[self.steps[i].node].op;
-        let same_layout_op = |i: usize| {
-            matches!(
-                op(i),
-                Op::Relu
-                    | Op::LeakyRelu { .. }
-                    | Op::Clip { .. }
-                    | Op::Add
-                    | Op::AddActivation(_)
-                    | Op::Sub
-                    | Op::Mul
-                    | Op::Div
-                    | Op::MaxPool(_)
-                    | Op::AveragePool(_)
-                    | Op::Pad { .. }
-                    | Op::Slice { .. }
-                    | Op::Concat { .. }
-            )
-        };
+        let same_layout_op = |i: usize| keeps_layout(op(i));
         let mut nhwc: Vec<bool> = (0..n)
             .map(|i| {
                 let shape = &self.img_out_shapes[i];
@@ -74,7 +78,8 @@ impl Plan {
         let has_residual = |j: usize| matches!(op(j), Op::Conv(c) if c.residual.is_some());
         let reads_nhwc = |j: usize, k: usize| match op(j) {
             Op::Conv(c) => {
-                (k == 0 && conv_reads_nhwc(&c.params)) || (k == 1 && c.residual.is_some())
+                (k == 0 && DenseConv::reads_pixel_major(&c.params))
+                    || (k == 1 && c.residual.is_some())
             }
             Op::GlobalAveragePool => k == 0,
             _ => same_layout_op(j),
@@ -124,6 +129,27 @@ impl Plan {
             }
         }
     }
+}
+
+/// Whether `op` keeps the memory order of its operands (so it reads and writes pixel-major
+/// values when they are; see the module doc).
+pub(crate) fn keeps_layout(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::Clip { .. }
+            | Op::Add
+            | Op::AddActivation(_)
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::Pad { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+    )
 }
 
 /// Where logical NCHW axis `a` lies in a pixel-major value's memory (`[n, h, w, c]`).

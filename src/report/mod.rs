@@ -1,17 +1,20 @@
-//! Results for people and programs: progress bars, files written atomically, the trade-off
-//! plot.
+//! Results for people and programs: files written atomically, FLOP counts for people, and
+//! (with the `cli` feature) progress bars and the trade-off plot.
 
+#[cfg(feature = "cli")]
 pub mod plot;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
+#[cfg(feature = "cli")]
 pub fn progress_bar(total: usize, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    if std::io::stderr().is_terminal() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
             "{prefix:>10} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}",

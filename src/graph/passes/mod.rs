@@ -182,9 +182,7 @@ pub fn pool_before_pointwise_conv(g: &mut Graph) {
         };
         let linear_pointwise = match &g.nodes[conv].op {
             Op::Conv(c) => {
-                crate::kernels::conv::is_pointwise(&c.params)
-                    && c.activation == Activation::None
-                    && c.residual.is_none()
+                c.params.is_pointwise() && c.activation == Activation::None && c.residual.is_none()
             }
             _ => false,
         };

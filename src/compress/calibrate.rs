@@ -1,0 +1,157 @@
+//! The data-dependent layer choices, made on one batch of images (no labels): layers whose
+//! merging there cannot pay go back to dense, and, when asked, layers measured slower.
+
+use super::report::layer_stats;
+use super::Compression;
+use crate::datasets::{load_batch_skipping, Dataset};
+use crate::error::Result;
+use crate::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
+use crate::plan::Plan;
+
+impl Compression {
+    /// The layer choices the options ask to make on a batch (`input`, `n` images) once
+    /// [`Compression::apply`] has run: with `cost_aware`,
+    /// [`Self::keep_dense_where_merging_cannot_pay`]; with `keep_dense_when_slower`,
+    /// [`Self::keep_dense_where_faster`]. Statistics are cleared after, so a following run's
+    /// are its own.
+    pub fn choose_layers_on(&mut self, plan: &mut Plan, input: &[f32], n: usize) -> Result<()> {
+        if self.options.cost_aware {
+            self.keep_dense_where_merging_cannot_pay(plan, input, n)?;
+        }
+        if self.options.keep_dense_when_slower {
+            self.keep_dense_where_faster(plan, input, n)?;
+        }
+        clear_stats(plan);
+        Ok(())
+    }
+
+    /// [`Self::choose_layers_on`] on the first batch of `data` (`batch` images, at most
+    /// `limit`), loaded on the plan's threads.
+    pub fn choose_layers_on_data(
+        &mut self,
+        plan: &mut Plan,
+        data: &dyn Dataset,
+        (batch, limit, skip_bad): (usize, Option<usize>, bool),
+    ) -> Result<()> {
+        let total = limit.map_or(data.len(), |l| l.min(data.len()));
+        let n = batch.clamp(1, plan.max_batch()).min(total);
+        if n == 0 {
+            return Ok(());
+        }
+        let per_image: usize = plan.image_shape().iter().product();
+        let mut buf = vec![0.0f32; n * per_image];
+        let (loaded, _) = plan
+            .thread_pool()
+            .install(|| load_batch_skipping(data, 0, n, per_image, &mut buf, skip_bad))?;
+        if loaded.is_empty() {
+            return Ok(());
+        }
+        self.choose_layers_on(plan, &buf[..loaded.len() * per_image], loaded.len())
+    }
+
+    /// Runs the compressed plan on a batch (`input`, `n` images), and puts the dense kernel
+    /// back on every compressed layer whose predicted time from the channels it merged there
+    /// ([`predicted_time_ratio`]) is above [`MAX_PREDICTED_TIME_RATIO`]. The predictions
+    /// appear in [`super::ConvLayerReport::predicted_time_ratio`]; statistics are cleared.
+    /// Returns how many layers went back to dense. Deterministic: no clock is read.
+    pub fn keep_dense_where_merging_cannot_pay(
+        &mut self,
+        plan: &mut Plan,
+        input: &[f32],
+        n: usize,
+    ) -> Result<usize> {
+        clear_stats(plan);
+        plan.run(input, n)?;
+        let mut reverted = 0;
+        for step in 0..plan.num_steps() {
+            let Some((p, s)) = layer_stats(plan, step) else {
+                continue;
+            };
+            if s.patches == 0 {
+                continue;
+            }
+            let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
+            let predicted = predicted_time_ratio(&p, self.options.config.tile, merged);
+            self.predicted[step] = Some(predicted);
+            if predicted > MAX_PREDICTED_TIME_RATIO {
+                plan.use_dense(step);
+                reverted += 1;
+            }
+        }
+        Ok(reverted)
+    }
+
+    /// Times every compressed layer against its dense kernel on a batch (`input`, `n`
+    /// images; best of two runs each, alternating). The timings appear in
+    /// [`super::ConvLayerReport::timing`]; statistics are cleared. Returns the compressed
+    /// steps.
+    pub fn time_layers(&mut self, plan: &mut Plan, input: &[f32], n: usize) -> Result<Vec<usize>> {
+        let compressed: Vec<usize> = (0..plan.num_steps())
+            .filter(|&s| plan.conv_kernel(s).is_some() && !plan.runs_dense(s))
+            .collect();
+        let kernels: Vec<_> = compressed
+            .iter()
+            .filter_map(|&s| plan.conv_kernel(s).cloned())
+            .collect();
+        let mut best = vec![(f64::INFINITY, f64::INFINITY); plan.num_steps()];
+        let mut result = Ok(());
+        for _ in 0..2 {
+            result = time_steps(plan, input, n).map(|t| {
+                best.iter_mut().zip(t).for_each(|(b, t)| b.0 = b.0.min(t));
+            });
+            compressed.iter().for_each(|&s| plan.use_dense(s));
+            result = result.and_then(|_| time_steps(plan, input, n)).map(|t| {
+                best.iter_mut().zip(t).for_each(|(b, t)| b.1 = b.1.min(t));
+            });
+            for (&s, k) in compressed.iter().zip(&kernels) {
+                plan.set_conv_kernel(s, k.clone())?;
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        clear_stats(plan);
+        result?;
+        for &s in &compressed {
+            self.timing[s] = Some(best[s]);
+        }
+        Ok(compressed)
+    }
+
+    /// [`Self::time_layers`], then puts the dense kernel back where the compressed one is
+    /// slower. Returns how many layers went back to dense.
+    pub fn keep_dense_where_faster(
+        &mut self,
+        plan: &mut Plan,
+        input: &[f32],
+        n: usize,
+    ) -> Result<usize> {
+        let mut reverted = 0;
+        for s in self.time_layers(plan, input, n)? {
+            if let Some((h, d)) = self.timing[s] {
+                if h > d {
+                    plan.use_dense(s);
+                    reverted += 1;
+                }
+            }
+        }
+        Ok(reverted)
+    }
+}
+
+/// Clears the statistics every compressed kernel of `plan` has accumulated.
+pub(super) fn clear_stats(plan: &Plan) {
+    for step in 0..plan.num_steps() {
+        layer_stats(plan, step);
+    }
+}
+
+/// Seconds of each step in one run of the batch (the plan's own profiling is kept).
+fn time_steps(plan: &mut Plan, input: &[f32], n: usize) -> Result<Vec<f64>> {
+    let saved = plan.step_seconds().map(<[f64]>::to_vec);
+    plan.set_profiling(true);
+    let result = plan.run(input, n).map(|_| ());
+    let t = plan.step_seconds().map(<[f64]>::to_vec).unwrap_or_default();
+    plan.restore_profiling(saved);
+    result.map(|_| t)
+}

@@ -1,0 +1,117 @@
+//! HASTE as a plan's convolution kernel: [`HasteConv`] behind the [`ConvKernel`] interface,
+//! with the layer's statistics accumulated over every image it runs.
+
+use super::{HasteConfig, HasteConv, HasteScratch, LayerStats};
+use crate::error::Result;
+use crate::kernels::{ConvJob, ConvKernel, Scratch, Scratches};
+use crate::ops::ConvOp;
+use rayon::prelude::*;
+use std::any::Any;
+use std::sync::Mutex;
+
+/// A convolution step computed with HASTE.
+pub struct HasteKernel {
+    conv: HasteConv,
+    /// The op's epilogue after HASTE's bias: activation, or residual then activation (no
+    /// weights).
+    epilogue: ConvOp,
+    stats: Mutex<LayerStats>,
+}
+
+impl HasteKernel {
+    /// HASTE for `op`, the `layer_index`-th convolution (it seeds the layer's hyperplanes).
+    pub fn new(op: &ConvOp, config: &HasteConfig, layer_index: usize) -> Result<HasteKernel> {
+        let conv = HasteConv::new(
+            op.params,
+            &op.weights,
+            op.bias.as_deref(),
+            config,
+            layer_index,
+        )?;
+        Ok(Self::from_conv(conv, op))
+    }
+
+    /// `conv`, finished with `op`'s activation and fused residual.
+    pub fn from_conv(conv: HasteConv, op: &ConvOp) -> HasteKernel {
+        let epilogue = ConvOp {
+            params: op.params,
+            weights: Vec::new(),
+            bias: None,
+            activation: op.activation,
+            residual: op.residual,
+        };
+        HasteKernel {
+            conv,
+            epilogue,
+            stats: Mutex::new(LayerStats::default()),
+        }
+    }
+
+    pub fn conv(&self) -> &HasteConv {
+        &self.conv
+    }
+
+    /// The statistics of every image run since the last call (and resets them).
+    pub fn take_stats(&self) -> LayerStats {
+        std::mem::take(&mut self.lock_stats())
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, LayerStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ConvKernel for HasteKernel {
+    fn name(&self) -> &'static str {
+        "haste"
+    }
+
+    fn run_image(&self, job: &ConvJob, out: &mut [f32], scratch: &mut Scratch) {
+        let mut local = LayerStats::default();
+        let (h, w) = job.hw;
+        let s = scratch.get::<HasteScratch>();
+        self.conv
+            .forward_layout(job.x, h, w, out, s, &mut local, job.io);
+        self.epilogue.finish(out, job.residual);
+        self.lock_stats().add(&local);
+    }
+
+    /// Pixel-major in and out: bands of patch rows on different workers (each with its own
+    /// scratch); otherwise the calling thread does the image.
+    fn run_image_parallel(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+        scratches: &dyn Scratches,
+    ) {
+        if !(job.io.input_nhwc && job.io.output_nhwc) {
+            scratches.with_thread(&mut |s| self.run_image(job, out, s));
+            return;
+        }
+        let p = self.conv.params();
+        let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
+        let tile = self.conv.config().tile;
+        let per = oh.div_ceil(tile).div_ceil(threads) * tile;
+        let row = ow * p.c_out;
+        out.par_chunks_mut(per * row)
+            .enumerate()
+            .for_each(|(k, band)| {
+                let rows = k * per..k * per + band.len() / row;
+                let mut local = LayerStats::default();
+                scratches.with_thread(&mut |s| {
+                    let s = s.get::<HasteScratch>();
+                    self.conv
+                        .forward_band(job.x, job.hw, rows.clone(), band, s, &mut local)
+                });
+                let r = job.residual.map(|r| &r[k * per * row..][..band.len()]);
+                self.epilogue.finish(band, r);
+                self.lock_stats().add(&local);
+            });
+        self.lock_stats().images += 1;
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,179 @@
+//! The dense convolution: the direct kernel where it suits the layer, im2col + GEMM elsewhere.
+
+use super::{ConvJob, ConvKernel, Scratch, Scratches};
+use crate::kernels::direct::DirectConv;
+use crate::kernels::{grow, im2col, layout};
+use crate::ops::{Conv2dParams, ConvOp};
+use rayon::prelude::*;
+use std::any::Any;
+
+/// A convolution computed exactly: by the direct kernel ([`DirectConv`]) when
+/// [`DirectConv::suits`] the layer, else by im2col + GEMM ([`im2col`]).
+pub struct DenseConv {
+    op: ConvOp,
+    direct: Option<DirectConv>,
+}
+
+impl DenseConv {
+    pub fn new(op: &ConvOp) -> DenseConv {
+        let direct = if DirectConv::suits(&op.params) {
+            DirectConv::new(op)
+        } else {
+            None
+        };
+        // The direct kernel keeps its own copy of the weights; im2col reads the op's.
+        let weights = if direct.is_some() {
+            Vec::new()
+        } else {
+            op.weights.clone()
+        };
+        DenseConv {
+            op: ConvOp {
+                weights,
+                ..op.clone()
+            },
+            direct,
+        }
+    }
+
+    /// Whether the dense kernel of `p` reads a pixel-major input: the direct kernel does, and
+    /// so does a pointwise convolution of one group (one GEMM with the input's strides).
+    /// Every other convolution reads NCHW.
+    pub fn reads_pixel_major(p: &Conv2dParams) -> bool {
+        DirectConv::suits(p) || (p.is_pointwise() && p.groups == 1)
+    }
+
+    /// Whether this layer runs on the direct kernel.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+}
+
+impl ConvKernel for DenseConv {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn run_image(&self, job: &ConvJob, out: &mut [f32], s: &mut Scratch) {
+        match &self.direct {
+            Some(d) => d.forward(job.x, job.hw, out, &mut s.direct, job.io, job.residual),
+            None => {
+                let op = &self.op;
+                im2col::conv2d_image_layout(
+                    op,
+                    job.x,
+                    job.hw,
+                    out,
+                    &mut s.col,
+                    &mut s.nchw,
+                    job.io,
+                );
+                op.add_residual(out, job.residual);
+            }
+        }
+    }
+
+    fn run_image_parallel(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+        scratches: &dyn Scratches,
+    ) {
+        let p = &self.op.params;
+        let io = job.io;
+        if let Some(d) = &self.direct {
+            // The direct kernel shares the image's output rows.
+            scratches.with_shared(&mut |s| {
+                d.forward_parallel(job.x, job.hw, out, &mut s.direct, io, threads, job.residual)
+            });
+        } else if p.is_pointwise() && p.groups == 1 && io.output_nhwc {
+            self.pointwise_parallel(job, out, threads);
+        } else if p.is_pointwise() && p.groups == 1 && io.input_nhwc {
+            // A planar output from a pixel-major input: one thread does the image.
+            scratches.with_thread(&mut |s| self.run_image(job, out, s));
+        } else {
+            self.im2col_parallel(job, out, threads, scratches);
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl DenseConv {
+    /// A pointwise convolution into a pixel-major output: each worker a range of pixels.
+    fn pointwise_parallel(&self, job: &ConvJob, out: &mut [f32], threads: usize) {
+        let (op, c_out) = (&self.op, self.op.params.c_out);
+        let hw = job.hw.0 * job.hw.1;
+        let per = hw.div_ceil(threads).max(1);
+        out.par_chunks_mut(per * c_out)
+            .enumerate()
+            .for_each(|(k, oc)| {
+                let p0 = k * per;
+                let pixels = p0..p0 + oc.len() / c_out;
+                im2col::pointwise_pixels(op, job.x, hw, pixels, oc, job.io);
+                let r = job.residual.map(|r| &r[p0 * c_out..][..oc.len()]);
+                op.add_residual(oc, r);
+            });
+    }
+
+    /// im2col split by rows and its GEMM by output channels (NCHW in; a pixel-major output
+    /// is transposed afterwards).
+    fn im2col_parallel(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+        scratches: &dyn Scratches,
+    ) {
+        let op = &self.op;
+        let p = &op.params;
+        let (h, w) = job.hw;
+        let (oh, ow) = p.out_hw(h, w);
+        let n_cols = oh * ow;
+        let out_len = p.c_out * n_cols;
+        // The NCHW result of a pixel-major output, in this thread's reused buffer.
+        let mut nchw = Vec::new();
+        if job.io.output_nhwc {
+            scratches.with_thread(&mut |s| nchw = std::mem::take(&mut s.nchw));
+            grow(&mut nchw, out_len);
+        }
+        scratches.with_shared(&mut |shared| {
+            let col: &[f32] = if p.is_pointwise() {
+                job.x
+            } else {
+                let rows = p.c_in * p.kh * p.kw;
+                let per = rows.div_ceil(threads);
+                grow(&mut shared.col, rows * n_cols);
+                let col = &mut shared.col[..rows * n_cols];
+                col.par_chunks_mut(per * n_cols)
+                    .enumerate()
+                    .for_each(|(k, c)| {
+                        let r0 = k * per;
+                        im2col::im2col_rows(p, job.x, h, w, r0..r0 + c.len() / n_cols, c);
+                    });
+                col
+            };
+            let target: &mut [f32] = if job.io.output_nhwc {
+                &mut nchw[..out_len]
+            } else {
+                &mut out[..]
+            };
+            let per = p.c_out.div_ceil(threads);
+            target
+                .par_chunks_mut(per * n_cols)
+                .enumerate()
+                .for_each(|(k, oc)| {
+                    let c0 = k * per;
+                    im2col::gemm_channels(op, col, n_cols, c0..c0 + oc.len() / n_cols, oc);
+                });
+        });
+        if job.io.output_nhwc {
+            layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, out);
+            scratches.with_thread(&mut |s| s.nchw = std::mem::take(&mut nchw));
+        }
+        op.add_residual(out, job.residual);
+    }
+}

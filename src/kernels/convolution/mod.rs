@@ -1,0 +1,127 @@
+//! The convolution kernel interface: what the plan calls for a convolution step.
+//!
+//! A plan runs every convolution through a [`ConvKernel`]. [`DenseConv`] (the direct kernel
+//! or im2col + GEMM) is every convolution's kernel when a plan is built; a compressed variant
+//! (HASTE, [`crate::haste::HasteKernel`]) replaces it per step through
+//! [`crate::Plan::set_conv_kernel`]. A kernel owns its weights in its own layout, its own
+//! statistics, and asks for the per-thread buffers it needs from a type-keyed [`Scratch`], so
+//! the plan schedules and runs steps without knowing what a kernel computes.
+//!
+//! Contract of every kernel, checked by the plan's tests for each variant:
+//! - it reads the memory orders of [`ConvJob::io`] that the plan chose for the step (see
+//!   [`crate::plan::layout`]): NCHW always; pixel-major input where
+//!   [`DenseConv::reads_pixel_major`] holds for the convolution, pixel-major output for any;
+//! - its output is complete: bias, the fused residual ([`ConvJob::residual`]) and the
+//!   activation of the [`ConvOp`] it was built from;
+//! - the same input gives the same bits, whatever the thread count.
+
+mod dense;
+
+pub use dense::DenseConv;
+
+use super::direct::DirectScratch;
+use super::layout::IoLayout;
+use std::any::Any;
+
+/// One image of a convolution step.
+#[derive(Clone, Copy)]
+pub struct ConvJob<'a> {
+    /// The image, `[c_in, h, w]` in the memory order of `io.input`.
+    pub x: &'a [f32],
+    pub hw: (usize, usize),
+    pub io: IoLayout,
+    /// The fused residual this image's output adds ([`crate::ops::ConvOp::residual`]), in
+    /// the output's shape and order.
+    pub residual: Option<&'a [f32]>,
+}
+
+/// How a convolution step is computed.
+pub trait ConvKernel: Send + Sync + Any {
+    /// A short name for reports: `"dense"`, `"haste"`.
+    fn name(&self) -> &'static str;
+
+    /// One image on the calling thread, into `out` (`[c_out, oh, ow]` in `job.io`'s output
+    /// order).
+    fn run_image(&self, job: &ConvJob, out: &mut [f32], scratch: &mut Scratch);
+
+    /// One image with `threads` workers of the current rayon pool (a batch smaller than the
+    /// thread count). By default the calling thread does it alone.
+    fn run_image_parallel(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+        scratches: &dyn Scratches,
+    ) {
+        let _ = threads;
+        scratches.with_thread(&mut |s| self.run_image(job, out, s));
+    }
+
+    /// The kernel a wrapper (for example an error probe) runs, if this is one.
+    fn inner(&self) -> Option<&dyn ConvKernel> {
+        None
+    }
+
+    /// For downcasting to the concrete kernel (its statistics, its configuration).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The kernel of concrete type `T` in `kernel` or the kernels it wraps.
+pub fn find_kernel<T: ConvKernel>(mut kernel: &dyn ConvKernel) -> Option<&T> {
+    loop {
+        if let Some(k) = kernel.as_any().downcast_ref::<T>() {
+            return Some(k);
+        }
+        kernel = kernel.inner()?;
+    }
+}
+
+/// Where the workers of [`ConvKernel::run_image_parallel`] get their buffers.
+pub trait Scratches: Sync {
+    /// Runs `f` with the calling thread's scratch.
+    fn with_thread(&self, f: &mut dyn FnMut(&mut Scratch));
+    /// Runs `f` with the scratch shared by the parts of one image (one at a time).
+    fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch));
+}
+
+/// A thread's reusable buffers: the dense kernels' own, plus one value of each type other
+/// kernels ask for ([`Scratch::get`]). Grown on first use, then reused: a steady-state run
+/// does not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    /// im2col column matrix.
+    pub col: Vec<f32>,
+    pub direct: DirectScratch,
+    /// An NCHW result on its way to a pixel-major output.
+    pub nchw: Vec<f32>,
+    others: Vec<Box<dyn Any + Send>>,
+}
+
+impl Scratch {
+    /// This scratch's value of type `T` (created on first use).
+    pub fn get<T: Any + Send + Default>(&mut self) -> &mut T {
+        let at = match self.others.iter().position(|b| b.is::<T>()) {
+            Some(i) => i,
+            None => {
+                self.others.push(Box::<T>::default());
+                self.others.len() - 1
+            }
+        };
+        self.others[at]
+            .downcast_mut::<T>()
+            .expect("the value at `at` has type T")
+    }
+}
+
+/// [`Scratches`] over one scratch, for callers that run on one thread.
+pub struct OneThread<'a>(pub std::sync::Mutex<&'a mut Scratch>);
+
+impl Scratches for OneThread<'_> {
+    fn with_thread(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        self.with_thread(f)
+    }
+}

@@ -1,0 +1,188 @@
+//! Building a plan: execution order, buffer slots (a value's slot is freed after its last
+//! reader), shapes, memory layouts, threads, and the dense kernel of every convolution.
+
+use super::layout::Layout;
+use super::{threads, Plan, PlanOptions, Src, Step};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::kernels::{ConvKernel, DenseConv, Scratch};
+use crate::ops::Op;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+impl Plan {
+    pub(super) fn build(graph: Graph, image_shape: &[usize], options: PlanOptions) -> Result<Plan> {
+        if options.max_batch == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        crate::kernels::isa::Isa::check_environment()?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let (pool, pool_has_caller) = threads::pool_for_this_thread(threads)?;
+        let order = graph.topological_order()?;
+        let input_id = *graph
+            .inputs
+            .first()
+            .ok_or_else(|| Error::model(&graph.source, "no input"))?;
+
+        // Constants read at run time become f32 operands.
+        let mut consts = Vec::new();
+        let mut const_index: HashMap<ValueId, usize> = HashMap::new();
+        // Last step reading each value, to free its slot afterwards.
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (pos, &ni) in order.iter().enumerate() {
+            for &v in &graph.nodes[ni].inputs {
+                last_use.insert(v, pos);
+            }
+        }
+        for &o in &graph.outputs {
+            last_use.insert(o, usize::MAX);
+        }
+        let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut n_slots = 0;
+        let mut steps = Vec::with_capacity(order.len());
+        for (pos, &ni) in order.iter().enumerate() {
+            let node = &graph.nodes[ni];
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for &v in &node.inputs {
+                inputs.push(if v == input_id {
+                    Src::Input
+                } else if let Some(&s) = slot_of.get(&v) {
+                    Src::Slot(s)
+                } else if let Some(c) = graph.constants.get(&v) {
+                    let idx = *const_index.entry(v).or_insert_with(|| {
+                        consts.push((c.shape.clone(), c.to_f32()));
+                        consts.len() - 1
+                    });
+                    Src::Const(idx)
+                } else {
+                    return Err(Error::Internal(format!(
+                        "value '{}' has no source",
+                        graph.value_name(v)
+                    )));
+                });
+            }
+            let output = free.pop().unwrap_or_else(|| {
+                n_slots += 1;
+                n_slots - 1
+            });
+            let out_v = *node
+                .outputs
+                .first()
+                .ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
+            slot_of.insert(out_v, output);
+            for &v in &node.inputs {
+                if last_use.get(&v) == Some(&pos) {
+                    if let Some(&s) = slot_of.get(&v) {
+                        if !free.contains(&s) {
+                            free.push(s);
+                        }
+                    }
+                }
+            }
+            steps.push(Step {
+                node: ni,
+                inputs,
+                output,
+            });
+        }
+        let out_v = *graph
+            .outputs
+            .first()
+            .ok_or_else(|| Error::model(&graph.source, "no output"))?;
+        let output = match slot_of.get(&out_v) {
+            Some(&s) => Src::Slot(s),
+            None => {
+                return Err(Error::model(
+                    &graph.source,
+                    "the output is not computed by any node",
+                ))
+            }
+        };
+        let dense_kernels: Vec<Option<Arc<dyn ConvKernel>>> = steps
+            .iter()
+            .map(|s| match &graph.nodes[s.node].op {
+                Op::Conv(c) => Some(Arc::new(DenseConv::new(c)) as Arc<dyn ConvKernel>),
+                _ => None,
+            })
+            .collect();
+        let mut plan = Plan {
+            graph,
+            steps,
+            slots: vec![Vec::new(); n_slots],
+            consts,
+            image_shape: image_shape.to_vec(),
+            output,
+            shapes_batch: 0,
+            in_shapes: vec![],
+            out_shapes: vec![],
+            img_in_shapes: vec![],
+            img_out_shapes: vec![],
+            output_step: 0,
+            image_mode: false,
+            pool,
+            pool_has_caller,
+            foreign_pool: std::sync::OnceLock::new(),
+            workspaces: vec![],
+            shared: Mutex::new(Scratch::default()),
+            conv_kernels: dense_kernels.clone(),
+            dense_kernels,
+            layouts: vec![],
+            in_layouts: vec![],
+            max_batch: options.max_batch,
+            threads,
+            step_seconds: None,
+        };
+        (plan.img_in_shapes, plan.img_out_shapes) = plan.shapes_for(1)?;
+        plan.output_step = match plan.output {
+            Src::Slot(s) => plan.steps.iter().rposition(|st| st.output == s),
+            _ => None,
+        }
+        .ok_or_else(|| Error::Internal("output step unknown".into()))?;
+        plan.image_mode = plan.image_mode_ok();
+        let producers = plan.producers();
+        plan.layouts = plan.choose_layouts(&producers);
+        plan.in_layouts = producers
+            .iter()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p.map_or(Layout::Nchw, |p| plan.layouts[p]))
+                    .collect()
+            })
+            .collect();
+        plan.workspaces = (0..threads)
+            .map(|_| Mutex::new(plan.new_workspace()))
+            .collect();
+        plan.infer_shapes(options.max_batch)?;
+        // Size every slot for the largest batch.
+        let mut sizes = vec![0usize; n_slots];
+        for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
+            sizes[s.output] = sizes[s.output].max(shape.iter().product());
+        }
+        for (slot, size) in plan.slots.iter_mut().zip(sizes) {
+            *slot = vec![0.0; size];
+        }
+        let col = plan
+            .steps
+            .iter()
+            .zip(&plan.in_shapes)
+            .filter_map(|(s, ins)| match &plan.graph.nodes[s.node].op {
+                Op::Conv(c) => Some(crate::kernels::im2col::col_len(
+                    &c.params, ins[0][2], ins[0][3],
+                )),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut shared = Scratch::default();
+        shared.col = vec![0.0; col];
+        plan.shared = Mutex::new(shared);
+        Ok(plan)
+    }
+}
