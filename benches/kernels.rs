@@ -4,12 +4,12 @@
 
 use divan::{black_box, Bencher};
 use haste::haste::buckets::Buckets;
-use haste::haste::conv::Window;
 use haste::haste::hash::{hash_window, HashScratch};
 use haste::haste::hyperplanes::Hyperplanes;
 use haste::haste::merge::{
     merge_filter_rows, merge_filters, merge_input, merge_input_in_place, merged_row,
 };
+use haste::haste::window::Window;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::direct::{
     conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Epilogue, Filters,

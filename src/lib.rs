@@ -21,7 +21,8 @@
 //! | the `haste` command (cargo feature `cli`, on by default) | `cli` |
 //!
 //! The crate root re-exports what a program needs: load a [`Model`], build a [`Plan`], run it,
-//! [`compress`](Compression::apply) it, [`evaluate`] it on a [`Dataset`]. Without the `cli`
+//! [`compress`](Compression::apply) it, [`evaluate`] it on a [`Dataset`], and the
+//! [`ConvKernel`] interface a convolution variant implements (HASTE's is [`HasteKernel`]). Without the `cli`
 //! feature (`default-features = false`) the library builds without clap, indicatif and
 //! plotters.
 //!
@@ -77,6 +78,8 @@ pub use compress::{
 pub use datasets::{open_dataset, Dataset, ModelCard, Preprocess};
 pub use error::{Error, Result};
 pub use eval::{evaluate, evaluate_haste, EvalOptions, EvalReport, HasteReport};
-pub use haste::{HasteConfig, HyperplaneKind, LayerStats};
+pub use haste::{HasteConfig, HasteKernel, HyperplaneKind, LayerStats};
+/// The interface a plan runs every convolution through, for writing a variant of one's own.
+pub use kernels::{layout::IoLayout, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
 pub use model::Model;
 pub use plan::{Plan, PlanOptions};

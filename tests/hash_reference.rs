@@ -15,9 +15,9 @@
 //! Gaussian hyperplanes have real-valued entries, so their codes are compared only where the
 //! reference's projection is clear of zero.
 
-use haste::haste::conv::Window;
 use haste::haste::hash::{hash_window, magnitude_bin, HashScratch, Key};
 use haste::haste::hyperplanes::Hyperplanes;
+use haste::haste::window::Window;
 use haste::kernels::isa::Isa;
 use haste::ops::Conv2dParams;
 use haste::HyperplaneKind;

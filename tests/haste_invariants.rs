@@ -301,7 +301,10 @@ fn flop_accounting_by_hand() {
         };
         assert_eq!(stats.flops, want);
         assert_eq!(stats.flops.overhead(), 2 * 16 + 2 * nnz + 2 * 16 + 27);
-        assert_eq!(stats.flops.total(), want.conv + want.overhead());
+        assert_eq!(
+            stats.flops.total(),
+            3 * 9 * 16 + 2 * 16 + 2 * nnz + 2 * 16 + 27
+        );
     }
     // Tile 2: four patches, each window 4x4 with 3x3 pixels in the image; no centering.
     let cfg = HasteConfig {
@@ -522,13 +525,19 @@ proptest! {
         let cfg = HasteConfig { hyperplanes: l, sparsity: s, tile, seed, centering, ..HasteConfig::default() };
         let conv = case.conv(&cfg, 0);
         let (_, stats) = case.run(&conv, &x);
-        let dense = dense_macs(&p, h, w);
+        // The dense multiply-adds counted from the definition: every output of every output
+        // channel reads c_in * kh * kw inputs.
+        let out_side = |size: usize, pad: usize, k: usize, s: usize| (size + pad - k) / s + 1;
+        let oh = out_side(h, p.pads[0] + p.pads[2], p.kh, p.stride.0);
+        let ow = out_side(w, p.pads[1] + p.pads[3], p.kw, p.stride.1);
+        let dense = (p.c_out * p.c_in * p.kh * p.kw * oh * ow) as u64;
         prop_assert_eq!(conv.dense_flops(h, w), dense);
         let f = stats.flops;
         prop_assert!(f.conv <= dense, "conv {} > dense {}", f.conv, dense);
         prop_assert!(stats.patches > 0);
         prop_assert!(f.overhead() > 0);
-        prop_assert_eq!(f.total(), f.conv + f.overhead());
+        let parts = [f.conv, f.centering, f.projection, f.input_merge, f.filter_merge];
+        prop_assert_eq!(f.total(), parts.iter().sum::<u64>());
         let summary = haste::FlopsSummary {
             dense_flops: dense,
             flops: f.total(),

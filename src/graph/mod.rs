@@ -56,19 +56,6 @@ impl Graph {
         self.value_names.len() - 1
     }
 
-    /// Number of nodes of each op kind, for summaries.
-    pub fn op_histogram(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: Vec<(&'static str, usize)> = Vec::new();
-        for n in &self.nodes {
-            let k = n.op.kind();
-            match counts.iter_mut().find(|(name, _)| *name == k) {
-                Some(entry) => entry.1 += 1,
-                None => counts.push((k, 1)),
-            }
-        }
-        counts
-    }
-
     /// Indices of the nodes in dependency order; errors on a cycle or a value never produced.
     pub fn topological_order(&self) -> crate::Result<Vec<usize>> {
         let mut producer: HashMap<ValueId, usize> = HashMap::new();

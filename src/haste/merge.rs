@@ -13,7 +13,7 @@
 //!   channel's slice for a kernel tap is a contiguous `c_out` vector, so merging is vector adds.
 
 use super::buckets::Buckets;
-use super::conv::Window;
+use super::window::Window;
 
 /// Input merge: writes the merged window `[win.h][win.w][B]` of the HWC image `hwc` (width
 /// `img_w`, `c` channels) into `mwin`, zeros where the window lies outside the image.
@@ -59,32 +59,6 @@ pub fn merge_input(
                     sum += src[m as usize];
                 }
                 *d = sum * inv_size[b];
-            }
-        }
-    }
-}
-
-/// Transposed im2col of a merged window (`[win_h][win_w][nb]`, row length `win_w`) for a
-/// `ph x pw` output patch: `cols[j][(ky * kw + kx) * nb + b]`, `j = oy * pw + ox`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn im2col_t(
-    mwin: &[f32],
-    win_w: usize,
-    nb: usize,
-    (kh, kw): (usize, usize),
-    (sh, sw): (usize, usize),
-    (ph, pw): (usize, usize),
-    cols: &mut [f32],
-) {
-    let row_len = kh * kw * nb;
-    let span = kw * nb;
-    for oy in 0..ph {
-        for ox in 0..pw {
-            let dst = &mut cols[(oy * pw + ox) * row_len..][..row_len];
-            for ky in 0..kh {
-                let src = &mwin[((oy * sh + ky) * win_w + ox * sw) * nb..][..span];
-                dst[ky * span..][..span].copy_from_slice(src);
             }
         }
     }

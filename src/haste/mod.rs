@@ -48,7 +48,9 @@ pub mod hash;
 pub mod hyperplanes;
 pub mod kernel;
 pub mod merge;
+mod patch;
 pub mod stats;
+pub mod window;
 
 pub use config::{HasteConfig, HyperplaneKind};
 pub use conv::{HasteConv, HasteScratch};

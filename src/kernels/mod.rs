@@ -16,8 +16,6 @@ pub mod im2col;
 pub mod isa;
 pub mod layout;
 pub mod pool;
-#[cfg(target_arch = "x86_64")]
-mod pool_avx2;
 pub mod reference;
 
 pub use convolution::{ConvJob, ConvKernel, DenseConv, Scratch, Scratches};

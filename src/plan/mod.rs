@@ -105,7 +105,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Plans `graph` for images of `image_shape` (`[c, h, w]`) (see [`build`]).
+    /// Plans `graph` for images of `image_shape` (`[c, h, w]`).
     pub fn new(graph: Graph, image_shape: &[usize], options: PlanOptions) -> Result<Plan> {
         Self::build(graph, image_shape, options)
     }

@@ -12,7 +12,7 @@
 //!   [`crate::plan::layout`]): NCHW always; pixel-major input where
 //!   [`DenseConv::reads_pixel_major`] holds for the convolution, pixel-major output for any;
 //! - its output is complete: bias, the fused residual ([`ConvJob::residual`]) and the
-//!   activation of the [`ConvOp`] it was built from;
+//!   activation of the [`crate::ops::ConvOp`] it was built from;
 //! - the same input gives the same bits, whatever the thread count.
 
 mod dense;

@@ -1,12 +1,12 @@
 //! Max pooling on pixel-major images, 8 channels at a time on AVX2, with the bits of the
-//! scalar loops in [`super::pool`]: the same taps in the same order, each folded in by the
+//! scalar loops in [`super`]: the same taps in the same order, each folded in by the
 //! same NaN-propagating max (those loops do not vectorize: Tiny Darknet's five 2x2 pools
 //! took 3.9 % of its time on the AVX2 tier).
 
 use crate::ops::PoolParams;
 use std::arch::x86_64::*;
 
-/// [`super::pool::nan_max`] on 8 lanes: `max_ps(v, m)` is `v > m ? v : m` when neither is
+/// [`super::nan_max`] on 8 lanes: `max_ps(v, m)` is `v > m ? v : m` when neither is
 /// NaN and `m` when either is; a NaN `v` then replaces the result.
 #[inline(always)]
 unsafe fn nan_max(m: __m256, v: __m256) -> __m256 {

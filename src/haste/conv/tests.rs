@@ -1,0 +1,221 @@
+//! HASTE's convolution: every tier, band and memory order gives the same bits; singletons give the dense kernel's.
+
+use super::*;
+
+#[test]
+fn window_geometry() {
+    let p = Conv2dParams::new(1, 1, 3, 3)
+        .with_pads([1, 2, 0, 0])
+        .with_stride(2, 1);
+    // Output rows 0..2, columns 0..4 of a 9 x 9 image.
+    let win = Window::of_patch(&p, (9, 9), (0, 2), (0, 4));
+    assert_eq!((win.iy, win.ix, win.h, win.w), (-1, -2, 5, 6));
+    assert_eq!((win.r0, win.r1, win.c0, win.c1), (1, 5, 2, 6));
+    assert_eq!(win.present(), 16);
+    assert!(win.has(1, 2) && !win.has(0, 2) && !win.has(1, 1));
+    // A window entirely in the padding has no pixels.
+    let p = Conv2dParams::new(1, 1, 1, 1).with_pads([2; 4]);
+    let win = Window::of_patch(&p, (3, 3), (0, 1), (0, 1));
+    assert_eq!(win.present(), 0);
+}
+
+#[test]
+fn all_instruction_set_paths_agree_bitwise() {
+    // One filter panel (10 outputs) and two (128).
+    for c_out in [10, 128] {
+        paths_agree_bitwise(c_out);
+    }
+}
+
+fn paths_agree_bitwise(c_out: usize) {
+    let p = Conv2dParams::new(24, c_out, 3, 3).with_pads([1; 4]);
+    let n = 24 * c_out * 9;
+    let wts: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+        .collect();
+    let x: Vec<f32> = (0..24 * 121)
+        .map(|i| ((i * 13 % 97) as f32 - 40.0) / 30.0)
+        .collect();
+    for magnitude_bins in [None, Some(0.5)] {
+        let cfg = HasteConfig {
+            hyperplanes: 5,
+            tile: 3,
+            magnitude_bins,
+            ..HasteConfig::default()
+        };
+        let conv = HasteConv::new(p, &wts, None, &cfg, 0).unwrap();
+        let run = |f: &dyn Fn(&mut [f32], &mut LayerStats)| {
+            let mut out = vec![0.0; c_out * 121];
+            let mut stats = LayerStats::default();
+            f(&mut out, &mut stats);
+            (out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), stats)
+        };
+        let s = HasteScratch::default();
+        let on = |isa: Isa| {
+            run(&|o, st| {
+                let mut s = s.clone();
+                conv.forward_on(isa, &x, (11, 11), None, o, &mut s, st, IoLayout::NCHW)
+            })
+        };
+        let generic = on(Isa::Portable);
+        let dispatched = run(&|o, st| conv.forward(&x, 11, 11, o, &mut s.clone(), st));
+        assert_eq!(generic, dispatched);
+        for isa in Isa::available() {
+            assert_eq!(generic, on(isa), "{isa}");
+        }
+        assert!(generic.1.mean_buckets() < 24.0);
+    }
+}
+
+#[test]
+fn bands_of_rows_add_up_to_the_whole_image() {
+    let (c_in, c_out, h, w) = (20, 40, 13, 11);
+    let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+    let wts: Vec<f32> = (0..c_in * c_out * 9)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+        .collect();
+    let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
+    // Pixel-major input with some duplicated channels, so buckets merge.
+    let x: Vec<f32> = (0..h * w * c_in)
+        .map(|i| {
+            let (px, c) = (i / c_in, i % c_in);
+            ((px * 13 + (c % 7) * 29) % 97) as f32 / 30.0
+        })
+        .collect();
+    let cfg = HasteConfig {
+        hyperplanes: 6,
+        tile: 4,
+        ..HasteConfig::default()
+    };
+    let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
+    let io = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
+    let (oh, ow) = p.out_hw(h, w);
+    let mut whole = vec![0.0; oh * ow * c_out];
+    let mut whole_stats = LayerStats::default();
+    let mut s = HasteScratch::default();
+    conv.forward_layout(&x, h, w, &mut whole, &mut s, &mut whole_stats, io);
+    let mut banded = vec![0.0; oh * ow * c_out];
+    let mut band_stats = LayerStats::default();
+    let (top, bottom) = banded.split_at_mut(8 * ow * c_out);
+    conv.forward_band(&x, (h, w), 0..8, top, &mut s, &mut band_stats);
+    let mut other = HasteScratch::default();
+    conv.forward_band(&x, (h, w), 8..oh, bottom, &mut other, &mut band_stats);
+    band_stats.images += 1;
+    assert_eq!(
+        whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        banded.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(whole_stats, band_stats);
+    assert!(whole_stats.mean_buckets() < c_in as f64);
+}
+
+/// `forward_layout` in the three other memory-order combinations against `forward`
+/// (NCHW) over geometries the first test does not reach: stride 2 and mixed strides,
+/// asymmetric padding, 5x5 and strided 1x1 kernels, edge patches (sizes no tile
+/// divides), 64 or more output channels (the AVX-512 kernel's wide blocks), no bias;
+/// with magnitude bins and centering on and off, and every channel forced into its own
+/// bucket. Outputs must be bit-identical after the transpose and `LayerStats` identical.
+/// One scratch serves every call, so state left by another layout or size would show.
+/// With forced singletons the result must also be the direct kernel's, bit for bit: the
+/// same fused multiply-adds in the same (tap, channel) order over the zero-padded window.
+#[test]
+fn every_memory_order_gives_the_same_bits_and_stats_over_geometries() {
+    use crate::kernels::direct::{DirectConv, DirectScratch};
+    use crate::kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+    use crate::ops::{Activation, ConvOp};
+    let layouts = [(true, false), (false, true), (true, true)].map(|(i, o)| IoLayout {
+        input_nhwc: i,
+        output_nhwc: o,
+    });
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let mut s = HasteScratch::default();
+    let mut ds = DirectScratch::default();
+    let cases = [
+        (20, 70, (3, 3), (2, 2), [1, 0, 2, 1], (13, 11), 3, true),
+        (16, 8, (5, 5), (1, 1), [2; 4], (9, 10), 4, false),
+        (32, 64, (1, 1), (2, 2), [0; 4], (9, 9), 2, true),
+        (12, 33, (3, 3), (1, 2), [0, 1, 1, 1], (7, 12), 5, true),
+        (10, 130, (3, 3), (1, 1), [1; 4], (6, 5), 4, false),
+    ];
+    for (case, &(c_in, c_out, (kh, kw), (sh, sw), pads, (h, w), tile, bias)) in
+        cases.iter().enumerate()
+    {
+        let p = Conv2dParams::new(c_in, c_out, kh, kw)
+            .with_stride(sh, sw)
+            .with_pads(pads);
+        let wts: Vec<f32> = (0..c_in * c_out * kh * kw)
+            .map(|i| (((i + case) * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        let bias: Option<Vec<f32>> =
+            bias.then(|| (0..c_out).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect());
+        // Channels repeat with period 5 (plus a small per-channel offset on some), so
+        // some buckets merge and others do not.
+        let x: Vec<f32> = (0..c_in * h * w)
+            .map(|i| {
+                let (c, px) = (i / (h * w), i % (h * w));
+                let base = ((px * 13 + (c % 5) * 29 + case) % 23) as f32 / 9.0 - 1.2;
+                base + if c % 3 == 0 { 0.01 * c as f32 } else { 0.0 }
+            })
+            .collect();
+        let mut x_hwc = vec![0.0; x.len()];
+        nchw_to_nhwc(&x, c_in, h * w, &mut x_hwc);
+        let (oh, ow) = p.out_hw(h, w);
+        let n = c_out * oh * ow;
+        for magnitude_bins in [None, Some(0.25)] {
+            for centering in [true, false] {
+                for singletons in [false, true] {
+                    let cfg = HasteConfig {
+                        hyperplanes: 6,
+                        tile,
+                        magnitude_bins,
+                        centering,
+                        ..HasteConfig::default()
+                    };
+                    let mut conv = HasteConv::new(p, &wts, bias.as_deref(), &cfg, case).unwrap();
+                    conv.set_force_singletons(singletons);
+                    let what = format!("{p:?} {h}x{w} {cfg:?} singletons={singletons}");
+                    let mut want = vec![f32::NAN; n];
+                    let mut want_stats = LayerStats::default();
+                    let mut fresh = HasteScratch::default();
+                    conv.forward(&x, h, w, &mut want, &mut fresh, &mut want_stats);
+                    assert_eq!(want_stats.images, 1, "{what}");
+                    // Merged buckets where allowed, so the merge paths run.
+                    let kept = want_stats.mean_buckets();
+                    if singletons {
+                        assert_eq!(kept, c_in as f64, "{what}");
+                    } else {
+                        assert!(kept < c_in as f64, "{what}: nothing merged");
+                    }
+                    for io in layouts {
+                        let xin = if io.input_nhwc { &x_hwc } else { &x };
+                        let mut out = vec![f32::NAN; n];
+                        let mut stats = LayerStats::default();
+                        conv.forward_layout(xin, h, w, &mut out, &mut s, &mut stats, io);
+                        let mut got = out.clone();
+                        if io.output_nhwc {
+                            nhwc_to_nchw(&out, c_out, oh * ow, &mut got);
+                        }
+                        assert_eq!(bits(&got), bits(&want), "{what} {io:?}");
+                        assert_eq!(stats, want_stats, "{what} {io:?}");
+                    }
+                    if singletons {
+                        let op = ConvOp {
+                            params: p,
+                            weights: wts.clone(),
+                            bias: bias.clone(),
+                            activation: Activation::None,
+                            residual: None,
+                        };
+                        let d = DirectConv::new(&op).unwrap();
+                        let mut dense = vec![f32::NAN; n];
+                        d.forward(&x, (h, w), &mut dense, &mut ds, IoLayout::NCHW, None);
+                        assert_eq!(bits(&dense), bits(&want), "{what}: direct kernel");
+                    }
+                }
+            }
+        }
+    }
+}

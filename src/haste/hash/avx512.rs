@@ -1,0 +1,174 @@
+//! The AVX-512 versions of the hash's inner loops, with the portable loops' bits.
+
+use super::{sums_to_thresholds, ProjectBlock, LANES};
+
+/// [`thresholds_and_codes`] in registers, with the same bits: the row sums are the same
+/// additions (lane `i` of the tree's first level is `v[i] + v[i + 8]`, and so on), and each
+/// hyperplane's compare gives a mask of channels whose codes get bit `l`.
+///
+/// # Safety
+/// AVX-512F must be supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn thresholds_and_codes_avx512(
+    proj: &[f32],
+    cpad: usize,
+    c: usize,
+    centering: bool,
+    thresholds: &mut Vec<f32>,
+    codes: &mut [u64],
+) -> bool {
+    use std::arch::x86_64::*;
+    thresholds.clear();
+    for row in proj.chunks_exact(cpad) {
+        thresholds.push(row_sum_avx512(row));
+    }
+    if !sums_to_thresholds(thresholds, c, centering) {
+        return false;
+    }
+    assert!(proj.len() >= thresholds.len() * cpad && codes.len() <= cpad);
+    for ch0 in (0..codes.len()).step_by(LANES) {
+        let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for (l, &t) in thresholds.iter().enumerate() {
+            // SAFETY: row `l` holds `cpad >= ch0 + 16` values (asserted above).
+            let v = unsafe { _mm512_loadu_ps(proj.as_ptr().add(l * cpad + ch0)) };
+            let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_set1_ps(t));
+            let bit = _mm512_set1_epi64(1i64 << l);
+            lo = _mm512_mask_or_epi64(lo, gt as u8, lo, bit);
+            hi = _mm512_mask_or_epi64(hi, (gt >> 8) as u8, hi, bit);
+        }
+        let mut lanes = [0u64; LANES];
+        // SAFETY: `lanes` holds 16 values.
+        unsafe {
+            _mm512_storeu_si512(lanes.as_mut_ptr() as *mut _, lo);
+            _mm512_storeu_si512(lanes.as_mut_ptr().add(8) as *mut _, hi);
+        }
+        let n = (codes.len() - ch0).min(LANES);
+        codes[ch0..ch0 + n].copy_from_slice(&lanes[..n]);
+    }
+    true
+}
+
+/// [`row_sum`] in one register.
+///
+/// # Safety
+/// AVX-512F must be supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn row_sum_avx512(row: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut v = _mm512_setzero_ps();
+    for block in row.chunks_exact(LANES) {
+        // SAFETY: `block` holds 16 values.
+        v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(block.as_ptr()) });
+    }
+    // Halves, quarters, pairs, then the last two: the low lanes of each step hold the sums
+    // `sum16` forms (an addition of two finite values is the same either way round).
+    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+    let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b00_00_00_01>(a, a));
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b00_00_11_10>(b));
+    let d = _mm512_add_ps(c, _mm512_permute_ps::<0b00_00_00_01>(c));
+    _mm512_cvtss_f32(d)
+}
+
+impl ProjectBlock<'_> {
+    /// # Safety
+    /// AVX-512F must be supported.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run_avx512(&self, proj: &mut [f32], norm2: &mut [f32]) -> bool {
+        use std::arch::x86_64::*;
+        let lc = self.hp.count();
+        let mask: u16 = if self.cw == LANES {
+            0xffff
+        } else {
+            (1u16 << self.cw) - 1
+        };
+        let zero = _mm512_setzero_ps();
+        // The accumulators are the block's rows of `proj` (only `L` of them to clear).
+        let cpad = self.cpad;
+        let base = proj[self.ch0..].as_mut_ptr();
+        assert!(proj.len() >= (lc.max(1) - 1) * cpad + self.ch0 + LANES);
+        for l in 0..lc {
+            // SAFETY: row `l` of the block lies inside `proj` (asserted above).
+            unsafe { _mm512_storeu_ps(base.add(l * cpad), zero) };
+        }
+        let (mut nf, mut n2) = (zero, zero);
+        for r in self.win.r0..self.win.r1 {
+            for col in self.win.c0..self.win.c1 {
+                let row = self.row(r, col);
+                // SAFETY: `row` holds `cw` values; the mask loads exactly those.
+                let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr()) };
+                for t in self.hp.terms_at(r * self.fw + col) {
+                    // SAFETY: `t.l < L`, so the row lies inside `proj` (asserted above).
+                    unsafe {
+                        let a = base.add(t.l as usize * cpad);
+                        _mm512_storeu_ps(
+                            a,
+                            _mm512_fmadd_ps(x, _mm512_set1_ps(t.w), _mm512_loadu_ps(a)),
+                        );
+                    }
+                }
+                nf = _mm512_fmadd_ps(x, zero, nf);
+                if self.magnitude {
+                    n2 = _mm512_fmadd_ps(x, x, n2);
+                }
+            }
+        }
+        let mut n2s = [0.0f32; LANES];
+        // SAFETY: `n2s` holds 16 values.
+        unsafe { _mm512_storeu_ps(n2s.as_mut_ptr(), n2) };
+        norm2[self.ch0..][..self.cw].copy_from_slice(&n2s[..self.cw]);
+        // A NaN lane compares unordered with itself.
+        _mm512_cmp_ps_mask::<_CMP_ORD_Q>(nf, nf) == 0xffff
+    }
+}
+
+/// The codes of channels `ch0..ch0 + cw` (`cw <= 16`): hyperplane `l` adds the rows at
+/// `pos[lists[2l - 1]..lists[2l]]` and subtracts those at `pos[lists[2l]..lists[2l + 1]]`, in
+/// order (the same additions, in the same order, as the portable loop).
+///
+/// # Safety
+/// AVX-512F must be supported; every `p * c + ch0 + cw <= z.len()` for `p` in `pos`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn project_avx512(
+    z: &[f32],
+    c: usize,
+    ch0: usize,
+    cw: usize,
+    pos: &[u32],
+    lists: &[u32],
+) -> [u64; LANES] {
+    use std::arch::x86_64::*;
+    let mask: u16 = if cw == LANES {
+        0xffff
+    } else {
+        (1u16 << cw) - 1
+    };
+    assert!(pos.iter().all(|&p| p as usize * c + ch0 + cw <= z.len()));
+    let base = z.as_ptr().add(ch0);
+    let zero = _mm512_setzero_ps();
+    let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    let mut from = 0usize;
+    for l in 0..lists.len() / 2 {
+        let (mid, to) = (lists[2 * l] as usize, lists[2 * l + 1] as usize);
+        let mut acc = zero;
+        for &p in &pos[from..mid] {
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, base.add(p as usize * c)));
+        }
+        for &p in &pos[mid..to] {
+            acc = _mm512_sub_ps(acc, _mm512_maskz_loadu_ps(mask, base.add(p as usize * c)));
+        }
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(acc, zero);
+        let bit = _mm512_set1_epi64(1i64 << l);
+        lo = _mm512_mask_or_epi64(lo, gt as u8, lo, bit);
+        hi = _mm512_mask_or_epi64(hi, (gt >> 8) as u8, hi, bit);
+        from = to;
+    }
+    let mut code = [0u64; LANES];
+    _mm512_storeu_si512(code.as_mut_ptr() as *mut _, lo);
+    _mm512_storeu_si512(code.as_mut_ptr().add(8) as *mut _, hi);
+    code
+}

@@ -1,0 +1,77 @@
+//! The hash's vector paths against its portable one (the plain definition is in tests/hash_reference.rs).
+
+use super::*;
+
+/// The vector thresholds and codes against the portable loops, bit for bit, over rows of
+/// one to four blocks of channels, with signed zeros (ties with the threshold 0 when not
+/// centering); and a NaN projection reported as a non-finite sum by both.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vector_thresholds_and_codes_give_the_portable_bits() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    for (c, lc) in [(3usize, 5usize), (16, 14), (37, 20), (48, 64), (64, 6)] {
+        let cpad = c.next_multiple_of(LANES);
+        let mut proj = vec![0.0f32; lc * cpad];
+        for l in 0..lc {
+            for k in 0..c {
+                let i = l * 131 + k * 17;
+                proj[l * cpad + k] = match i % 11 {
+                    0 => -0.0,
+                    1 => 0.0,
+                    2 if l % 4 == 1 => 0.25,
+                    _ => ((i * 7919 % 1009) as f32 - 504.0) * 1.37e-3,
+                };
+            }
+        }
+        for centering in [true, false] {
+            let (mut t_want, mut t_got) = (Vec::new(), Vec::new());
+            let (mut want, mut got) = (vec![0u64; c], vec![u64::MAX; c]);
+            assert!(thresholds_and_codes(
+                &proj,
+                cpad,
+                c,
+                centering,
+                &mut t_want,
+                &mut want
+            ));
+            // SAFETY: AVX-512F is checked above.
+            let ok = unsafe {
+                thresholds_and_codes_avx512(&proj, cpad, c, centering, &mut t_got, &mut got)
+            };
+            assert!(ok);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&t_got), bits(&t_want), "c {c}, L {lc}");
+            assert_eq!(got, want, "c {c}, L {lc}, centering {centering}");
+            let all = u64::MAX >> (64 - lc);
+            assert!(want.iter().any(|&w| w != 0) && want.iter().any(|&w| w != all));
+        }
+        // A NaN projection: the sum is not finite, on both paths.
+        let mut bad = proj.clone();
+        bad[cpad + c / 2] = f32::NAN;
+        let (mut t, mut codes) = (Vec::new(), vec![0u64; c]);
+        assert!(!thresholds_and_codes(
+            &bad, cpad, c, true, &mut t, &mut codes
+        ));
+        // SAFETY: as above.
+        assert!(!unsafe { thresholds_and_codes_avx512(&bad, cpad, c, true, &mut t, &mut codes) });
+    }
+}
+
+#[test]
+fn magnitude_bins() {
+    assert_eq!(magnitude_bin(0.0, 0.5), 0);
+    assert_eq!(magnitude_bin(1e-30, 0.5), 0);
+    // norm 1 and 1.2 share the [1, sqrt 2) half-octave; 1.5 does not.
+    assert_eq!(magnitude_bin(1.0, 0.5), magnitude_bin(1.44, 0.5));
+    assert_ne!(magnitude_bin(1.0, 0.5), magnitude_bin(2.25, 0.5));
+    assert_ne!(magnitude_bin(1e-20, 0.5), 0);
+    assert!(magnitude_bin(f32::INFINITY, 0.5) > magnitude_bin(1e30, 0.5));
+}
+
+#[test]
+fn lane_sum() {
+    let v: Vec<f32> = (0..37).map(|i| i as f32).collect();
+    assert_eq!(sum_lanes(&v), (0..37).sum::<i32>() as f32);
+}

@@ -1,0 +1,137 @@
+//! One patch of a HASTE convolution between hashing and its reduced convolution: its
+//! buckets, its merged input window, and the filter rows its buckets read (steps 4 and 5 of
+//! [`super`] for one patch).
+
+use super::buckets::Buckets;
+use super::conv::HasteConv;
+use super::hash::grow;
+use super::merge::{merge_filter_rows, merge_input_in_place, merged_row};
+use super::window::Window;
+use crate::kernels::direct::{self, Epilogue, Filters, Geom};
+use crate::kernels::isa::Isa;
+
+/// One patch, hashed and its input merged: what its reduced convolution reads.
+#[derive(Clone, Debug, Default)]
+pub(super) struct MergedPatch {
+    /// First output row and column of the patch, and its size.
+    pub oy0: usize,
+    pub ox0: usize,
+    pub ph: usize,
+    pub pw: usize,
+    /// The window's row length (pixels).
+    win_w: usize,
+    /// The channels grouped by hash code.
+    pub buckets: Buckets,
+    /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
+    /// slot.
+    mwin: Vec<f32>,
+    /// The first channel of each bucket.
+    first: Vec<u32>,
+    /// The buckets with several channels.
+    multi: Vec<u32>,
+    /// The row offset table of [`Filters::Rows`] (`[tap][bucket]`, bytes from the current
+    /// filter panel): a singleton's offset is the same in every panel and is set once by
+    /// [`Self::merge_input`]; a merged bucket's (its summed row in the shared bank) is set
+    /// per panel by [`Self::convolve`].
+    rows: Vec<usize>,
+}
+
+impl MergedPatch {
+    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller), and
+    /// sets the singletons' filter row offsets (`taps` per channel, panels `panel` wide).
+    #[inline(always)]
+    pub(super) fn merge_input(
+        &mut self,
+        c_in: usize,
+        (taps, panel): (usize, usize),
+        hwc: &[f32],
+        w: usize,
+        win: &Window,
+    ) {
+        let nb = self.buckets.count();
+        self.win_w = win.w;
+        self.first.clear();
+        self.multi.clear();
+        for b in 0..nb {
+            let members = self.buckets.members(b);
+            self.first.push(members[0]);
+            if members.len() > 1 {
+                self.multi.push(b as u32);
+            }
+        }
+        grow(&mut self.mwin, win.h * win.w * c_in);
+        merge_input_in_place(
+            hwc,
+            w,
+            c_in,
+            win,
+            &self.buckets,
+            &self.multi,
+            &mut self.mwin,
+        );
+        grow(&mut self.rows, taps * nb);
+        for kk in 0..taps {
+            for (b, &f) in self.first.iter().enumerate() {
+                self.rows[kk * nb + b] = (kk * c_in + f as usize) * panel * 4;
+            }
+        }
+    }
+
+    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
+    /// `band_out`, the band's pixel-major output (starting at output row `row0`). The merged
+    /// buckets' filters of this panel are summed just before, while the panel is in cache.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn convolve(
+        &mut self,
+        conv: &HasteConv,
+        q: usize,
+        (row0, ow): (usize, usize),
+        wm: &mut Vec<f32>,
+        band_out: &mut [f32],
+        isa: Isa,
+    ) {
+        let p = &conv.params;
+        let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
+        let nb = self.first.len();
+        let panel_len = taps * c_in * panel;
+        let wt_panel = &conv.wt[q * panel_len..][..panel_len];
+        let merged = self.multi.len();
+        grow(wm, taps * merged * panel);
+        merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
+        // Singletons read this panel of the layer's weights (offsets set once per patch),
+        // merged buckets their sums, wherever the bank is relative to the panel.
+        let (wt_addr, wm_addr) = (wt_panel.as_ptr() as usize, wm.as_ptr() as usize);
+        for (m, &b) in self.multi.iter().enumerate() {
+            for kk in 0..taps {
+                let at = wm_addr + merged_row(merged, kk, m) * panel * 4;
+                self.rows[kk * nb + b as usize] = at.wrapping_sub(wt_addr);
+            }
+        }
+        let geom = Geom {
+            win_w: self.win_w,
+            c_in,
+            c_out: panel,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: self.ph,
+            pw: self.pw,
+            out_w: ow,
+            out_stride: c_out,
+        };
+        let filters = Filters::Rows {
+            first: &self.first,
+            rows: &self.rows[..taps * nb],
+            base: wt_addr,
+        };
+        let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
+        // SAFETY: every row (panel base plus offset) points at `panel` floats of panel `q` of
+        // `conv.wt` (a channel below `c_in`, a tap below `taps`) or of `wm` (a merged row
+        // just written), both unchanged until the kernel returns; `first[b] < c_in`; the
+        // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
+        // supports (see `HasteConv::forward_on`).
+        unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };
+    }
+}

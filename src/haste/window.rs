@@ -1,0 +1,70 @@
+//! The input window of an output patch: which input pixels a patch's outputs read, and
+//! which of them lie inside the image.
+
+use crate::ops::Conv2dParams;
+
+/// The input window of one output patch. Window coordinates `(r, c)` start at image pixel
+/// `(iy, ix)` (negative inside the top/left padding); the window is `h x w`, and only rows
+/// `r0..r1` and columns `c0..c1` lie inside the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub iy: isize,
+    pub ix: isize,
+    pub h: usize,
+    pub w: usize,
+    pub r0: usize,
+    pub r1: usize,
+    pub c0: usize,
+    pub c1: usize,
+}
+
+impl Window {
+    /// The window of output rows `oy0..oy0 + ph` and columns `ox0..ox0 + pw`.
+    pub fn of_patch(
+        p: &Conv2dParams,
+        (h, w): (usize, usize),
+        (oy0, ph): (usize, usize),
+        (ox0, pw): (usize, usize),
+    ) -> Window {
+        let iy = (oy0 * p.stride.0) as isize - p.pads[0] as isize;
+        let ix = (ox0 * p.stride.1) as isize - p.pads[1] as isize;
+        let wh = (ph - 1) * p.stride.0 + p.kh;
+        let ww = (pw - 1) * p.stride.1 + p.kw;
+        let clip = |start: isize, len: usize, size: usize| {
+            let lo = (-start).clamp(0, len as isize) as usize;
+            let hi = (size as isize - start).clamp(lo as isize, len as isize) as usize;
+            (lo, hi)
+        };
+        let (r0, mut r1) = clip(iy, wh, h);
+        let (c0, mut c1) = clip(ix, ww, w);
+        if r0 == r1 || c0 == c1 {
+            // Nothing of the image in the window (it lies in the padding): no pixel at all.
+            (r1, c1) = (r0, c0);
+        }
+        Window {
+            iy,
+            ix,
+            h: wh,
+            w: ww,
+            r0,
+            r1,
+            c0,
+            c1,
+        }
+    }
+
+    /// Pixels of the window inside the image.
+    pub fn present(&self) -> usize {
+        (self.r1 - self.r0) * (self.c1 - self.c0)
+    }
+
+    /// Whether window pixel `(r, c)` lies inside the image.
+    pub fn has(&self, r: usize, c: usize) -> bool {
+        r >= self.r0 && r < self.r1 && c >= self.c0 && c < self.c1
+    }
+
+    /// Whether every pixel of a `(fh, fw)` window is present.
+    pub fn covers(&self, (fh, fw): (usize, usize)) -> bool {
+        self.r0 == 0 && self.c0 == 0 && self.r1 == fh && self.c1 == fw
+    }
+}

@@ -1,0 +1,530 @@
+//! The direct kernel against the reference convolution, on every tier, over geometries.
+
+use super::blocks::GROUP_FILTER_BUDGET;
+#[cfg(target_arch = "x86_64")]
+use super::epilogue::{with_lanes, Lanes};
+use super::*;
+use crate::kernels::layout::{self, IoLayout};
+use crate::ops::{Activation, Conv2dParams, ConvOp};
+
+/// Runs the kernel on tier `isa` into a fresh copy of `out`.
+fn run_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &[f32]) -> Vec<f32> {
+    let mut o = out.to_vec();
+    assert!(g.fits(o.len()));
+    // SAFETY: the tests give whole windows and filters; `isa` is supported.
+    unsafe { conv_at_on(isa, g, win, f, e, o.as_mut_ptr()) };
+    o
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+/// Listed-channel filters (HASTE's form) over output counts that leave every block shape
+/// of each tier a rest: every tier gives the portable kernel's bits.
+#[test]
+fn every_tier_matches_generic_bitwise() {
+    {
+        for &(c_in, c_out, ph, pw) in &[
+            (5usize, 3usize, 3usize, 2usize),
+            (20, 40, 4, 4),
+            (7, 16, 3, 3),
+            (9, 33, 1, 5),
+            (9, 70, 3, 5),
+            (16, 128, 2, 7),
+            (12, 192, 4, 4),
+            // 49 and 8 outputs: the last full block and the one or two left over run
+            // as 4 + 3 and 4 + 4.
+            (6, 64, 7, 7),
+            (5, 70, 2, 4),
+            // AVX2: 24 and 12 channels (a masked last vector), 7 outputs (6 + 1).
+            (4, 24, 3, 5),
+            (6, 12, 1, 7),
+        ] {
+            let (kh, kw, sh, sw) = (3, 3, 1, 1);
+            let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
+            let win: Vec<f32> = (0..wh * ww * c_in)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 7.0)
+                .collect();
+            let taps = kh * kw;
+            let wt: Vec<f32> = (0..taps * c_in * c_out)
+                .map(|i| ((i * 13 % 23) as f32 - 11.0) / 9.0)
+                .collect();
+            let first: Vec<u32> = (0..c_in as u32).filter(|c| c % 3 != 1).collect();
+            let rows: Vec<usize> = (0..taps)
+                .flat_map(|kk| first.iter().map(move |&f| (kk * c_in + f as usize) * c_out))
+                .map(|at| wt.as_ptr() as usize + at * 4)
+                .collect();
+            let g = Geom {
+                win_w: ww,
+                c_in,
+                c_out,
+                kh,
+                kw,
+                sh,
+                sw,
+                ph,
+                pw,
+                out_w: pw + 1,
+                out_stride: c_out,
+            };
+            let zeros = vec![0.0; ph * (pw + 1) * c_out];
+            let f = Filters::Rows {
+                first: &first,
+                rows: &rows,
+                base: 0,
+            };
+            let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+            let e = Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                activation: Activation::Clip(-1.0, 3.0),
+            };
+            let want = run_on(Isa::Portable, &g, &win, f, Epilogue::NONE, &zeros);
+            let want_e = run_on(Isa::Portable, &g, &win, f, e, &zeros);
+            for isa in Isa::available() {
+                let got = run_on(isa, &g, &win, f, Epilogue::NONE, &zeros);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{isa} {c_in} -> {c_out}, {ph}x{pw}"
+                );
+                let got = run_on(isa, &g, &win, f, e, &zeros);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want_e),
+                    "{isa} {c_in} -> {c_out} epilogue"
+                );
+            }
+        }
+    }
+}
+
+/// Panel filters, over channel counts whose 64-channel group is larger than
+/// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row),
+/// output counts that leave a narrow last panel, and 3-, 16- and 32-input layers (run as
+/// [`row_blocks`], with rows that leave outputs over): every tier gives the portable kernel's
+/// bits, and those bits are the naive convolution's within rounding.
+#[test]
+fn panels_split_by_kernel_rows_match_generic_and_reference() {
+    use crate::kernels::reference::conv2d_direct;
+    for &(c_in, c_out, k, (h, w)) in &[
+        (240usize, 70usize, 3usize, (5usize, 6usize)),
+        (300, 130, 3, (5, 6)),
+        (40, 16, 7, (5, 6)),
+        (16, 16, 3, (4, 34)),
+        (16, 12, 3, (3, 18)),
+        (16, 32, 3, (3, 33)),
+        (16, 20, 3, (2, 15)),
+        (3, 16, 3, (3, 36)),
+        (3, 7, 3, (3, 12)),
+        (32, 32, 3, (4, 18)),
+        (32, 24, 3, (3, 14)),
+    ] {
+        let taps = k * k;
+        let group_bytes = taps * c_in * PANEL * 4;
+        assert_eq!(group_bytes > GROUP_FILTER_BUDGET, c_in > 100, "case {c_in}");
+        let weights: Vec<f32> = (0..c_out * c_in * taps)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect();
+        let x: Vec<f32> = (0..c_in * h * w)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let p = Conv2dParams::new(c_in, c_out, k, k);
+        let (oh, ow) = p.out_hw(h, w);
+        let mut win = vec![0.0; x.len()];
+        layout::nchw_to_nhwc(&x, c_in, h * w, &mut win);
+        let g = Geom {
+            win_w: w,
+            c_in,
+            c_out,
+            kh: k,
+            kw: k,
+            sh: 1,
+            sw: 1,
+            ph: oh,
+            pw: ow,
+            out_w: ow,
+            out_stride: c_out,
+        };
+        let panels = weights_panels(&weights, c_in, c_out, taps);
+        let mut a = vec![f32::NAN; oh * ow * c_out];
+        let b = a.clone();
+        unsafe { conv_generic(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut a) };
+        // With bias, a residual and an activation too (in registers or after the store).
+        let bias: Vec<f32> = (0..c_out).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let residual: Vec<f32> = (0..a.len()).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect();
+        let e = Epilogue {
+            bias: Some(&bias),
+            residual: Some(&residual),
+            activation: Activation::LeakyRelu(0.25),
+        };
+        let mut a_e = a.clone();
+        unsafe { conv_generic(&g, &win, Filters::Panels(&panels), e, &mut a_e) };
+        let f = Filters::Panels(&panels);
+        for isa in Isa::available() {
+            let got = run_on(isa, &g, &win, f, Epilogue::NONE, &b);
+            assert_eq!(bits(&a), bits(&got), "{isa} case {c_in} -> {c_out}");
+            let got = run_on(isa, &g, &win, f, e, &b);
+            assert_eq!(
+                bits(&a_e),
+                bits(&got),
+                "{isa} case {c_in} -> {c_out}, epilogue"
+            );
+        }
+        let want = conv2d_direct(&p, &x, h, w, &weights, None);
+        for co in 0..c_out {
+            for j in 0..oh * ow {
+                let (got, want) = (a[j * c_out + co], want[co * oh * ow + j]);
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// The in-register epilogue gives the scalar one's bits, NaN, infinities and -0.0
+/// included, for every activation, with and without bias and residual, on full and
+/// partial lanes.
+#[test]
+fn epilogue_in_registers_matches_scalar_bits() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        use std::arch::x86_64::*;
+        let xs: Vec<f32> = vec![
+            -2.5,
+            -0.0,
+            0.0,
+            1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.25,
+            -0.75,
+            3.0,
+            -1e-30,
+            7.0,
+            -7.0,
+            0.5,
+            -0.5,
+            f32::MIN_POSITIVE,
+        ];
+        let bias: Vec<f32> = (0..16).map(|i| (i as f32 - 8.0) * 0.125).collect();
+        // A residual read from offset 1, -0.0 and a NaN among its values.
+        let mut residual: Vec<f32> = (0..17).map(|i| (i as f32 - 9.0) * 0.375).collect();
+        (residual[2], residual[5]) = (-0.0, f32::NAN);
+        let activations = [
+            Activation::None,
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::Clip(-1.0, 2.0),
+        ];
+        for activation in activations {
+            for b in [None, Some(&bias[..])] {
+                let e = Epilogue {
+                    bias: b,
+                    residual: b.map(|_| &residual[..]),
+                    activation,
+                };
+                for (mask, lanes) in [(0xffffu16, 16), (0x01ff, 9)] {
+                    let mut want = xs[..lanes].to_vec();
+                    e.apply(0, 1, &mut want);
+                    let mut got = vec![0.0f32; 16];
+                    unsafe {
+                        let x = _mm512_loadu_ps(xs.as_ptr());
+                        // As the blocks' epilogue computes it.
+                        let y = with_lanes!(e.activation, act => {
+                            act.apply(e.add_avx512(0, 1, mask, x))
+                        });
+                        _mm512_storeu_ps(got.as_mut_ptr(), y);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got[..lanes]), bits(&want), "{activation:?} {b:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_direct_conv_matches_reference() {
+    use crate::kernels::reference::conv2d_direct;
+    for &(c_in, c_out, k, stride, pads, h, w) in &[
+        (
+            16usize,
+            16usize,
+            3usize,
+            1usize,
+            [1usize; 4],
+            9usize,
+            7usize,
+        ),
+        (8, 70, 3, 2, [1, 0, 2, 1], 11, 10),
+        (5, 130, 5, 1, [2; 4], 6, 9),
+        (20, 33, 7, 2, [3; 4], 15, 13),
+    ] {
+        let p = Conv2dParams::new(c_in, c_out, k, k)
+            .with_pads(pads)
+            .with_stride(stride, stride);
+        let weights: Vec<f32> = (0..c_out * c_in * k * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let x: Vec<f32> = (0..c_in * h * w)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let mut want = conv2d_direct(&p, &x, h, w, &weights, Some(&bias));
+        Activation::Relu.apply(&mut want);
+        let op = ConvOp {
+            params: p,
+            weights,
+            bias: Some(bias),
+            activation: Activation::Relu,
+            residual: None,
+        };
+        let d = DirectConv::new(&op).expect("a 1-group spatial conv suits");
+        let mut s = DirectScratch::default();
+        for parts in [0, 1, 2, 3] {
+            let mut out = vec![f32::NAN; want.len()];
+            if parts == 0 {
+                d.forward(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, None);
+            } else {
+                d.forward_parallel(&x, (h, w), &mut out, &mut s, IoLayout::NCHW, parts, None);
+            }
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// Every memory order, sequential and split into 1, 2, 3 or more parts than output rows,
+/// over geometries that reach each block shape of the AVX-512 kernel (fewer than 16
+/// output channels, exactly 32 and 64, 64 plus a remainder, several groups of 64), input
+/// channel counts that do and do not fill the transposes' 8-channel blocks, strides,
+/// asymmetric padding, non-square and 1x1 kernels, each activation, with and without bias.
+/// The direct kernel does the same arithmetic in the same order whatever the memory order
+/// or the split, so every result is expected bit for bit equal to the sequential NCHW one
+/// (itself checked against the naive reference). One scratch serves every case, so stale
+/// data left by a larger case would show.
+#[test]
+fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
+    use crate::kernels::reference::conv2d_direct;
+    let io_all = [(false, false), (true, false), (false, true), (true, true)].map(
+        |(input_nhwc, output_nhwc)| IoLayout {
+            input_nhwc,
+            output_nhwc,
+        },
+    );
+    let mut s = DirectScratch::default();
+    let cases = [
+        (1, 5, (3, 3), (1, 1), [1; 4], (5, 6), Activation::Relu, true),
+        (
+            3,
+            16,
+            (3, 3),
+            (2, 2),
+            [1, 0, 2, 1],
+            (9, 8),
+            Activation::None,
+            false,
+        ),
+        (
+            8,
+            32,
+            (3, 3),
+            (1, 1),
+            [0; 4],
+            (6, 7),
+            Activation::LeakyRelu(0.1),
+            true,
+        ),
+        (
+            13,
+            64,
+            (3, 3),
+            (1, 2),
+            [1, 1, 0, 2],
+            (7, 9),
+            Activation::Relu,
+            true,
+        ),
+        (
+            10,
+            70,
+            (3, 3),
+            (2, 1),
+            [2, 1, 1, 0],
+            (8, 6),
+            Activation::LeakyRelu(0.1),
+            true,
+        ),
+        (
+            16,
+            130,
+            (1, 1),
+            (1, 1),
+            [0; 4],
+            (5, 7),
+            Activation::Relu,
+            true,
+        ),
+        (
+            64,
+            64,
+            (1, 1),
+            (2, 2),
+            [0; 4],
+            (9, 9),
+            Activation::None,
+            true,
+        ),
+        (
+            5,
+            33,
+            (5, 3),
+            (1, 1),
+            [2, 1, 2, 1],
+            (6, 5),
+            Activation::Clip(0.0, 0.5),
+            true,
+        ),
+        (
+            17,
+            192,
+            (7, 7),
+            (2, 2),
+            [3; 4],
+            (11, 11),
+            Activation::Relu,
+            false,
+        ),
+        // Larger images, asymmetric padding, a 7x7 RGB layer, rows that leave row
+        // blocks a rest.
+        (
+            16,
+            16,
+            (3, 3),
+            (1, 1),
+            [1; 4],
+            (12, 16),
+            Activation::Relu,
+            true,
+        ),
+        (
+            24,
+            64,
+            (3, 3),
+            (2, 2),
+            [1, 0, 2, 1],
+            (20, 19),
+            Activation::None,
+            true,
+        ),
+        (
+            3,
+            64,
+            (7, 7),
+            (2, 2),
+            [3; 4],
+            (23, 22),
+            Activation::Relu,
+            true,
+        ),
+        (
+            32,
+            70,
+            (5, 3),
+            (1, 1),
+            [2, 1, 2, 1],
+            (10, 9),
+            Activation::Clip(-0.5, 0.5),
+            false,
+        ),
+        // Split by output channels on 2 parts (7 rows).
+        (
+            32,
+            128,
+            (3, 3),
+            (1, 1),
+            [1; 4],
+            (7, 7),
+            Activation::Relu,
+            true,
+        ),
+    ];
+    for (case, &(c_in, c_out, (kh, kw), (sh, sw), pads, (h, w), activation, bias)) in
+        cases.iter().enumerate()
+    {
+        let p = Conv2dParams::new(c_in, c_out, kh, kw)
+            .with_stride(sh, sw)
+            .with_pads(pads);
+        let op = ConvOp {
+            params: p,
+            weights: (0..c_out * c_in * kh * kw)
+                .map(|i| (((i + case) * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect(),
+            bias: bias.then(|| (0..c_out).map(|i| (i % 13) as f32 * 0.05 - 0.3).collect()),
+            activation,
+            residual: None,
+        };
+        let d = DirectConv::new(&op).expect("one group, no dilation");
+        let x: Vec<f32> = (0..c_in * h * w)
+            .map(|i| (((i + 7 * case) * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let mut x_hwc = vec![0.0; x.len()];
+        layout::nchw_to_nhwc(&x, c_in, h * w, &mut x_hwc);
+        let (oh, ow) = p.out_hw(h, w);
+        let n = c_out * oh * ow;
+        let mut want = vec![f32::NAN; n];
+        d.forward(&x, (h, w), &mut want, &mut s, IoLayout::NCHW, None);
+        let mut reference = conv2d_direct(&p, &x, h, w, &op.weights, op.bias.as_deref());
+        activation.apply(&mut reference);
+        for (a, b) in want.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for io in io_all {
+            let xin = if io.input_nhwc { &x_hwc } else { &x };
+            for parts in [0, 1, 2, 3, oh + 3] {
+                let mut out = vec![f32::NAN; n];
+                if parts == 0 {
+                    d.forward(xin, (h, w), &mut out, &mut s, io, None);
+                } else {
+                    d.forward_parallel(xin, (h, w), &mut out, &mut s, io, parts, None);
+                }
+                let mut got = out.clone();
+                if io.output_nhwc {
+                    layout::nhwc_to_nchw(&out, c_out, oh * ow, &mut got);
+                }
+                assert_eq!(bits(&got), bits(&want), "{p:?} {io:?} parts={parts}");
+            }
+        }
+        // With a fused residual addition (in the output's memory order): every split adds
+        // it as the whole-image call does.
+        let fused = DirectConv::new(&ConvOp {
+            residual: Some(Activation::Relu),
+            ..op.clone()
+        })
+        .expect("one group, no dilation");
+        let r: Vec<f32> = (0..n)
+            .map(|i| ((i * 29 % 23) as f32 - 11.0) / 8.0)
+            .collect();
+        for io in io_all {
+            let xin = if io.input_nhwc { &x_hwc } else { &x };
+            let mut whole = vec![f32::NAN; n];
+            fused.forward(xin, (h, w), &mut whole, &mut s, io, Some(&r));
+            for parts in [2, 3] {
+                let mut out = vec![f32::NAN; n];
+                fused.forward_parallel(xin, (h, w), &mut out, &mut s, io, parts, Some(&r));
+                assert_eq!(
+                    bits(&out),
+                    bits(&whole),
+                    "{p:?} {io:?} parts={parts} residual"
+                );
+            }
+        }
+    }
+}
