@@ -65,43 +65,43 @@ impl Default for PlanOptions {
 
 /// A model ready to run on batches of images.
 pub struct Plan {
-    pub(crate) graph: Graph,
-    pub(crate) steps: Vec<Step>,
-    pub(crate) slots: Vec<Vec<f32>>,
-    pub(crate) consts: Vec<(Vec<usize>, Vec<f32>)>,
-    pub(crate) image_shape: Vec<usize>,
-    pub(crate) output: Src,
+    graph: Graph,
+    steps: Vec<Step>,
+    slots: Vec<Vec<f32>>,
+    consts: Vec<(Vec<usize>, Vec<f32>)>,
+    image_shape: Vec<usize>,
+    output: Src,
     /// Shapes of every step's inputs and output for the batch size `shapes_batch`.
-    pub(crate) shapes_batch: usize,
-    pub(crate) in_shapes: Vec<Vec<Vec<usize>>>,
-    pub(crate) out_shapes: Vec<Vec<usize>>,
+    shapes_batch: usize,
+    in_shapes: Vec<Vec<Vec<usize>>>,
+    out_shapes: Vec<Vec<usize>>,
     /// Shapes of every step's inputs and output for one image.
-    pub(crate) img_in_shapes: Vec<Vec<Vec<usize>>>,
-    pub(crate) img_out_shapes: Vec<Vec<usize>>,
+    img_in_shapes: Vec<Vec<Vec<usize>>>,
+    img_out_shapes: Vec<Vec<usize>>,
     /// The last step writing the output slot.
-    pub(crate) output_step: usize,
+    output_step: usize,
     /// Whether every step can run image by image (see [`Plan::image_mode_ok`]).
-    pub(crate) image_mode: bool,
-    pub(crate) pool: Arc<rayon::ThreadPool>,
+    image_mode: bool,
+    pool: Arc<rayon::ThreadPool>,
     /// Whether `pool` counts the thread that built the plan as one of its workers (see
     /// [`threads`]); runs from other threads then use `foreign_pool`.
-    pub(crate) pool_has_caller: bool,
-    pub(crate) foreign_pool: std::sync::OnceLock<Arc<rayon::ThreadPool>>,
+    pool_has_caller: bool,
+    foreign_pool: std::sync::OnceLock<Arc<rayon::ThreadPool>>,
     /// One per thread.
-    pub(crate) workspaces: Vec<Mutex<Workspace>>,
+    workspaces: Vec<Mutex<Workspace>>,
     /// Scratch shared by the parts of one image run on several threads.
-    pub(crate) shared: Mutex<Scratch>,
+    shared: Mutex<Scratch>,
     /// Per step: the kernel its convolution runs on (`None` for other ops).
-    pub(crate) conv_kernels: Vec<Option<Arc<dyn ConvKernel>>>,
+    conv_kernels: Vec<Option<Arc<dyn ConvKernel>>>,
     /// Per step: the dense kernel of its convolution, built once with the plan.
-    pub(crate) dense_kernels: Vec<Option<Arc<dyn ConvKernel>>>,
+    dense_kernels: Vec<Option<Arc<dyn ConvKernel>>>,
     /// Per step: the memory order of its output, and of each of its inputs (see [`layout`]).
-    pub(crate) layouts: Vec<Layout>,
-    pub(crate) in_layouts: Vec<Vec<Layout>>,
-    pub(crate) max_batch: usize,
-    pub(crate) threads: usize,
+    layouts: Vec<Layout>,
+    in_layouts: Vec<Vec<Layout>>,
+    max_batch: usize,
+    threads: usize,
     /// Seconds spent in each step, accumulated while profiling is on.
-    pub(crate) step_seconds: Option<Vec<f64>>,
+    step_seconds: Option<Vec<f64>>,
 }
 
 impl Plan {

@@ -21,7 +21,7 @@
 //!
 //! Why direct and not im2col + GEMM: at CIFAR and Tiny Darknet sizes the im2col copy costs as
 //! much as the GEMM, while this kernel keeps 8 outputs x 32 output channels in registers and
-//! reaches the machine's FMA peak (see `examples/haste_steps.rs`).
+//! reaches the machine's FMA peak (see `cargo bench --bench kernels`).
 //!
 //! Where things are: this file holds the geometry, the filter forms, the portable kernel and
 //! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch);
