@@ -11,10 +11,7 @@ use haste::haste::merge::{
 };
 use haste::haste::window::Window;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
-use haste::kernels::direct::{
-    conv_avx512 as patch_gemm_avx512, conv_generic as patch_gemm_generic, Epilogue, Filters,
-    Geom as PatchGeom,
-};
+use haste::kernels::direct::{conv_on as patch_gemm, Epilogue, Filters, Geom as PatchGeom};
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
 use haste::kernels::im2col::conv2d_image;
@@ -308,9 +305,9 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         for (b, &f) in first.iter().enumerate() {
             rows.push(if buckets.size(b) > 1 {
                 merged += 1;
-                wm.as_ptr() as usize + merged_row(m.len(), kk, merged - 1) * c * 4
+                wm[merged_row(m.len(), kk, merged - 1) * c..].as_ptr()
             } else {
-                wt.as_ptr() as usize + (kk * c + f as usize) * c * 4
+                wt[(kk * c + f as usize) * c..].as_ptr()
             });
         }
     }
@@ -331,27 +328,8 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let filters = Filters::Rows {
         first: &first,
         rows: &rows,
-        base: 0,
     };
-    let avx512 = cfg!(target_arch = "x86_64") && is_avx512();
-    // SAFETY: rows address `wt`/`wm` rows of channels < c; AVX-512 checked when used.
-    b.bench_local(|| unsafe {
-        if avx512 {
-            #[cfg(target_arch = "x86_64")]
-            patch_gemm_avx512(&g, &win, filters, Epilogue::NONE, &mut out);
-        } else {
-            patch_gemm_generic(&g, &win, filters, Epilogue::NONE, &mut out);
-        }
-    });
-}
-
-fn is_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let isa = Isa::current();
+    // SAFETY: rows point at `wt`/`wm` rows of channels < c; `Isa::current` is supported.
+    b.bench_local(|| unsafe { patch_gemm(isa, &g, &win, filters, Epilogue::NONE, &mut out) });
 }

@@ -24,7 +24,7 @@ use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
 use super::hash::{grow, hash_window, HashScratch};
 use super::hyperplanes::Hyperplanes;
-use super::patch::MergedPatch;
+use super::patch::{MergedPatch, RowTable};
 use super::stats::LayerStats;
 pub use super::window::Window;
 
@@ -68,8 +68,11 @@ pub struct HasteScratch {
     ohwc: Vec<f32>,
     /// The patches of the current band, hashed and merged, waiting for their convolution.
     band: Vec<MergedPatch>,
-    /// Summed filter rows of one patch's merged buckets for one panel (see [`merged_row`]).
+    /// Summed filter rows of one patch's merged buckets for one panel (see
+    /// [`super::merge::merged_row`]).
     wm: Vec<f32>,
+    /// The filter row table of the patch being convolved.
+    rows: RowTable,
 }
 
 /// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
@@ -387,7 +390,7 @@ impl HasteConv {
                     } else {
                         patch.buckets.group(&s.hash.keys[..c_in]);
                     }
-                    patch.merge_input(c_in, (p.kh * p.kw, self.panel), hwc, w, &win);
+                    patch.merge_input(c_in, hwc, w, &win);
                     let nb = patch.buckets.count();
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
                     stats.nonfinite_inputs += counts.nonfinite;
@@ -410,7 +413,7 @@ impl HasteConv {
             };
             for q in 0..c_out / self.panel {
                 for patch in &mut s.band[..n] {
-                    patch.convolve(self, q, (row0, ow), &mut s.wm, band_out, isa);
+                    patch.convolve(self, q, (row0, ow), (&mut s.wm, &mut s.rows), band_out, isa);
                 }
             }
         }

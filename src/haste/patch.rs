@@ -29,25 +29,23 @@ pub(super) struct MergedPatch {
     first: Vec<u32>,
     /// The buckets with several channels.
     multi: Vec<u32>,
-    /// The row offset table of [`Filters::Rows`] (`[tap][bucket]`, bytes from the current
-    /// filter panel): a singleton's offset is the same in every panel and is set once by
-    /// [`Self::merge_input`]; a merged bucket's (its summed row in the shared bank) is set
-    /// per panel by [`Self::convolve`].
-    rows: Vec<usize>,
 }
 
+/// The row table of [`Filters::Rows`] for one patch and filter panel (`[tap][bucket]`),
+/// rewritten by every [`MergedPatch::convolve`] before the kernel reads it: a singleton's row
+/// points into the layer's weights, a merged bucket's into its summed rows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RowTable(Vec<*const f32>);
+
+// SAFETY: the pointers are only read by the kernel call of the `convolve` that wrote them,
+// on the thread that wrote them; between calls the table is dead storage.
+unsafe impl Send for RowTable {}
+unsafe impl Sync for RowTable {}
+
 impl MergedPatch {
-    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller), and
-    /// sets the singletons' filter row offsets (`taps` per channel, panels `panel` wide).
+    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller).
     #[inline(always)]
-    pub(super) fn merge_input(
-        &mut self,
-        c_in: usize,
-        (taps, panel): (usize, usize),
-        hwc: &[f32],
-        w: usize,
-        win: &Window,
-    ) {
+    pub(super) fn merge_input(&mut self, c_in: usize, hwc: &[f32], w: usize, win: &Window) {
         let nb = self.buckets.count();
         self.win_w = win.w;
         self.first.clear();
@@ -69,12 +67,6 @@ impl MergedPatch {
             &self.multi,
             &mut self.mwin,
         );
-        grow(&mut self.rows, taps * nb);
-        for kk in 0..taps {
-            for (b, &f) in self.first.iter().enumerate() {
-                self.rows[kk * nb + b] = (kk * c_in + f as usize) * panel * 4;
-            }
-        }
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
@@ -87,7 +79,7 @@ impl MergedPatch {
         conv: &HasteConv,
         q: usize,
         (row0, ow): (usize, usize),
-        wm: &mut Vec<f32>,
+        (wm, rows): (&mut Vec<f32>, &mut RowTable),
         band_out: &mut [f32],
         isa: Isa,
     ) {
@@ -99,13 +91,20 @@ impl MergedPatch {
         let merged = self.multi.len();
         grow(wm, taps * merged * panel);
         merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
-        // Singletons read this panel of the layer's weights (offsets set once per patch),
-        // merged buckets their sums, wherever the bank is relative to the panel.
-        let (wt_addr, wm_addr) = (wt_panel.as_ptr() as usize, wm.as_ptr() as usize);
+        // Singletons read this panel of the layer's weights, merged buckets their sums.
+        let rows = &mut rows.0;
+        rows.clear();
+        for kk in 0..taps {
+            let tap = &wt_panel[kk * c_in * panel..][..c_in * panel];
+            rows.extend(
+                self.first
+                    .iter()
+                    .map(|&f| tap[f as usize * panel..].as_ptr()),
+            );
+        }
         for (m, &b) in self.multi.iter().enumerate() {
             for kk in 0..taps {
-                let at = wm_addr + merged_row(merged, kk, m) * panel * 4;
-                self.rows[kk * nb + b as usize] = at.wrapping_sub(wt_addr);
+                rows[kk * nb + b as usize] = wm[merged_row(merged, kk, m) * panel..].as_ptr();
             }
         }
         let geom = Geom {
@@ -123,13 +122,12 @@ impl MergedPatch {
         };
         let filters = Filters::Rows {
             first: &self.first,
-            rows: &self.rows[..taps * nb],
-            base: wt_addr,
+            rows,
         };
         let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
-        // SAFETY: every row (panel base plus offset) points at `panel` floats of panel `q` of
-        // `conv.wt` (a channel below `c_in`, a tap below `taps`) or of `wm` (a merged row
-        // just written), both unchanged until the kernel returns; `first[b] < c_in`; the
+        // SAFETY: every row points at `panel` floats of panel `q` of `conv.wt` (a channel
+        // below `c_in`, a tap below `taps`) or of `wm` (a merged row just written), both
+        // unchanged until the kernel returns; `first[b] < c_in`; the
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };

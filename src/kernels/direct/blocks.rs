@@ -416,7 +416,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 }
             }
         }
-        Filters::Rows { first, rows, base } => {
+        Filters::Rows { first, rows } => {
             let nb = first.len();
             assert!(rows.len() >= g.kh * g.kw * nb);
             let fp = first.as_ptr();
@@ -429,7 +429,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                     let rp = rows.as_ptr().add(kk * nb);
                     for b in 0..nb {
                         let f = *fp.add(b) as usize;
-                        let wv = load_w((base.wrapping_add(*rp.add(b)) as *const f32).add(co0));
+                        let wv = load_w((*rp.add(b)).add(co0));
                         for i in 0..MR {
                             let a = _mm512_set1_ps(*abase[i].add(f));
                             for v in 0..NV {

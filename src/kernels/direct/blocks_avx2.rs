@@ -66,7 +66,7 @@ pub(super) unsafe fn avx2_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out
                 }
             }
         }
-        Filters::Rows { first, rows, .. } => {
+        Filters::Rows { first, rows } => {
             assert!(rows.len() >= g.kh * g.kw * first.len());
             passes.extend(kernel_row_passes(g, f.terms(g)).map(|kys| (kys, None)));
         }
@@ -242,7 +242,7 @@ unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
                     }
                 }
             }
-            Filters::Rows { first, rows, base } => {
+            Filters::Rows { first, rows } => {
                 let nb = first.len();
                 let fp = first.as_ptr();
                 for ky in p.kys.0..p.kys.1 {
@@ -254,8 +254,7 @@ unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
                         let rp = rows.as_ptr().add(kk * nb);
                         for b in 0..nb {
                             let f = *fp.add(b) as usize;
-                            let row = base.wrapping_add(*rp.add(b)) as *const f32;
-                            let wv = load_w(row.add(co0));
+                            let wv = load_w((*rp.add(b)).add(co0));
                             for i in 0..MR {
                                 let x = _mm256_broadcast_ss(&*a[i].add(f));
                                 for v in 0..NV {

@@ -51,9 +51,9 @@ fn every_tier_matches_generic_bitwise() {
                 .map(|i| ((i * 13 % 23) as f32 - 11.0) / 9.0)
                 .collect();
             let first: Vec<u32> = (0..c_in as u32).filter(|c| c % 3 != 1).collect();
-            let rows: Vec<usize> = (0..taps)
+            let rows: Vec<*const f32> = (0..taps)
                 .flat_map(|kk| first.iter().map(move |&f| (kk * c_in + f as usize) * c_out))
-                .map(|at| wt.as_ptr() as usize + at * 4)
+                .map(|at| wt[at..].as_ptr())
                 .collect();
             let g = Geom {
                 win_w: ww,
@@ -72,7 +72,6 @@ fn every_tier_matches_generic_bitwise() {
             let f = Filters::Rows {
                 first: &first,
                 rows: &rows,
-                base: 0,
             };
             let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
             let e = Epilogue {
