@@ -17,9 +17,14 @@ pub enum Error {
     /// A model file is not a usable ONNX model (corrupt, inconsistent, bad attribute ...).
     #[error("{}: {message}", path.display())]
     Model { path: PathBuf, message: String },
-    /// The model uses ops haste does not implement (all of them listed, with node names).
+    /// The model uses ops haste does not implement: each op type with its count and its first
+    /// node (`ops`); every node in `nodes` (the CLI prints them with `--verbose`).
     #[error("{}: unsupported op(s): {ops}", path.display())]
-    UnsupportedOps { path: PathBuf, ops: String },
+    UnsupportedOps {
+        path: PathBuf,
+        ops: String,
+        nodes: Vec<String>,
+    },
     /// A dataset file, folder or image cannot be used.
     #[error("{}: {message}", path.display())]
     Dataset { path: PathBuf, message: String },

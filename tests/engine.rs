@@ -76,25 +76,59 @@ fn cifar_resnets_match_onnxruntime_logits() {
     }
 }
 
+/// The shared model a reference file's note names: the notes spell some names shorter than
+/// the files (`resnet18-randominit` for `resnet18-randominit-imagenet.onnx`), so the file
+/// whose stem starts with the name, ignoring `-` and `_`.
+fn model_named(note_name: &str) -> String {
+    let plain = |s: &str| s.replace(['-', '_'], "");
+    let stems: Vec<String> = std::fs::read_dir(shared().join("models"))
+        .expect("models folder")
+        .filter_map(|e| {
+            let p = e.expect("entry").path();
+            let is_onnx = p.extension()? == "onnx";
+            is_onnx.then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
+        })
+        .filter(|stem| plain(stem).starts_with(&plain(note_name)))
+        .collect();
+    assert_eq!(stems.len(), 1, "{note_name}: {stems:?}");
+    stems[0].clone()
+}
+
+/// Every `reference_logits_*.json` of ../shared for ImageNet images (the model is named in
+/// its note), at a batch larger than the thread count (image by image) and at batch 1 (each
+/// image split over the threads).
 #[test]
-fn resnet18_randominit_matches_onnxruntime_logits() {
-    let reference = read_json(shared().join("models/reference_logits_resnet18_randominit.json"));
-    let images = reference["images"].as_array().expect("images");
-    // Batch 2: one image per thread; batch 1: each image split over the threads.
-    for batch in [2, 1] {
-        let got = logits(
-            &model("resnet18-randominit-imagenet"),
-            &imagenet_val(),
-            images.len(),
-            batch,
-        );
-        for (i, row) in got.iter().enumerate() {
-            let d = max_abs_diff(row, &floats(&reference["logits"][i]));
-            assert!(
-                d < 1e-3,
-                "image {i} ({}) batch {batch}: max |diff| {d}",
-                images[i]
-            );
+fn imagenet_models_match_onnxruntime_logits() {
+    let mut files: Vec<_> = std::fs::read_dir(shared().join("models"))
+        .expect("models folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("reference_logits_") && name != "reference_logits_first20.json"
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let reference = read_json(file.clone());
+        let note = reference["note"].as_str().expect("note");
+        let onnx = note
+            .split_whitespace()
+            .next()
+            .expect("model file in the note");
+        let name = model_named(onnx.strip_suffix(".onnx").expect("an .onnx file"));
+        let name = name.as_str();
+        let images = reference["images"].as_array().expect("images");
+        for batch in [4, 1] {
+            let got = logits(&model(name), &imagenet_val(), images.len(), batch);
+            for (i, row) in got.iter().enumerate() {
+                let d = max_abs_diff(row, &floats(&reference["logits"][i]));
+                assert!(
+                    d < 1e-3,
+                    "{name} image {i} ({}) batch {batch}: max |diff| {d}",
+                    images[i]
+                );
+            }
         }
     }
 }

@@ -205,6 +205,34 @@ fn unsupported_ops_and_bad_attributes_are_named() {
         "{msg}"
     );
 
+    // Many nodes of one unsupported op: one entry with the count and the first node, in a
+    // line a person can read; `--verbose` lists every node.
+    let mut m = resnet20();
+    let mut convs = 0;
+    for n in m.graph.as_mut().unwrap().node.iter_mut() {
+        if n.op_type == "Conv" {
+            n.op_type = "FancyConv".into();
+            convs += 1;
+        }
+    }
+    let msg = assert_refused(&dir, "fancy_all.onnx", &bytes(&m));
+    assert!(msg.contains(&format!("FancyConv x{convs}")), "{msg}");
+    assert!(msg.len() < 300, "{} characters: {msg}", msg.len());
+    let (code, _, err) = run_haste(&[
+        "eval",
+        "--verbose",
+        "--model",
+        dir.join("fancy_all.onnx").to_str().unwrap(),
+        "--data",
+        cifar_first20().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let listed = err
+        .lines()
+        .filter(|l| l.trim_start().starts_with("FancyConv '"))
+        .count();
+    assert_eq!(listed, convs, "{err}");
+
     let mut m = resnet20();
     set_ints(first_conv(&mut m), "strides", vec![0, 0]);
     let msg = assert_refused(&dir, "stride0.onnx", &bytes(&m));

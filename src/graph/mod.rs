@@ -173,6 +173,7 @@ impl Graph {
         match &node.op {
             Op::Relu => true,
             Op::Clip { min, .. } => *min >= 0.0,
+            Op::Activation(a) => a.is_nonnegative(),
             Op::Conv(c) => c.output_activation().is_nonnegative(),
             Op::AddActivation(a) => a.is_nonnegative() || inputs_nonnegative(),
             Op::Pad { value, .. } => *value >= 0.0 && inputs_nonnegative(),

@@ -74,7 +74,7 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
         graph.inputs.push(id);
         graph.input_shapes.push(declared_image_shape(input));
     }
-    let mut unsupported: Vec<String> = Vec::new();
+    let mut unsupported: Vec<(String, String)> = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         let name = if n.name.is_empty() {
             format!("{}_{i}", n.op_type)
@@ -82,7 +82,7 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
             n.name.clone()
         };
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-            unsupported.push(format!("{}:{} (node '{name}')", n.domain, n.op_type));
+            unsupported.push((format!("{}:{}", n.domain, n.op_type), name));
             continue;
         }
         if n.op_type == "Constant" {
@@ -110,7 +110,7 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
         }
         let attrs = attrs::Attrs::new(path, n);
         let Some(op) = registry::build_op(&attrs)? else {
-            unsupported.push(format!("{} (node '{name}')", n.op_type));
+            unsupported.push((n.op_type.clone(), name));
             continue;
         };
         // Optional inputs may be given as "": keep their position with a missing marker.
@@ -134,10 +134,7 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
         });
     }
     if !unsupported.is_empty() {
-        return Err(Error::UnsupportedOps {
-            path: path.into(),
-            ops: unsupported.join(", "),
-        });
+        return Err(unsupported_ops(path, &unsupported));
     }
     for out in &g.output {
         let id = id_of(&mut graph, &out.name);
@@ -188,4 +185,29 @@ fn constant_node(path: &Path, n: &onnx_protobuf::NodeProto) -> Result<Const> {
         }
     }
     Err(a.error("Constant without a supported value attribute"))
+}
+
+/// The error for unsupported `(op type, node name)` pairs: one entry per op type, in order of
+/// first appearance, with its count and first node (a model can hold dozens of one op).
+fn unsupported_ops(path: &Path, nodes: &[(String, String)]) -> Error {
+    let mut kinds: Vec<(&str, usize, &str)> = Vec::new();
+    for (op, name) in nodes {
+        match kinds.iter_mut().find(|(k, _, _)| k == op) {
+            Some(entry) => entry.1 += 1,
+            None => kinds.push((op, 1, name)),
+        }
+    }
+    let ops = kinds
+        .iter()
+        .map(|(op, count, first)| match count {
+            1 => format!("{op} (node '{first}')"),
+            _ => format!("{op} x{count} (first node '{first}')"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Error::UnsupportedOps {
+        path: path.into(),
+        ops,
+        nodes: nodes.iter().map(|(op, n)| format!("{op} '{n}'")).collect(),
+    }
 }

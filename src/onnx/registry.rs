@@ -5,7 +5,7 @@ use super::attrs::Attrs;
 use super::tensor::decode_tensor;
 use crate::error::Result;
 use crate::graph::Const;
-use crate::ops::{Conv2dParams, Op, PendingOp, PoolParams};
+use crate::ops::{Activation, Conv2dParams, Op, PendingOp, PoolParams};
 
 /// Builds the op of one node, or `Ok(None)` if haste does not know the op type.
 pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
@@ -15,6 +15,12 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
             epsilon: a.float("epsilon", 1e-5),
         }),
         "Relu" => Op::Relu,
+        "Sigmoid" => Op::Activation(Activation::Sigmoid),
+        "HardSigmoid" => Op::Activation(Activation::HardSigmoid(
+            a.float("alpha", 0.2),
+            a.float("beta", 0.5),
+        )),
+        "HardSwish" => Op::Activation(Activation::HardSwish),
         "LeakyRelu" => Op::LeakyRelu {
             alpha: a.float("alpha", 0.01),
         },

@@ -55,6 +55,21 @@ pub enum Activation {
     Relu,
     LeakyRelu(f32),
     Clip(f32, f32),
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid(f32, f32),
+    /// `x * max(0, min(1, x / 6 + 1 / 2))`.
+    HardSwish,
+    /// `x * sigmoid(x)` (SiLU, swish): exported as `Mul(x, Sigmoid(x))` and fused by
+    /// [`crate::graph::passes::fuse_silu`].
+    Silu,
+}
+
+/// `1 / (1 + exp(-x))`, NaN for NaN.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 impl Activation {
@@ -64,6 +79,7 @@ impl Activation {
             Op::Relu => Some(Activation::Relu),
             Op::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha)),
             Op::Clip { min, max } => Some(Activation::Clip(min, max)),
+            Op::Activation(a) => Some(a),
             _ => None,
         }
     }
@@ -71,9 +87,12 @@ impl Activation {
     /// True when the output is never negative whatever the input (ReLU, Clip with min >= 0).
     pub fn is_nonnegative(self) -> bool {
         match self {
-            Activation::Relu => true,
+            Activation::Relu | Activation::Sigmoid | Activation::HardSigmoid(..) => true,
             Activation::Clip(min, _) => min >= 0.0,
-            Activation::None | Activation::LeakyRelu(_) => false,
+            Activation::None
+            | Activation::LeakyRelu(_)
+            | Activation::HardSwish
+            | Activation::Silu => false,
         }
     }
 
@@ -107,6 +126,15 @@ impl Activation {
                     *x
                 }
             }),
+            Activation::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
+            Activation::HardSigmoid(alpha, beta) => xs
+                .iter_mut()
+                .for_each(|x| *x = (alpha * *x + beta).clamp(0.0, 1.0)),
+            // `clamp` would turn a NaN into NaN too; the product keeps it either way.
+            Activation::HardSwish => xs
+                .iter_mut()
+                .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
         }
     }
 }
@@ -186,6 +214,8 @@ pub enum Op {
         min: f32,
         max: f32,
     },
+    /// Any other pointwise activation (Sigmoid, HardSigmoid, HardSwish, SiLU).
+    Activation(Activation),
     Add,
     /// `Add` followed by an activation, fused by [`crate::graph::passes::fuse_add_activations`].
     AddActivation(Activation),
@@ -284,6 +314,13 @@ impl Op {
             Op::Relu => "Relu",
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Clip { .. } => "Clip",
+            Op::Activation(a) => match a {
+                Activation::Sigmoid => "Sigmoid",
+                Activation::HardSigmoid(..) => "HardSigmoid",
+                Activation::HardSwish => "HardSwish",
+                Activation::Silu => "SiLU",
+                _ => "Activation",
+            },
             Op::Add => "Add",
             Op::AddActivation(_) => "Add+Activation",
             Op::Sub => "Sub",

@@ -185,9 +185,11 @@ impl Op {
                 }
                 Ok(s.to_vec())
             }
-            Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Identity => {
-                Ok(first()?.to_vec())
-            }
+            Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::Clip { .. }
+            | Op::Activation(_)
+            | Op::Identity => Ok(first()?.to_vec()),
             Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div => {
                 if inputs.len() != 2 {
                     return Err(shape_err(self, "needs two inputs"));

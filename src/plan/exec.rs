@@ -246,7 +246,7 @@ impl Plan {
                         }
                     });
             }
-            Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } => {
+            Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Activation(_) => {
                 let act = crate::ops::Activation::of(&node.op).unwrap_or_default();
                 out.copy_from_slice(x);
                 out.par_chunks_mut(CHUNK)

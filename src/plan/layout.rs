@@ -139,6 +139,7 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
         Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }
+            | Op::Activation(_)
             | Op::Add
             | Op::AddActivation(_)
             | Op::Sub

@@ -4,8 +4,9 @@
 //!    (the CIFAR ResNets' zero-pad shortcut is such a subgraph).
 //!    Lives in `fold.rs`.
 //! 2. [`fuse_batchnorm`]: fold an inference BatchNormalization into the Conv before it.
-//! 3. [`remove_identities`], then [`fuse_activations`] and [`fuse_add_activations`] (a ReLU
-//!    runs inside the Conv or residual Add before it).
+//! 3. [`remove_identities`], [`fuse_silu`] (`x * sigmoid(x)` is one activation), then
+//!    [`fuse_activations`] and [`fuse_add_activations`] (a ReLU runs inside the Conv or
+//!    residual Add before it).
 //! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`].
 //!
@@ -32,6 +33,7 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     fold_constants(&mut g)?;
     fuse_batchnorm(&mut g);
     remove_identities(&mut g);
+    fuse_silu(&mut g);
     fuse_activations(&mut g);
     fuse_add_activations(&mut g);
     pool_before_pointwise_conv(&mut g);
@@ -104,6 +106,36 @@ pub fn fuse_activations(g: &mut Graph) {
         }
         _ => false,
     });
+}
+
+/// Rewrites `Mul(x, Sigmoid(x))` (either operand order), the way PyTorch exports SiLU, as one
+/// SiLU activation of `x` when nothing else reads the Sigmoid's output; the Sigmoid is left
+/// for [`prune_dead_nodes`]. The activation can then fuse into the op producing `x`.
+pub fn fuse_silu(g: &mut Graph) {
+    let readers = reader_counts(g);
+    let producer = producer_of(g);
+    let sigmoid_of = |v: ValueId| {
+        let &p = producer.get(&v)?;
+        let n = &g.nodes[p];
+        let single = readers.get(&v) == Some(&1) && !g.outputs.contains(&v);
+        (matches!(n.op, Op::Activation(Activation::Sigmoid)) && single).then(|| n.inputs[0])
+    };
+    let mut rewrites = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !matches!(n.op, Op::Mul) || n.inputs.len() != 2 {
+            continue;
+        }
+        let (a, b) = (n.inputs[0], n.inputs[1]);
+        if sigmoid_of(b) == Some(a) {
+            rewrites.push((i, a));
+        } else if sigmoid_of(a) == Some(b) {
+            rewrites.push((i, b));
+        }
+    }
+    for (i, x) in rewrites {
+        g.nodes[i].op = Op::Activation(Activation::Silu);
+        g.nodes[i].inputs = vec![x];
+    }
 }
 
 /// Fuses a Relu / LeakyRelu / Clip into the Add before it (a residual connection), so the

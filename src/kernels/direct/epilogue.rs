@@ -33,6 +33,19 @@ pub(super) mod lanes {
     pub struct Relu;
     pub struct LeakyRelu(pub f32);
     pub struct Clip(pub f32, pub f32);
+    /// An activation without a vector form here (Sigmoid, HardSwish, ...): through the
+    /// scalar code, so the bits are the scalar path's.
+    pub struct Scalar(pub crate::ops::Activation);
+
+    impl Lanes for Scalar {
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            let mut v = [0.0f32; 16];
+            _mm512_storeu_ps(v.as_mut_ptr(), x);
+            self.0.apply(&mut v);
+            _mm512_loadu_ps(v.as_ptr())
+        }
+    }
 
     impl Lanes for Identity {
         #[inline(always)]
@@ -88,6 +101,10 @@ macro_rules! with_lanes {
             }
             $crate::ops::Activation::Clip(lo, hi) => {
                 let $act = $crate::kernels::direct::epilogue::lanes::Clip(lo, hi);
+                $body
+            }
+            other => {
+                let $act = $crate::kernels::direct::epilogue::lanes::Scalar(other);
                 $body
             }
         }
