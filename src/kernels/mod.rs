@@ -2,6 +2,7 @@
 //!
 //! - [`convolution`]: the [`ConvKernel`] interface a plan runs convolutions through, and the
 //!   dense kernel ([`DenseConv`]);
+//! - [`depthwise`]: depthwise convolutions on pixel-major images;
 //! - [`direct`]: the direct convolution on pixel-major images, used for every spatial
 //!   convolution (and wide 1x1 ones) and for every HASTE patch;
 //! - [`im2col`]: im2col + GEMM, for the rest (grouped, dilated, narrow 1x1);
@@ -10,6 +11,7 @@
 //! - [`mod@reference`]: naive versions the tests compare against.
 
 pub mod convolution;
+pub mod depthwise;
 pub mod direct;
 pub mod gemm;
 pub mod im2col;

@@ -173,9 +173,9 @@ impl Plan {
             .iter()
             .zip(&plan.in_shapes)
             .filter_map(|(s, ins)| match &plan.graph.nodes[s.node].op {
-                Op::Conv(c) => Some(crate::kernels::im2col::col_len(
-                    &c.params, ins[0][2], ins[0][3],
-                )),
+                Op::Conv(c) if DenseConv::uses_im2col(&c.params) => Some(
+                    crate::kernels::im2col::col_len(&c.params, ins[0][2], ins[0][3]),
+                ),
                 _ => None,
             })
             .max()

@@ -1,17 +1,22 @@
-//! The dense convolution: the direct kernel where it suits the layer, im2col + GEMM elsewhere.
+//! The dense convolution: the direct kernel where it suits the layer, the depthwise kernel
+//! for depthwise layers, im2col + GEMM elsewhere.
 
 use super::{ConvJob, ConvKernel, Scratch, Scratches};
+use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::direct::DirectConv;
+use crate::kernels::isa::Isa;
 use crate::kernels::{grow, im2col, layout};
 use crate::ops::{Conv2dParams, ConvOp};
 use rayon::prelude::*;
 use std::any::Any;
 
 /// A convolution computed exactly: by the direct kernel ([`DirectConv`]) when
-/// [`DirectConv::suits`] the layer, else by im2col + GEMM ([`im2col`]).
+/// [`DirectConv::suits`] the layer, by [`DepthwiseConv`] for a depthwise one, else by im2col
+/// + GEMM ([`im2col`]).
 pub struct DenseConv {
     op: ConvOp,
     direct: Option<DirectConv>,
+    depthwise: Option<DepthwiseConv>,
 }
 
 impl DenseConv {
@@ -21,8 +26,10 @@ impl DenseConv {
         } else {
             None
         };
-        // The direct kernel keeps its own copy of the weights; im2col reads the op's.
-        let weights = if direct.is_some() {
+        let depthwise = DepthwiseConv::new(op);
+        // The direct and depthwise kernels keep their own copy of the weights; im2col reads
+        // the op's.
+        let weights = if direct.is_some() || depthwise.is_some() {
             Vec::new()
         } else {
             op.weights.clone()
@@ -33,6 +40,7 @@ impl DenseConv {
                 ..op.clone()
             },
             direct,
+            depthwise,
         }
     }
 
@@ -40,12 +48,12 @@ impl DenseConv {
     /// so does a pointwise convolution of one group (one GEMM with the input's strides).
     /// Every other convolution reads NCHW.
     pub fn reads_pixel_major(p: &Conv2dParams) -> bool {
-        DirectConv::suits(p) || (p.is_pointwise() && p.groups == 1)
+        DirectConv::suits(p) || DepthwiseConv::suits(p) || (p.is_pointwise() && p.groups == 1)
     }
 
-    /// Whether this layer runs on the direct kernel.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+    /// Whether the dense kernel of `p` is im2col + GEMM (and so needs a column matrix).
+    pub fn uses_im2col(p: &Conv2dParams) -> bool {
+        !DirectConv::suits(p) && !DepthwiseConv::suits(p) && !p.is_pointwise()
     }
 }
 
@@ -55,6 +63,10 @@ impl ConvKernel for DenseConv {
     }
 
     fn run_image(&self, job: &ConvJob, out: &mut [f32], s: &mut Scratch) {
+        if let Some(d) = &self.depthwise {
+            d.forward(job.x, job.hw, out, &mut s.depthwise, job.io, job.residual);
+            return;
+        }
         match &self.direct {
             Some(d) => d.forward(job.x, job.hw, out, &mut s.direct, job.io, job.residual),
             None => {
@@ -82,7 +94,11 @@ impl ConvKernel for DenseConv {
     ) {
         let p = &self.op.params;
         let io = job.io;
-        if let Some(d) = &self.direct {
+        if let (Some(d), true) = (&self.depthwise, io.input_nhwc && io.output_nhwc) {
+            self.depthwise_parallel(d, job, out, threads);
+        } else if self.depthwise.is_some() {
+            scratches.with_thread(&mut |s| self.run_image(job, out, s));
+        } else if let Some(d) = &self.direct {
             // The direct kernel shares the image's output rows.
             scratches.with_shared(&mut |s| {
                 d.forward_parallel(job.x, job.hw, out, &mut s.direct, io, threads, job.residual)
@@ -103,6 +119,23 @@ impl ConvKernel for DenseConv {
 }
 
 impl DenseConv {
+    /// A depthwise convolution, pixel-major in and out: each worker a band of output rows.
+    fn depthwise_parallel(&self, d: &DepthwiseConv, job: &ConvJob, out: &mut [f32], threads: usize) {
+        let p = d.params();
+        let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
+        let row = ow * p.c_out;
+        let per = oh.div_ceil(threads).max(1);
+        let isa = Isa::current();
+        out[..oh * row]
+            .par_chunks_mut(per * row)
+            .enumerate()
+            .for_each(|(k, band)| {
+                let rows = k * per..k * per + band.len() / row;
+                let r = job.residual.map(|r| &r[k * per * row..]);
+                d.rows(isa, job.x, job.hw, rows, band, r);
+            });
+    }
+
     /// A pointwise convolution into a pixel-major output: each worker a range of pixels.
     fn pointwise_parallel(&self, job: &ConvJob, out: &mut [f32], threads: usize) {
         let (op, c_out) = (&self.op, self.op.params.c_out);

@@ -19,6 +19,7 @@ mod dense;
 
 pub use dense::DenseConv;
 
+use super::depthwise::DepthwiseScratch;
 use super::direct::DirectScratch;
 use super::layout::IoLayout;
 use std::any::Any;
@@ -92,6 +93,7 @@ pub struct Scratch {
     /// im2col column matrix.
     pub col: Vec<f32>,
     pub direct: DirectScratch,
+    pub depthwise: DepthwiseScratch,
     /// An NCHW result on its way to a pixel-major output.
     pub nchw: Vec<f32>,
     others: Vec<Box<dyn Any + Send>>,
