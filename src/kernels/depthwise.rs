@@ -90,7 +90,14 @@ impl DepthwiseConv {
         let (oh, ow) = self.params.out_hw(h, w);
         let hwc = self.pixel_major_input(x, (h, w), io, &mut s.input);
         if io.output_nhwc {
-            self.rows(Isa::current(), hwc, (h, w), 0..oh, &mut out[..oh * ow * c], residual);
+            self.rows(
+                Isa::current(),
+                hwc,
+                (h, w),
+                0..oh,
+                &mut out[..oh * ow * c],
+                residual,
+            );
             return;
         }
         // The NCHW residual, pixel-major like the rows the kernel writes.
@@ -333,7 +340,14 @@ mod tests {
                 let mut r_hwc = vec![0.0; residual.len()];
                 nchw_to_nhwc(&residual, c, oh * ow, &mut r_hwc);
                 let mut portable = vec![f32::NAN; want.len()];
-                d.rows(Isa::Portable, &x_hwc, (h, w), 0..oh, &mut portable, fused.map(|_| &r_hwc[..]));
+                d.rows(
+                    Isa::Portable,
+                    &x_hwc,
+                    (h, w),
+                    0..oh,
+                    &mut portable,
+                    fused.map(|_| &r_hwc[..]),
+                );
                 let mut as_nchw = vec![0.0; want.len()];
                 nhwc_to_nchw(&portable, c, oh * ow, &mut as_nchw);
                 assert_eq!(bits(&as_nchw), bits(&got), "{p:?}: NCHW vs pixel-major");

@@ -183,15 +183,42 @@ pub fn broadcast_binary<T: Copy>(
             .collect()
     };
     let (sa, sb) = (bstride(a_shape), bstride(b_shape));
-    let mut idx = vec![0usize; rank];
-    for o in out.iter_mut() {
+    if rank == 0 {
+        out[0] = f(a[0], b[0]);
+        return;
+    }
+    // Row by row along the last axis, where each operand either runs (stride 1) or stays
+    // (stride 0): the inner loops vectorize (a per-channel scale of a pixel-major image is
+    // rows of channels times one row of scales).
+    let last = rank - 1;
+    let n = out_shape[last];
+    let mut idx = vec![0usize; last];
+    for o in out.chunks_exact_mut(n.max(1)) {
         let (mut ia, mut ib) = (0, 0);
-        for k in 0..rank {
+        for k in 0..last {
             ia += idx[k] * sa[k];
             ib += idx[k] * sb[k];
         }
-        *o = f(a[ia], b[ib]);
-        for k in (0..rank).rev() {
+        match (sa[last], sb[last]) {
+            (0, 0) => o.fill(f(a[ia], b[ib])),
+            (0, _) => {
+                let x = a[ia];
+                o.iter_mut()
+                    .zip(&b[ib..ib + n])
+                    .for_each(|(o, &y)| *o = f(x, y));
+            }
+            (_, 0) => {
+                let y = b[ib];
+                o.iter_mut()
+                    .zip(&a[ia..ia + n])
+                    .for_each(|(o, &x)| *o = f(x, y));
+            }
+            _ => {
+                let rows = o.iter_mut().zip(&a[ia..ia + n]).zip(&b[ib..ib + n]);
+                rows.for_each(|((o, &x), &y)| *o = f(x, y));
+            }
+        }
+        for k in (0..last).rev() {
             idx[k] += 1;
             if idx[k] < out_shape[k] {
                 break;

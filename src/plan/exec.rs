@@ -259,7 +259,16 @@ impl Plan {
                     Op::AddActivation(a) => a,
                     _ => Activation::None,
                 };
-                let shapes = (&ins[0][..], &ins[1][..], out_shape);
+                // A pixel-major value broadcasts on its physical `[n, h, w, c]` shape.
+                let physical: Vec<Vec<usize>>;
+                let shapes = if self.layouts[i].is_pixel_major() && ins[0] != ins[1] {
+                    physical = [&ins[0], &ins[1], &out_shape.to_vec()]
+                        .map(|s| to_nhwc_order(s))
+                        .to_vec();
+                    (&physical[0][..], &physical[1][..], &physical[2][..])
+                } else {
+                    (&ins[0][..], &ins[1][..], out_shape)
+                };
                 match node.op {
                     Op::Add | Op::AddActivation(_) => {
                         binary(x, y, shapes, out, min, act, |a, b| a + b)

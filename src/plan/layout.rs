@@ -8,9 +8,10 @@
 //! - convolutions write either layout; they read pixel-major when their kernel does
 //!   ([`DenseConv::reads_pixel_major`]; a compressed kernel that replaces a dense one reads
 //!   what it read),
-//! - elementwise ops (same shapes), activations, pooling, and Pad, Slice and Concat of 4-D
-//!   values keep the layout of their operands, so all of them and their output share one
-//!   layout (the last three run on the physical `[n, h, w, c]` shape, axes permuted),
+//! - activations, pooling, and elementwise ops, Pad, Slice and Concat of 4-D values keep the
+//!   layout of their operands, so all of them and their output share one layout (the last
+//!   four run on the physical `[n, h, w, c]` shapes, axes permuted, so broadcasting works
+//!   as in NCHW),
 //! - global average pooling reads either (its `[n, c, 1, 1]` output is the same in both),
 //! - a convolution's fused residual input is in the order of its output,
 //! - everything else, the network's input and output and constants are NCHW.
@@ -62,9 +63,16 @@ impl Plan {
                 let shape = &self.img_out_shapes[i];
                 let elementwise_same_shapes = match op(i) {
                     Op::MaxPool(_) | Op::AveragePool(_) | Op::Conv(_) => true,
-                    Op::Pad { .. } | Op::Slice { .. } | Op::Concat { .. } => {
-                        self.img_in_shapes[i].iter().all(|s| s.len() == 4)
-                    }
+                    // Run on the physical `[n, h, w, c]` shapes (binary ops broadcast there as
+                    // in NCHW, axes permuted alike: a squeeze-excitation scale `[n, c, 1, 1]`).
+                    Op::Pad { .. }
+                    | Op::Slice { .. }
+                    | Op::Concat { .. }
+                    | Op::Add
+                    | Op::AddActivation(_)
+                    | Op::Sub
+                    | Op::Mul
+                    | Op::Div => self.img_in_shapes[i].iter().all(|s| s.len() == 4),
                     _ => self.img_in_shapes[i].iter().all(|s| s == shape),
                 };
                 shape.len() == 4

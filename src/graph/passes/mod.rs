@@ -34,6 +34,8 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     fuse_batchnorm(&mut g);
     remove_identities(&mut g);
     fuse_silu(&mut g);
+    // The Sigmoids SiLU replaced still read the values the activations would fuse into.
+    prune_dead_nodes(&mut g);
     fuse_activations(&mut g);
     fuse_add_activations(&mut g);
     pool_before_pointwise_conv(&mut g);

@@ -120,7 +120,13 @@ impl ConvKernel for DenseConv {
 
 impl DenseConv {
     /// A depthwise convolution, pixel-major in and out: each worker a band of output rows.
-    fn depthwise_parallel(&self, d: &DepthwiseConv, job: &ConvJob, out: &mut [f32], threads: usize) {
+    fn depthwise_parallel(
+        &self,
+        d: &DepthwiseConv,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+    ) {
         let p = d.params();
         let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
         let row = ow * p.c_out;
