@@ -5,6 +5,7 @@
 #
 #   bench/vs_onnxruntime.sh            # THREADS=2 RUNS=7 ROUNDS=2 by default
 #   THREADS=1 RUNS=11 bench/vs_onnxruntime.sh
+#   IMAGENET_BATCH=8 CIFAR_BATCH=256 bench/vs_onnxruntime.sh
 #
 # Each side is timed ROUNDS times, alternating haste and onnxruntime, and its best median is
 # kept: on a shared VM a run can lose a core to another tenant for seconds (batch-1 runs on
@@ -27,9 +28,12 @@ HASTE=./target/release/haste
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 printf '%-30s %6s %12s %12s %7s\n' model batch "haste img/s" "ort img/s" ratio
-for spec in "resnet20-cifar10 256" "resnet56-cifar10 256" "tiny-darknet-imagenet 32" "resnet18-randominit-imagenet 16"; do
-  set -- $spec
-  m=$SHARED/models/$1.onnx
+# Every model in ../shared, at a batch (256 for the CIFAR networks, 16 for the ImageNet ones,
+# 8 with MODELS_BATCH=8 ...) and at batch 1.
+for m in "$SHARED"/models/*.onnx; do
+  name=$(basename "$m" .onnx)
+  case "$name" in *cifar10) batch=${CIFAR_BATCH:-256} ;; *) batch=${IMAGENET_BATCH:-16} ;; esac
+  set -- "$name" "$batch"
   for b in $2 1; do
     # Batch 1 runs are a few ms: time more of them, or the median catches the clock ramping up.
     r=$RUNS; [ "$b" = 1 ] && r=$((RUNS * 8))
