@@ -5,7 +5,8 @@
 //! - [`depthwise`]: depthwise convolutions on pixel-major images;
 //! - [`direct`]: the direct convolution on pixel-major images, used for every spatial
 //!   convolution (and wide 1x1 ones) and for every HASTE patch;
-//! - [`im2col`]: im2col + GEMM, for the rest (grouped, dilated, narrow 1x1);
+//! - [`grouped`]: grouped convolutions (group widths 8 to 64) on pixel-major images;
+//! - [`im2col`]: im2col + GEMM, for the rest (other grouped, dilated, narrow 1x1);
 //! - [`gemm`], [`pool`], [`layout`] (transposes, padding, slicing);
 //! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
@@ -14,6 +15,7 @@ pub mod convolution;
 pub mod depthwise;
 pub mod direct;
 pub mod gemm;
+pub mod grouped;
 pub mod im2col;
 pub mod isa;
 pub mod layout;

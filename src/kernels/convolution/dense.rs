@@ -4,6 +4,7 @@
 use super::{ConvJob, ConvKernel, Scratch, Scratches};
 use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::direct::DirectConv;
+use crate::kernels::grouped::GroupedConv;
 use crate::kernels::isa::Isa;
 use crate::kernels::{grow, im2col, layout};
 use crate::ops::{Conv2dParams, ConvOp};
@@ -17,6 +18,7 @@ pub struct DenseConv {
     op: ConvOp,
     direct: Option<DirectConv>,
     depthwise: Option<DepthwiseConv>,
+    grouped: Option<GroupedConv>,
 }
 
 impl DenseConv {
@@ -27,9 +29,10 @@ impl DenseConv {
             None
         };
         let depthwise = DepthwiseConv::new(op);
+        let grouped = GroupedConv::new(op);
         // The direct and depthwise kernels keep their own copy of the weights; im2col reads
         // the op's.
-        let weights = if direct.is_some() || depthwise.is_some() {
+        let weights = if direct.is_some() || depthwise.is_some() || grouped.is_some() {
             Vec::new()
         } else {
             op.weights.clone()
@@ -41,6 +44,7 @@ impl DenseConv {
             },
             direct,
             depthwise,
+            grouped,
         }
     }
 
@@ -48,12 +52,18 @@ impl DenseConv {
     /// so does a pointwise convolution of one group (one GEMM with the input's strides).
     /// Every other convolution reads NCHW.
     pub fn reads_pixel_major(p: &Conv2dParams) -> bool {
-        DirectConv::suits(p) || DepthwiseConv::suits(p) || (p.is_pointwise() && p.groups == 1)
+        DirectConv::suits(p)
+            || DepthwiseConv::suits(p)
+            || GroupedConv::suits(p)
+            || (p.is_pointwise() && p.groups == 1)
     }
 
     /// Whether the dense kernel of `p` is im2col + GEMM (and so needs a column matrix).
     pub fn uses_im2col(p: &Conv2dParams) -> bool {
-        !DirectConv::suits(p) && !DepthwiseConv::suits(p) && !p.is_pointwise()
+        !DirectConv::suits(p)
+            && !DepthwiseConv::suits(p)
+            && !GroupedConv::suits(p)
+            && !p.is_pointwise()
     }
 }
 
@@ -65,6 +75,10 @@ impl ConvKernel for DenseConv {
     fn run_image(&self, job: &ConvJob, out: &mut [f32], s: &mut Scratch) {
         if let Some(d) = &self.depthwise {
             d.forward(job.x, job.hw, out, &mut s.depthwise, job.io, job.residual);
+            return;
+        }
+        if let Some(g) = &self.grouped {
+            g.forward(job.x, job.hw, out, &mut s.grouped, job.io, job.residual);
             return;
         }
         match &self.direct {
@@ -96,7 +110,9 @@ impl ConvKernel for DenseConv {
         let io = job.io;
         if let (Some(d), true) = (&self.depthwise, io.input_nhwc && io.output_nhwc) {
             self.depthwise_parallel(d, job, out, threads);
-        } else if self.depthwise.is_some() {
+        } else if let (Some(g), true) = (&self.grouped, io.output_nhwc) {
+            self.grouped_parallel(g, job, out, threads, scratches);
+        } else if self.depthwise.is_some() || self.grouped.is_some() {
             scratches.with_thread(&mut |s| self.run_image(job, out, s));
         } else if let Some(d) = &self.direct {
             // The direct kernel shares the image's output rows.
@@ -140,6 +156,45 @@ impl DenseConv {
                 let r = job.residual.map(|r| &r[k * per * row..]);
                 d.rows(isa, job.x, job.hw, rows, band, r);
             });
+    }
+
+    /// A grouped convolution into a pixel-major output: the padded input once (in the shared
+    /// scratch), then each worker a band of output rows.
+    fn grouped_parallel(
+        &self,
+        g: &GroupedConv,
+        job: &ConvJob,
+        out: &mut [f32],
+        threads: usize,
+        scratches: &dyn Scratches,
+    ) {
+        let p = g.params();
+        let (h, w) = job.hw;
+        let (oh, ow) = p.out_hw(h, w);
+        let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
+        let row = ow * p.c_out;
+        let per = oh.div_ceil(threads).max(1);
+        let isa = Isa::current();
+        scratches.with_shared(&mut |s| {
+            let n = hp * wp * p.c_in;
+            grow(&mut s.col, n);
+            let padded = &mut s.col[..n];
+            let top_left = (p.pads[0], p.pads[1]);
+            if job.io.input_nhwc {
+                layout::pad_hwc(job.x, p.c_in, (h, w), top_left, (hp, wp), padded);
+            } else {
+                layout::to_hwc_padded(job.x, p.c_in, (h, w), top_left, (hp, wp), padded);
+            }
+            let padded = &s.col[..n];
+            out[..oh * row]
+                .par_chunks_mut(per * row)
+                .enumerate()
+                .for_each(|(k, band)| {
+                    let rows = k * per..k * per + band.len() / row;
+                    let r = job.residual.map(|r| &r[k * per * row..]);
+                    g.rows(isa, padded, (hp, wp), rows, band, r);
+                });
+        });
     }
 
     /// A pointwise convolution into a pixel-major output: each worker a range of pixels.

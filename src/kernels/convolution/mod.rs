@@ -21,6 +21,7 @@ pub use dense::DenseConv;
 
 use super::depthwise::DepthwiseScratch;
 use super::direct::DirectScratch;
+use super::grouped::GroupedScratch;
 use super::layout::IoLayout;
 use std::any::Any;
 
@@ -94,6 +95,7 @@ pub struct Scratch {
     pub col: Vec<f32>,
     pub direct: DirectScratch,
     pub depthwise: DepthwiseScratch,
+    pub grouped: GroupedScratch,
     /// An NCHW result on its way to a pixel-major output.
     pub nchw: Vec<f32>,
     others: Vec<Box<dyn Any + Send>>,

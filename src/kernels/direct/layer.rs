@@ -64,9 +64,12 @@ impl DirectConv {
     /// convolutions at 90-110 GFLOP/s on one core, against 60-100 for im2col + GEMM, first
     /// RGB layers included, and 1x1 convolutions with 64 or more output channels at 104-107
     /// against 68-88 for the GEMM crate; with fewer output channels the GEMM crate is as fast
-    /// or faster (`cargo run --release --example conv_paths`, `--example one_conv`).
+    /// or faster (`cargo run --release --example conv_paths`, `--example one_conv`) for a
+    /// pointwise layer. A strided or padded 1x1 layer is not one GEMM (im2col would copy a
+    /// subsampled input, in NCHW), so it runs here at any width.
     pub fn suits(p: &Conv2dParams) -> bool {
-        p.groups == 1 && p.dilation == (1, 1) && ((p.kh, p.kw) != (1, 1) || p.c_out >= 64)
+        let wide_or_not_pointwise = !p.is_pointwise() || p.c_out >= 64;
+        p.groups == 1 && p.dilation == (1, 1) && wide_or_not_pointwise
     }
 
     /// `None` when the kernel cannot run the convolution (groups or dilation other than 1);
