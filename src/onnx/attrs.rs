@@ -23,6 +23,11 @@ impl<'a> Attrs<'a> {
         self.find(name).is_some()
     }
 
+    /// Number of inputs given (optional inputs left empty do not count).
+    pub fn inputs(&self) -> usize {
+        self.node.input.iter().filter(|s| !s.is_empty()).count()
+    }
+
     /// An error about this node.
     pub fn error(&self, msg: impl std::fmt::Display) -> Error {
         Error::model(

@@ -36,6 +36,16 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
         "MaxPool" => Op::MaxPool(pool(a)?),
         "AveragePool" => Op::AveragePool(pool(a)?),
         "GlobalAveragePool" => Op::GlobalAveragePool,
+        "ReduceMean" if a.has("axes") || a.inputs() < 2 => Op::ReduceMean {
+            axes: a.ints("axes").unwrap_or_default().to_vec(),
+            keepdims: a.int("keepdims", 1) != 0,
+        },
+        "ReduceMean" => Op::Pending(PendingOp::ReduceMean {
+            keepdims: a.int("keepdims", 1) != 0,
+        }),
+        "Softmax" => Op::Softmax {
+            axis: a.int("axis", -1),
+        },
         "Flatten" => Op::Flatten {
             axis: a.int("axis", 1),
         },

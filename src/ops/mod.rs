@@ -255,6 +255,15 @@ pub enum Op {
     Flatten {
         axis: i64,
     },
+    /// The mean over `axes` (every axis when empty), kept as size 1 with `keepdims`.
+    ReduceMean {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    /// `exp(x - max) / sum(exp(x - max))` along `axis`.
+    Softmax {
+        axis: i64,
+    },
     /// Target shape as given by ONNX (0 = copy, -1 = infer).
     Reshape {
         shape: Vec<i64>,
@@ -330,6 +339,10 @@ pub enum PendingOp {
     Slice,
     Unsqueeze,
     Squeeze,
+    /// ReduceMean with its axes as an input (opset 18).
+    ReduceMean {
+        keepdims: bool,
+    },
 }
 
 impl Op {
@@ -357,6 +370,8 @@ impl Op {
             Op::AveragePool(_) => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Flatten { .. } => "Flatten",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Softmax { .. } => "Softmax",
             Op::Reshape { .. } => "Reshape",
             Op::Linear(_) => "Linear",
             Op::Pad { .. } => "Pad",

@@ -226,6 +226,25 @@ impl Op {
                 };
                 Ok(vec![s[..a].iter().product(), s[a..].iter().product()])
             }
+            Op::ReduceMean { axes, keepdims } => {
+                let s = first()?;
+                let reduced = reduced_axes(axes, s.len())
+                    .ok_or_else(|| shape_err(self, "axis out of range"))?;
+                Ok(s.iter()
+                    .enumerate()
+                    .filter_map(|(k, &d)| match (reduced[k], keepdims) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect())
+            }
+            Op::Softmax { axis } => {
+                let s = first()?;
+                normalize_axis(*axis, s.len())
+                    .ok_or_else(|| shape_err(self, "axis out of range"))?;
+                Ok(s.to_vec())
+            }
             Op::Reshape { shape, allowzero } => {
                 let s = first()?;
                 reshape_target(s, shape, *allowzero)
@@ -304,4 +323,14 @@ impl Op {
             _ => Err(shape_err(self, "only valid on constants (load time)")),
         }
     }
+}
+
+/// Per axis of a rank-`rank` tensor, whether ReduceMean's `axes` reduces it (all of them when
+/// `axes` is empty); `None` for an axis out of range.
+pub fn reduced_axes(axes: &[i64], rank: usize) -> Option<Vec<bool>> {
+    let mut reduced = vec![axes.is_empty(); rank];
+    for &a in axes {
+        reduced[normalize_axis(a, rank)?] = true;
+    }
+    Some(reduced)
 }

@@ -323,6 +323,16 @@ impl Plan {
                 }
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
+            Op::ReduceMean { axes, .. } => {
+                let reduced = crate::ops::shape::reduced_axes(axes, ins[0].len())
+                    .ok_or_else(|| Error::Shape(format!("node '{}': axes", node.name)))?;
+                layout::reduce_mean(x, &ins[0], &reduced, out);
+            }
+            Op::Softmax { axis } => {
+                let a = normalize_axis(*axis, ins[0].len())
+                    .ok_or_else(|| Error::Shape(format!("node '{}': axis", node.name)))?;
+                layout::softmax(x, &ins[0], a, out);
+            }
             Op::Linear(l) => {
                 let rows = out.len() / l.n;
                 crate::kernels::gemm::sgemm(

@@ -88,6 +88,11 @@ impl Plan {
                 Op::Concat { axis } => *axis == 0 || *axis == -(out2[i].len() as i64),
                 Op::Transpose { perm } => perm.first() != Some(&0),
                 Op::Flatten { axis } => *axis == 0,
+                Op::ReduceMean { axes, .. } => {
+                    let rank = in2[i][0].len() as i64;
+                    axes.is_empty() || axes.iter().any(|&a| a == 0 || a == -rank)
+                }
+                Op::Softmax { axis } => *axis == 0 || *axis == -(out2[i].len() as i64),
                 _ => false,
             };
             let operands_ok = s

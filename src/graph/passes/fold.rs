@@ -211,6 +211,13 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
             },
             only_data,
         ),
+        PendingOp::ReduceMean { keepdims } => (
+            Op::ReduceMean {
+                axes: constant(1, "axes")?.map(|c| c.to_i64()).unwrap_or_default(),
+                keepdims: *keepdims,
+            },
+            only_data,
+        ),
         PendingOp::Squeeze => (
             Op::Squeeze {
                 axes: constant(1, "axes")?.map(|c| c.to_i64()).unwrap_or_default(),
