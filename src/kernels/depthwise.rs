@@ -14,7 +14,8 @@
 use super::grow;
 use super::isa::Isa;
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, IoLayout};
-use crate::ops::{Activation, Conv2dParams, ConvOp};
+use super::PixelFinish;
+use crate::ops::{Conv2dParams, ConvOp};
 use std::ops::Range;
 
 /// Channels summed together in registers.
@@ -26,10 +27,7 @@ pub struct DepthwiseConv {
     params: Conv2dParams,
     /// `[kh][kw][c]`.
     weights: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    activation: Activation,
-    /// The activation after a fused residual addition ([`ConvOp::residual`]).
-    residual: Option<Activation>,
+    finish: PixelFinish,
 }
 
 /// Per-thread buffers of [`DepthwiseConv`]: the pixel-major input or output of an image
@@ -64,9 +62,7 @@ impl DepthwiseConv {
         Some(DepthwiseConv {
             params: p,
             weights,
-            bias: op.bias.clone(),
-            activation: op.activation,
-            residual: op.residual,
+            finish: PixelFinish::of(op),
         })
     }
 
@@ -218,7 +214,7 @@ impl DepthwiseConv {
                 let at = (k * ow + ox) * c;
                 let o = &mut out[at..][..c];
                 self.pixel(hwc, &taps, o);
-                self.finish(o, residual.map(|r| &r[at..][..c]));
+                self.finish.apply(o, residual.map(|r| &r[at..][..c]));
             }
         }
     }
@@ -254,27 +250,13 @@ impl DepthwiseConv {
             c0 += n;
         }
     }
-
-    /// Bias, then the residual and the activation after it (or the activation alone).
-    #[inline(always)]
-    fn finish(&self, o: &mut [f32], residual: Option<&[f32]>) {
-        if let Some(b) = &self.bias {
-            o.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-        match (residual, self.residual) {
-            (Some(r), Some(after)) => {
-                o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                after.apply(o);
-            }
-            _ => self.activation.apply(o),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::reference::conv2d_direct;
+    use crate::ops::Activation;
 
     fn values(n: usize, salt: usize) -> Vec<f32> {
         (0..n)

@@ -14,7 +14,8 @@
 use super::grow;
 use super::isa::Isa;
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, pad_hwc, to_hwc_padded, IoLayout};
-use crate::ops::{Activation, Conv2dParams, ConvOp};
+use super::PixelFinish;
+use crate::ops::{Conv2dParams, ConvOp};
 
 /// Output pixels summed together.
 const PIXELS: usize = 4;
@@ -25,9 +26,7 @@ pub struct GroupedConv {
     params: Conv2dParams,
     /// `[g][kh * kw][cig][cog]`.
     weights: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    activation: Activation,
-    residual: Option<Activation>,
+    finish: PixelFinish,
 }
 
 /// Per-thread buffers of [`GroupedConv`].
@@ -110,9 +109,7 @@ impl GroupedConv {
         Some(GroupedConv {
             params: p,
             weights,
-            bias: op.bias.clone(),
-            activation: op.activation,
-            residual: op.residual,
+            finish: PixelFinish::of(op),
         })
     }
 
@@ -279,24 +276,9 @@ impl GroupedConv {
                 for q in 0..np {
                     let at = (k * ow + ox0 + q) * c_out;
                     let o = &mut out[at..at + c_out];
-                    self.finish(o, residual.map(|r| &r[at..at + c_out]));
+                    self.finish.apply(o, residual.map(|r| &r[at..at + c_out]));
                 }
             }
-        }
-    }
-
-    /// Bias, then the residual and the activation after it (or the activation alone).
-    #[inline(always)]
-    fn finish(&self, o: &mut [f32], residual: Option<&[f32]>) {
-        if let Some(b) = &self.bias {
-            o.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-        match (residual, self.residual) {
-            (Some(r), Some(after)) => {
-                o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                after.apply(o);
-            }
-            _ => self.activation.apply(o),
         }
     }
 }
@@ -305,6 +287,7 @@ impl GroupedConv {
 mod tests {
     use super::*;
     use crate::kernels::reference::conv2d_direct;
+    use crate::ops::Activation;
 
     fn values(n: usize, salt: usize) -> Vec<f32> {
         (0..n)

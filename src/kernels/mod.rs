@@ -30,3 +30,39 @@ pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
         v.resize(n, T::default());
     }
 }
+
+/// What the pixel-major convolution kernels do to each finished output pixel (all its
+/// channels, in L1): the bias, then the op's fused residual and the activation after it, or
+/// its activation alone.
+#[derive(Clone, Debug)]
+pub(crate) struct PixelFinish {
+    bias: Option<Vec<f32>>,
+    activation: crate::ops::Activation,
+    /// The activation after a fused residual addition ([`crate::ops::ConvOp::residual`]).
+    residual: Option<crate::ops::Activation>,
+}
+
+impl PixelFinish {
+    pub(crate) fn of(op: &crate::ops::ConvOp) -> PixelFinish {
+        PixelFinish {
+            bias: op.bias.clone(),
+            activation: op.activation,
+            residual: op.residual,
+        }
+    }
+
+    /// `o` (one pixel's channels) finished, with `residual` that pixel's residual if given.
+    #[inline(always)]
+    pub(crate) fn apply(&self, o: &mut [f32], residual: Option<&[f32]>) {
+        if let Some(b) = &self.bias {
+            o.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+        match (residual, self.residual) {
+            (Some(r), Some(after)) => {
+                o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                after.apply(o);
+            }
+            _ => self.activation.apply(o),
+        }
+    }
+}
