@@ -6,9 +6,7 @@ use crate::graph::Const;
 use onnx_protobuf::TensorProto;
 use std::path::Path;
 
-/// Largest tensor haste accepts from a file (elements). Anything claiming more is refused
-/// before a single byte is allocated.
-pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
+pub use crate::ops::{checked_shape, MAX_TENSOR_ELEMENTS};
 
 // ONNX TensorProto.DataType codes.
 pub const FLOAT: i32 = 1;
@@ -18,31 +16,6 @@ pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
 pub const BOOL: i32 = 9;
 pub const DOUBLE: i32 = 11;
-
-/// Checked element count of ONNX dims.
-pub fn checked_shape(model: &Path, what: &str, dims: &[i64]) -> Result<Vec<usize>> {
-    let mut n: usize = 1;
-    let mut shape = Vec::with_capacity(dims.len());
-    for &d in dims {
-        if d < 0 {
-            return Err(Error::model(
-                model,
-                format!("{what}: negative dimension {d}"),
-            ));
-        }
-        n = n
-            .checked_mul(d as usize)
-            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
-            .ok_or_else(|| Error::Limits {
-                path: model.to_path_buf(),
-                message: format!(
-                    "{what}: shape {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements"
-                ),
-            })?;
-        shape.push(d as usize);
-    }
-    Ok(shape)
-}
 
 /// Decodes a tensor. `model` is the model file (for messages and external data).
 pub fn decode_tensor(model: &Path, t: &TensorProto) -> Result<Const> {

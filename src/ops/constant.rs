@@ -1,5 +1,8 @@
 //! Constant tensors known at load time: f32 weights and i64 shape arithmetic.
 
+use crate::error::{Error, Result};
+use std::path::Path;
+
 /// Element data of a constant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConstData {
@@ -72,4 +75,33 @@ impl Const {
         };
         Const { shape, data }
     }
+}
+
+/// Largest tensor haste accepts from a file (elements). Anything claiming more is refused
+/// before a single byte is allocated.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
+
+/// Checked element count of ONNX dims.
+pub fn checked_shape(model: &Path, what: &str, dims: &[i64]) -> Result<Vec<usize>> {
+    let mut n: usize = 1;
+    let mut shape = Vec::with_capacity(dims.len());
+    for &d in dims {
+        if d < 0 {
+            return Err(Error::model(
+                model,
+                format!("{what}: negative dimension {d}"),
+            ));
+        }
+        n = n
+            .checked_mul(d as usize)
+            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| Error::Limits {
+                path: model.to_path_buf(),
+                message: format!(
+                    "{what}: shape {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} elements"
+                ),
+            })?;
+        shape.push(d as usize);
+    }
+    Ok(shape)
 }

@@ -5,7 +5,7 @@ mod constant;
 mod conv;
 pub mod shape;
 
-pub use constant::{Const, ConstData};
+pub use constant::{checked_shape, Const, ConstData, MAX_TENSOR_ELEMENTS};
 pub use conv::Conv2dParams;
 
 /// A convolution with its (possibly BatchNorm-folded) weights and fused activation.

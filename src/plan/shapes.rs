@@ -23,7 +23,7 @@ impl Plan {
         let mut input_shape = vec![n];
         input_shape.extend(&self.image_shape);
         // Every tensor the plan will allocate is checked before anything is allocated.
-        let limit = crate::onnx::tensor::MAX_TENSOR_ELEMENTS;
+        let limit = crate::ops::MAX_TENSOR_ELEMENTS;
         let too_large = |what: String, shape: &[usize]| {
             let fits = shape
                 .iter()

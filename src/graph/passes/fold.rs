@@ -321,7 +321,7 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
         }
         Op::ConstantOfShape { value } => {
             let dims = first()?.to_i64();
-            let shape = crate::onnx::tensor::checked_shape(
+            let shape = crate::ops::checked_shape(
                 &g.source,
                 &format!("node '{}'", n.name),
                 &dims,
