@@ -37,9 +37,8 @@ impl Model {
         Model::from_graph(path, crate::onnx::graph_from_bytes(path, bytes)?)
     }
 
-    fn from_graph(path: &Path, raw: Graph) -> Result<Model> {
-        let mut graph = passes::simplify(raw)?;
-        let declared = graph.input_shapes.first().cloned().unwrap_or_default();
+    fn from_graph(path: &Path, mut raw: Graph) -> Result<Model> {
+        let declared = raw.input_shapes.first().cloned().unwrap_or_default();
         let image_shape: Vec<usize> = match declared.as_slice() {
             [Some(c), Some(h), Some(w)] => vec![*c, *h, *w],
             _ => {
@@ -49,6 +48,8 @@ impl Model {
                 ))
             }
         };
+        passes::fold_runtime_shapes(&mut raw, &image_shape)?;
+        let mut graph = passes::simplify(raw)?;
         passes::fuse_residual_adds(&mut graph, &image_shape);
         Ok(Model {
             path: path.to_path_buf(),

@@ -1,12 +1,13 @@
-//! ONNX ops the shared models do not use, checked on edits of the real ResNet-20 whose result
-//! is known from the unedited model: a ReduceMean over the image in place of its global
-//! average pooling, and a Softmax after its classifier.
+//! ONNX ops and export patterns the shared models do not use, checked on edits of the real
+//! ResNet-20 whose result is known from the unedited model: a ReduceMean over the image in
+//! place of its global average pooling, a Softmax after its classifier, and shapes computed
+//! at run time from the input (`x.view(x.size(0), -1)`, TF-style padding).
 
 mod common;
 
 use common::*;
 use haste::{Model, ModelCard, PlanOptions};
-use onnx_protobuf::{AttributeProto, Message, ModelProto, NodeProto};
+use onnx_protobuf::{AttributeProto, Message, ModelProto, NodeProto, TensorProto};
 use std::path::{Path, PathBuf};
 
 fn resnet20() -> ModelProto {
@@ -118,4 +119,164 @@ fn softmax_after_the_classifier_gives_the_logits_probabilities() {
         let total: f32 = p.iter().sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
     }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: format!("runtime_shape/{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn int64s(name: &str, dims: Vec<i64>, v: Vec<i64>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims,
+        data_type: 7,
+        int64_data: v,
+        ..Default::default()
+    }
+}
+
+/// `x.view(x.size(0), -1)` as PyTorch exports it with a dynamic batch, in place of the
+/// Flatten before the classifier: Shape -> Gather(0) -> Unsqueeze -> Concat(-1) -> Reshape.
+#[test]
+fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
+    let want = logits(&model("resnet20-cifar10"));
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Flatten")
+        .expect("a Flatten");
+    let flatten = g.node.remove(at);
+    let (x, out) = (flatten.input[0].clone(), flatten.output[0].clone());
+    g.initializer.push(int64s("rs_zero", vec![], vec![0]));
+    g.initializer.push(int64s("rs_axes", vec![1], vec![0]));
+    g.initializer.push(int64s("rs_minus1", vec![1], vec![-1]));
+    let axis0 = int("axis", 0);
+    let chain = [
+        node("Shape", &[&x], "rs_shape", vec![]),
+        node(
+            "Gather",
+            &["rs_shape", "rs_zero"],
+            "rs_n",
+            vec![axis0.clone()],
+        ),
+        node("Unsqueeze", &["rs_n", "rs_axes"], "rs_n1", vec![]),
+        node("Concat", &["rs_n1", "rs_minus1"], "rs_target", vec![axis0]),
+        node("Reshape", &[&x, "rs_target"], &out, vec![]),
+    ];
+    for (k, n) in chain.into_iter().enumerate() {
+        g.node.insert(at + k, n);
+    }
+    let got = logits(&write(&m, "view_batch.onnx"));
+    assert_eq!(got, want, "the same logits at batch 8 and 1");
+}
+
+/// TF-style "same" padding computed from the input's height: the first convolution loses its
+/// pads and a Pad in front of it gets `pads` from `Shape(x)[2] - 31` (1 for 32x32 images).
+#[test]
+fn pads_computed_from_the_input_shape_fold_to_constants() {
+    let want = logits(&model("resnet20-cifar10"));
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let input = g.input[0].name.clone();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Conv")
+        .expect("a Conv");
+    for a in g.node[at].attribute.iter_mut() {
+        if a.name == "pads" {
+            a.ints = vec![0; 4];
+        }
+    }
+    g.node[at].input[0] = "tf_padded".into();
+    g.initializer.push(int64s("tf_two", vec![], vec![2]));
+    g.initializer.push(int64s("tf_31", vec![], vec![31]));
+    g.initializer.push(int64s("tf_axes", vec![1], vec![0]));
+    g.initializer.push(int64s("tf_zeros", vec![2], vec![0, 0]));
+    let chain = [
+        node("Shape", &[&input], "tf_shape", vec![]),
+        node(
+            "Gather",
+            &["tf_shape", "tf_two"],
+            "tf_h",
+            vec![int("axis", 0)],
+        ),
+        node("Sub", &["tf_h", "tf_31"], "tf_k", vec![]),
+        node("Unsqueeze", &["tf_k", "tf_axes"], "tf_k1", vec![]),
+        node(
+            "Concat",
+            &["tf_zeros", "tf_k1", "tf_k1", "tf_zeros", "tf_k1", "tf_k1"],
+            "tf_pads",
+            vec![int("axis", 0)],
+        ),
+        node("Pad", &[&input, "tf_pads"], "tf_padded", vec![]),
+    ];
+    for (k, n) in chain.into_iter().enumerate() {
+        g.node.insert(at + k, n);
+    }
+    let got = logits(&write(&m, "tf_pads.onnx"));
+    for (g, w) in got.iter().zip(&want) {
+        for (a, b) in g.iter().zip(w) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+}
+
+/// A shape computation that scales the batch (here a Reshape to `[2 * n, -1]`) cannot be
+/// folded: a one-line load-time error names the node.
+#[test]
+fn a_shape_computed_from_the_batch_otherwise_is_refused_by_name() {
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Flatten")
+        .expect("a Flatten");
+    let flatten = g.node.remove(at);
+    let (x, out) = (flatten.input[0].clone(), flatten.output[0].clone());
+    g.initializer.push(int64s("bd_zero", vec![], vec![0]));
+    g.initializer.push(int64s("bd_axes", vec![1], vec![0]));
+    g.initializer.push(int64s("bd_two", vec![], vec![2]));
+    g.initializer.push(int64s("bd_minus1", vec![1], vec![-1]));
+    let chain = [
+        node("Shape", &[&x], "bd_shape", vec![]),
+        node(
+            "Gather",
+            &["bd_shape", "bd_zero"],
+            "bd_n",
+            vec![int("axis", 0)],
+        ),
+        node("Mul", &["bd_n", "bd_two"], "bd_2n", vec![]),
+        node("Unsqueeze", &["bd_2n", "bd_axes"], "bd_n1", vec![]),
+        node(
+            "Concat",
+            &["bd_n1", "bd_minus1"],
+            "bd_target",
+            vec![int("axis", 0)],
+        ),
+        node("Reshape", &[&x, "bd_target"], &out, vec![]),
+    ];
+    for (k, n) in chain.into_iter().enumerate() {
+        g.node.insert(at + k, n);
+    }
+    let path = write(&m, "batch_dependent.onnx");
+    let err = match Model::load(&path) {
+        Ok(_) => panic!("a batch-dependent reshape was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("batch_dependent.onnx") && err.contains("batch size"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
 }

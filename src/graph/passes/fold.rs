@@ -12,14 +12,30 @@ use crate::ops::{Activation, BatchNormOp, ConvOp, LinearOp, Op, PendingOp};
 
 /// Resolves pending ops and folds constant subgraphs, in dependency order.
 pub fn fold_constants(g: &mut Graph) -> Result<()> {
+    fold(g, false)
+}
+
+/// [`fold_constants`] that leaves alone what it cannot resolve yet (a pending op whose
+/// parameters are not constants, a load-time op on a runtime value), for
+/// [`super::fold_runtime_shapes`], which makes more of the graph constant between passes.
+pub(super) fn fold_what_is_constant(g: &mut Graph) -> Result<()> {
+    fold(g, true)
+}
+
+fn fold(g: &mut Graph, lenient: bool) -> Result<()> {
     let order = g.topological_order()?;
     let mut keep = vec![true; g.nodes.len()];
     for i in order {
         let mut node = g.nodes[i].clone();
         if let Op::Pending(p) = &node.op {
-            let (op, inputs) = resolve_pending(g, &node, p)?;
-            node.op = op;
-            node.inputs = inputs;
+            match resolve_pending(g, &node, p) {
+                Ok((op, inputs)) => {
+                    node.op = op;
+                    node.inputs = inputs;
+                }
+                Err(_) if lenient => continue,
+                Err(e) => return Err(e),
+            }
         }
         node.inputs.retain(|&v| v != MISSING);
         let all_const = node.inputs.iter().all(|v| g.constants.contains_key(v));
@@ -34,6 +50,10 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
                 keep[i] = false;
                 continue;
             }
+        }
+        if is_load_time_only(&node.op) && lenient {
+            g.nodes[i] = node;
+            continue;
         }
         if is_load_time_only(&node.op) {
             return Err(node_error(
@@ -321,11 +341,7 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
         }
         Op::ConstantOfShape { value } => {
             let dims = first()?.to_i64();
-            let shape = crate::ops::checked_shape(
-                &g.source,
-                &format!("node '{}'", n.name),
-                &dims,
-            )?;
+            let shape = crate::ops::checked_shape(&g.source, &format!("node '{}'", n.name), &dims)?;
             let len: usize = shape.iter().product();
             match &value.data {
                 ConstData::F32(v) => Const::f32(shape, vec![v[0]; len]),

@@ -10,15 +10,18 @@
 //! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`].
 //!
-//! [`fuse_residual_adds`] needs the operands' shapes, so [`crate::Model`] runs it after these,
-//! once the image shape is known.
+//! [`fold_runtime_shapes`] (shapes an export computes from the input at run time) runs
+//! before these and [`fuse_residual_adds`] after them: both need the image shape, which
+//! [`crate::Model`] knows from the model's declared input.
 //!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
 mod fold;
+mod runtime_shapes;
 
 pub use fold::fold_constants;
 use fold::is_load_time_only;
+pub use runtime_shapes::fold_runtime_shapes;
 
 use super::{Graph, Node, ValueId};
 use crate::error::{Error, Result};
