@@ -280,3 +280,77 @@ fn a_shape_computed_from_the_batch_otherwise_is_refused_by_name() {
     );
     assert!(!err.contains('\n'), "{err}");
 }
+
+fn floats(name: &str, v: f32) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        data_type: 1,
+        float_data: vec![v],
+        ..Default::default()
+    }
+}
+
+/// TF-style padding arithmetic on the input's height, through every shape op TF exports use:
+/// `k = Cast(Neg(Neg(Min(Max(Ceil(h / 40), Floor(h / 64)), 5))))`, 1 for 32x32 images, as
+/// the first convolution's padding.
+#[test]
+fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
+    let want = logits(&model("resnet20-cifar10"));
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let input = g.input[0].name.clone();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Conv")
+        .expect("a Conv");
+    for a in g.node[at].attribute.iter_mut() {
+        if a.name == "pads" {
+            a.ints = vec![0; 4];
+        }
+    }
+    g.node[at].input[0] = "ar_padded".into();
+    g.initializer.push(int64s("ar_two", vec![], vec![2]));
+    g.initializer.push(int64s("ar_axes", vec![1], vec![0]));
+    g.initializer.push(int64s("ar_zeros", vec![2], vec![0, 0]));
+    for (name, v) in [("ar_40", 40.0), ("ar_64", 64.0), ("ar_5", 5.0)] {
+        g.initializer.push(floats(name, v));
+    }
+    let to = |t: i64| vec![int("to", t)];
+    let chain = [
+        node("Shape", &[&input], "ar_shape", vec![]),
+        node(
+            "Gather",
+            &["ar_shape", "ar_two"],
+            "ar_h",
+            vec![int("axis", 0)],
+        ),
+        node("Cast", &["ar_h"], "ar_hf", to(1)),
+        node("Div", &["ar_hf", "ar_40"], "ar_q", vec![]),
+        node("Ceil", &["ar_q"], "ar_c", vec![]),
+        node("Div", &["ar_hf", "ar_64"], "ar_r", vec![]),
+        node("Floor", &["ar_r"], "ar_f", vec![]),
+        node("Max", &["ar_c", "ar_f"], "ar_m", vec![]),
+        node("Min", &["ar_m", "ar_5"], "ar_m2", vec![]),
+        node("Neg", &["ar_m2"], "ar_n", vec![]),
+        node("Neg", &["ar_n"], "ar_nn", vec![]),
+        node("Cast", &["ar_nn"], "ar_k", to(7)),
+        node("Unsqueeze", &["ar_k", "ar_axes"], "ar_k1", vec![]),
+        node(
+            "Concat",
+            &["ar_zeros", "ar_k1", "ar_k1", "ar_zeros", "ar_k1", "ar_k1"],
+            "ar_pads",
+            vec![int("axis", 0)],
+        ),
+        node("Pad", &[&input, "ar_pads"], "ar_padded", vec![]),
+    ];
+    for (k, n) in chain.into_iter().enumerate() {
+        g.node.insert(at + k, n);
+    }
+    let got = logits(&write(&m, "tf_arith.onnx"));
+    for (g, w) in got.iter().zip(&want) {
+        for (a, b) in g.iter().zip(w) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+}

@@ -43,6 +43,11 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
         "ReduceMean" => Op::Pending(PendingOp::ReduceMean {
             keepdims: a.int("keepdims", 1) != 0,
         }),
+        "Max" => Op::Max,
+        "Min" => Op::Min,
+        "Neg" => Op::Neg,
+        "Ceil" => Op::Ceil,
+        "Floor" => Op::Floor,
         "Softmax" => Op::Softmax {
             axis: a.int("axis", -1),
         },

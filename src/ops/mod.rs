@@ -255,6 +255,13 @@ pub enum Op {
     Flatten {
         axis: i64,
     },
+    /// Shape arithmetic, evaluated at load time only (after [`Op::Shape`], in TF-style padding
+    /// computations): elementwise maximum and minimum, negation, ceiling and floor.
+    Max,
+    Min,
+    Neg,
+    Ceil,
+    Floor,
     /// The mean over `axes` (every axis when empty), kept as size 1 with `keepdims`.
     ReduceMean {
         axes: Vec<i64>,
@@ -371,6 +378,11 @@ impl Op {
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Flatten { .. } => "Flatten",
             Op::ReduceMean { .. } => "ReduceMean",
+            Op::Max => "Max",
+            Op::Min => "Min",
+            Op::Neg => "Neg",
+            Op::Ceil => "Ceil",
+            Op::Floor => "Floor",
             Op::Softmax { .. } => "Softmax",
             Op::Reshape { .. } => "Reshape",
             Op::Linear(_) => "Linear",

@@ -78,6 +78,11 @@ pub(super) fn is_load_time_only(op: &Op) -> bool {
             | Op::Squeeze { .. }
             | Op::Gather { .. }
             | Op::Shape
+            | Op::Max
+            | Op::Min
+            | Op::Neg
+            | Op::Ceil
+            | Op::Floor
             | Op::Pending(_)
     )
 }
@@ -480,7 +485,25 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
             shape.extend(&c.shape[a + 1..]);
             c.gather_flat(shape, &idx)
         }
-        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+        Op::Neg | Op::Ceil | Op::Floor => {
+            let c = first()?;
+            match &c.data {
+                ConstData::I64(v) => {
+                    let neg = matches!(n.op, Op::Neg);
+                    let out = v.iter().map(|&x| if neg { x.wrapping_neg() } else { x });
+                    Const::i64(c.shape.clone(), out.collect())
+                }
+                ConstData::F32(v) => {
+                    let f = |x: f32| match n.op {
+                        Op::Neg => -x,
+                        Op::Ceil => x.ceil(),
+                        _ => x.floor(),
+                    };
+                    Const::f32(c.shape.clone(), v.iter().map(|&x| f(x)).collect())
+                }
+            }
+        }
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::Min => {
             let (x, y) = match inputs {
                 [x, y] => (*x, *y),
                 _ => return Err(bad("needs two inputs".into())),
@@ -497,6 +520,8 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
                             Op::Add => p.wrapping_add(q),
                             Op::Sub => p.wrapping_sub(q),
                             Op::Mul => p.wrapping_mul(q),
+                            Op::Max => p.max(q),
+                            Op::Min => p.min(q),
                             _ => p.checked_div(q).unwrap_or(0),
                         }
                     });
@@ -516,6 +541,8 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
                             Op::Add => p + q,
                             Op::Sub => p - q,
                             Op::Mul => p * q,
+                            Op::Max => p.max(q),
+                            Op::Min => p.min(q),
                             _ => p / q,
                         },
                     );
