@@ -354,3 +354,37 @@ fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
         }
     }
 }
+
+/// A Split along the channels and a Concat of its parts, after the first ReLU: the same
+/// network. With the sizes as an input (opset 13 and later) and as equal parts.
+#[test]
+fn split_into_parts_and_concatenated_again_is_the_same_network() {
+    let want = logits(&model("resnet20-cifar10"));
+    for sizes in [Some(vec![6, 10]), None] {
+        let mut m = resnet20();
+        let g = m.graph.as_mut().unwrap();
+        let at = g
+            .node
+            .iter()
+            .position(|n| n.op_type == "Relu")
+            .expect("a Relu");
+        let v = g.node[at].output[0].clone();
+        for n in g.node.iter_mut() {
+            n.input
+                .iter_mut()
+                .filter(|i| **i == v)
+                .for_each(|i| *i = "sp_cat".into());
+        }
+        let mut split = node("Split", &[&v], "sp_a", vec![int("axis", 1)]);
+        split.output.push("sp_b".into());
+        if let Some(s) = &sizes {
+            g.initializer.push(int64s("sp_sizes", vec![2], s.clone()));
+            split.input.push("sp_sizes".into());
+        }
+        let cat = node("Concat", &["sp_a", "sp_b"], "sp_cat", vec![int("axis", 1)]);
+        g.node.insert(at + 1, split);
+        g.node.insert(at + 2, cat);
+        let got = logits(&write(&m, "split.onnx"));
+        assert_eq!(got, want, "sizes {sizes:?}");
+    }
+}

@@ -183,6 +183,7 @@ impl Graph {
             | Op::Flatten { .. }
             | Op::Reshape { .. }
             | Op::Slice { .. }
+            | Op::SplitPart { .. }
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Identity

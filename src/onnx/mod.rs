@@ -6,7 +6,8 @@ mod registry;
 pub mod tensor;
 
 use crate::error::{Error, Result};
-use crate::graph::{Const, Graph, Node};
+use crate::graph::{Const, Graph, Node, ValueId};
+use crate::ops::{Op, PendingOp};
 use onnx_protobuf::{Message, ModelProto};
 use std::collections::HashMap;
 use std::path::Path;
@@ -109,6 +110,42 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
             ));
         }
         let attrs = attrs::Attrs::new(path, n);
+        if n.op_type == "Split" {
+            // One node per output: each part is a slice of the input.
+            let parts = n.output.len();
+            let (axis, sizes) = (
+                attrs.int("axis", 0),
+                attrs.ints("split").map(<[i64]>::to_vec),
+            );
+            let inputs: Vec<ValueId> = n
+                .input
+                .iter()
+                .map(|s| {
+                    if s.is_empty() {
+                        usize::MAX
+                    } else {
+                        id_of(&mut graph, s)
+                    }
+                })
+                .collect();
+            for (index, out) in n.output.iter().enumerate() {
+                let op = Op::Pending(PendingOp::SplitPart {
+                    axis,
+                    index,
+                    parts,
+                    sizes: sizes.clone(),
+                });
+                let outputs = vec![id_of(&mut graph, out)];
+                let name = format!("{name}:{index}");
+                graph.nodes.push(Node {
+                    name,
+                    op,
+                    inputs: inputs.clone(),
+                    outputs,
+                });
+            }
+            continue;
+        }
         let Some(op) = registry::build_op(&attrs)? else {
             unsupported.push((n.op_type.clone(), name));
             continue;

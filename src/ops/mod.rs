@@ -267,6 +267,14 @@ pub enum Op {
         axes: Vec<i64>,
         keepdims: bool,
     },
+    /// Output `index` of a Split along `axis`: the part of that axis after the earlier
+    /// parts, of size `sizes[index]`, or of `1 / parts` of it when `sizes` is empty.
+    SplitPart {
+        axis: i64,
+        index: usize,
+        parts: usize,
+        sizes: Vec<i64>,
+    },
     /// `exp(x - max) / sum(exp(x - max))` along `axis`.
     Softmax {
         axis: i64,
@@ -350,6 +358,14 @@ pub enum PendingOp {
     ReduceMean {
         keepdims: bool,
     },
+    /// Output `index` of a Split into `parts`, its sizes from the attribute (`sizes`) or the
+    /// constant second input; equal parts without either.
+    SplitPart {
+        axis: i64,
+        index: usize,
+        parts: usize,
+        sizes: Option<Vec<i64>>,
+    },
 }
 
 impl Op {
@@ -384,6 +400,7 @@ impl Op {
             Op::Ceil => "Ceil",
             Op::Floor => "Floor",
             Op::Softmax { .. } => "Softmax",
+            Op::SplitPart { .. } => "Split",
             Op::Reshape { .. } => "Reshape",
             Op::Linear(_) => "Linear",
             Op::Pad { .. } => "Pad",

@@ -239,6 +239,13 @@ impl Op {
                     })
                     .collect())
             }
+            Op::SplitPart { .. } => {
+                let s = first()?;
+                let r = self
+                    .split_range(s)
+                    .ok_or_else(|| shape_err(self, "parts do not fit the axis"))?;
+                Ok(s.iter().zip(&r).map(|(_, a)| a.count).collect())
+            }
             Op::Softmax { axis } => {
                 let s = first()?;
                 normalize_axis(*axis, s.len())
@@ -333,4 +340,50 @@ pub fn reduced_axes(axes: &[i64], rank: usize) -> Option<Vec<bool>> {
         reduced[normalize_axis(a, rank)?] = true;
     }
     Some(reduced)
+}
+
+impl Op {
+    /// The part of `shape` a [`Op::SplitPart`] keeps, as slices per axis; `None` for another
+    /// op or parts that do not fit.
+    pub fn split_range(&self, shape: &[usize]) -> Option<Vec<AxisSlice>> {
+        let Op::SplitPart {
+            axis,
+            index,
+            parts,
+            sizes,
+        } = self
+        else {
+            return None;
+        };
+        let a = normalize_axis(*axis, shape.len())?;
+        let d = shape[a];
+        let (start, count) = if sizes.is_empty() {
+            // Equal parts (the last one smaller when they do not divide the axis).
+            let per = d.div_ceil((*parts).max(1));
+            let start = (index * per).min(d);
+            (start, per.min(d - start))
+        } else {
+            let sizes: Option<Vec<usize>> =
+                sizes.iter().map(|&s| usize::try_from(s).ok()).collect();
+            let sizes = sizes?;
+            if sizes.iter().sum::<usize>() != d || *index >= sizes.len() {
+                return None;
+            }
+            (sizes[..*index].iter().sum(), sizes[*index])
+        };
+        let mut r: Vec<AxisSlice> = shape
+            .iter()
+            .map(|&n| AxisSlice {
+                start: 0,
+                step: 1,
+                count: n,
+            })
+            .collect();
+        r[a] = AxisSlice {
+            start: start as i64,
+            step: 1,
+            count,
+        };
+        Some(r)
+    }
 }

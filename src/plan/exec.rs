@@ -369,6 +369,17 @@ impl Plan {
                     layout::slice(x, &ins[0], &r, out);
                 }
             }
+            Op::SplitPart { .. } => {
+                let r = node
+                    .op
+                    .split_range(&ins[0])
+                    .ok_or_else(|| Error::Shape(format!("node '{}': split parts", node.name)))?;
+                if self.layouts[i].is_pixel_major() {
+                    layout::slice(x, &to_nhwc_order(&ins[0]), &to_nhwc_order(&r), out);
+                } else {
+                    layout::slice(x, &ins[0], &r, out);
+                }
+            }
             Op::Concat { axis } => {
                 let a = normalize_axis(*axis, out_shape.len())
                     .ok_or_else(|| Error::Shape("concat axis".into()))?;

@@ -67,6 +67,7 @@ impl Plan {
                     // in NCHW, axes permuted alike: a squeeze-excitation scale `[n, c, 1, 1]`).
                     Op::Pad { .. }
                     | Op::Slice { .. }
+                    | Op::SplitPart { .. }
                     | Op::Concat { .. }
                     | Op::Add
                     | Op::AddActivation(_)
@@ -157,6 +158,7 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
             | Op::AveragePool(_)
             | Op::Pad { .. }
             | Op::Slice { .. }
+            | Op::SplitPart { .. }
             | Op::Concat { .. }
     )
 }

@@ -85,7 +85,9 @@ impl Plan {
                 Op::Slice { axes, .. } => {
                     axes.is_empty() || axes.iter().any(|&a| a == 0 || a == -(out2[i].len() as i64))
                 }
-                Op::Concat { axis } => *axis == 0 || *axis == -(out2[i].len() as i64),
+                Op::Concat { axis } | Op::SplitPart { axis, .. } => {
+                    *axis == 0 || *axis == -(out2[i].len() as i64)
+                }
                 Op::Transpose { perm } => perm.first() != Some(&0),
                 Op::Flatten { axis } => *axis == 0,
                 Op::ReduceMean { axes, .. } => {

@@ -236,6 +236,23 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
             },
             only_data,
         ),
+        PendingOp::SplitPart {
+            axis,
+            index,
+            parts,
+            sizes,
+        } => (
+            Op::SplitPart {
+                axis: *axis,
+                index: *index,
+                parts: *parts,
+                sizes: match constant(1, "split")? {
+                    Some(c) => c.to_i64(),
+                    None => sizes.clone().unwrap_or_default(),
+                },
+            },
+            only_data,
+        ),
         PendingOp::ReduceMean { keepdims } => (
             Op::ReduceMean {
                 axes: constant(1, "axes")?.map(|c| c.to_i64()).unwrap_or_default(),
