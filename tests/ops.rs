@@ -179,10 +179,14 @@ fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
     assert_eq!(got, want, "the same logits at batch 8 and 1");
 }
 
-/// TF-style "same" padding computed from the input's height: the first convolution loses its
-/// pads and a Pad in front of it gets `pads` from `Shape(x)[2] - 31` (1 for 32x32 images).
-#[test]
-fn pads_computed_from_the_input_shape_fold_to_constants() {
+/// ResNet-20 with its first convolution's padding computed at run time: the convolution
+/// loses its pads and reads `padded`, which `chain` (inserted before it, given the graph
+/// input's name) computes. Returns the logits against the unedited model's, within 1e-4.
+fn assert_first_pads_computed_by(
+    name: &str,
+    initializers: Vec<TensorProto>,
+    chain: impl FnOnce(&str) -> Vec<NodeProto>,
+) {
     let want = logits(&model("resnet20-cifar10"));
     let mut m = resnet20();
     let g = m.graph.as_mut().unwrap();
@@ -197,38 +201,49 @@ fn pads_computed_from_the_input_shape_fold_to_constants() {
             a.ints = vec![0; 4];
         }
     }
-    g.node[at].input[0] = "tf_padded".into();
-    g.initializer.push(int64s("tf_two", vec![], vec![2]));
-    g.initializer.push(int64s("tf_31", vec![], vec![31]));
-    g.initializer.push(int64s("tf_axes", vec![1], vec![0]));
-    g.initializer.push(int64s("tf_zeros", vec![2], vec![0, 0]));
-    let chain = [
-        node("Shape", &[&input], "tf_shape", vec![]),
-        node(
-            "Gather",
-            &["tf_shape", "tf_two"],
-            "tf_h",
-            vec![int("axis", 0)],
-        ),
-        node("Sub", &["tf_h", "tf_31"], "tf_k", vec![]),
-        node("Unsqueeze", &["tf_k", "tf_axes"], "tf_k1", vec![]),
-        node(
-            "Concat",
-            &["tf_zeros", "tf_k1", "tf_k1", "tf_zeros", "tf_k1", "tf_k1"],
-            "tf_pads",
-            vec![int("axis", 0)],
-        ),
-        node("Pad", &[&input, "tf_pads"], "tf_padded", vec![]),
-    ];
-    for (k, n) in chain.into_iter().enumerate() {
+    g.node[at].input[0] = "padded".into();
+    g.initializer.extend(initializers);
+    for (k, n) in chain(&input).into_iter().enumerate() {
         g.node.insert(at + k, n);
     }
-    let got = logits(&write(&m, "tf_pads.onnx"));
+    let got = logits(&write(&m, name));
     for (g, w) in got.iter().zip(&want) {
         for (a, b) in g.iter().zip(w) {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            assert!((a - b).abs() < 1e-4, "{name}: {a} vs {b}");
         }
     }
+}
+
+/// TF-style "same" padding computed from the input's height: the first convolution loses its
+/// pads and a Pad in front of it gets `pads` from `Shape(x)[2] - 31` (1 for 32x32 images).
+#[test]
+fn pads_computed_from_the_input_shape_fold_to_constants() {
+    let initializers = vec![
+        int64s("tf_two", vec![], vec![2]),
+        int64s("tf_31", vec![], vec![31]),
+        int64s("tf_axes", vec![1], vec![0]),
+        int64s("tf_zeros", vec![2], vec![0, 0]),
+    ];
+    assert_first_pads_computed_by("tf_pads.onnx", initializers, |input| {
+        vec![
+            node("Shape", &[input], "tf_shape", vec![]),
+            node(
+                "Gather",
+                &["tf_shape", "tf_two"],
+                "tf_h",
+                vec![int("axis", 0)],
+            ),
+            node("Sub", &["tf_h", "tf_31"], "tf_k", vec![]),
+            node("Unsqueeze", &["tf_k", "tf_axes"], "tf_k1", vec![]),
+            node(
+                "Concat",
+                &["tf_zeros", "tf_k1", "tf_k1", "tf_zeros", "tf_k1", "tf_k1"],
+                "tf_pads",
+                vec![int("axis", 0)],
+            ),
+            node("Pad", &[input, "tf_pads"], "padded", vec![]),
+        ]
+    });
 }
 
 /// A shape computation that scales the batch (here a Reshape to `[2 * n, -1]`) cannot be
@@ -295,64 +310,44 @@ fn floats(name: &str, v: f32) -> TensorProto {
 /// the first convolution's padding.
 #[test]
 fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
-    let want = logits(&model("resnet20-cifar10"));
-    let mut m = resnet20();
-    let g = m.graph.as_mut().unwrap();
-    let input = g.input[0].name.clone();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Conv")
-        .expect("a Conv");
-    for a in g.node[at].attribute.iter_mut() {
-        if a.name == "pads" {
-            a.ints = vec![0; 4];
-        }
-    }
-    g.node[at].input[0] = "ar_padded".into();
-    g.initializer.push(int64s("ar_two", vec![], vec![2]));
-    g.initializer.push(int64s("ar_axes", vec![1], vec![0]));
-    g.initializer.push(int64s("ar_zeros", vec![2], vec![0, 0]));
+    let mut initializers = vec![
+        int64s("ar_two", vec![], vec![2]),
+        int64s("ar_axes", vec![1], vec![0]),
+        int64s("ar_zeros", vec![2], vec![0, 0]),
+    ];
     for (name, v) in [("ar_40", 40.0), ("ar_64", 64.0), ("ar_5", 5.0)] {
-        g.initializer.push(floats(name, v));
+        initializers.push(floats(name, v));
     }
     let to = |t: i64| vec![int("to", t)];
-    let chain = [
-        node("Shape", &[&input], "ar_shape", vec![]),
-        node(
-            "Gather",
-            &["ar_shape", "ar_two"],
-            "ar_h",
-            vec![int("axis", 0)],
-        ),
-        node("Cast", &["ar_h"], "ar_hf", to(1)),
-        node("Div", &["ar_hf", "ar_40"], "ar_q", vec![]),
-        node("Ceil", &["ar_q"], "ar_c", vec![]),
-        node("Div", &["ar_hf", "ar_64"], "ar_r", vec![]),
-        node("Floor", &["ar_r"], "ar_f", vec![]),
-        node("Max", &["ar_c", "ar_f"], "ar_m", vec![]),
-        node("Min", &["ar_m", "ar_5"], "ar_m2", vec![]),
-        node("Neg", &["ar_m2"], "ar_n", vec![]),
-        node("Neg", &["ar_n"], "ar_nn", vec![]),
-        node("Cast", &["ar_nn"], "ar_k", to(7)),
-        node("Unsqueeze", &["ar_k", "ar_axes"], "ar_k1", vec![]),
-        node(
-            "Concat",
-            &["ar_zeros", "ar_k1", "ar_k1", "ar_zeros", "ar_k1", "ar_k1"],
-            "ar_pads",
-            vec![int("axis", 0)],
-        ),
-        node("Pad", &[&input, "ar_pads"], "ar_padded", vec![]),
-    ];
-    for (k, n) in chain.into_iter().enumerate() {
-        g.node.insert(at + k, n);
-    }
-    let got = logits(&write(&m, "tf_arith.onnx"));
-    for (g, w) in got.iter().zip(&want) {
-        for (a, b) in g.iter().zip(w) {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-        }
-    }
+    assert_first_pads_computed_by("tf_arith.onnx", initializers, |input| {
+        vec![
+            node("Shape", &[input], "ar_shape", vec![]),
+            node(
+                "Gather",
+                &["ar_shape", "ar_two"],
+                "ar_h",
+                vec![int("axis", 0)],
+            ),
+            node("Cast", &["ar_h"], "ar_hf", to(1)),
+            node("Div", &["ar_hf", "ar_40"], "ar_q", vec![]),
+            node("Ceil", &["ar_q"], "ar_c", vec![]),
+            node("Div", &["ar_hf", "ar_64"], "ar_r", vec![]),
+            node("Floor", &["ar_r"], "ar_f", vec![]),
+            node("Max", &["ar_c", "ar_f"], "ar_m", vec![]),
+            node("Min", &["ar_m", "ar_5"], "ar_m2", vec![]),
+            node("Neg", &["ar_m2"], "ar_n", vec![]),
+            node("Neg", &["ar_n"], "ar_nn", vec![]),
+            node("Cast", &["ar_nn"], "ar_k", to(7)),
+            node("Unsqueeze", &["ar_k", "ar_axes"], "ar_k1", vec![]),
+            node(
+                "Concat",
+                &["ar_zeros", "ar_k1", "ar_k1", "ar_zeros", "ar_k1", "ar_k1"],
+                "ar_pads",
+                vec![int("axis", 0)],
+            ),
+            node("Pad", &[input, "ar_pads"], "padded", vec![]),
+        ]
+    });
 }
 
 /// A Split along the channels and a Concat of its parts, after the first ReLU: the same
