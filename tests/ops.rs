@@ -179,6 +179,19 @@ fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
     assert_eq!(got, want, "the same logits at batch 8 and 1");
 }
 
+/// The nodes padding `input` by the scalar `k` on both sides of its height and width, into
+/// `padded` (initializers `{prefix}_axes = [0]` and `{prefix}_zeros = [0, 0]`).
+fn pad_hw_by(k: &str, prefix: &str, input: &str) -> Vec<NodeProto> {
+    let (axes, zeros) = (format!("{prefix}_axes"), format!("{prefix}_zeros"));
+    let (k1, pads) = (format!("{prefix}_k1"), format!("{prefix}_pads"));
+    let pads_of = [&zeros, &k1, &k1, &zeros, &k1, &k1].map(String::as_str);
+    vec![
+        node("Unsqueeze", &[k, &axes], &k1, vec![]),
+        node("Concat", &pads_of, &pads, vec![int("axis", 0)]),
+        node("Pad", &[input, &pads], "padded", vec![]),
+    ]
+}
+
 /// ResNet-20 with its first convolution's padding computed at run time: the convolution
 /// loses its pads and reads `padded`, which `chain` (inserted before it, given the graph
 /// input's name) computes. Returns the logits against the unedited model's, within 1e-4.
@@ -225,7 +238,7 @@ fn pads_computed_from_the_input_shape_fold_to_constants() {
         int64s("tf_zeros", vec![2], vec![0, 0]),
     ];
     assert_first_pads_computed_by("tf_pads.onnx", initializers, |input| {
-        vec![
+        let mut chain = vec![
             node("Shape", &[input], "tf_shape", vec![]),
             node(
                 "Gather",
@@ -234,15 +247,9 @@ fn pads_computed_from_the_input_shape_fold_to_constants() {
                 vec![int("axis", 0)],
             ),
             node("Sub", &["tf_h", "tf_31"], "tf_k", vec![]),
-            node("Unsqueeze", &["tf_k", "tf_axes"], "tf_k1", vec![]),
-            node(
-                "Concat",
-                &["tf_zeros", "tf_k1", "tf_k1", "tf_zeros", "tf_k1", "tf_k1"],
-                "tf_pads",
-                vec![int("axis", 0)],
-            ),
-            node("Pad", &[input, "tf_pads"], "padded", vec![]),
-        ]
+        ];
+        chain.extend(pad_hw_by("tf_k", "tf", input));
+        chain
     });
 }
 
@@ -320,7 +327,7 @@ fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
     }
     let to = |t: i64| vec![int("to", t)];
     assert_first_pads_computed_by("tf_arith.onnx", initializers, |input| {
-        vec![
+        let mut chain = vec![
             node("Shape", &[input], "ar_shape", vec![]),
             node(
                 "Gather",
@@ -338,15 +345,9 @@ fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
             node("Neg", &["ar_m2"], "ar_n", vec![]),
             node("Neg", &["ar_n"], "ar_nn", vec![]),
             node("Cast", &["ar_nn"], "ar_k", to(7)),
-            node("Unsqueeze", &["ar_k", "ar_axes"], "ar_k1", vec![]),
-            node(
-                "Concat",
-                &["ar_zeros", "ar_k1", "ar_k1", "ar_zeros", "ar_k1", "ar_k1"],
-                "ar_pads",
-                vec![int("axis", 0)],
-            ),
-            node("Pad", &[input, "ar_pads"], "padded", vec![]),
-        ]
+        ];
+        chain.extend(pad_hw_by("ar_k", "ar", input));
+        chain
     });
 }
 
