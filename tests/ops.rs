@@ -142,11 +142,12 @@ fn int64s(name: &str, dims: Vec<i64>, v: Vec<i64>) -> TensorProto {
     }
 }
 
-/// `x.view(x.size(0), -1)` as PyTorch exports it with a dynamic batch, in place of the
-/// Flatten before the classifier: Shape -> Gather(0) -> Unsqueeze -> Concat(-1) -> Reshape.
-#[test]
-fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
-    let want = logits(&model("resnet20-cifar10"));
+/// ResNet-20 with the Flatten before its classifier replaced by the nodes `chain` builds
+/// from the Flatten's input and output names, with `initializers` added.
+fn with_flatten_replaced(
+    initializers: Vec<TensorProto>,
+    chain: impl FnOnce(&str, &str) -> Vec<NodeProto>,
+) -> ModelProto {
     let mut m = resnet20();
     let g = m.graph.as_mut().unwrap();
     let at = g
@@ -155,26 +156,39 @@ fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
         .position(|n| n.op_type == "Flatten")
         .expect("a Flatten");
     let flatten = g.node.remove(at);
-    let (x, out) = (flatten.input[0].clone(), flatten.output[0].clone());
-    g.initializer.push(int64s("rs_zero", vec![], vec![0]));
-    g.initializer.push(int64s("rs_axes", vec![1], vec![0]));
-    g.initializer.push(int64s("rs_minus1", vec![1], vec![-1]));
-    let axis0 = int("axis", 0);
-    let chain = [
-        node("Shape", &[&x], "rs_shape", vec![]),
-        node(
-            "Gather",
-            &["rs_shape", "rs_zero"],
-            "rs_n",
-            vec![axis0.clone()],
-        ),
-        node("Unsqueeze", &["rs_n", "rs_axes"], "rs_n1", vec![]),
-        node("Concat", &["rs_n1", "rs_minus1"], "rs_target", vec![axis0]),
-        node("Reshape", &[&x, "rs_target"], &out, vec![]),
-    ];
-    for (k, n) in chain.into_iter().enumerate() {
+    g.initializer.extend(initializers);
+    let nodes = chain(&flatten.input[0], &flatten.output[0]);
+    for (k, n) in nodes.into_iter().enumerate() {
         g.node.insert(at + k, n);
     }
+    m
+}
+
+/// `x.view(x.size(0), -1)` as PyTorch exports it with a dynamic batch, in place of the
+/// Flatten before the classifier: Shape -> Gather(0) -> Unsqueeze -> Concat(-1) -> Reshape.
+#[test]
+fn a_reshape_to_the_runtime_batch_size_folds_to_copying_it() {
+    let want = logits(&model("resnet20-cifar10"));
+    let initializers = vec![
+        int64s("rs_zero", vec![], vec![0]),
+        int64s("rs_axes", vec![1], vec![0]),
+        int64s("rs_minus1", vec![1], vec![-1]),
+    ];
+    let m = with_flatten_replaced(initializers, |x, out| {
+        let axis0 = int("axis", 0);
+        vec![
+            node("Shape", &[x], "rs_shape", vec![]),
+            node(
+                "Gather",
+                &["rs_shape", "rs_zero"],
+                "rs_n",
+                vec![axis0.clone()],
+            ),
+            node("Unsqueeze", &["rs_n", "rs_axes"], "rs_n1", vec![]),
+            node("Concat", &["rs_n1", "rs_minus1"], "rs_target", vec![axis0]),
+            node("Reshape", &[x, "rs_target"], out, vec![]),
+        ]
+    });
     let got = logits(&write(&m, "view_batch.onnx"));
     assert_eq!(got, want, "the same logits at batch 8 and 1");
 }
@@ -257,40 +271,28 @@ fn pads_computed_from_the_input_shape_fold_to_constants() {
 /// folded: a one-line load-time error names the node.
 #[test]
 fn a_shape_computed_from_the_batch_otherwise_is_refused_by_name() {
-    let mut m = resnet20();
-    let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Flatten")
-        .expect("a Flatten");
-    let flatten = g.node.remove(at);
-    let (x, out) = (flatten.input[0].clone(), flatten.output[0].clone());
-    g.initializer.push(int64s("bd_zero", vec![], vec![0]));
-    g.initializer.push(int64s("bd_axes", vec![1], vec![0]));
-    g.initializer.push(int64s("bd_two", vec![], vec![2]));
-    g.initializer.push(int64s("bd_minus1", vec![1], vec![-1]));
-    let chain = [
-        node("Shape", &[&x], "bd_shape", vec![]),
-        node(
-            "Gather",
-            &["bd_shape", "bd_zero"],
-            "bd_n",
-            vec![int("axis", 0)],
-        ),
-        node("Mul", &["bd_n", "bd_two"], "bd_2n", vec![]),
-        node("Unsqueeze", &["bd_2n", "bd_axes"], "bd_n1", vec![]),
-        node(
-            "Concat",
-            &["bd_n1", "bd_minus1"],
-            "bd_target",
-            vec![int("axis", 0)],
-        ),
-        node("Reshape", &[&x, "bd_target"], &out, vec![]),
+    let initializers = vec![
+        int64s("bd_zero", vec![], vec![0]),
+        int64s("bd_axes", vec![1], vec![0]),
+        int64s("bd_two", vec![], vec![2]),
+        int64s("bd_minus1", vec![1], vec![-1]),
     ];
-    for (k, n) in chain.into_iter().enumerate() {
-        g.node.insert(at + k, n);
-    }
+    let m = with_flatten_replaced(initializers, |x, out| {
+        let axis0 = int("axis", 0);
+        vec![
+            node("Shape", &[x], "bd_shape", vec![]),
+            node(
+                "Gather",
+                &["bd_shape", "bd_zero"],
+                "bd_n",
+                vec![axis0.clone()],
+            ),
+            node("Mul", &["bd_n", "bd_two"], "bd_2n", vec![]),
+            node("Unsqueeze", &["bd_2n", "bd_axes"], "bd_n1", vec![]),
+            node("Concat", &["bd_n1", "bd_minus1"], "bd_target", vec![axis0]),
+            node("Reshape", &[x, "bd_target"], out, vec![]),
+        ]
+    });
     let path = write(&m, "batch_dependent.onnx");
     let err = match Model::load(&path) {
         Ok(_) => panic!("a batch-dependent reshape was accepted"),

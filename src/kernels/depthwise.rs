@@ -36,6 +36,7 @@ pub struct DepthwiseConv {
 pub struct DepthwiseScratch {
     input: Vec<f32>,
     output: Vec<f32>,
+    residual: Vec<f32>,
 }
 
 impl DepthwiseConv {
@@ -97,11 +98,11 @@ impl DepthwiseConv {
             return;
         }
         // The NCHW residual, pixel-major like the rows the kernel writes.
-        let mut r_hwc = Vec::new();
+        let n = oh * ow * c;
         let residual = residual.map(|r| {
-            r_hwc.resize(r.len(), 0.0);
-            nchw_to_nhwc(r, c, oh * ow, &mut r_hwc);
-            &r_hwc[..]
+            grow(&mut s.residual, n);
+            nchw_to_nhwc(r, c, oh * ow, &mut s.residual[..n]);
+            &s.residual[..n]
         });
         grow(&mut s.output, oh * ow * c);
         let o = &mut s.output[..oh * ow * c];

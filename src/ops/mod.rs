@@ -9,7 +9,7 @@ pub use constant::{checked_shape, Const, ConstData, MAX_TENSOR_ELEMENTS};
 pub use conv::Conv2dParams;
 
 /// A convolution with its (possibly BatchNorm-folded) weights and fused activation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConvOp {
     pub params: Conv2dParams,
     /// OIHW: `[c_out, c_in / groups, kh, kw]`.
@@ -167,7 +167,7 @@ impl Activation {
 }
 
 /// Inference-mode BatchNormalization as a per-channel affine map `y = x * scale + shift`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchNormOp {
     pub scale: Vec<f32>,
     pub shift: Vec<f32>,
@@ -217,7 +217,7 @@ impl PoolParams {
 }
 
 /// `y = alpha * x @ w + beta * bias` with `w` constant, stored `[k, n]` row-major.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinearOp {
     pub k: usize,
     pub n: usize,
@@ -229,7 +229,7 @@ pub struct LinearOp {
 
 /// Every operator haste knows. Ops marked "load time" only ever run on constants
 /// (constant folding); the plan refuses them on runtime values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Conv(ConvOp),
     BatchNorm(BatchNormOp),
@@ -329,7 +329,7 @@ pub enum Op {
 }
 
 /// Ops whose parameters arrive as graph inputs; resolved once constants are folded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PendingOp {
     Conv {
         params_without_channels: Conv2dParams,

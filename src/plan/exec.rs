@@ -260,11 +260,9 @@ impl Plan {
                     _ => Activation::None,
                 };
                 // A pixel-major value broadcasts on its physical `[n, h, w, c]` shape.
-                let physical: Vec<Vec<usize>>;
+                let physical: [Vec<usize>; 3];
                 let shapes = if self.layouts[i].is_pixel_major() && ins[0] != ins[1] {
-                    physical = [&ins[0], &ins[1], &out_shape.to_vec()]
-                        .map(|s| to_nhwc_order(s))
-                        .to_vec();
+                    physical = [&ins[0][..], &ins[1][..], out_shape].map(to_nhwc_order);
                     (&physical[0][..], &physical[1][..], &physical[2][..])
                 } else {
                     (&ins[0][..], &ins[1][..], out_shape)

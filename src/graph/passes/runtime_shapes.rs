@@ -124,7 +124,7 @@ fn reconcile(
             return Err(batch_dependent(&one, i));
         }
         let fixed = match (&a.op, &b.op) {
-            (x, y) if format!("{x:?}") == format!("{y:?}") => None,
+            (x, y) if x == y => None,
             (
                 Op::Reshape {
                     shape: s1,
