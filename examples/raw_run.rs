@@ -1,5 +1,7 @@
 //! Runs a model on a raw little-endian f32 NCHW file (one image) and prints max |diff| against
 //! a raw f32 logits file: a debugging aid for comparing with another engine.
+//!
+//!     cargo run --release --example raw_run -- MODEL.onnx X.f32 LOGITS.f32 [BATCH] [THREADS]
 fn main() -> Result<(), haste::Error> {
     let a: Vec<String> = std::env::args().collect();
     let read = |p: &str| -> Vec<f32> {
@@ -12,11 +14,13 @@ fn main() -> Result<(), haste::Error> {
     let model = haste::Model::load(a[1].as_ref())?;
     let x = read(&a[2]);
     let want = read(&a[3]);
+    let arg = |i: usize| a.get(i).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let (batch, threads) = (arg(4), arg(5));
     let mut plan = model.plan(haste::PlanOptions {
-        threads: 1,
-        max_batch: 1,
+        threads,
+        max_batch: batch,
     })?;
-    let (_, y) = plan.run(&x, 1)?;
+    let (_, y) = plan.run(&x, batch)?;
     let d = y
         .iter()
         .zip(&want)

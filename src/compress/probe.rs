@@ -84,7 +84,7 @@ impl ConvKernel for ErrorProbe {
         sums.0 += num;
         sums.1 += den;
         drop(sums);
-        self.epilogue.finish(out, job.residual);
+        crate::kernels::activation::finish(&self.epilogue, out, job.residual);
     }
 
     fn inner(&self) -> Option<&dyn ConvKernel> {

@@ -72,7 +72,7 @@ impl ConvKernel for HasteKernel {
         let s = scratch.get::<HasteScratch>();
         self.conv
             .forward_layout(job.x, h, w, out, s, &mut local, job.io);
-        self.epilogue.finish(out, job.residual);
+        crate::kernels::activation::finish(&self.epilogue, out, job.residual);
         self.lock_stats().add(&local);
     }
 
@@ -105,7 +105,7 @@ impl ConvKernel for HasteKernel {
                         .forward_band(job.x, job.hw, rows.clone(), band, s, &mut local)
                 });
                 let r = job.residual.map(|r| &r[k * per * row..][..band.len()]);
-                self.epilogue.finish(band, r);
+                crate::kernels::activation::finish(&self.epilogue, band, r);
                 self.lock_stats().add(&local);
             });
         self.lock_stats().images += 1;

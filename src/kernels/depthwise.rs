@@ -151,7 +151,13 @@ impl DepthwiseConv {
             Isa::Avx512 => unsafe { self.rows_avx512(hwc, hw, rows, out, r) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { self.rows_avx2(hwc, hw, rows, out, r) },
-            _ => self.rows_impl(hwc, hw, rows, out, r),
+            _ => {
+                let block = |at: BlockAt, out: &mut [f32]| match at.vectors {
+                    2 => self.block::<8, 4>(hwc, at, out),
+                    _ => self.block::<4, 4>(hwc, at, out),
+                };
+                self.rows_impl::<8, 4>(hwc, hw, rows, out, r, block)
+            }
         }
     }
 
@@ -165,7 +171,14 @@ impl DepthwiseConv {
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
-        self.rows_impl(hwc, hw, rows, out, r)
+        // Two registers of channels x four pixels: 8 of the 32 registers hold sums.
+        let block = |at: BlockAt, out: &mut [f32]| unsafe {
+            match at.vectors {
+                2 => self.block_avx512::<2>(hwc, at, out),
+                _ => self.block_avx512::<1>(hwc, at, out),
+            }
+        };
+        self.rows_impl::<32, 4>(hwc, hw, rows, out, r, block)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -178,53 +191,145 @@ impl DepthwiseConv {
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
-        self.rows_impl(hwc, hw, rows, out, r)
+        // Two registers x four pixels: 8 of the 16 registers.
+        let block = |at: BlockAt, out: &mut [f32]| unsafe {
+            match at.vectors {
+                2 => self.block_avx2::<2>(hwc, at, out),
+                _ => self.block_avx2::<1>(hwc, at, out),
+            }
+        };
+        self.rows_impl::<16, 4>(hwc, hw, rows, out, r, block)
     }
 
-    /// The loops, inlined into each tier's copy above.
+    /// The loops, inlined into each tier's copy above: `B` channels of `P` neighbouring
+    /// output pixels summed at once, so every weight vector loaded feeds `P` multiply-adds;
+    /// the pixels whose window leaves the image (and the channels after the last whole
+    /// block) go one at a time over the taps inside the image. Both sum the taps in
+    /// row-major order, skipping none that lies inside, so the bits do not depend on `B`,
+    /// `P` or which path a pixel took.
     #[inline(always)]
-    fn rows_impl(
+    fn rows_impl<const B: usize, const P: usize>(
         &self,
         hwc: &[f32],
         (h, w): (usize, usize),
         rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
+        block: impl Fn(BlockAt, &mut [f32]),
     ) {
         let p = &self.params;
         let c = p.c_in;
         let (_, ow) = p.out_hw(h, w);
+        let inside = self.inside_columns((h, w));
+        // Blocks of two vectors (`B` channels), then one of one vector if that many remain.
+        let whole = c - c % (B / 2);
         // The taps of one output pixel inside the image: (input pixel, tap index).
         let mut taps: Vec<(usize, usize)> = Vec::with_capacity(p.kh * p.kw);
-        let coord = |o: usize, k: usize, s: usize, pad: usize, size: usize| {
-            (o * s + k).checked_sub(pad).filter(|&i| i < size)
-        };
         for (k, oy) in rows.enumerate() {
-            for ox in 0..ow {
-                taps.clear();
-                for ky in 0..p.kh {
-                    let Some(iy) = coord(oy, ky, p.stride.0, p.pads[0], h) else {
-                        continue;
-                    };
-                    for kx in 0..p.kw {
-                        if let Some(ix) = coord(ox, kx, p.stride.1, p.pads[1], w) {
-                            taps.push((iy * w + ix, ky * p.kw + kx));
-                        }
+            let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
+            let row = &mut out[k * ow * c..][..ow * c];
+            let mut ox = 0;
+            while ox < ow {
+                let run = inside.contains(&ox) && ox + P <= inside.end;
+                let n = if run { P } else { 1 };
+                if run {
+                    for c0 in (0..whole).step_by(B) {
+                        let at = BlockAt {
+                            w,
+                            pixel: (oy, ox),
+                            kys: kys.clone(),
+                            c0,
+                            vectors: if c0 + B <= whole { 2 } else { 1 },
+                        };
+                        block(at, &mut row[ox * c..]);
                     }
                 }
-                let at = (k * ow + ox) * c;
-                let o = &mut out[at..][..c];
-                self.pixel(hwc, &taps, o);
-                self.finish.apply(o, residual.map(|r| &r[at..][..c]));
+                let from = if run { whole } else { 0 };
+                for j in ox..ox + n {
+                    if from < c {
+                        self.pixel_taps((h, w), (oy, j), &mut taps);
+                        self.pixel(hwc, &taps, from, &mut row[j * c..][..c]);
+                    }
+                }
+                ox += n;
+            }
+            let at = k * ow * c;
+            self.finish
+                .apply_pixels(c, row, residual.map(|r| &r[at..][..ow * c]));
+        }
+    }
+
+    /// The output columns whose kernel window lies inside the image's width.
+    fn inside_columns(&self, (_, w): (usize, usize)) -> Range<usize> {
+        let p = &self.params;
+        let (_, ow) = p.out_hw(1, w);
+        let first = p.pads[1].div_ceil(p.stride.1);
+        let end = if w + p.pads[1] >= p.kw {
+            ((w + p.pads[1] - p.kw) / p.stride.1 + 1).min(ow)
+        } else {
+            0
+        };
+        first.min(end)..end
+    }
+
+    /// The taps of output pixel `(oy, ox)` that lie inside the image, in row-major order.
+    fn pixel_taps(
+        &self,
+        (h, w): (usize, usize),
+        (oy, ox): (usize, usize),
+        taps: &mut Vec<(usize, usize)>,
+    ) {
+        let p = &self.params;
+        taps.clear();
+        for ky in kernel_span(oy, p.stride.0, p.pads[0], p.kh, h) {
+            let iy = oy * p.stride.0 + ky - p.pads[0];
+            for kx in kernel_span(ox, p.stride.1, p.pads[1], p.kw, w) {
+                let ix = ox * p.stride.1 + kx - p.pads[1];
+                taps.push((iy * w + ix, ky * p.kw + kx));
             }
         }
     }
 
-    /// One output pixel's sums over `taps`, `BLOCK` channels at a time in registers.
+    /// The portable [`BlockAt`]: `B` channels of `P` pixels in arrays the compiler may
+    /// vectorize.
     #[inline(always)]
-    fn pixel(&self, hwc: &[f32], taps: &[(usize, usize)], out: &mut [f32]) {
+    fn block<const B: usize, const P: usize>(&self, hwc: &[f32], at: BlockAt, out: &mut [f32]) {
+        let BlockAt {
+            w,
+            pixel: (oy, ox),
+            kys,
+            c0,
+            ..
+        } = at;
+        let p = &self.params;
+        let c = p.c_in;
+        let mut acc = [[0.0f32; B]; P];
+        for ky in kys {
+            let iy = oy * p.stride.0 + ky - p.pads[0];
+            for kx in 0..p.kw {
+                let t = ky * p.kw + kx;
+                let wt: &[f32; B] = self.weights[t * c + c0..][..B].try_into().expect("B lanes");
+                let ix0 = ox * p.stride.1 + kx - p.pads[1];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let at = (iy * w + ix0 + j * p.stride.1) * c + c0;
+                    let x: &[f32; B] = hwc[at..][..B].try_into().expect("B lanes");
+                    for ((a, &x), &wv) in acc.iter_mut().zip(x).zip(wt) {
+                        *a = x.mul_add(wv, *a);
+                    }
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            out[j * c + c0..][..B].copy_from_slice(acc);
+        }
+    }
+
+    /// One output pixel's sums over `taps`, channels `from..` (`BLOCK` at a time in
+    /// registers).
+    #[inline(always)]
+    fn pixel(&self, hwc: &[f32], taps: &[(usize, usize)], from: usize, out: &mut [f32]) {
         let c = self.params.c_in;
-        let mut c0 = 0;
+        let mut c0 = from;
         while c0 < c {
             let n = BLOCK.min(c - c0);
             if n == BLOCK {
@@ -253,6 +358,129 @@ impl DepthwiseConv {
     }
 }
 
+/// Where one block of sums goes: channels `c0..c0 + B` of the `P` output pixels from
+/// `pixel` (row, column) on, whose windows lie inside the image's width `w`, over the kernel
+/// rows `kys` (those inside its height); written into the slice that starts at the first
+/// pixel's channel 0.
+#[derive(Clone, Debug)]
+struct BlockAt {
+    w: usize,
+    pixel: (usize, usize),
+    kys: Range<usize>,
+    c0: usize,
+    /// 2 (`B` channels) or 1 (`B / 2`).
+    vectors: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! [`super::BlockAt`] in registers: 2 vectors of channels x 4 pixels, one body for both
+    //! widths (`block!`), each sum the same fused multiply-adds in the same tap order as
+    //! the portable code.
+    use super::{BlockAt, DepthwiseConv};
+    use std::arch::x86_64::*;
+
+    macro_rules! block {
+        ($name:ident, $feat:literal, $v:ty, $lanes:literal, $zero:ident, $load:ident, $fma:ident, $store:ident) => {
+            impl DepthwiseConv {
+                /// # Safety
+                /// The CPU has the tier's features.
+                #[target_feature(enable = $feat)]
+                #[inline]
+                pub(super) unsafe fn $name<const V: usize>(
+                    &self,
+                    hwc: &[f32],
+                    at: BlockAt,
+                    out: &mut [f32],
+                ) {
+                    const P: usize = 4;
+                    let p = &self.params;
+                    let (c, (sy, sx)) = (p.c_in, p.stride);
+                    let BlockAt {
+                        w,
+                        pixel: (oy, ox),
+                        kys,
+                        c0,
+                        ..
+                    } = at;
+                    // Every access below stays inside these bounds (checked once, here).
+                    if let Some(last_ky) = kys.clone().last() {
+                        let last_in =
+                            ((oy * sy + last_ky - p.pads[0]) * w + (ox + P - 1) * sx + p.kw
+                                - 1
+                                - p.pads[1])
+                                * c
+                                + c0
+                                + V * $lanes;
+                        assert!(last_in <= hwc.len(), "depthwise block reads past the image");
+                    }
+                    assert!((P - 1) * c + c0 + V * $lanes <= out.len());
+                    assert!((p.kh * p.kw - 1) * c + c0 + V * $lanes <= self.weights.len());
+                    let (x, wt) = (hwc.as_ptr(), self.weights.as_ptr());
+                    let mut acc = [[$zero(); V]; P];
+                    for ky in kys {
+                        let iy = oy * sy + ky - p.pads[0];
+                        for kx in 0..p.kw {
+                            let t = (ky * p.kw + kx) * c + c0;
+                            // SAFETY: inside the bounds asserted above.
+                            unsafe {
+                                let wv: [$v; V] =
+                                    std::array::from_fn(|v| $load(wt.add(t + v * $lanes)));
+                                let px = (iy * w + ox * sx + kx - p.pads[1]) * c + c0;
+                                for (j, a) in acc.iter_mut().enumerate() {
+                                    let at = px + j * sx * c;
+                                    for v in 0..V {
+                                        a[v] = $fma($load(x.add(at + v * $lanes)), wv[v], a[v]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (j, a) in acc.iter().enumerate() {
+                        // SAFETY: inside the bounds asserted above.
+                        unsafe {
+                            for (v, a) in a.iter().enumerate() {
+                                $store(out.as_mut_ptr().add(j * c + c0 + v * $lanes), *a);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    block!(
+        block_avx512,
+        "avx512f,fma",
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    block!(
+        block_avx2,
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+}
+
+/// The kernel offsets `k` for which output coordinate `o` reads an input coordinate inside
+/// `0..size` (`o * stride + k - pad`).
+fn kernel_span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> Range<usize> {
+    // `o * stride + k - pad >= 0` is `k >= pad - o * stride`; `< size` is
+    // `k < size + pad - o * stride`.
+    let lo = pad.saturating_sub(o * stride);
+    let hi = (size + pad).saturating_sub(o * stride).min(k);
+    lo.min(hi)..hi
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +506,9 @@ mod tests {
             (70, 5, 2, [1, 2, 2, 1], (11, 10)),
             (96, 3, 1, [1, 1, 1, 1], (1, 1)),
             (3, 7, 3, [3, 3, 3, 3], (8, 5)),
+            // Several runs of four pixels per row, and a block of one vector after two.
+            (48, 3, 1, [1, 1, 1, 1], (5, 13)),
+            (24, 5, 2, [2, 2, 2, 2], (6, 21)),
         ]
         .iter()
         .enumerate()
@@ -294,6 +525,7 @@ mod tests {
             for (activation, fused) in [
                 (Activation::None, None),
                 (Activation::Clip(0.0, 6.0), None),
+                (Activation::Silu, None),
                 (Activation::None, Some(Activation::Relu)),
             ] {
                 let op = ConvOp {

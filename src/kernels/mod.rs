@@ -11,6 +11,7 @@
 //! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
 
+pub mod activation;
 pub mod convolution;
 pub mod depthwise;
 pub mod direct;
@@ -51,6 +52,27 @@ impl PixelFinish {
         }
     }
 
+    /// Pixels of `c` channels each (`o`, a run of whole pixels, at most a few thousand
+    /// values so they stay in L1) finished, with `residual` theirs if given: the bias and
+    /// residual pixel by pixel, then the activation once over the run, which pays its call
+    /// once and keeps its lanes full.
+    #[inline(always)]
+    pub(crate) fn apply_pixels(&self, c: usize, o: &mut [f32], residual: Option<&[f32]>) {
+        let residual = residual.filter(|_| self.residual.is_some());
+        if let Some(b) = &self.bias {
+            o.chunks_exact_mut(c)
+                .for_each(|o| o.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+        }
+        if let Some(r) = residual {
+            o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        let activation = match (residual, self.residual) {
+            (Some(_), Some(after)) => after,
+            _ => self.activation,
+        };
+        activation::apply(activation, o);
+    }
+
     /// `o` (one pixel's channels) finished, with `residual` that pixel's residual if given.
     #[inline(always)]
     pub(crate) fn apply(&self, o: &mut [f32], residual: Option<&[f32]>) {
@@ -60,9 +82,9 @@ impl PixelFinish {
         match (residual, self.residual) {
             (Some(r), Some(after)) => {
                 o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                after.apply(o);
+                activation::apply(after, o);
             }
-            _ => self.activation.apply(o),
+            _ => activation::apply(self.activation, o),
         }
     }
 }

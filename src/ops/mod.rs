@@ -29,22 +29,6 @@ impl ConvOp {
     pub fn output_activation(&self) -> Activation {
         self.residual.unwrap_or(self.activation)
     }
-
-    /// For kernels that stop at the bias (HASTE): the activation, or the fused residual `r`
-    /// and the activation after it.
-    pub fn finish(&self, out: &mut [f32], r: Option<&[f32]>) {
-        self.activation.apply(out);
-        self.add_residual(out, r);
-    }
-
-    /// For kernels that leave the residual out: adds the fused residual `r` (this image's,
-    /// or the part of it `out` holds) to `out`, which holds the convolution and its bias,
-    /// and applies the activation after it. Nothing without a fused residual.
-    pub fn add_residual(&self, out: &mut [f32], r: Option<&[f32]>) {
-        if let (Some(after), Some(r)) = (self.residual, r) {
-            after.add_then_apply(out, r);
-        }
-    }
 }
 
 /// A pointwise activation that can be fused into the op before it.

@@ -57,7 +57,7 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
 ) {
     if xs != ys {
         layout::broadcast_binary(x, xs, y, ys, out, os, f);
-        act.apply(out);
+        crate::kernels::activation::apply(act, out);
         return;
     }
     out.par_chunks_mut(CHUNK)
@@ -67,7 +67,7 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 *o = f(a, b);
             }
-            act.apply(o);
+            crate::kernels::activation::apply(act, o);
         });
 }
 
@@ -251,7 +251,7 @@ impl Plan {
                 out.copy_from_slice(x);
                 out.par_chunks_mut(CHUNK)
                     .with_min_len(min)
-                    .for_each(|o| act.apply(o));
+                    .for_each(|o| crate::kernels::activation::apply(act, o));
             }
             Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div => {
                 let y = self.operand(frame, step.inputs[1], &ins[1]);

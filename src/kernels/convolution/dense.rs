@@ -94,7 +94,7 @@ impl ConvKernel for DenseConv {
                     &mut s.nchw,
                     job.io,
                 );
-                op.add_residual(out, job.residual);
+                crate::kernels::activation::add_residual(op, out, job.residual);
             }
         }
     }
@@ -209,7 +209,7 @@ impl DenseConv {
                 let pixels = p0..p0 + oc.len() / c_out;
                 im2col::pointwise_pixels(op, job.x, hw, pixels, oc, job.io);
                 let r = job.residual.map(|r| &r[p0 * c_out..][..oc.len()]);
-                op.add_residual(oc, r);
+                crate::kernels::activation::add_residual(op, oc, r);
             });
     }
 
@@ -268,6 +268,6 @@ impl DenseConv {
             layout::nchw_to_nhwc(&nchw, p.c_out, n_cols, out);
             scratches.with_thread(&mut |s| s.nchw = std::mem::take(&mut nchw));
         }
-        op.add_residual(out, job.residual);
+        crate::kernels::activation::add_residual(op, out, job.residual);
     }
 }

@@ -33,17 +33,15 @@ pub(super) mod lanes {
     pub struct Relu;
     pub struct LeakyRelu(pub f32);
     pub struct Clip(pub f32, pub f32);
-    /// An activation without a vector form here (Sigmoid, HardSwish, ...): through the
-    /// scalar code, so the bits are the scalar path's.
-    pub struct Scalar(pub crate::ops::Activation);
+    /// The smooth activations (Sigmoid, SiLU, hard-swish, ...), by
+    /// [`crate::kernels::activation`]'s lanes, which give the scalar code's bits.
+    pub struct Smooth(pub crate::ops::Activation);
 
-    impl Lanes for Scalar {
+    impl Lanes for Smooth {
         #[inline(always)]
         unsafe fn apply(&self, x: __m512) -> __m512 {
-            let mut v = [0.0f32; 16];
-            _mm512_storeu_ps(v.as_mut_ptr(), x);
-            self.0.apply(&mut v);
-            _mm512_loadu_ps(v.as_ptr())
+            // SAFETY: called from AVX-512 code only (the trait's contract).
+            unsafe { crate::kernels::activation::x86::avx512::activate(self.0, x) }
         }
     }
 
@@ -104,7 +102,7 @@ macro_rules! with_lanes {
                 $body
             }
             other => {
-                let $act = $crate::kernels::direct::epilogue::lanes::Scalar(other);
+                let $act = $crate::kernels::direct::epilogue::lanes::Smooth(other);
                 $body
             }
         }
@@ -130,7 +128,7 @@ impl Epilogue<'_> {
         if let Some(r) = self.residual {
             o.iter_mut().zip(&r[at..]).for_each(|(v, r)| *v += r);
         }
-        self.activation.apply(o);
+        crate::kernels::activation::apply(self.activation, o);
     }
 
     /// The bias and the residual of [`Self::apply`] on 16 lanes (`mask` the lanes in use).

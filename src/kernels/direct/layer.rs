@@ -442,8 +442,8 @@ impl DirectConv {
         layout::from_hwc(ohwc, self.params.c_out, hw, chans.clone(), bias, out);
         let out = &mut out[..chans.len() * hw];
         match self.finish(residual) {
-            (Some(r), after) => after.add_then_apply(out, r),
-            (None, activation) => activation.apply(out),
+            (Some(r), after) => crate::kernels::activation::add_then_apply(after, out, r),
+            (None, activation) => crate::kernels::activation::apply(activation, out),
         }
     }
 }

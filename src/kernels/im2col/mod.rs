@@ -133,7 +133,7 @@ pub fn epilogue(
             let bv = b[co];
             row.iter_mut().for_each(|v| *v += bv);
         }
-        activation.apply(row);
+        crate::kernels::activation::apply(activation, row);
     }
 }
 
@@ -240,7 +240,7 @@ pub fn pointwise_pixels(
         if let Some(bias) = &op.bias {
             layout::add_bias_hwc(out, bias);
         }
-        op.activation.apply(out);
+        crate::kernels::activation::apply(op.activation, out);
     } else {
         let out = &mut out[pixels.start..];
         sgemm_strided((m, c_out, c_in), a, b, (out, 1, hw), false);
@@ -249,7 +249,7 @@ pub fn pointwise_pixels(
             if let Some(bias) = &op.bias {
                 row.iter_mut().for_each(|v| *v += bias[co]);
             }
-            op.activation.apply(row);
+            crate::kernels::activation::apply(op.activation, row);
         }
     }
 }

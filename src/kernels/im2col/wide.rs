@@ -87,7 +87,7 @@ pub(super) fn conv_wide(
             for (d, &v) in orow.iter_mut().zip(&src[..ow]) {
                 *d = v + bias;
             }
-            activation.apply(orow);
+            crate::kernels::activation::apply(activation, orow);
         }
     }
 }

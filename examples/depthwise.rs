@@ -1,0 +1,55 @@
+//! Time the depthwise kernel on the shapes of MobileNet/EfficientNet, one thread, pixel-major
+//! in and out, with and without SiLU: `cargo run --release --example depthwise`.
+use haste::kernels::depthwise::DepthwiseConv;
+use haste::kernels::isa::Isa;
+use haste::ops::{Activation, Conv2dParams, ConvOp};
+use std::time::Instant;
+
+fn main() {
+    for (c, k, s, side) in [
+        (32, 3, 1, 112),
+        (96, 3, 2, 112),
+        (144, 3, 1, 56),
+        (144, 5, 2, 56),
+        (240, 5, 1, 28),
+        (672, 5, 1, 14),
+        (1152, 3, 1, 7),
+    ] {
+        for activation in [Activation::None, Activation::Silu] {
+            let pad = k / 2;
+            let params = Conv2dParams::new(c, c, k, k)
+                .with_stride(s, s)
+                .with_pads([pad; 4])
+                .with_groups(c);
+            let op = ConvOp {
+                params,
+                weights: (0..c * k * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect(),
+                bias: Some(vec![0.1; c]),
+                activation,
+                residual: None,
+            };
+            let Some(dw) = DepthwiseConv::new(&op) else {
+                continue;
+            };
+            let (oh, ow) = params.out_hw(side, side);
+            let x: Vec<f32> = (0..c * side * side)
+                .map(|i| (i % 13) as f32 * 0.05)
+                .collect();
+            let mut out = vec![0.0; c * oh * ow];
+            let mut best = f64::MAX;
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < 0.3 {
+                let t = Instant::now();
+                dw.rows(Isa::current(), &x, (side, side), 0..oh, &mut out, None);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let flops = 2.0 * (c * k * k * oh * ow) as f64;
+            println!(
+                "c {c:4} k {k} s {s} {side:3}x{side:<3} {:>8}: {:7.1} us {:6.1} GFLOP/s",
+                format!("{activation:?}"),
+                best * 1e6,
+                flops / best / 1e9
+            );
+        }
+    }
+}
