@@ -52,6 +52,7 @@
 //! # Ok::<(), haste::Error>(())
 //! ```
 
+pub mod calibration;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod compress;
@@ -71,9 +72,10 @@ pub mod ops;
 pub mod plan;
 pub mod report;
 
+pub use calibration::{calibrate, CalibrateOptions, Objective, Target};
 pub use compress::{
-    compress_on, CompressOptions, Compression, ConvLayerReport, FlopsSummary, LayerChoice,
-    MagnitudeMode,
+    compress_on, CalibrationSummary, CompressOptions, Compression, ConvLayerReport, FlopsSummary,
+    LayerChoice, LayerPolicy, MagnitudeMode, Policy,
 };
 pub use datasets::{open_dataset, Dataset, ModelCard, Preprocess};
 pub use error::{Error, Result};

@@ -29,6 +29,66 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Time the dense and the HASTE network on one batch: median, spread, ratio, peak memory.
     Bench(BenchArgs),
+    /// Choose HASTE's settings layer by layer from unlabelled images, for a bound on the
+    /// predicted top-1 drop or a FLOPs reduction, and write them as a policy file.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images to calibrate on: a flat folder, an ImageFolder tree or a CIFAR file (labels
+    /// are never read).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Use the first N images.
+    #[arg(long, default_value_t = 128)]
+    pub images: usize,
+    /// The largest saving whose predicted top-1 drop (plus its standard error) stays within
+    /// this many points.
+    #[arg(long, conflicts_with = "flops_reduction")]
+    pub max_drop: Option<f64>,
+    /// At least this many percent fewer FLOPs (overhead included), at the least predicted drop.
+    #[arg(long)]
+    pub flops_reduction: Option<f64>,
+    /// What a layer's saving counts: `flops` (overhead included) or `time` (the cost model's
+    /// predicted time).
+    #[arg(long, default_value = "flops", value_parser = ["flops", "time"])]
+    pub objective: String,
+    /// The L values each layer may take (default 6,8,10,12,16,20,24,32).
+    #[arg(long, value_delimiter = ',')]
+    pub hyperplanes: Option<Vec<usize>>,
+    /// Seed of the random hyperplanes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Probability that a hyperplane entry is zero.
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    pub sparsity: f32,
+    /// Output patch side P in pixels.
+    #[arg(long, default_value_t = 4)]
+    pub tile: usize,
+    /// Write the policy here (JSON; replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Skip images that cannot be loaded instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CalibrateArgs {
+    pub fn objective_time(&self) -> bool {
+        self.objective == "time"
+    }
 }
 
 /// The model and how to feed it.
@@ -78,6 +138,9 @@ pub struct DataArgs {
     /// Skip images that cannot be loaded (counted and listed at the end) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Leave out the first N images (for example those a calibration used), then --limit.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
 }
 
 #[derive(Args, Debug)]
@@ -87,8 +150,12 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Number of LSH hyperplanes L (1 to 64): also run HASTE and compare with dense.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub hyperplanes: Option<usize>,
+    /// A policy from `haste calibrate`: run HASTE with its per-layer settings and compare
+    /// with dense (and with the drop it predicted).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: HasteKnobs,
 }

@@ -3,18 +3,25 @@
 
 use super::args::EvalArgs;
 use super::Session;
+use crate::compress::Policy;
 use crate::error::Result;
 use crate::report::flops;
 use serde_json::json;
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let compress = a.hyperplanes.map(|l| a.knobs.options(l)).transpose()?;
+    let policy = a
+        .policy
+        .as_deref()
+        .map(|p| Policy::load(p, &a.model.model))
+        .transpose()?;
     let mut s = Session::open(&a.model, &a.data)?;
     let dense = s.dense()?;
     let dense_flops = s.plan.dense_macs();
-    let haste = match &compress {
-        Some(c) => Some(s.haste(c)?),
-        None => None,
+    let haste = match (&compress, &policy) {
+        (Some(c), _) => Some(s.haste(c)?),
+        (None, Some(p)) => Some(s.policy(p)?),
+        (None, None) => None,
     };
     if a.data.json {
         let mut j = json!({
@@ -33,16 +40,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "skipped_images": dense.skipped,
             "nonfinite_logits": dense.nonfinite_logits,
         });
-        if let (Some(h), Some(c)) = (&haste, &compress) {
+        if let Some(h) = &haste {
             let o = j.as_object_mut().expect("object");
+            let settings = match (&compress, &policy) {
+                (Some(c), _) => json!({
+                    "hyperplanes": c.config.hyperplanes,
+                    "sparsity": c.config.sparsity,
+                    "tile": c.config.tile,
+                    "start_layer": c.start_layer,
+                    "skip_1x1": c.skip_pointwise,
+                    "magnitude_bins": format!("{:?}", c.magnitude),
+                    "seed": c.config.seed,
+                }),
+                (None, Some(p)) => policy_json(a.policy.as_deref(), p),
+                (None, None) => json!({}),
+            };
+            for (k, v) in settings.as_object().expect("object") {
+                o.insert(k.clone(), v.clone());
+            }
             let more = json!({
-                "hyperplanes": c.config.hyperplanes,
-                "sparsity": c.config.sparsity,
-                "tile": c.config.tile,
-                "start_layer": c.start_layer,
-                "skip_1x1": c.skip_pointwise,
-                "magnitude_bins": format!("{:?}", c.magnitude),
-                "seed": c.config.seed,
                 "top1_dense": dense.top1,
                 "top5_dense": dense.top5,
                 "top1": h.eval.top1,
@@ -77,9 +93,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.data.data.display(),
         dense.images
     );
-    match (&haste, &compress) {
-        (Some(h), Some(c)) => {
-            println!("HASTE        {}", describe(c));
+    match &haste {
+        Some(h) => {
+            match (&compress, &policy) {
+                (Some(c), _) => println!("HASTE        {}", describe(c)),
+                (None, Some(p)) => println!("HASTE        {}", describe_policy(p)),
+                (None, None) => {}
+            }
             println!("layers       {}", layer_summary(&h.layers));
             println!(
                 "             {:>12} {:>12} {:>10}",
@@ -97,6 +117,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 h.eval.top5,
                 h.eval.top5 - dense.top5
             );
+            if let Some(c) = policy.as_ref().and_then(|p| p.calibration.as_ref()) {
+                println!(
+                    "             predicted top-1 change {:+.2} pt (+-{:.2}) from {} calibration images",
+                    -c.predicted_top1_drop, c.predicted_top1_drop_se, c.images
+                );
+            }
             println!(
                 "FLOPs/image  {:>12} {:>12} {:>+9.1} %  (overhead {} included; convs alone {:+.1} %)",
                 flops(dense_flops),
@@ -195,4 +221,41 @@ pub(crate) fn describe(c: &crate::compress::CompressOptions) -> String {
         if cfg.centering { "" } else { " no-centering" },
         if c.cost_aware { "" } else { " all layers" },
     )
+}
+
+/// One line describing a policy.
+pub(crate) fn describe_policy(p: &Policy) -> String {
+    let mut s = format!(
+        "policy: {} of {} convolutions on HASTE",
+        p.haste_layers(),
+        p.layers.len()
+    );
+    let ls: Vec<usize> = p.layers.iter().filter_map(|l| l.hyperplanes).collect();
+    if let (Some(lo), Some(hi)) = (ls.iter().min(), ls.iter().max()) {
+        s += &format!(", L {lo} to {hi}");
+    }
+    s += &format!(", s={:.3} tile={} seed={}", p.sparsity, p.tile, p.seed);
+    if let Some(c) = &p.calibration {
+        s += &format!(
+            " (calibrated for {} {} on {} images)",
+            c.target, c.target_value, c.images
+        );
+    }
+    s
+}
+
+/// The `eval --json` fields of a policy.
+fn policy_json(path: Option<&std::path::Path>, p: &Policy) -> serde_json::Value {
+    let c = p.calibration.as_ref();
+    json!({
+        "policy": path.map(|p| p.display().to_string()),
+        "policy_haste_layers": p.haste_layers(),
+        "sparsity": p.sparsity,
+        "tile": p.tile,
+        "seed": p.seed,
+        "predicted_top1_drop": c.map(|c| c.predicted_top1_drop),
+        "predicted_top1_drop_se": c.map(|c| c.predicted_top1_drop_se),
+        "predicted_flops_reduction": c.map(|c| c.flops_reduction),
+        "calibration_images": c.map(|c| c.images),
+    })
 }

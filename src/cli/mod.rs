@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod calibrate;
 mod eval;
 mod haste_args;
 mod inspect;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => sweep::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     }
 }
 
@@ -39,7 +41,16 @@ impl Session {
         d.validate()?;
         let model = Model::load(&m.model)?;
         let (pre, labels) = m.resolve(&model.image_shape)?;
-        let data = open_dataset(&d.data, &pre, labels.as_deref())?;
+        let mut data = open_dataset(&d.data, &pre, labels.as_deref())?;
+        if d.skip > 0 {
+            if d.skip >= data.len() {
+                return Err(crate::Error::dataset(
+                    &d.data,
+                    format!("--skip {} leaves no image (it has {})", d.skip, data.len()),
+                ));
+            }
+            data = Box::new(crate::datasets::Skip::new(data, d.skip));
+        }
         let plan = model.plan(PlanOptions {
             threads: d.threads,
             max_batch: d.batch,
@@ -68,6 +79,20 @@ impl Session {
         let r = evaluate(&mut self.plan, self.data.as_ref(), self.options, &mut |n| {
             bar.set_position(n as u64)
         });
+        bar.finish_and_clear();
+        r
+    }
+
+    /// A pass with a policy on, with a progress bar.
+    pub fn policy(&mut self, policy: &crate::compress::Policy) -> Result<HasteReport> {
+        let bar = progress_bar(self.images(), "policy");
+        let r = crate::eval::evaluate_policy(
+            &mut self.plan,
+            self.data.as_ref(),
+            self.options,
+            policy,
+            &mut |n| bar.set_position(n as u64),
+        );
         bar.finish_and_clear();
         r
     }

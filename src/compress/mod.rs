@@ -15,10 +15,12 @@
 //! [`crate::eval::evaluate_haste`] evaluates the result.
 
 mod calibrate;
+pub mod policy;
 mod probe;
 mod report;
 pub mod variants;
 
+pub use policy::{file_sha256, CalibrationSummary, LayerPolicy, Policy, POLICY_FORMAT};
 pub use report::{flops_summary, ConvLayerReport, FlopsSummary};
 
 use crate::datasets::Dataset;
@@ -130,6 +132,8 @@ pub enum LayerChoice {
     /// Compressible, but on the first batch it merged too few channels for HASTE to be
     /// predicted faster than dense (see [`CompressOptions::cost_aware`]).
     DenseFewMerged,
+    /// Dense in the policy applied ([`Compression::apply_policy`]).
+    DensePolicy,
 }
 
 impl LayerChoice {
@@ -144,6 +148,7 @@ impl LayerChoice {
             LayerChoice::DenseSlower => "dense (HASTE slower)",
             LayerChoice::DenseOverhead => "dense (overhead too large)",
             LayerChoice::DenseFewMerged => "dense (merges too few channels)",
+            LayerChoice::DensePolicy => "dense (policy)",
         }
     }
 }
@@ -201,6 +206,8 @@ pub struct Compression {
     timing: Vec<Option<(f64, f64)>>,
     /// Per step: the compressed kernel's predicted time over dense from a calibration batch.
     predicted: Vec<Option<f64>>,
+    /// Made by [`Compression::apply_policy`]: the dense layers are the policy's choice.
+    from_policy: bool,
 }
 
 impl Compression {
@@ -240,7 +247,18 @@ impl Compression {
             options: options.clone(),
             timing: vec![None; plan.num_steps()],
             predicted: vec![None; plan.num_steps()],
+            from_policy: false,
         })
+    }
+
+    /// The compression of a policy just put on `plan`, with `options` for its reports.
+    fn with_policy(plan: &Plan, options: CompressOptions) -> Compression {
+        Compression {
+            options,
+            timing: vec![None; plan.num_steps()],
+            predicted: vec![None; plan.num_steps()],
+            from_policy: true,
+        }
     }
 
     pub fn options(&self) -> &CompressOptions {

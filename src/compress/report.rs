@@ -114,6 +114,8 @@ impl Compression {
                         LayerChoice::DenseSlower
                     } else if choice == LayerChoice::Compressed && self.predicted[step].is_some() {
                         LayerChoice::DenseFewMerged
+                    } else if self.from_policy && choice == LayerChoice::Compressed {
+                        LayerChoice::DensePolicy
                     } else if choice == LayerChoice::Compressed {
                         LayerChoice::DenseBeforeStart
                     } else {

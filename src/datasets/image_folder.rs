@@ -33,6 +33,9 @@ pub struct ImageFolder {
     lut: Box<[[f32; 256]; 3]>,
 }
 
+/// The label of an image in a flat folder (no class): matches no model output.
+const UNLABELLED: usize = usize::MAX;
+
 fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -83,10 +86,7 @@ impl ImageFolder {
             .filter(|p| p.is_dir())
             .collect();
         if class_dirs.is_empty() {
-            return Err(Error::dataset(
-                root,
-                "no class subfolders (expected ROOT/<class>/<image>.jpg|.jpeg|.png, or a CIFAR-10 .bin file)",
-            ));
+            return Self::open_flat(root, preprocess);
         }
         let lookup: Option<HashMap<&str, usize>> = labels.map(|ls| {
             let mut m = HashMap::with_capacity(ls.len());
@@ -145,6 +145,34 @@ impl ImageFolder {
         })
     }
 
+    /// A folder of images without class subfolders: unlabelled (for calibration).
+    fn open_flat(root: &Path, preprocess: &Preprocess) -> Result<ImageFolder> {
+        let items: Vec<(PathBuf, usize)> = read_dir_sorted(root)?
+            .into_iter()
+            .filter(|f| is_image(f) && f.is_file())
+            .map(|f| (f, UNLABELLED))
+            .collect();
+        if items.is_empty() {
+            return Err(Error::dataset(
+                root,
+                "no images and no class subfolders (expected ROOT/<class>/<image>.jpg|.jpeg|.png, a flat folder of images, or a CIFAR-10 .bin file)",
+            ));
+        }
+        if items.len() > MAX_IMAGES {
+            return Err(Error::Limits {
+                path: root.to_path_buf(),
+                message: format!("more than {MAX_IMAGES} images"),
+            });
+        }
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            items,
+            classes: Vec::new(),
+            preprocess: preprocess.clone(),
+            lut: preprocess.lut(),
+        })
+    }
+
     /// Path of image `index`.
     pub fn path(&self, index: usize) -> &Path {
         &self.items[index].0
@@ -171,6 +199,10 @@ impl Dataset for ImageFolder {
 
     fn source(&self) -> &Path {
         &self.root
+    }
+
+    fn has_labels(&self) -> bool {
+        !self.classes.is_empty()
     }
 
     fn load(&self, index: usize, out: &mut [f32]) -> Result<()> {

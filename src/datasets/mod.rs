@@ -37,6 +37,7 @@ mod image_folder;
 mod jpeg;
 mod preprocess;
 mod resize;
+mod skip;
 
 pub use batch::{load_batch, load_batch_skipping};
 pub use card::{load_labels, ModelCard};
@@ -44,6 +45,7 @@ pub use cifar::{CifarBinary, CIFAR_RECORD, MAX_CIFAR_BYTES};
 pub use image_folder::{ImageFolder, MAX_IMAGES};
 pub use preprocess::{decode_rgb8, resized_size, Preprocess, MAX_IMAGE_SIDE};
 pub use resize::resize_bilinear_rgb8;
+pub use skip::Skip;
 
 /// A labelled image dataset whose items come out preprocessed for one model.
 ///
@@ -68,6 +70,11 @@ pub trait Dataset: Send + Sync {
     fn item_name(&self, index: usize) -> String;
     /// The file or folder the dataset was opened from.
     fn source(&self) -> &Path;
+    /// Whether [`Dataset::label`] means something (a flat folder of images has no labels:
+    /// it can calibrate, not be scored).
+    fn has_labels(&self) -> bool {
+        true
+    }
     /// Writes item `index`, preprocessed, as CHW floats into `out`
     /// (`channels * height * width` floats). Errors (undecodable image, index out of range,
     /// wrong `out` length) name the file.

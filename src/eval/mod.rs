@@ -150,6 +150,12 @@ pub fn evaluate(
     if total == 0 {
         return Err(Error::dataset(data.source(), "no images to evaluate"));
     }
+    if !data.has_labels() {
+        return Err(Error::dataset(
+            data.source(),
+            "has no labels (a flat folder of images): scoring needs class subfolders or a CIFAR file (`haste calibrate` takes unlabelled images)",
+        ));
+    }
     let batch = options.batch.clamp(1, plan.max_batch());
     let per_image: usize = plan.image_shape().iter().product();
     let mut buf = vec![0.0f32; batch * per_image];
@@ -258,6 +264,27 @@ pub fn evaluate_haste(
 ) -> Result<HasteReport> {
     let first_batch = (options.batch, options.limit, options.skip_bad);
     let compression = crate::compress::compress_on(plan, compress, data, first_batch)?;
+    let result = evaluate(plan, data, options, progress);
+    let layers = compression.reports(plan);
+    plan.reset_conv_kernels();
+    let eval = result?;
+    let flops = crate::compress::flops_summary(plan, &layers);
+    Ok(HasteReport {
+        eval,
+        layers,
+        flops,
+    })
+}
+
+/// Puts `policy` on `plan`, evaluates it on `data`, and puts the dense kernels back.
+pub fn evaluate_policy(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    policy: &crate::compress::Policy,
+    progress: &mut dyn FnMut(usize),
+) -> Result<HasteReport> {
+    let compression = crate::compress::Compression::apply_policy(plan, policy)?;
     let result = evaluate(plan, data, options, progress);
     let layers = compression.reports(plan);
     plan.reset_conv_kernels();

@@ -1,0 +1,319 @@
+//! The two stages of the calibration: each layer alone at each L, then the combination.
+
+use super::score::{score, softmax_rows, Score};
+use super::{CalibrateOptions, Objective, Progress, Target};
+use crate::compress::{
+    flops_summary, magnitude_step, Compression, ConvLayerReport, LayerPolicy, MagnitudeMode,
+    Policy, POLICY_FORMAT,
+};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use std::collections::HashMap;
+
+/// Per convolution: `Some(L)` for HASTE with L hyperplanes, `None` for dense.
+pub(super) type Settings = Vec<Option<usize>>;
+
+/// One setting a layer may take, measured alone.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LayerOption {
+    hyperplanes: usize,
+    /// FLOPs (or FLOP-equivalents of predicted time) saved per image.
+    saving: f64,
+    /// Mean KL divergence from the dense outputs.
+    damage: f64,
+}
+
+/// A policy run on the calibration images.
+#[derive(Debug, Clone)]
+pub(super) struct Outcome {
+    pub settings: Settings,
+    pub score: Score,
+    pub reports: Vec<ConvLayerReport>,
+    pub flops_reduction: f64,
+    /// Predicted time of the convolutions over dense.
+    pub time_ratio: f64,
+}
+
+impl Outcome {
+    /// Saving in the objective's unit (FLOPs per image).
+    fn saving(&self, objective: Objective) -> f64 {
+        self.reports
+            .iter()
+            .map(|r| layer_saving(r, objective))
+            .sum()
+    }
+
+    /// The policy's layers, named.
+    pub fn layers(&self, names: &[String]) -> Vec<LayerPolicy> {
+        self.reports
+            .iter()
+            .zip(&self.settings)
+            .zip(names)
+            .map(|((r, s), name)| LayerPolicy {
+                name: name.clone(),
+                kernel: if s.is_some() { "haste" } else { "dense" }.into(),
+                hyperplanes: *s,
+                magnitude_bins: None,
+                dense_flops: r.dense_flops,
+                flops: r.flops,
+            })
+            .collect()
+    }
+}
+
+/// The saving of one layer as run.
+fn layer_saving(r: &ConvLayerReport, objective: Objective) -> f64 {
+    match (objective, r.predicted_time_ratio) {
+        (Objective::Time, Some(t)) if r.flops != r.dense_flops || t != 1.0 => {
+            r.dense_flops as f64 * (1.0 - t)
+        }
+        (Objective::Time, _) => 0.0,
+        (Objective::Flops, _) => r.dense_flops as f64 - r.flops as f64,
+    }
+}
+
+/// The state of one calibration.
+pub(super) struct Search<'a> {
+    pub plan: &'a mut Plan,
+    images: &'a [f32],
+    n: usize,
+    options: &'a CalibrateOptions,
+    /// Conv steps in execution order, and which of them may run HASTE.
+    pub steps: Vec<usize>,
+    eligible: Vec<usize>,
+    /// Magnitude-bin step per conv (haste's rule: where inputs can be negative).
+    magnitude: Vec<Option<f32>>,
+    dense: Vec<f64>,
+    classes: usize,
+    pub passes: usize,
+    cache: HashMap<Settings, Outcome>,
+}
+
+impl<'a> Search<'a> {
+    pub fn new(
+        plan: &'a mut Plan,
+        images: &'a [f32],
+        n: usize,
+        options: &'a CalibrateOptions,
+    ) -> Result<Search<'a>> {
+        plan.reset_conv_kernels();
+        let steps: Vec<usize> = plan.per_conv_macs().iter().map(|&(s, _)| s).collect();
+        let eligible = (0..steps.len())
+            .filter(|&k| {
+                let (op, h, w) = plan.conv_at(steps[k]).expect("conv step");
+                k > 0 && op.params.groups == 1 && op.params.dilation == (1, 1) && h * w > 1
+            })
+            .collect();
+        let magnitude = steps
+            .iter()
+            .map(|&s| magnitude_step(plan, s, MagnitudeMode::SignedInputs(0.5)))
+            .collect();
+        let logits = run_all(plan, images, n)?;
+        let classes = logits.len() / n;
+        let s = Search {
+            dense: softmax_rows(&logits, classes),
+            plan,
+            images,
+            n,
+            options,
+            steps,
+            eligible,
+            magnitude,
+            classes,
+            passes: 1,
+            cache: HashMap::new(),
+        };
+        Ok(s)
+    }
+
+    /// Each eligible layer alone at each L of the grid: the settings that save something.
+    pub fn profile_layers(&mut self, progress: Progress) -> Result<Vec<Vec<LayerOption>>> {
+        let grid = self.options.hyperplanes.clone();
+        let total = self.eligible.len() * grid.len() + self.options.steps + 2;
+        let mut profiles = vec![Vec::new(); self.steps.len()];
+        for (i, &k) in self.eligible.clone().iter().enumerate() {
+            for (j, &l) in grid.iter().enumerate() {
+                let mut settings = vec![None; self.steps.len()];
+                settings[k] = Some(l);
+                let o = self.evaluate(&settings)?;
+                let saving = layer_saving(&o.reports[k], self.options.objective);
+                if saving > 0.0 {
+                    profiles[k].push(LayerOption {
+                        hyperplanes: l,
+                        saving,
+                        damage: o.score.kl.max(0.0),
+                    });
+                }
+                progress(1 + i * grid.len() + j + 1, total);
+            }
+        }
+        Ok(profiles)
+    }
+
+    /// The combined policy that meets the target, by bisection over the price of damage.
+    pub fn choose(&mut self, profiles: &[Vec<LayerOption>], progress: Progress) -> Result<Outcome> {
+        let ratios: Vec<f64> = profiles
+            .iter()
+            .flatten()
+            .filter(|o| o.damage > 0.0)
+            .map(|o| o.saving / o.damage)
+            .collect();
+        let dense = self.evaluate(&vec![None; self.steps.len()])?;
+        if profiles.iter().all(Vec::is_empty) {
+            return self.unreachable_or(dense, 0.0);
+        }
+        let lo_hi = |f: fn(f64, f64) -> f64, init: f64| ratios.iter().copied().fold(init, f);
+        let (mut lo, mut hi) = if ratios.is_empty() {
+            (1.0, 1.0)
+        } else {
+            (
+                lo_hi(f64::min, f64::INFINITY) / 4.0,
+                lo_hi(f64::max, 0.0) * 4.0,
+            )
+        };
+        let objective = self.options.objective;
+        let done = self.passes;
+        let aggressive = self.evaluate(&pick(profiles, lo))?;
+        let mut best: Option<Outcome> = None;
+        let better = |o: &Outcome, b: &Option<Outcome>, target: Target| match (b, target) {
+            (None, _) => true,
+            (Some(b), Target::MaxDrop(_)) => o.saving(objective) > b.saving(objective),
+            (Some(b), Target::FlopsReduction(_)) => o.score.drop < b.score.drop,
+        };
+        let target = self.options.target;
+        if self.feasible(&aggressive) {
+            best = Some(aggressive.clone());
+            if let Target::MaxDrop(_) = target {
+                return Ok(aggressive);
+            }
+        } else if let Target::FlopsReduction(_) = target {
+            return self.unreachable_or(dense, aggressive.flops_reduction);
+        }
+        for step in 0..self.options.steps {
+            let mid = (lo * hi).sqrt();
+            let o = self.evaluate(&pick(profiles, mid))?;
+            let ok = self.feasible(&o);
+            if ok && better(&o, &best, target) {
+                best = Some(o.clone());
+            }
+            // A higher price compresses less: for a drop bound, feasible means try lower;
+            // for a FLOPs floor, feasible means try higher.
+            match (target, ok) {
+                (Target::MaxDrop(_), true) | (Target::FlopsReduction(_), false) => hi = mid,
+                _ => lo = mid,
+            }
+            progress(done + step + 1, done + self.options.steps);
+        }
+        Ok(best.unwrap_or(dense))
+    }
+
+    /// For a FLOPs target no setting reaches: the error naming what is reachable; for a drop
+    /// target: the dense policy.
+    fn unreachable_or(&self, dense: Outcome, reachable: f64) -> Result<Outcome> {
+        match self.options.target {
+            Target::FlopsReduction(r) => Err(Error::InvalidArgument(format!(
+                "no policy reaches {r} % fewer FLOPs on these images (at most {reachable:.1} %)"
+            ))),
+            Target::MaxDrop(_) => Ok(dense),
+        }
+    }
+
+    fn feasible(&self, o: &Outcome) -> bool {
+        match self.options.target {
+            // The point estimate: it already leans high, since the dense network's softmax
+            // is its belief and modern CNNs are overconfident (their top-1 probability
+            // exceeds their accuracy, Guo et al. 2017), which counts each flip as a larger
+            // loss than it is on average.
+            Target::MaxDrop(d) => o.score.drop <= d,
+            Target::FlopsReduction(r) => o.flops_reduction >= r,
+        }
+    }
+
+    /// Runs `settings` on the images (once per distinct settings).
+    fn evaluate(&mut self, settings: &Settings) -> Result<Outcome> {
+        if let Some(o) = self.cache.get(settings) {
+            return Ok(o.clone());
+        }
+        let policy = self.policy(settings);
+        let compression = Compression::apply_policy(self.plan, &policy)?;
+        let logits = run_all(self.plan, self.images, self.n)?;
+        self.passes += 1;
+        let reports = compression.reports(self.plan);
+        self.plan.reset_conv_kernels();
+        let flops = flops_summary(self.plan, &reports);
+        let dense: f64 = reports.iter().map(|r| r.dense_flops as f64).sum();
+        let timed: f64 = reports
+            .iter()
+            .map(|r| r.dense_flops as f64 * r.predicted_time_ratio.unwrap_or(1.0))
+            .sum();
+        let o = Outcome {
+            settings: settings.clone(),
+            score: score(&self.dense, &logits, self.classes),
+            flops_reduction: flops.reduction(),
+            time_ratio: timed / dense.max(1.0),
+            reports,
+        };
+        self.cache.insert(settings.clone(), o.clone());
+        Ok(o)
+    }
+
+    /// `settings` as a policy (no model hash: it never leaves the search).
+    fn policy(&self, settings: &Settings) -> Policy {
+        Policy {
+            format: POLICY_FORMAT.into(),
+            model: String::new(),
+            model_sha256: String::new(),
+            seed: self.options.seed,
+            sparsity: self.options.sparsity,
+            tile: self.options.tile,
+            calibration: None,
+            layers: settings
+                .iter()
+                .enumerate()
+                .map(|(k, s)| LayerPolicy {
+                    name: self.plan.step_name(self.steps[k]).to_string(),
+                    kernel: if s.is_some() { "haste" } else { "dense" }.into(),
+                    hyperplanes: *s,
+                    magnitude_bins: s.and(self.magnitude[k]),
+                    dense_flops: 0,
+                    flops: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// The magnitude-bin step of conv `k` on HASTE.
+    pub fn magnitude(&self, k: usize) -> Option<f32> {
+        self.magnitude[k]
+    }
+}
+
+/// Every layer's best setting at damage price `lambda` (dense where none pays).
+fn pick(profiles: &[Vec<LayerOption>], lambda: f64) -> Settings {
+    profiles
+        .iter()
+        .map(|options| {
+            let mut best: Option<(f64, usize)> = None;
+            for o in options {
+                let value = o.saving - lambda * o.damage;
+                if value > 0.0 && best.is_none_or(|(v, _)| value > v) {
+                    best = Some((value, o.hyperplanes));
+                }
+            }
+            best.map(|(_, l)| l)
+        })
+        .collect()
+}
+
+/// Logits of `n` images run through the plan a batch at a time.
+fn run_all(plan: &mut Plan, images: &[f32], n: usize) -> Result<Vec<f32>> {
+    let per_image = images.len() / n;
+    let batch = plan.max_batch();
+    let mut logits = Vec::new();
+    for start in (0..n).step_by(batch) {
+        let m = batch.min(n - start);
+        let (_, y) = plan.run(&images[start * per_image..(start + m) * per_image], m)?;
+        logits.extend_from_slice(y);
+    }
+    Ok(logits)
+}

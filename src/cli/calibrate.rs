@@ -1,0 +1,137 @@
+//! `haste calibrate`: per-layer HASTE settings for a target drop or saving, from unlabelled
+//! images, written as a policy file.
+
+use super::args::CalibrateArgs;
+use crate::calibration::{calibrate, CalibrateOptions, Objective, Target};
+use crate::datasets::{load_batch_skipping, open_dataset};
+use crate::error::{Error, Result};
+use crate::report::{flops, progress_bar};
+use crate::{Model, PlanOptions};
+use std::time::Instant;
+
+pub fn run(a: CalibrateArgs) -> Result<()> {
+    let target = match (a.max_drop, a.flops_reduction) {
+        (Some(d), None) => Target::MaxDrop(d),
+        (None, Some(r)) => Target::FlopsReduction(r),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give one of --max-drop POINTS or --flops-reduction PERCENT".into(),
+            ))
+        }
+    };
+    if a.images == 0 || a.batch == 0 {
+        return Err(Error::InvalidArgument(
+            "--images and --batch must be at least 1".into(),
+        ));
+    }
+    let defaults = CalibrateOptions::default();
+    let options = CalibrateOptions {
+        target,
+        objective: if a.objective_time() {
+            Objective::Time
+        } else {
+            Objective::Flops
+        },
+        hyperplanes: a.hyperplanes.clone().unwrap_or(defaults.hyperplanes),
+        seed: a.seed,
+        sparsity: a.sparsity,
+        tile: a.tile,
+        ..defaults
+    };
+    let model = Model::load(&a.model.model)?;
+    let (pre, _) = a.model.resolve(&model.image_shape)?;
+    // Labels are never read: the data is opened without the model's label list.
+    let data = open_dataset(&a.data, &pre, None)?;
+    let n = a.images.min(data.len());
+    let per_image: usize = model.image_shape.iter().product();
+    let mut plan = model.plan(PlanOptions {
+        threads: a.threads,
+        max_batch: a.batch.min(n),
+    })?;
+    let mut images = vec![0.0f32; n * per_image];
+    let (loaded, skipped) = plan
+        .thread_pool()
+        .install(|| load_batch_skipping(data.as_ref(), 0, n, per_image, &mut images, a.skip_bad))?;
+    images.truncate(loaded.len() * per_image);
+    let started = Instant::now();
+    let bar = progress_bar(0, "calibrate");
+    let policy = calibrate(
+        &mut plan,
+        &a.model.model,
+        &images,
+        loaded.len(),
+        &options,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    );
+    bar.finish_and_clear();
+    let policy = policy?;
+    policy.save(&a.out)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let c = policy
+        .calibration
+        .as_ref()
+        .ok_or_else(|| Error::Internal("calibration summary".into()))?;
+    let dense: u64 = plan.dense_macs();
+    if a.json {
+        let j = serde_json::json!({
+            "model": a.model.model.display().to_string(),
+            "data": a.data.display().to_string(),
+            "out": a.out.display().to_string(),
+            "images": c.images,
+            "skipped_images": skipped,
+            "forward_passes": c.forward_passes,
+            "seconds": seconds,
+            "target": c.target,
+            "target_value": c.target_value,
+            "objective": c.objective,
+            "haste_layers": policy.haste_layers(),
+            "layers": policy.layers.len(),
+            "predicted_top1_drop": c.predicted_top1_drop,
+            "predicted_top1_drop_se": c.predicted_top1_drop_se,
+            "top1_agreement": c.top1_agreement,
+            "flops_reduction": c.flops_reduction,
+            "predicted_time_ratio": c.predicted_time_ratio,
+            "dense_flops": dense,
+        });
+        println!("{j}");
+        return Ok(());
+    }
+    println!("model        {}", a.model.model.display());
+    println!(
+        "images       {} of {} (labels not read){}",
+        c.images,
+        a.data.display(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} unreadable skipped", skipped.len())
+        }
+    );
+    println!(
+        "target       {} {} ({} objective)",
+        c.target, c.target_value, c.objective
+    );
+    println!("policy       {}", super::eval::describe_policy(&policy));
+    println!(
+        "predicted    top-1 change {:+.2} pt (+-{:.2}), {:.1} % of answers as dense",
+        -c.predicted_top1_drop,
+        c.predicted_top1_drop_se,
+        100.0 * c.top1_agreement
+    );
+    println!(
+        "FLOPs/image  {} -> {} ({:+.1} %, overhead included); predicted conv time x{:.2}",
+        flops(dense),
+        flops((dense as f64 * (1.0 - c.flops_reduction / 100.0)) as u64),
+        -c.flops_reduction,
+        c.predicted_time_ratio
+    );
+    println!(
+        "cost         {} forward passes over the images, {seconds:.1} s",
+        c.forward_passes
+    );
+    println!("wrote        {}", a.out.display());
+    Ok(())
+}

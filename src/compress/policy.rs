@@ -1,0 +1,252 @@
+//! A per-layer compression policy: which convolutions run HASTE and with which settings, as
+//! a JSON file a person can read and edit. [`crate::calibration::calibrate`] writes one;
+//! [`Compression::apply_policy`] puts it on a plan (any number of times, without reloading
+//! the model: one loaded network, several operating points).
+
+use super::variants;
+use super::{CompressOptions, Compression};
+use crate::error::{Error, Result};
+use crate::haste::HasteConfig;
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The `format` every policy file carries.
+pub const POLICY_FORMAT: &str = "haste-policy/1";
+
+/// Largest policy file read (a policy lists a few hundred layers at most).
+const MAX_POLICY_BYTES: u64 = 16 << 20;
+
+/// A compression policy for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// [`POLICY_FORMAT`].
+    pub format: String,
+    /// The model's file name (for people; the hash is what is checked).
+    pub model: String,
+    /// SHA-256 of the model file, hex: a policy is refused for any other model.
+    pub model_sha256: String,
+    /// Seed of every layer's hyperplanes.
+    pub seed: u64,
+    /// Sparsity of the hyperplanes and output tile, shared by the layers.
+    pub sparsity: f32,
+    pub tile: usize,
+    /// What the calibration was asked and what it predicts (absent in a hand-written file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSummary>,
+    /// One entry per convolution, in execution order.
+    pub layers: Vec<LayerPolicy>,
+}
+
+/// One convolution's setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerPolicy {
+    /// The plan's name for the convolution step (the ONNX node names it fuses).
+    pub name: String,
+    /// `"haste"` or `"dense"`.
+    pub kernel: String,
+    /// L, for a HASTE layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperplanes: Option<usize>,
+    /// Magnitude-bin step (log2 of the channel norm), for a HASTE layer that uses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magnitude_bins: Option<f32>,
+    /// Dense and predicted FLOPs of the layer per image (overhead included), from the
+    /// calibration images.
+    #[serde(default)]
+    pub dense_flops: u64,
+    #[serde(default)]
+    pub flops: u64,
+}
+
+/// What a calibration was asked for, what it used and what it predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationSummary {
+    /// `"max_drop"` or `"flops_reduction"`, and its value (points, percent).
+    pub target: String,
+    pub target_value: f64,
+    /// `"flops"` or `"time"`.
+    pub objective: String,
+    pub images: usize,
+    pub forward_passes: usize,
+    /// Predicted top-1 drop (points) and its standard error over the images.
+    pub predicted_top1_drop: f64,
+    pub predicted_top1_drop_se: f64,
+    /// Share of the images whose top-1 class is the dense network's.
+    pub top1_agreement: f64,
+    /// FLOPs reduction (percent, overhead included) on the calibration images.
+    pub flops_reduction: f64,
+    /// Predicted time over dense of the convolutions (cost model).
+    pub predicted_time_ratio: f64,
+}
+
+impl LayerPolicy {
+    pub fn is_haste(&self) -> bool {
+        self.kernel == "haste"
+    }
+}
+
+impl Policy {
+    /// Reads a policy and checks it is for the model file `model` (by hash) and well formed.
+    pub fn load(path: &Path, model: &Path) -> Result<Policy> {
+        let bytes = read_bounded(path, MAX_POLICY_BYTES)?;
+        let policy: Policy = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::dataset(path, format!("not a haste policy file: {e}")))?;
+        if policy.format != POLICY_FORMAT {
+            return Err(Error::dataset(
+                path,
+                format!(
+                    "policy format `{}`; this haste reads `{POLICY_FORMAT}`",
+                    policy.format
+                ),
+            ));
+        }
+        let hash = file_sha256(model)?;
+        if policy.model_sha256 != hash {
+            return Err(Error::dataset(
+                path,
+                format!(
+                    "this policy is for another model ({}, SHA-256 {}), not {}",
+                    policy.model,
+                    short(&policy.model_sha256),
+                    model.display()
+                ),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Writes the policy as pretty JSON, through a temporary file renamed over `path`, so an
+    /// interrupted write never leaves half a file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Internal(format!("policy to JSON: {e}")))?;
+        text.push('\n');
+        crate::report::write_atomic(path, text.as_bytes())
+    }
+
+    /// Number of layers on HASTE.
+    pub fn haste_layers(&self) -> usize {
+        self.layers.iter().filter(|l| l.is_haste()).count()
+    }
+
+    /// Checks the policy against the plan's convolutions and settings.
+    fn check(&self, plan: &Plan) -> Result<()> {
+        let convs = plan.per_conv_macs();
+        let bad = |m: String| Error::InvalidArgument(format!("policy: {m}"));
+        if convs.len() != self.layers.len() {
+            return Err(bad(format!(
+                "{} layers, the model has {} convolutions",
+                self.layers.len(),
+                convs.len()
+            )));
+        }
+        for (k, (&(step, _), l)) in convs.iter().zip(&self.layers).enumerate() {
+            if l.name != plan.step_name(step) {
+                return Err(bad(format!(
+                    "layer {k} is `{}`, the model's is `{}`",
+                    l.name,
+                    plan.step_name(step)
+                )));
+            }
+            match (l.kernel.as_str(), l.hyperplanes) {
+                ("dense", _) => {}
+                ("haste", Some(_)) => {
+                    let (op, h, w) = plan.conv_at(step).ok_or_else(|| bad("conv step".into()))?;
+                    let p = &op.params;
+                    if k == 0 || p.groups != 1 || p.dilation != (1, 1) || h * w == 1 {
+                        return Err(bad(format!(
+                            "layer {k} (`{}`) cannot run HASTE (the first, a grouped or dilated \
+                             convolution, or one on a single pixel)",
+                            l.name
+                        )));
+                    }
+                }
+                ("haste", None) => {
+                    return Err(bad(format!("layer {k} is HASTE without hyperplanes")))
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "layer {k}: kernel `{other}` (expected `haste` or `dense`)"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The HASTE settings of layer `k` (`None` when it is dense).
+    pub fn layer_config(&self, k: usize) -> Option<HasteConfig> {
+        let l = self.layers.get(k).filter(|l| l.is_haste())?;
+        Some(HasteConfig {
+            hyperplanes: l.hyperplanes?,
+            sparsity: self.sparsity,
+            tile: self.tile,
+            seed: self.seed,
+            magnitude_bins: l.magnitude_bins,
+            ..HasteConfig::default()
+        })
+    }
+}
+
+impl Compression {
+    /// Puts `policy` on the plan: HASTE with each layer's settings where it says so, the
+    /// dense kernel elsewhere. Deterministic; can be called again with another policy.
+    pub fn apply_policy(plan: &mut Plan, policy: &Policy) -> Result<Compression> {
+        policy.check(plan)?;
+        let build = variants::find(variants::DEFAULT)?;
+        plan.reset_conv_kernels();
+        let steps: Vec<usize> = plan.per_conv_macs().iter().map(|&(s, _)| s).collect();
+        let mut config = HasteConfig::default();
+        for (k, &step) in steps.iter().enumerate() {
+            let Some(c) = policy.layer_config(k) else {
+                continue;
+            };
+            c.validate()?;
+            let (op, _, _) = plan
+                .conv_at(step)
+                .ok_or_else(|| Error::Internal("conv step".into()))?;
+            let kernel = build(op, &c, k)?;
+            plan.set_conv_kernel(step, kernel)?;
+            config = c;
+        }
+        let options = CompressOptions {
+            config,
+            start_layer: 1,
+            skip_pointwise: false,
+            cost_aware: false,
+            ..CompressOptions::default()
+        };
+        Ok(Compression::with_policy(plan, options))
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// A regular file's bytes, refused beyond `limit` before anything is read.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::dataset(path, "not a regular file"));
+    }
+    if meta.len() > limit {
+        return Err(Error::dataset(
+            path,
+            format!(
+                "{} bytes, more than the {limit}-byte limit of a policy file",
+                meta.len()
+            ),
+        ));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
