@@ -84,6 +84,11 @@ pub(super) struct Search<'a> {
     /// Magnitude-bin step per conv (haste's rule: where inputs can be negative).
     magnitude: Vec<Option<f32>>,
     dense: Vec<f64>,
+    /// The label belief of the predicted drop: while profiling, the sum of the softmax of
+    /// every run so far (dense included); after, their mean ([`super::score`]).
+    belief: Vec<f64>,
+    runs: usize,
+    belief_ready: bool,
     classes: usize,
     pub passes: usize,
     cache: HashMap<Settings, Outcome>,
@@ -110,8 +115,12 @@ impl<'a> Search<'a> {
             .collect();
         let logits = run_all(plan, images, n)?;
         let classes = logits.len() / n;
+        let dense = softmax_rows(&logits, classes);
         let s = Search {
-            dense: softmax_rows(&logits, classes),
+            belief: dense.clone(),
+            runs: 1,
+            belief_ready: false,
+            dense,
             plan,
             images,
             n,
@@ -129,7 +138,7 @@ impl<'a> Search<'a> {
     /// Each eligible layer alone at each L of the grid: the settings that save something.
     pub fn profile_layers(&mut self, progress: Progress) -> Result<Vec<Vec<LayerOption>>> {
         let grid = self.options.hyperplanes.clone();
-        let total = self.eligible.len() * grid.len() + self.options.steps + 2;
+        let total = self.eligible.len() * grid.len() + self.options.steps + grid.len() + 2;
         let mut profiles = vec![Vec::new(); self.steps.len()];
         for (i, &k) in self.eligible.clone().iter().enumerate() {
             for (j, &l) in grid.iter().enumerate() {
@@ -147,6 +156,11 @@ impl<'a> Search<'a> {
                 progress(1 + i * grid.len() + j + 1, total);
             }
         }
+        let runs = self.runs as f64;
+        self.belief.iter_mut().for_each(|b| *b /= runs);
+        self.belief_ready = true;
+        // The scores so far used the dense belief: score every policy anew from here.
+        self.cache.clear();
         Ok(profiles)
     }
 
@@ -204,6 +218,15 @@ impl<'a> Search<'a> {
             }
             progress(done + step + 1, done + self.options.steps);
         }
+        // The uniform policies too (one L on every layer where it saves): per-layer damages
+        // measured alone do not add up exactly, and where they mislead the bisection, one
+        // global L can be the better policy; the target decides between them all the same.
+        for l in self.options.hyperplanes.clone() {
+            let o = self.evaluate(&uniform(profiles, l))?;
+            if self.feasible(&o) && better(&o, &best, target) {
+                best = Some(o);
+            }
+        }
         Ok(best.unwrap_or(dense))
     }
 
@@ -246,9 +269,16 @@ impl<'a> Search<'a> {
             .iter()
             .map(|r| r.dense_flops as f64 * r.predicted_time_ratio.unwrap_or(1.0))
             .sum();
+        let belief = self.belief_ready.then_some(&self.belief[..]);
+        let score = score(&self.dense, belief, &logits, self.classes);
+        if !self.belief_ready {
+            let p = softmax_rows(&logits, self.classes);
+            self.belief.iter_mut().zip(p).for_each(|(b, p)| *b += p);
+            self.runs += 1;
+        }
         let o = Outcome {
             settings: settings.clone(),
-            score: score(&self.dense, &logits, self.classes),
+            score,
             flops_reduction: flops.reduction(),
             time_ratio: timed / dense.max(1.0),
             reports,
@@ -286,6 +316,14 @@ impl<'a> Search<'a> {
     pub fn magnitude(&self, k: usize) -> Option<f32> {
         self.magnitude[k]
     }
+}
+
+/// L on every layer where it saves something alone.
+fn uniform(profiles: &[Vec<LayerOption>], l: usize) -> Settings {
+    profiles
+        .iter()
+        .map(|options| options.iter().any(|o| o.hyperplanes == l).then_some(l))
+        .collect()
 }
 
 /// Every layer's best setting at damage price `lambda` (dense where none pays).

@@ -167,8 +167,16 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Comma-separated L values, e.g. 8,10,12,14,16,20.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',')]
     pub hyperplanes: Vec<usize>,
+    /// Comma-separated bounds on the predicted top-1 drop, e.g. 0.25,0.5,1,2,4: one
+    /// calibrated policy each (`haste calibrate` on the first --calibration-images images,
+    /// labels unread), scored on the data (add --skip to leave those images out).
+    #[arg(long, value_delimiter = ',')]
+    pub max_drop: Vec<f64>,
+    /// Images the calibrated policies are chosen on (from the start of --data).
+    #[arg(long, default_value_t = 128)]
+    pub calibration_images: usize,
     #[command(flatten)]
     pub knobs: HasteKnobs,
     /// Write the trade-off plot here (.svg or .png).
@@ -280,8 +288,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Also time HASTE with L hyperplanes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub hyperplanes: Option<usize>,
+    /// Also time HASTE with a policy from `haste calibrate`.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: HasteKnobs,
     /// Images per run.

@@ -61,6 +61,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ));
     }
     let compress = a.hyperplanes.map(|l| a.knobs.options(l)).transpose()?;
+    let policy = a
+        .policy
+        .as_deref()
+        .map(|p| crate::compress::Policy::load(p, &a.model.model))
+        .transpose()?;
     let model = Model::load(&a.model.model)?;
     let mut plan = model.plan(PlanOptions {
         threads: a.threads,
@@ -111,11 +116,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     };
     let dense = time_runs(&mut plan, &input, a.batch, a.runs)?;
-    let haste = match &compress {
-        Some(c) => {
+    let compression = match (&compress, &policy) {
+        (Some(c), _) => {
             let mut compression = Compression::apply(&mut plan, c)?;
             // The same first-batch choice as eval.
             compression.choose_layers_on(&mut plan, &input, a.batch)?;
+            Some(compression)
+        }
+        (None, Some(p)) => Some(Compression::apply_policy(&mut plan, p)?),
+        (None, None) => None,
+    };
+    let haste = match compression {
+        None => None,
+        Some(mut compression) => {
             let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
             let mut layers = compression.reports(&plan);
             let flops = flops_summary(&plan, &layers);
@@ -128,7 +141,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             plan.reset_conv_kernels();
             Some((t, flops, layers))
         }
-        None => None,
     };
     let ips = |t: &Timing| a.batch as f64 / t.median;
     let peak = peak_rss_bytes();
@@ -142,6 +154,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         });
         if let (Some((t, f, layers)), Some(o)) = (&haste, j.as_object_mut()) {
             o.insert("hyperplanes".into(), json!(a.hyperplanes));
+            o.insert(
+                "policy".into(),
+                json!(a.policy.as_ref().map(|p| p.display().to_string())),
+            );
             o.insert("haste_seconds_median".into(), json!(t.median));
             o.insert("haste_seconds_min".into(), json!(t.min));
             o.insert("haste_seconds_max".into(), json!(t.max));

@@ -1,10 +1,12 @@
 //! `haste calibrate`: per-layer HASTE settings for a target drop or saving, from unlabelled
 //! images, written as a policy file.
 
-use super::args::CalibrateArgs;
+use super::args::{CalibrateArgs, SweepArgs};
+use super::Session;
 use crate::calibration::{calibrate, CalibrateOptions, Objective, Target};
 use crate::datasets::{load_batch_skipping, open_dataset};
 use crate::error::{Error, Result};
+use crate::eval::HasteReport;
 use crate::report::{flops, progress_bar};
 use crate::{Model, PlanOptions};
 use std::time::Instant;
@@ -134,4 +136,61 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     );
     println!("wrote        {}", a.out.display());
     Ok(())
+}
+
+/// The calibrated points of `sweep --max-drop`: per bound, the policy calibrated on the first
+/// `--calibration-images` images of the data (before any --skip; labels unread) and its
+/// evaluation on the session's images, with the predicted drop.
+pub(crate) fn calibrated_points(
+    a: &SweepArgs,
+    s: &mut Session,
+) -> Result<Vec<(f64, HasteReport, f64)>> {
+    if a.max_drop.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shape = s.plan.image_shape().to_vec();
+    let (pre, _) = a.model.resolve(&shape)?;
+    let data = open_dataset(&a.data.data, &pre, None)?;
+    let n = a.calibration_images.min(data.len());
+    if n == 0 {
+        return Err(Error::InvalidArgument(
+            "--calibration-images must be at least 1".into(),
+        ));
+    }
+    let per_image: usize = shape.iter().product();
+    let mut images = vec![0.0f32; n * per_image];
+    let (loaded, _) = s.plan.thread_pool().install(|| {
+        load_batch_skipping(data.as_ref(), 0, n, per_image, &mut images, a.data.skip_bad)
+    })?;
+    images.truncate(loaded.len() * per_image);
+    let mut points = Vec::new();
+    for &x in &a.max_drop {
+        let options = CalibrateOptions {
+            target: Target::MaxDrop(x),
+            seed: a.knobs.seed,
+            sparsity: a.knobs.sparsity,
+            tile: a.knobs.tile,
+            ..CalibrateOptions::default()
+        };
+        let bar = progress_bar(0, &format!("calib {x}"));
+        let policy = calibrate(
+            &mut s.plan,
+            &a.model.model,
+            &images,
+            loaded.len(),
+            &options,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        );
+        bar.finish_and_clear();
+        let policy = policy?;
+        let predicted = policy
+            .calibration
+            .as_ref()
+            .map_or(0.0, |c| c.predicted_top1_drop);
+        points.push((x, s.policy(&policy)?, predicted));
+    }
+    Ok(points)
 }

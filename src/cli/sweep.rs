@@ -8,9 +8,12 @@ use crate::report::plot::{plot_tradeoff, TradeoffPoint};
 use crate::report::write_atomic;
 use serde_json::json;
 
-/// One row of the sweep.
+/// One row of the sweep: a global L or a calibrated policy.
 struct Row {
-    hyperplanes: usize,
+    hyperplanes: Option<usize>,
+    max_drop: Option<f64>,
+    /// The policy's predicted drop (calibrated rows).
+    predicted_drop: Option<f64>,
     top1: f64,
     top5: f64,
     flops: u64,
@@ -29,6 +32,11 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .iter()
         .map(|&l| a.knobs.options(l))
         .collect::<Result<_>>()?;
+    if options.is_empty() && a.max_drop.is_empty() {
+        return Err(Error::InvalidArgument(
+            "give --hyperplanes L,L,... or --max-drop X,X,... (calibrated policies)".into(),
+        ));
+    }
     for path in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
         check_writable(path)?;
     }
@@ -44,7 +52,26 @@ pub fn run(a: SweepArgs) -> Result<()> {
             layers = super::eval::layer_summary(&h.layers);
         }
         rows.push(Row {
-            hyperplanes: c.config.hyperplanes,
+            hyperplanes: Some(c.config.hyperplanes),
+            max_drop: None,
+            predicted_drop: None,
+            top1: h.eval.top1,
+            top5: h.eval.top5,
+            flops: h.flops.flops,
+            overhead: h.flops.overhead_flops,
+            reduction: h.flops.reduction(),
+            reduction_conv_only: h.flops.reduction_conv_only(),
+            speedup: dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
+            images_per_second: h.eval.compute_images_per_second(),
+            nonfinite_logits: h.eval.nonfinite_logits,
+            nonfinite_inputs: h.nonfinite_inputs(),
+        });
+    }
+    for (x, h, predicted) in super::calibrate::calibrated_points(&a, &mut s)? {
+        rows.push(Row {
+            hyperplanes: None,
+            max_drop: Some(x),
+            predicted_drop: Some(predicted),
             top1: h.eval.top1,
             top5: h.eval.top5,
             flops: h.flops.flops,
@@ -79,7 +106,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
             "images_per_second": dense.compute_images_per_second(),
         },
         "points": rows.iter().map(|r| json!({
-            "hyperplanes": r.hyperplanes, "top1": r.top1, "top5": r.top5,
+            "hyperplanes": r.hyperplanes, "max_drop": r.max_drop,
+            "predicted_top1_drop": r.predicted_drop, "top1": r.top1, "top5": r.top5,
             "top1_drop": dense.top1 - r.top1, "flops": r.flops, "flops_overhead": r.overhead,
             "flops_reduction": r.reduction, "flops_reduction_conv_only": r.reduction_conv_only,
             "speedup": r.speedup, "images_per_second": r.images_per_second,
@@ -87,16 +115,16 @@ pub fn run(a: SweepArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
         "skipped_images": dense.skipped,
         "nonfinite_logits": dense.nonfinite_logits,
-        "best_within_1pt": best.map(|b| json!({"hyperplanes": b.hyperplanes, "flops_reduction": b.reduction, "top1": b.top1})),
+        "best_within_1pt": best.map(|b| json!({"hyperplanes": b.hyperplanes, "max_drop": b.max_drop, "flops_reduction": b.reduction, "top1": b.top1})),
     });
     if let Some(p) = &a.csv {
         let mut csv = String::from(
-            "hyperplanes,top1,top5,top1_dense,top5_dense,flops,dense_flops,flops_overhead,flops_reduction,flops_reduction_conv_only,speedup\n",
+            "hyperplanes,top1,top5,top1_dense,top5_dense,flops,dense_flops,flops_overhead,flops_reduction,flops_reduction_conv_only,speedup,max_drop,predicted_top1_drop\n",
         );
         for r in &rows {
             csv.push_str(&format!(
-                "{},{:.2},{:.2},{:.2},{:.2},{},{},{},{:.3},{:.3},{:.3}\n",
-                r.hyperplanes,
+                "{},{:.2},{:.2},{:.2},{:.2},{},{},{},{:.3},{:.3},{:.3},{},{}\n",
+                r.hyperplanes.map(|l| l.to_string()).unwrap_or_default(),
                 r.top1,
                 r.top5,
                 dense.top1,
@@ -106,7 +134,11 @@ pub fn run(a: SweepArgs) -> Result<()> {
                 r.overhead,
                 r.reduction,
                 r.reduction_conv_only,
-                r.speedup
+                r.speedup,
+                r.max_drop.map(|x| x.to_string()).unwrap_or_default(),
+                r.predicted_drop
+                    .map(|x| format!("{x:.3}"))
+                    .unwrap_or_default(),
             ));
         }
         write_atomic(p, csv.as_bytes())?;
@@ -118,7 +150,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         let points: Vec<TradeoffPoint> = rows
             .iter()
             .map(|r| TradeoffPoint {
-                hyperplanes: r.hyperplanes,
+                label: r.label(),
                 flops_reduction: r.reduction,
                 top1: r.top1,
             })
@@ -157,25 +189,33 @@ pub fn run(a: SweepArgs) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:>6} {:>7.2}% {:>7.2}% {:>+7.2} {:>12} {:>10.1}% {:>10.1}% {:>8.2}x",
-            r.hyperplanes,
+            "{:>6} {:>7.2}% {:>7.2}% {:>+7.2} {:>12} {:>10.1}% {:>10.1}% {:>8.2}x{}",
+            r.short_label(),
             r.top1,
             r.top5,
             r.top1 - dense.top1,
             crate::report::flops(r.flops),
             r.reduction,
             r.reduction_conv_only,
-            r.speedup
+            r.speedup,
+            r.predicted_drop
+                .map(|p| format!(
+                    "  (calibrated for a drop <= {}: predicted {p:.2})",
+                    r.max_drop.unwrap_or(0.0)
+                ))
+                .unwrap_or_default()
         );
     }
     println!("* wall-clock ratio dense/HASTE from this one pass (loading excluded); for a timing,");
     println!("  use `haste bench` (warm-up, several runs, median).");
     match best {
         Some(b) => println!(
-            "largest FLOPs reduction within 1 point of dense: L={} ({:.1} %, top-1 {:.2} %)",
-            b.hyperplanes, b.reduction, b.top1
+            "largest FLOPs reduction within 1 point of dense: {} ({:.1} %, top-1 {:.2} %)",
+            b.label(),
+            b.reduction,
+            b.top1
         ),
-        None => println!("no L stays within 1 point of dense top-1"),
+        None => println!("no setting stays within 1 point of dense top-1"),
     }
     for p in [&a.plot, &a.csv, &a.json_out].into_iter().flatten() {
         println!("wrote {}", p.display());
@@ -188,11 +228,32 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .filter(|r| r.nonfinite_logits + r.nonfinite_inputs > 0)
     {
         println!(
-            "warning: L={}: {} non-finite logit(s), {} non-finite convolution input(s)",
-            r.hyperplanes, r.nonfinite_logits, r.nonfinite_inputs
+            "warning: {}: {} non-finite logit(s), {} non-finite convolution input(s)",
+            r.label(),
+            r.nonfinite_logits,
+            r.nonfinite_inputs
         );
     }
     Ok(())
+}
+
+impl Row {
+    fn label(&self) -> String {
+        match (self.hyperplanes, self.max_drop) {
+            (Some(l), _) => format!("L={l}"),
+            (None, Some(x)) => format!("max drop {x}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// For the table's first column.
+    fn short_label(&self) -> String {
+        match (self.hyperplanes, self.max_drop) {
+            (Some(l), _) => l.to_string(),
+            (None, Some(x)) => format!("<={x}"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// Fails early (before a long sweep) if an output file's folder does not exist.

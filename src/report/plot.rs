@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// One operating point of a sweep.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TradeoffPoint {
-    /// Number of hyperplanes L.
-    pub hyperplanes: usize,
+    /// The point's name on the plot, e.g. `L=14` or `max drop 1`.
+    pub label: String,
     /// FLOPs reduction in percent (overhead included).
     pub flops_reduction: f64,
     /// Top-1 accuracy in percent.
@@ -150,7 +150,7 @@ fn draw<DB: DrawingBackend>(
     chart
         .draw_series(sorted.iter().map(|p| {
             Text::new(
-                format!("L={}", p.hyperplanes),
+                p.label.clone(),
                 (p.flops_reduction, p.top1 + pad * 0.25),
                 ("sans-serif", 14),
             )

@@ -1,0 +1,221 @@
+//! Label-free calibration on the real shared models: the policy meets its target on images
+//! it did not see, is deterministic, is refused for another model, and switches a loaded plan
+//! between operating points.
+
+mod common;
+
+use common::*;
+use haste::datasets::{load_batch, open_dataset, ModelCard};
+use haste::{calibrate, CalibrateOptions, Compression, Model, Plan, PlanOptions, Policy, Target};
+use std::path::{Path, PathBuf};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("haste-calib-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The first `n` CIFAR test images of ResNet-20's preprocessing, and its plan.
+fn resnet20(n: usize) -> (PathBuf, Plan, Vec<f32>) {
+    let path = model("resnet20-cifar10");
+    let m = Model::load(&path).expect("model");
+    let card = ModelCard::beside_model(&path).expect("card").expect("card");
+    let data = open_dataset(&cifar_test(), &card.preprocess, None).expect("data");
+    let per: usize = m.image_shape.iter().product();
+    let mut x = vec![0.0; n * per];
+    load_batch(data.as_ref(), 0, n, per, &mut x).expect("images");
+    let plan = m
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 32,
+        })
+        .expect("plan");
+    (path, plan, x)
+}
+
+fn options(target: Target) -> CalibrateOptions {
+    CalibrateOptions {
+        target,
+        hyperplanes: vec![8, 12, 16, 24],
+        steps: 8,
+        ..CalibrateOptions::default()
+    }
+}
+
+fn logits(plan: &mut Plan, x: &[f32], n: usize) -> Vec<f32> {
+    plan.run(x, n).expect("run").1.to_vec()
+}
+
+#[test]
+fn a_flops_target_is_met_on_the_calibration_images_and_an_unreachable_one_is_refused() {
+    let (path, mut plan, x) = resnet20(64);
+    let p = calibrate(
+        &mut plan,
+        &path,
+        &x,
+        64,
+        &options(Target::FlopsReduction(5.0)),
+        &mut |_, _| {},
+    )
+    .expect("calibrate");
+    let c = p.calibration.as_ref().expect("summary");
+    assert!(c.flops_reduction >= 5.0, "{c:?}");
+    assert!(p.haste_layers() > 0 && p.layers.len() == plan.num_convs());
+    // The first convolution and the dense layers carry no setting.
+    assert!(!p.layers[0].is_haste());
+    assert!(p
+        .layers
+        .iter()
+        .all(|l| l.is_haste() == l.hyperplanes.is_some()));
+    // The plan is left dense.
+    assert!((0..plan.num_steps()).all(|s| plan.conv_kernel(s).is_none() || plan.runs_dense(s)));
+    let err = calibrate(
+        &mut plan,
+        &path,
+        &x,
+        64,
+        &options(Target::FlopsReduction(95.0)),
+        &mut |_, _| {},
+    )
+    .expect_err("95 % is out of reach");
+    assert!(err.to_string().contains("no policy reaches 95"), "{err}");
+}
+
+#[test]
+fn calibration_is_deterministic_and_a_policy_switches_a_loaded_plan() {
+    let (path, mut plan, x) = resnet20(48);
+    let o = options(Target::MaxDrop(1.0));
+    let a = calibrate(&mut plan, &path, &x, 48, &o, &mut |_, _| {}).expect("calibrate");
+    let b = calibrate(&mut plan, &path, &x, 48, &o, &mut |_, _| {}).expect("again");
+    let dir = temp_dir("determinism");
+    let (pa, pb) = (dir.join("a.json"), dir.join("b.json"));
+    a.save(&pa).expect("save");
+    b.save(&pb).expect("save");
+    assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+    assert_eq!(Policy::load(&pa, &path).expect("load"), a);
+
+    // One loaded plan, several operating points: dense, the policy, a global L, the policy
+    // again, dense again; each gives the logits it gives alone.
+    let dense = logits(&mut plan, &x[..x.len() / 48 * 8], 8);
+    let small = &x[..x.len() / 48 * 8];
+    Compression::apply_policy(&mut plan, &a).expect("apply");
+    let with_policy = logits(&mut plan, small, 8);
+    let global = haste::CompressOptions::paper(haste::HasteConfig {
+        hyperplanes: 8,
+        ..Default::default()
+    });
+    Compression::apply(&mut plan, &global).expect("global");
+    let with_global = logits(&mut plan, small, 8);
+    Compression::apply_policy(&mut plan, &a).expect("apply again");
+    assert_eq!(logits(&mut plan, small, 8), with_policy);
+    plan.reset_conv_kernels();
+    assert_eq!(logits(&mut plan, small, 8), dense);
+    if a.haste_layers() > 0 {
+        assert_ne!(with_policy, dense);
+    }
+    assert_ne!(with_global, with_policy);
+}
+
+#[test]
+fn a_policy_is_refused_for_another_model_and_when_it_does_not_fit() {
+    let (path, mut plan, x) = resnet20(32);
+    let p = calibrate(
+        &mut plan,
+        &path,
+        &x,
+        32,
+        &options(Target::MaxDrop(2.0)),
+        &mut |_, _| {},
+    )
+    .expect("calibrate");
+    let dir = temp_dir("refused");
+    let file = dir.join("policy.json");
+    p.save(&file).expect("save");
+    let other = model("resnet32-cifar10");
+    let err = Policy::load(&file, &other).expect_err("another model");
+    assert!(err.to_string().contains("another model"), "{err}");
+    // Edited by hand: HASTE on the first convolution is not possible.
+    let mut edited = p.clone();
+    edited.layers[0].kernel = "haste".into();
+    edited.layers[0].hyperplanes = Some(8);
+    let err = Compression::apply_policy(&mut plan, &edited).expect_err("first conv");
+    assert!(err.to_string().contains("cannot run HASTE"), "{err}");
+    let mut edited = p;
+    edited.layers.pop();
+    assert!(Compression::apply_policy(&mut plan, &edited).is_err());
+}
+
+/// The command line end to end: calibrate on a flat folder of unlabelled images (copies of
+/// ImageNet validation images, no class folders), then score the policy with --skip on the
+/// labelled tree; the predicted drop is printed beside the measured one, and the measured
+/// drop stays within the bound.
+#[test]
+fn calibrate_on_unlabelled_images_then_eval_the_policy_on_the_rest() {
+    let m = model("tiny-darknet-imagenet");
+    let val = imagenet_val();
+    let flat = temp_dir("flat");
+    let mut images: Vec<PathBuf> = walk(&val);
+    images.sort();
+    for (i, f) in images.iter().take(24).enumerate() {
+        std::fs::copy(f, flat.join(format!("{i:03}.jpg"))).expect("copy");
+    }
+    let out = flat.join("policy.json");
+    let j = haste_json(
+        "calibrate",
+        &m,
+        &flat,
+        &[
+            "--images",
+            "24",
+            "--max-drop",
+            "2",
+            "--hyperplanes",
+            "12,24",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(j["images"], 24);
+    assert!(j["forward_passes"].as_u64().unwrap() > 2);
+    assert!(j["predicted_top1_drop"].as_f64().unwrap() <= 2.0);
+    let e = haste_json(
+        "eval",
+        &m,
+        &val,
+        &[
+            "--policy",
+            out.to_str().unwrap(),
+            "--skip",
+            "24",
+            "--limit",
+            "64",
+        ],
+    );
+    assert_eq!(e["images"], 64);
+    assert!(e["predicted_top1_drop"].is_number(), "{e}");
+    assert_eq!(e["policy_haste_layers"], j["haste_layers"]);
+    // A flat folder has no labels to score with.
+    let (code, _, err) = run_haste(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        flat.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no labels"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
