@@ -264,6 +264,17 @@ pub fn evaluate_haste(
 ) -> Result<HasteReport> {
     let first_batch = (options.batch, options.limit, options.skip_bad);
     let compression = crate::compress::compress_on(plan, compress, data, first_batch)?;
+    evaluate_compressed(plan, data, options, &compression, progress)
+}
+
+/// Evaluates the compression on `plan`, reports it, and puts the dense kernels back.
+fn evaluate_compressed(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    compression: &crate::compress::Compression,
+    progress: &mut dyn FnMut(usize),
+) -> Result<HasteReport> {
     let result = evaluate(plan, data, options, progress);
     let layers = compression.reports(plan);
     plan.reset_conv_kernels();
@@ -285,14 +296,5 @@ pub fn evaluate_policy(
     progress: &mut dyn FnMut(usize),
 ) -> Result<HasteReport> {
     let compression = crate::compress::Compression::apply_policy(plan, policy)?;
-    let result = evaluate(plan, data, options, progress);
-    let layers = compression.reports(plan);
-    plan.reset_conv_kernels();
-    let eval = result?;
-    let flops = crate::compress::flops_summary(plan, &layers);
-    Ok(HasteReport {
-        eval,
-        layers,
-        flops,
-    })
+    evaluate_compressed(plan, data, options, &compression, progress)
 }
