@@ -8,6 +8,8 @@ use std::time::Instant;
 fn main() {
     for (c, k, s, side) in [
         (32, 3, 1, 112),
+        (32, 3, 1, 24),
+        (96, 3, 2, 24),
         (96, 3, 2, 112),
         (144, 3, 1, 56),
         (144, 5, 2, 56),
@@ -15,7 +17,17 @@ fn main() {
         (672, 5, 1, 14),
         (1152, 3, 1, 7),
     ] {
-        for activation in [Activation::None, Activation::Silu] {
+        // `DEPTHWISE_ONLY=96,3,2,112` times one shape (for a profiler).
+        if let Ok(only) = std::env::var("DEPTHWISE_ONLY") {
+            if only != format!("{c},{k},{s},{side}") {
+                continue;
+            }
+        }
+        for activation in [
+            Activation::None,
+            Activation::Silu,
+            Activation::Clip(0.0, 6.0),
+        ] {
             let pad = k / 2;
             let params = Conv2dParams::new(c, c, k, k)
                 .with_stride(s, s)
@@ -38,7 +50,12 @@ fn main() {
             let mut out = vec![0.0; c * oh * ow];
             let mut best = f64::MAX;
             let start = Instant::now();
-            while start.elapsed().as_secs_f64() < 0.3 {
+            let seconds = if std::env::var("DEPTHWISE_ONLY").is_ok() {
+                3.0
+            } else {
+                0.3
+            };
+            while start.elapsed().as_secs_f64() < seconds {
                 let t = Instant::now();
                 dw.rows(Isa::current(), &x, (side, side), 0..oh, &mut out, None);
                 best = best.min(t.elapsed().as_secs_f64());

@@ -1,0 +1,404 @@
+//! One block of depthwise sums in registers: a vector of channels of `P` neighbouring output
+//! pixels, for a kernel `KW` wide with stride `S` across (both constants, so the loops below
+//! unroll and every sum stays in its register).
+//!
+//! Per kernel row the block loads that row's `KW` weight vectors once, then walks the input
+//! columns under the block, each loaded once and multiplied into every pixel whose window
+//! covers it: `(P - 1) * S + KW` loads for `P * KW` multiply-adds, where a pixel at a time
+//! loads every tap's input again. Columns outside the image read as zeros (the padding), so
+//! the pixels at the left and right edges take the same path as the others, and each pixel's
+//! sum is over its kernel rows inside the image and all its columns, in row-major order: the
+//! bits depend neither on the tier nor on `P`.
+//!
+//! The body is written once (`tier!`) over a handful of vector operations each tier defines:
+//! AVX-512 (16 lanes, masked loads for the last channels), AVX2 (8 lanes, `vmaskmov`), and
+//! plain arrays of 8 for every other CPU.
+
+use super::{BlockAt, DepthwiseConv};
+use crate::ops::Activation;
+
+/// `$body` for `$q` = 0, 1, ... up to `$n` - 1 (at most 24), written out: LLVM leaves a loop
+/// of 17 or more columns rolled, and then the sums go through memory and every pixel's
+/// tap is a branch.
+macro_rules! unroll {
+    ($n:expr, $q:ident => $body:block) => {
+        unroll!(@ $n, $q, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23)
+    };
+    (@ $n:expr, $q:ident, $body:block, $($i:literal)*) => {
+        const { assert!($n <= 24, "unroll! covers 24 columns") };
+        $(
+            if $i < $n {
+                let $q: usize = $i;
+                $body
+            }
+        )*
+    };
+}
+
+macro_rules! tier {
+    ($(#[$feat:meta])*) => {
+        /// Sums of the block at `at` into `out` (from the first pixel's channel 0); returns
+        /// the pixels done, `P` or the row's last few.
+        ///
+        /// # Safety
+        /// The CPU runs this tier's instructions. The shape is `KW` wide with stride `S`
+        /// across (asserted), and `at` lies inside the image `hwc` and `out` (asserted).
+        $(#[$feat])*
+        pub(crate) unsafe fn block<const KW: usize, const S: usize, const P: usize>(
+            dw: &DepthwiseConv,
+            hwc: &[f32],
+            at: BlockAt<'_>,
+            out: &mut [f32],
+        ) -> usize {
+            let lanes = (dw.params.c_in - at.c0).min(LANES);
+            // Whether every column under the block lies inside the image: then no column
+            // needs its mask.
+            let first = (at.pixel.1 * S) as isize - dw.params.pads[1] as isize;
+            let inside = first >= 0 && first as usize + (P - 1) * S + KW <= at.w;
+            let m = mask(lanes);
+            // SAFETY: as this function's.
+            unsafe {
+                match (lanes == LANES, inside) {
+                    (true, true) => sums::<KW, S, P, true, true>(dw, hwc, at, out, m),
+                    (true, false) => sums::<KW, S, P, true, false>(dw, hwc, at, out, m),
+                    (false, true) => sums::<KW, S, P, false, true>(dw, hwc, at, out, m),
+                    (false, false) => sums::<KW, S, P, false, false>(dw, hwc, at, out, m),
+                }
+            }
+        }
+
+        /// [`block`] for `FULL` vectors or the last channels under mask `m`, with every column
+        /// `INSIDE` the image or some outside.
+        $(#[$feat])*
+        #[inline]
+        unsafe fn sums<
+            const KW: usize,
+            const S: usize,
+            const P: usize,
+            const FULL: bool,
+            const INSIDE: bool,
+        >(
+            dw: &DepthwiseConv,
+            hwc: &[f32],
+            at: BlockAt<'_>,
+            out: &mut [f32],
+            m: Mask,
+        ) -> usize {
+            let p = &dw.params;
+            let c = p.c_in;
+            let BlockAt { w, pixel: (oy, ox), ref kys, c0, pixels, .. } = at;
+            let kys = kys.clone();
+            let lanes = (c - c0).min(LANES);
+            let n = pixels.min(P);
+            // Every access below stays inside these bounds (checked once, here): rows from
+            // `kys` and columns inside `0..w`.
+            assert!(p.kw == KW && p.stride.1 == S && n > 0 && kys.end <= p.kh);
+            assert!((n - 1) * c + c0 + lanes <= out.len(), "depthwise block writes past its row");
+            if let Some(last) = kys.clone().last() {
+                assert!(oy * p.stride.0 + kys.start >= p.pads[0]);
+                let iy = oy * p.stride.0 + last - p.pads[0];
+                assert!((iy * w + w - 1) * c + c0 + lanes <= hwc.len(), "depthwise block reads past the image");
+            }
+            debug_assert_eq!(dw.weights.len(), p.kh * KW * c);
+            let (x, wt) = (hwc.as_ptr(), dw.weights.as_ptr());
+            // SAFETY: inside the bounds asserted above.
+            let get = |at: usize, base: *const f32| unsafe {
+                if FULL { load(base.add(at)) } else { load_n(base.add(at), m) }
+            };
+            let mut acc = [zero(); P];
+            // The input column under the block's first tap (negative left of the image).
+            // Columns outside the image read as zeros, the padding's value: a column inside
+            // stands in for each, its value then cleared.
+            let first = (ox * S) as isize - p.pads[1] as isize;
+            let column = |q: usize| {
+                if INSIDE {
+                    (first + q as isize) as usize
+                } else {
+                    (first + q as isize).clamp(0, w as isize - 1) as usize
+                }
+            };
+            let within = |q: usize| (0..w as isize).contains(&(first + q as isize));
+            for ky in kys {
+                let iy = oy * p.stride.0 + ky - p.pads[0];
+                let wv: [V; KW] = std::array::from_fn(|kx| get((ky * KW + kx) * c + c0, wt));
+                unroll!((P - 1) * S + KW, q => {
+                    let mut xv = get((iy * w + column(q)) * c + c0, x);
+                    if !INSIDE {
+                        xv = keep(xv, within(q));
+                    }
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        // Pixel `j` reads column `q` under its tap `q - j * S`.
+                        if q >= j * S && q - j * S < KW {
+                            *a = fma(xv, wv[q - j * S], *a);
+                        }
+                    }
+                });
+            }
+            // The bias, the residual and the activation, as `PixelFinish` does them.
+            let bias = dw.finish.bias.as_deref().map(|b| get(c0, b.as_ptr()));
+            let residual = at.residual.filter(|_| dw.finish.residual.is_some());
+            let activation = match (residual, dw.finish.residual) {
+                (Some(_), Some(after)) => after,
+                _ => dw.finish.activation,
+            };
+            if let Some(r) = residual {
+                assert!((n - 1) * c + c0 + lanes <= r.len(), "depthwise block's residual");
+            }
+            for (j, a) in acc.iter().enumerate().take(n) {
+                let mut v = *a;
+                if let Some(b) = bias {
+                    v = add(v, b);
+                }
+                if let Some(r) = residual {
+                    v = add(v, get(j * c + c0, r.as_ptr()));
+                }
+                v = activate(activation, v);
+                let o = out.as_mut_ptr();
+                // SAFETY: inside the bounds asserted above.
+                unsafe {
+                    if FULL {
+                        store(o.add(j * c + c0), v)
+                    } else {
+                        store_n(o.add(j * c + c0), m, v)
+                    }
+                }
+            }
+            n
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    type V = __m512;
+    type Mask = __mmask16;
+    const LANES: usize = 16;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn mask(lanes: usize) -> Mask {
+        ((1u32 << lanes) - 1) as Mask
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn zero() -> V {
+        _mm512_setzero_ps()
+    }
+    /// `x`, or zeros unless `yes`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn keep(x: V, yes: bool) -> V {
+        _mm512_maskz_mov_ps(if yes { !0 } else { 0 }, x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load(p: *const f32) -> V {
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_n(p: *const f32, m: Mask) -> V {
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fma(a: V, b: V, c: V) -> V {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(p: *mut f32, v: V) {
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_n(p: *mut f32, m: Mask, v: V) {
+        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn add(a: V, b: V) -> V {
+        _mm512_add_ps(a, b)
+    }
+    /// `a` on lanes with the scalar code's bits (NaN and -0.0 included).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn activate(a: Activation, x: V) -> V {
+        let zero = _mm512_setzero_ps();
+        match a {
+            Activation::None => x,
+            // `max` returns its second operand when either is NaN or both are zeros.
+            Activation::Relu => _mm512_max_ps(zero, x),
+            Activation::LeakyRelu(k) => {
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero);
+                _mm512_mask_mul_ps(x, neg, x, _mm512_set1_ps(k))
+            }
+            Activation::Clip(lo, hi) => {
+                let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+                let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi);
+                let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo);
+                _mm512_mask_mov_ps(_mm512_mask_mov_ps(x, above, hi), below, lo)
+            }
+            smooth => {
+                // SAFETY: this tier's instructions are enabled here.
+                unsafe { crate::kernels::activation::x86::avx512::activate(smooth, x) }
+            }
+        }
+    }
+
+    tier!(#[target_feature(enable = "avx512f,fma")]);
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    type V = __m256;
+    type Mask = __m256i;
+    const LANES: usize = 8;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mask(lanes: usize) -> Mask {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(lanes as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn zero() -> V {
+        _mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn keep(x: V, yes: bool) -> V {
+        _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(-(yes as i32))))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(p: *const f32) -> V {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_n(p: *const f32, m: Mask) -> V {
+        unsafe { _mm256_maskload_ps(p, m) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fma(a: V, b: V, c: V) -> V {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(p: *mut f32, v: V) {
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_n(p: *mut f32, m: Mask, v: V) {
+        unsafe { _mm256_maskstore_ps(p, m, v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn add(a: V, b: V) -> V {
+        _mm256_add_ps(a, b)
+    }
+    /// `a` on lanes with the scalar code's bits (NaN and -0.0 included).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn activate(a: Activation, x: V) -> V {
+        let zero = _mm256_setzero_ps();
+        match a {
+            Activation::None => x,
+            // `max` returns its second operand when either is NaN or both are zeros.
+            Activation::Relu => _mm256_max_ps(zero, x),
+            Activation::LeakyRelu(k) => {
+                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero);
+                _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(k)), neg)
+            }
+            Activation::Clip(lo, hi) => {
+                let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+                let above = _mm256_blendv_ps(x, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi));
+                _mm256_blendv_ps(above, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo))
+            }
+            smooth => {
+                // SAFETY: this tier's instructions are enabled here.
+                unsafe { crate::kernels::activation::x86::avx2::activate(smooth, x) }
+            }
+        }
+    }
+
+    tier!(#[target_feature(enable = "avx2,fma")]);
+}
+
+/// Plain arrays the compiler may vectorize for whatever CPU it builds for.
+pub(crate) mod portable {
+    use super::*;
+
+    type V = [f32; LANES];
+    type Mask = usize;
+    pub(crate) const LANES: usize = 8;
+
+    #[inline(always)]
+    fn mask(lanes: usize) -> Mask {
+        lanes
+    }
+    #[inline(always)]
+    fn zero() -> V {
+        [0.0; LANES]
+    }
+    #[inline(always)]
+    fn keep(x: V, yes: bool) -> V {
+        if yes {
+            x
+        } else {
+            zero()
+        }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> V {
+        // SAFETY: the caller's: `LANES` values from `p`.
+        unsafe { std::ptr::read_unaligned(p as *const V) }
+    }
+    #[inline(always)]
+    unsafe fn load_n(p: *const f32, n: Mask) -> V {
+        // SAFETY: the caller's: `n` values from `p`.
+        std::array::from_fn(|i| if i < n { unsafe { *p.add(i) } } else { 0.0 })
+    }
+    #[inline(always)]
+    fn fma(a: V, b: V, c: V) -> V {
+        std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: V) {
+        // SAFETY: the caller's.
+        unsafe { std::ptr::write_unaligned(p as *mut V, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, n: Mask, v: V) {
+        for (i, v) in v.iter().enumerate().take(n) {
+            // SAFETY: the caller's: `n` values from `p`.
+            unsafe { *p.add(i) = *v }
+        }
+    }
+
+    #[inline(always)]
+    fn add(a: V, b: V) -> V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    fn activate(a: Activation, mut x: V) -> V {
+        a.apply(&mut x);
+        x
+    }
+
+    tier!();
+}

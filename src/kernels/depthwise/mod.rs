@@ -1,0 +1,369 @@
+//! Depthwise convolution (one filter per channel, `groups = c_in = c_out`) on pixel-major
+//! images, the spatial layer of MobileNet- and EfficientNet-style networks.
+//!
+//! Each output pixel is the sum over the kernel taps of the input pixel under the tap times
+//! that tap's weights, channel by channel: with the image pixel-major (`[h][w][c]`) and the
+//! weights tap-major (`[kh][kw][c]`), every tap is one contiguous multiply-add over the
+//! channels, so the loop vectorizes over channels whatever the kernel size, stride or
+//! padding. Channels go 32 at a time (four AVX2 or two AVX-512 registers of sums that stay
+//! in registers over every tap); the bias, a fused residual and the activation follow while
+//! the pixel is in L1. Every tier runs the same code compiled for its instructions, with the
+//! same fused multiply-adds in the same order (taps in row-major order), so the tiers give
+//! identical bits.
+
+mod block;
+
+/// `$go!(KW, S)` for the kernel widths and strides across that have a block, else `$other`.
+macro_rules! by_shape {
+    ($p:expr, $go:ident, $other:expr) => {
+        match ($p.kw, $p.stride.1) {
+            (3, 1) => $go!(3, 1),
+            (3, 2) => $go!(3, 2),
+            (5, 1) => $go!(5, 1),
+            (5, 2) => $go!(5, 2),
+            (7, 1) => $go!(7, 1),
+            (7, 2) => $go!(7, 2),
+            _ => $other,
+        }
+    };
+}
+
+use super::grow;
+use super::isa::Isa;
+use super::layout::{nchw_to_nhwc, nhwc_to_nchw, IoLayout};
+use super::PixelFinish;
+use crate::ops::{Conv2dParams, ConvOp};
+use std::ops::Range;
+
+/// A depthwise convolution with its weights laid out tap-major.
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv {
+    params: Conv2dParams,
+    /// `[kh][kw][c]`.
+    weights: Vec<f32>,
+    finish: PixelFinish,
+}
+
+/// Per-thread buffers of [`DepthwiseConv`]: the pixel-major input or output of an image
+/// given or wanted in NCHW.
+#[derive(Clone, Debug, Default)]
+pub struct DepthwiseScratch {
+    input: Vec<f32>,
+    output: Vec<f32>,
+    residual: Vec<f32>,
+}
+
+impl DepthwiseConv {
+    /// Whether `p` is a depthwise convolution this kernel runs: one group per channel, one
+    /// output per channel, no dilation.
+    pub fn suits(p: &Conv2dParams) -> bool {
+        p.groups > 1 && p.groups == p.c_in && p.c_out == p.c_in && p.dilation == (1, 1)
+    }
+
+    /// `None` unless [`Self::suits`] the op.
+    pub fn new(op: &ConvOp) -> Option<DepthwiseConv> {
+        let p = op.params;
+        if !Self::suits(&p) || op.weights.len() != p.c_in * p.kh * p.kw {
+            return None;
+        }
+        let taps = p.kh * p.kw;
+        // OIHW with one input channel per group: `[c][kh][kw]` -> `[kh][kw][c]`.
+        let mut weights = vec![0.0; op.weights.len()];
+        for c in 0..p.c_in {
+            for t in 0..taps {
+                weights[t * p.c_in + c] = op.weights[c * taps + t];
+            }
+        }
+        Some(DepthwiseConv {
+            params: p,
+            weights,
+            finish: PixelFinish::of(op),
+        })
+    }
+
+    pub fn params(&self) -> &Conv2dParams {
+        &self.params
+    }
+
+    /// One image `x = [c, h, w]` -> `out = [c, oh, ow]`, each in the memory order `io`
+    /// gives; `residual` is this image's fused residual input (in the output's order), if
+    /// the op has one.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        out: &mut [f32],
+        s: &mut DepthwiseScratch,
+        io: IoLayout,
+        residual: Option<&[f32]>,
+    ) {
+        let c = self.params.c_in;
+        let (oh, ow) = self.params.out_hw(h, w);
+        let hwc = self.pixel_major_input(x, (h, w), io, &mut s.input);
+        if io.output_nhwc {
+            self.rows(
+                Isa::current(),
+                hwc,
+                (h, w),
+                0..oh,
+                &mut out[..oh * ow * c],
+                residual,
+            );
+            return;
+        }
+        // The NCHW residual, pixel-major like the rows the kernel writes.
+        let n = oh * ow * c;
+        let residual = residual.map(|r| {
+            grow(&mut s.residual, n);
+            nchw_to_nhwc(r, c, oh * ow, &mut s.residual[..n]);
+            &s.residual[..n]
+        });
+        grow(&mut s.output, oh * ow * c);
+        let o = &mut s.output[..oh * ow * c];
+        self.rows(Isa::current(), hwc, (h, w), 0..oh, o, residual);
+        nhwc_to_nchw(o, c, oh * ow, out);
+    }
+
+    /// The image pixel-major: `x` itself, or its transpose in `buf`.
+    fn pixel_major_input<'a>(
+        &self,
+        x: &'a [f32],
+        (h, w): (usize, usize),
+        io: IoLayout,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let n = self.params.c_in * h * w;
+        if io.input_nhwc {
+            return &x[..n];
+        }
+        grow(buf, n);
+        nchw_to_nhwc(x, self.params.c_in, h * w, &mut buf[..n]);
+        &buf[..n]
+    }
+
+    /// Output rows `rows` of a pixel-major image into `out` (`rows.len() * ow * c` values,
+    /// pixel-major), bias, residual (the rows' part of a pixel-major residual) and
+    /// activation included, on tier `isa`. Parts of one image can run on different threads.
+    pub fn rows(
+        &self,
+        isa: Isa,
+        hwc: &[f32],
+        hw: (usize, usize),
+        rows: Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        assert!(isa.supported(), "tier {isa} on a CPU without it");
+        let (oh, ow) = self.params.out_hw(hw.0, hw.1);
+        let c = self.params.c_in;
+        assert!(rows.end <= oh && out.len() >= rows.len() * ow * c);
+        assert_eq!(hwc.len(), hw.0 * hw.1 * c, "depthwise input length");
+        let r = residual.map(|r| &r[..rows.len() * ow * c]);
+        let image = Image { hwc, hw };
+        // SAFETY (both): the CPU supports the tier (asserted).
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.rows_avx512(image, rows, out, r) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.rows_avx2(image, rows, out, r) },
+            _ => {
+                macro_rules! go {
+                    ($kw:literal, $s:literal) => {
+                        self.rows_impl::<{ block::portable::LANES }>(
+                            image,
+                            rows,
+                            out,
+                            r,
+                            |at, o| {
+                                // SAFETY: no instructions beyond the baseline.
+                                unsafe { block::portable::block::<$kw, $s, 4>(self, hwc, at, o) }
+                            },
+                        )
+                    };
+                }
+                by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn rows_avx512(
+        &self,
+        image: Image,
+        rows: Range<usize>,
+        out: &mut [f32],
+        r: Option<&[f32]>,
+    ) {
+        // One register of channels x 8 pixels (4 at a row's end): 8 chains of sums, the
+        // weights of a kernel row and the input column in 32 registers.
+        macro_rules! go {
+            ($kw:literal, $s:literal) => {
+                self.rows_impl::<16>(image, rows, out, r, |at, o| {
+                    // SAFETY: this function runs only where AVX-512 does.
+                    unsafe {
+                        match at.pixels {
+                            ..=4 => block::avx512::block::<$kw, $s, 4>(self, image.hwc, at, o),
+                            _ => block::avx512::block::<$kw, $s, 8>(self, image.hwc, at, o),
+                        }
+                    }
+                })
+            };
+        }
+        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(
+        &self,
+        image: Image,
+        rows: Range<usize>,
+        out: &mut [f32],
+        r: Option<&[f32]>,
+    ) {
+        // One register x 8 pixels: with a kernel row of weights, 12 to 16 of the 16 registers.
+        macro_rules! go {
+            ($kw:literal, $s:literal) => {
+                self.rows_impl::<8>(image, rows, out, r, |at, o| {
+                    // SAFETY: this function runs only where AVX2 and FMA do.
+                    unsafe {
+                        match at.pixels {
+                            ..=4 => block::avx2::block::<$kw, $s, 4>(self, image.hwc, at, o),
+                            _ => block::avx2::block::<$kw, $s, 8>(self, image.hwc, at, o),
+                        }
+                    }
+                })
+            };
+        }
+        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+    }
+
+    /// The loops, inlined into each tier's copy above: every output row in blocks of
+    /// neighbouring pixels (`block` decides how many, up to the row's end) and of `LANES`
+    /// channels (fewer for the last), each finished (bias, residual, activation) in its
+    /// registers.
+    #[inline(always)]
+    fn rows_impl<const LANES: usize>(
+        &self,
+        Image { hw: (h, w), .. }: Image,
+        rows: Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        block: impl Fn(BlockAt<'_>, &mut [f32]) -> usize,
+    ) {
+        let p = &self.params;
+        let c = p.c_in;
+        let (_, ow) = p.out_hw(h, w);
+        for (k, oy) in rows.enumerate() {
+            let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
+            let row = &mut out[k * ow * c..][..ow * c];
+            let mut ox = 0;
+            while ox < ow {
+                let mut done = 0;
+                for c0 in (0..c).step_by(LANES) {
+                    let at = BlockAt {
+                        w,
+                        pixel: (oy, ox),
+                        kys: kys.clone(),
+                        c0,
+                        pixels: ow - ox,
+                        residual: residual.map(|r| &r[(k * ow + ox) * c..][..(ow - ox) * c]),
+                    };
+                    done = block(at, &mut row[ox * c..]);
+                }
+                ox += done;
+            }
+        }
+    }
+
+    /// The kernel shapes without a block (widths other than 3, 5 and 7, strides other than 1
+    /// and 2 across): one pixel at a time over the taps inside the image.
+    fn rows_by_pixel(
+        &self,
+        Image { hwc, hw }: Image,
+        rows: Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        let c = self.params.c_in;
+        let (_, ow) = self.params.out_hw(hw.0, hw.1);
+        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(self.params.kh * self.params.kw);
+        for (k, oy) in rows.enumerate() {
+            let row = &mut out[k * ow * c..][..ow * c];
+            for (ox, o) in row.chunks_exact_mut(c).enumerate() {
+                self.pixel_taps(hw, (oy, ox), &mut taps);
+                self.pixel(hwc, &taps, o);
+            }
+            let at = k * ow * c;
+            self.finish
+                .apply_pixels(c, row, residual.map(|r| &r[at..][..ow * c]));
+        }
+    }
+
+    /// The taps of output pixel `(oy, ox)` that lie inside the image, in row-major order.
+    fn pixel_taps(
+        &self,
+        (h, w): (usize, usize),
+        (oy, ox): (usize, usize),
+        taps: &mut Vec<(usize, usize)>,
+    ) {
+        let p = &self.params;
+        taps.clear();
+        for ky in kernel_span(oy, p.stride.0, p.pads[0], p.kh, h) {
+            let iy = oy * p.stride.0 + ky - p.pads[0];
+            for kx in kernel_span(ox, p.stride.1, p.pads[1], p.kw, w) {
+                let ix = ox * p.stride.1 + kx - p.pads[1];
+                taps.push((iy * w + ix, ky * p.kw + kx));
+            }
+        }
+    }
+
+    /// One output pixel's sums over `taps`, channel by channel.
+    fn pixel(&self, hwc: &[f32], taps: &[(usize, usize)], out: &mut [f32]) {
+        let c = self.params.c_in;
+        out.fill(0.0);
+        for &(px, t) in taps {
+            let x = &hwc[px * c..][..c];
+            let wt = &self.weights[t * c..][..c];
+            for ((a, &x), &wv) in out.iter_mut().zip(x).zip(wt) {
+                *a = x.mul_add(wv, *a);
+            }
+        }
+    }
+}
+
+/// A pixel-major image and its height and width.
+#[derive(Clone, Copy)]
+struct Image<'a> {
+    hwc: &'a [f32],
+    hw: (usize, usize),
+}
+
+/// Where one block of sums goes: channels `c0..` (a vector's worth, or what is left) of up
+/// to `pixels` output pixels from `pixel` (row, column) on, over the kernel rows `kys`
+/// (those inside the image's height), in an image `w` wide; written, finished, into the
+/// slice that starts at the first pixel's channel 0, with `residual` (the same pixels' part
+/// of the fused residual, if any) added.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockAt<'a> {
+    w: usize,
+    pixel: (usize, usize),
+    kys: Range<usize>,
+    c0: usize,
+    pixels: usize,
+    residual: Option<&'a [f32]>,
+}
+
+/// The kernel offsets `k` for which output coordinate `o` reads an input coordinate inside
+/// `0..size` (`o * stride + k - pad`).
+fn kernel_span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> Range<usize> {
+    // `o * stride + k - pad >= 0` is `k >= pad - o * stride`; `< size` is
+    // `k < size + pad - o * stride`.
+    let lo = pad.saturating_sub(o * stride);
+    let hi = (size + pad).saturating_sub(o * stride).min(k);
+    lo.min(hi)..hi
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+use super::*;
+use crate::kernels::reference::conv2d_direct;
+use crate::ops::Activation;
+
+fn values(n: usize, salt: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i + salt) * 37 % 101) as f32 - 50.0) / 40.0)
+        .collect()
+}
+
+/// Every tier against the reference convolution (NCHW in and out), and the other memory
+/// orders against that, over kernel sizes, strides, asymmetric pads, channel counts
+/// around the block width, with and without bias, residual and activation.
+#[test]
+fn every_tier_and_memory_order_matches_the_reference() {
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (case, &(c, k, s, pads, (h, w))) in [
+        (8, 3, 1, [1, 1, 1, 1], (7, 6)),
+        (32, 3, 2, [0, 0, 1, 1], (9, 9)),
+        (45, 5, 1, [2, 2, 2, 2], (6, 8)),
+        (70, 5, 2, [1, 2, 2, 1], (11, 10)),
+        (96, 3, 1, [1, 1, 1, 1], (1, 1)),
+        (3, 7, 3, [3, 3, 3, 3], (8, 5)),
+        // Several runs of four pixels per row, and a block of one vector after two.
+        (48, 3, 1, [1, 1, 1, 1], (5, 13)),
+        (24, 5, 2, [2, 2, 2, 2], (6, 21)),
+        // 7 wide (the widest block), both strides; rows of 8-pixel blocks ending in 6, 5
+        // or 4 pixels; a width without a block (one pixel at a time), asymmetric pads.
+        (20, 7, 1, [3, 3, 3, 3], (9, 19)),
+        (17, 7, 2, [3, 3, 2, 2], (10, 23)),
+        (40, 3, 1, [1, 1, 1, 1], (4, 30)),
+        (16, 3, 2, [1, 1, 1, 1], (3, 40)),
+        (19, 4, 1, [1, 2, 2, 1], (6, 9)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = Conv2dParams::new(c, c, k, k)
+            .with_stride(s, s)
+            .with_pads(pads)
+            .with_groups(c);
+        let (oh, ow) = p.out_hw(h, w);
+        let x = values(c * h * w, case);
+        let weights = values(c * k * k, case + 3);
+        let bias = (case % 2 == 0).then(|| values(c, case + 5));
+        let residual = values(c * oh * ow, case + 7);
+        for (activation, fused) in [
+            (Activation::None, None),
+            (Activation::Clip(0.0, 6.0), None),
+            (Activation::Silu, None),
+            (Activation::None, Some(Activation::Relu)),
+        ] {
+            let op = ConvOp {
+                params: p,
+                weights: weights.clone(),
+                bias: bias.clone(),
+                activation,
+                residual: fused,
+            };
+            let d = DepthwiseConv::new(&op).expect("depthwise");
+            let mut want = conv2d_direct(&p, &x, h, w, &weights, bias.as_deref());
+            if let Some(after) = fused {
+                after.add_then_apply(&mut want, &residual);
+            } else {
+                activation.apply(&mut want);
+            }
+            let r = fused.map(|_| &residual[..]);
+            let mut s = DepthwiseScratch::default();
+            let mut got = vec![f32::NAN; want.len()];
+            d.forward(&x, (h, w), &mut got, &mut s, IoLayout::NCHW, r);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
+            }
+            // Every tier and memory order gives the portable tier's bits.
+            let mut x_hwc = vec![0.0; x.len()];
+            nchw_to_nhwc(&x, c, h * w, &mut x_hwc);
+            let mut r_hwc = vec![0.0; residual.len()];
+            nchw_to_nhwc(&residual, c, oh * ow, &mut r_hwc);
+            let mut portable = vec![f32::NAN; want.len()];
+            d.rows(
+                Isa::Portable,
+                &x_hwc,
+                (h, w),
+                0..oh,
+                &mut portable,
+                fused.map(|_| &r_hwc[..]),
+            );
+            let mut as_nchw = vec![0.0; want.len()];
+            nhwc_to_nchw(&portable, c, oh * ow, &mut as_nchw);
+            assert_eq!(bits(&as_nchw), bits(&got), "{p:?}: NCHW vs pixel-major");
+            for isa in Isa::available() {
+                let mut o = vec![f32::NAN; want.len()];
+                // Two parts, as two threads would run them.
+                let split = oh / 2;
+                let (top, bottom) = o.split_at_mut(split * ow * c);
+                let rr = fused.map(|_| &r_hwc[..]);
+                d.rows(isa, &x_hwc, (h, w), 0..split, top, rr);
+                let rb = fused.map(|_| &r_hwc[split * ow * c..]);
+                d.rows(isa, &x_hwc, (h, w), split..oh, bottom, rb);
+                assert_eq!(bits(&o), bits(&portable), "{isa} {p:?}");
+            }
+        }
+    }
+}
