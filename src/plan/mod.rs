@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::kernels::{ConvKernel, Scratch};
 use crate::ops::{ConvOp, Op};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where a step reads an operand from.
@@ -310,6 +311,19 @@ impl Plan {
     }
 }
 
+/// A helper of a layer-at-a-time run: takes the run's parallel work as it appears until
+/// `done`. Without it, a worker that found no work for some tens of microseconds (a step
+/// that runs on one thread, such as a pooling or a small addition) falls asleep, and waking
+/// it costs more than many steps take at batch 1 (tens of microseconds on a VM): the step's
+/// other half then ran on the thread that split it, one after the other.
+fn keep_polling(done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 impl Plan {
     /// The pool a run on the calling thread uses: the plan's own, unless that pool counts
     /// the thread that built the plan among its workers and this is another thread (the
@@ -339,15 +353,24 @@ impl Plan {
         // parallel work starts without a hand-off from the caller's thread (at batch 1 that
         // hand-off cost more than a CIFAR convolution).
         let pool = self.run_pool();
+        let helpers = pool.current_num_threads().saturating_sub(1);
         pool.install(|| {
-            for i in 0..self.steps.len() {
-                let t = self.step_seconds.is_some().then(std::time::Instant::now);
-                self.execute(i, input, n)?;
-                if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
-                    acc[i] += t.elapsed().as_secs_f64();
+            let done = AtomicBool::new(false);
+            rayon::scope(|s| {
+                for _ in 0..helpers {
+                    s.spawn(|_| keep_polling(&done));
                 }
-            }
-            Ok(())
+                let result = (0..self.steps.len()).try_for_each(|i| {
+                    let t = self.step_seconds.is_some().then(std::time::Instant::now);
+                    self.execute(i, input, n)?;
+                    if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
+                        acc[i] += t.elapsed().as_secs_f64();
+                    }
+                    Ok(())
+                });
+                done.store(true, Ordering::Release);
+                result
+            })
         })
     }
 

@@ -370,6 +370,17 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             Activation::Relu,
             true,
         ),
+        // A narrow 1x1 projection (MobileNet's 144 -> 24), lanes of one vector masked.
+        (
+            40,
+            24,
+            (1, 1),
+            (1, 1),
+            [0; 4],
+            (6, 9),
+            Activation::None,
+            true,
+        ),
         (
             64,
             64,
