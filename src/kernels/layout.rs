@@ -168,62 +168,114 @@ pub fn broadcast_binary<T: Copy>(
         }
         return;
     }
-    let rank = out_shape.len();
-    let bstride = |shape: &[usize]| -> Vec<usize> {
-        let st = strides(shape);
-        (0..rank)
-            .map(|i| {
-                let j = i as isize - (rank - shape.len()) as isize;
-                if j < 0 || shape[j as usize] == 1 {
-                    0
-                } else {
-                    st[j as usize]
-                }
-            })
-            .collect()
-    };
-    let (sa, sb) = (bstride(a_shape), bstride(b_shape));
-    if rank == 0 {
-        out[0] = f(a[0], b[0]);
-        return;
+    let ops = Broadcast::new(a_shape, b_shape, out_shape);
+    ops.rows(a, b, out, 0, &f);
+}
+
+/// [`broadcast_binary`] (for differing shapes) split into runs of rows along the last axis,
+/// run in parallel with at least `min_len` runs per task (at batch 1 a squeeze-excitation
+/// scale over a large image ran on one core while the other waited).
+pub fn broadcast_binary_parallel<T: Copy + Send + Sync>(
+    (a, a_shape): (&[T], &[usize]),
+    (b, b_shape): (&[T], &[usize]),
+    out: &mut [T],
+    out_shape: &[usize],
+    min_len: usize,
+    f: impl Fn(T, T) -> T + Sync,
+) {
+    use rayon::prelude::*;
+    let ops = Broadcast::new(a_shape, b_shape, out_shape);
+    let n = out_shape.last().copied().unwrap_or(1).max(1);
+    // Runs of about 16 Ki values.
+    let rows = (16_384 / n).max(1);
+    out.par_chunks_mut(rows * n)
+        .enumerate()
+        .with_min_len(min_len)
+        .for_each(|(k, o)| ops.rows(a, b, o, k * rows, &f));
+}
+
+/// The strides two broadcast operands are read with (0 along the axes they repeat on).
+struct Broadcast<'s> {
+    sa: Vec<usize>,
+    sb: Vec<usize>,
+    out_shape: &'s [usize],
+}
+
+impl<'s> Broadcast<'s> {
+    fn new(a_shape: &[usize], b_shape: &[usize], out_shape: &'s [usize]) -> Broadcast<'s> {
+        let rank = out_shape.len();
+        let bstride = |shape: &[usize]| -> Vec<usize> {
+            let st = strides(shape);
+            (0..rank)
+                .map(|i| {
+                    let j = i as isize - (rank - shape.len()) as isize;
+                    if j < 0 || shape[j as usize] == 1 {
+                        0
+                    } else {
+                        st[j as usize]
+                    }
+                })
+                .collect()
+        };
+        Broadcast {
+            sa: bstride(a_shape),
+            sb: bstride(b_shape),
+            out_shape,
+        }
     }
-    // Row by row along the last axis, where each operand either runs (stride 1) or stays
-    // (stride 0): the inner loops vectorize (a per-channel scale of a pixel-major image is
-    // rows of channels times one row of scales).
-    let last = rank - 1;
-    let n = out_shape[last];
-    let mut idx = vec![0usize; last];
-    for o in out.chunks_exact_mut(n.max(1)) {
-        let (mut ia, mut ib) = (0, 0);
-        for k in 0..last {
-            ia += idx[k] * sa[k];
-            ib += idx[k] * sb[k];
+
+    /// Output rows (along the last axis) from `first` on, as many as `out` holds: row by
+    /// row, where each operand either runs (stride 1) or stays (stride 0), so the inner loops
+    /// vectorize (a per-channel scale of a pixel-major image is rows of channels times one
+    /// row of scales).
+    fn rows<T: Copy>(&self, a: &[T], b: &[T], out: &mut [T], first: usize, f: &impl Fn(T, T) -> T) {
+        let (sa, sb, out_shape) = (&self.sa, &self.sb, self.out_shape);
+        let rank = out_shape.len();
+        if rank == 0 {
+            out[0] = f(a[0], b[0]);
+            return;
         }
-        match (sa[last], sb[last]) {
-            (0, 0) => o.fill(f(a[ia], b[ib])),
-            (0, _) => {
-                let x = a[ia];
-                o.iter_mut()
-                    .zip(&b[ib..ib + n])
-                    .for_each(|(o, &y)| *o = f(x, y));
-            }
-            (_, 0) => {
-                let y = b[ib];
-                o.iter_mut()
-                    .zip(&a[ia..ia + n])
-                    .for_each(|(o, &x)| *o = f(x, y));
-            }
-            _ => {
-                let rows = o.iter_mut().zip(&a[ia..ia + n]).zip(&b[ib..ib + n]);
-                rows.for_each(|((o, &x), &y)| *o = f(x, y));
-            }
-        }
+        let last = rank - 1;
+        let n = out_shape[last];
+        // The multi-index of row `first`.
+        let mut idx = vec![0usize; last];
+        let mut r = first;
         for k in (0..last).rev() {
-            idx[k] += 1;
-            if idx[k] < out_shape[k] {
-                break;
+            idx[k] = r % out_shape[k].max(1);
+            r /= out_shape[k].max(1);
+        }
+        for o in out.chunks_exact_mut(n.max(1)) {
+            let (mut ia, mut ib) = (0, 0);
+            for k in 0..last {
+                ia += idx[k] * sa[k];
+                ib += idx[k] * sb[k];
             }
-            idx[k] = 0;
+            match (sa[last], sb[last]) {
+                (0, 0) => o.fill(f(a[ia], b[ib])),
+                (0, _) => {
+                    let x = a[ia];
+                    o.iter_mut()
+                        .zip(&b[ib..ib + n])
+                        .for_each(|(o, &y)| *o = f(x, y));
+                }
+                (_, 0) => {
+                    let y = b[ib];
+                    o.iter_mut()
+                        .zip(&a[ia..ia + n])
+                        .for_each(|(o, &x)| *o = f(x, y));
+                }
+                _ => {
+                    let rows = o.iter_mut().zip(&a[ia..ia + n]).zip(&b[ib..ib + n]);
+                    rows.for_each(|((o, &x), &y)| *o = f(x, y));
+                }
+            }
+            for k in (0..last).rev() {
+                idx[k] += 1;
+                if idx[k] < out_shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
         }
     }
 }
@@ -511,5 +563,26 @@ mod tests {
             |x, y| x + y,
         );
         assert_eq!(out, [11, 12, 13, 24, 25, 26]);
+    }
+
+    /// The parallel runs of rows start anywhere in the index space: each gives the values
+    /// the whole loop gives, on a squeeze-excitation scale of a pixel-major image and on
+    /// operands broadcast along several axes, with outputs of many runs.
+    #[test]
+    fn parallel_broadcast_equals_the_loop() {
+        let value = |n: usize, k: usize| (0..n).map(|i| ((i * 31 + k) % 97) as i64).collect();
+        for (xs, ys, os) in [
+            (vec![1, 56, 56, 40], vec![1, 1, 1, 40], vec![1, 56, 56, 40]),
+            (vec![2, 3, 70, 1], vec![3, 1, 90], vec![2, 3, 70, 90]),
+            (vec![1, 1, 7], vec![300, 13, 1], vec![300, 13, 7]),
+        ] {
+            let x: Vec<i64> = value(xs.iter().product(), 1);
+            let y: Vec<i64> = value(ys.iter().product(), 2);
+            let len: usize = os.iter().product();
+            let (mut want, mut got) = (vec![0; len], vec![-1; len]);
+            broadcast_binary(&x, &xs, &y, &ys, &mut want, &os, |a, b| a * 1000 + b);
+            broadcast_binary_parallel((&x, &xs), (&y, &ys), &mut got, &os, 1, |a, b| a * 1000 + b);
+            assert_eq!(got, want, "{xs:?} x {ys:?}");
+        }
     }
 }

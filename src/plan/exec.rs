@@ -56,7 +56,7 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
     f: F,
 ) {
     if xs != ys {
-        layout::broadcast_binary(x, xs, y, ys, out, os, f);
+        layout::broadcast_binary_parallel((x, xs), (y, ys), out, os, min_len, f);
         crate::kernels::activation::apply(act, out);
         return;
     }
