@@ -222,17 +222,14 @@ impl DepthwiseConv {
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
-        // One register x 8 pixels: with a kernel row of weights, 12 to 16 of the 16 registers.
+        // One register x 4 pixels: with a kernel row of weights and the masks of the columns,
+        // within the 16 registers (8 pixels spilled: 3x3 stride 2 and 7x7 images ran slower
+        // than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
         macro_rules! go {
             ($kw:literal, $s:literal) => {
                 self.rows_impl::<8>(image, rows, out, r, |at, o| {
                     // SAFETY: this function runs only where AVX2 and FMA do.
-                    unsafe {
-                        match at.pixels {
-                            ..=4 => block::avx2::block::<$kw, $s, 4>(self, image.hwc, at, o),
-                            _ => block::avx2::block::<$kw, $s, 8>(self, image.hwc, at, o),
-                        }
-                    }
+                    unsafe { block::avx2::block::<$kw, $s, 4>(self, image.hwc, at, o) }
                 })
             };
         }
