@@ -4,12 +4,12 @@
 //! Each output pixel is the sum over the kernel taps of the input pixel under the tap times
 //! that tap's weights, channel by channel: with the image pixel-major (`[h][w][c]`) and the
 //! weights tap-major (`[kh][kw][c]`), every tap is one contiguous multiply-add over the
-//! channels, so the loop vectorizes over channels whatever the kernel size, stride or
-//! padding. Channels go 32 at a time (four AVX2 or two AVX-512 registers of sums that stay
-//! in registers over every tap); the bias, a fused residual and the activation follow while
-//! the pixel is in L1. Every tier runs the same code compiled for its instructions, with the
-//! same fused multiply-adds in the same order (taps in row-major order), so the tiers give
-//! identical bits.
+//! channels. Kernels 3, 5 or 7 wide with stride 1 or 2 across run in register blocks
+//! ([`block`]: a vector of channels of 8 neighbouring pixels, each input column loaded once
+//! per kernel row, bias, residual and activation applied before the store); other shapes
+//! go a pixel at a time over the taps inside the image. Every tier runs the same block code
+//! compiled for its instructions, with the same fused multiply-adds in the same order, so the
+//! tiers give identical bits.
 
 mod block;
 
