@@ -2,11 +2,11 @@
 //! the accuracy asked for, from a few unlabelled images.
 //!
 //! 1. The dense network runs once on the images; its outputs are the reference.
-//! 2. **Sensitivity** ([`search::profile_layers`]): every convolution that can run HASTE is
+//! 2. **Sensitivity** (`Search::profile_layers` in `search.rs`): every convolution that can run HASTE is
 //!    compressed alone at each L of the grid; each run gives that setting's damage (mean KL
 //!    divergence from the dense outputs, [`score`]) and its saving (FLOPs with the overhead,
 //!    or predicted time, from the merging measured on those images).
-//! 3. **Combination** ([`search::choose`]): for a price `lambda` of damage, every layer takes
+//! 3. **Combination** (`Search::choose`): for a price `lambda` of damage, every layer takes
 //!    the setting that maximizes `saving - lambda * damage` (dense when none is positive).
 //!    A bisection over `lambda` runs each combined policy on the images and keeps the one
 //!    that meets the target: the largest saving whose predicted top-1 drop plus its standard

@@ -5,7 +5,7 @@
 //! that tap's weights, channel by channel: with the image pixel-major (`[h][w][c]`) and the
 //! weights tap-major (`[kh][kw][c]`), every tap is one contiguous multiply-add over the
 //! channels. Kernels 3, 5 or 7 wide with stride 1 or 2 across run in register blocks
-//! ([`block`]: a vector of channels of 8 neighbouring pixels, each input column loaded once
+//! (`block.rs`: a vector of channels of 8 neighbouring pixels, each input column loaded once
 //! per kernel row, bias, residual and activation applied before the store); other shapes
 //! go a pixel at a time over the taps inside the image. Every tier runs the same block code
 //! compiled for its instructions, with the same fused multiply-adds in the same order, so the
