@@ -69,23 +69,21 @@ pub(crate) mod x86 {
 
     macro_rules! lanes {
         ($tier:ident, $feat:literal, $v:ty, $n:literal,
-         $set1:ident, $add:ident, $sub:ident, $mul:ident, $div:ident, $max:ident, $min:ident,
+         $set1:ident, $add:ident, $sub:ident, $mul:ident, $fma:ident, $div:ident, $max:ident, $min:ident,
          $cvt:ident, $slli:ident, $addi:ident, $set1i:ident, $cast:ident, $load:ident, $store:ident) => {
             pub(crate) mod $tier {
                 use super::*;
 
-                /// [`crate::ops::exp`] on lanes: the same operations, each rounded alone.
+                /// [`crate::ops::exp_fused`] on lanes: the same operations, each rounded
+                /// alone or fused as there.
                 #[target_feature(enable = $feat)]
                 #[inline]
                 pub(crate) unsafe fn exp(x: $v) -> $v {
                     // `max(lo, x)` and `min(hi, .)` return `x` when it is NaN, as `clamp` does.
                     let x = $min($set1(88.0), $max($set1(-87.0), x));
                     let round = $set1(12_582_912.0);
-                    let n = $sub($add($mul(x, $set1(std::f32::consts::LOG2_E)), round), round);
-                    let r = $sub(
-                        $sub(x, $mul(n, $set1(0.693_359_4))),
-                        $mul(n, $set1(-2.121_944_4e-4)),
-                    );
+                    let n = $sub($fma(x, $set1(std::f32::consts::LOG2_E), round), round);
+                    let r = $fma(n, $set1(2.121_944_4e-4), $fma(n, $set1(-0.693_359_4), x));
                     let mut p = $set1(1.987_569_1e-4);
                     for c in [
                         1.398_199_9e-3,
@@ -94,9 +92,9 @@ pub(crate) mod x86 {
                         1.666_666_5e-1,
                         0.5,
                     ] {
-                        p = $add($mul(p, r), $set1(c));
+                        p = $fma(p, r, $set1(c));
                     }
-                    let er = $add($add($mul($mul(p, r), r), r), $set1(1.0));
+                    let er = $add($fma($mul(p, r), r, r), $set1(1.0));
                     // `n` is a whole number in [-126, 127]: the conversion is exact.
                     let two_n = $cast($slli::<23>($addi($cvt(n), $set1i(127))));
                     $mul(er, two_n)
@@ -180,6 +178,7 @@ pub(crate) mod x86 {
         _mm512_add_ps,
         _mm512_sub_ps,
         _mm512_mul_ps,
+        _mm512_fmadd_ps,
         _mm512_div_ps,
         _mm512_max_ps,
         _mm512_min_ps,
@@ -200,6 +199,7 @@ pub(crate) mod x86 {
         _mm256_add_ps,
         _mm256_sub_ps,
         _mm256_mul_ps,
+        _mm256_fmadd_ps,
         _mm256_div_ps,
         _mm256_max_ps,
         _mm256_min_ps,
