@@ -64,7 +64,7 @@ fn is_smooth(a: Activation) -> bool {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     //! One body per tier, written once: `lanes!` instantiates it for `__m512` and `__m256`.
-    use crate::ops::Activation;
+    use crate::ops::{self, Activation};
     use std::arch::x86_64::*;
 
     macro_rules! lanes {
@@ -81,17 +81,11 @@ pub(crate) mod x86 {
                 pub(crate) unsafe fn exp(x: $v) -> $v {
                     // `max(lo, x)` and `min(hi, .)` return `x` when it is NaN, as `clamp` does.
                     let x = $min($set1(88.0), $max($set1(-87.0), x));
-                    let round = $set1(12_582_912.0);
-                    let n = $sub($fma(x, $set1(std::f32::consts::LOG2_E), round), round);
-                    let r = $fma(n, $set1(2.121_944_4e-4), $fma(n, $set1(-0.693_359_4), x));
-                    let mut p = $set1(1.987_569_1e-4);
-                    for c in [
-                        1.398_199_9e-3,
-                        8.333_452e-3,
-                        4.166_579_6e-2,
-                        1.666_666_5e-1,
-                        0.5,
-                    ] {
+                    let round = $set1(ops::ROUND);
+                    let n = $sub($fma(x, $set1(ops::LOG2E), round), round);
+                    let r = $fma(n, $set1(-ops::LN2_LO), $fma(n, $set1(-ops::LN2_HI), x));
+                    let mut p = $set1(ops::EXP_POLY[0]);
+                    for &c in &ops::EXP_POLY[1..] {
                         p = $fma(p, r, $set1(c));
                     }
                     let er = $add($fma($mul(p, r), r, r), $set1(1.0));

@@ -56,6 +56,23 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_fused(-x))
 }
 
+// The constants of `exp` and `exp_fused` (and of their lanes in `kernels::activation`).
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+// ln 2 in two parts: `n * LN2_HI` is exact for the `n` that occur.
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+// Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in any vector unit.
+pub(crate) const ROUND: f32 = 12_582_912.0;
+/// Cephes' polynomial for `e^r`, highest power first.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `e^x` in plain arithmetic, so that a loop over it vectorizes (`f32::exp` is a libm call
 /// per value): Cody-Waite range reduction `x = n ln 2 + r`, Cephes' degree-6 polynomial for
 /// `e^r`, and `2^n` built in the exponent bits. Relative error below 3e-7 on
@@ -63,48 +80,30 @@ fn sigmoid(x: f32) -> f32 {
 /// infinity and stays normal); NaN gives NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts: `n * LN2_HI` is exact for the `n` that occur.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in any vector unit.
-    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let er = p * r * r + r + 1.0;
     // NaN casts to 0: `er` is NaN already.
     er * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// [`exp`] with fused multiply-adds, the definition of the sigmoid, SiLU and hard-swish
-/// family's `e^x` (`kernels::activation` gives the same bits on vector lanes): 8 fewer
+/// [`exp`] with fused multiply-adds, the `e^x` of the sigmoid's and SiLU's definitions
+/// (`kernels::activation` gives the same bits on vector lanes): 8 fewer
 /// operations a value of some 30, on a chain the activation's throughput depends on. A CPU
 /// without FMA instructions computes `mul_add` in software (slowly, but every x86 tier haste
 /// runs on has FMA, and aarch64 always has it).
 #[inline(always)]
 pub fn exp_fused(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
     let n = x.mul_add(LOG2E, ROUND) - ROUND;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let mut p: f32 = 1.987_569_1e-4;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
         p = p.mul_add(r, c);
     }
     let er = (p * r).mul_add(r, r) + 1.0;
