@@ -135,7 +135,7 @@ impl ConvKernel for DenseConv {
 }
 
 impl DenseConv {
-    /// A depthwise convolution, pixel-major in and out: each worker a run of output pixels.
+    /// A depthwise convolution, pixel-major in and out: each worker a band of output rows.
     fn depthwise_parallel(
         &self,
         d: &DepthwiseConv,
@@ -145,17 +145,16 @@ impl DenseConv {
     ) {
         let p = d.params();
         let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
-        let c = p.c_out;
-        // Equal numbers of pixels, not of rows: a 7 x 7 layer's rows split 4 : 3.
-        let per = (oh * ow).div_ceil(threads).max(1);
+        let row = ow * p.c_out;
+        let per = oh.div_ceil(threads).max(1);
         let isa = Isa::current();
-        out[..oh * ow * c]
-            .par_chunks_mut(per * c)
+        out[..oh * row]
+            .par_chunks_mut(per * row)
             .enumerate()
-            .for_each(|(k, part)| {
-                let pixels = k * per..k * per + part.len() / c;
-                let r = job.residual.map(|r| &r[k * per * c..]);
-                d.pixels(isa, job.x, job.hw, pixels, part, r);
+            .for_each(|(k, band)| {
+                let rows = k * per..k * per + band.len() / row;
+                let r = job.residual.map(|r| &r[k * per * row..]);
+                d.rows(isa, job.x, job.hw, rows, band, r);
             });
     }
 

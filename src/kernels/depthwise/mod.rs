@@ -153,56 +153,45 @@ impl DepthwiseConv {
         out: &mut [f32],
         residual: Option<&[f32]>,
     ) {
-        let (_, ow) = self.params.out_hw(hw.0, hw.1);
-        self.pixels(isa, hwc, hw, rows.start * ow..rows.end * ow, out, residual)
-    }
-
-    /// [`Self::rows`] for output pixels `pixels` (in row-major order, starting and ending
-    /// anywhere in a row), so that the parts of a small image split evenly between threads
-    /// (a 7-row layer split by rows gave one of two cores 4 rows, the other 3).
-    pub fn pixels(
-        &self,
-        isa: Isa,
-        hwc: &[f32],
-        hw: (usize, usize),
-        pixels: Range<usize>,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-    ) {
         assert!(isa.supported(), "tier {isa} on a CPU without it");
         let (oh, ow) = self.params.out_hw(hw.0, hw.1);
         let c = self.params.c_in;
-        let n = pixels.len() * c;
-        assert!(pixels.end <= oh * ow && out.len() >= n);
+        assert!(rows.end <= oh && out.len() >= rows.len() * ow * c);
         assert_eq!(hwc.len(), hw.0 * hw.1 * c, "depthwise input length");
-        let (out, r) = (&mut out[..n], residual.map(|r| &r[..n]));
+        let r = residual.map(|r| &r[..rows.len() * ow * c]);
         let image = Image { hwc, hw };
         // SAFETY (both): the CPU supports the tier (asserted).
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.pixels_avx512(image, pixels, out, r) },
+            Isa::Avx512 => unsafe { self.rows_avx512(image, rows, out, r) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.pixels_avx2(image, pixels, out, r) },
+            Isa::Avx2 => unsafe { self.rows_avx2(image, rows, out, r) },
             _ => {
                 macro_rules! go {
                     ($kw:literal, $s:literal) => {
-                        self.blocks::<{ block::portable::LANES }>(image, pixels, out, r, |at, o| {
-                            // SAFETY: no instructions beyond the baseline.
-                            unsafe { block::portable::block::<$kw, $s, 4>(self, hwc, at, o) }
-                        })
+                        self.rows_impl::<{ block::portable::LANES }>(
+                            image,
+                            rows,
+                            out,
+                            r,
+                            |at, o| {
+                                // SAFETY: no instructions beyond the baseline.
+                                unsafe { block::portable::block::<$kw, $s, 4>(self, hwc, at, o) }
+                            },
+                        )
                     };
                 }
-                by_shape!(self.params, go, self.by_pixel(image, pixels, out, r))
+                by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
-    unsafe fn pixels_avx512(
+    unsafe fn rows_avx512(
         &self,
         image: Image,
-        pixels: Range<usize>,
+        rows: Range<usize>,
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
@@ -210,7 +199,7 @@ impl DepthwiseConv {
         // weights of a kernel row and the input column in 32 registers.
         macro_rules! go {
             ($kw:literal, $s:literal) => {
-                self.blocks::<16>(image, pixels, out, r, |at, o| {
+                self.rows_impl::<16>(image, rows, out, r, |at, o| {
                     // SAFETY: this function runs only where AVX-512 does.
                     unsafe {
                         match at.pixels {
@@ -221,15 +210,15 @@ impl DepthwiseConv {
                 })
             };
         }
-        by_shape!(self.params, go, self.by_pixel(image, pixels, out, r))
+        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pixels_avx2(
+    unsafe fn rows_avx2(
         &self,
         image: Image,
-        pixels: Range<usize>,
+        rows: Range<usize>,
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
@@ -238,24 +227,24 @@ impl DepthwiseConv {
         // than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
         macro_rules! go {
             ($kw:literal, $s:literal) => {
-                self.blocks::<8>(image, pixels, out, r, |at, o| {
+                self.rows_impl::<8>(image, rows, out, r, |at, o| {
                     // SAFETY: this function runs only where AVX2 and FMA do.
                     unsafe { block::avx2::block::<$kw, $s, 4>(self, image.hwc, at, o) }
                 })
             };
         }
-        by_shape!(self.params, go, self.by_pixel(image, pixels, out, r))
+        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
     }
 
-    /// The loops, inlined into each tier's copy above: the pixels in blocks of neighbours
-    /// along a row (`block` decides how many, up to the row's or the range's end) and of
-    /// `LANES` channels (fewer for the last), each finished (bias, residual, activation) in
-    /// its registers.
+    /// The loops, inlined into each tier's copy above: every output row in blocks of
+    /// neighbouring pixels (`block` decides how many, up to the row's end) and of `LANES`
+    /// channels (fewer for the last), each finished (bias, residual, activation) in its
+    /// registers.
     #[inline(always)]
-    fn blocks<const LANES: usize>(
+    fn rows_impl<const LANES: usize>(
         &self,
         Image { hw: (h, w), .. }: Image,
-        pixels: Range<usize>,
+        rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
         block: impl Fn(BlockAt<'_>, &mut [f32]) -> usize,
@@ -263,47 +252,49 @@ impl DepthwiseConv {
         let p = &self.params;
         let c = p.c_in;
         let (_, ow) = p.out_hw(h, w);
-        let mut px = pixels.start;
-        while px < pixels.end {
-            let (oy, ox) = (px / ow, px % ow);
+        for (k, oy) in rows.enumerate() {
             let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
-            let (at, run) = ((px - pixels.start) * c, (ow - ox).min(pixels.end - px));
-            let mut done = 0;
-            for c0 in (0..c).step_by(LANES) {
-                let b = BlockAt {
-                    w,
-                    pixel: (oy, ox),
-                    kys: kys.clone(),
-                    c0,
-                    pixels: run,
-                    residual: residual.map(|r| &r[at..][..run * c]),
-                };
-                done = block(b, &mut out[at..]);
+            let row = &mut out[k * ow * c..][..ow * c];
+            let mut ox = 0;
+            while ox < ow {
+                let mut done = 0;
+                for c0 in (0..c).step_by(LANES) {
+                    let at = BlockAt {
+                        w,
+                        pixel: (oy, ox),
+                        kys: kys.clone(),
+                        c0,
+                        pixels: ow - ox,
+                        residual: residual.map(|r| &r[(k * ow + ox) * c..][..(ow - ox) * c]),
+                    };
+                    done = block(at, &mut row[ox * c..]);
+                }
+                ox += done;
             }
-            px += done;
         }
     }
 
     /// The kernel shapes without a block (widths other than 3, 5 and 7, strides other than 1
     /// and 2 across): one pixel at a time over the taps inside the image.
-    fn by_pixel(
+    fn rows_by_pixel(
         &self,
         Image { hwc, hw }: Image,
-        pixels: Range<usize>,
+        rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
     ) {
         let c = self.params.c_in;
         let (_, ow) = self.params.out_hw(hw.0, hw.1);
         let mut taps: Vec<(usize, usize)> = Vec::with_capacity(self.params.kh * self.params.kw);
-        for (o, px) in out.chunks_exact_mut(c).zip(pixels) {
-            self.pixel_taps(hw, (px / ow, px % ow), &mut taps);
-            self.pixel(hwc, &taps, o);
-        }
-        // The bias, residual and activation a row's worth at a time, while it is in L1.
-        for (k, o) in out.chunks_mut(ow * c).enumerate() {
-            let r = residual.map(|r| &r[k * ow * c..][..o.len()]);
-            self.finish.apply_pixels(c, o, r);
+        for (k, oy) in rows.enumerate() {
+            let row = &mut out[k * ow * c..][..ow * c];
+            for (ox, o) in row.chunks_exact_mut(c).enumerate() {
+                self.pixel_taps(hw, (oy, ox), &mut taps);
+                self.pixel(hwc, &taps, o);
+            }
+            let at = k * ow * c;
+            self.finish
+                .apply_pixels(c, row, residual.map(|r| &r[at..][..ow * c]));
         }
     }
 

@@ -98,18 +98,6 @@ fn every_tier_and_memory_order_matches_the_reference() {
                 let rb = fused.map(|_| &r_hwc[split * ow * c..]);
                 d.rows(isa, &x_hwc, (h, w), split..oh, bottom, rb);
                 assert_eq!(bits(&o), bits(&portable), "{isa} {p:?}");
-                // Three runs of pixels that start and end inside rows.
-                let n = oh * ow;
-                let cuts = [0, n / 3, (2 * n / 3 + 1).min(n), n];
-                let mut o = vec![f32::NAN; want.len()];
-                let mut rest = &mut o[..];
-                for run in cuts.windows(2) {
-                    let (part, tail) = rest.split_at_mut((run[1] - run[0]) * c);
-                    let r = fused.map(|_| &r_hwc[run[0] * c..]);
-                    d.pixels(isa, &x_hwc, (h, w), run[0]..run[1], part, r);
-                    rest = tail;
-                }
-                assert_eq!(bits(&o), bits(&portable), "{isa} {p:?} in runs of pixels");
             }
         }
     }
