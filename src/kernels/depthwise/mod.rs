@@ -13,6 +13,31 @@
 
 mod block;
 
+/// [`DepthwiseConv::rows`] on an x86 tier: `$lanes` channels a block, `$wide` pixels (4 at a
+/// row's end).
+macro_rules! tier_rows {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $tier:ident, $lanes:literal, $wide:literal) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(&self, image: Image, rows: Range<usize>, out: &mut [f32], r: Option<&[f32]>) {
+            macro_rules! go {
+                ($kw:literal, $s:literal) => {
+                    self.rows_impl::<$lanes>(image, rows, out, r, |at, o| {
+                        // SAFETY: this function runs only where the tier does.
+                        unsafe {
+                            match at.pixels {
+                                ..=4 => block::$tier::block::<$kw, $s, 4>(self, image.hwc, at, o),
+                                _ => block::$tier::block::<$kw, $s, $wide>(self, image.hwc, at, o),
+                            }
+                        }
+                    })
+                };
+            }
+            by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+        }
+    };
+}
+
 /// `$go!(KW, S)` for the kernel widths and strides across that have a block, else `$other`.
 macro_rules! by_shape {
     ($p:expr, $go:ident, $other:expr) => {
@@ -187,54 +212,19 @@ impl DepthwiseConv {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn rows_avx512(
-        &self,
-        image: Image,
-        rows: Range<usize>,
-        out: &mut [f32],
-        r: Option<&[f32]>,
-    ) {
-        // One register of channels x 8 pixels (4 at a row's end): 8 chains of sums, the
-        // weights of a kernel row and the input column in 32 registers.
-        macro_rules! go {
-            ($kw:literal, $s:literal) => {
-                self.rows_impl::<16>(image, rows, out, r, |at, o| {
-                    // SAFETY: this function runs only where AVX-512 does.
-                    unsafe {
-                        match at.pixels {
-                            ..=4 => block::avx512::block::<$kw, $s, 4>(self, image.hwc, at, o),
-                            _ => block::avx512::block::<$kw, $s, 8>(self, image.hwc, at, o),
-                        }
-                    }
-                })
-            };
-        }
-        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
-    }
+    tier_rows!(
+        /// One register of channels x 8 pixels (4 at a row's end): 8 chains of sums, the
+        /// weights of a kernel row and the input column in 32 registers.
+        rows_avx512, "avx512f,fma", avx512, 16, 8
+    );
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(
-        &self,
-        image: Image,
-        rows: Range<usize>,
-        out: &mut [f32],
-        r: Option<&[f32]>,
-    ) {
-        // One register x 4 pixels: with a kernel row of weights and the masks of the columns,
-        // within the 16 registers (8 pixels spilled: 3x3 stride 2 and 7x7 images ran slower
-        // than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
-        macro_rules! go {
-            ($kw:literal, $s:literal) => {
-                self.rows_impl::<8>(image, rows, out, r, |at, o| {
-                    // SAFETY: this function runs only where AVX2 and FMA do.
-                    unsafe { block::avx2::block::<$kw, $s, 4>(self, image.hwc, at, o) }
-                })
-            };
-        }
-        by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
-    }
+    tier_rows!(
+        /// One register x 4 pixels: with a kernel row of weights and the masks of the
+        /// columns, within the 16 registers (8 pixels spilled: 3x3 stride 2 and 7x7 images
+        /// ran slower than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
+        rows_avx2, "avx2,fma", avx2, 8, 4
+    );
 
     /// The loops, inlined into each tier's copy above: every output row in blocks of
     /// neighbouring pixels (`block` decides how many, up to the row's end) and of `LANES`
