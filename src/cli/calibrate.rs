@@ -56,20 +56,12 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         .install(|| load_batch_skipping(data.as_ref(), 0, n, per_image, &mut images, a.skip_bad))?;
     images.truncate(loaded.len() * per_image);
     let started = Instant::now();
-    let bar = progress_bar(0, "calibrate");
-    let policy = calibrate(
+    let policy = calibrate_shown(
         &mut plan,
-        &a.model.model,
-        &images,
-        loaded.len(),
+        (&a.model.model, &images, loaded.len()),
         &options,
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    );
-    bar.finish_and_clear();
-    let policy = policy?;
+        "calibrate",
+    )?;
     policy.save(&a.out)?;
     let seconds = started.elapsed().as_secs_f64();
     let c = policy
@@ -172,20 +164,12 @@ pub(crate) fn calibrated_points(
             tile: a.knobs.tile,
             ..CalibrateOptions::default()
         };
-        let bar = progress_bar(0, &format!("calib {x}"));
-        let policy = calibrate(
+        let policy = calibrate_shown(
             &mut s.plan,
-            &a.model.model,
-            &images,
-            loaded.len(),
+            (&a.model.model, &images, loaded.len()),
             &options,
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        );
-        bar.finish_and_clear();
-        let policy = policy?;
+            &format!("calib {x}"),
+        )?;
         let predicted = policy
             .calibration
             .as_ref()
@@ -193,4 +177,21 @@ pub(crate) fn calibrated_points(
         points.push((x, s.policy(&policy)?, predicted));
     }
     Ok(points)
+}
+
+/// [`calibrate`] on `n` images of the model file `model`, with a progress bar labelled
+/// `label` (cleared when it ends).
+fn calibrate_shown(
+    plan: &mut crate::Plan,
+    (model, images, n): (&std::path::Path, &[f32], usize),
+    options: &CalibrateOptions,
+    label: &str,
+) -> Result<crate::compress::Policy> {
+    let bar = progress_bar(0, label);
+    let policy = calibrate(plan, model, images, n, options, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    policy
 }

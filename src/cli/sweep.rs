@@ -4,6 +4,7 @@
 use super::args::SweepArgs;
 use super::Session;
 use crate::error::{Error, Result};
+use crate::eval::HasteReport;
 use crate::report::plot::{plot_tradeoff, TradeoffPoint};
 use crate::report::write_atomic;
 use serde_json::json;
@@ -24,6 +25,33 @@ struct Row {
     images_per_second: f64,
     nonfinite_logits: u64,
     nonfinite_inputs: u64,
+}
+
+impl Row {
+    /// The row of a HASTE run `h` (at `hyperplanes` L, or calibrated for a maximum drop,
+    /// with the drop its policy predicted), timed against a dense run of `dense_seconds`.
+    fn of(
+        h: &HasteReport,
+        dense_seconds: f64,
+        hyperplanes: Option<usize>,
+        calibrated: Option<(f64, f64)>,
+    ) -> Row {
+        Row {
+            hyperplanes,
+            max_drop: calibrated.map(|c| c.0),
+            predicted_drop: calibrated.map(|c| c.1),
+            top1: h.eval.top1,
+            top5: h.eval.top5,
+            flops: h.flops.flops,
+            overhead: h.flops.overhead_flops,
+            reduction: h.flops.reduction(),
+            reduction_conv_only: h.flops.reduction_conv_only(),
+            speedup: dense_seconds / h.eval.compute_seconds.max(1e-9),
+            images_per_second: h.eval.compute_images_per_second(),
+            nonfinite_logits: h.eval.nonfinite_logits,
+            nonfinite_inputs: h.nonfinite_inputs(),
+        }
+    }
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
@@ -51,38 +79,20 @@ pub fn run(a: SweepArgs) -> Result<()> {
         if layers.is_empty() {
             layers = super::eval::layer_summary(&h.layers);
         }
-        rows.push(Row {
-            hyperplanes: Some(c.config.hyperplanes),
-            max_drop: None,
-            predicted_drop: None,
-            top1: h.eval.top1,
-            top5: h.eval.top5,
-            flops: h.flops.flops,
-            overhead: h.flops.overhead_flops,
-            reduction: h.flops.reduction(),
-            reduction_conv_only: h.flops.reduction_conv_only(),
-            speedup: dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
-            images_per_second: h.eval.compute_images_per_second(),
-            nonfinite_logits: h.eval.nonfinite_logits,
-            nonfinite_inputs: h.nonfinite_inputs(),
-        });
+        rows.push(Row::of(
+            &h,
+            dense.compute_seconds,
+            Some(c.config.hyperplanes),
+            None,
+        ));
     }
     for (x, h, predicted) in super::calibrate::calibrated_points(&a, &mut s)? {
-        rows.push(Row {
-            hyperplanes: None,
-            max_drop: Some(x),
-            predicted_drop: Some(predicted),
-            top1: h.eval.top1,
-            top5: h.eval.top5,
-            flops: h.flops.flops,
-            overhead: h.flops.overhead_flops,
-            reduction: h.flops.reduction(),
-            reduction_conv_only: h.flops.reduction_conv_only(),
-            speedup: dense.compute_seconds / h.eval.compute_seconds.max(1e-9),
-            images_per_second: h.eval.compute_images_per_second(),
-            nonfinite_logits: h.eval.nonfinite_logits,
-            nonfinite_inputs: h.nonfinite_inputs(),
-        });
+        rows.push(Row::of(
+            &h,
+            dense.compute_seconds,
+            None,
+            Some((x, predicted)),
+        ));
     }
     // The operating point: the largest FLOPs reduction within 1 point of dense top-1.
     let best = rows
