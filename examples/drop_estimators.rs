@@ -1,0 +1,174 @@
+//! Label-free drop estimators against the measured drop, for uniform HASTE settings (one L
+//! on every layer from the second convolution):
+//! `[ENSEMBLE=1] cargo run --release --example drop_estimators -- MODEL DATA SKIP N [L,L,...]`.
+//! A research tool for the calibration: labels are read only to score the estimators.
+//! Columns, each the mean over images of an expected change in correct answers (points):
+//! `dense-b` uses the dense softmax as the label belief (what the calibration predicts
+//! with, before its ensemble), `mix-b` the mean of dense and compressed softmax, `DoC` the
+//! difference of mean confidences (Guillory et al. 2021), `T2-b` the dense softmax at
+//! temperature 2, `ens-b` (with ENSEMBLE=1) the calibration's ensemble of single-layer runs;
+//! the last lines use ensembles of the uniform settings themselves. Findings: BENCHMARKS.md.
+use haste::calibration::score::{argmax, softmax_rows};
+use haste::compress::{
+    magnitude_step, CompressOptions, Compression, LayerPolicy, MagnitudeMode, Policy, POLICY_FORMAT,
+};
+use haste::datasets::{load_batch, open_dataset, ModelCard};
+
+fn run_all(plan: &mut haste::Plan, x: &[f32], n: usize) -> Vec<f32> {
+    let per = x.len() / n;
+    let mut out = Vec::new();
+    for s in (0..n).step_by(plan.max_batch()) {
+        let m = plan.max_batch().min(n - s);
+        out.extend_from_slice(plan.run(&x[s * per..(s + m) * per], m).unwrap().1);
+    }
+    out
+}
+
+fn one_layer(plan: &haste::Plan, steps: &[usize], k: usize, l: usize) -> Policy {
+    Policy {
+        format: POLICY_FORMAT.into(),
+        model: String::new(),
+        model_sha256: String::new(),
+        seed: 0,
+        sparsity: haste::HasteConfig::default().sparsity,
+        tile: 4,
+        calibration: None,
+        layers: steps
+            .iter()
+            .enumerate()
+            .map(|(j, &s)| LayerPolicy {
+                name: plan.step_name(s).to_string(),
+                kernel: if j == k { "haste" } else { "dense" }.into(),
+                hyperplanes: (j == k).then_some(l),
+                magnitude_bins: if j == k {
+                    magnitude_step(plan, s, MagnitudeMode::SignedInputs(0.5))
+                } else {
+                    None
+                },
+                dense_flops: 0,
+                flops: 0,
+            })
+            .collect(),
+    }
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let model = haste::Model::load(a[1].as_ref()).unwrap();
+    let card = ModelCard::beside_model(a[1].as_ref()).unwrap().unwrap();
+    let labels = card.labels.clone();
+    let data = open_dataset(a[2].as_ref(), &card.preprocess, labels.as_deref()).unwrap();
+    let skip: usize = a[3].parse().unwrap();
+    let n: usize = a[4].parse::<usize>().unwrap().min(data.len() - skip);
+    let grid: Vec<usize> = a
+        .get(5)
+        .map(|s| s.split(',').map(|v| v.parse().unwrap()).collect())
+        .unwrap_or(vec![8, 10, 12, 14, 16, 20, 24]);
+    let per: usize = model.image_shape.iter().product();
+    let mut x = vec![0.0f32; n * per];
+    load_batch(data.as_ref(), skip, n, per, &mut x).unwrap();
+    let y: Vec<usize> = (skip..skip + n).map(|i| data.label(i)).collect();
+    let mut plan = model
+        .plan(haste::PlanOptions {
+            threads: 0,
+            max_batch: 64,
+        })
+        .unwrap();
+    let dl = run_all(&mut plan, &x, n);
+    let classes = dl.len() / n;
+    let p = softmax_rows(&dl, classes);
+    // The calibration's belief: the mean softmax of dense and every single-layer run.
+    let convs = plan.num_convs();
+    let mut ens = p.clone();
+    let mut runs = 1.0;
+    if std::env::var("ENSEMBLE").is_ok() {
+        let steps: Vec<usize> = plan.per_conv_macs().iter().map(|&(s, _)| s).collect();
+        for k in 1..convs {
+            for l in [6usize, 8, 10, 12, 16, 20, 24, 32] {
+                let policy = one_layer(&plan, &steps, k, l);
+                if Compression::apply_policy(&mut plan, &policy).is_err() {
+                    continue;
+                }
+                let cl = run_all(&mut plan, &x, n);
+                plan.reset_conv_kernels();
+                ens.iter_mut()
+                    .zip(softmax_rows(&cl, classes))
+                    .for_each(|(e, q)| *e += q);
+                runs += 1.0;
+            }
+        }
+    }
+    ens.iter_mut().for_each(|e| *e /= runs);
+    println!("L    measured  dense-b  mix-b   DoC   T2-b  disagree ens-b");
+    let mut all_q: Vec<(usize, Vec<f64>)> = Vec::new();
+    for &l in &grid {
+        for start in [1usize] {
+            let mut o = CompressOptions::default();
+            o.config.hyperplanes = l;
+            o.start_layer = start;
+            o.cost_aware = false;
+            Compression::apply(&mut plan, &o).unwrap();
+            let cl = run_all(&mut plan, &x, n);
+            plan.reset_conv_kernels();
+            let q = softmax_rows(&cl, classes);
+            all_q.push((l, q.clone()));
+            let t2 = |v: &[f64]| {
+                let s: Vec<f64> = v.iter().map(|p| p.sqrt()).collect();
+                let z: f64 = s.iter().sum();
+                s.into_iter().map(|v| v / z).collect::<Vec<_>>()
+            };
+            let (mut meas, mut eb, mut mix, mut doc, mut t2b, mut dis, mut en) =
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+            for i in 0..n {
+                let (pi, qi) = (&p[i * classes..][..classes], &q[i * classes..][..classes]);
+                let (d, c) = (argmax(pi), argmax(qi));
+                meas += f64::from(u8::from(d == y[i])) - f64::from(u8::from(c == y[i]));
+                eb += pi[d] - pi[c];
+                mix += 0.5 * (pi[d] + qi[d] - pi[c] - qi[c]);
+                doc += pi[d] - qi[c];
+                let tp = t2(pi);
+                t2b += tp[d] - tp[c];
+                dis += f64::from(u8::from(d != c));
+                let e = &ens[i * classes..][..classes];
+                en += e[d] - e[c];
+            }
+            let k = 100.0 / n as f64;
+            println!(
+                "{l:<4} {:8.2} {:8.2} {:6.2} {:6.2} {:6.2} {:6.2} {:6.2}",
+                meas * k,
+                eb * k,
+                mix * k,
+                doc * k,
+                t2b * k,
+                dis * k,
+                en * k
+            );
+        }
+    }
+    for min_l in [0usize, 12, 16] {
+        let members: Vec<&Vec<f64>> = all_q
+            .iter()
+            .filter(|(l, _)| *l >= min_l)
+            .map(|(_, q)| q)
+            .collect();
+        let mut b = p.clone();
+        for q in &members {
+            b.iter_mut().zip(q.iter()).for_each(|(b, q)| *b += q);
+        }
+        b.iter_mut().for_each(|v| *v /= (members.len() + 1) as f64);
+        print!("uniform-ensemble (L >= {min_l}):");
+        for (l, q) in &all_q {
+            let mut e = 0.0;
+            for i in 0..n {
+                let (pi, qi, bi) = (
+                    &p[i * classes..][..classes],
+                    &q[i * classes..][..classes],
+                    &b[i * classes..][..classes],
+                );
+                e += bi[argmax(pi)] - bi[argmax(qi)];
+            }
+            print!(" L{l}={:.2}", 100.0 * e / n as f64);
+        }
+        println!();
+    }
+}
