@@ -145,6 +145,42 @@ fn main() {
             );
         }
     }
+    // Independent perturbations: the same settings with other seeds as the members.
+    if let Ok(seeds) = std::env::var("SEEDS") {
+        let mut b = p.clone();
+        let mut count = 1.0;
+        for seed in seeds.split(',').map(|v| v.parse::<u64>().unwrap()) {
+            for &l in &grid {
+                let mut o = CompressOptions::default();
+                o.config.hyperplanes = l;
+                o.config.seed = seed;
+                o.start_layer = 1;
+                o.cost_aware = false;
+                Compression::apply(&mut plan, &o).unwrap();
+                let cl = run_all(&mut plan, &x, n);
+                plan.reset_conv_kernels();
+                b.iter_mut()
+                    .zip(softmax_rows(&cl, classes))
+                    .for_each(|(b, q)| *b += q);
+                count += 1.0;
+            }
+        }
+        b.iter_mut().for_each(|v| *v /= count);
+        print!("other-seed ensemble (seeds {seeds}):");
+        for (l, q) in &all_q {
+            let mut e = 0.0;
+            for i in 0..n {
+                let (pi, qi, bi) = (
+                    &p[i * classes..][..classes],
+                    &q[i * classes..][..classes],
+                    &b[i * classes..][..classes],
+                );
+                e += bi[argmax(pi)] - bi[argmax(qi)];
+            }
+            print!(" L{l}={:.2}", 100.0 * e / n as f64);
+        }
+        println!();
+    }
     for min_l in [0usize, 12, 16] {
         let members: Vec<&Vec<f64>> = all_q
             .iter()
