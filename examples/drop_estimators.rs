@@ -52,6 +52,23 @@ fn one_layer(plan: &haste::Plan, steps: &[usize], k: usize, l: usize) -> Policy 
     }
 }
 
+/// Each setting's predicted drop (points) under the label belief `b`.
+fn print_drops(p: &[f64], b: &[f64], settings: &[(usize, Vec<f64>)], classes: usize) {
+    let n = p.len() / classes;
+    for (l, q) in settings {
+        let mut e = 0.0;
+        for ((pi, qi), bi) in p
+            .chunks_exact(classes)
+            .zip(q.chunks_exact(classes))
+            .zip(b.chunks_exact(classes))
+        {
+            e += bi[argmax(pi)] - bi[argmax(qi)];
+        }
+        print!(" L{l}={:.2}", 100.0 * e / n as f64);
+    }
+    println!();
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let model = haste::Model::load(a[1].as_ref()).unwrap();
@@ -167,19 +184,7 @@ fn main() {
         }
         b.iter_mut().for_each(|v| *v /= count);
         print!("other-seed ensemble (seeds {seeds}):");
-        for (l, q) in &all_q {
-            let mut e = 0.0;
-            for i in 0..n {
-                let (pi, qi, bi) = (
-                    &p[i * classes..][..classes],
-                    &q[i * classes..][..classes],
-                    &b[i * classes..][..classes],
-                );
-                e += bi[argmax(pi)] - bi[argmax(qi)];
-            }
-            print!(" L{l}={:.2}", 100.0 * e / n as f64);
-        }
-        println!();
+        print_drops(&p, &b, &all_q, classes);
     }
     for min_l in [0usize, 12, 16] {
         let members: Vec<&Vec<f64>> = all_q
@@ -193,18 +198,6 @@ fn main() {
         }
         b.iter_mut().for_each(|v| *v /= (members.len() + 1) as f64);
         print!("uniform-ensemble (L >= {min_l}):");
-        for (l, q) in &all_q {
-            let mut e = 0.0;
-            for i in 0..n {
-                let (pi, qi, bi) = (
-                    &p[i * classes..][..classes],
-                    &q[i * classes..][..classes],
-                    &b[i * classes..][..classes],
-                );
-                e += bi[argmax(pi)] - bi[argmax(qi)];
-            }
-            print!(" L{l}={:.2}", 100.0 * e / n as f64);
-        }
-        println!();
+        print_drops(&p, &b, &all_q, classes);
     }
 }
