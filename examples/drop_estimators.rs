@@ -162,6 +162,29 @@ fn main() {
             );
         }
     }
+    // The dense network's own test-time ensemble: mirrored input (no compression involved).
+    {
+        let (h, w) = (model.image_shape[1], model.image_shape[2]);
+        let mut xf = x.clone();
+        for row in xf.chunks_exact_mut(w) {
+            row.reverse();
+        }
+        let _ = h;
+        let pf = softmax_rows(&run_all(&mut plan, &xf, n), classes);
+        let b: Vec<f64> = p.iter().zip(&pf).map(|(a, b)| 0.5 * (a + b)).collect();
+        print!("mirror ensemble:");
+        print_drops(&p, &b, &all_q, classes);
+        let mut sharp = b.clone();
+        for (s, (a, f)) in sharp.iter_mut().zip(p.iter().zip(&pf)) {
+            *s = (a * f).sqrt();
+        }
+        for row in sharp.chunks_exact_mut(classes) {
+            let z: f64 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= z);
+        }
+        print!("mirror geometric:");
+        print_drops(&p, &sharp, &all_q, classes);
+    }
     // Independent perturbations: the same settings with other seeds as the members.
     if let Ok(seeds) = std::env::var("SEEDS") {
         let mut b = p.clone();
