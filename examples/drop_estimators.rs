@@ -164,12 +164,11 @@ fn main() {
     }
     // The dense network's own test-time ensemble: mirrored input (no compression involved).
     {
-        let (h, w) = (model.image_shape[1], model.image_shape[2]);
+        let w = model.image_shape[2];
         let mut xf = x.clone();
         for row in xf.chunks_exact_mut(w) {
             row.reverse();
         }
-        let _ = h;
         let pf = softmax_rows(&run_all(&mut plan, &xf, n), classes);
         let b: Vec<f64> = p.iter().zip(&pf).map(|(a, b)| 0.5 * (a + b)).collect();
         print!("mirror ensemble:");
