@@ -52,6 +52,19 @@ fn one_layer(plan: &haste::Plan, steps: &[usize], k: usize, l: usize) -> Policy 
     }
 }
 
+/// Logits with one L and seed on every convolution from the second, then the plan dense again.
+fn run_uniform(plan: &mut haste::Plan, x: &[f32], n: usize, l: usize, seed: u64) -> Vec<f32> {
+    let mut o = CompressOptions::default();
+    o.config.hyperplanes = l;
+    o.config.seed = seed;
+    o.start_layer = 1;
+    o.cost_aware = false;
+    Compression::apply(plan, &o).unwrap();
+    let logits = run_all(plan, x, n);
+    plan.reset_conv_kernels();
+    logits
+}
+
 /// Each setting's predicted drop (points) under the label belief `b`.
 fn print_drops(p: &[f64], b: &[f64], settings: &[(usize, Vec<f64>)], classes: usize) {
     let n = p.len() / classes;
@@ -119,15 +132,8 @@ fn main() {
     println!("L    measured  dense-b  mix-b   DoC   T2-b  disagree ens-b");
     let mut all_q: Vec<(usize, Vec<f64>)> = Vec::new();
     for &l in &grid {
-        for start in [1usize] {
-            let mut o = CompressOptions::default();
-            o.config.hyperplanes = l;
-            o.start_layer = start;
-            o.cost_aware = false;
-            Compression::apply(&mut plan, &o).unwrap();
-            let cl = run_all(&mut plan, &x, n);
-            plan.reset_conv_kernels();
-            let q = softmax_rows(&cl, classes);
+        {
+            let q = softmax_rows(&run_uniform(&mut plan, &x, n, l, 0), classes);
             all_q.push((l, q.clone()));
             let t2 = |v: &[f64]| {
                 let s: Vec<f64> = v.iter().map(|p| p.sqrt()).collect();
@@ -190,14 +196,7 @@ fn main() {
         let mut count = 1.0;
         for seed in seeds.split(',').map(|v| v.parse::<u64>().unwrap()) {
             for &l in &grid {
-                let mut o = CompressOptions::default();
-                o.config.hyperplanes = l;
-                o.config.seed = seed;
-                o.start_layer = 1;
-                o.cost_aware = false;
-                Compression::apply(&mut plan, &o).unwrap();
-                let cl = run_all(&mut plan, &x, n);
-                plan.reset_conv_kernels();
+                let cl = run_uniform(&mut plan, &x, n, l, seed);
                 b.iter_mut()
                     .zip(softmax_rows(&cl, classes))
                     .for_each(|(b, q)| *b += q);
