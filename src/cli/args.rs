@@ -311,6 +311,10 @@ pub struct BenchArgs {
     /// print the per-layer picture (with --hyperplanes).
     #[arg(long)]
     pub layers: bool,
+    /// With --layers: also time each step of every HASTE layer (hashing, grouping, merges,
+    /// kernel) and print it per input channel and window pixel.
+    #[arg(long, requires = "layers")]
+    pub steps: bool,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,

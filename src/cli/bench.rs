@@ -134,8 +134,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let flops = flops_summary(&plan, &layers);
             if a.layers {
                 compression.time_layers(&mut plan, &input, a.batch)?;
-                // One more pass for the statistics the timing runs cleared.
-                plan.run(&input, a.batch)?;
+                if a.steps {
+                    compression.profile_steps(&mut plan, &input, a.batch, a.runs)?;
+                } else {
+                    // One more pass for the statistics the timing runs cleared.
+                    plan.run(&input, a.batch)?;
+                }
                 layers = compression.reports(&plan);
             }
             plan.reset_conv_kernels();
@@ -171,6 +175,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             if a.layers {
                 o.insert("layers".into(), layers_json(layers));
             }
+            if a.steps {
+                o.insert("steps".into(), super::bench_steps::steps_json(layers));
+            }
         }
         println!("{j}");
         return Ok(());
@@ -205,6 +212,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
         if a.layers {
             print_layers(layers);
+        }
+        if a.steps {
+            super::bench_steps::print_steps(layers);
         }
     }
     if let Some(p) = peak {
@@ -294,7 +304,7 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
 
 /// `s` cut to its first `n - 1` characters and an ellipsis when longer than `n`: a fused
 /// node's name starts with its convolution's (`conv+bn+add+relu`), which names the layer.
-fn truncate(s: &str, n: usize) -> String {
+pub(super) fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         return s.to_string();
     }

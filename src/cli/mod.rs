@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_steps;
 mod calibrate;
 mod eval;
 mod haste_args;

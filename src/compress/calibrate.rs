@@ -6,7 +6,9 @@ use super::Compression;
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::Result;
 use crate::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
+use crate::haste::HasteKernel;
 use crate::plan::Plan;
+use std::sync::Arc;
 
 impl Compression {
     /// The layer choices the options ask to make on a batch (`input`, `n` images) once
@@ -136,6 +138,36 @@ impl Compression {
             }
         }
         Ok(reverted)
+    }
+
+    /// Times every step of every HASTE layer ([`crate::haste::steps`]) over `runs` runs of
+    /// the batch (after one untimed run), into the statistics [`Self::reports`] returns;
+    /// the layers keep profiling until the plan's kernels are reset.
+    pub fn profile_steps(
+        &self,
+        plan: &mut Plan,
+        input: &[f32],
+        n: usize,
+        runs: usize,
+    ) -> Result<()> {
+        for step in 0..plan.num_steps() {
+            if plan.runs_dense(step) {
+                continue;
+            }
+            let Some(k) = plan.conv_kernel(step) else {
+                continue;
+            };
+            if let Some(h) = k.as_any().downcast_ref::<HasteKernel>() {
+                let profiled = Arc::new(h.with_profile_steps(true));
+                plan.set_conv_kernel(step, profiled)?;
+            }
+        }
+        plan.run(input, n)?;
+        clear_stats(plan);
+        for _ in 0..runs.max(1) {
+            plan.run(input, n)?;
+        }
+        Ok(())
     }
 }
 

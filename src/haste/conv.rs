@@ -22,10 +22,11 @@ use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
-use super::hash::{grow, hash_window, HashScratch};
+use super::hash::{grow, hash_window_timed, HashScratch};
 use super::hyperplanes::Hyperplanes;
 use super::patch::{MergedPatch, RowTable};
 use super::stats::LayerStats;
+use super::steps::StepTimer;
 pub use super::window::Window;
 
 use crate::kernels::direct::{weights_panels, weights_tap_major, PANEL};
@@ -57,6 +58,8 @@ pub struct HasteConv {
     pub(super) panel: usize,
     bias: Option<Vec<f32>>,
     force_singletons: bool,
+    /// Time every step into the stats ([`Self::set_profile_steps`]).
+    profile_steps: bool,
 }
 
 /// Per-thread buffers of [`HasteConv::forward`]; they grow on first use and are then reused.
@@ -145,6 +148,7 @@ impl HasteConv {
             panel,
             bias: bias.map(|b| b.to_vec()),
             force_singletons: false,
+            profile_steps: false,
         })
     }
 
@@ -175,6 +179,12 @@ impl HasteConv {
     #[doc(hidden)]
     pub fn set_force_singletons(&mut self, on: bool) {
         self.force_singletons = on;
+    }
+
+    /// With `on`, every forward pass times its steps into [`LayerStats::steps`] (a few
+    /// hundred clock ticks per patch; the output is unchanged).
+    pub fn set_profile_steps(&mut self, on: bool) {
+        self.profile_steps = on;
     }
 
     /// One image: `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`. Deterministic: the same
@@ -338,6 +348,7 @@ impl HasteConv {
         let tile = self.cfg.tile;
         let (fh, fw) = self.hyperplanes.window();
         let s = scratch;
+        let mut timer = StepTimer::new(self.profile_steps);
         // The pixel-major image: the input itself, or its transpose.
         let mut hwc_buf = std::mem::take(&mut s.hwc);
         let hwc: &[f32] = if io.input_nhwc {
@@ -348,6 +359,7 @@ impl HasteConv {
             &hwc_buf
         };
         s.hash.reserve(c_in, fh * fw);
+        timer.lap(|t| &mut t.layout);
         if !io.output_nhwc {
             grow(&mut s.ohwc, oh * ow * c_out);
         }
@@ -368,7 +380,9 @@ impl HasteConv {
                 for ox0 in (0..ow).step_by(tile) {
                     let pw = tile.min(ow - ox0);
                     let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
-                    let counts = hash_window(
+                    timer.count_channel_pixels((c_in * win.present()) as u64);
+                    timer.lap(|t| &mut t.bookkeeping);
+                    let counts = hash_window_timed(
                         isa,
                         hwc,
                         w,
@@ -378,6 +392,7 @@ impl HasteConv {
                         self.cfg.centering,
                         magnitude,
                         &mut s.hash,
+                        &mut timer,
                     );
                     if s.band.len() <= n {
                         s.band.push(MergedPatch::default());
@@ -390,7 +405,9 @@ impl HasteConv {
                     } else {
                         patch.buckets.group(&s.hash.keys[..c_in]);
                     }
+                    timer.lap(|t| &mut t.group);
                     patch.merge_input(c_in, hwc, w, &win);
+                    timer.lap(|t| &mut t.input_merge);
                     let nb = patch.buckets.count();
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
                     stats.nonfinite_inputs += counts.nonfinite;
@@ -405,6 +422,7 @@ impl HasteConv {
                     ));
                 }
             }
+            timer.lap(|t| &mut t.bookkeeping);
             let at = (row0 - out_rows.start) * ow * c_out;
             let band_out = if io.output_nhwc {
                 &mut out[at..]
@@ -413,7 +431,8 @@ impl HasteConv {
             };
             for q in 0..c_out / self.panel {
                 for patch in &mut s.band[..n] {
-                    patch.convolve(self, q, (row0, ow), (&mut s.wm, &mut s.rows), band_out, isa);
+                    let bufs = (&mut s.wm, &mut s.rows);
+                    patch.convolve(self, q, (row0, ow), bufs, band_out, isa, &mut timer);
                 }
             }
         }
@@ -425,6 +444,8 @@ impl HasteConv {
             from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
         }
         s.hwc = hwc_buf;
+        timer.lap(|t| &mut t.layout);
+        stats.steps.add(&timer.ticks);
     }
 }
 

@@ -47,6 +47,14 @@ impl HasteKernel {
         }
     }
 
+    /// A copy of this kernel (fresh statistics) that times its steps when `on`
+    /// ([`HasteConv::set_profile_steps`]).
+    pub fn with_profile_steps(&self, on: bool) -> HasteKernel {
+        let mut conv = self.conv.clone();
+        conv.set_profile_steps(on);
+        Self::from_conv(conv, &self.epilogue)
+    }
+
     pub fn conv(&self) -> &HasteConv {
         &self.conv
     }

@@ -22,6 +22,7 @@
 //!    model that decides which layers get HASTE by default (a data-free gate on the fixed
 //!    per-patch work, then the time predicted from the channels merged on the first batch).
 //! 7. [`stats`]: per-layer diagnostics (buckets per patch, bucket sizes, FLOPs, NaNs seen).
+//!    [`steps`]: where a layer's time goes, step by step (`haste bench --layers --steps`).
 //! 8. [`kernel`]: [`HasteKernel`], HASTE as a plan's convolution kernel
 //!    ([`crate::kernels::ConvKernel`]), which [`crate::compress`] puts on the layers it picks.
 //!
@@ -50,6 +51,7 @@ pub mod kernel;
 pub mod merge;
 mod patch;
 pub mod stats;
+pub mod steps;
 pub mod window;
 
 pub use config::{HasteConfig, HyperplaneKind};
@@ -57,3 +59,4 @@ pub use conv::{HasteConv, HasteScratch};
 pub use cost::{dense_macs, FlopCount};
 pub use kernel::HasteKernel;
 pub use stats::LayerStats;
+pub use steps::StepCycles;

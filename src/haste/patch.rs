@@ -6,6 +6,7 @@ use super::buckets::Buckets;
 use super::conv::HasteConv;
 use super::hash::grow;
 use super::merge::{merge_filter_rows, merge_input_in_place, merged_row};
+use super::steps::StepTimer;
 use super::window::Window;
 use crate::kernels::direct::{self, Epilogue, Filters, Geom};
 use crate::kernels::isa::Isa;
@@ -82,6 +83,7 @@ impl MergedPatch {
         (wm, rows): (&mut Vec<f32>, &mut RowTable),
         band_out: &mut [f32],
         isa: Isa,
+        timer: &mut StepTimer,
     ) {
         let p = &conv.params;
         let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
@@ -91,6 +93,7 @@ impl MergedPatch {
         let merged = self.multi.len();
         grow(wm, taps * merged * panel);
         merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
+        timer.lap(|t| &mut t.filter_merge);
         // Singletons read this panel of the layer's weights, merged buckets their sums.
         let rows = &mut rows.0;
         rows.clear();
@@ -130,6 +133,8 @@ impl MergedPatch {
         // unchanged until the kernel returns; `first[b] < c_in`; the
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
+        timer.lap(|t| &mut t.row_table);
         unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };
+        timer.lap(|t| &mut t.kernel);
     }
 }

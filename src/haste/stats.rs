@@ -1,6 +1,7 @@
 //! Step 7: per-layer diagnostics, accumulated over images.
 
 use super::cost::FlopCount;
+use super::steps::StepCycles;
 
 /// What HASTE did in one layer, summed over the images it processed (merge with [`Self::add`]).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -16,6 +17,8 @@ pub struct LayerStats {
     /// Non-finite values seen in input windows (a pixel counts once per window reading it);
     /// they are hashed as 0.
     pub nonfinite_inputs: u64,
+    /// Clock ticks per step, when the layer profiles its steps (zero otherwise).
+    pub steps: StepCycles,
 }
 
 impl LayerStats {
@@ -33,6 +36,7 @@ impl LayerStats {
         }
         self.flops.add(&o.flops);
         self.nonfinite_inputs += o.nonfinite_inputs;
+        self.steps.add(&o.steps);
     }
 
     /// Mean number of buckets per patch (0 before any patch).

@@ -25,6 +25,7 @@ pub use sanitized::hash_window_sanitized;
 
 use super::config::HyperplaneKind;
 use super::hyperplanes::Hyperplanes;
+use super::steps::StepTimer;
 use super::window::Window;
 use crate::kernels::isa::Isa;
 
@@ -103,6 +104,36 @@ pub fn hash_window(
     magnitude_step: Option<f32>,
     s: &mut HashScratch,
 ) -> HashCounts {
+    let mut off = StepTimer::new(false);
+    hash_window_timed(
+        isa,
+        hwc,
+        img_w,
+        c,
+        win,
+        hp,
+        centering,
+        magnitude_step,
+        s,
+        &mut off,
+    )
+}
+
+/// [`hash_window`], charging the projection and the codes to `timer`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn hash_window_timed(
+    isa: Isa,
+    hwc: &[f32],
+    img_w: usize,
+    c: usize,
+    win: &Window,
+    hp: &Hyperplanes,
+    centering: bool,
+    magnitude_step: Option<f32>,
+    s: &mut HashScratch,
+    timer: &mut StepTimer,
+) -> HashCounts {
     let (_, fw) = hp.window();
     let lc = hp.count();
     let cpad = c.next_multiple_of(LANES);
@@ -130,6 +161,7 @@ pub fn hash_window(
         }
         finite &= block.run_generic(&mut s.proj, &mut s.norm2);
     }
+    timer.lap(|t| &mut t.project);
     // Threshold of each hyperplane: the mean projection over channels (centering), or 0.
     let proj = &s.proj[..lc * cpad];
     let (thresholds, codes) = (&mut s.thresholds, &mut s.codes[..c]);
@@ -162,7 +194,9 @@ pub fn hash_window(
         nonfinite: 0,
         entries_used,
     };
-    finish_keys(s, c, magnitude_step, counts)
+    let counts = finish_keys(s, c, magnitude_step, counts);
+    timer.lap(|t| &mut t.code);
+    counts
 }
 
 /// Each hyperplane's threshold into `thresholds`, and the channels' codes into `codes`
