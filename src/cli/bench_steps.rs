@@ -57,6 +57,7 @@ fn print_row(s: &StepCycles) {
 fn short(name: &str) -> &str {
     match name {
         "input_merge" => "in_merge",
+        "window_copy" => "copy",
         "filter_merge" => "f_merge",
         "bookkeeping" => "bookkeep",
         other => other,

@@ -22,7 +22,7 @@ use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
-use super::hash::{grow, hash_window_timed, HashScratch};
+use super::hash::{grow, hash_copied_window, hash_window_sanitized, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
 use super::patch::{MergedPatch, RowTable};
 use super::stats::LayerStats;
@@ -52,6 +52,8 @@ pub struct HasteConv {
     cfg: HasteConfig,
     layer_index: usize,
     hyperplanes: Hyperplanes,
+    /// The hyperplanes' entries as offsets into a copied window of `c_in` channels.
+    terms: WindowTerms,
     /// Weights in panels of `panel` output channels, `[c_out / panel][(ky, kx)][c_in][panel]`
     /// (see [`filter_panel`]).
     pub(super) wt: Vec<f32>,
@@ -76,6 +78,8 @@ pub struct HasteScratch {
     wm: Vec<f32>,
     /// The filter row table of the patch being convolved.
     rows: RowTable,
+    /// One bucket's running sums in the input merge.
+    sums: Vec<f32>,
 }
 
 /// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
@@ -128,7 +132,7 @@ impl HasteConv {
         let p = cfg.tile;
         let fh = (p - 1) * params.stride.0 + params.kh;
         let fw = (p - 1) * params.stride.1 + params.kw;
-        if fh > u16::MAX as usize || fw > u16::MAX as usize {
+        if fh > u16::MAX as usize || fw > u16::MAX as usize || fh * fw * c_in > u32::MAX as usize {
             return bad(format!("tile {p} makes a {fh}x{fw} window, too large"));
         }
         let hyperplanes = Hyperplanes::generate(
@@ -139,11 +143,13 @@ impl HasteConv {
             fw,
             layer_seed(cfg.seed, layer_index),
         );
+        let terms = WindowTerms::new(&hyperplanes, c_in);
         Ok(HasteConv {
             params,
             cfg: cfg.clone(),
             layer_index,
             hyperplanes,
+            terms,
             wt,
             panel,
             bias: bias.map(|b| b.to_vec()),
@@ -382,31 +388,38 @@ impl HasteConv {
                     let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
                     timer.count_channel_pixels((c_in * win.present()) as u64);
                     timer.lap(|t| &mut t.bookkeeping);
-                    let counts = hash_window_timed(
-                        isa,
-                        hwc,
-                        w,
-                        c_in,
-                        &win,
-                        &self.hyperplanes,
-                        self.cfg.centering,
-                        magnitude,
-                        &mut s.hash,
-                        &mut timer,
-                    );
                     if s.band.len() <= n {
                         s.band.push(MergedPatch::default());
                     }
                     let patch = &mut s.band[n];
                     n += 1;
                     (patch.oy0, patch.ox0, patch.ph, patch.pw) = (oy0, ox0, ph, pw);
+                    patch.copy_window(c_in, hwc, w, &win, (fh, fw));
+                    timer.lap(|t| &mut t.window_copy);
+                    let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
+                    let counts = hash_copied_window(
+                        isa,
+                        patch.window(),
+                        c_in,
+                        &win,
+                        hp,
+                        &self.terms,
+                        centering,
+                        magnitude,
+                        &mut s.hash,
+                        &mut timer,
+                    )
+                    .unwrap_or_else(|| {
+                        let h = &mut s.hash;
+                        hash_window_sanitized(isa, hwc, w, c_in, &win, hp, centering, magnitude, h)
+                    });
                     if self.force_singletons {
                         patch.buckets.make_singletons(c_in);
                     } else {
                         patch.buckets.group(&s.hash.keys[..c_in]);
                     }
                     timer.lap(|t| &mut t.group);
-                    patch.merge_input(c_in, hwc, w, &win);
+                    patch.merge_input(c_in, &win, &mut s.sums);
                     timer.lap(|t| &mut t.input_merge);
                     let nb = patch.buckets.count();
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));

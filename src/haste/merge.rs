@@ -112,32 +112,62 @@ pub fn merge_input_in_place(
     multi: &[u32],
     win_buf: &mut [f32],
 ) {
-    let buf = &mut win_buf[..win.h * win.w * c];
-    let present_all = win.r0 == 0 && win.c0 == 0 && win.r1 == win.h && win.c1 == win.w;
-    if !present_all {
-        buf.fill(0.0);
-    }
-    let span = (win.c1 - win.c0) * c;
-    for r in win.r0..win.r1 {
-        let iy = (win.iy + r as isize) as usize;
-        let ix = (win.ix + win.c0 as isize) as usize;
-        buf[(r * win.w + win.c0) * c..][..span]
-            .copy_from_slice(&hwc[(iy * img_w + ix) * c..][..span]);
-    }
+    win.copy_into(hwc, img_w, c, (win.h, win.w), win_buf);
+    let mut sums = Vec::new();
+    average_buckets_in_place(c, win, win.w, buckets, multi, win_buf, &mut sums);
+}
+
+/// The second half of [`merge_input_in_place`], on a window already copied (rows of `row`
+/// pixels, see [`Window::copy_into`]): each bucket of `multi`'s mean into its first channel's slot at every pixel inside the image. Bucket by
+/// bucket, each member a pass over the pixels (`sums` holds one bucket's running sums), so
+/// every loop runs a fixed number of times: walking the pixels outside and the buckets inside
+/// cost a mispredicted branch per bucket and pixel. Each mean adds its members in increasing
+/// order, as [`merge_input`] does.
+#[inline(always)]
+pub fn average_buckets_in_place(
+    c: usize,
+    win: &Window,
+    row: usize,
+    buckets: &Buckets,
+    multi: &[u32],
+    win_buf: &mut [f32],
+    sums: &mut Vec<f32>,
+) {
     if multi.is_empty() {
         return;
     }
+    let buf = &mut win_buf[..win.h * row * c];
+    let (cols, rows) = (win.c0..win.c1, win.r0..win.r1);
+    let pixels = cols.len() * rows.len();
+    crate::kernels::grow(sums, pixels);
+    let sums = &mut sums[..pixels];
+    let at = |r: usize, col: usize| (r * row + col) * c;
     let inv_size = buckets.inv_sizes();
-    for r in win.r0..win.r1 {
-        for col in win.c0..win.c1 {
-            let px = &mut buf[(r * win.w + col) * c..][..c];
-            for &b in multi {
-                let members = buckets.members(b as usize);
-                let mut sum = px[members[0] as usize];
-                for &m in &members[1..] {
-                    sum += px[m as usize];
+    for &b in multi {
+        let members = buckets.members(b as usize);
+        let first = members[0] as usize;
+        let mut i = 0;
+        for r in rows.clone() {
+            for col in cols.clone() {
+                sums[i] = buf[at(r, col) + first];
+                i += 1;
+            }
+        }
+        for &m in &members[1..] {
+            let mut i = 0;
+            for r in rows.clone() {
+                for col in cols.clone() {
+                    sums[i] += buf[at(r, col) + m as usize];
+                    i += 1;
                 }
-                px[members[0] as usize] = sum * inv_size[b as usize];
+            }
+        }
+        let inv = inv_size[b as usize];
+        let mut i = 0;
+        for r in rows.clone() {
+            for col in cols.clone() {
+                buf[at(r, col) + first] = sums[i] * inv;
+                i += 1;
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::buckets::Buckets;
 use super::conv::HasteConv;
 use super::hash::grow;
-use super::merge::{merge_filter_rows, merge_input_in_place, merged_row};
+use super::merge::{average_buckets_in_place, merge_filter_rows, merged_row};
 use super::steps::StepTimer;
 use super::window::Window;
 use crate::kernels::direct::{self, Epilogue, Filters, Geom};
@@ -19,7 +19,7 @@ pub(super) struct MergedPatch {
     pub ox0: usize,
     pub ph: usize,
     pub pw: usize,
-    /// The window's row length (pixels).
+    /// The copied window's row length (pixels): the hyperplanes' window width.
     win_w: usize,
     /// The channels grouped by hash code.
     pub buckets: Buckets,
@@ -44,11 +44,33 @@ unsafe impl Send for RowTable {}
 unsafe impl Sync for RowTable {}
 
 impl MergedPatch {
-    /// Merges the input channels of `win` by `self.buckets` (grouped by the caller).
+    /// Copies the patch's window out of the pixel-major image `hwc` (width `w`) into a frame
+    /// of the hyperplanes' window size `frame` (see [`Window::copy_into`]): what the hash
+    /// reads, and what [`Self::merge_input`] then merges in place.
     #[inline(always)]
-    pub(super) fn merge_input(&mut self, c_in: usize, hwc: &[f32], w: usize, win: &Window) {
+    pub(super) fn copy_window(
+        &mut self,
+        c_in: usize,
+        hwc: &[f32],
+        w: usize,
+        win: &Window,
+        frame: (usize, usize),
+    ) {
+        self.win_w = frame.1;
+        grow(&mut self.mwin, frame.0 * frame.1 * c_in);
+        win.copy_into(hwc, w, c_in, frame, &mut self.mwin);
+    }
+
+    /// The window copied by [`Self::copy_window`].
+    pub(super) fn window(&self) -> &[f32] {
+        &self.mwin
+    }
+
+    /// Merges the input channels of the copied window `win` by `self.buckets` (grouped by
+    /// the caller), in place; `sums` is scratch.
+    #[inline(always)]
+    pub(super) fn merge_input(&mut self, c_in: usize, win: &Window, sums: &mut Vec<f32>) {
         let nb = self.buckets.count();
-        self.win_w = win.w;
         self.first.clear();
         self.multi.clear();
         for b in 0..nb {
@@ -58,16 +80,8 @@ impl MergedPatch {
                 self.multi.push(b as u32);
             }
         }
-        grow(&mut self.mwin, win.h * win.w * c_in);
-        merge_input_in_place(
-            hwc,
-            w,
-            c_in,
-            win,
-            &self.buckets,
-            &self.multi,
-            &mut self.mwin,
-        );
+        let (b, m) = (&self.buckets, &self.multi);
+        average_buckets_in_place(c_in, win, self.win_w, b, m, &mut self.mwin, sums);
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into

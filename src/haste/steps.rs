@@ -10,13 +10,15 @@
 /// Clock ticks spent in each step of a HASTE layer, summed over the patches it ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StepCycles {
+    /// Copying the window out of the image (what the hash and the input merge read).
+    pub window_copy: u64,
     /// Projecting the window on the hyperplanes (and the norms for magnitude bins).
     pub project: u64,
     /// Thresholds (centering), sign bits and bucket keys.
     pub code: u64,
     /// Grouping channels by key.
     pub group: u64,
-    /// Copying the window and averaging each bucket's channels.
+    /// Averaging each bucket's channels.
     pub input_merge: u64,
     /// Summing merged buckets' filter rows.
     pub filter_merge: u64,
@@ -37,6 +39,7 @@ pub struct StepCycles {
 
 impl StepCycles {
     pub fn add(&mut self, o: &StepCycles) {
+        self.window_copy += o.window_copy;
         self.project += o.project;
         self.code += o.code;
         self.group += o.group;
@@ -51,8 +54,9 @@ impl StepCycles {
     }
 
     /// The steps by name with their ticks, in pipeline order.
-    pub fn named(&self) -> [(&'static str, u64); 9] {
+    pub fn named(&self) -> [(&'static str, u64); 10] {
         [
+            ("window_copy", self.window_copy),
             ("project", self.project),
             ("code", self.code),
             ("group", self.group),
@@ -68,7 +72,8 @@ impl StepCycles {
     /// The fixed work of a patch, whatever it merges: everything but the filter merge and
     /// the kernel (the transposes count too: a pixel-major network has none).
     pub fn fixed(&self) -> u64 {
-        self.project
+        self.window_copy
+            + self.project
             + self.code
             + self.group
             + self.input_merge

@@ -63,6 +63,33 @@ impl Window {
         r >= self.r0 && r < self.r1 && c >= self.c0 && c < self.c1
     }
 
+    /// Copies the window out of the pixel-major image `hwc` (width `img_w`, `c` channels) into
+    /// `dst` as `[fh][fw][c]` (a frame at least the window's size: the hyperplanes' window,
+    /// which an edge patch's is smaller than), zeros where the window lies outside the image
+    /// and in the frame past the window.
+    #[inline(always)]
+    pub fn copy_into(
+        &self,
+        hwc: &[f32],
+        img_w: usize,
+        c: usize,
+        (fh, fw): (usize, usize),
+        dst: &mut [f32],
+    ) {
+        assert!(self.h <= fh && self.w <= fw, "window larger than its frame");
+        let dst = &mut dst[..fh * fw * c];
+        if !self.covers((fh, fw)) {
+            dst.fill(0.0);
+        }
+        let span = (self.c1 - self.c0) * c;
+        for r in self.r0..self.r1 {
+            let iy = (self.iy + r as isize) as usize;
+            let ix = (self.ix + self.c0 as isize) as usize;
+            dst[(r * fw + self.c0) * c..][..span]
+                .copy_from_slice(&hwc[(iy * img_w + ix) * c..][..span]);
+        }
+    }
+
     /// Whether every pixel of a `(fh, fw)` window is present.
     pub fn covers(&self, (fh, fw): (usize, usize)) -> bool {
         self.r0 == 0 && self.c0 == 0 && self.r1 == fh && self.c1 == fw

@@ -1,6 +1,6 @@
 //! The AVX-512 versions of the hash's inner loops, with the portable loops' bits.
 
-use super::{sums_to_thresholds, ProjectBlock, LANES};
+use super::{sums_to_thresholds, LANES};
 
 /// [`thresholds_and_codes`] in registers, with the same bits: the row sums are the same
 /// additions (lane `i` of the tree's first level is `v[i] + v[i + 8]`, and so on), and each
@@ -70,59 +70,6 @@ unsafe fn row_sum_avx512(row: &[f32]) -> f32 {
     let c = _mm512_add_ps(b, _mm512_permute_ps::<0b00_00_11_10>(b));
     let d = _mm512_add_ps(c, _mm512_permute_ps::<0b00_00_00_01>(c));
     _mm512_cvtss_f32(d)
-}
-
-impl ProjectBlock<'_> {
-    /// # Safety
-    /// AVX-512F must be supported.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn run_avx512(&self, proj: &mut [f32], norm2: &mut [f32]) -> bool {
-        use std::arch::x86_64::*;
-        let lc = self.hp.count();
-        let mask: u16 = if self.cw == LANES {
-            0xffff
-        } else {
-            (1u16 << self.cw) - 1
-        };
-        let zero = _mm512_setzero_ps();
-        // The accumulators are the block's rows of `proj` (only `L` of them to clear).
-        let cpad = self.cpad;
-        let base = proj[self.ch0..].as_mut_ptr();
-        assert!(proj.len() >= (lc.max(1) - 1) * cpad + self.ch0 + LANES);
-        for l in 0..lc {
-            // SAFETY: row `l` of the block lies inside `proj` (asserted above).
-            unsafe { _mm512_storeu_ps(base.add(l * cpad), zero) };
-        }
-        let (mut nf, mut n2) = (zero, zero);
-        for r in self.win.r0..self.win.r1 {
-            for col in self.win.c0..self.win.c1 {
-                let row = self.row(r, col);
-                // SAFETY: `row` holds `cw` values; the mask loads exactly those.
-                let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr()) };
-                for t in self.hp.terms_at(r * self.fw + col) {
-                    // SAFETY: `t.l < L`, so the row lies inside `proj` (asserted above).
-                    unsafe {
-                        let a = base.add(t.l as usize * cpad);
-                        _mm512_storeu_ps(
-                            a,
-                            _mm512_fmadd_ps(x, _mm512_set1_ps(t.w), _mm512_loadu_ps(a)),
-                        );
-                    }
-                }
-                nf = _mm512_fmadd_ps(x, zero, nf);
-                if self.magnitude {
-                    n2 = _mm512_fmadd_ps(x, x, n2);
-                }
-            }
-        }
-        let mut n2s = [0.0f32; LANES];
-        // SAFETY: `n2s` holds 16 values.
-        unsafe { _mm512_storeu_ps(n2s.as_mut_ptr(), n2) };
-        norm2[self.ch0..][..self.cw].copy_from_slice(&n2s[..self.cw]);
-        // A NaN lane compares unordered with itself.
-        _mm512_cmp_ps_mask::<_CMP_ORD_Q>(nf, nf) == 0xffff
-    }
 }
 
 /// The codes of channels `ch0..ch0 + cw` (`cw <= 16`): hyperplane `l` adds the rows at

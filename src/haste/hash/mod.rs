@@ -17,10 +17,12 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod copied;
 mod sanitized;
 
 #[cfg(target_arch = "x86_64")]
 use avx512::{project_avx512, thresholds_and_codes_avx512};
+pub use copied::{hash_copied_window, WindowTerms};
 pub use sanitized::hash_window_sanitized;
 
 use super::config::HyperplaneKind;
@@ -54,6 +56,8 @@ pub struct HashScratch {
     /// hyperplane's `+1` and `-1` lists end in it.
     pos: Vec<u32>,
     lists: Vec<u32>,
+    /// The window [`hash_window`] copies out of the image.
+    window: Vec<f32>,
     /// Output: one key per input channel.
     pub keys: Vec<Key>,
 }
@@ -82,17 +86,15 @@ pub struct HashCounts {
 }
 
 /// Hashes the `c` channels of window `win` of the HWC image `hwc` (width `img_w`) into
-/// `s.keys[..c]`.
+/// `s.keys[..c]`: the window is copied out of the image (zeros outside it) and hashed by
+/// (a test and benchmark entry: the layer builds its [`WindowTerms`] once)
+/// [`hash_copied_window`], or by [`hash_window_sanitized`] when it holds a non-finite value.
 ///
-/// The projections are taken straight from the image: by linearity, the projection of the
-/// centered channel `z_c = x_c - m` (`m` the per-pixel mean over channels) is
-/// `<x_c, r_l> - <m, r_l>`, and `<m, r_l>` is the mean over channels of `<x_c, r_l>`. So
-/// centering costs one mean per hyperplane instead of a pass over the window, and the window
-/// is read once, pixel by pixel, each pixel's row of channels feeding every hyperplane with an
-/// entry there. A window holding a non-finite value is hashed by [`hash_window_sanitized`]
-/// instead, which counts those values and hashes them as 0.
+/// Centering needs no pass over the window: by linearity, the projection of the centered
+/// channel `z_c = x_c - m` (`m` the per-pixel mean over channels) is `<x_c, r_l> - <m, r_l>`,
+/// and `<m, r_l>` is the mean over channels of `<x_c, r_l>`, so it costs one mean per
+/// hyperplane.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
 pub fn hash_window(
     isa: Isa,
     hwc: &[f32],
@@ -104,98 +106,17 @@ pub fn hash_window(
     magnitude_step: Option<f32>,
     s: &mut HashScratch,
 ) -> HashCounts {
+    let mut buf = std::mem::take(&mut s.window);
+    grow(&mut buf, hp.dim() * c);
+    win.copy_into(hwc, img_w, c, hp.window(), &mut buf);
     let mut off = StepTimer::new(false);
-    hash_window_timed(
-        isa,
-        hwc,
-        img_w,
-        c,
-        win,
-        hp,
-        centering,
-        magnitude_step,
-        s,
-        &mut off,
-    )
-}
-
-/// [`hash_window`], charging the projection and the codes to `timer`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn hash_window_timed(
-    isa: Isa,
-    hwc: &[f32],
-    img_w: usize,
-    c: usize,
-    win: &Window,
-    hp: &Hyperplanes,
-    centering: bool,
-    magnitude_step: Option<f32>,
-    s: &mut HashScratch,
-    timer: &mut StepTimer,
-) -> HashCounts {
-    let (_, fw) = hp.window();
-    let lc = hp.count();
-    let cpad = c.next_multiple_of(LANES);
-    grow(&mut s.proj, lc * cpad);
-    let mut finite = true;
-    for ch0 in (0..c).step_by(LANES) {
-        let cw = (c - ch0).min(LANES);
-        let block = ProjectBlock {
-            hwc,
-            img_w,
-            c,
-            win,
-            hp,
-            fw,
-            ch0,
-            cw,
-            cpad,
-            magnitude: magnitude_step.is_some(),
-        };
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 {
-            // SAFETY: the caller runs tier `isa` only where the CPU supports it.
-            finite &= unsafe { block.run_avx512(&mut s.proj, &mut s.norm2) };
-            continue;
-        }
-        finite &= block.run_generic(&mut s.proj, &mut s.norm2);
-    }
-    timer.lap(|t| &mut t.project);
-    // Threshold of each hyperplane: the mean projection over channels (centering), or 0.
-    let proj = &s.proj[..lc * cpad];
-    let (thresholds, codes) = (&mut s.thresholds, &mut s.codes[..c]);
-    #[cfg(target_arch = "x86_64")]
-    let finite = finite && {
-        if isa == Isa::Avx512 {
-            // SAFETY: the caller runs tier `isa` only where the CPU supports it.
-            unsafe { thresholds_and_codes_avx512(proj, cpad, c, centering, thresholds, codes) }
-        } else {
-            thresholds_and_codes(proj, cpad, c, centering, thresholds, codes)
-        }
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let finite = finite && thresholds_and_codes(proj, cpad, c, centering, thresholds, codes);
-    if !finite {
-        return hash_window_sanitized(isa, hwc, img_w, c, win, hp, centering, magnitude_step, s);
-    }
-    let entries_used = if win.covers(hp.window()) {
-        hp.nnz() as u64
-    } else {
-        let mut used = 0u64;
-        for r in win.r0..win.r1 {
-            for col in win.c0..win.c1 {
-                used += hp.terms_at(r * fw + col).len() as u64;
-            }
-        }
-        used
-    };
-    let counts = HashCounts {
-        nonfinite: 0,
-        entries_used,
-    };
-    let counts = finish_keys(s, c, magnitude_step, counts);
-    timer.lap(|t| &mut t.code);
+    let terms = WindowTerms::new(hp, c);
+    let (cen, mag) = (centering, magnitude_step);
+    let counts = hash_copied_window(isa, &buf, c, win, hp, &terms, cen, mag, s, &mut off)
+        .unwrap_or_else(|| {
+                hash_window_sanitized(isa, hwc, img_w, c, win, hp, centering, magnitude_step, s)
+            });
+    s.window = buf;
     counts
 }
 
@@ -253,63 +174,6 @@ fn row_sum(row: &[f32]) -> f32 {
         }
     }
     sum16(&lanes)
-}
-
-/// Projections of channels `ch0..ch0 + cw` (`cw <= 16`) of one window onto every hyperplane:
-/// `proj[l * cpad + ch0 + k] = sum_pixels w_l(pixel) * x_{ch0 + k}(pixel)`, pixels in window
-/// order, with the squared norms when `magnitude` is on. Both versions do the same fused
-/// multiply-adds in the same order (exact additions for ternary weights), so they give the
-/// same bits. Returns false when the window holds a non-finite value.
-struct ProjectBlock<'a> {
-    hwc: &'a [f32],
-    img_w: usize,
-    c: usize,
-    win: &'a Window,
-    hp: &'a Hyperplanes,
-    fw: usize,
-    ch0: usize,
-    cw: usize,
-    cpad: usize,
-    magnitude: bool,
-}
-
-impl ProjectBlock<'_> {
-    #[inline(always)]
-    fn row(&self, r: usize, col: usize) -> &[f32] {
-        let iy = (self.win.iy + r as isize) as usize;
-        let ix = (self.win.ix + col as isize) as usize;
-        &self.hwc[(iy * self.img_w + ix) * self.c + self.ch0..][..self.cw]
-    }
-
-    #[inline(always)]
-    fn run_generic(&self, proj: &mut [f32], norm2: &mut [f32]) -> bool {
-        let lc = self.hp.count();
-        let mut acc = [[0.0f32; LANES]; 64];
-        let mut nf = [0.0f32; LANES];
-        let mut n2 = [0.0f32; LANES];
-        for r in self.win.r0..self.win.r1 {
-            for col in self.win.c0..self.win.c1 {
-                let row = self.row(r, col);
-                for t in self.hp.terms_at(r * self.fw + col) {
-                    let a = &mut acc[t.l as usize];
-                    for (a, &x) in a.iter_mut().zip(row) {
-                        *a = x.mul_add(t.w, *a);
-                    }
-                }
-                for (k, &x) in row.iter().enumerate() {
-                    nf[k] = x.mul_add(0.0, nf[k]);
-                    if self.magnitude {
-                        n2[k] = x.mul_add(x, n2[k]);
-                    }
-                }
-            }
-        }
-        for (l, a) in acc.iter().enumerate().take(lc) {
-            proj[l * self.cpad + self.ch0..][..LANES].copy_from_slice(a);
-        }
-        norm2[self.ch0..][..self.cw].copy_from_slice(&n2[..self.cw]);
-        nf.iter().all(|v| v.is_finite())
-    }
 }
 
 /// Keys from the codes (and the magnitude bins).

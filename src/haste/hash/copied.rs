@@ -1,0 +1,280 @@
+//! Hashing a window already copied out of the image (`[win.h][win.w][c]`, zeros where it lies
+//! outside the image): the copy the input merge and the reduced convolution read anyway, so
+//! the window is gathered from the image once per patch.
+//!
+//! Each hyperplane's nonzero entries become one list of offsets into that copy, in window
+//! order ([`TermLists`], built once per window shape and reused), and its projections are
+//! summed in registers, 16 channels a lane vector, several vectors per pass. A zero pixel adds
+//! an exact zero, so absent pixels need no test, and every channel's sum runs in window
+//! order, as in the definition: the same bits on every tier.
+
+use super::*;
+
+/// Each hyperplane's nonzero entries as offsets into a copied window of `c` channels over the
+/// hyperplanes' whole window (`[fh][fw][c]`; an edge patch's smaller window is copied into
+/// one of that size, zeros past its edge), built once per layer.
+#[derive(Clone, Debug, Default)]
+pub struct WindowTerms {
+    /// Hyperplane `l`'s entries are `offs[starts[l]..starts[l + 1]]` (floats into the window)
+    /// with weights `ws[..]`, window order.
+    offs: Vec<u32>,
+    ws: Vec<f32>,
+    starts: Vec<u32>,
+    c: usize,
+}
+
+impl WindowTerms {
+    pub fn new(hp: &Hyperplanes, c: usize) -> WindowTerms {
+        let mut s = WindowTerms {
+            starts: vec![0],
+            c,
+            ..Default::default()
+        };
+        for l in 0..hp.count() {
+            for (pos, &w) in hp.row(l).iter().enumerate() {
+                if w != 0.0 {
+                    s.offs.push((pos * c) as u32);
+                    s.ws.push(w);
+                }
+            }
+            s.starts.push(s.offs.len() as u32);
+        }
+        s
+    }
+
+    /// Hyperplane `l`'s offsets and weights.
+    #[inline(always)]
+    fn terms(&self, l: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.starts[l] as usize, self.starts[l + 1] as usize);
+        (&self.offs[a..b], &self.ws[a..b])
+    }
+}
+
+/// Hashes the `c` channels of the copied window `buf` (`[fh][fw][c]` for the hyperplanes'
+/// window `(fh, fw)`, zeros outside the image and past the patch's window `win`) into
+/// `s.keys[..c]`; `terms` are `hp`'s for `c` channels. `None` when the window holds a non-finite value or a sum
+/// overflows: then [`hash_window_sanitized`] hashes it from the image.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn hash_copied_window(
+    isa: Isa,
+    buf: &[f32],
+    c: usize,
+    win: &Window,
+    hp: &Hyperplanes,
+    terms: &WindowTerms,
+    centering: bool,
+    magnitude_step: Option<f32>,
+    s: &mut HashScratch,
+    timer: &mut StepTimer,
+) -> Option<HashCounts> {
+    assert_eq!(terms.c, c, "hyperplane terms for another channel count");
+    let buf = &buf[..hp.dim() * c];
+    if !all_finite(buf) {
+        return None;
+    }
+    let lc = hp.count();
+    let cpad = c.next_multiple_of(LANES);
+    grow(&mut s.proj, lc * cpad);
+    let lists = terms;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the caller runs tier `isa` only where the CPU supports it.
+        unsafe { avx512::project_copied(buf, c, cpad, lists, lc, &mut s.proj) };
+    } else {
+        project_generic(buf, c, cpad, lists, lc, &mut s.proj);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    project_generic(buf, c, cpad, lists, lc, &mut s.proj);
+    if magnitude_step.is_some() {
+        window_norms(buf, c, &mut s.norm2[..c]);
+    }
+    timer.lap(|t| &mut t.project);
+    let proj = &s.proj[..lc * cpad];
+    let (thresholds, codes) = (&mut s.thresholds, &mut s.codes[..c]);
+    #[cfg(target_arch = "x86_64")]
+    let finite = if isa == Isa::Avx512 {
+        // SAFETY: the caller runs tier `isa` only where the CPU supports it.
+        unsafe { thresholds_and_codes_avx512(proj, cpad, c, centering, thresholds, codes) }
+    } else {
+        thresholds_and_codes(proj, cpad, c, centering, thresholds, codes)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let finite = thresholds_and_codes(proj, cpad, c, centering, thresholds, codes);
+    if !finite {
+        return None;
+    }
+    let counts = HashCounts {
+        nonfinite: 0,
+        entries_used: entries_at_present_pixels(hp, win),
+    };
+    let counts = finish_keys(s, c, magnitude_step, counts);
+    timer.lap(|t| &mut t.code);
+    Some(counts)
+}
+
+/// Hyperplane entries at pixels of `win` inside the image (what the projection costs).
+fn entries_at_present_pixels(hp: &Hyperplanes, win: &Window) -> u64 {
+    let (_, fw) = hp.window();
+    if win.covers(hp.window()) {
+        return hp.nnz() as u64;
+    }
+    let mut used = 0u64;
+    for r in win.r0..win.r1 {
+        for col in win.c0..win.c1 {
+            used += hp.terms_at(r * fw + col).len() as u64;
+        }
+    }
+    used
+}
+
+/// True when every value is finite: `x * 0` is NaN exactly for NaN and infinities. Four
+/// independent vectors of sums, so the check runs at load speed, not at the latency of one
+/// chain of additions.
+#[inline(always)]
+fn all_finite(buf: &[f32]) -> bool {
+    let mut acc = [[0.0f32; LANES]; 4];
+    let mut chunks = buf.chunks_exact(4 * LANES);
+    for ch in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(ch.chunks_exact(LANES)) {
+            for (a, &x) in a.iter_mut().zip(v) {
+                *a += x * 0.0;
+            }
+        }
+    }
+    let mut tail = 0.0f32;
+    for &x in chunks.remainder() {
+        tail += x * 0.0;
+    }
+    tail == 0.0 && acc.iter().flatten().all(|&a| a == 0.0)
+}
+
+/// Each channel's squared norm over the window, pixels in window order (zeros add nothing).
+#[inline(always)]
+fn window_norms(buf: &[f32], c: usize, norm2: &mut [f32]) {
+    norm2.fill(0.0);
+    for px in buf.chunks_exact(c) {
+        for (n, &x) in norm2.iter_mut().zip(px) {
+            *n = x.mul_add(x, *n);
+        }
+    }
+}
+
+/// The projections of every channel on every hyperplane into `proj` (`L` rows of `cpad`,
+/// zero past `c`): per block of 16 channels and hyperplane, the entries' fused
+/// multiply-adds in window order, in registers.
+#[inline(always)]
+fn project_generic(
+    buf: &[f32],
+    c: usize,
+    cpad: usize,
+    lists: &WindowTerms,
+    lc: usize,
+    proj: &mut [f32],
+) {
+    for ch0 in (0..c).step_by(LANES) {
+        let cw = (c - ch0).min(LANES);
+        for l in 0..lc {
+            let (offs, ws) = lists.terms(l);
+            let mut acc = [0.0f32; LANES];
+            if cw == LANES {
+                for (&o, &w) in offs.iter().zip(ws) {
+                    let x: &[f32; LANES] = buf[o as usize + ch0..][..LANES]
+                        .try_into()
+                        .expect("16 lanes");
+                    for (a, &x) in acc.iter_mut().zip(x) {
+                        *a = x.mul_add(w, *a);
+                    }
+                }
+            } else {
+                for (&o, &w) in offs.iter().zip(ws) {
+                    let x = &buf[o as usize + ch0..][..cw];
+                    for (a, &x) in acc.iter_mut().zip(x) {
+                        *a = x.mul_add(w, *a);
+                    }
+                }
+            }
+            proj[l * cpad + ch0..][..LANES].copy_from_slice(&acc);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{WindowTerms, LANES};
+    use std::arch::x86_64::*;
+
+    /// [`super::project_generic`] with `NB` vectors of channels per pass (the hyperplane's
+    /// entries read once for all of them; masked past `c`).
+    ///
+    /// # Safety
+    /// AVX-512F must be supported.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn project_copied(
+        buf: &[f32],
+        c: usize,
+        cpad: usize,
+        lists: &WindowTerms,
+        lc: usize,
+        proj: &mut [f32],
+    ) {
+        assert!(proj.len() >= lc * cpad);
+        assert!(lists.offs.iter().all(|&o| o as usize + c <= buf.len()));
+        let mut ch0 = 0;
+        while ch0 < c {
+            // SAFETY: forwarded; every offset plus `c` lies inside `buf` (asserted), and
+            // every row of `proj` holds `cpad` values.
+            unsafe {
+                match (c - ch0).div_ceil(LANES) {
+                    1 => pass::<1>(buf, c, cpad, lists, lc, proj, ch0),
+                    2 => pass::<2>(buf, c, cpad, lists, lc, proj, ch0),
+                    3 => pass::<3>(buf, c, cpad, lists, lc, proj, ch0),
+                    _ => pass::<4>(buf, c, cpad, lists, lc, proj, ch0),
+                }
+            }
+            ch0 += 4 * LANES;
+        }
+    }
+
+    /// Channels `ch0..ch0 + 16 * NB` (masked at `c`) on every hyperplane.
+    ///
+    /// # Safety
+    /// As [`project_copied`], whose assertions it relies on.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pass<const NB: usize>(
+        buf: &[f32],
+        c: usize,
+        cpad: usize,
+        lists: &WindowTerms,
+        lc: usize,
+        proj: &mut [f32],
+        ch0: usize,
+    ) {
+        let masks: [u16; NB] = std::array::from_fn(|k| {
+            let left = c.saturating_sub(ch0 + LANES * k).min(LANES);
+            ((1u32 << left) - 1) as u16
+        });
+        let base = buf.as_ptr().add(ch0);
+        for l in 0..lc {
+            let (offs, ws) = lists.terms(l);
+            let mut acc = [_mm512_setzero_ps(); NB];
+            for (&o, &w) in offs.iter().zip(ws) {
+                let p = base.add(o as usize);
+                let wv = _mm512_set1_ps(w);
+                for k in 0..NB {
+                    let x = _mm512_maskz_loadu_ps(masks[k], p.add(LANES * k));
+                    acc[k] = _mm512_fmadd_ps(x, wv, acc[k]);
+                }
+            }
+            let row = proj.as_mut_ptr().add(l * cpad + ch0);
+            for (k, &a) in acc.iter().enumerate() {
+                // Lanes past `c` are zero (masked loads), and `cpad` covers them.
+                if ch0 + LANES * k < cpad {
+                    _mm512_storeu_ps(row.add(LANES * k), a);
+                }
+            }
+        }
+    }
+}
