@@ -6,9 +6,7 @@ use divan::{black_box, Bencher};
 use haste::haste::buckets::Buckets;
 use haste::haste::hash::{hash_window, HashScratch};
 use haste::haste::hyperplanes::Hyperplanes;
-use haste::haste::merge::{
-    merge_filter_rows, merge_filters, merge_input, merge_input_in_place, merged_row,
-};
+use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_input_in_place};
 use haste::haste::window::Window;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::direct::{conv_on as patch_gemm, Epilogue, Filters, Geom as PatchGeom};
@@ -299,18 +297,14 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         .map(|b| buckets.members(b)[0])
         .collect();
     // The row table: merged buckets read their summed rows, singletons the weights.
-    let mut rows = Vec::new();
-    for kk in 0..9 {
-        let mut merged = 0;
-        for (b, &f) in first.iter().enumerate() {
-            rows.push(if buckets.size(b) > 1 {
-                merged += 1;
-                wm[merged_row(m.len(), kk, merged - 1) * c..].as_ptr()
-            } else {
-                wt[(kk * c + f as usize) * c..].as_ptr()
-            });
-        }
-    }
+    let rows: Vec<*const f32> = first
+        .iter()
+        .enumerate()
+        .map(|(b, &f)| {
+            let bank = if buckets.size(b) > 1 { &wm } else { &wt };
+            bank[f as usize * c..].as_ptr()
+        })
+        .collect();
     let g = PatchGeom {
         win_w: pt.win.w,
         c_in: c,
@@ -328,6 +322,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
     let filters = Filters::Rows {
         first: &first,
         rows: &rows,
+        tap_stride: c * c,
     };
     let isa = Isa::current();
     // SAFETY: rows point at `wt`/`wm` rows of channels < c; `Isa::current` is supported.

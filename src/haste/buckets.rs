@@ -33,33 +33,37 @@ impl Buckets {
         grow(&mut self.bucket_of, c);
         grow(&mut self.members, c);
         grow(&mut self.starts, c + 1);
-        // Open addressing, table of at least 2c slots: a channel's key either has a bucket
-        // already (numbered by first appearance in channel order) or opens the next one.
-        let size = (2 * c).next_power_of_two().max(2);
+        // Open addressing in a table of at least 4c slots (a quarter full at most, so a probe
+        // rarely goes past its first slot): a channel's key either has a bucket already
+        // (numbered by first appearance in channel order) or opens the next one. Whether it
+        // opens one is a coin flip on real data, so that choice is made without a branch;
+        // only a slot holding another key (rare) takes the probing loop.
+        let size = (4 * c).next_power_of_two().max(2);
         let shift = 64 - size.trailing_zeros();
+        let empty = c as u32;
         self.slots.clear();
-        self.slots.resize(size, u32::MAX);
-        grow(&mut self.bucket_keys, c);
+        self.slots.resize(size, empty);
+        // One key past the buckets' for the empty slot to point at: it never matches a real
+        // key's bucket test below because an empty slot is tested first.
+        grow(&mut self.bucket_keys, c + 1);
         let starts = &mut self.starts[..c + 1];
         starts.fill(0);
+        let (slots, bucket_keys) = (&mut self.slots[..size], &mut self.bucket_keys[..c + 1]);
         let mut next = 0u32;
         for (ch, &k) in keys.iter().enumerate() {
             let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29))
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut i = (h >> shift) as usize;
-            let b = loop {
-                let slot = self.slots[i];
-                if slot == u32::MAX {
-                    self.slots[i] = next;
-                    self.bucket_keys[next as usize] = k;
-                    next += 1;
-                    break next - 1;
-                }
-                if self.bucket_keys[slot as usize] == k {
-                    break slot;
-                }
+            let mut slot = slots[i];
+            while slot != empty && bucket_keys[slot as usize] != k {
                 i = (i + 1) & (size - 1);
-            };
+                slot = slots[i];
+            }
+            let opens = slot == empty;
+            let b = if opens { next } else { slot };
+            slots[i] = b;
+            bucket_keys[b as usize] = k;
+            next += opens as u32;
             self.bucket_of[ch] = b;
             starts[b as usize + 1] += 1;
         }

@@ -73,8 +73,8 @@ pub struct HasteScratch {
     ohwc: Vec<f32>,
     /// The patches of the current band, hashed and merged, waiting for their convolution.
     band: Vec<MergedPatch>,
-    /// Summed filter rows of one patch's merged buckets for one panel (see
-    /// [`super::merge::merged_row`]).
+    /// Summed filter rows of one patch's merged buckets for one panel, laid out as the panel
+    /// (see [`super::merge::merge_filter_rows`]).
     wm: Vec<f32>,
     /// The filter row table of the patch being convolved.
     rows: RowTable,

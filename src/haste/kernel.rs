@@ -64,6 +64,11 @@ impl HasteKernel {
         std::mem::take(&mut self.lock_stats())
     }
 
+    /// Adds `s` to the statistics (a caller that took several runs' and keeps one).
+    pub fn add_stats(&self, s: &LayerStats) {
+        self.lock_stats().add(s);
+    }
+
     fn lock_stats(&self) -> std::sync::MutexGuard<'_, LayerStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }

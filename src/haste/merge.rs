@@ -175,11 +175,12 @@ pub fn average_buckets_in_place(
 
 /// Filter merge of the buckets in `multi` only, for one panel of `panel` output channels
 /// (`wt_panel = [(ky, kx)][c_in][panel]`; with `panel = c_out` the whole tap-major bank),
-/// into a compact bank: for the `m`-th bucket of `multi` and tap `kk`, row
-/// [`merged_row`]`(multi.len(), kk, m)` of `wm` becomes the sum of its channels' rows,
-/// summed in increasing channel order (the same bits as [`merge_filters`]). Singleton
-/// buckets are not copied: the kernel reads `wt_panel`. `wm` holds `taps * multi.len() *
-/// panel` values.
+/// into `wm`, laid out as `wt_panel` (`taps * c_in * panel` values): for bucket `b` of
+/// `multi` and tap `kk`, the row of `b`'s first channel becomes the sum of its channels'
+/// rows, summed in increasing channel order (the same bits as [`merge_filters`]). So a
+/// bucket's rows sit one tap stride apart wherever they live, and the kernel needs one
+/// pointer per bucket. Singleton buckets are not copied: the kernel reads `wt_panel`; the
+/// other rows of `wm` are not touched.
 #[inline(always)]
 pub fn merge_filter_rows(
     wt_panel: &[f32],
@@ -190,11 +191,11 @@ pub fn merge_filter_rows(
     multi: &[u32],
     wm: &mut [f32],
 ) {
-    for (m, &b) in multi.iter().enumerate() {
+    for &b in multi {
         let members = buckets.members(b as usize);
         for kk in 0..taps {
             let tap = &wt_panel[kk * c_in * panel..][..c_in * panel];
-            let dst = &mut wm[merged_row(multi.len(), kk, m) * panel..][..panel];
+            let dst = &mut wm[(kk * c_in + members[0] as usize) * panel..][..panel];
             // A whole 64-channel panel row (four AVX-512 registers), then 16 columns, at a
             // time, summed in registers over the members (in order), so each sum is stored
             // once (a sum kept in memory costs a load and a store per member); then the
@@ -241,11 +242,4 @@ fn sum_rows<const W: usize>(
         }
     }
     dst.copy_from_slice(&acc);
-}
-
-/// Where [`merge_filter_rows`] puts the summed row of the `m`-th of `merged` buckets for tap
-/// `kk` (in rows of the panel's width): `[kk][m]`.
-#[inline(always)]
-pub fn merged_row(merged: usize, kk: usize, m: usize) -> usize {
-    kk * merged + m
 }

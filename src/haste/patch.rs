@@ -5,7 +5,7 @@
 use super::buckets::Buckets;
 use super::conv::HasteConv;
 use super::hash::grow;
-use super::merge::{average_buckets_in_place, merge_filter_rows, merged_row};
+use super::merge::{average_buckets_in_place, merge_filter_rows};
 use super::steps::StepTimer;
 use super::window::Window;
 use crate::kernels::direct::{self, Epilogue, Filters, Geom};
@@ -32,9 +32,10 @@ pub(super) struct MergedPatch {
     multi: Vec<u32>,
 }
 
-/// The row table of [`Filters::Rows`] for one patch and filter panel (`[tap][bucket]`),
-/// rewritten by every [`MergedPatch::convolve`] before the kernel reads it: a singleton's row
-/// points into the layer's weights, a merged bucket's into its summed rows.
+/// The row table of [`Filters::Rows`] for one patch and filter panel (one pointer per
+/// bucket, at its tap-0 row), rewritten by every [`MergedPatch::convolve`] before the kernel
+/// reads it: a singleton's row points into the layer's weights, a merged bucket's into its
+/// summed rows.
 #[derive(Clone, Debug, Default)]
 pub(super) struct RowTable(Vec<*const f32>);
 
@@ -101,28 +102,22 @@ impl MergedPatch {
     ) {
         let p = &conv.params;
         let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
-        let nb = self.first.len();
         let panel_len = taps * c_in * panel;
         let wt_panel = &conv.wt[q * panel_len..][..panel_len];
-        let merged = self.multi.len();
-        grow(wm, taps * merged * panel);
+        grow(wm, taps * c_in * panel);
         merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
         timer.lap(|t| &mut t.filter_merge);
-        // Singletons read this panel of the layer's weights, merged buckets their sums.
+        // Singletons read this panel of the layer's weights, merged buckets their sums (both
+        // with the panel's tap stride).
         let rows = &mut rows.0;
         rows.clear();
-        for kk in 0..taps {
-            let tap = &wt_panel[kk * c_in * panel..][..c_in * panel];
-            rows.extend(
-                self.first
-                    .iter()
-                    .map(|&f| tap[f as usize * panel..].as_ptr()),
-            );
-        }
-        for (m, &b) in self.multi.iter().enumerate() {
-            for kk in 0..taps {
-                rows[kk * nb + b as usize] = wm[merged_row(merged, kk, m) * panel..].as_ptr();
-            }
+        rows.extend(
+            self.first
+                .iter()
+                .map(|&f| wt_panel[f as usize * panel..].as_ptr()),
+        );
+        for &b in &self.multi {
+            rows[b as usize] = wm[self.first[b as usize] as usize * panel..].as_ptr();
         }
         let geom = Geom {
             win_w: self.win_w,
@@ -140,11 +135,12 @@ impl MergedPatch {
         let filters = Filters::Rows {
             first: &self.first,
             rows,
+            tap_stride: c_in * panel,
         };
         let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
-        // SAFETY: every row points at `panel` floats of panel `q` of `conv.wt` (a channel
-        // below `c_in`, a tap below `taps`) or of `wm` (a merged row just written), both
-        // unchanged until the kernel returns; `first[b] < c_in`; the
+        // SAFETY: every row and its taps (`c_in * panel` apart) point at `panel` floats of
+        // panel `q` of `conv.wt` (a channel below `c_in`) or of `wm` (merged rows just
+        // written, `wm` as large as a panel), both unchanged until the kernel returns; `first[b] < c_in`; the
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);

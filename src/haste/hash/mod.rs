@@ -114,8 +114,8 @@ pub fn hash_window(
     let (cen, mag) = (centering, magnitude_step);
     let counts = hash_copied_window(isa, &buf, c, win, hp, &terms, cen, mag, s, &mut off)
         .unwrap_or_else(|| {
-                hash_window_sanitized(isa, hwc, img_w, c, win, hp, centering, magnitude_step, s)
-            });
+            hash_window_sanitized(isa, hwc, img_w, c, win, hp, centering, magnitude_step, s)
+        });
     s.window = buf;
     counts
 }

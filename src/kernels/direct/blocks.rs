@@ -419,20 +419,24 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 }
             }
         }
-        Filters::Rows { first, rows } => {
+        Filters::Rows {
+            first,
+            rows,
+            tap_stride,
+        } => {
             let nb = first.len();
-            assert!(rows.len() >= g.kh * g.kw * nb);
-            let fp = first.as_ptr();
+            assert!(rows.len() >= nb);
+            let (fp, rp) = (first.as_ptr(), rows.as_ptr());
             for ky in p.kys.0..p.kys.1 {
                 for kx in 0..g.kw {
                     let kk = ky * g.kw + kx;
                     let tap_in = (ky * g.win_w + kx) * g.c_in;
                     let abase: [*const f32; MR] =
                         std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                    let rp = rows.as_ptr().add(kk * nb);
+                    let tap_w = kk * tap_stride + co0;
                     for b in 0..nb {
                         let f = *fp.add(b) as usize;
-                        let wv = load_w((*rp.add(b)).add(co0));
+                        let wv = load_w((*rp.add(b)).add(tap_w));
                         for i in 0..MR {
                             let a = _mm512_set1_ps(*abase[i].add(f));
                             for v in 0..NV {

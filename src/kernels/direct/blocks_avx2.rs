@@ -66,8 +66,8 @@ pub(super) unsafe fn avx2_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out
                 }
             }
         }
-        Filters::Rows { first, rows } => {
-            assert!(rows.len() >= g.kh * g.kw * first.len());
+        Filters::Rows { first, rows, .. } => {
+            assert!(rows.len() >= first.len());
             passes.extend(kernel_row_passes(g, f.terms(g)).map(|kys| (kys, None)));
         }
     }
@@ -242,19 +242,23 @@ unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
                     }
                 }
             }
-            Filters::Rows { first, rows } => {
+            Filters::Rows {
+                first,
+                rows,
+                tap_stride,
+            } => {
                 let nb = first.len();
-                let fp = first.as_ptr();
+                let (fp, rp) = (first.as_ptr(), rows.as_ptr());
                 for ky in p.kys.0..p.kys.1 {
                     for kx in 0..g.kw {
                         let kk = ky * g.kw + kx;
                         let tap_in = (ky * g.win_w + kx) * g.c_in;
                         let a: [*const f32; MR] =
                             std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                        let rp = rows.as_ptr().add(kk * nb);
+                        let tap_w = kk * tap_stride + co0;
                         for b in 0..nb {
                             let f = *fp.add(b) as usize;
-                            let wv = load_w((*rp.add(b)).add(co0));
+                            let wv = load_w((*rp.add(b)).add(tap_w));
                             for i in 0..MR {
                                 let x = _mm256_broadcast_ss(&*a[i].add(f));
                                 for v in 0..NV {

@@ -11,8 +11,8 @@
 //!   (`[panel][(ky, kx)][c_in][64]`, [`weights_panels`]), so the filters one group of output
 //!   channels reads are contiguous. HASTE lists one channel per bucket (`Filters::Rows`):
 //!   term `b` is read from slot `first[b]` of each pixel (the bucket mean, stored in the slot
-//!   of its first channel) and its filter row `W'[(ky, kx), b]` through a table of row
-//!   pointers, `rows[kk * B + b]` for tap `kk`; merged buckets point at summed rows,
+//!   of its first channel) and its filter row `W'[(ky, kx), b]` through one pointer per
+//!   bucket, `rows[b] + kk * tap_stride` for tap `kk`; merged buckets point at summed rows,
 //!   singletons at the layer's weights, never copied.
 //!
 //! Every output is accumulated with fused multiply-adds in the fixed order (tap, channel), so
@@ -118,12 +118,13 @@ impl Geom {
 #[derive(Clone, Copy, Debug)]
 pub enum Filters<'a> {
     /// Listed channels (HASTE): term `b` of the sum reads window slot `first[b]` and, at tap
-    /// `kk`, the filter row (`c_out` floats) `rows[kk * first.len() + b]` points at (a row of
-    /// the layer's weights for a singleton, a summed row for a merged bucket: each pointer
-    /// comes from the allocation it reads).
+    /// `kk`, the filter row (`c_out` floats) at `rows[b] + kk * tap_stride` (a row of the
+    /// layer's weights for a singleton, a summed row for a merged bucket, laid out with the
+    /// weights' tap stride: each pointer comes from the allocation it reads).
     Rows {
         first: &'a [u32],
         rows: &'a [*const f32],
+        tap_stride: usize,
     },
     /// Every window channel in order, with the weights in 64-channel panels (the dense
     /// convolution; see [`weights_panels`]).
@@ -155,8 +156,8 @@ fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
 ///
 /// # Safety
-/// For [`Filters::Rows`]: `rows` holds `kh * kw * first.len()` row pointers, each
-/// addressing `c_out` readable floats, and `first[b] < c_in`. For [`Filters::Panels`]: the slice
+/// For [`Filters::Rows`]: `rows` holds `first.len()` pointers, and `rows[b] + kk *
+/// tap_stride` addresses `c_out` readable floats for every tap `kk`; `first[b] < c_in`. For [`Filters::Panels`]: the slice
 /// holds `kh * kw * c_in * c_out` weights. `win` must hold the whole window.
 #[inline(always)]
 pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
@@ -188,9 +189,12 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
                     let a = &win[g.pix(j, ky, kx)..][..g.c_in];
                     for b in 0..f.terms(g) {
                         let (slot, w) = match f {
-                            Filters::Rows { first, rows } => {
-                                let nb = first.len();
-                                let r = rows[kk * nb + b].add(co0);
+                            Filters::Rows {
+                                first,
+                                rows,
+                                tap_stride,
+                            } => {
+                                let r = rows[b].add(kk * tap_stride + co0);
                                 // SAFETY: the caller guarantees the row is readable.
                                 (first[b] as usize, unsafe {
                                     std::slice::from_raw_parts(r, width)

@@ -51,9 +51,9 @@ fn every_tier_matches_generic_bitwise() {
                 .map(|i| ((i * 13 % 23) as f32 - 11.0) / 9.0)
                 .collect();
             let first: Vec<u32> = (0..c_in as u32).filter(|c| c % 3 != 1).collect();
-            let rows: Vec<*const f32> = (0..taps)
-                .flat_map(|kk| first.iter().map(move |&f| (kk * c_in + f as usize) * c_out))
-                .map(|at| wt[at..].as_ptr())
+            let rows: Vec<*const f32> = first
+                .iter()
+                .map(|&f| wt[f as usize * c_out..].as_ptr())
                 .collect();
             let g = Geom {
                 win_w: ww,
@@ -72,6 +72,7 @@ fn every_tier_matches_generic_bitwise() {
             let f = Filters::Rows {
                 first: &first,
                 rows: &rows,
+                tap_stride: c_in * c_out,
             };
             let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
             let e = Epilogue {
