@@ -78,8 +78,6 @@ pub struct HasteScratch {
     wm: Vec<f32>,
     /// The filter row table of the patch being convolved.
     rows: RowTable,
-    /// One bucket's running sums in the input merge.
-    sums: Vec<f32>,
 }
 
 /// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
@@ -419,7 +417,7 @@ impl HasteConv {
                         patch.buckets.group(&s.hash.keys[..c_in]);
                     }
                     timer.lap(|t| &mut t.group);
-                    patch.merge_input(c_in, &win, &mut s.sums);
+                    patch.merge_input(c_in, &win);
                     timer.lap(|t| &mut t.input_merge);
                     let nb = patch.buckets.count();
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));

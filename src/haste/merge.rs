@@ -113,16 +113,16 @@ pub fn merge_input_in_place(
     win_buf: &mut [f32],
 ) {
     win.copy_into(hwc, img_w, c, (win.h, win.w), win_buf);
-    let mut sums = Vec::new();
-    average_buckets_in_place(c, win, win.w, buckets, multi, win_buf, &mut sums);
+    average_buckets_in_place(c, win, win.w, buckets, multi, win_buf);
 }
 
 /// The second half of [`merge_input_in_place`], on a window already copied (rows of `row`
-/// pixels, see [`Window::copy_into`]): each bucket of `multi`'s mean into its first channel's slot at every pixel inside the image. Bucket by
-/// bucket, each member a pass over the pixels (`sums` holds one bucket's running sums), so
-/// every loop runs a fixed number of times: walking the pixels outside and the buckets inside
-/// cost a mispredicted branch per bucket and pixel. Each mean adds its members in increasing
-/// order, as [`merge_input`] does.
+/// pixels, see [`Window::copy_into`]): each bucket of `multi`'s mean into its first
+/// channel's slot at every pixel inside the image. Bucket by bucket, then pixel by pixel,
+/// the members' sum kept in a register; buckets of 2, 3 and 4 channels (most of them) have
+/// their additions written out, so no loop runs a data-dependent number of times inside the
+/// pixel loop (walking the buckets inside the pixels cost a mispredicted branch per bucket
+/// and pixel). Each mean adds its members in increasing order, as [`merge_input`] does.
 #[inline(always)]
 pub fn average_buckets_in_place(
     c: usize,
@@ -131,44 +131,51 @@ pub fn average_buckets_in_place(
     buckets: &Buckets,
     multi: &[u32],
     win_buf: &mut [f32],
-    sums: &mut Vec<f32>,
 ) {
-    if multi.is_empty() {
-        return;
-    }
     let buf = &mut win_buf[..win.h * row * c];
-    let (cols, rows) = (win.c0..win.c1, win.r0..win.r1);
-    let pixels = cols.len() * rows.len();
-    crate::kernels::grow(sums, pixels);
-    let sums = &mut sums[..pixels];
-    let at = |r: usize, col: usize| (r * row + col) * c;
     let inv_size = buckets.inv_sizes();
     for &b in multi {
-        let members = buckets.members(b as usize);
-        let first = members[0] as usize;
-        let mut i = 0;
-        for r in rows.clone() {
-            for col in cols.clone() {
-                sums[i] = buf[at(r, col) + first];
-                i += 1;
-            }
-        }
-        for &m in &members[1..] {
-            let mut i = 0;
-            for r in rows.clone() {
-                for col in cols.clone() {
-                    sums[i] += buf[at(r, col) + m as usize];
-                    i += 1;
-                }
-            }
-        }
+        let m = buckets.members(b as usize);
         let inv = inv_size[b as usize];
-        let mut i = 0;
-        for r in rows.clone() {
-            for col in cols.clone() {
-                buf[at(r, col) + first] = sums[i] * inv;
-                i += 1;
+        let first = m[0] as usize;
+        match *m {
+            [_, m1] => {
+                let m1 = m1 as usize;
+                for_present_pixels(win, row, c, &mut |o| {
+                    buf[o + first] = (buf[o + first] + buf[o + m1]) * inv
+                });
             }
+            [_, m1, m2] => {
+                let (m1, m2) = (m1 as usize, m2 as usize);
+                for_present_pixels(win, row, c, &mut |o| {
+                    buf[o + first] = (buf[o + first] + buf[o + m1] + buf[o + m2]) * inv
+                });
+            }
+            [_, m1, m2, m3] => {
+                let (m1, m2, m3) = (m1 as usize, m2 as usize, m3 as usize);
+                for_present_pixels(win, row, c, &mut |o| {
+                    let s = buf[o + first] + buf[o + m1] + buf[o + m2] + buf[o + m3];
+                    buf[o + first] = s * inv
+                });
+            }
+            _ => for_present_pixels(win, row, c, &mut |o| {
+                let mut s = buf[o + first];
+                for &k in &m[1..] {
+                    s += buf[o + k as usize];
+                }
+                buf[o + first] = s * inv;
+            }),
+        }
+    }
+}
+
+/// Calls `f` with the offset of every pixel of `win` inside the image in a copied window of
+/// rows of `row` pixels and `c` channels.
+#[inline(always)]
+fn for_present_pixels<F: FnMut(usize) + ?Sized>(win: &Window, row: usize, c: usize, f: &mut F) {
+    for r in win.r0..win.r1 {
+        for col in win.c0..win.c1 {
+            f((r * row + col) * c);
         }
     }
 }

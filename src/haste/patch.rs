@@ -68,9 +68,9 @@ impl MergedPatch {
     }
 
     /// Merges the input channels of the copied window `win` by `self.buckets` (grouped by
-    /// the caller), in place; `sums` is scratch.
+    /// the caller), in place.
     #[inline(always)]
-    pub(super) fn merge_input(&mut self, c_in: usize, win: &Window, sums: &mut Vec<f32>) {
+    pub(super) fn merge_input(&mut self, c_in: usize, win: &Window) {
         let nb = self.buckets.count();
         self.first.clear();
         self.multi.clear();
@@ -82,7 +82,7 @@ impl MergedPatch {
             }
         }
         let (b, m) = (&self.buckets, &self.multi);
-        average_buckets_in_place(c_in, win, self.win_w, b, m, &mut self.mwin, sums);
+        average_buckets_in_place(c_in, win, self.win_w, b, m, &mut self.mwin);
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
