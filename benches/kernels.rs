@@ -5,9 +5,9 @@
 use divan::{black_box, Bencher};
 use haste::haste::buckets::Buckets;
 use haste::haste::hash::{hash_copied_window, hash_window, HashScratch, WindowTerms};
-use haste::haste::steps::StepTimer;
 use haste::haste::hyperplanes::Hyperplanes;
 use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_input_in_place};
+use haste::haste::steps::StepTimer;
 use haste::haste::window::Window;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
 use haste::kernels::direct::{conv_on as patch_gemm, Epilogue, Filters, Geom as PatchGeom};

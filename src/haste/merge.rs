@@ -250,3 +250,50 @@ fn sum_rows<const W: usize>(
     }
     dst.copy_from_slice(&acc);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter merge the layer runs against the plain one, bit for bit, on weights with
+    /// zeros of both signs and buckets of 1 to 5 channels; rows of singletons untouched.
+    #[test]
+    fn row_merge_gives_the_plain_sums() {
+        let (c_in, panel, taps) = (23usize, 80usize, 9usize);
+        let keys: Vec<super::super::hash::Key> = (0..c_in)
+            .map(|c| [0, 1, 2, 3, 1, 5, 0, 7][c % 8] + (c / 16) as u128 * 8)
+            .collect();
+        let mut buckets = Buckets::default();
+        buckets.group(&keys);
+        let multi: Vec<u32> = (0..buckets.count() as u32)
+            .filter(|&b| buckets.size(b as usize) > 1)
+            .collect();
+        let wt: Vec<f32> = (0..taps * c_in * panel)
+            .map(|i| match i % 7 {
+                0 => -0.0,
+                1 => 0.0,
+                _ => ((i * 7919 % 1013) as f32 - 506.0) * 1.7e-3,
+            })
+            .collect();
+        let nb = buckets.count();
+        let mut want = vec![0.0f32; taps * nb * panel];
+        merge_filters(&wt, c_in, panel, taps, &buckets, &mut want);
+        let sentinel = 12345.0f32;
+        let mut got = vec![sentinel; taps * c_in * panel];
+        merge_filter_rows(&wt, c_in, panel, taps, &buckets, &multi, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for kk in 0..taps {
+            for b in 0..nb {
+                let first = buckets.members(b)[0] as usize;
+                let row = &got[(kk * c_in + first) * panel..][..panel];
+                if buckets.size(b) == 1 {
+                    assert!(row.iter().all(|&v| v == sentinel), "singleton row written");
+                    continue;
+                }
+                let plain = &want[(kk * nb + b) * panel..][..panel];
+                assert_eq!(bits(row), bits(plain), "tap {kk}, bucket {b}");
+            }
+        }
+        assert!(multi.iter().any(|&b| buckets.size(b as usize) >= 3));
+    }
+}
