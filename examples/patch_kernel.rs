@@ -1,0 +1,131 @@
+//! The reduced convolution's multiply-add rate against the dense kernel's, on one core:
+//! `cargo run --release --example patch_kernel [-- C ...]` (default 64 128 256).
+//!
+//! For a 3x3 layer of `C -> C` channels: the direct kernel as HASTE calls it (one 4 x 4 patch
+//! and one 64-channel filter panel per call, every channel its own bucket, so it does the
+//! dense work: `Filters::Rows`), over the patches of a 28 x 28 image, against the dense
+//! kernel on the whole image (`DirectConv`). Both do the same multiply-adds; the ratio is
+//! what a patch loses before anything is merged (issue: at least 0.95). Best of 7 rounds.
+use haste::kernels::direct::{
+    conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, PANEL,
+};
+use haste::kernels::isa::Isa;
+use haste::kernels::layout::IoLayout;
+use haste::ops::{Activation, Conv2dParams, ConvOp};
+use std::time::Instant;
+
+const SIDE: usize = 28;
+const TILE: usize = 4;
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let channels = if args.is_empty() {
+        vec![64, 128, 256]
+    } else {
+        args
+    };
+    println!("isa {}", Isa::current());
+    for c in channels {
+        let dense = dense_rate(c);
+        let patches = patch_rate(c);
+        println!(
+            "{c:>4} -> {c:<4} 3x3 @{SIDE}: dense {dense:6.1} GFLOP/s, patches {patches:6.1} GFLOP/s, ratio {:.2}",
+            patches / dense
+        );
+    }
+}
+
+fn values(n: usize, salt: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + salt * 104_729) % 2003) as f32) / 1001.5 - 1.0)
+        .collect()
+}
+
+/// GFLOP/s of `f`, which does `flops` per call: the best of 7 rounds of about 0.2 s.
+fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..7 {
+        let (t, mut runs) = (Instant::now(), 0);
+        while t.elapsed().as_secs_f64() < 0.2 {
+            f();
+            runs += 1;
+        }
+        best = best.min(t.elapsed().as_secs_f64() / runs as f64);
+    }
+    flops / best / 1e9
+}
+
+fn dense_rate(c: usize) -> f64 {
+    let p = Conv2dParams::new(c, c, 3, 3).with_pads([1; 4]);
+    let op = ConvOp {
+        params: p,
+        weights: values(c * c * 9, 1),
+        bias: None,
+        activation: Activation::None,
+        residual: None,
+    };
+    let d = DirectConv::new(&op).expect("a direct convolution");
+    let x = values(c * SIDE * SIDE, 2);
+    let mut out = vec![0.0; c * SIDE * SIDE];
+    let mut s = DirectScratch::default();
+    let io = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
+    let flops = 2.0 * p.dense_macs(SIDE, SIDE) as f64;
+    rate(flops, || {
+        d.forward(&x, (SIDE, SIDE), &mut out, &mut s, io, None)
+    })
+}
+
+/// Every 4 x 4 patch of the image from its own 6 x 6 window, one panel at a time, as
+/// `HasteConv` runs them.
+fn patch_rate(c: usize) -> f64 {
+    let win_side = TILE + 2;
+    let windows: Vec<Vec<f32>> = (0..(SIDE / TILE).pow(2))
+        .map(|i| values(win_side * win_side * c, 3 + i))
+        .collect();
+    let panel = if c > PANEL { PANEL } else { c };
+    let wt = weights_panels(&values(c * c * 9, 1), c, c, 9);
+    let first: Vec<u32> = (0..c as u32).collect();
+    let mut out = vec![0.0f32; SIDE * SIDE * c];
+    let flops = 2.0 * (SIDE * SIDE * c * c * 9) as f64;
+    let isa = Isa::current();
+    rate(flops, || {
+        for q in 0..c / panel {
+            let wt_panel = &wt[q * 9 * c * panel..][..9 * c * panel];
+            let rows: Vec<*const f32> = first
+                .iter()
+                .map(|&f| wt_panel[f as usize * panel..].as_ptr())
+                .collect();
+            for (i, win) in windows.iter().enumerate() {
+                let (oy0, ox0) = (i / (SIDE / TILE) * TILE, i % (SIDE / TILE) * TILE);
+                let g = Geom {
+                    win_w: win_side,
+                    c_in: c,
+                    c_out: panel,
+                    kh: 3,
+                    kw: 3,
+                    sh: 1,
+                    sw: 1,
+                    ph: TILE,
+                    pw: TILE,
+                    out_w: SIDE,
+                    out_stride: c,
+                };
+                let f = Filters::Rows {
+                    first: &first,
+                    rows: &rows,
+                    tap_stride: c * panel,
+                };
+                let o = &mut out[(oy0 * SIDE + ox0) * c + q * panel..];
+                // SAFETY: every row and its taps lie in `wt_panel`; the window holds
+                // `6 * 6 * c` values; `isa` is the CPU's.
+                unsafe { conv_on(isa, &g, win, f, Epilogue::NONE, o) };
+            }
+        }
+    })
+}
