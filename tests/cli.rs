@@ -173,10 +173,27 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         "12",
         "--all-layers",
         "--layers",
+        "--steps",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    // Every HASTE layer's time, step by step; the fixed work is the sum of its steps.
+    let steps = j["steps"].as_array().expect("per-step rows");
+    assert_eq!(steps.len(), 17, "{j}");
+    for row in steps {
+        let per = &row["per_channel_pixel"];
+        let v = |k: &str| per[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
+        assert!(v("kernel") > 0.0 && v("project") > 0.0, "{row}");
+        let parts = ["window_copy", "project", "code", "group", "input_merge"];
+        let rest = ["row_table", "bookkeeping", "layout"];
+        let sum: f64 = parts.iter().chain(&rest).map(|k| v(k)).sum();
+        assert!((sum - v("fixed")).abs() <= 1e-9 * sum.max(1.0), "{row}");
+        assert!(
+            row["channel_pixels"].as_u64().is_some_and(|n| n > 0),
+            "{row}"
+        );
+    }
     for key in [
         "dense_seconds_median",
         "haste_seconds_median",
@@ -215,6 +232,13 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
     assert_clean_error(
         &["bench", "--model", m.to_str().unwrap(), "--runs", "0"],
         "runs",
+    );
+    // --steps needs --layers (a usage error from the argument parser).
+    let (code, _, err) = run_haste(&["bench", "--model", m.to_str().unwrap(), "--steps"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--layers") && !err.contains("panicked"),
+        "{err}"
     );
 }
 

@@ -64,6 +64,17 @@ fn paths_agree_bitwise(c_out: usize) {
             assert_eq!(generic, on(isa), "{isa}");
         }
         assert!(generic.1.mean_buckets() < 24.0);
+        // Timing the steps changes nothing but the step counts.
+        let mut profiled = conv.clone();
+        profiled.set_profile_steps(true);
+        let (bits, mut stats) = run(&|o, st| profiled.forward(&x, 11, 11, o, &mut s.clone(), st));
+        assert_eq!(bits, generic.0);
+        let steps = std::mem::take(&mut stats.steps);
+        assert_eq!(stats, generic.1);
+        assert!(steps.kernel > 0 && steps.project > 0, "{steps:?}");
+        // Per patch, 24 channels times the window's pixels in the image: window rows (and
+        // columns) 4, 5, 5 and 3 for the tiles from 0, 3, 6 and 9 with padding 1.
+        assert_eq!(steps.channel_pixels, 24 * 17 * 17);
     }
 }
 
