@@ -258,11 +258,16 @@ mod avx512 {
             unsafe {
                 let blocks = (c - ch0).div_ceil(LANES);
                 for l0 in (0..t.padded).step_by(if blocks == 1 { 8 } else { 4 }) {
-                    match blocks {
-                        1 => pass::<8, 1>(buf, c, cpad, t, proj, ch0, l0),
-                        2 => pass::<4, 2>(buf, c, cpad, t, proj, ch0, l0),
-                        3 => pass::<4, 3>(buf, c, cpad, t, proj, ch0, l0),
-                        _ => pass::<4, 4>(buf, c, cpad, t, proj, ch0, l0),
+                    let full = (c - ch0).is_multiple_of(LANES) || c - ch0 > 4 * LANES;
+                    match (blocks, full) {
+                        (1, true) => pass::<8, 1, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (1, false) => pass::<8, 1, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, true) => pass::<4, 2, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, false) => pass::<4, 2, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, true) => pass::<4, 3, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, false) => pass::<4, 3, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, true) => pass::<4, 4, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, false) => pass::<4, 4, false>(buf, c, cpad, t, proj, ch0, l0),
                     }
                 }
             }
@@ -271,14 +276,14 @@ mod avx512 {
     }
 
     /// Hyperplanes `l0..l0 + H` (rows past the real count are not stored) on channels
-    /// `ch0..ch0 + 16 * NB` (masked at `c`).
+    /// `ch0..ch0 + 16 * NB` (masked at `c`; `FULL` when all `16 * NB` are below it).
     ///
     /// # Safety
     /// As [`project_copied`], whose assertions it relies on.
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn pass<const H: usize, const NB: usize>(
+    unsafe fn pass<const H: usize, const NB: usize, const FULL: bool>(
         buf: &[f32],
         c: usize,
         cpad: usize,
@@ -300,7 +305,13 @@ mod avx512 {
                 let p = base.add(*offs.get_unchecked(j) as usize);
                 let wv = _mm512_set1_ps(*ws.get_unchecked(j));
                 for k in 0..NB {
-                    let x = _mm512_maskz_loadu_ps(masks[k], p.add(LANES * k));
+                    // Full vectors without a mask (`FULL`): a masked load may cost one more
+                    // uop on the ports the multiply-adds use.
+                    let x = if FULL {
+                        _mm512_loadu_ps(p.add(LANES * k))
+                    } else {
+                        _mm512_maskz_loadu_ps(masks[k], p.add(LANES * k))
+                    };
                     acc[h][k] = _mm512_fmadd_ps(x, wv, acc[h][k]);
                 }
             }
