@@ -116,8 +116,8 @@ impl MergedPatch {
                 .iter()
                 .map(|&f| wt_panel[f as usize * panel..].as_ptr()),
         );
-        for &b in &self.multi {
-            rows[b as usize] = wm[self.first[b as usize] as usize * panel..].as_ptr();
+        for (m, &b) in self.multi.iter().enumerate() {
+            rows[b as usize] = wm[m * panel..].as_ptr();
         }
         let geom = Geom {
             win_w: self.win_w,
