@@ -165,6 +165,16 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             _ => {}
         }
     }
+    if !PANELS && g.c_out <= 16 && g.pw == 4 && n.is_multiple_of(16) {
+        // A narrow HASTE layer's patches of 4 x 4: all 16 outputs in one block (16 chains of
+        // sums, each filter vector loaded once per patch), addressed by rows of 4.
+        let mask = two_vector_masks(g.c_out)[0];
+        for j0 in (0..n).step_by(16) {
+            // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
+            unsafe { block::<16, 1, PANELS>(p, out, j0, 0, [mask, 0, 0, 0]) };
+        }
+        return;
+    }
     // Whatever is left (every output of narrow layers), in blocks of 8 x 32.
     for j0 in (full..n).step_by(8) {
         unsafe { narrow_blocks::<PANELS>(p, out, j0, (n - j0).min(8), co_rest) };
@@ -427,20 +437,45 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             let nb = first.len();
             assert!(rows.len() >= nb);
             let (fp, rp) = (first.as_ptr(), rows.as_ptr());
-            for ky in p.kys.0..p.kys.1 {
-                for kx in 0..g.kw {
-                    let kk = ky * g.kw + kx;
-                    let tap_in = (ky * g.win_w + kx) * g.c_in;
-                    let abase: [*const f32; MR] =
-                        std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                    let tap_w = kk * tap_stride + co0;
-                    for b in 0..nb {
-                        let f = *fp.add(b) as usize;
-                        let wv = load_w((*rp.add(b)).add(tap_w));
-                        for i in 0..MR {
-                            let a = _mm512_set1_ps(*abase[i].add(f));
-                            for v in 0..NV {
-                                acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+            // Rows of 4 outputs (HASTE's 4 x 4 patches): each output's input is its row's
+            // address plus 0-3 steps, so a block of 16 needs one address per term, not 16
+            // (which do not fit in registers).
+            if MR == 16 && g.pw == 4 && j0.is_multiple_of(4) {
+                let (step, row_step) = (g.sw * g.c_in, g.sh * g.win_w * g.c_in);
+                for ky in p.kys.0..p.kys.1 {
+                    for kx in 0..g.kw {
+                        let kk = ky * g.kw + kx;
+                        let rows0 = wp.add(origin[0] + (ky * g.win_w + kx) * g.c_in);
+                        let tap_w = kk * tap_stride + co0;
+                        for b in 0..nb {
+                            let wv = load_w((*rp.add(b)).add(tap_w));
+                            let a0 = rows0.add(*fp.add(b) as usize);
+                            for (i, row) in acc.iter_mut().enumerate() {
+                                let a = *a0.add((i / 4) * row_step + (i % 4) * step);
+                                let a = _mm512_set1_ps(a);
+                                for (x, &w) in row.iter_mut().zip(&wv) {
+                                    *x = _mm512_fmadd_ps(a, w, *x);
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for ky in p.kys.0..p.kys.1 {
+                    for kx in 0..g.kw {
+                        let kk = ky * g.kw + kx;
+                        let tap_in = (ky * g.win_w + kx) * g.c_in;
+                        let abase: [*const f32; MR] =
+                            std::array::from_fn(|i| wp.add(origin[i] + tap_in));
+                        let tap_w = kk * tap_stride + co0;
+                        for b in 0..nb {
+                            let f = *fp.add(b) as usize;
+                            let wv = load_w((*rp.add(b)).add(tap_w));
+                            for i in 0..MR {
+                                let a = _mm512_set1_ps(*abase[i].add(f));
+                                for v in 0..NV {
+                                    acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+                                }
                             }
                         }
                     }

@@ -40,6 +40,9 @@ fn every_tier_matches_generic_bitwise() {
             // AVX2: 24 and 12 channels (a masked last vector), 7 outputs (6 + 1).
             (4, 24, 3, 5),
             (6, 12, 1, 7),
+            // Narrow HASTE patches of rows of 4: blocks of 16 outputs (12: masked).
+            (9, 16, 4, 4),
+            (5, 12, 8, 4),
         ] {
             let (kh, kw, sh, sw) = (3, 3, 1, 1);
             let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
