@@ -14,6 +14,11 @@
 //!
 //! Non-finite inputs (NaN, +-inf) are counted and hashed as 0; they still reach the
 //! convolution unchanged, as in the dense layer.
+//!
+//! Where: a layer hashes the copy of each patch's window it also merges and convolves
+//! ([`hash_copied_window`], `copied.rs`: the projection's loops, per instruction set);
+//! this file holds the entry for a window still in the image ([`hash_window`]), the
+//! thresholds and codes, and the keys; `sanitized.rs` the path for non-finite windows.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
