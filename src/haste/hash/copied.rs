@@ -15,7 +15,7 @@ use super::*;
 /// one of that size, zeros past its edge), built once per layer.
 ///
 /// Every list is padded to the longest one's length with zero weights at offset 0, and the
-/// hyperplanes to a multiple of [`GROUP`] with all-zero ones, so the vector projection runs
+/// hyperplanes to a multiple of 8 (`GROUP`) with all-zero ones, so the vector projection runs
 /// several hyperplanes' sums side by side in loops of one fixed length: one hyperplane at a
 /// time, its sum was one chain of dependent additions, and each list's random length made
 /// its loop exit a mispredicted branch (4x slower). A zero-weight entry adds an exact zero to
