@@ -141,24 +141,24 @@ pub fn average_buckets_in_place(
         match *m {
             [_, m1] => {
                 let m1 = m1 as usize;
-                for_present_pixels(win, row, c, &mut |o| {
+                for_present_pixels(win, row, c, |o| {
                     buf[o + first] = (buf[o + first] + buf[o + m1]) * inv
                 });
             }
             [_, m1, m2] => {
                 let (m1, m2) = (m1 as usize, m2 as usize);
-                for_present_pixels(win, row, c, &mut |o| {
+                for_present_pixels(win, row, c, |o| {
                     buf[o + first] = (buf[o + first] + buf[o + m1] + buf[o + m2]) * inv
                 });
             }
             [_, m1, m2, m3] => {
                 let (m1, m2, m3) = (m1 as usize, m2 as usize, m3 as usize);
-                for_present_pixels(win, row, c, &mut |o| {
+                for_present_pixels(win, row, c, |o| {
                     let s = buf[o + first] + buf[o + m1] + buf[o + m2] + buf[o + m3];
                     buf[o + first] = s * inv
                 });
             }
-            _ => for_present_pixels(win, row, c, &mut |o| {
+            _ => for_present_pixels(win, row, c, |o| {
                 let mut s = buf[o + first];
                 for &k in &m[1..] {
                     s += buf[o + k as usize];
@@ -172,7 +172,7 @@ pub fn average_buckets_in_place(
 /// Calls `f` with the offset of every pixel of `win` inside the image in a copied window of
 /// rows of `row` pixels and `c` channels.
 #[inline(always)]
-fn for_present_pixels<F: FnMut(usize) + ?Sized>(win: &Window, row: usize, c: usize, f: &mut F) {
+fn for_present_pixels(win: &Window, row: usize, c: usize, mut f: impl FnMut(usize)) {
     for r in win.r0..win.r1 {
         for col in win.c0..win.c1 {
             f((r * row + col) * c);

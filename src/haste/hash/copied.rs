@@ -82,8 +82,9 @@ impl WindowTerms {
 
 /// Hashes the `c` channels of the copied window `buf` (`[fh][fw][c]` for the hyperplanes'
 /// window `(fh, fw)`, zeros outside the image and past the patch's window `win`) into
-/// `s.keys[..c]`; `terms` are `hp`'s for `c` channels. `None` when the window holds a non-finite value or a sum
-/// overflows: then [`hash_window_sanitized`] hashes it from the image.
+/// `s.keys[..c]`; `terms` are `hp`'s for `c` channels. `None` when the window holds a
+/// non-finite value or a sum overflows: then [`hash_window_sanitized`] hashes it from the
+/// image.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn hash_copied_window(
@@ -106,16 +107,15 @@ pub fn hash_copied_window(
     let lc = hp.count();
     let cpad = c.next_multiple_of(LANES);
     grow(&mut s.proj, lc * cpad);
-    let lists = terms;
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // SAFETY: the caller runs tier `isa` only where the CPU supports it.
-        unsafe { avx512::project_copied(buf, c, cpad, lists, lc, &mut s.proj) };
+        unsafe { avx512::project_copied(buf, c, cpad, terms, lc, &mut s.proj) };
     } else {
-        project_generic(buf, c, cpad, lists, lc, &mut s.proj);
+        project_generic(buf, c, cpad, terms, lc, &mut s.proj);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    project_generic(buf, c, cpad, lists, lc, &mut s.proj);
+    project_generic(buf, c, cpad, terms, lc, &mut s.proj);
     if magnitude_step.is_some() {
         window_norms(buf, c, &mut s.norm2[..c]);
     }
