@@ -59,6 +59,7 @@ pub mod compress;
 pub mod datasets;
 mod error;
 pub mod eval;
+pub mod files;
 pub mod graph;
 pub mod haste;
 // The kernels and the ONNX reader are internals; they are public, but hidden, for the
@@ -77,7 +78,7 @@ pub use compress::{
     compress_on, CalibrationSummary, CompressOptions, Compression, ConvLayerReport, FlopsSummary,
     LayerChoice, LayerPolicy, MagnitudeMode, Policy,
 };
-pub use datasets::{open_dataset, Dataset, ModelCard, Preprocess};
+pub use datasets::{open_dataset, open_dataset_with, Dataset, ModelCard, Preprocess};
 pub use error::{Error, Result};
 pub use eval::{evaluate, evaluate_haste, EvalOptions, EvalReport, HasteReport};
 pub use haste::{HasteConfig, HasteKernel, HyperplaneKind, LayerStats};

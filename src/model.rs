@@ -58,7 +58,21 @@ impl Model {
         })
     }
 
-    /// Plans the model for execution.
+    /// Plans the model for execution. A `Model` is `Send + Sync`: threads may share one (in
+    /// an `Arc`) and each build and run plans of their own, with identical results.
+    ///
+    /// Threads: with `options.threads` of 2 or more, the first plan a thread builds makes
+    /// that thread worker 0 of the plan's pool for the rest of the thread's life (rayon's
+    /// `use_current_thread`), so that batch-1 runs start on the caller instead of waking a
+    /// pool thread; later plans built there with the same thread count share that pool, and
+    /// rayon work the thread starts outside any pool (a bare `par_iter`) runs in it rather
+    /// than in rayon's global pool. A thread already working for a rayon pool (rayon's
+    /// global pool, or one of the caller's), and plans of another thread count, get a plain
+    /// pool instead. A plan run from a thread other than its builder's uses a pool of its own.
+    /// `options.threads` is at most [`crate::plan::max_threads`] (4 per core, at most 1024),
+    /// and the plan's buffers must fit in the memory available
+    /// ([`crate::plan::available_memory`]): both are checked before anything large is
+    /// allocated.
     pub fn plan(&self, options: PlanOptions) -> Result<Plan> {
         Plan::new(self.graph.clone(), &self.image_shape, options)
     }

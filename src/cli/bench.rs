@@ -4,9 +4,10 @@
 use super::args::BenchArgs;
 use crate::compress::{flops_summary, Compression, ConvLayerReport};
 use crate::datasets::load_batch_skipping;
-use crate::datasets::open_dataset;
+use crate::datasets::open_dataset_with;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{Isa, ISA_VARIABLE};
+use crate::plan::{format_bytes, MemoryPlan};
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
 use std::time::Instant;
@@ -48,8 +49,13 @@ fn time_runs(plan: &mut Plan, input: &[f32], n: usize, runs: usize) -> Result<Ti
 
 /// Peak resident memory of this process in bytes (Linux), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// A `kB` field of `/proc/self/status` in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -77,7 +83,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let source = match &a.data {
         Some(d) => {
             let (pre, labels) = a.model.resolve(&model.image_shape)?;
-            let data = open_dataset(d, &pre, labels.as_deref())?;
+            let data = open_dataset_with(d, &pre, labels.as_deref(), a.skip_bad)?;
             // Fill the batch with the first loadable images (with --skip-bad, bad ones are
             // passed over and named).
             let mut have = 0;
@@ -116,6 +122,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     };
     let dense = time_runs(&mut plan, &input, a.batch, a.runs)?;
+    let mut memory = plan.memory();
     let compression = match (&compress, &policy) {
         (Some(c), _) => {
             let mut compression = Compression::apply(&mut plan, c)?;
@@ -130,6 +137,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         None => None,
         Some(mut compression) => {
             let t = time_runs(&mut plan, &input, a.batch, a.runs)?;
+            memory = plan.memory().max(memory);
             let mut layers = compression.reports(&plan);
             let flops = flops_summary(&plan, &layers);
             if a.layers {
@@ -154,7 +162,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "threads": plan.threads(), "runs": a.runs, "isa": Isa::current().name(),
             "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
-            "peak_rss_bytes": peak, "skipped_images": skipped,
+            "peak_rss_bytes": peak, "plan_memory": memory, "plan_memory_bytes": memory.total(),
+            "skipped_images": skipped,
         });
         if let (Some((t, f, layers)), Some(o)) = (&haste, j.as_object_mut()) {
             o.insert("hyperplanes".into(), json!(a.hyperplanes));
@@ -218,7 +227,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     if let Some(p) = peak {
-        println!("memory  peak RSS {:.1} MiB", p as f64 / (1 << 20) as f64);
+        println!(
+            "memory  peak RSS {}; the plan holds {} ({})",
+            format_bytes(p),
+            format_bytes(memory.total()),
+            memory_parts(&memory)
+        );
     }
     if !skipped.is_empty() {
         println!(
@@ -310,4 +324,15 @@ pub(super) fn truncate(s: &str, n: usize) -> String {
     }
     let head: String = s.chars().take(n.saturating_sub(1)).collect();
     format!("{head}…")
+}
+
+/// The parts of a plan's memory, for people.
+fn memory_parts(m: &MemoryPlan) -> String {
+    format!(
+        "weights {}, batch buffers {}, per-thread buffers {}, scratch {}",
+        format_bytes(m.weights),
+        format_bytes(m.activations),
+        format_bytes(m.workspaces),
+        format_bytes(m.scratch),
+    )
 }

@@ -4,7 +4,7 @@
 use super::args::{CalibrateArgs, SweepArgs};
 use super::Session;
 use crate::calibration::{calibrate, CalibrateOptions, Objective, Target};
-use crate::datasets::{load_batch_skipping, open_dataset};
+use crate::datasets::{load_batch_skipping, open_dataset_with};
 use crate::error::{Error, Result};
 use crate::eval::HasteReport;
 use crate::report::{flops, progress_bar};
@@ -43,7 +43,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     let model = Model::load(&a.model.model)?;
     let (pre, _) = a.model.resolve(&model.image_shape)?;
     // Labels are never read: the data is opened without the model's label list.
-    let data = open_dataset(&a.data, &pre, None)?;
+    let data = open_dataset_with(&a.data, &pre, None, a.skip_bad)?;
     let n = a.images.min(data.len());
     let per_image: usize = model.image_shape.iter().product();
     let mut plan = model.plan(PlanOptions {
@@ -142,7 +142,7 @@ pub(crate) fn calibrated_points(
     }
     let shape = s.plan.image_shape().to_vec();
     let (pre, _) = a.model.resolve(&shape)?;
-    let data = open_dataset(&a.data.data, &pre, None)?;
+    let data = open_dataset_with(&a.data.data, &pre, None, a.data.skip_bad)?;
     let n = a.calibration_images.min(data.len());
     if n == 0 {
         return Err(Error::InvalidArgument(

@@ -11,7 +11,7 @@ mod sweep;
 
 pub use args::Cli;
 
-use crate::datasets::{open_dataset, Dataset};
+use crate::datasets::{open_dataset_with, Dataset};
 use crate::error::Result;
 use crate::eval::{evaluate, EvalOptions, EvalReport, HasteReport};
 use crate::report::progress_bar;
@@ -42,7 +42,7 @@ impl Session {
         d.validate()?;
         let model = Model::load(&m.model)?;
         let (pre, labels) = m.resolve(&model.image_shape)?;
-        let mut data = open_dataset(&d.data, &pre, labels.as_deref())?;
+        let mut data = open_dataset_with(&d.data, &pre, labels.as_deref(), d.skip_bad)?;
         if d.skip > 0 {
             if d.skip >= data.len() {
                 return Err(crate::Error::dataset(

@@ -89,18 +89,8 @@ impl LayerPolicy {
 impl Policy {
     /// Reads a policy and checks it is for the model file `model` (by hash) and well formed.
     pub fn load(path: &Path, model: &Path) -> Result<Policy> {
-        let bytes = read_bounded(path, MAX_POLICY_BYTES)?;
-        let policy: Policy = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::dataset(path, format!("not a haste policy file: {e}")))?;
-        if policy.format != POLICY_FORMAT {
-            return Err(Error::dataset(
-                path,
-                format!(
-                    "policy format `{}`; this haste reads `{POLICY_FORMAT}`",
-                    policy.format
-                ),
-            ));
-        }
+        let bytes = crate::files::read_regular(path, MAX_POLICY_BYTES, "policy file")?;
+        let policy = Self::parse(path, &bytes)?;
         let hash = file_sha256(model)?;
         if policy.model_sha256 != hash {
             return Err(Error::dataset(
@@ -116,13 +106,30 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Parses a policy file's bytes (`path` names it in errors) and checks its format; the
+    /// model hash is checked by [`Self::load`], the layers against a plan when applied.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Policy> {
+        let policy: Policy = serde_json::from_slice(bytes)
+            .map_err(|e| Error::dataset(path, format!("not a haste policy file: {e}")))?;
+        if policy.format != POLICY_FORMAT {
+            return Err(Error::dataset(
+                path,
+                format!(
+                    "policy format `{}`; this haste reads `{POLICY_FORMAT}`",
+                    policy.format
+                ),
+            ));
+        }
+        Ok(policy)
+    }
+
     /// Writes the policy as pretty JSON, through a temporary file renamed over `path`, so an
     /// interrupted write never leaves half a file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Internal(format!("policy to JSON: {e}")))?;
         text.push('\n');
-        crate::report::write_atomic(path, text.as_bytes())
+        crate::files::write_atomic(path, text.as_bytes())
     }
 
     /// Number of layers on HASTE.
@@ -224,29 +231,11 @@ impl Compression {
 /// SHA-256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_MODEL_BYTES, "model file")?;
     let digest = Sha256::digest(&bytes);
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
-}
-
-/// A regular file's bytes, refused beyond `limit` before anything is read.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::dataset(path, "not a regular file"));
-    }
-    if meta.len() > limit {
-        return Err(Error::dataset(
-            path,
-            format!(
-                "{} bytes, more than the {limit}-byte limit of a policy file",
-                meta.len()
-            ),
-        ));
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
 }

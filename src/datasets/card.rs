@@ -8,9 +8,6 @@ use crate::error::{Error, Result};
 
 use super::preprocess::Preprocess;
 
-/// Largest model card or label file read (bytes).
-const MAX_TEXT_FILE: u64 = 64 << 20;
-
 /// A model card (`NAME.json`), e.g. `../shared/models/resnet20-cifar10.json`:
 ///
 /// ```json
@@ -43,25 +40,10 @@ pub struct ModelCard {
     pub reference_top5: Option<f64>,
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() > MAX_TEXT_FILE {
-        return Err(Error::Limits {
-            path: path.to_path_buf(),
-            message: format!(
-                "{what} of {} bytes is larger than {MAX_TEXT_FILE}",
-                meta.len()
-            ),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|_| Error::dataset(path, format!("{what} is not UTF-8")))
-}
-
 /// Reads a label file: one label per line, surrounding whitespace trimmed, empty lines at the
 /// end ignored; an empty line in the middle or no label at all is an error.
 pub fn load_labels(path: &Path) -> Result<Vec<String>> {
-    let text = read_text(path, "label file")?;
+    let text = crate::files::read_text(path, "label file")?;
     let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while labels.last().is_some_and(|l| l.is_empty()) {
         labels.pop();
@@ -147,7 +129,7 @@ impl ModelCard {
     /// naming the file and the field; an unreadable label file gives the error of
     /// [`load_labels`].
     pub fn load(path: &Path) -> Result<ModelCard> {
-        let text = read_text(path, "model card")?;
+        let text = crate::files::read_text(path, "model card")?;
         ModelCard::parse(path, &text)
     }
 

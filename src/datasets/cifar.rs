@@ -31,16 +31,7 @@ impl CifarBinary {
     /// 3073 bytes, every label byte at most 9.
     pub fn open(path: &Path, preprocess: &Preprocess) -> Result<CifarBinary> {
         preprocess.validate().map_err(Error::InvalidArgument)?;
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let len = meta.len();
-        if len > MAX_CIFAR_BYTES {
-            return Err(Error::Limits {
-                path: path.to_path_buf(),
-                message: format!(
-                    "CIFAR file of {len} bytes exceeds the {MAX_CIFAR_BYTES}-byte limit"
-                ),
-            });
-        }
+        let len = crate::files::check_regular(path, MAX_CIFAR_BYTES, "CIFAR file")?;
         if len == 0 {
             return Err(Error::dataset(path, "CIFAR file is empty"));
         }
@@ -53,7 +44,7 @@ impl CifarBinary {
                 ),
             ));
         }
-        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let data = crate::files::read_regular(path, MAX_CIFAR_BYTES, "CIFAR file")?;
         if data.len() as u64 != len {
             return Err(Error::dataset(path, "file changed size while being read"));
         }

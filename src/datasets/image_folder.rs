@@ -56,21 +56,89 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// All folders under `dir` (itself included), following symlinks, depth-limited.
-fn walk_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-    if depth > 32 {
-        return Err(Error::dataset(
-            dir,
-            "folder nesting deeper than 32 levels (symlink loop?)",
-        ));
+/// Deepest folder nesting an image folder may have.
+const MAX_DEPTH: usize = 32;
+
+/// The walk over a class folder's subfolders: symbolic links to folders are followed as
+/// torchvision does, but never around a cycle and never out of the root's tree (a link to
+/// `/` would walk the whole file system).
+struct Walk {
+    /// The root, canonical: links must stay under it.
+    root: PathBuf,
+    /// The canonical paths of the folders being walked, outermost first: a link to one of
+    /// them is a cycle.
+    stack: Vec<PathBuf>,
+    /// Skip a bad link instead of failing (`--skip-bad`).
+    skip_bad: bool,
+}
+
+impl Walk {
+    fn new(root: &Path, skip_bad: bool) -> Result<Walk> {
+        let canon = root.canonicalize().map_err(|e| Error::io(root, e))?;
+        Ok(Walk {
+            root: canon.clone(),
+            stack: vec![canon],
+            skip_bad,
+        })
     }
-    out.push(dir.to_path_buf());
-    for p in read_dir_sorted(dir)? {
-        if p.is_dir() {
-            walk_dirs(&p, depth + 1, out)?;
+
+    /// Where `dir` leads when it is a folder to walk: its canonical path, `None` to pass it
+    /// by (not a folder, a dangling link, or a bad link with `skip_bad`), an error for a bad
+    /// link otherwise. `parent` is the canonical path of the folder holding it.
+    fn follow(&self, dir: &Path, parent: &Path) -> Result<Option<PathBuf>> {
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            return Ok(None);
+        };
+        if !meta.is_symlink() {
+            return Ok(meta
+                .is_dir()
+                .then(|| parent.join(dir.file_name().unwrap_or_default())));
         }
+        let Ok(target) = dir.canonicalize() else {
+            return Ok(None);
+        };
+        if !target.is_dir() {
+            return Ok(None);
+        }
+        let problem = if self.stack.contains(&target) {
+            format!("symbolic link to {} makes a cycle", target.display())
+        } else if !target.starts_with(&self.root) {
+            format!(
+                "symbolic link to {}, outside the image folder {}",
+                target.display(),
+                self.root.display()
+            )
+        } else {
+            return Ok(Some(target));
+        };
+        if self.skip_bad {
+            return Ok(None);
+        }
+        Err(Error::dataset(
+            dir,
+            format!("{problem} (--skip-bad skips it)"),
+        ))
     }
-    Ok(())
+
+    /// All folders under `dir` (itself included; `canon` its canonical path) into `out`.
+    fn walk(&mut self, dir: &Path, canon: PathBuf, out: &mut Vec<PathBuf>) -> Result<()> {
+        if self.stack.len() > MAX_DEPTH {
+            return Err(Error::dataset(
+                dir,
+                format!("folders nested deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        out.push(dir.to_path_buf());
+        self.stack.push(canon);
+        for p in read_dir_sorted(dir)? {
+            let parent = self.stack.last().cloned().unwrap_or_default();
+            if let Some(c) = self.follow(&p, &parent)? {
+                self.walk(&p, c, out)?;
+            }
+        }
+        self.stack.pop();
+        Ok(())
+    }
 }
 
 impl ImageFolder {
@@ -80,11 +148,25 @@ impl ImageFolder {
         preprocess: &Preprocess,
         labels: Option<&[String]>,
     ) -> Result<ImageFolder> {
+        Self::open_with(root, preprocess, labels, false)
+    }
+
+    /// [`Self::open`]; with `skip_bad_links`, a symbolic link that makes a cycle or leaves
+    /// the root's tree is passed by instead of being an error.
+    pub fn open_with(
+        root: &Path,
+        preprocess: &Preprocess,
+        labels: Option<&[String]>,
+        skip_bad_links: bool,
+    ) -> Result<ImageFolder> {
         preprocess.validate().map_err(Error::InvalidArgument)?;
-        let class_dirs: Vec<PathBuf> = read_dir_sorted(root)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .collect();
+        let walk = Walk::new(root, skip_bad_links)?;
+        let mut class_dirs = Vec::new();
+        for p in read_dir_sorted(root)? {
+            if let Some(canon) = walk.follow(&p, &walk.root)? {
+                class_dirs.push((p, canon));
+            }
+        }
         if class_dirs.is_empty() {
             return Self::open_flat(root, preprocess);
         }
@@ -97,7 +179,9 @@ impl ImageFolder {
         });
         let mut items = Vec::new();
         let mut classes = Vec::with_capacity(class_dirs.len());
-        for (ci, dir) in class_dirs.iter().enumerate() {
+        let mut walk = walk;
+        for (ci, (dir, canon)) in class_dirs.into_iter().enumerate() {
+            let dir = &dir;
             let name = dir
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -113,7 +197,7 @@ impl ImageFolder {
                 None => ci,
             };
             let mut dirs = Vec::new();
-            walk_dirs(dir, 0, &mut dirs)?;
+            walk.walk(dir, canon, &mut dirs)?;
             dirs.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
             for d in dirs {
                 for f in read_dir_sorted(&d)? {

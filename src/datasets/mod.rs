@@ -43,7 +43,7 @@ pub use batch::{load_batch, load_batch_skipping};
 pub use card::{load_labels, ModelCard};
 pub use cifar::{CifarBinary, CIFAR_RECORD, MAX_CIFAR_BYTES};
 pub use image_folder::{ImageFolder, MAX_IMAGES};
-pub use preprocess::{decode_rgb8, resized_size, Preprocess, MAX_IMAGE_SIDE};
+pub use preprocess::{decode_rgb8, decode_rgb8_bytes, resized_size, Preprocess, MAX_IMAGE_SIDE};
 pub use resize::resize_bilinear_rgb8;
 pub use skip::Skip;
 
@@ -89,10 +89,24 @@ pub trait Dataset: Send + Sync {
 /// * any other folder: an [`ImageFolder`] of class subfolders, whose names are looked up in
 ///   `labels` (the model's label list, e.g. ImageNet wnids) or, without labels, numbered in
 ///   sorted order.
+///
+/// A device, FIFO or socket is refused before it is opened; so is an image folder with a
+/// symbolic link that makes a cycle or leaves its tree (see [`open_dataset_with`]).
 pub fn open_dataset(
     path: &Path,
     preprocess: &Preprocess,
     labels: Option<&[String]>,
+) -> Result<Box<dyn Dataset>> {
+    open_dataset_with(path, preprocess, labels, false)
+}
+
+/// [`open_dataset`]; with `skip_bad_links`, an image folder's symbolic links that make a
+/// cycle or leave its tree are passed by instead of being an error (`--skip-bad`).
+pub fn open_dataset_with(
+    path: &Path,
+    preprocess: &Preprocess,
+    labels: Option<&[String]>,
+    skip_bad_links: bool,
 ) -> Result<Box<dyn Dataset>> {
     let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
     let batch = path.join("test_batch.bin");
@@ -100,8 +114,14 @@ pub fn open_dataset(
         path
     } else if batch.is_file() {
         &batch
+    } else if meta.is_dir() {
+        let folder = ImageFolder::open_with(path, preprocess, labels, skip_bad_links)?;
+        return Ok(Box::new(folder));
     } else {
-        return Ok(Box::new(ImageFolder::open(path, preprocess, labels)?));
+        // A device, FIFO or socket: refused before it is opened (a FIFO would block).
+        let kind = crate::files::kind(&meta);
+        let message = format!("the data is {kind}: give a CIFAR-10 binary file or an image folder");
+        return Err(crate::Error::dataset(path, message));
     };
     // CIFAR labels are class indices 0-9: they only mean something for a 10-class model.
     if let Some(l) = labels.filter(|l| l.len() != 10) {

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 
 use super::jpeg::decode_jpeg_rgb8;
 use super::resize::resize_window;
+use crate::files::MAX_IMAGE_FILE_BYTES;
 
 /// Largest image width or height haste decodes or produces.
 pub const MAX_IMAGE_SIDE: usize = 16384;
@@ -310,11 +311,16 @@ fn crop_offset(size: usize, crop: usize) -> i64 {
 ///   (`image`'s `to_rgb8`), alpha is dropped. PNG decoding is lossless, so 8-bit RGB PNGs give
 ///   Pillow's pixels too.
 pub fn decode_rgb8(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let data = crate::files::read_regular(path, MAX_IMAGE_FILE_BYTES, "image")?;
+    decode_rgb8_bytes(path, &data)
+}
+
+/// [`decode_rgb8`] of an image file's bytes already in memory (`path` names it in errors).
+pub fn decode_rgb8_bytes(path: &Path, data: &[u8]) -> Result<(Vec<u8>, usize, usize)> {
     if data.starts_with(&[0xFF, 0xD8]) {
-        return decode_jpeg_rgb8(path, &data);
+        return decode_jpeg_rgb8(path, data);
     }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&data[..]))
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(data))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     let mut limits = image::Limits::default();

@@ -12,22 +12,11 @@ use onnx_protobuf::{Message, ModelProto};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Largest model file haste will read.
-pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+pub use crate::files::MAX_MODEL_BYTES;
 
 /// Reads and decodes an ONNX file into a raw [`Graph`] (not yet simplified).
 pub fn load_graph(path: &Path) -> Result<Graph> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::model(path, "is a directory, not an ONNX file"));
-    }
-    if meta.len() > MAX_MODEL_BYTES {
-        return Err(Error::Limits {
-            path: path.into(),
-            message: format!("model file is {} bytes", meta.len()),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_regular(path, MAX_MODEL_BYTES, "model file")?;
     graph_from_bytes(path, &bytes)
 }
 

@@ -139,17 +139,8 @@ fn read_external(model: &Path, t: &TensorProto, what: &str) -> Result<Vec<u8>> {
             format!("{what}: external data '{location}' points outside the model's folder"),
         ));
     }
-    let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-    let start = offset as usize;
-    let end = match length {
-        Some(l) => start.checked_add(l as usize),
-        None => Some(bytes.len()),
-    };
-    match end {
-        Some(end) if start <= end && end <= bytes.len() => Ok(bytes[start..end].to_vec()),
-        _ => Err(Error::model(
-            model,
-            format!("{what}: external data range is outside '{location}'"),
-        )),
-    }
+    // At most the largest tensor haste accepts, 8 bytes an element.
+    let limit = 8 * MAX_TENSOR_ELEMENTS as u64;
+    crate::files::read_range(&file, offset, length, limit, "external data")
+        .map_err(|e| Error::model(model, format!("{what}: {e}")))
 }

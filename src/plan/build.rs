@@ -23,6 +23,7 @@ impl Plan {
         } else {
             options.threads
         };
+        super::memory::check_threads(threads)?;
         let (pool, pool_has_caller) = threads::pool_for_this_thread(threads)?;
         let order = graph.topological_order()?;
         let input_id = *graph
@@ -156,6 +157,9 @@ impl Plan {
                     .collect()
             })
             .collect();
+        // Nothing large is allocated before the buffers are known to fit.
+        let (_, batch_shapes) = plan.shapes_for(options.max_batch)?;
+        plan.check_buffers_fit(&batch_shapes)?;
         plan.workspaces = (0..threads)
             .map(|_| Mutex::new(plan.new_workspace()))
             .collect();

@@ -9,8 +9,13 @@
 mod build;
 mod exec;
 pub mod layout;
+mod memory;
 mod shapes;
 mod threads;
+
+pub use memory::{
+    available_memory, check_threads, format_bytes, max_threads, MemoryPlan, MAX_THREADS,
+};
 
 pub use layout::Layout;
 

@@ -4,11 +4,8 @@
 #[cfg(feature = "cli")]
 pub mod plot;
 
-use crate::error::{Error, Result};
 #[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::Write;
-use std::path::Path;
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
 #[cfg(feature = "cli")]
@@ -29,29 +26,7 @@ pub fn progress_bar(total: usize, label: &str) -> ProgressBar {
     bar
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so an
-/// interrupted run never leaves a half-written file in place of a good one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
+pub use crate::files::write_atomic;
 
 /// Formats a FLOP count with a unit (M or G).
 pub fn flops(n: u64) -> String {
