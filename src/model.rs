@@ -58,6 +58,12 @@ impl Model {
         })
     }
 
+    /// Bytes of the weights the loaded model holds (each plan holds its own copy, see
+    /// [`Plan::memory`]).
+    pub fn weight_bytes(&self) -> u64 {
+        crate::plan::graph_weight_bytes(&self.graph)
+    }
+
     /// Plans the model for execution. A `Model` is `Send + Sync`: threads may share one (in
     /// an `Arc`) and each build and run plans of their own, with identical results.
     ///

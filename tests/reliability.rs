@@ -316,3 +316,30 @@ fn an_interrupted_sweep_leaves_whole_files_or_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `bench` predicts a run's peak memory from the plan (the program, the model's weights, the
+/// plan's weights and buffers at their largest, the data in memory) within 20 % of the
+/// measured peak resident memory.
+#[test]
+fn the_plan_predicts_the_peak_memory_within_a_fifth() {
+    let cases = [
+        ("resnet56-cifar10", cifar_test(), "16"),
+        ("resnet18-randominit-imagenet", imagenet_val(), "16"),
+        ("mobilenet_v2-randominit-imagenet", imagenet_val(), "32"),
+        ("tiny-darknet-imagenet", imagenet_val(), "64"),
+    ];
+    for (name, data, batch) in cases {
+        let extra = ["--batch", batch, "--runs", "1", "--hyperplanes", "14"];
+        let j = haste_json("bench", &model(name), &data, &extra);
+        let peak = j["peak_rss_bytes"].as_f64().expect("peak RSS");
+        let predicted = j["predicted_peak_bytes"].as_f64().expect("prediction");
+        let parts = &j["plan_memory"];
+        assert!(parts["weights"].as_u64().expect("weights") > 0, "{j}");
+        let error = (predicted - peak).abs() / peak;
+        assert!(
+            error <= 0.2,
+            "{name}: predicted {predicted} bytes, measured {peak} ({:.0} % off): {parts}",
+            100.0 * error
+        );
+    }
+}

@@ -52,6 +52,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_bytes("VmHWM:")
 }
 
+/// Resident memory of this process in bytes now (Linux), if known.
+fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
 /// A `kB` field of `/proc/self/status` in bytes.
 fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -72,6 +77,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .as_deref()
         .map(|p| crate::compress::Policy::load(p, &a.model.model))
         .transpose()?;
+    // What the process holds before the model: the program itself.
+    let baseline = rss_bytes().unwrap_or(0);
     let model = Model::load(&a.model.model)?;
     let mut plan = model.plan(PlanOptions {
         threads: a.threads,
@@ -80,10 +87,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let per: usize = model.image_shape.iter().product();
     let mut input = vec![0.0f32; a.batch * per];
     let mut skipped: Vec<String> = Vec::new();
+    let mut data_bytes = 0;
     let source = match &a.data {
         Some(d) => {
             let (pre, labels) = a.model.resolve(&model.image_shape)?;
             let data = open_dataset_with(d, &pre, labels.as_deref(), a.skip_bad)?;
+            data_bytes = data.memory_bytes();
             // Fill the batch with the first loadable images (with --skip-bad, bad ones are
             // passed over and named).
             let mut have = 0;
@@ -126,11 +135,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let compression = match (&compress, &policy) {
         (Some(c), _) => {
             let mut compression = Compression::apply(&mut plan, c)?;
+            // Every eligible layer holds a HASTE kernel until the first batch chooses.
+            memory = plan.memory().max(memory);
             // The same first-batch choice as eval.
             compression.choose_layers_on(&mut plan, &input, a.batch)?;
             Some(compression)
         }
-        (None, Some(p)) => Some(Compression::apply_policy(&mut plan, p)?),
+        (None, Some(p)) => {
+            let compression = Compression::apply_policy(&mut plan, p)?;
+            memory = plan.memory().max(memory);
+            Some(compression)
+        }
         (None, None) => None,
     };
     let haste = match compression {
@@ -156,13 +171,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let ips = |t: &Timing| a.batch as f64 / t.median;
     let peak = peak_rss_bytes();
+    let input_bytes = 4 * input.len() as u64 + data_bytes;
+    let predicted = baseline + model.weight_bytes() + memory.total() + input_bytes;
     if a.json {
         let mut j = json!({
             "model": a.model.model.display().to_string(), "input": source, "batch": a.batch,
             "threads": plan.threads(), "runs": a.runs, "isa": Isa::current().name(),
             "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
-            "peak_rss_bytes": peak, "plan_memory": memory, "plan_memory_bytes": memory.total(),
+            "peak_rss_bytes": peak, "predicted_peak_bytes": predicted, "plan_memory": memory,
+            "model_weight_bytes": model.weight_bytes(), "process_baseline_bytes": baseline,
             "skipped_images": skipped,
         });
         if let (Some((t, f, layers)), Some(o)) = (&haste, j.as_object_mut()) {
@@ -228,10 +246,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if let Some(p) = peak {
         println!(
-            "memory  peak RSS {}; the plan holds {} ({})",
+            "memory  peak RSS {}, predicted {}: program {}, model {}, plan {} ({}), data {}",
             format_bytes(p),
+            format_bytes(predicted),
+            format_bytes(baseline),
+            format_bytes(model.weight_bytes()),
             format_bytes(memory.total()),
-            memory_parts(&memory)
+            memory_parts(&memory),
+            format_bytes(input_bytes)
         );
     }
     if !skipped.is_empty() {
@@ -329,7 +351,7 @@ pub(super) fn truncate(s: &str, n: usize) -> String {
 /// The parts of a plan's memory, for people.
 fn memory_parts(m: &MemoryPlan) -> String {
     format!(
-        "weights {}, batch buffers {}, per-thread buffers {}, scratch {}",
+        "weights {}, batch {}, per-thread {}, scratch {}",
         format_bytes(m.weights),
         format_bytes(m.activations),
         format_bytes(m.workspaces),

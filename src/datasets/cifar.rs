@@ -100,6 +100,10 @@ impl Dataset for CifarBinary {
         self.data.len() / CIFAR_RECORD
     }
 
+    fn memory_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
     fn label(&self, index: usize) -> usize {
         self.record(index)[0] as usize
     }

@@ -75,6 +75,11 @@ pub trait Dataset: Send + Sync {
     fn has_labels(&self) -> bool {
         true
     }
+    /// Bytes the dataset holds in memory (a CIFAR-10 file is read whole; an image folder
+    /// only lists its files).
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
     /// Writes item `index`, preprocessed, as CHW floats into `out`
     /// (`channels * height * width` floats). Errors (undecodable image, index out of range,
     /// wrong `out` length) name the file.

@@ -17,20 +17,28 @@ pub use crate::files::MAX_MODEL_BYTES;
 /// Reads and decodes an ONNX file into a raw [`Graph`] (not yet simplified).
 pub fn load_graph(path: &Path) -> Result<Graph> {
     let bytes = crate::files::read_regular(path, MAX_MODEL_BYTES, "model file")?;
-    graph_from_bytes(path, &bytes)
+    let model = parse_model(path, &bytes)?;
+    // The file's bytes go before the weights are converted: a model in memory once more, not
+    // twice.
+    drop(bytes);
+    graph_from_proto(path, model)
+}
+
+fn parse_model(path: &Path, bytes: &[u8]) -> Result<ModelProto> {
+    ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| Error::model(path, format!("not a valid ONNX protobuf file ({e})")))
 }
 
 /// Decodes the bytes of an ONNX file into a raw [`Graph`]. `path` names the model in messages
 /// and locates external data (it need not exist when the model has none).
 pub fn graph_from_bytes(path: &Path, bytes: &[u8]) -> Result<Graph> {
-    let model = ModelProto::parse_from_bytes(bytes)
-        .map_err(|e| Error::model(path, format!("not a valid ONNX protobuf file ({e})")))?;
-    graph_from_proto(path, &model)
+    graph_from_proto(path, parse_model(path, bytes)?)
 }
 
-/// Converts a decoded model into a [`Graph`].
-pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
-    let Some(g) = model.graph.as_ref() else {
+/// Converts a decoded model into a [`Graph`], releasing each initializer's data once it is
+/// converted (so the weights are held about once, not twice, while a model loads).
+pub fn graph_from_proto(path: &Path, mut model: ModelProto) -> Result<Graph> {
+    let Some(g) = model.graph.as_mut() else {
         return Err(Error::model(
             path,
             "the file holds no graph (is it an ONNX model?)",
@@ -51,10 +59,14 @@ pub fn graph_from_proto(path: &Path, model: &ModelProto) -> Result<Graph> {
         *ids.entry(name.to_string())
             .or_insert_with(|| graph.add_value(name))
     };
-    for init in &g.initializer {
+    for init in &mut g.initializer {
         let c = tensor::decode_tensor(path, init)?;
         let id = id_of(&mut graph, &init.name);
         graph.constants.insert(id, c);
+        // Converted: the proto's copy of the data is no longer needed.
+        init.raw_data = Vec::new();
+        init.float_data = Vec::new();
+        init.int64_data = Vec::new();
     }
     for input in &g.input {
         let id = id_of(&mut graph, &input.name);

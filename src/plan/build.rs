@@ -2,7 +2,7 @@
 //! reader), shapes, memory layouts, threads, and the dense kernel of every convolution.
 
 use super::layout::Layout;
-use super::{threads, Plan, PlanOptions, Src, Step};
+use super::{threads, Plan, PlanOptions, Src, Step, Workspace};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::kernels::{ConvKernel, DenseConv, Scratch};
@@ -160,18 +160,13 @@ impl Plan {
         // Nothing large is allocated before the buffers are known to fit.
         let (_, batch_shapes) = plan.shapes_for(options.max_batch)?;
         plan.check_buffers_fit(&batch_shapes)?;
+        // Each thread's image buffers are made on its first image-by-image run, and the batch
+        // slots grow when a layer-by-layer run first needs them (`Plan::grow_slots`): a plan
+        // holds the buffers its runs use, no more.
         plan.workspaces = (0..threads)
-            .map(|_| Mutex::new(plan.new_workspace()))
+            .map(|_| Mutex::new(Workspace::default()))
             .collect();
         plan.infer_shapes(options.max_batch)?;
-        // Size every slot for the largest batch.
-        let mut sizes = vec![0usize; n_slots];
-        for (s, shape) in plan.steps.iter().zip(&plan.out_shapes) {
-            sizes[s.output] = sizes[s.output].max(shape.iter().product());
-        }
-        for (slot, size) in plan.slots.iter_mut().zip(sizes) {
-            *slot = vec![0.0; size];
-        }
         let col = plan
             .steps
             .iter()

@@ -128,8 +128,14 @@ impl Plan {
         let per_in: usize = self.image_shape.iter().product();
         let per_out: usize = self.img_out_shapes[self.output_step].iter().product();
         let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
+        if out_buf.len() < n * per_out {
+            out_buf.resize(n * per_out, 0.0);
+        }
         let image = |(o, x): (&mut [f32], &[f32])| {
             let mut ws = thread_workspace(&self.workspaces);
+            if ws.slots.len() != self.slots.len() {
+                ws.slots = self.new_workspace().slots;
+            }
             self.run_image(&mut ws, x, o)
         };
         let outputs = &mut out_buf[..n * per_out];

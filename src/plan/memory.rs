@@ -9,6 +9,7 @@
 
 use super::Plan;
 use crate::error::{Error, Result};
+use crate::graph::Graph;
 use crate::ops::{ConstData, Op};
 use serde::Serialize;
 
@@ -109,6 +110,29 @@ pub fn format_bytes(b: u64) -> String {
     }
 }
 
+/// Bytes of the weights a graph holds: its constants and the weights inside its ops.
+pub fn graph_weight_bytes(g: &Graph) -> u64 {
+    let constants: u64 = g
+        .constants
+        .values()
+        .map(|c| match &c.data {
+            ConstData::F32(v) => f32_bytes(v.len()),
+            ConstData::I64(v) => (v.len() as u64).saturating_mul(8),
+        })
+        .sum();
+    let in_ops: u64 = g
+        .nodes
+        .iter()
+        .map(|n| match &n.op {
+            Op::Conv(c) => f32_bytes(c.weights.len() + c.bias.as_ref().map_or(0, Vec::len)),
+            Op::Linear(l) => f32_bytes(l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)),
+            Op::BatchNorm(b) => f32_bytes(b.scale.len() + b.shift.len()),
+            _ => 0,
+        })
+        .sum();
+    constants + in_ops
+}
+
 impl Plan {
     /// Bytes of the activation slots for per-step output shapes `out_shapes`.
     pub(super) fn slot_bytes(&self, out_shapes: &[Vec<usize>]) -> u64 {
@@ -161,31 +185,21 @@ impl Plan {
     /// What the plan holds in memory now (see the module documentation); HASTE kernels put
     /// on it count their weights too.
     pub fn memory(&self) -> MemoryPlan {
-        let constants: u64 = self
-            .graph
-            .constants
-            .values()
-            .map(|c| match &c.data {
-                ConstData::F32(v) => f32_bytes(v.len()),
-                ConstData::I64(v) => (v.len() as u64).saturating_mul(8),
-            })
-            .sum();
-        let operands: u64 = self.consts.iter().map(|(_, v)| f32_bytes(v.len())).sum();
-        // Weights held by the ops, and the convolution kernels' re-laid copies (the dense
-        // kernel's, and a HASTE kernel's when one replaces it).
-        let in_ops: u64 = self
+        // The ops' weights, and the convolution kernels' re-laid copies (the dense kernel's,
+        // and a HASTE kernel's when one replaces it).
+        let copies: u64 = self
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| match &self.graph.nodes[s.node].op {
                 Op::Conv(c) => {
-                    let copies = 2 + u64::from(!self.conv_kernel_is_dense(i));
+                    let copies = 1 + u64::from(!self.conv_kernel_is_dense(i));
                     f32_bytes(c.weights.len()) * copies
                 }
-                Op::Linear(l) => f32_bytes(l.weight.len()),
                 _ => 0,
             })
             .sum();
+        let operands: u64 = self.consts.iter().map(|(_, v)| f32_bytes(v.len())).sum();
         let workspaces = self
             .workspaces
             .iter()
@@ -197,7 +211,7 @@ impl Plan {
             .lock()
             .map_or(0, |s| f32_bytes(s.col.capacity()));
         MemoryPlan {
-            weights: constants + operands + in_ops,
+            weights: graph_weight_bytes(&self.graph) + operands + copies,
             activations: self.slots.iter().map(|s| f32_bytes(s.capacity())).sum(),
             workspaces,
             scratch,

@@ -14,7 +14,8 @@ mod shapes;
 mod threads;
 
 pub use memory::{
-    available_memory, check_threads, format_bytes, max_threads, MemoryPlan, MAX_THREADS,
+    available_memory, check_threads, format_bytes, graph_weight_bytes, max_threads, MemoryPlan,
+    MAX_THREADS,
 };
 
 pub use layout::Layout;
@@ -139,6 +140,17 @@ impl Plan {
             writer[s.output] = Some(i);
         }
         out
+    }
+
+    /// Grows every batch slot to what the steps' current shapes (`out_shapes`) need.
+    pub(crate) fn grow_slots(&mut self) {
+        for (s, shape) in self.steps.iter().zip(&self.out_shapes) {
+            let len: usize = shape.iter().product();
+            let slot = &mut self.slots[s.output];
+            if slot.len() < len {
+                slot.resize(len, 0.0);
+            }
+        }
     }
 
     /// A thread's workspace: every slot sized for one image.
@@ -295,7 +307,10 @@ impl Plan {
         self.infer_shapes(n)?;
         match self.output {
             Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
-            _ => self.run_layers(input, n)?,
+            _ => {
+                self.grow_slots();
+                self.run_layers(input, n)?
+            }
         }
         let shape = match self.output {
             Src::Slot(s) => self

@@ -8,7 +8,7 @@
 //!    [`fuse_activations`] and [`fuse_add_activations`] (a ReLU runs inside the Conv or
 //!    residual Add before it).
 //! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
-//!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`].
+//!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`] and [`prune_dead_constants`].
 //!
 //! [`fold_runtime_shapes`] (shapes an export computes from the input at run time) runs
 //! before these and [`fuse_residual_adds`] after them: both need the image shape, which
@@ -43,6 +43,7 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     fuse_add_activations(&mut g);
     pool_before_pointwise_conv(&mut g);
     prune_dead_nodes(&mut g);
+    prune_dead_constants(&mut g);
     check(&g)?;
     Ok(g)
 }
@@ -342,6 +343,14 @@ pub fn prune_dead_nodes(g: &mut Graph) {
             break;
         }
     }
+}
+
+/// Drops constants no node reads and no output is: the initializers folded into the ops
+/// that use them (a convolution keeps its weights, BatchNorm-folded, in its op), which would
+/// otherwise hold a second copy of every weight for the life of the model and of each plan.
+pub fn prune_dead_constants(g: &mut Graph) {
+    let readers = reader_counts(g);
+    g.constants.retain(|v, _| readers.contains_key(v));
 }
 
 /// Consistency check: every input is produced, outputs are computable, no load-time op left.
