@@ -206,7 +206,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 o.insert("steps".into(), super::bench_steps::steps_json(layers));
             }
         }
-        println!("{j}");
+        super::emit_json(j);
         return Ok(());
     }
     println!("model   {} (input: {source})", a.model.model.display());

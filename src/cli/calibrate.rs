@@ -90,7 +90,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
             "predicted_time_ratio": c.predicted_time_ratio,
             "dense_flops": dense,
         });
-        println!("{j}");
+        super::emit_json(j);
         return Ok(());
     }
     println!("model        {}", a.model.model.display());

@@ -84,7 +84,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 o.insert(k.clone(), v.clone());
             }
         }
-        println!("{j}");
+        super::emit_json(j);
         return Ok(());
     }
     println!("model        {}", a.model.model.display());

@@ -76,7 +76,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "skipped_images": h.eval.skipped, "nonfinite_logits": h.eval.nonfinite_logits,
             "nonfinite_inputs": h.nonfinite_inputs(),
         });
-        println!("{j}");
+        super::emit_json(j);
         return Ok(());
     }
     println!(

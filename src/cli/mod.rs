@@ -18,6 +18,47 @@ use crate::report::progress_bar;
 use crate::{Model, Plan, PlanOptions};
 use args::{Command, DataArgs, ModelArgs};
 
+thread_local! {
+    /// Where `--json` output goes on this thread: stdout, or (inside [`run_to_json`]) kept.
+    static JSON_CAPTURE: std::cell::RefCell<Option<Option<serde_json::Value>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Prints a subcommand's `--json` result, or keeps it for [`run_to_json`].
+pub(crate) fn emit_json(v: serde_json::Value) {
+    let kept = JSON_CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+        Some(slot) => {
+            *slot = Some(v.clone());
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        println!("{v}");
+    }
+}
+
+/// Runs the subcommand `args` (as typed after `haste`, without `--json`) and returns what
+/// `--json` would print, as a value: the Python package's `evaluate`, `sweep` and `calibrate`.
+/// `progress` shows the progress bars (on a terminal). A bad command line is an
+/// [`crate::Error::InvalidArgument`] with clap's first line.
+pub fn run_to_json(args: &[String], progress: bool) -> Result<serde_json::Value> {
+    let argv = std::iter::once("haste".to_string())
+        .chain(args.iter().cloned())
+        .chain(std::iter::once("--json".to_string()));
+    let cli = <Cli as clap::Parser>::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("bad arguments");
+        crate::Error::InvalidArgument(first.trim_start_matches("error: ").to_string())
+    })?;
+    let _progress = crate::report::ProgressGuard::set(progress);
+    JSON_CAPTURE.with(|c| *c.borrow_mut() = Some(None));
+    let result = run(cli);
+    let value = JSON_CAPTURE.with(|c| c.borrow_mut().take().flatten());
+    result?;
+    value.ok_or_else(|| crate::Error::Internal("the subcommand printed no JSON".into()))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     crate::kernels::isa::Isa::check_environment()?;

@@ -169,7 +169,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         plot_tradeoff(p, &title, dense.top1, &points)?;
     }
     if a.data.json {
-        println!("{result}");
+        super::emit_json(result);
         return Ok(());
     }
     println!(

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[cfg(feature = "cli")]
 pub fn progress_bar(total: usize, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let shown = PROGRESS.with(std::cell::Cell::get);
+    if shown && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
             "{prefix:>10} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}",
@@ -27,6 +28,31 @@ pub fn progress_bar(total: usize, label: &str) -> ProgressBar {
 }
 
 pub use crate::files::write_atomic;
+
+#[cfg(feature = "cli")]
+thread_local! {
+    /// Whether [`progress_bar`] may draw on this thread (the Python package turns it off
+    /// unless asked).
+    static PROGRESS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Turns this thread's progress bars on or off until dropped, then puts the old setting back.
+#[cfg(feature = "cli")]
+pub struct ProgressGuard(bool);
+
+#[cfg(feature = "cli")]
+impl ProgressGuard {
+    pub fn set(on: bool) -> ProgressGuard {
+        ProgressGuard(PROGRESS.with(|p| p.replace(on)))
+    }
+}
+
+#[cfg(feature = "cli")]
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        PROGRESS.with(|p| p.set(self.0));
+    }
+}
 
 /// Formats a FLOP count with a unit (M or G).
 pub fn flops(n: u64) -> String {
