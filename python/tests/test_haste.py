@@ -87,6 +87,18 @@ def test_evaluate_gives_what_the_command_line_gives():
     assert all(r["flops"] > 0 for r in rows)
 
 
+def test_evaluate_reproduces_the_command_line_on_all_cifar_test_images():
+    data = SHARED / "data" / "cifar10" / "test_batch_jpeg.bin"
+    got = haste.evaluate(RESNET20, data, hyperplanes=13, all_layers=True)
+    want = haste_cli("eval", "--model", str(RESNET20), "--data", str(data),
+                     "--hyperplanes", "13", "--all-layers")
+    assert got["images"] == 10000
+    assert round(got["top1_dense"], 2) == 81.03
+    for k in ("top1_dense", "top1", "top5", "flops", "flops_overhead", "flops_reduction",
+              "top1_disagreements", "compressed_convs"):
+        assert got[k] == want[k], k
+
+
 def test_calibrated_policy_round_trip(tmp_path):
     policy = tmp_path / "policy.json"
     c = haste.calibrate(RESNET20, FIRST20, max_drop=5.0, images=20, hyperplanes="10,14", out=policy)
@@ -116,6 +128,13 @@ def test_bad_input_raises_value_errors_naming_the_problem():
         haste.Model("/dev/zero")
     with pytest.raises(haste.HasteError, match="No such file"):
         haste.Model("/nonexistent.onnx")
+    corrupt = Path(os.environ.get("TMPDIR", "/tmp")) / f"haste-corrupt-{os.getpid()}.onnx"
+    corrupt.write_bytes(RESNET20.read_bytes()[:5000])
+    try:
+        with pytest.raises(haste.InputError, match=re.escape(str(corrupt))):
+            haste.Model(corrupt)
+    finally:
+        corrupt.unlink()
     with pytest.raises(haste.InputError, match="L must be 1 to 64|hyperplanes"):
         m.compress(hyperplanes=0)
     with pytest.raises(haste.InputError, match="unexpected argument"):
