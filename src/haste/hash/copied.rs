@@ -22,6 +22,7 @@ use super::*;
 /// a sum that starts at +0, so the projections keep their bits (the window is checked finite
 /// before).
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct WindowTerms {
     /// Entry `j` of hyperplane `l` is `offs[l * len + j]` (floats into the window) with
     /// weight `ws[l * len + j]`, window order.
@@ -86,6 +87,7 @@ impl WindowTerms {
 /// non-finite value or a sum overflows: then [`hash_window_sanitized`] hashes it from the
 /// image.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 #[inline(always)]
 pub fn hash_copied_window(
     isa: Isa,

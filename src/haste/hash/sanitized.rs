@@ -6,6 +6,7 @@ use super::*;
 /// [`hash_window`] for a window that holds non-finite values: the window is copied and
 /// centered explicitly, non-finite values counted and hashed as 0.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 #[inline(never)]
 pub fn hash_window_sanitized(
     isa: Isa,

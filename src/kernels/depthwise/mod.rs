@@ -15,6 +15,7 @@ mod block;
 
 /// [`DepthwiseConv::rows`] on an x86 tier: `$lanes` channels a block, `$wide` pixels (4 at a
 /// row's end).
+#[cfg(target_arch = "x86_64")]
 macro_rules! tier_rows {
     ($(#[$doc:meta])* $name:ident, $feat:literal, $tier:ident, $lanes:literal, $wide:literal) => {
         $(#[$doc])*

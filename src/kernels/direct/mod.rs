@@ -29,6 +29,7 @@
 //! `epilogue` what happens to a finished output (bias, residual, activation); `layer` the
 //! dense convolution layer that pads an image and splits it over threads.
 
+#[cfg(target_arch = "x86_64")]
 mod blocks;
 #[cfg(target_arch = "x86_64")]
 mod blocks_avx2;
@@ -82,6 +83,7 @@ impl Geom {
 
     /// [`Self::opix`] of the `MR` outputs from `j0`, stepping along the output rows (one
     /// division for the block instead of one per output).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[inline(always)]
     fn out_offsets<const MR: usize>(&self, j0: usize) -> [usize; MR] {
         let (mut oy, mut ox) = (j0 / self.pw, j0 % self.pw);
@@ -100,6 +102,7 @@ impl Geom {
     /// The window offset of the tap-(0, 0) input pixel of each of the `MR` outputs from
     /// `j0`, stepping along the output rows (a division by the patch width per output would
     /// dominate layers with few input channels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[inline(always)]
     fn in_offsets<const MR: usize>(&self, j0: usize) -> [usize; MR] {
         let (mut oy, mut ox) = (j0 / self.pw, j0 % self.pw);

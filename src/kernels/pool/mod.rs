@@ -4,6 +4,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+#[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::Isa;
 use crate::ops::PoolParams;
 
