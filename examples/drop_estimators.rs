@@ -40,6 +40,7 @@ fn one_layer(plan: &haste::Plan, steps: &[usize], k: usize, l: usize) -> Policy 
                 name: plan.step_name(s).to_string(),
                 kernel: if j == k { "haste" } else { "dense" }.into(),
                 hyperplanes: (j == k).then_some(l),
+                tile: None,
                 magnitude_bins: if j == k {
                     magnitude_step(plan, s, MagnitudeMode::SignedInputs(0.5))
                 } else {

@@ -146,6 +146,44 @@ fn a_policy_is_refused_for_another_model_and_when_it_does_not_fit() {
     assert!(Compression::apply_policy(&mut plan, &edited).is_err());
 }
 
+/// A layer's own tile overrides the policy's; a layer without one (a hand-written or older
+/// policy) takes the policy's, and the calibration writes one for each HASTE layer.
+#[test]
+fn a_policy_layer_runs_at_its_own_tile() {
+    let (path, mut plan, x) = resnet20(16);
+    let p = calibrate(
+        &mut plan,
+        &path,
+        &x,
+        16,
+        &options(Target::FlopsReduction(5.0)),
+        &mut |_, _| {},
+    )
+    .expect("calibrate");
+    assert!(p.layers.iter().all(|l| l.is_haste() == l.tile.is_some()));
+    let small = &x[..x.len() / 16 * 4];
+    let run = |plan: &mut Plan, policy: &Policy| {
+        let c = Compression::apply_policy(plan, policy).expect("apply");
+        let y = logits(plan, small, 4);
+        let tiles: Vec<_> = c.reports(plan).iter().map(|r| r.tile).collect();
+        (y, tiles)
+    };
+    let at = |tile: Option<usize>| {
+        let mut q = p.clone();
+        q.tile = 4;
+        for l in q.layers.iter_mut().filter(|l| l.is_haste()) {
+            l.tile = tile;
+        }
+        q
+    };
+    let (by_default, tiles) = run(&mut plan, &at(None));
+    assert!(tiles.iter().flatten().all(|&t| t == 4), "{tiles:?}");
+    assert_eq!(run(&mut plan, &at(Some(4))).0, by_default);
+    let (eight, tiles) = run(&mut plan, &at(Some(8)));
+    assert!(tiles.iter().flatten().all(|&t| t == 8), "{tiles:?}");
+    assert_ne!(eight, by_default);
+}
+
 /// The command line end to end: calibrate on a flat folder of unlabelled images (copies of
 /// ImageNet validation images, no class folders), then score the policy with --skip on the
 /// labelled tree; the predicted drop is printed beside the measured one, and the measured

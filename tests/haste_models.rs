@@ -63,6 +63,8 @@ fn with_l(l: usize) -> CompressOptions {
             ..HasteConfig::default()
         },
         cost_aware: false,
+        // The paper's tile on every layer: these tests study the method.
+        tile_choices: Vec::new(),
         ..CompressOptions::default()
     }
 }
@@ -234,6 +236,7 @@ fn bad_knobs_are_clean_errors() {
         (vec!["--hyperplanes", "65"], "hyperplanes"),
         (vec!["--hyperplanes", "8", "--sparsity", "1"], "sparsity"),
         (vec!["--hyperplanes", "8", "--tile", "0"], "tile"),
+        (vec!["--hyperplanes", "8", "--tile", "big"], "tile"),
         (
             vec!["--hyperplanes", "8", "--start-layer", "19"],
             "start layer",
@@ -560,6 +563,47 @@ fn merging_layers_keep_haste_where_it_is_predicted_faster() {
     let (last, _) = *plan.per_conv_macs().last().expect("convs");
     let (op, _, _) = plan.conv_at(last).expect("conv");
     assert!(op.params.c_in == 512 && predicted_time_ratio(&op.params, 4, 0.6) > 1.0);
+}
+
+/// `--tile auto`: each layer runs at the tile whose prediction, from the same first batch run
+/// at that tile on every layer, is least; fixed tiles choose nothing.
+#[test]
+fn auto_tile_runs_each_layer_at_its_least_predicted_time() {
+    use haste::haste::cost::TILE_CHOICES;
+    use haste::LayerChoice;
+    let (mut plan, data) = setup_imagenet("resnet18-randominit-imagenet", 4);
+    let opts = EvalOptions {
+        limit: Some(4),
+        batch: 4,
+        skip_bad: false,
+    };
+    let mut at = |tiles: &[usize]| {
+        let mut c = with_l(14);
+        c.config.tile = tiles[0];
+        c.tile_choices = tiles.to_vec();
+        evaluate_haste(&mut plan, data.as_ref(), opts, &c, &mut |_| {})
+            .expect("run")
+            .layers
+    };
+    let fixed: Vec<_> = TILE_CHOICES.iter().map(|&t| at(&[t])).collect();
+    let auto = at(&TILE_CHOICES);
+    let mut per_tile = vec![0; TILE_CHOICES.len()];
+    for (k, l) in auto.iter().enumerate() {
+        if l.choice != LayerChoice::Compressed {
+            assert_eq!(l.tile, None, "conv {k}");
+            continue;
+        }
+        let predictions: Vec<f64> = fixed
+            .iter()
+            .map(|f| f[k].predicted_time_ratio.expect("a HASTE layer"))
+            .collect();
+        let least = predictions.iter().copied().fold(f64::INFINITY, f64::min);
+        let i = predictions.iter().position(|&p| p == least).expect("least");
+        assert_eq!(l.tile, Some(TILE_CHOICES[i]), "conv {k}: {predictions:?}");
+        assert_eq!(fixed[i][k].tile, Some(TILE_CHOICES[i]));
+        per_tile[i] += 1;
+    }
+    assert!(per_tile.iter().sum::<usize>() > 0);
 }
 
 /// Tiny Darknet's 128 -> 1000 classifier runs after the global pooling, on one pixel: there

@@ -104,20 +104,21 @@ class Model:
         *,
         policy: Optional[PathLike] = None,
         sparsity: float = 2.0 / 3.0,
-        tile: int = 4,
+        tile: Optional[int] = None,
         seed: int = 0,
         all_layers: bool = False,
     ) -> "Model":
         """Puts HASTE on the model: ``hyperplanes=L`` (the default layer choice, made on the
         next batch run, as ``haste eval`` makes it on the first batch; ``all_layers=True`` for
-        every eligible layer), or ``policy="policy.json"`` from ``haste calibrate``. Returns
-        the model."""
+        every eligible layer), or ``policy="policy.json"`` from ``haste calibrate``. ``tile``:
+        the output patch side; ``None`` lets each layer take 4 or 8, whichever the next batch
+        predicts faster. Returns the model."""
         if (hyperplanes is None) == (policy is None):
             raise InputError("give either hyperplanes=L or policy=PATH")
         if policy is not None:
             self._native.compress_policy(os.fspath(policy))
         else:
-            self._native.compress(int(hyperplanes), float(sparsity), int(tile), int(seed), bool(all_layers))
+            self._native.compress(int(hyperplanes), float(sparsity), None if tile is None else int(tile), int(seed), bool(all_layers))
         return self
 
     def dense(self) -> "Model":

@@ -65,7 +65,7 @@ impl State {
             Setting::Dense => {}
             Setting::Haste(o) => {
                 self.compression = Some(Compression::apply(&mut self.plan, o)?);
-                self.choose_pending = o.cost_aware || o.keep_dense_when_slower;
+                self.choose_pending = o.chooses_on_first_batch();
             }
             Setting::Policy(p) => {
                 self.compression = Some(Compression::apply_policy(&mut self.plan, p)?);
@@ -197,20 +197,26 @@ impl NativeModel {
         py: Python<'_>,
         hyperplanes: usize,
         sparsity: f32,
-        tile: usize,
+        tile: Option<usize>,
         seed: u64,
         all_layers: bool,
     ) -> PyResult<()> {
         let config = HasteConfig {
             hyperplanes,
             sparsity,
-            tile,
+            tile: tile.unwrap_or(HasteConfig::default().tile),
             seed,
             ..HasteConfig::default()
         };
         let options = CompressOptions {
             config,
             cost_aware: !all_layers,
+            // No tile given: each layer chooses its own on the first batch.
+            tile_choices: if tile.is_some() {
+                Vec::new()
+            } else {
+                CompressOptions::default().tile_choices
+            },
             ..CompressOptions::default()
         };
         let apply = || -> haste::Result<()> {

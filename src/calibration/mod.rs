@@ -3,7 +3,7 @@
 //!
 //! 1. The dense network runs once on the images; its outputs are the reference.
 //! 2. **Sensitivity** (`Search::profile_layers` in `search.rs`): every convolution that can run HASTE is
-//!    compressed alone at each L of the grid; each run gives that setting's damage (mean KL
+//!    compressed alone at each L of the grid and each tile; each run gives that setting's damage (mean KL
 //!    divergence from the dense outputs, [`score`]) and its saving (FLOPs with the overhead,
 //!    or predicted time, from the merging measured on those images).
 //! 3. **Combination** (`Search::choose`): for a price `lambda` of damage, every layer takes
@@ -52,7 +52,8 @@ pub struct CalibrateOptions {
     pub hyperplanes: Vec<usize>,
     pub seed: u64,
     pub sparsity: f32,
-    pub tile: usize,
+    /// The output tiles each layer may take (every L of the grid at each).
+    pub tiles: Vec<usize>,
     /// Bisection steps over the price of damage.
     pub steps: usize,
 }
@@ -66,7 +67,7 @@ impl Default for CalibrateOptions {
             hyperplanes: vec![6, 8, 10, 12, 16, 20, 24, 32],
             seed: c.seed,
             sparsity: c.sparsity,
-            tile: c.tile,
+            tiles: crate::haste::cost::TILE_CHOICES.to_vec(),
             steps: 12,
         }
     }
@@ -87,7 +88,22 @@ impl CalibrateOptions {
         if self.hyperplanes.is_empty() || self.hyperplanes.iter().any(|&l| !(1..=64).contains(&l)) {
             return bad("the hyperplane grid needs values from 1 to 64");
         }
+        if self.tiles.is_empty() || self.tiles.contains(&0) {
+            return bad("the tiles need at least one side of at least 1 pixel");
+        }
         Ok(())
+    }
+
+    /// Every setting a layer may take: each L of the grid at each tile.
+    fn grid(&self) -> Vec<search::Setting> {
+        self.tiles
+            .iter()
+            .flat_map(|&tile| {
+                self.hyperplanes
+                    .iter()
+                    .map(move |&hyperplanes| search::Setting { hyperplanes, tile })
+            })
+            .collect()
     }
 }
 
@@ -152,7 +168,7 @@ pub fn calibrate(
         model_sha256: file_sha256(model)?,
         seed: options.seed,
         sparsity: options.sparsity,
-        tile: options.tile,
+        tile: options.tiles[0],
         calibration: Some(summary),
         layers,
     })

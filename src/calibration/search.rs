@@ -10,13 +10,20 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use std::collections::HashMap;
 
-/// Per convolution: `Some(L)` for HASTE with L hyperplanes, `None` for dense.
-pub(super) type Settings = Vec<Option<usize>>;
+/// One layer's HASTE setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Setting {
+    pub hyperplanes: usize,
+    pub tile: usize,
+}
+
+/// Per convolution: `Some` for HASTE with that setting, `None` for dense.
+pub(super) type Settings = Vec<Option<Setting>>;
 
 /// One setting a layer may take, measured alone.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerOption {
-    hyperplanes: usize,
+    setting: Setting,
     /// FLOPs (or FLOP-equivalents of predicted time) saved per image.
     saving: f64,
     /// Mean KL divergence from the dense outputs.
@@ -52,7 +59,8 @@ impl Outcome {
             .map(|((r, s), name)| LayerPolicy {
                 name: name.clone(),
                 kernel: if s.is_some() { "haste" } else { "dense" }.into(),
-                hyperplanes: *s,
+                hyperplanes: s.map(|s| s.hyperplanes),
+                tile: s.map(|s| s.tile),
                 magnitude_bins: None,
                 dense_flops: r.dense_flops,
                 flops: r.flops,
@@ -135,20 +143,21 @@ impl<'a> Search<'a> {
         Ok(s)
     }
 
-    /// Each eligible layer alone at each L of the grid: the settings that save something.
+    /// Each eligible layer alone at each setting of the grid (L by tile): the settings that
+    /// save something.
     pub fn profile_layers(&mut self, progress: Progress) -> Result<Vec<Vec<LayerOption>>> {
-        let grid = self.options.hyperplanes.clone();
+        let grid = self.options.grid();
         let total = self.eligible.len() * grid.len() + self.options.steps + grid.len() + 2;
         let mut profiles = vec![Vec::new(); self.steps.len()];
         for (i, &k) in self.eligible.clone().iter().enumerate() {
-            for (j, &l) in grid.iter().enumerate() {
+            for (j, &setting) in grid.iter().enumerate() {
                 let mut settings = vec![None; self.steps.len()];
-                settings[k] = Some(l);
+                settings[k] = Some(setting);
                 let o = self.evaluate(&settings)?;
                 let saving = layer_saving(&o.reports[k], self.options.objective);
                 if saving > 0.0 {
                     profiles[k].push(LayerOption {
-                        hyperplanes: l,
+                        setting,
                         saving,
                         damage: o.score.kl.max(0.0),
                     });
@@ -221,8 +230,8 @@ impl<'a> Search<'a> {
         // The uniform policies too (one L on every layer where it saves): per-layer damages
         // measured alone do not add up exactly, and where they mislead the bisection, one
         // global L can be the better policy; the target decides between them all the same.
-        for l in self.options.hyperplanes.clone() {
-            let o = self.evaluate(&uniform(profiles, l))?;
+        for setting in self.options.grid() {
+            let o = self.evaluate(&uniform(profiles, setting))?;
             if self.feasible(&o) && better(&o, &best, target) {
                 best = Some(o);
             }
@@ -295,7 +304,7 @@ impl<'a> Search<'a> {
             model_sha256: String::new(),
             seed: self.options.seed,
             sparsity: self.options.sparsity,
-            tile: self.options.tile,
+            tile: self.options.tiles[0],
             calibration: None,
             layers: settings
                 .iter()
@@ -303,7 +312,8 @@ impl<'a> Search<'a> {
                 .map(|(k, s)| LayerPolicy {
                     name: self.plan.step_name(self.steps[k]).to_string(),
                     kernel: if s.is_some() { "haste" } else { "dense" }.into(),
-                    hyperplanes: *s,
+                    hyperplanes: s.map(|s| s.hyperplanes),
+                    tile: s.map(|s| s.tile),
                     magnitude_bins: s.and(self.magnitude[k]),
                     dense_flops: 0,
                     flops: 0,
@@ -318,11 +328,16 @@ impl<'a> Search<'a> {
     }
 }
 
-/// L on every layer where it saves something alone.
-fn uniform(profiles: &[Vec<LayerOption>], l: usize) -> Settings {
+/// `setting` on every layer where it saves something alone.
+fn uniform(profiles: &[Vec<LayerOption>], setting: Setting) -> Settings {
     profiles
         .iter()
-        .map(|options| options.iter().any(|o| o.hyperplanes == l).then_some(l))
+        .map(|options| {
+            options
+                .iter()
+                .any(|o| o.setting == setting)
+                .then_some(setting)
+        })
         .collect()
 }
 
@@ -331,14 +346,14 @@ fn pick(profiles: &[Vec<LayerOption>], lambda: f64) -> Settings {
     profiles
         .iter()
         .map(|options| {
-            let mut best: Option<(f64, usize)> = None;
+            let mut best: Option<(f64, Setting)> = None;
             for o in options {
                 let value = o.saving - lambda * o.damage;
                 if value > 0.0 && best.is_none_or(|(v, _)| value > v) {
-                    best = Some((value, o.hyperplanes));
+                    best = Some((value, o.setting));
                 }
             }
-            best.map(|(_, l)| l)
+            best.map(|(_, s)| s)
         })
         .collect()
 }

@@ -65,9 +65,10 @@ pub struct CalibrateArgs {
     /// Probability that a hyperplane entry is zero.
     #[arg(long, default_value_t = 2.0 / 3.0)]
     pub sparsity: f32,
-    /// Output patch side P in pixels.
-    #[arg(long, default_value_t = 4)]
-    pub tile: usize,
+    /// Output patch side P in pixels, or `auto`: every L of the grid is tried at tiles 4
+    /// and 8 on each layer (twice the forward passes of one tile).
+    #[arg(long, default_value = "auto", value_parser = super::haste_args::parse_tile)]
+    pub tile: super::haste_args::TileArg,
     /// Write the policy here (JSON; replaced atomically).
     #[arg(long)]
     pub out: PathBuf,

@@ -295,9 +295,10 @@ fn print_layers(layers: &[ConvLayerReport]) {
         return;
     }
     println!(
-        "\n{:<44} {:>16} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9}",
+        "\n{:<44} {:>16} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9}",
         "HASTE layer",
         "c_in>c_out @hw",
+        "tile",
         "dense ms",
         "HASTE ms",
         "speedup",
@@ -309,9 +310,10 @@ fn print_layers(layers: &[ConvLayerReport]) {
         let Some((h, d)) = l.timing else { continue };
         let red = l.reduction();
         println!(
-            "{:<44} {:>16} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x {:>8.2}x",
+            "{:<44} {:>16} {:>4} {:>10.3} {:>10.3} {:>7.2}x {:>9.1} {:>8.2}x {:>8.2}x",
             truncate(&l.name, 44),
             format!("{}>{} @{}", l.c_in, l.c_out, l.input_hw.0),
+            l.tile.map_or(String::new(), |t| t.to_string()),
             d * 1e3,
             h * 1e3,
             d / h,
@@ -330,7 +332,7 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
             Some(json!({
                 "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "input_hw": [l.input_hw.0, l.input_hw.1],
                 "dense_seconds": d, "haste_seconds": h, "speedup": d / h,
-                "flops_reduction": l.reduction(),
+                "flops_reduction": l.reduction(), "tile": l.tile,
                 "predicted_time_ratio": l.predicted_time_ratio,
             }))
         })

@@ -37,7 +37,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         hyperplanes: a.hyperplanes.clone().unwrap_or(defaults.hyperplanes),
         seed: a.seed,
         sparsity: a.sparsity,
-        tile: a.tile,
+        tiles: a.tile.choices(),
         ..defaults
     };
     let model = Model::load(&a.model.model)?;
@@ -161,7 +161,7 @@ pub(crate) fn calibrated_points(
             target: Target::MaxDrop(x),
             seed: a.knobs.seed,
             sparsity: a.knobs.sparsity,
-            tile: a.knobs.tile,
+            tiles: a.knobs.tile.choices(),
             ..CalibrateOptions::default()
         };
         let policy = calibrate_shown(

@@ -46,7 +46,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 (Some(c), _) => json!({
                     "hyperplanes": c.config.hyperplanes,
                     "sparsity": c.config.sparsity,
-                    "tile": c.config.tile,
+                    "tile": if c.chooses_tiles() { json!("auto") } else { json!(c.config.tile) },
                     "start_layer": c.start_layer,
                     "skip_1x1": c.skip_pointwise,
                     "magnitude_bins": format!("{:?}", c.magnitude),
@@ -69,6 +69,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "flops_reduction": h.flops.reduction(),
                 "flops_reduction_conv_only": h.flops.reduction_conv_only(),
                 "compressed_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::Compressed).count(),
+                "layer_tiles": h.layers.iter().map(|l| l.tile).collect::<Vec<_>>(),
                 "overhead_dense_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::DenseOverhead).count(),
                 "few_merged_dense_convs": h.layers.iter().filter(|l| l.choice == crate::compress::LayerChoice::DenseFewMerged).count(),
                 "haste_seconds": h.eval.seconds,
@@ -178,6 +179,17 @@ pub(crate) fn layer_summary(layers: &[crate::compress::ConvLayerReport]) -> Stri
         count(LayerChoice::Compressed),
         layers.len()
     );
+    let mut tiles: Vec<usize> = layers.iter().filter_map(|l| l.tile).collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    if tiles.len() > 1 {
+        let on = |t: usize| layers.iter().filter(|l| l.tile == Some(t)).count();
+        let parts: Vec<String> = tiles
+            .iter()
+            .map(|&t| format!("{} at tile {t}", on(t)))
+            .collect();
+        s += &format!(" ({})", parts.join(", "));
+    }
     let overhead = count(LayerChoice::DenseOverhead);
     if overhead > 0 {
         s += &format!(
@@ -201,6 +213,14 @@ pub(crate) fn layer_summary(layers: &[crate::compress::ConvLayerReport]) -> Stri
     s
 }
 
+fn join(values: &[usize], sep: &str) -> String {
+    values
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// One line describing the HASTE settings.
 pub(crate) fn describe(c: &crate::compress::CompressOptions) -> String {
     let cfg = &c.config;
@@ -208,7 +228,11 @@ pub(crate) fn describe(c: &crate::compress::CompressOptions) -> String {
         "L={} s={:.3} tile={} start layer={} seed={} {:?} magnitude={:?}{}{}{}",
         cfg.hyperplanes,
         cfg.sparsity,
-        cfg.tile,
+        if c.chooses_tiles() {
+            format!("auto ({} per layer)", join(&c.tiles(), " or "))
+        } else {
+            cfg.tile.to_string()
+        },
         c.start_layer,
         cfg.seed,
         cfg.kind,

@@ -2,6 +2,7 @@
 
 use crate::compress::{CompressOptions, MagnitudeMode};
 use crate::error::{Error, Result};
+use crate::haste::cost::TILE_CHOICES;
 use crate::haste::{HasteConfig, HyperplaneKind};
 use clap::{Args, ValueEnum};
 
@@ -19,9 +20,10 @@ pub struct HasteKnobs {
     /// Probability that a hyperplane entry is zero (0 <= s < 1); fractions like 2/3 accepted.
     #[arg(long, default_value = "2/3", value_parser = parse_fraction)]
     pub sparsity: f32,
-    /// Output patch side P in pixels.
-    #[arg(long, default_value_t = 4)]
-    pub tile: usize,
+    /// Output patch side P in pixels, or `auto`: each compressed layer runs at the tile
+    /// (4 or 8) of its least predicted time on the first batch.
+    #[arg(long, default_value = "auto", value_parser = parse_tile)]
+    pub tile: TileArg,
     /// Index of the first convolution to compress (execution order from 0; the first conv
     /// reads RGB and always stays dense, grouped convs too). Default 2: the second conv works
     /// at the highest resolution and was the most fragile one measured (see README).
@@ -58,6 +60,37 @@ pub struct HasteKnobs {
     /// HASTE is slower (results then depend on the machine's timing).
     #[arg(long)]
     pub keep_dense_when_slower: bool,
+}
+
+/// `--tile`: chosen per layer, or one side for every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileArg {
+    /// Each layer chooses among [`TILE_CHOICES`] on the first batch.
+    Auto,
+    Fixed(usize),
+}
+
+impl TileArg {
+    /// The tiles a layer may take: [`TILE_CHOICES`] or the one given.
+    pub fn choices(self) -> Vec<usize> {
+        match self {
+            TileArg::Auto => TILE_CHOICES.to_vec(),
+            TileArg::Fixed(t) => vec![t],
+        }
+    }
+}
+
+/// Parses "auto" or a side of at least 1.
+pub fn parse_tile(s: &str) -> std::result::Result<TileArg, String> {
+    match s {
+        "auto" => Ok(TileArg::Auto),
+        _ => match s.parse::<usize>() {
+            Ok(t) if t >= 1 => Ok(TileArg::Fixed(t)),
+            _ => Err(format!(
+                "'{s}': expected auto or a side of at least 1 pixel"
+            )),
+        },
+    }
 }
 
 /// Parses "auto", "off" or a positive step.
@@ -107,7 +140,7 @@ impl HasteKnobs {
         let config = HasteConfig {
             hyperplanes,
             sparsity: self.sparsity,
-            tile: self.tile,
+            tile: self.tile.choices()[0],
             seed: self.seed,
             kind: match self.hyperplane_kind {
                 Kind::Ternary => HyperplaneKind::Ternary,
@@ -128,6 +161,10 @@ impl HasteKnobs {
             magnitude: self.magnitude_bins,
             keep_dense_when_slower: self.keep_dense_when_slower,
             cost_aware: !self.all_layers,
+            tile_choices: match self.tile {
+                TileArg::Auto => TILE_CHOICES.to_vec(),
+                TileArg::Fixed(_) => Vec::new(),
+            },
             ..CompressOptions::default()
         })
     }

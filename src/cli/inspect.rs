@@ -65,7 +65,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
                     "dense_flops": l.dense_flops, "flops": l.flops, "flops_overhead": l.overhead_flops,
                     "flops_reduction": reduction, "overhead_share": overhead_share,
                     "relative_error": err, "nonfinite_inputs": l.stats.nonfinite_inputs,
-                    "predicted_time_ratio": l.predicted_time_ratio,
+                    "predicted_time_ratio": l.predicted_time_ratio, "tile": l.tile,
                 })
             })
             .collect();

@@ -2,7 +2,7 @@
 //! merging there cannot pay go back to dense, and, when asked, layers measured slower.
 
 use super::report::layer_stats;
-use super::Compression;
+use super::{layer_kernel, Compression};
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::Result;
 use crate::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 impl Compression {
     /// The layer choices the options ask to make on a batch (`input`, `n` images) once
-    /// [`Compression::apply`] has run: with `cost_aware`,
+    /// [`Compression::apply`] has run: with `cost_aware` or several tiles,
     /// [`Self::keep_dense_where_merging_cannot_pay`]; with `keep_dense_when_slower`,
     /// [`Self::keep_dense_where_faster`]. Statistics are cleared after, so a following run's
     /// are its own.
     pub fn choose_layers_on(&mut self, plan: &mut Plan, input: &[f32], n: usize) -> Result<()> {
-        if self.options.cost_aware {
+        if self.options.cost_aware || self.options.chooses_tiles() {
             self.keep_dense_where_merging_cannot_pay(plan, input, n)?;
         }
         if self.options.keep_dense_when_slower {
@@ -51,33 +51,62 @@ impl Compression {
         self.choose_layers_on(plan, &buf[..loaded.len() * per_image], loaded.len())
     }
 
-    /// Runs the compressed plan on a batch (`input`, `n` images), and puts the dense kernel
-    /// back on every compressed layer whose predicted time from the channels it merged there
-    /// ([`predicted_time_ratio`]) is above [`MAX_PREDICTED_TIME_RATIO`]. The predictions
-    /// appear in [`super::ConvLayerReport::predicted_time_ratio`]; statistics are cleared.
-    /// Returns how many layers went back to dense. Deterministic: no clock is read.
+    /// Runs the compressed plan on a batch (`input`, `n` images) at each tile of
+    /// [`super::CompressOptions::tiles`], keeps each layer at the tile of its least predicted
+    /// time ([`predicted_time_ratio`] from the channels it merged there) and, with
+    /// `cost_aware`, puts the dense kernel back on every layer whose prediction is above
+    /// [`MAX_PREDICTED_TIME_RATIO`]. The predictions appear in
+    /// [`super::ConvLayerReport::predicted_time_ratio`]; statistics are cleared. Returns how
+    /// many layers went back to dense. Deterministic: no clock is read.
     pub fn keep_dense_where_merging_cannot_pay(
         &mut self,
         plan: &mut Plan,
         input: &[f32],
         n: usize,
     ) -> Result<usize> {
-        clear_stats(plan);
-        plan.run(input, n)?;
+        let tiles = self.options.tiles();
+        let layers: Vec<(usize, usize)> = plan
+            .per_conv_macs()
+            .iter()
+            .enumerate()
+            .map(|(k, &(step, _))| (k, step))
+            .filter(|&(_, step)| layer_stats(plan, step).is_some())
+            .collect();
+        // Per step: (predicted time ratio, tile) at the best tile so far.
+        let mut best: Vec<Option<(f64, usize)>> = vec![None; plan.num_steps()];
+        for (i, &tile) in tiles.iter().enumerate() {
+            if i > 0 {
+                for &(k, step) in &layers {
+                    plan.set_conv_kernel(step, layer_kernel(plan, step, k, &self.options, tile)?)?;
+                }
+            }
+            clear_stats(plan);
+            plan.run(input, n)?;
+            for &(_, step) in &layers {
+                let Some((p, _, s)) = layer_stats(plan, step) else {
+                    continue;
+                };
+                if s.patches == 0 {
+                    continue;
+                }
+                let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
+                let predicted = predicted_time_ratio(&p, tile, merged);
+                if best[step].is_none_or(|(b, _)| predicted < b) {
+                    best[step] = Some((predicted, tile));
+                }
+            }
+        }
         let mut reverted = 0;
-        for step in 0..plan.num_steps() {
-            let Some((p, s)) = layer_stats(plan, step) else {
+        for &(k, step) in &layers {
+            let Some((predicted, tile)) = best[step] else {
                 continue;
             };
-            if s.patches == 0 {
-                continue;
-            }
-            let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
-            let predicted = predicted_time_ratio(&p, self.options.config.tile, merged);
             self.predicted[step] = Some(predicted);
-            if predicted > MAX_PREDICTED_TIME_RATIO {
+            if self.options.cost_aware && predicted > MAX_PREDICTED_TIME_RATIO {
                 plan.use_dense(step);
                 reverted += 1;
+            } else if tiles.last() != Some(&tile) {
+                plan.set_conv_kernel(step, layer_kernel(plan, step, k, &self.options, tile)?)?;
             }
         }
         Ok(reverted)

@@ -25,9 +25,11 @@ pub use report::{flops_summary, ConvLayerReport, FlopsSummary};
 
 use crate::datasets::Dataset;
 use crate::error::{Error, Result};
-use crate::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
+use crate::haste::cost::{least_overhead_share, MAX_OVERHEAD_SHARE, TILE_CHOICES};
 use crate::haste::HasteConfig;
+use crate::kernels::ConvKernel;
 use crate::plan::Plan;
+use std::sync::Arc;
 
 /// Where to use magnitude-aware hashing (bucket by the channel's norm as well as its angle).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,8 +48,14 @@ pub enum MagnitudeMode {
 /// Which convolutions to compress, and how.
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
-    /// The HASTE knobs; its `magnitude_bins` is set per layer from `magnitude`.
+    /// The HASTE knobs; its `magnitude_bins` is set per layer from `magnitude`, and its
+    /// `tile` too when `tile_choices` offers several.
     pub config: HasteConfig,
+    /// The output tiles each layer chooses between on the first batch of the data, by the
+    /// least predicted time ([`crate::haste::cost::predicted_time_ratio`] from the channels
+    /// it merged there at each tile). Empty: every layer uses `config.tile`. Default
+    /// [`TILE_CHOICES`]; empty in [`CompressOptions::paper`].
+    pub tile_choices: Vec<usize>,
     /// Index (in execution order, from 0) of the first convolution to compress. The first
     /// convolution reads the RGB image and always stays dense, so this is at least 1.
     pub start_layer: usize,
@@ -83,6 +91,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             config: HasteConfig::default(),
+            tile_choices: TILE_CHOICES.to_vec(),
             start_layer: 2,
             skip_pointwise: true,
             magnitude: MagnitudeMode::SignedInputs(0.5),
@@ -95,6 +104,26 @@ impl Default for CompressOptions {
 }
 
 impl CompressOptions {
+    /// The tiles a layer may run at: [`Self::tile_choices`], or `config.tile` alone.
+    pub fn tiles(&self) -> Vec<usize> {
+        if self.tile_choices.is_empty() {
+            vec![self.config.tile]
+        } else {
+            self.tile_choices.clone()
+        }
+    }
+
+    /// Whether the first batch chooses each layer's tile.
+    pub fn chooses_tiles(&self) -> bool {
+        self.tiles().len() > 1
+    }
+
+    /// Whether these options make choices on the first batch of the data
+    /// ([`Compression::choose_layers_on`]).
+    pub fn chooses_on_first_batch(&self) -> bool {
+        self.cost_aware || self.keep_dense_when_slower || self.chooses_tiles()
+    }
+
     /// The paper's method as published: every convolution but the first, angular hash only.
     pub fn paper(config: HasteConfig) -> Self {
         CompressOptions {
@@ -102,6 +131,7 @@ impl CompressOptions {
                 magnitude_bins: None,
                 ..config
             },
+            tile_choices: Vec::new(),
             start_layer: 1,
             skip_pointwise: false,
             magnitude: MagnitudeMode::Off,
@@ -174,7 +204,7 @@ pub fn conv_choices(plan: &Plan, options: &CompressOptions) -> Vec<(usize, Layer
             } else if options.skip_pointwise && p.is_1x1() {
                 LayerChoice::DensePointwise
             } else if options.cost_aware
-                && overhead_share(p, options.config.tile) > MAX_OVERHEAD_SHARE
+                && least_overhead_share(p, &options.tiles()) > MAX_OVERHEAD_SHARE
             {
                 LayerChoice::DenseOverhead
             } else {
@@ -215,7 +245,12 @@ impl Compression {
     /// others go back to dense). [`Self::choose_layers_on`] makes the data-dependent choices.
     pub fn apply(plan: &mut Plan, options: &CompressOptions) -> Result<Compression> {
         options.config.validate()?;
-        let build = variants::find(&options.variant)?;
+        let tiles = options.tiles();
+        if let Some(&bad) = tiles.iter().find(|&&t| t == 0) {
+            return Err(Error::InvalidArgument(format!(
+                "HASTE config: tile must be at least 1, got {bad}"
+            )));
+        }
         let n = plan.num_convs();
         if options.start_layer >= n {
             return Err(Error::InvalidArgument(format!(
@@ -226,22 +261,10 @@ impl Compression {
         }
         plan.reset_conv_kernels();
         for (k, (step, choice)) in conv_choices(plan, options).into_iter().enumerate() {
-            if choice != LayerChoice::Compressed {
-                continue;
+            if choice == LayerChoice::Compressed {
+                let kernel = layer_kernel(plan, step, k, options, tiles[0])?;
+                plan.set_conv_kernel(step, kernel)?;
             }
-            let (op, _, _) = plan
-                .conv_at(step)
-                .ok_or_else(|| Error::Internal("conv step".into()))?;
-            let config = HasteConfig {
-                magnitude_bins: magnitude_step(plan, step, options.magnitude),
-                ..options.config.clone()
-            };
-            let kernel = if options.measure_error {
-                probe::ErrorProbe::build(op, &config, k, build)?
-            } else {
-                build(op, &config, k)?
-            };
-            plan.set_conv_kernel(step, kernel)?;
         }
         Ok(Compression {
             options: options.clone(),
@@ -274,6 +297,30 @@ impl Compression {
     }
 }
 
+/// The compressed kernel of the `k`-th convolution (at `step`) under `options`, at `tile`.
+fn layer_kernel(
+    plan: &Plan,
+    step: usize,
+    k: usize,
+    options: &CompressOptions,
+    tile: usize,
+) -> Result<Arc<dyn ConvKernel>> {
+    let build = variants::find(&options.variant)?;
+    let (op, _, _) = plan
+        .conv_at(step)
+        .ok_or_else(|| Error::Internal("conv step".into()))?;
+    let config = HasteConfig {
+        magnitude_bins: magnitude_step(plan, step, options.magnitude),
+        tile,
+        ..options.config.clone()
+    };
+    if options.measure_error {
+        probe::ErrorProbe::build(op, &config, k, build)
+    } else {
+        build(op, &config, k)
+    }
+}
+
 /// [`Compression::apply`], then the layer choices on the first batch of `data` (the first
 /// `batch` images, or `limit` if fewer; no labels read), exactly as `haste eval` makes them.
 pub fn compress_on(
@@ -283,7 +330,7 @@ pub fn compress_on(
     (batch, limit, skip_bad): (usize, Option<usize>, bool),
 ) -> Result<Compression> {
     let mut c = Compression::apply(plan, options)?;
-    if options.cost_aware || options.keep_dense_when_slower {
+    if options.chooses_on_first_batch() {
         c.choose_layers_on_data(plan, data, (batch, limit, skip_bad))?;
     }
     Ok(c)

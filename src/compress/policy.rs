@@ -28,7 +28,8 @@ pub struct Policy {
     pub model_sha256: String,
     /// Seed of every layer's hyperplanes.
     pub seed: u64,
-    /// Sparsity of the hyperplanes and output tile, shared by the layers.
+    /// Sparsity of the hyperplanes, shared by the layers, and the output tile of the layers
+    /// that do not give their own.
     pub sparsity: f32,
     pub tile: usize,
     /// What the calibration was asked and what it predicts (absent in a hand-written file).
@@ -48,6 +49,9 @@ pub struct LayerPolicy {
     /// L, for a HASTE layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hyperplanes: Option<usize>,
+    /// The output tile of a HASTE layer, when not the policy's `tile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile: Option<usize>,
     /// Magnitude-bin step (log2 of the channel norm), for a HASTE layer that uses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub magnitude_bins: Option<f32>,
@@ -188,7 +192,7 @@ impl Policy {
         Some(HasteConfig {
             hyperplanes: l.hyperplanes?,
             sparsity: self.sparsity,
-            tile: self.tile,
+            tile: l.tile.unwrap_or(self.tile),
             seed: self.seed,
             magnitude_bins: l.magnitude_bins,
             ..HasteConfig::default()

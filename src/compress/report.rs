@@ -31,6 +31,9 @@ pub struct ConvLayerReport {
     pub stats: LayerStats,
     /// Seconds per batch of (HASTE, dense) measured by [`Compression::time_layers`].
     pub timing: Option<(f64, f64)>,
+    /// The output tile of a HASTE layer (chosen per layer with
+    /// [`super::CompressOptions::tile_choices`]).
+    pub tile: Option<usize>,
     /// HASTE's predicted time over dense ([`predicted_time_ratio`]): for a HASTE layer from
     /// the channels it merged in this run, for a layer the first batch sent back to dense
     /// ([`LayerChoice::DenseFewMerged`]) from that batch; `None` for the others.
@@ -79,15 +82,16 @@ impl Compression {
     /// Per-convolution report from the statistics accumulated since the last report (or
     /// [`Compression::apply`]; consumes them).
     pub fn reports(&self, plan: &Plan) -> Vec<ConvLayerReport> {
-        let options = &self.options;
-        let choices = conv_choices(plan, options);
+        let choices = conv_choices(plan, &self.options);
         plan.per_conv_macs()
             .into_iter()
             .zip(choices)
             .enumerate()
             .map(|(k, ((step, dense), (_, choice)))| {
                 let (op, h, w) = plan.conv_at(step).expect("step is a conv");
-                let s = layer_stats(plan, step).map(|(_, s)| s).unwrap_or_default();
+                let (tile, s) = layer_stats(plan, step)
+                    .map(|(_, t, s)| (Some(t), s))
+                    .unwrap_or_default();
                 let relative_error = plan
                     .conv_kernel(step)
                     .and_then(|k| find_kernel::<ErrorProbe>(k.as_ref()))
@@ -126,14 +130,10 @@ impl Compression {
                     overhead_flops: overhead,
                     stats: s,
                     timing: self.timing[step],
-                    predicted_time_ratio: if compressed {
-                        Some(predicted_time_ratio(
-                            &op.params,
-                            options.config.tile,
-                            merged,
-                        ))
-                    } else {
-                        self.predicted[step]
+                    tile: tile.filter(|_| compressed),
+                    predicted_time_ratio: match tile {
+                        Some(t) if compressed => Some(predicted_time_ratio(&op.params, t, merged)),
+                        _ => self.predicted[step],
                     },
                     relative_error,
                 }
@@ -158,11 +158,11 @@ pub fn flops_summary(plan: &Plan, layers: &[ConvLayerReport]) -> FlopsSummary {
 }
 
 /// The statistics the HASTE kernel of `step` has accumulated, with the layer's geometry
-/// (and resets them); `None` when the step is not on HASTE.
-pub(super) fn layer_stats(plan: &Plan, step: usize) -> Option<(Conv2dParams, LayerStats)> {
+/// and tile (and resets them); `None` when the step is not on HASTE.
+pub(super) fn layer_stats(plan: &Plan, step: usize) -> Option<(Conv2dParams, usize, LayerStats)> {
     if plan.runs_dense(step) {
         return None;
     }
     let k = find_kernel::<HasteKernel>(plan.conv_kernel(step)?.as_ref())?;
-    Some((*k.conv().params(), k.take_stats()))
+    Some((*k.conv().params(), k.conv().config().tile, k.take_stats()))
 }

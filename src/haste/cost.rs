@@ -136,6 +136,24 @@ pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
     hashing / dense.max(1.0) + PATCH_KERNEL_LOSS
 }
 
+/// The output tiles haste chooses between, layer by layer, when the tile is left to it
+/// (`--tile auto`, the default). At 4 (the paper's) channels only have to agree over a
+/// 6 x 6 window to merge; at 8 a 10 x 10 window's fixed work (hashing, grouping, the input
+/// merge) is shared by 4x the outputs for 2.8x the pixels, and so is each patch's filter
+/// merge, but channels must agree over a larger region, so fewer of them merge. Which wins
+/// depends on the layer and its data: the first batch's merging decides, by the least
+/// [`predicted_time_ratio`].
+pub const TILE_CHOICES: [usize; 2] = [4, 8];
+
+/// The least [`overhead_share`] of `p` over `tiles` (the gate, when the tile is chosen per
+/// layer); `f64::INFINITY` for no tiles.
+pub fn least_overhead_share(p: &Conv2dParams, tiles: &[usize]) -> f64 {
+    tiles
+        .iter()
+        .map(|&t| overhead_share(p, t))
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Output side of the patches [`MERGE_SHARE_BASE`] and [`MERGE_SHARE_PER_MB`] were fitted on.
 const MERGE_FIT_TILE: usize = 4;
 
