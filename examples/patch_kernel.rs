@@ -5,7 +5,10 @@
 //! and one 64-channel filter panel per call, every channel its own bucket, so it does the
 //! dense work: `Filters::Rows`), over the patches of a 28 x 28 image, against the dense
 //! kernel on the whole image (`DirectConv`). Both do the same multiply-adds; the ratio is
-//! what a patch loses before anything is merged (issue: at least 0.95). Best of 7 rounds.
+//! what a patch loses before anything is merged (issue: at least 0.95). Then half the
+//! channels merged away at tiles 4 and 8, with the buckets' channels and filter rows packed
+//! at the start of the bank or spread over it as real partitions leave them (a third from a
+//! separate buffer of summed rows): what scattered rows cost the kernel. Best of 7 rounds.
 use haste::kernels::direct::{
     conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, PANEL,
 };
@@ -30,11 +33,22 @@ fn main() {
     println!("isa {}", Isa::current());
     for c in channels {
         let dense = dense_rate(c);
-        let patches = patch_rate(c);
+        let patches = patch_rate(c, TILE, Partition::Singletons);
         println!(
             "{c:>4} -> {c:<4} 3x3 @{SIDE}: dense {dense:6.1} GFLOP/s, patches {patches:6.1} GFLOP/s, ratio {:.2}",
             patches / dense
         );
+        // Half the channels merged away, as real partitions do: the same multiply-adds with
+        // the buckets' channels and rows in order, or spread as HASTE's buckets leave them.
+        for tile in [4, 8] {
+            let packed = patch_rate(c, tile, Partition::HalfPacked);
+            let spread = patch_rate(c, tile, Partition::HalfSpread);
+            println!(
+                "     half merged, tile {tile}: packed {packed:6.1} GFLOP/s, spread {spread:6.1} GFLOP/s (rate {:.2} and {:.2} of dense)",
+                packed / dense,
+                spread / dense
+            );
+        }
     }
 }
 
@@ -81,28 +95,54 @@ fn dense_rate(c: usize) -> f64 {
     })
 }
 
-/// Every 4 x 4 patch of the image from its own 6 x 6 window, one panel at a time, as
+/// Which buckets a patch's reduced convolution reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Partition {
+    /// Every channel its own bucket (the dense work).
+    Singletons,
+    /// Half the channels, the first half, rows in the weights' order.
+    HalfPacked,
+    /// Half the channels, spread over the bank (every other channel, shifted by the patch
+    /// row), a third of them read from a separate buffer of summed rows.
+    HalfSpread,
+}
+
+/// Every `tile x tile` patch of the image from its own window, one panel at a time, as
 /// `HasteConv` runs them.
-fn patch_rate(c: usize) -> f64 {
-    let win_side = TILE + 2;
-    let windows: Vec<Vec<f32>> = (0..(SIDE / TILE).pow(2))
+fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
+    let win_side = tile + 2;
+    let per_side = SIDE / tile;
+    let windows: Vec<Vec<f32>> = (0..per_side * per_side)
         .map(|i| values(win_side * win_side * c, 3 + i))
         .collect();
     let panel = if c > PANEL { PANEL } else { c };
     let wt = weights_panels(&values(c * c * 9, 1), c, c, 9);
-    let first: Vec<u32> = (0..c as u32).collect();
+    let first: Vec<u32> = match partition {
+        Partition::Singletons => (0..c as u32).collect(),
+        Partition::HalfPacked => (0..c as u32 / 2).collect(),
+        Partition::HalfSpread => (0..c as u32 / 2).map(|b| 2 * b + (b / 7) % 2).collect(),
+    };
+    let summed = values(9 * c * panel, 4);
     let mut out = vec![0.0f32; SIDE * SIDE * c];
-    let flops = 2.0 * (SIDE * SIDE * c * c * 9) as f64;
+    let side = per_side * tile;
+    let flops = 2.0 * (side * side * c * first.len() * 9) as f64;
     let isa = Isa::current();
     rate(flops, || {
         for q in 0..c / panel {
             let wt_panel = &wt[q * 9 * c * panel..][..9 * c * panel];
             let rows: Vec<*const f32> = first
                 .iter()
-                .map(|&f| wt_panel[f as usize * panel..].as_ptr())
+                .enumerate()
+                .map(|(b, &f)| {
+                    if partition == Partition::HalfSpread && b % 3 == 0 {
+                        summed[b / 3 * panel..].as_ptr()
+                    } else {
+                        wt_panel[f as usize * panel..].as_ptr()
+                    }
+                })
                 .collect();
             for (i, win) in windows.iter().enumerate() {
-                let (oy0, ox0) = (i / (SIDE / TILE) * TILE, i % (SIDE / TILE) * TILE);
+                let (oy0, ox0) = (i / per_side * tile, i % per_side * tile);
                 let g = Geom {
                     win_w: win_side,
                     c_in: c,
@@ -111,8 +151,8 @@ fn patch_rate(c: usize) -> f64 {
                     kw: 3,
                     sh: 1,
                     sw: 1,
-                    ph: TILE,
-                    pw: TILE,
+                    ph: tile,
+                    pw: tile,
                     out_w: SIDE,
                     out_stride: c,
                 };
