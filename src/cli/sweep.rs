@@ -72,7 +72,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let dense = s.dense()?;
     let dense_flops = s.plan.dense_macs();
     let mut rows = Vec::new();
-    // Which layers run HASTE depends on the layer shapes and the tile, not on L.
+    // The first L's layer summary: the data-free gate is the same for every L (the first
+    // batch's choices of tile and dense layers may differ between them).
     let mut layers = String::new();
     for c in &options {
         let h = s.haste(c)?;
