@@ -161,10 +161,7 @@ impl HasteKnobs {
             magnitude: self.magnitude_bins,
             keep_dense_when_slower: self.keep_dense_when_slower,
             cost_aware: !self.all_layers,
-            tile_choices: match self.tile {
-                TileArg::Auto => TILE_CHOICES.to_vec(),
-                TileArg::Fixed(_) => Vec::new(),
-            },
+            tile_choices: self.tile.choices(),
             ..CompressOptions::default()
         })
     }
