@@ -43,6 +43,25 @@ unsafe fn fma_loop_avx2(iters: u64) -> f32 {
     lanes.iter().sum()
 }
 
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn fma_loop_neon(iters: u64) -> f32 {
+    use std::arch::aarch64::*;
+    let a = vdupq_n_f32(0.999_999);
+    let b = vdupq_n_f32(1e-7);
+    let mut acc = [vdupq_n_f32(1.0); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = vfmaq_f32(b, *x, a);
+        }
+    }
+    let mut s = vdupq_n_f32(0.0);
+    for x in acc {
+        s = vaddq_f32(s, x);
+    }
+    vaddvq_f32(s)
+}
+
 /// GFLOP/s of `threads` threads each running `iters` iterations of 12 FMAs of `lanes` lanes.
 fn gflops(threads: usize, iters: u64, lanes: usize, f: fn(u64) -> f32) -> f64 {
     let t = Instant::now();
@@ -66,7 +85,10 @@ fn main() {
         (Isa::Avx512, 16, |n| unsafe { fma_loop_avx512(n) }),
         (Isa::Avx2, 8, |n| unsafe { fma_loop_avx2(n) }),
     ];
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: runs only when NEON is supported (checked below).
+    let tiers: [Tier; 1] = [(Isa::Neon, 4, |n| unsafe { fma_loop_neon(n) })];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let tiers: [Tier; 0] = [];
     for (isa, lanes, f) in tiers {
         if !isa.supported() {

@@ -269,6 +269,9 @@ impl HasteConv {
             Isa::Avx512 => unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, io) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, io) },
+            // NEON is in aarch64's baseline: only the patch kernel differs.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Neon),
             _ => self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Portable),
         }
     }

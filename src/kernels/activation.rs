@@ -20,7 +20,7 @@ pub fn apply(a: Activation, xs: &mut [f32]) {
         // SAFETY: the tier is supported by this CPU.
         super::isa::Isa::Avx512 => return unsafe { x86::apply_avx512(a, xs) },
         super::isa::Isa::Avx2 => return unsafe { x86::apply_avx2(a, xs) },
-        super::isa::Isa::Portable => {}
+        super::isa::Isa::Portable | super::isa::Isa::Neon => {}
     }
     a.apply(xs)
 }

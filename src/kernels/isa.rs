@@ -1,8 +1,9 @@
 //! Which instruction-set tier the kernels run on: one switch for the whole crate.
 //!
-//! Every fast kernel exists per tier (AVX-512, AVX2 + FMA, portable); each asks
-//! [`Isa::current`] which one to run. By default that is the best tier the CPU supports; the
-//! environment variable `HASTE_ISA=portable|avx2|avx512` forces one (for tests and for
+//! Every fast kernel exists per tier (AVX-512, AVX2 + FMA, portable; on aarch64 NEON for the
+//! direct convolution so far, the others run portable there); each asks [`Isa::current`]
+//! which one to run. By default that is the best tier the CPU supports; the environment
+//! variable `HASTE_ISA=portable|neon|avx2|avx512` forces one (for tests and for
 //! comparing tiers on one machine). A forced tier the CPU lacks, or an unknown name, is an
 //! error when a plan is built or the command starts ([`Isa::check_environment`]); the kernels
 //! themselves then never see it and run the best supported tier.
@@ -15,6 +16,8 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Plain Rust, vectorized by the compiler for the crate's baseline target.
     Portable,
+    /// aarch64 with NEON (Advanced SIMD, 4 lanes, fused multiply-add).
+    Neon,
     /// x86-64 with AVX2 and FMA (8 lanes).
     Avx2,
     /// x86-64 with AVX-512F and FMA (16 lanes).
@@ -26,12 +29,13 @@ pub const ISA_VARIABLE: &str = "HASTE_ISA";
 
 impl Isa {
     /// Every tier, most portable first.
-    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Neon, Isa::Avx2, Isa::Avx512];
 
     /// The name `HASTE_ISA` and `bench --json` use.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
+            Isa::Neon => "neon",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
         }
@@ -46,6 +50,8 @@ impl Isa {
     pub fn supported(self) -> bool {
         match self {
             Isa::Portable => true,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
@@ -56,7 +62,7 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("fma")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
@@ -134,6 +140,13 @@ mod tests {
         assert!(Isa::available().contains(&Isa::Portable));
         assert!(Isa::best().supported());
         assert!(Isa::current().supported());
+    }
+
+    #[test]
+    fn each_architecture_has_its_own_tiers() {
+        assert!(!(Isa::Neon.supported() && Isa::Avx2.supported()));
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(Isa::best(), Isa::Neon, "every aarch64 Linux CPU has NEON");
     }
 
     #[test]

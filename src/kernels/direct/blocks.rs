@@ -4,6 +4,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{with_lanes, Lanes};
+use super::passes::kernel_row_passes;
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
 use crate::ops::Activation;
 
@@ -49,30 +50,6 @@ struct Pass<'a> {
     /// Panel filters: where this block's part of the next group's filters starts, to be
     /// prefetched one cache line per term while it sums (null: none).
     prefetch: *const f32,
-}
-
-/// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
-/// rows: about half of the 1 MB L2 of the machines measured, so the group's filters stay
-/// there while every output block of the call reuses them.
-pub(super) const GROUP_FILTER_BUDGET: usize = 512 * 1024;
-
-/// The kernel-row ranges summed one after the other. A wide layer's filters for one group of
-/// 64 output channels (`kh * kw * B * 64` floats: 1.2 MB for 512 input channels) would
-/// not fit in L2, and every block of outputs would stream them again from memory (ResNet-18's
-/// 512-channel stage ran at half speed). Split into kernel rows, each pass reads a slice that
-/// fits, and the accumulators go through the output between passes. The sum keeps its order
-/// (tap, channel), so the bits are the same as in one pass.
-pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
-    let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
-    let kh = g.kh;
-    let step = if group_bytes > GROUP_FILTER_BUDGET {
-        1
-    } else {
-        kh
-    };
-    (0..kh)
-        .step_by(step)
-        .map(move |ky| (ky, (ky + step).min(kh)))
 }
 
 /// One pass of [`conv_avx512`] over every output and output channel; `PANELS` when the

@@ -7,7 +7,7 @@
 //! fused multiply-adds in the order (tap, channel), as in every tier, so the bits are those of
 //! [`super::conv_generic`] and of the AVX-512 kernel.
 
-use super::blocks::kernel_row_passes;
+use super::passes::narrow_group_passes;
 use super::{panel_of, Epilogue, Filters, Geom};
 use std::arch::x86_64::*;
 
@@ -30,47 +30,13 @@ struct Pass<'a> {
     e: Epilogue<'a>,
 }
 
-/// Terms of panel filters one pass sums, when a layer has more than
-/// [`PANEL_TERMS_WHOLE`]: 256 terms of a 16-channel group are 16 KB of filters, which stay in
-/// the 32 KB L1 while every block of outputs reads them. In one pass, a 512 -> 512 3x3
-/// layer's group (295 KB) streamed from L2 for every block: 30 GFLOP/s on one core against
-/// 40-43 in passes (of a 92 GFLOP/s peak), 256 -> 256 44 against 52-68.
-const PANEL_TERMS_PER_PASS: usize = 256;
-
-/// Up to this many terms (64 KB of a 16-channel group's filters) a layer runs in one pass:
-/// splitting 64 -> 64 and 32 -> 32 layers cost more in partial sums than it saved.
-const PANEL_TERMS_WHOLE: usize = 1024;
-
 /// [`super::conv_at`] on AVX2 + FMA.
 ///
 /// # Safety
 /// As [`super::conv_at`], and the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn avx2_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    // (kernel rows, terms of the row) of each pass, in the order of the sum.
-    type Range2 = (usize, usize);
-    let mut passes: Vec<(Range2, Option<Range2>)> = Vec::new();
-    match f {
-        Filters::Panels(w) => {
-            assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
-            let row_terms = g.kw * g.c_in;
-            if g.kh * row_terms <= PANEL_TERMS_WHOLE {
-                passes.push(((0, g.kh), None));
-            } else {
-                let chunks = row_terms.div_ceil(PANEL_TERMS_PER_PASS).max(1);
-                let per = row_terms.div_ceil(chunks).max(1);
-                for ky in 0..g.kh {
-                    for t0 in (0..row_terms).step_by(per) {
-                        passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
-                    }
-                }
-            }
-        }
-        Filters::Rows { first, rows, .. } => {
-            assert!(rows.len() >= first.len());
-            passes.extend(kernel_row_passes(g, f.terms(g)).map(|kys| (kys, None)));
-        }
-    }
+    let passes = narrow_group_passes(g, f);
     let count = passes.len();
     for (k, (kys, terms)) in passes.into_iter().enumerate() {
         let p = Pass {

@@ -33,8 +33,11 @@
 mod blocks;
 #[cfg(target_arch = "x86_64")]
 mod blocks_avx2;
+#[cfg(target_arch = "aarch64")]
+mod blocks_neon;
 mod epilogue;
 mod layer;
+mod passes;
 
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};
@@ -290,6 +293,8 @@ pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogu
             Isa::Avx512 => blocks::avx512_at(g, win, f, e, out),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => blocks_avx2::avx2_at(g, win, f, e, out),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => blocks_neon::neon_at(g, win, f, e, out),
             _ => generic_at(g, win, f, e, out),
         }
     }

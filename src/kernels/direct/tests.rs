@@ -1,9 +1,8 @@
 //! The direct kernel against the reference convolution, on every tier, over geometries.
 
 #[cfg(target_arch = "x86_64")]
-use super::blocks::GROUP_FILTER_BUDGET;
-#[cfg(target_arch = "x86_64")]
 use super::epilogue::{with_lanes, Lanes};
+use super::passes::GROUP_FILTER_BUDGET;
 use super::*;
 use crate::kernels::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
@@ -126,7 +125,6 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         (32, 24, 3, (3, 14)),
     ] {
         let taps = k * k;
-        #[cfg(target_arch = "x86_64")]
         assert_eq!(
             taps * c_in * PANEL * 4 > GROUP_FILTER_BUDGET,
             c_in > 100,

@@ -1,0 +1,73 @@
+//! How one direct-convolution call splits its sum into passes that keep the filters a
+//! group of output channels reads in cache. Every pass keeps the order (tap, channel), so
+//! the bits are the same as in one pass; the tiers differ only in their group width.
+
+use super::{Filters, Geom, PANEL};
+
+/// Filter bytes one 64-channel group may read per pass before the pass is split by kernel
+/// rows: about half of the 1 MB L2 of the machines measured, so the group's filters stay
+/// there while every output block of the call reuses them.
+pub(super) const GROUP_FILTER_BUDGET: usize = 512 * 1024;
+
+/// The kernel-row ranges summed one after the other. A wide layer's filters for one group of
+/// 64 output channels (`kh * kw * B * 64` floats: 1.2 MB for 512 input channels) would
+/// not fit in L2, and every block of outputs would stream them again from memory (ResNet-18's
+/// 512-channel stage ran at half speed). Split into kernel rows, each pass reads a slice that
+/// fits, and the accumulators go through the output between passes. The sum keeps its order
+/// (tap, channel), so the bits are the same as in one pass.
+pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
+    let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
+    let kh = g.kh;
+    let step = if group_bytes > GROUP_FILTER_BUDGET {
+        1
+    } else {
+        kh
+    };
+    (0..kh)
+        .step_by(step)
+        .map(move |ky| (ky, (ky + step).min(kh)))
+}
+
+/// Terms of panel filters one pass sums, when a layer has more than
+/// [`PANEL_TERMS_WHOLE`]: 256 terms of a 16-channel group are 16 KB of filters, which stay in
+/// the 32 KB L1 while every block of outputs reads them. In one pass, a 512 -> 512 3x3
+/// layer's group (295 KB) streamed from L2 for every block: 30 GFLOP/s on one core against
+/// 40-43 in passes (of a 92 GFLOP/s peak), 256 -> 256 44 against 52-68.
+const PANEL_TERMS_PER_PASS: usize = 256;
+
+/// Up to this many terms (64 KB of a 16-channel group's filters) a layer runs in one pass:
+/// splitting 64 -> 64 and 32 -> 32 layers cost more in partial sums than it saved.
+const PANEL_TERMS_WHOLE: usize = 1024;
+
+/// One pass: the kernel rows it sums and, for panel filters, the terms of that row (`None`:
+/// every term of the rows).
+pub(super) type PassRange = ((usize, usize), Option<(usize, usize)>);
+
+/// The passes of a tier whose groups are 16 output channels wide (AVX2, NEON), in the order
+/// of the sum: panel filters in passes of [`PANEL_TERMS_PER_PASS`] terms once a layer has
+/// more than [`PANEL_TERMS_WHOLE`]; row filters by [`kernel_row_passes`].
+pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
+    let mut passes: Vec<PassRange> = Vec::new();
+    match f {
+        Filters::Panels(w) => {
+            assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
+            let row_terms = g.kw * g.c_in;
+            if g.kh * row_terms <= PANEL_TERMS_WHOLE {
+                passes.push(((0, g.kh), None));
+            } else {
+                let chunks = row_terms.div_ceil(PANEL_TERMS_PER_PASS).max(1);
+                let per = row_terms.div_ceil(chunks).max(1);
+                for ky in 0..g.kh {
+                    for t0 in (0..row_terms).step_by(per) {
+                        passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
+                    }
+                }
+            }
+        }
+        Filters::Rows { first, rows, .. } => {
+            assert!(rows.len() >= first.len());
+            passes.extend(kernel_row_passes(g, f.terms(g)).map(|kys| (kys, None)));
+        }
+    }
+    passes
+}
