@@ -2,16 +2,14 @@
 //! spread of several timed runs after a warm-up, and peak memory.
 
 use super::args::BenchArgs;
-use crate::compress::{flops_summary, Compression, ConvLayerReport};
+use crate::compress::{flops_summary, Compression, ConvLayerReport, KernelSwitch};
 use crate::datasets::load_batch_skipping;
 use crate::datasets::open_dataset_with;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{Isa, ISA_VARIABLE};
-use crate::kernels::ConvKernel;
 use crate::plan::{format_bytes, MemoryPlan};
 use crate::{Model, Plan, PlanOptions};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Median, min and max of a set of timings (seconds).
@@ -60,17 +58,12 @@ fn time_in_turns(
     n: usize,
     runs: usize,
 ) -> Result<(Timing, Timing, f64)> {
-    let compressed: Vec<(usize, Arc<dyn ConvKernel>)> = (0..plan.num_steps())
-        .filter(|&s| !plan.runs_dense(s))
-        .filter_map(|s| plan.conv_kernel(s).map(|k| (s, k.clone())))
-        .collect();
+    let switch = KernelSwitch::of(plan);
     let side = |plan: &mut Plan, dense: bool| -> Result<f64> {
-        for (s, k) in &compressed {
-            if dense {
-                plan.use_dense(*s);
-            } else {
-                plan.set_conv_kernel(*s, k.clone())?;
-            }
+        if dense {
+            switch.to_dense(plan);
+        } else {
+            switch.to_compressed(plan)?;
         }
         let t = Instant::now();
         plan.run(input, n)?;

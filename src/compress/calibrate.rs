@@ -2,7 +2,7 @@
 //! merging there cannot pay go back to dense, and, when asked, layers measured slower.
 
 use super::report::layer_stats;
-use super::{layer_kernel, Compression};
+use super::{layer_kernel, Compression, KernelSwitch};
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::Result;
 use crate::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
@@ -117,26 +117,19 @@ impl Compression {
     /// [`super::ConvLayerReport::timing`]; statistics are cleared. Returns the compressed
     /// steps.
     pub fn time_layers(&mut self, plan: &mut Plan, input: &[f32], n: usize) -> Result<Vec<usize>> {
-        let compressed: Vec<usize> = (0..plan.num_steps())
-            .filter(|&s| plan.conv_kernel(s).is_some() && !plan.runs_dense(s))
-            .collect();
-        let kernels: Vec<_> = compressed
-            .iter()
-            .filter_map(|&s| plan.conv_kernel(s).cloned())
-            .collect();
+        let switch = KernelSwitch::of(plan);
+        let compressed = switch.steps();
         let mut best = vec![(f64::INFINITY, f64::INFINITY); plan.num_steps()];
         let mut result = Ok(());
         for _ in 0..2 {
             result = time_steps(plan, input, n).map(|t| {
                 best.iter_mut().zip(t).for_each(|(b, t)| b.0 = b.0.min(t));
             });
-            compressed.iter().for_each(|&s| plan.use_dense(s));
+            switch.to_dense(plan);
             result = result.and_then(|_| time_steps(plan, input, n)).map(|t| {
                 best.iter_mut().zip(t).for_each(|(b, t)| b.1 = b.1.min(t));
             });
-            for (&s, k) in compressed.iter().zip(&kernels) {
-                plan.set_conv_kernel(s, k.clone())?;
-            }
+            switch.to_compressed(plan)?;
             if result.is_err() {
                 break;
             }

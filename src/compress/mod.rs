@@ -18,10 +18,12 @@ mod calibrate;
 pub mod policy;
 mod probe;
 mod report;
+mod switch;
 pub mod variants;
 
 pub use policy::{file_sha256, CalibrationSummary, LayerPolicy, Policy, POLICY_FORMAT};
 pub use report::{flops_summary, ConvLayerReport, FlopsSummary};
+pub use switch::KernelSwitch;
 
 use crate::datasets::Dataset;
 use crate::error::{Error, Result};
