@@ -3,268 +3,63 @@
 //! beside the `NV` filter vectors of a term and one broadcast input value: 6 outputs x 16
 //! channels, so each filter vector loaded feeds 6 FMAs (blocks of 3 x 32, 3 FMAs per filter
 //! vector, ran 128 -> 128 and 64 -> 64 layers at 35 GFLOP/s on one core against 57-65 for
-//! these, with a 92 GFLOP/s peak). Each output is summed with
-//! fused multiply-adds in the order (tap, channel), as in every tier, so the bits are those of
-//! [`super::conv_generic`] and of the AVX-512 kernel.
+//! these, with a 92 GFLOP/s peak). The blocks themselves are [`super::narrow`]'s, shared
+//! with NEON; this file gives them AVX2's vector operations.
 
-use super::passes::narrow_group_passes;
-use super::{panel_of, Epilogue, Filters, Geom};
 use std::arch::x86_64::*;
 
-/// One pass of the kernel: a contiguous range of the sum's terms, in the order (tap,
-/// channel), for every output and output channel.
-#[derive(Clone, Copy)]
-struct Pass<'a> {
-    g: &'a Geom,
-    win: &'a [f32],
-    f: Filters<'a>,
-    /// Kernel rows summed.
-    kys: (usize, usize),
-    /// Panel filters: the terms `t0..t1` of the kernel row `kys.0` (`kys` is one row), of
-    /// the `kw * c_in` that run as one loop; `None`: every term of the rows.
-    terms: Option<(usize, usize)>,
-    /// Whether this pass starts the sums (else it adds to the stored partial sums) and
-    /// whether it ends them (then the epilogue runs).
-    first: bool,
-    last: bool,
-    e: Epilogue<'a>,
-}
-
-/// [`super::conv_at`] on AVX2 + FMA.
-///
-/// # Safety
-/// As [`super::conv_at`], and the CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn avx2_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    let passes = narrow_group_passes(g, f);
-    let count = passes.len();
-    for (k, (kys, terms)) in passes.into_iter().enumerate() {
-        let p = Pass {
-            g,
-            win,
-            f,
-            kys,
-            terms,
-            first: k == 0,
-            last: k + 1 == count,
-            e,
-        };
-        // SAFETY: forwarded from the caller.
-        unsafe { channel_groups::<6, 2>(p, out) }
-    }
-}
-
-/// Every output channel in groups of `8 * NV` (the last one narrower), each group over every
-/// output in blocks of `MR` (the last one smaller). Group outer: a group's filters stay in
-/// cache while every block of outputs reads them.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn channel_groups<const MR: usize, const NV: usize>(p: Pass, out: *mut f32) {
-    let (n, c_out) = (p.g.ph * p.g.pw, p.g.c_out);
-    let mut co0 = 0;
-    while co0 < c_out {
-        let width = (c_out - co0).min(8 * NV);
-        // SAFETY (every block): forwarded from the caller; each block stays inside `n`
-        // outputs and `width` channels from `co0`.
-        unsafe {
-            if width == 8 * NV {
-                output_blocks::<MR, NV, false>(p, out, co0, width, n);
-            } else {
-                // The last, narrower group: as many vectors as it needs, the last one masked.
-                match width.div_ceil(8) {
-                    1 => output_blocks::<MR, 1, true>(p, out, co0, width, n),
-                    2 => output_blocks::<MR, 2, true>(p, out, co0, width, n),
-                    3 => output_blocks::<MR, 3, true>(p, out, co0, width, n),
-                    _ => output_blocks::<MR, 4, true>(p, out, co0, width, n),
-                }
-            }
-        }
-        co0 += width;
-    }
-}
-
-/// Outputs `0..n` of channels `co0..co0 + width` in blocks of `MR` outputs (`TAIL`: the last
-/// vector holds fewer than 8 channels).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn output_blocks<const MR: usize, const NV: usize, const TAIL: bool>(
-    p: Pass,
-    out: *mut f32,
-    co0: usize,
-    width: usize,
-    n: usize,
-) {
-    let lanes = width - 8 * (NV - 1);
-    let mask = tail_mask(lanes);
-    let full = n - n % MR;
-    // SAFETY (every block): forwarded from the caller.
-    for j0 in (0..full).step_by(MR) {
-        unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, mask) };
-    }
-    unsafe {
-        match n - full {
-            0 => {}
-            1 => block::<1, NV, TAIL>(p, out, full, co0, mask),
-            2 => block::<2, NV, TAIL>(p, out, full, co0, mask),
-            3 => block::<3, NV, TAIL>(p, out, full, co0, mask),
-            4 => block::<4, NV, TAIL>(p, out, full, co0, mask),
-            _ => block::<5, NV, TAIL>(p, out, full, co0, mask),
-        }
-    }
-}
+type V = __m256;
+/// The lane mask of a partial last vector.
+type Tail = __m256i;
+const LANES: usize = 8;
 
 /// The lane mask of the first `lanes` (1 to 8) of 8 lanes, for masked loads and stores.
+#[inline]
 #[target_feature(enable = "avx2")]
-fn tail_mask(lanes: usize) -> __m256i {
+fn tail(lanes: usize) -> Tail {
     let all: [i32; 8] = std::array::from_fn(|k| if k < lanes { -1 } else { 0 });
     // SAFETY: `all` holds 8 integers.
     unsafe { _mm256_loadu_si256(all.as_ptr().cast()) }
 }
-
-/// Loads vector `v` of a block's channels from `at` (masked when it is the tail).
-#[inline(always)]
-unsafe fn load<const NV: usize, const TAIL: bool>(
-    at: *const f32,
-    v: usize,
-    mask: __m256i,
-) -> __m256 {
-    // SAFETY: the caller gives the lanes in use.
-    unsafe {
-        if TAIL && v == NV - 1 {
-            _mm256_maskload_ps(at, mask)
-        } else {
-            _mm256_loadu_ps(at)
-        }
-    }
-}
-
-/// Stores vector `v` of a block's channels to `at` (masked when it is the tail).
-#[inline(always)]
-unsafe fn store<const NV: usize, const TAIL: bool>(
-    at: *mut f32,
-    v: usize,
-    mask: __m256i,
-    x: __m256,
-) {
-    // SAFETY: the caller gives the lanes in use.
-    unsafe {
-        if TAIL && v == NV - 1 {
-            _mm256_maskstore_ps(at, mask, x)
-        } else {
-            _mm256_storeu_ps(at, x)
-        }
-    }
-}
-
-/// `MR` outputs from `j0` x `8 * NV` channels from `co0`, summed over the pass's kernel rows:
-/// from zero on the first pass, from the stored partial sums on later ones; the epilogue
-/// after the last.
-#[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
-    p: Pass,
-    out: *mut f32,
-    j0: usize,
-    co0: usize,
-    mask: __m256i,
-) {
-    let g = p.g;
-    let at = g.out_offsets::<MR>(j0);
-    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-    // SAFETY (all of the block): the caller gives the outputs, the window and the filters.
-    unsafe {
-        if !p.first {
-            for (row, &o) in acc.iter_mut().zip(&at) {
-                for (v, x) in row.iter_mut().enumerate() {
-                    *x = load::<NV, TAIL>(out.add(o + co0 + 8 * v), v, mask);
-                }
-            }
-        }
-        let wp = p.win.as_ptr();
-        // Each output's tap-(0, 0) input pixel, stepping along the output rows.
-        let origin: [usize; MR] = g.in_offsets::<MR>(j0);
-        let load_w = |w: *const f32| -> [__m256; NV] {
-            std::array::from_fn(|v| load::<NV, TAIL>(w.add(8 * v), v, mask))
-        };
-        match p.f {
-            Filters::Panels(weights) => {
-                // A kernel row's `kw * c_in` terms sit next to each other in the window and
-                // in the panel: one loop.
-                let terms = g.kw * g.c_in;
-                let (base, width, col) = panel_of(g, co0);
-                let w_panel = weights.as_ptr().add(base + col);
-                let (t0, t1) = p.terms.unwrap_or((0, terms));
-                for ky in p.kys.0..p.kys.1 {
-                    let row_in = ky * g.win_w * g.c_in;
-                    let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
-                    let w0 = w_panel.add(ky * terms * width);
-                    for t in t0..t1 {
-                        let wv = load_w(w0.add(t * width));
-                        for i in 0..MR {
-                            let x = _mm256_broadcast_ss(&*a[i].add(t));
-                            for v in 0..NV {
-                                acc[i][v] = _mm256_fmadd_ps(x, wv[v], acc[i][v]);
-                            }
-                        }
-                    }
-                }
-            }
-            Filters::Rows {
-                first,
-                rows,
-                tap_stride,
-            } => {
-                let nb = first.len();
-                let (fp, rp) = (first.as_ptr(), rows.as_ptr());
-                for ky in p.kys.0..p.kys.1 {
-                    for kx in 0..g.kw {
-                        let kk = ky * g.kw + kx;
-                        let tap_in = (ky * g.win_w + kx) * g.c_in;
-                        let a: [*const f32; MR] =
-                            std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                        let tap_w = kk * tap_stride + co0;
-                        for b in 0..nb {
-                            let f = *fp.add(b) as usize;
-                            let wv = load_w((*rp.add(b)).add(tap_w));
-                            for i in 0..MR {
-                                let x = _mm256_broadcast_ss(&*a[i].add(f));
-                                for v in 0..NV {
-                                    acc[i][v] = _mm256_fmadd_ps(x, wv[v], acc[i][v]);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for (row, &o) in acc.iter().zip(&at) {
-            for (v, &x) in row.iter().enumerate() {
-                store::<NV, TAIL>(out.add(o + co0 + 8 * v), v, mask, x);
-            }
-        }
-        if p.last {
-            finish_block::<MR>(p, out, at, co0, (8 * NV).min(g.c_out - co0));
-        }
-    }
+#[target_feature(enable = "avx2,fma")]
+fn zero() -> V {
+    _mm256_setzero_ps()
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn splat(p: *const f32) -> V {
+    // SAFETY: the caller's.
+    unsafe { _mm256_broadcast_ss(&*p) }
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fma(x: V, w: V, acc: V) -> V {
+    _mm256_fmadd_ps(x, w, acc)
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load(p: *const f32) -> V {
+    // SAFETY: the caller's.
+    unsafe { _mm256_loadu_ps(p) }
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_tail(p: *const f32, t: Tail) -> V {
+    // SAFETY: the caller's: the lanes of `t` from `p`.
+    unsafe { _mm256_maskload_ps(p, t) }
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store(p: *mut f32, v: V) {
+    // SAFETY: the caller's.
+    unsafe { _mm256_storeu_ps(p, v) }
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_tail(p: *mut f32, t: Tail, v: V) {
+    // SAFETY: the caller's: the lanes of `t` from `p`.
+    unsafe { _mm256_maskstore_ps(p, t, v) }
 }
 
-/// The epilogue of a block just stored (still in L1): bias, residual, activation, on
-/// `width` channels of each output (the scalar code, vectorized here for AVX2).
-#[target_feature(enable = "avx2,fma")]
-#[inline(never)]
-unsafe fn finish_block<const MR: usize>(
-    p: Pass,
-    out: *mut f32,
-    at: [usize; MR],
-    co0: usize,
-    width: usize,
-) {
-    let e = p.e;
-    if e.bias.is_none() && e.residual.is_none() && e.activation == crate::ops::Activation::None {
-        return;
-    }
-    for o in at {
-        // SAFETY: the block's own outputs, written just before.
-        let x = unsafe { std::slice::from_raw_parts_mut(out.add(o + co0), width) };
-        e.apply(co0, o + co0, x);
-    }
-}
+super::narrow::narrow_tier!(mr: 6, nv: 2, #[target_feature(enable = "avx2,fma")]);

@@ -2,263 +2,82 @@
 //! block holds `MR` outputs x `NV` vectors with `MR * NV <= 24` accumulators, beside the `NV`
 //! filter vectors of a term and one broadcast input value: 6 outputs x 16 channels, so each
 //! filter vector loaded feeds 6 FMAs, as on AVX2 (the classic 6 x 16 block of NEON SGEMM
-//! kernels). The passes are AVX2's ([`super::passes::narrow_group_passes`]): the same
-//! 16-channel groups. Each output is summed with fused multiply-adds (`fmla`) in the order
-//! (tap, channel), as in every tier, so the bits are those of [`super::conv_generic`].
+//! kernels). The blocks themselves are [`super::narrow`]'s, shared with AVX2; this file gives
+//! them NEON's vector operations (`fmla` is fused, so the bits are the portable kernel's).
 //! No speed is claimed for this tier until a real ARM machine measures it; its tests run
 //! under user-mode emulation.
 
-use super::passes::narrow_group_passes;
-use super::{panel_of, Epilogue, Filters, Geom};
 use std::arch::aarch64::*;
 
-/// One pass of the kernel (see [`super::passes::PassRange`]).
-#[derive(Clone, Copy)]
-struct Pass<'a> {
-    g: &'a Geom,
-    win: &'a [f32],
-    f: Filters<'a>,
-    kys: (usize, usize),
-    terms: Option<(usize, usize)>,
-    /// Whether this pass starts the sums (else it adds to the stored partial sums) and
-    /// whether it ends them (then the epilogue runs).
-    first: bool,
-    last: bool,
-    e: Epilogue<'a>,
-}
+type V = float32x4_t;
+/// The lanes in use of a partial last vector (NEON has no masked loads and stores).
+type Tail = usize;
+const LANES: usize = 4;
 
-/// [`super::conv_at`] on NEON.
-///
-/// # Safety
-/// As [`super::conv_at`], and the CPU must support NEON.
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn neon_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    let passes = narrow_group_passes(g, f);
-    let count = passes.len();
-    for (k, (kys, terms)) in passes.into_iter().enumerate() {
-        let p = Pass {
-            g,
-            win,
-            f,
-            kys,
-            terms,
-            first: k == 0,
-            last: k + 1 == count,
-            e,
-        };
-        // SAFETY: forwarded from the caller.
-        unsafe { channel_groups::<6, 4>(p, out) }
-    }
+#[inline(always)]
+fn tail(lanes: usize) -> Tail {
+    lanes
 }
-
-/// Every output channel in groups of `4 * NV` (the last one narrower), each group over every
-/// output in blocks of `MR` (the last one smaller). Group outer: a group's filters stay in
-/// cache while every block of outputs reads them.
-#[target_feature(enable = "neon")]
-unsafe fn channel_groups<const MR: usize, const NV: usize>(p: Pass, out: *mut f32) {
-    let (n, c_out) = (p.g.ph * p.g.pw, p.g.c_out);
-    let mut co0 = 0;
-    while co0 < c_out {
-        let width = (c_out - co0).min(4 * NV);
-        // SAFETY (every block): forwarded from the caller; each block stays inside `n`
-        // outputs and `width` channels from `co0`.
-        unsafe {
-            if width == 4 * NV {
-                output_blocks::<MR, NV, false>(p, out, co0, width, n);
-            } else {
-                // The last, narrower group: as many vectors as it needs, the last one partial.
-                match width.div_ceil(4) {
-                    1 => output_blocks::<MR, 1, true>(p, out, co0, width, n),
-                    2 => output_blocks::<MR, 2, true>(p, out, co0, width, n),
-                    3 => output_blocks::<MR, 3, true>(p, out, co0, width, n),
-                    _ => output_blocks::<MR, 4, true>(p, out, co0, width, n),
-                }
-            }
-        }
-        co0 += width;
-    }
+#[inline(always)]
+fn zero() -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe { vdupq_n_f32(0.0) }
 }
-
-/// Outputs `0..n` of channels `co0..co0 + width` in blocks of `MR` outputs (`TAIL`: the last
-/// vector holds fewer than 4 channels).
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn output_blocks<const MR: usize, const NV: usize, const TAIL: bool>(
-    p: Pass,
-    out: *mut f32,
-    co0: usize,
-    width: usize,
-    n: usize,
-) {
-    let lanes = width - 4 * (NV - 1);
-    let full = n - n % MR;
-    // SAFETY (every block): forwarded from the caller.
-    for j0 in (0..full).step_by(MR) {
-        unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, lanes) };
-    }
+#[inline(always)]
+unsafe fn splat(p: *const f32) -> V {
+    // SAFETY: the caller's.
+    unsafe { vld1q_dup_f32(p) }
+}
+#[inline(always)]
+fn fma(x: V, w: V, acc: V) -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe { vfmaq_f32(acc, x, w) }
+}
+#[inline(always)]
+unsafe fn load(p: *const f32) -> V {
+    // SAFETY: the caller's.
+    unsafe { vld1q_f32(p) }
+}
+/// The first `t` floats from `p`, zeros after (lane by lane: a copy of `t` floats would be
+/// a `memcpy` call per term).
+#[inline(always)]
+unsafe fn load_tail(p: *const f32, t: Tail) -> V {
+    // SAFETY: the caller's: `t` floats from `p`.
     unsafe {
-        match n - full {
-            0 => {}
-            1 => block::<1, NV, TAIL>(p, out, full, co0, lanes),
-            2 => block::<2, NV, TAIL>(p, out, full, co0, lanes),
-            3 => block::<3, NV, TAIL>(p, out, full, co0, lanes),
-            4 => block::<4, NV, TAIL>(p, out, full, co0, lanes),
-            _ => block::<5, NV, TAIL>(p, out, full, co0, lanes),
+        if t >= 4 {
+            return vld1q_f32(p);
         }
+        let mut v = vld1q_lane_f32::<0>(p, vdupq_n_f32(0.0));
+        if t > 1 {
+            v = vld1q_lane_f32::<1>(p.add(1), v);
+        }
+        if t > 2 {
+            v = vld1q_lane_f32::<2>(p.add(2), v);
+        }
+        v
     }
 }
-
-/// Loads vector `v` of a block's channels from `at`; the tail vector reads only its first
-/// `lanes` floats (NEON has no masked load) and holds zeros past them.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn load<const NV: usize, const TAIL: bool>(
-    at: *const f32,
-    v: usize,
-    lanes: usize,
-) -> float32x4_t {
-    // SAFETY: the caller gives the lanes in use.
+#[inline(always)]
+unsafe fn store(p: *mut f32, v: V) {
+    // SAFETY: the caller's.
+    unsafe { vst1q_f32(p, v) }
+}
+/// The first `t` lanes of `v` to `p`.
+#[inline(always)]
+unsafe fn store_tail(p: *mut f32, t: Tail, v: V) {
+    // SAFETY: the caller's: `t` floats from `p`.
     unsafe {
-        if TAIL && v == NV - 1 {
-            let mut part = [0.0f32; 4];
-            std::ptr::copy_nonoverlapping(at, part.as_mut_ptr(), lanes);
-            vld1q_f32(part.as_ptr())
-        } else {
-            vld1q_f32(at)
+        if t >= 4 {
+            return vst1q_f32(p, v);
+        }
+        vst1q_lane_f32::<0>(p, v);
+        if t > 1 {
+            vst1q_lane_f32::<1>(p.add(1), v);
+        }
+        if t > 2 {
+            vst1q_lane_f32::<2>(p.add(2), v);
         }
     }
 }
 
-/// Stores vector `v` of a block's channels to `at` (the tail vector: its first `lanes`).
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn store<const NV: usize, const TAIL: bool>(
-    at: *mut f32,
-    v: usize,
-    lanes: usize,
-    x: float32x4_t,
-) {
-    // SAFETY: the caller gives the lanes in use.
-    unsafe {
-        if TAIL && v == NV - 1 {
-            let mut part = [0.0f32; 4];
-            vst1q_f32(part.as_mut_ptr(), x);
-            std::ptr::copy_nonoverlapping(part.as_ptr(), at, lanes);
-        } else {
-            vst1q_f32(at, x)
-        }
-    }
-}
-
-/// `MR` outputs from `j0` x `4 * NV` channels from `co0`, summed over the pass's kernel rows:
-/// from zero on the first pass, from the stored partial sums on later ones; the epilogue
-/// after the last.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
-    p: Pass,
-    out: *mut f32,
-    j0: usize,
-    co0: usize,
-    lanes: usize,
-) {
-    let g = p.g;
-    let at = g.out_offsets::<MR>(j0);
-    let mut acc = [[vdupq_n_f32(0.0); NV]; MR];
-    // SAFETY (all of the block): the caller gives the outputs, the window and the filters.
-    unsafe {
-        if !p.first {
-            for (row, &o) in acc.iter_mut().zip(&at) {
-                for (v, x) in row.iter_mut().enumerate() {
-                    *x = load::<NV, TAIL>(out.add(o + co0 + 4 * v), v, lanes);
-                }
-            }
-        }
-        let wp = p.win.as_ptr();
-        // Each output's tap-(0, 0) input pixel, stepping along the output rows.
-        let origin: [usize; MR] = g.in_offsets::<MR>(j0);
-        let load_w = |w: *const f32| -> [float32x4_t; NV] {
-            std::array::from_fn(|v| load::<NV, TAIL>(w.add(4 * v), v, lanes))
-        };
-        match p.f {
-            Filters::Panels(weights) => {
-                // A kernel row's `kw * c_in` terms sit next to each other in the window and
-                // in the panel: one loop.
-                let terms = g.kw * g.c_in;
-                let (base, width, col) = panel_of(g, co0);
-                let w_panel = weights.as_ptr().add(base + col);
-                let (t0, t1) = p.terms.unwrap_or((0, terms));
-                for ky in p.kys.0..p.kys.1 {
-                    let row_in = ky * g.win_w * g.c_in;
-                    let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
-                    let w0 = w_panel.add(ky * terms * width);
-                    for t in t0..t1 {
-                        let wv = load_w(w0.add(t * width));
-                        for i in 0..MR {
-                            let x = vdupq_n_f32(*a[i].add(t));
-                            for v in 0..NV {
-                                acc[i][v] = vfmaq_f32(acc[i][v], x, wv[v]);
-                            }
-                        }
-                    }
-                }
-            }
-            Filters::Rows {
-                first,
-                rows,
-                tap_stride,
-            } => {
-                let nb = first.len();
-                let (fp, rp) = (first.as_ptr(), rows.as_ptr());
-                for ky in p.kys.0..p.kys.1 {
-                    for kx in 0..g.kw {
-                        let kk = ky * g.kw + kx;
-                        let tap_in = (ky * g.win_w + kx) * g.c_in;
-                        let a: [*const f32; MR] =
-                            std::array::from_fn(|i| wp.add(origin[i] + tap_in));
-                        let tap_w = kk * tap_stride + co0;
-                        for b in 0..nb {
-                            let f = *fp.add(b) as usize;
-                            let wv = load_w((*rp.add(b)).add(tap_w));
-                            for i in 0..MR {
-                                let x = vdupq_n_f32(*a[i].add(f));
-                                for v in 0..NV {
-                                    acc[i][v] = vfmaq_f32(acc[i][v], x, wv[v]);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for (row, &o) in acc.iter().zip(&at) {
-            for (v, &x) in row.iter().enumerate() {
-                store::<NV, TAIL>(out.add(o + co0 + 4 * v), v, lanes, x);
-            }
-        }
-        if p.last {
-            finish_block::<MR>(p, out, at, co0, (4 * NV).min(g.c_out - co0));
-        }
-    }
-}
-
-/// The epilogue of a block just stored (still in L1): bias, residual, activation, on
-/// `width` channels of each output.
-#[inline(never)]
-unsafe fn finish_block<const MR: usize>(
-    p: Pass,
-    out: *mut f32,
-    at: [usize; MR],
-    co0: usize,
-    width: usize,
-) {
-    let e = p.e;
-    if e.bias.is_none() && e.residual.is_none() && e.activation == crate::ops::Activation::None {
-        return;
-    }
-    for o in at {
-        // SAFETY: the block's own outputs, written just before.
-        let x = unsafe { std::slice::from_raw_parts_mut(out.add(o + co0), width) };
-        e.apply(co0, o + co0, x);
-    }
-}
+super::narrow::narrow_tier!(mr: 6, nv: 4, #[target_feature(enable = "neon")]);

@@ -37,6 +37,8 @@ mod blocks_avx2;
 mod blocks_neon;
 mod epilogue;
 mod layer;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod narrow;
 mod passes;
 
 pub use epilogue::Epilogue;
@@ -244,7 +246,7 @@ pub unsafe fn conv_avx512(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &
 pub unsafe fn conv_avx2(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     assert!(g.fits(out.len()));
     // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
-    unsafe { blocks_avx2::avx2_at(g, win, f, e, out.as_mut_ptr()) }
+    unsafe { blocks_avx2::conv_at(g, win, f, e, out.as_mut_ptr()) }
 }
 
 /// Runs the kernel of the tier [`Isa::current`] selects (every tier gives the same bits).
@@ -292,9 +294,9 @@ pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogu
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => blocks::avx512_at(g, win, f, e, out),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => blocks_avx2::avx2_at(g, win, f, e, out),
+            Isa::Avx2 => blocks_avx2::conv_at(g, win, f, e, out),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => blocks_neon::neon_at(g, win, f, e, out),
+            Isa::Neon => blocks_neon::conv_at(g, win, f, e, out),
             _ => generic_at(g, win, f, e, out),
         }
     }

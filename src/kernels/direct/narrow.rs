@@ -1,0 +1,256 @@
+//! The register blocks of the tiers whose output-channel groups are 16 wide (AVX2: 2 vectors
+//! of 8 lanes; NEON: 4 of 4), written once (`narrow_tier!`) over a handful of vector
+//! operations each tier defines, as the depthwise kernel's tiers are. A tier's module
+//! defines `V` (a vector), `LANES`, `Tail` (what a partial last vector needs) and
+//! `tail(lanes)`, `zero()`, `splat(p)` (broadcast `*p`), `fma(x, w, acc)` (`acc + x * w`,
+//! fused), `load(p)`, `load_tail(p, t)`, `store(p, v)` and `store_tail(p, t, v)`; the macro
+//! adds `conv_at`, its entry point ([`super::conv_at`] on that tier).
+//!
+//! A call sums its terms in the passes of [`super::passes::narrow_group_passes`]; each pass
+//! covers every output channel in groups of `LANES * NV` and every output in blocks of `MR`,
+//! group outer, so a group's filters stay in cache while every block of outputs reads them.
+//! Each output is summed with fused multiply-adds in the order (tap, channel), as in every
+//! tier, so the bits are those of [`super::conv_generic`].
+
+macro_rules! narrow_tier {
+    (mr: $mr:literal, nv: $nv:literal, $(#[$feat:meta])*) => {
+        use super::passes::narrow_group_passes;
+        use super::{panel_of, Epilogue, Filters, Geom};
+
+        /// One pass of the kernel: a contiguous range of the sum's terms, in the order (tap,
+        /// channel), for every output and output channel.
+        #[derive(Clone, Copy)]
+        struct Pass<'a> {
+            g: &'a Geom,
+            win: &'a [f32],
+            f: Filters<'a>,
+            /// Kernel rows summed.
+            kys: (usize, usize),
+            /// Panel filters: the terms `t0..t1` of the kernel row `kys.0` (`kys` is one
+            /// row), of the `kw * c_in` that run as one loop; `None`: every term of the rows.
+            terms: Option<(usize, usize)>,
+            /// Whether this pass starts the sums (else it adds to the stored partial sums)
+            /// and whether it ends them (then the epilogue runs).
+            first: bool,
+            last: bool,
+            e: Epilogue<'a>,
+        }
+
+        /// [`super::conv_at`] on this tier.
+        ///
+        /// # Safety
+        /// As [`super::conv_at`], and the CPU must support this tier.
+        $(#[$feat])*
+        pub(super) unsafe fn conv_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
+            let passes = narrow_group_passes(g, f);
+            let count = passes.len();
+            for (k, (kys, terms)) in passes.into_iter().enumerate() {
+                let p = Pass { g, win, f, kys, terms, first: k == 0, last: k + 1 == count, e };
+                // SAFETY: forwarded from the caller.
+                unsafe { channel_groups::<$mr, $nv>(p, out) }
+            }
+        }
+
+        /// Every output channel in groups of `LANES * NV` (the last one narrower), each group
+        /// over every output in blocks of `MR` (the last one smaller).
+        $(#[$feat])*
+        unsafe fn channel_groups<const MR: usize, const NV: usize>(p: Pass, out: *mut f32) {
+            let (n, c_out) = (p.g.ph * p.g.pw, p.g.c_out);
+            let mut co0 = 0;
+            while co0 < c_out {
+                let width = (c_out - co0).min(LANES * NV);
+                // SAFETY (every block): forwarded from the caller; each block stays inside
+                // `n` outputs and `width` channels from `co0`.
+                unsafe {
+                    if width == LANES * NV {
+                        output_blocks::<MR, NV, false>(p, out, co0, width, n);
+                    } else {
+                        // The last, narrower group: as many vectors as it needs, the last one
+                        // partial.
+                        match width.div_ceil(LANES) {
+                            1 => output_blocks::<MR, 1, true>(p, out, co0, width, n),
+                            2 => output_blocks::<MR, 2, true>(p, out, co0, width, n),
+                            3 => output_blocks::<MR, 3, true>(p, out, co0, width, n),
+                            _ => output_blocks::<MR, 4, true>(p, out, co0, width, n),
+                        }
+                    }
+                }
+                co0 += width;
+            }
+        }
+
+        /// Outputs `0..n` of channels `co0..co0 + width` in blocks of `MR` outputs (`TAIL`:
+        /// the last vector holds fewer than `LANES` channels).
+        $(#[$feat])*
+        #[inline]
+        unsafe fn output_blocks<const MR: usize, const NV: usize, const TAIL: bool>(
+            p: Pass,
+            out: *mut f32,
+            co0: usize,
+            width: usize,
+            n: usize,
+        ) {
+            let t = tail(width - LANES * (NV - 1));
+            let full = n - n % MR;
+            // SAFETY (every block): forwarded from the caller.
+            for j0 in (0..full).step_by(MR) {
+                unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, t) };
+            }
+            unsafe {
+                match n - full {
+                    0 => {}
+                    1 => block::<1, NV, TAIL>(p, out, full, co0, t),
+                    2 => block::<2, NV, TAIL>(p, out, full, co0, t),
+                    3 => block::<3, NV, TAIL>(p, out, full, co0, t),
+                    4 => block::<4, NV, TAIL>(p, out, full, co0, t),
+                    _ => block::<5, NV, TAIL>(p, out, full, co0, t),
+                }
+            }
+        }
+
+        /// Loads vector `v` of a block's channels from `at` (partial when it is the tail).
+        $(#[$feat])*
+        #[inline]
+        unsafe fn load_v<const NV: usize, const TAIL: bool>(at: *const f32, v: usize, t: Tail) -> V {
+            // SAFETY: the caller gives the lanes in use.
+            unsafe {
+                if TAIL && v == NV - 1 {
+                    load_tail(at, t)
+                } else {
+                    load(at)
+                }
+            }
+        }
+
+        /// Stores vector `v` of a block's channels to `at` (partial when it is the tail).
+        $(#[$feat])*
+        #[inline]
+        unsafe fn store_v<const NV: usize, const TAIL: bool>(at: *mut f32, v: usize, t: Tail, x: V) {
+            // SAFETY: the caller gives the lanes in use.
+            unsafe {
+                if TAIL && v == NV - 1 {
+                    store_tail(at, t, x)
+                } else {
+                    store(at, x)
+                }
+            }
+        }
+
+        /// `MR` outputs from `j0` x `LANES * NV` channels from `co0`, summed over the pass's
+        /// kernel rows: from zero on the first pass, from the stored partial sums on later
+        /// ones; the epilogue after the last.
+        $(#[$feat])*
+        #[inline]
+        unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
+            p: Pass,
+            out: *mut f32,
+            j0: usize,
+            co0: usize,
+            t: Tail,
+        ) {
+            let g = p.g;
+            let at = g.out_offsets::<MR>(j0);
+            let mut acc = [[zero(); NV]; MR];
+            // SAFETY (all of the block): the caller gives the outputs, the window and the
+            // filters.
+            unsafe {
+                if !p.first {
+                    for (row, &o) in acc.iter_mut().zip(&at) {
+                        for (v, x) in row.iter_mut().enumerate() {
+                            *x = load_v::<NV, TAIL>(out.add(o + co0 + LANES * v), v, t);
+                        }
+                    }
+                }
+                let wp = p.win.as_ptr();
+                // Each output's tap-(0, 0) input pixel, stepping along the output rows.
+                let origin: [usize; MR] = g.in_offsets::<MR>(j0);
+                let load_w = |w: *const f32| -> [V; NV] {
+                    std::array::from_fn(|v| load_v::<NV, TAIL>(w.add(LANES * v), v, t))
+                };
+                match p.f {
+                    Filters::Panels(weights) => {
+                        // A kernel row's `kw * c_in` terms sit next to each other in the
+                        // window and in the panel: one loop.
+                        let terms = g.kw * g.c_in;
+                        let (base, width, col) = panel_of(g, co0);
+                        let w_panel = weights.as_ptr().add(base + col);
+                        let (t0, t1) = p.terms.unwrap_or((0, terms));
+                        for ky in p.kys.0..p.kys.1 {
+                            let row_in = ky * g.win_w * g.c_in;
+                            let a: [*const f32; MR] =
+                                std::array::from_fn(|i| wp.add(origin[i] + row_in));
+                            let w0 = w_panel.add(ky * terms * width);
+                            for term in t0..t1 {
+                                let wv = load_w(w0.add(term * width));
+                                for i in 0..MR {
+                                    let x = splat(a[i].add(term));
+                                    for v in 0..NV {
+                                        acc[i][v] = fma(x, wv[v], acc[i][v]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Filters::Rows { first, rows, tap_stride } => {
+                        let nb = first.len();
+                        let (fp, rp) = (first.as_ptr(), rows.as_ptr());
+                        for ky in p.kys.0..p.kys.1 {
+                            for kx in 0..g.kw {
+                                let kk = ky * g.kw + kx;
+                                let tap_in = (ky * g.win_w + kx) * g.c_in;
+                                let a: [*const f32; MR] =
+                                    std::array::from_fn(|i| wp.add(origin[i] + tap_in));
+                                let tap_w = kk * tap_stride + co0;
+                                for b in 0..nb {
+                                    let f = *fp.add(b) as usize;
+                                    let wv = load_w((*rp.add(b)).add(tap_w));
+                                    for i in 0..MR {
+                                        let x = splat(a[i].add(f));
+                                        for v in 0..NV {
+                                            acc[i][v] = fma(x, wv[v], acc[i][v]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for (row, &o) in acc.iter().zip(&at) {
+                    for (v, &x) in row.iter().enumerate() {
+                        store_v::<NV, TAIL>(out.add(o + co0 + LANES * v), v, t, x);
+                    }
+                }
+                if p.last {
+                    finish_block::<MR>(p, out, at, co0, (LANES * NV).min(g.c_out - co0));
+                }
+            }
+        }
+
+        /// The epilogue of a block just stored (still in L1): bias, residual, activation, on
+        /// `width` channels of each output.
+        $(#[$feat])*
+        #[inline(never)]
+        unsafe fn finish_block<const MR: usize>(
+            p: Pass,
+            out: *mut f32,
+            at: [usize; MR],
+            co0: usize,
+            width: usize,
+        ) {
+            let e = p.e;
+            if e.bias.is_none()
+                && e.residual.is_none()
+                && e.activation == crate::ops::Activation::None
+            {
+                return;
+            }
+            for o in at {
+                // SAFETY: the block's own outputs, written just before.
+                let x = unsafe { std::slice::from_raw_parts_mut(out.add(o + co0), width) };
+                e.apply(co0, o + co0, x);
+            }
+        }
+    };
+}
+
+pub(super) use narrow_tier;
