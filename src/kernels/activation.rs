@@ -22,6 +22,11 @@ pub fn apply(a: Activation, xs: &mut [f32]) {
         super::isa::Isa::Avx2 => return unsafe { x86::apply_avx2(a, xs) },
         super::isa::Isa::Portable | super::isa::Isa::Neon => {}
     }
+    #[cfg(target_arch = "aarch64")]
+    if super::isa::Isa::current() == super::isa::Isa::Neon {
+        // SAFETY: NEON is in aarch64's baseline.
+        return unsafe { neon::lanes::apply(a, xs) };
+    }
     a.apply(xs)
 }
 
@@ -61,107 +66,109 @@ fn is_smooth(a: Activation) -> bool {
     )
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86 {
-    //! One body per tier, written once: `lanes!` instantiates it for `__m512` and `__m256`.
-    use crate::ops::{self, Activation};
-    use std::arch::x86_64::*;
+/// One body per tier, written once: `lanes!` instantiates it for a tier's vector type over
+/// its operations (x86: `__m512` and `__m256`; NEON: `float32x4_t`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! lanes {
+    ($tier:ident, $feat:literal, $v:ty, $n:literal,
+     $set1:ident, $add:ident, $sub:ident, $mul:ident, $fma:ident, $div:ident, $max:ident, $min:ident,
+     $cvt:ident, $slli:ident, $addi:ident, $set1i:ident, $cast:ident, $load:ident, $store:ident) => {
+        pub(crate) mod $tier {
+            use super::*;
 
-    macro_rules! lanes {
-        ($tier:ident, $feat:literal, $v:ty, $n:literal,
-         $set1:ident, $add:ident, $sub:ident, $mul:ident, $fma:ident, $div:ident, $max:ident, $min:ident,
-         $cvt:ident, $slli:ident, $addi:ident, $set1i:ident, $cast:ident, $load:ident, $store:ident) => {
-            pub(crate) mod $tier {
-                use super::*;
-
-                /// [`crate::ops::exp_fused`] on lanes: the same operations, each rounded
-                /// alone or fused as there.
-                #[target_feature(enable = $feat)]
-                #[inline]
-                pub(crate) unsafe fn exp(x: $v) -> $v {
-                    // `max(lo, x)` and `min(hi, .)` return `x` when it is NaN, as `clamp` does.
-                    let x = $min($set1(88.0), $max($set1(-87.0), x));
-                    let round = $set1(ops::ROUND);
-                    let n = $sub($fma(x, $set1(ops::LOG2E), round), round);
-                    let r = $fma(n, $set1(-ops::LN2_LO), $fma(n, $set1(-ops::LN2_HI), x));
-                    let mut p = $set1(ops::EXP_POLY[0]);
-                    for &c in &ops::EXP_POLY[1..] {
-                        p = $fma(p, r, $set1(c));
-                    }
-                    let er = $add($fma($mul(p, r), r, r), $set1(1.0));
-                    // `n` is a whole number in [-126, 127]: the conversion is exact.
-                    let two_n = $cast($slli::<23>($addi($cvt(n), $set1i(127))));
-                    $mul(er, two_n)
+            /// [`crate::ops::exp_fused`] on lanes: the same operations, each rounded
+            /// alone or fused as there.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn exp(x: $v) -> $v {
+                // `max(lo, x)` and `min(hi, .)` return `x` when it is NaN, as `clamp` does.
+                let x = $min($set1(88.0), $max($set1(-87.0), x));
+                let round = $set1(ops::ROUND);
+                let n = $sub($fma(x, $set1(ops::LOG2E), round), round);
+                let r = $fma(n, $set1(-ops::LN2_LO), $fma(n, $set1(-ops::LN2_HI), x));
+                let mut p = $set1(ops::EXP_POLY[0]);
+                for &c in &ops::EXP_POLY[1..] {
+                    p = $fma(p, r, $set1(c));
                 }
+                let er = $add($fma($mul(p, r), r, r), $set1(1.0));
+                // `n` is a whole number in [-126, 127]: the conversion is exact.
+                let two_n = $cast($slli::<23>($addi($cvt(n), $set1i(127))));
+                $mul(er, two_n)
+            }
 
-                #[target_feature(enable = $feat)]
-                #[inline]
-                pub(crate) unsafe fn sigmoid(x: $v) -> $v {
-                    let neg = $sub($set1(0.0), x);
-                    $div($set1(1.0), $add($set1(1.0), exp(neg)))
-                }
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn sigmoid(x: $v) -> $v {
+                let neg = $sub($set1(0.0), x);
+                $div($set1(1.0), $add($set1(1.0), exp(neg)))
+            }
 
-                /// `a` on one vector, as [`Activation::apply`] does it on each lane.
-                #[target_feature(enable = $feat)]
-                #[inline]
-                pub(crate) unsafe fn activate(a: Activation, x: $v) -> $v {
-                    match a {
-                        Activation::Sigmoid => sigmoid(x),
-                        Activation::Silu => $mul(x, sigmoid(x)),
-                        Activation::HardSigmoid(alpha, beta) => {
-                            let y = $add($mul($set1(alpha), x), $set1(beta));
-                            $min($set1(1.0), $max($set1(0.0), y))
-                        }
-                        Activation::HardSwish => {
-                            let y = $add($div(x, $set1(6.0)), $set1(0.5));
-                            $mul(x, $min($set1(1.0), $max($set1(0.0), y)))
-                        }
-                        _ => x,
+            /// `a` on one vector, as [`Activation::apply`] does it on each lane.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn activate(a: Activation, x: $v) -> $v {
+                match a {
+                    Activation::Sigmoid => sigmoid(x),
+                    Activation::Silu => $mul(x, sigmoid(x)),
+                    Activation::HardSigmoid(alpha, beta) => {
+                        let y = $add($mul($set1(alpha), x), $set1(beta));
+                        $min($set1(1.0), $max($set1(0.0), y))
                     }
-                }
-
-                /// A slice: whole vectors here, the tail through the scalar code.
-                #[target_feature(enable = $feat)]
-                pub(crate) unsafe fn apply(a: Activation, xs: &mut [f32]) {
-                    // One loop per activation, so that none decides per vector which it is.
-                    // SAFETY (all): as this function's.
-                    match a {
-                        Activation::Sigmoid => unsafe { each(a, xs, |x| sigmoid(x)) },
-                        Activation::Silu => unsafe { each(a, xs, |x| $mul(x, sigmoid(x))) },
-                        _ => unsafe { each(a, xs, |x| activate(a, x)) },
+                    Activation::HardSwish => {
+                        let y = $add($div(x, $set1(6.0)), $set1(0.5));
+                        $mul(x, $min($set1(1.0), $max($set1(0.0), y)))
                     }
-                }
-
-                /// `xs` through `f` a vector at a time, the tail through `a`'s scalar code.
-                #[target_feature(enable = $feat)]
-                #[inline]
-                unsafe fn each(a: Activation, xs: &mut [f32], f: impl Fn($v) -> $v) {
-                    // Four vectors at a time: four independent chains of some thirty
-                    // dependent operations, which the core overlaps.
-                    let mut quads = xs.chunks_exact_mut(4 * $n);
-                    for q in &mut quads {
-                        let p = q.as_mut_ptr();
-                        // SAFETY: `q` holds four vectors' lanes.
-                        unsafe {
-                            let (x0, x1) = ($load(p), $load(p.add($n)));
-                            let (x2, x3) = ($load(p.add(2 * $n)), $load(p.add(3 * $n)));
-                            let (y0, y1, y2, y3) = (f(x0), f(x1), f(x2), f(x3));
-                            $store(p, y0);
-                            $store(p.add($n), y1);
-                            $store(p.add(2 * $n), y2);
-                            $store(p.add(3 * $n), y3);
-                        }
-                    }
-                    let mut chunks = quads.into_remainder().chunks_exact_mut($n);
-                    for c in &mut chunks {
-                        // SAFETY: `c` holds one vector's lanes.
-                        unsafe { $store(c.as_mut_ptr(), f($load(c.as_ptr()))) };
-                    }
-                    a.apply(chunks.into_remainder());
+                    _ => x,
                 }
             }
-        };
-    }
+
+            /// A slice: whole vectors here, the tail through the scalar code.
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn apply(a: Activation, xs: &mut [f32]) {
+                // One loop per activation, so that none decides per vector which it is.
+                // SAFETY (all): as this function's.
+                match a {
+                    Activation::Sigmoid => unsafe { each(a, xs, |x| sigmoid(x)) },
+                    Activation::Silu => unsafe { each(a, xs, |x| $mul(x, sigmoid(x))) },
+                    _ => unsafe { each(a, xs, |x| activate(a, x)) },
+                }
+            }
+
+            /// `xs` through `f` a vector at a time, the tail through `a`'s scalar code.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn each(a: Activation, xs: &mut [f32], f: impl Fn($v) -> $v) {
+                // Four vectors at a time: four independent chains of some thirty
+                // dependent operations, which the core overlaps.
+                let mut quads = xs.chunks_exact_mut(4 * $n);
+                for q in &mut quads {
+                    let p = q.as_mut_ptr();
+                    // SAFETY: `q` holds four vectors' lanes.
+                    unsafe {
+                        let (x0, x1) = ($load(p), $load(p.add($n)));
+                        let (x2, x3) = ($load(p.add(2 * $n)), $load(p.add(3 * $n)));
+                        let (y0, y1, y2, y3) = (f(x0), f(x1), f(x2), f(x3));
+                        $store(p, y0);
+                        $store(p.add($n), y1);
+                        $store(p.add(2 * $n), y2);
+                        $store(p.add(3 * $n), y3);
+                    }
+                }
+                let mut chunks = quads.into_remainder().chunks_exact_mut($n);
+                for c in &mut chunks {
+                    // SAFETY: `c` holds one vector's lanes.
+                    unsafe { $store(c.as_mut_ptr(), f($load(c.as_ptr()))) };
+                }
+                a.apply(chunks.into_remainder());
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use crate::ops::{self, Activation};
+    use std::arch::x86_64::*;
 
     lanes!(
         avx512,
@@ -219,6 +226,86 @@ pub(crate) mod x86 {
     }
 }
 
+/// NEON's operations under the names and semantics `lanes!` expects (x86's): `max(lo, x)`
+/// and `min(hi, x)` are compares and selects that return `x` when it is NaN and keep a
+/// -0.0 (`fmax` would give +0.0 for `max(0.0, -0.0)`); `fma(a, b, c)` is `a * b + c`, fused.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use crate::ops::{self, Activation};
+    use std::arch::aarch64::*;
+
+    type V = float32x4_t;
+
+    #[inline(always)]
+    fn set1(x: f32) -> V {
+        // SAFETY: NEON is in aarch64's baseline (so for every function here).
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    fn add(a: V, b: V) -> V {
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn sub(a: V, b: V) -> V {
+        unsafe { vsubq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn mul(a: V, b: V) -> V {
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn fma(a: V, b: V, c: V) -> V {
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    fn div(a: V, b: V) -> V {
+        unsafe { vdivq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn max(lo: V, x: V) -> V {
+        unsafe { vbslq_f32(vcltq_f32(x, lo), lo, x) }
+    }
+    #[inline(always)]
+    fn min(hi: V, x: V) -> V {
+        unsafe { vbslq_f32(vcgtq_f32(x, hi), hi, x) }
+    }
+    #[inline(always)]
+    fn cvt(x: V) -> int32x4_t {
+        unsafe { vcvtq_s32_f32(x) }
+    }
+    #[inline(always)]
+    fn slli<const N: i32>(x: int32x4_t) -> int32x4_t {
+        unsafe { vshlq_n_s32::<N>(x) }
+    }
+    #[inline(always)]
+    fn addi(a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        unsafe { vaddq_s32(a, b) }
+    }
+    #[inline(always)]
+    fn set1i(x: i32) -> int32x4_t {
+        unsafe { vdupq_n_s32(x) }
+    }
+    #[inline(always)]
+    fn cast(x: int32x4_t) -> V {
+        unsafe { vreinterpretq_f32_s32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> V {
+        // SAFETY: the caller's: 4 floats from `p`.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: V) {
+        // SAFETY: the caller's.
+        unsafe { vst1q_f32(p, v) }
+    }
+
+    lanes!(
+        lanes, "neon", V, 4, set1, add, sub, mul, fma, div, max, min, cvt, slli, addi, set1i, cast,
+        load, store
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +346,10 @@ mod tests {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: as above.
                         Isa::Avx2 => unsafe { x86::apply_avx2(a, &mut got) },
-                        _ => apply(a, &mut got),
+                        #[cfg(target_arch = "aarch64")]
+                        // SAFETY: NEON is in aarch64's baseline.
+                        Isa::Neon => unsafe { neon::lanes::apply(a, &mut got) },
+                        _ => a.apply(&mut got),
                     }
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(

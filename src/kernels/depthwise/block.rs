@@ -11,8 +11,9 @@
 //! bits depend neither on the tier nor on `P`.
 //!
 //! The body is written once (`tier!`) over a handful of vector operations each tier defines:
-//! AVX-512 (16 lanes, masked loads for the last channels), AVX2 (8 lanes, `vmaskmov`), and
-//! plain arrays of 8 for every other CPU.
+//! AVX-512 (16 lanes, masked loads for the last channels), AVX2 (8 lanes, `vmaskmov`), NEON
+//! (4 lanes, the last channels loaded lane by lane), and plain arrays of 8 for every other
+//! CPU.
 
 use super::{BlockAt, DepthwiseConv};
 use crate::ops::Activation;
@@ -337,6 +338,118 @@ pub(crate) mod avx2 {
     }
 
     tier!(#[target_feature(enable = "avx2,fma")]);
+}
+
+/// NEON (aarch64): one register of 4 channels; 32 registers hold 8 pixels' sums, a kernel
+/// row of up to 7 weights and the input column. `fmla` is fused, so the bits are the
+/// portable tier's. No speed is claimed until a real ARM machine measures it.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use super::*;
+    use std::arch::aarch64::*;
+
+    type V = float32x4_t;
+    /// The lanes in use of a partial vector (NEON has no masked loads and stores).
+    type Mask = usize;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    fn mask(lanes: usize) -> Mask {
+        lanes
+    }
+    #[inline(always)]
+    fn zero() -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    /// `x`, or zeros unless `yes`.
+    #[inline(always)]
+    fn keep(x: V, yes: bool) -> V {
+        if yes {
+            x
+        } else {
+            zero()
+        }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> V {
+        // SAFETY: the caller's: 4 floats from `p`.
+        unsafe { vld1q_f32(p) }
+    }
+    /// The first `n` floats from `p`, zeros after, lane by lane.
+    #[inline(always)]
+    unsafe fn load_n(p: *const f32, n: Mask) -> V {
+        // SAFETY: the caller's: `n` floats from `p`.
+        unsafe {
+            let mut v = vld1q_lane_f32::<0>(p, vdupq_n_f32(0.0));
+            if n > 1 {
+                v = vld1q_lane_f32::<1>(p.add(1), v);
+            }
+            if n > 2 {
+                v = vld1q_lane_f32::<2>(p.add(2), v);
+            }
+            if n > 3 {
+                v = vld1q_lane_f32::<3>(p.add(3), v);
+            }
+            v
+        }
+    }
+    #[inline(always)]
+    fn fma(a: V, b: V, c: V) -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: V) {
+        // SAFETY: the caller's.
+        unsafe { vst1q_f32(p, v) }
+    }
+    /// The first `n` lanes of `v` to `p`, lane by lane.
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, n: Mask, v: V) {
+        // SAFETY: the caller's: `n` floats from `p`.
+        unsafe {
+            vst1q_lane_f32::<0>(p, v);
+            if n > 1 {
+                vst1q_lane_f32::<1>(p.add(1), v);
+            }
+            if n > 2 {
+                vst1q_lane_f32::<2>(p.add(2), v);
+            }
+            if n > 3 {
+                vst1q_lane_f32::<3>(p.add(3), v);
+            }
+        }
+    }
+    #[inline(always)]
+    fn add(a: V, b: V) -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe { vaddq_f32(a, b) }
+    }
+    /// `a` on lanes with the scalar code's bits (NaN and -0.0 included): the piecewise
+    /// activations as compare and select in the scalar code's order.
+    #[inline(always)]
+    fn activate(a: Activation, x: V) -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe {
+            let below = |lo: V| vcltq_f32(x, lo);
+            match a {
+                Activation::None => x,
+                Activation::Relu => vbslq_f32(below(zero()), zero(), x),
+                Activation::LeakyRelu(k) => {
+                    vbslq_f32(below(zero()), vmulq_f32(x, vdupq_n_f32(k)), x)
+                }
+                Activation::Clip(lo, hi) => {
+                    let (lo, hi) = (vdupq_n_f32(lo), vdupq_n_f32(hi));
+                    let clipped = vbslq_f32(vcgtq_f32(x, hi), hi, x);
+                    vbslq_f32(below(lo), lo, clipped)
+                }
+                smooth => crate::kernels::activation::neon::lanes::activate(smooth, x),
+            }
+        }
+    }
+
+    tier!(#[target_feature(enable = "neon")]);
 }
 
 /// Plain arrays the compiler may vectorize for whatever CPU it builds for.

@@ -13,9 +13,9 @@
 
 mod block;
 
-/// [`DepthwiseConv::rows`] on an x86 tier: `$lanes` channels a block, `$wide` pixels (4 at a
+/// [`DepthwiseConv::rows`] on a vector tier: `$lanes` channels a block, `$wide` pixels (4 at a
 /// row's end).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! tier_rows {
     ($(#[$doc:meta])* $name:ident, $feat:literal, $tier:ident, $lanes:literal, $wide:literal) => {
         $(#[$doc])*
@@ -192,6 +192,8 @@ impl DepthwiseConv {
             Isa::Avx512 => unsafe { self.rows_avx512(image, rows, out, r) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { self.rows_avx2(image, rows, out, r) },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { self.rows_neon(image, rows, out, r) },
             _ => {
                 macro_rules! go {
                     ($kw:literal, $s:literal) => {
@@ -225,6 +227,12 @@ impl DepthwiseConv {
         /// columns, within the 16 registers (8 pixels spilled: 3x3 stride 2 and 7x7 images
         /// ran slower than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
         rows_avx2, "avx2,fma", avx2, 8, 4
+    );
+
+    #[cfg(target_arch = "aarch64")]
+    tier_rows!(
+        /// One register of 4 channels x 8 pixels (4 at a row's end).
+        rows_neon, "neon", neon, 4, 8
     );
 
     /// The loops, inlined into each tier's copy above: every output row in blocks of

@@ -1,12 +1,11 @@
-//! Pooling over NCHW planes and pixel-major images (max pooling vectorized on AVX2 in
-//! `avx2.rs` and on AVX-512 here).
+//! Pooling over NCHW planes and pixel-major images (max pooling vectorized per tier in
+//! `tier.rs`).
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
+mod tier;
 
-#[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::Isa;
 use crate::ops::PoolParams;
+use tier::VectorTier;
 
 /// Max or average pooling of one `h` x `w` plane into an `oh` x `ow` plane.
 pub fn pool_plane(p: &PoolParams, max: bool, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
@@ -119,15 +118,8 @@ pub fn pool_hwc_rows(
     if max && simple_2x2 && p.dilation == (1, 1) && 2 * oh <= h && 2 * ow <= w {
         return max_2x2_stride2_hwc(x, (w, c), rows, ow, out);
     }
-    #[cfg(target_arch = "x86_64")]
-    if max && c.is_multiple_of(16) && Isa::current() == Isa::Avx512 {
-        // SAFETY: `Isa::current` only returns tiers the CPU supports.
-        return unsafe { max_hwc_avx512(p, x, (h, w, c), rows, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if max && c.is_multiple_of(8) && Isa::current() >= Isa::Avx2 {
-        // SAFETY: `Isa::current` only returns tiers the CPU supports (AVX-512 ones have AVX2).
-        return unsafe { avx2::max_hwc(p, x, (h, w, c), rows, out) };
+    if max && vector_max(c, |t| t.max_hwc(p, x, (h, w, c), rows.clone(), out)) {
+        return;
     }
     for (o, px) in out[..rows.len() * ow * c].chunks_exact_mut(c).enumerate() {
         let (oy, ox) = (rows.start + o / ow, o % ow);
@@ -171,15 +163,10 @@ fn max_2x2_stride2_hwc(
     ow: usize,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(16) && Isa::current() == Isa::Avx512 {
-        // SAFETY: `Isa::current` only returns tiers the CPU supports.
-        return unsafe { max_2x2_stride2_hwc_avx512(x, (w, c), rows, ow, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(8) && Isa::current() >= Isa::Avx2 {
-        // SAFETY: `Isa::current` only returns tiers the CPU supports (AVX-512 ones have AVX2).
-        return unsafe { avx2::max_2x2_stride2_hwc(x, (w, c), rows, ow, out) };
+    if vector_max(c, |t| {
+        t.max_2x2_stride2_hwc(x, (w, c), rows.clone(), ow, out)
+    }) {
+        return;
     }
     for (r, orow) in rows.zip(out.chunks_exact_mut(ow * c)) {
         let top = &x[2 * r * w * c..][..2 * ow * c];
@@ -193,102 +180,9 @@ fn max_2x2_stride2_hwc(
     }
 }
 
-/// [`max_2x2_stride2_hwc`] 16 channels at a time (`c` a multiple of 16), with the same bits:
-/// the scalar loop did not vectorize and cost a quarter of Tiny Darknet's first convolution.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn max_2x2_stride2_hwc_avx512(
-    x: &[f32],
-    (w, c): (usize, usize),
-    rows: std::ops::Range<usize>,
-    ow: usize,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    // `nan_max(m, v)`: `v > m ? v : m` is what `max_ps(v, m)` computes when neither is NaN
-    // and `m` when either is; a NaN `v` then replaces the result.
-    let nan_max = |m: __m512, v: __m512| -> __m512 {
-        let r = _mm512_max_ps(v, m);
-        _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), v)
-    };
-    for (r, orow) in rows.zip(out.chunks_exact_mut(ow * c)) {
-        let top = &x[2 * r * w * c..][..2 * ow * c];
-        let bottom = &x[(2 * r + 1) * w * c..][..2 * ow * c];
-        for ox in 0..ow {
-            let (a, b) = (top[2 * ox * c..].as_ptr(), bottom[2 * ox * c..].as_ptr());
-            let o = orow[ox * c..].as_mut_ptr();
-            for k in (0..c).step_by(16) {
-                // SAFETY: `top` and `bottom` hold `2 * ow * c` values, `orow` `ow * c`, and
-                // `k + 16 <= c`.
-                unsafe {
-                    let (a0, a1) = (_mm512_loadu_ps(a.add(k)), _mm512_loadu_ps(a.add(c + k)));
-                    let (b0, b1) = (_mm512_loadu_ps(b.add(k)), _mm512_loadu_ps(b.add(c + k)));
-                    let m = nan_max(nan_max(a0, a1), nan_max(b0, b1));
-                    _mm512_storeu_ps(o.add(k), m);
-                }
-            }
-        }
-    }
-}
-
-/// Max pooling of output rows `rows` of a pixel-major image, 16 channels at a time (`c` a
-/// multiple of 16), with the bits of [`pool_hwc_rows`]' scalar loop: the same taps in the
-/// same order, each folded in by the same NaN-propagating max. That loop did not vectorize;
-/// ResNet-18's 3x3 stride-2 pool took 0.3 ms at batch 1 against onnxruntime's 0.11.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn max_hwc_avx512(
-    p: &PoolParams,
-    x: &[f32],
-    (h, w, c): (usize, usize, usize),
-    rows: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let (_, ow) = p.out_hw(h, w);
-    let out = &mut out[..rows.len() * ow * c];
-    let nan_max = |m: __m512, v: __m512| -> __m512 {
-        let r = _mm512_max_ps(v, m);
-        _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), v)
-    };
-    // Input coordinate of tap `k` of output `o` along one axis, if inside the image.
-    let tap = |o: usize, k: usize, s: usize, d: usize, pad: usize, size: usize| {
-        (o * s + k * d).checked_sub(pad).filter(|&i| i < size)
-    };
-    for (o, px) in out.chunks_exact_mut(c).enumerate() {
-        let (oy, ox) = (rows.start + o / ow, o % ow);
-        for k in (0..c).step_by(64) {
-            // Up to 4 vectors of channels held in registers over every tap.
-            let lanes = (c - k).min(64) / 16;
-            let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
-            for ky in 0..p.kernel.0 {
-                let Some(iy) = tap(oy, ky, p.stride.0, p.dilation.0, p.pads[0], h) else {
-                    continue;
-                };
-                for kx in 0..p.kernel.1 {
-                    let Some(ix) = tap(ox, kx, p.stride.1, p.dilation.1, p.pads[1], w) else {
-                        continue;
-                    };
-                    let src = x[(iy * w + ix) * c + k..][..16 * lanes].as_ptr();
-                    for (v, m) in m.iter_mut().enumerate().take(lanes) {
-                        // SAFETY: `src` holds `16 * lanes` values (sliced just above).
-                        *m = nan_max(*m, unsafe { _mm512_loadu_ps(src.add(16 * v)) });
-                    }
-                }
-            }
-            let dst = px[k..][..16 * lanes].as_mut_ptr();
-            for (v, m) in m.iter().enumerate().take(lanes) {
-                // SAFETY: `dst` holds `16 * lanes` values (sliced just above).
-                unsafe { _mm512_storeu_ps(dst.add(16 * v), *m) };
-            }
-        }
-    }
+/// Runs `f` on the vector tier [`Isa::current`] gives for `c` channels, if there is one.
+fn vector_max(c: usize, f: impl FnOnce(VectorTier)) -> bool {
+    VectorTier::new(Isa::current(), c).map(f).is_some()
 }
 
 /// Per-channel mean of a pixel-major image `x = [hw][c]` into `out = [c]`.
