@@ -231,16 +231,11 @@ pub(crate) mod x86 {
 /// -0.0 (`fmax` would give +0.0 for `max(0.0, -0.0)`); `fma(a, b, c)` is `a * b + c`, fused.
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon {
+    use crate::kernels::neon::{load, splat as set1, store, V};
     use crate::ops::{self, Activation};
     use std::arch::aarch64::*;
 
-    type V = float32x4_t;
-
-    #[inline(always)]
-    fn set1(x: f32) -> V {
-        // SAFETY: NEON is in aarch64's baseline (so for every function here).
-        unsafe { vdupq_n_f32(x) }
-    }
+    // SAFETY (every `unsafe` block here): NEON is in aarch64's baseline.
     #[inline(always)]
     fn add(a: V, b: V) -> V {
         unsafe { vaddq_f32(a, b) }
@@ -288,16 +283,6 @@ pub(crate) mod neon {
     #[inline(always)]
     fn cast(x: int32x4_t) -> V {
         unsafe { vreinterpretq_f32_s32(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> V {
-        // SAFETY: the caller's: 4 floats from `p`.
-        unsafe { vld1q_f32(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: V) {
-        // SAFETY: the caller's.
-        unsafe { vst1q_f32(p, v) }
     }
 
     lanes!(

@@ -20,6 +20,8 @@ pub mod grouped;
 pub mod im2col;
 pub mod isa;
 pub mod layout;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
 pub mod pool;
 pub mod reference;
 

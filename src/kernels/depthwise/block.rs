@@ -346,21 +346,15 @@ pub(crate) mod avx2 {
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon {
     use super::*;
+    use crate::kernels::neon::{load, load_n, store, store_n, zero, LANES, V};
     use std::arch::aarch64::*;
 
-    type V = float32x4_t;
     /// The lanes in use of a partial vector (NEON has no masked loads and stores).
     type Mask = usize;
-    const LANES: usize = 4;
 
     #[inline(always)]
     fn mask(lanes: usize) -> Mask {
         lanes
-    }
-    #[inline(always)]
-    fn zero() -> V {
-        // SAFETY: NEON is in aarch64's baseline.
-        unsafe { vdupq_n_f32(0.0) }
     }
     /// `x`, or zeros unless `yes`.
     #[inline(always)]
@@ -372,54 +366,9 @@ pub(crate) mod neon {
         }
     }
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> V {
-        // SAFETY: the caller's: 4 floats from `p`.
-        unsafe { vld1q_f32(p) }
-    }
-    /// The first `n` floats from `p`, zeros after, lane by lane.
-    #[inline(always)]
-    unsafe fn load_n(p: *const f32, n: Mask) -> V {
-        // SAFETY: the caller's: `n` floats from `p`.
-        unsafe {
-            let mut v = vld1q_lane_f32::<0>(p, vdupq_n_f32(0.0));
-            if n > 1 {
-                v = vld1q_lane_f32::<1>(p.add(1), v);
-            }
-            if n > 2 {
-                v = vld1q_lane_f32::<2>(p.add(2), v);
-            }
-            if n > 3 {
-                v = vld1q_lane_f32::<3>(p.add(3), v);
-            }
-            v
-        }
-    }
-    #[inline(always)]
     fn fma(a: V, b: V, c: V) -> V {
         // SAFETY: NEON is in aarch64's baseline.
         unsafe { vfmaq_f32(c, a, b) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: V) {
-        // SAFETY: the caller's.
-        unsafe { vst1q_f32(p, v) }
-    }
-    /// The first `n` lanes of `v` to `p`, lane by lane.
-    #[inline(always)]
-    unsafe fn store_n(p: *mut f32, n: Mask, v: V) {
-        // SAFETY: the caller's: `n` floats from `p`.
-        unsafe {
-            vst1q_lane_f32::<0>(p, v);
-            if n > 1 {
-                vst1q_lane_f32::<1>(p.add(1), v);
-            }
-            if n > 2 {
-                vst1q_lane_f32::<2>(p.add(2), v);
-            }
-            if n > 3 {
-                vst1q_lane_f32::<3>(p.add(3), v);
-            }
-        }
     }
     #[inline(always)]
     fn add(a: V, b: V) -> V {

@@ -7,21 +7,15 @@
 //! No speed is claimed for this tier until a real ARM machine measures it; its tests run
 //! under user-mode emulation.
 
+use crate::kernels::neon::{load, store, zero, LANES, V};
 use std::arch::aarch64::*;
 
-type V = float32x4_t;
 /// The lanes in use of a partial last vector (NEON has no masked loads and stores).
 type Tail = usize;
-const LANES: usize = 4;
 
 #[inline(always)]
 fn tail(lanes: usize) -> Tail {
     lanes
-}
-#[inline(always)]
-fn zero() -> V {
-    // SAFETY: NEON is in aarch64's baseline.
-    unsafe { vdupq_n_f32(0.0) }
 }
 #[inline(always)]
 unsafe fn splat(p: *const f32) -> V {
@@ -33,51 +27,17 @@ fn fma(x: V, w: V, acc: V) -> V {
     // SAFETY: NEON is in aarch64's baseline.
     unsafe { vfmaq_f32(acc, x, w) }
 }
-#[inline(always)]
-unsafe fn load(p: *const f32) -> V {
-    // SAFETY: the caller's.
-    unsafe { vld1q_f32(p) }
-}
-/// The first `t` floats from `p`, zeros after (lane by lane: a copy of `t` floats would be
-/// a `memcpy` call per term).
+/// The first `t` floats from `p`, zeros after.
 #[inline(always)]
 unsafe fn load_tail(p: *const f32, t: Tail) -> V {
-    // SAFETY: the caller's: `t` floats from `p`.
-    unsafe {
-        if t >= 4 {
-            return vld1q_f32(p);
-        }
-        let mut v = vld1q_lane_f32::<0>(p, vdupq_n_f32(0.0));
-        if t > 1 {
-            v = vld1q_lane_f32::<1>(p.add(1), v);
-        }
-        if t > 2 {
-            v = vld1q_lane_f32::<2>(p.add(2), v);
-        }
-        v
-    }
-}
-#[inline(always)]
-unsafe fn store(p: *mut f32, v: V) {
     // SAFETY: the caller's.
-    unsafe { vst1q_f32(p, v) }
+    unsafe { crate::kernels::neon::load_n(p, t) }
 }
 /// The first `t` lanes of `v` to `p`.
 #[inline(always)]
 unsafe fn store_tail(p: *mut f32, t: Tail, v: V) {
-    // SAFETY: the caller's: `t` floats from `p`.
-    unsafe {
-        if t >= 4 {
-            return vst1q_f32(p, v);
-        }
-        vst1q_lane_f32::<0>(p, v);
-        if t > 1 {
-            vst1q_lane_f32::<1>(p.add(1), v);
-        }
-        if t > 2 {
-            vst1q_lane_f32::<2>(p.add(2), v);
-        }
-    }
+    // SAFETY: the caller's.
+    unsafe { crate::kernels::neon::store_n(p, t, v) }
 }
 
 super::narrow::narrow_tier!(mr: 6, nv: 4, #[target_feature(enable = "neon")]);

@@ -174,26 +174,9 @@ pub(super) mod avx2 {
 /// NEON: 4 channels a vector. No speed is claimed until a real ARM machine measures it.
 #[cfg(target_arch = "aarch64")]
 pub(super) mod neon {
+    use crate::kernels::neon::{load, splat, store, LANES, V};
     use std::arch::aarch64::*;
 
-    type V = float32x4_t;
-    const LANES: usize = 4;
-
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> V {
-        // SAFETY: NEON is in aarch64's baseline.
-        unsafe { vdupq_n_f32(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> V {
-        // SAFETY: the caller's: 4 floats from `p`.
-        unsafe { vld1q_f32(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: V) {
-        // SAFETY: the caller's.
-        unsafe { vst1q_f32(p, v) }
-    }
     /// `v` where `v > m` or `v` is NaN (`v != v`), else `m`: selects, so NaN payloads pass
     /// through as in the scalar code.
     #[inline(always)]
