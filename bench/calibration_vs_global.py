@@ -14,7 +14,7 @@ MODELS = {
     "resnet20-cifar10": CIFAR, "resnet32-cifar10": CIFAR, "resnet56-cifar10": CIFAR,
     "tiny-darknet-imagenet": IMAGENET, "efficientnet-lite1-imagenet": IMAGENET,
 }
-HASTE = "./target/release/haste"
+HASTE = __import__("os").environ.get("HASTE_BIN", "./target/release/haste")
 CALIB = 128
 
 

@@ -130,7 +130,40 @@ fn main() {
         }
     }
     ens.iter_mut().for_each(|e| *e /= runs);
-    println!("L    measured  dense-b  mix-b   DoC   T2-b  disagree ens-b");
+    let tacc = {
+        let (mut conf, mut acc) = (0.0, 0.0);
+        for i in 0..n {
+            let pi = &p[i * classes..][..classes];
+            conf += pi[argmax(pi)];
+            acc += f64::from(u8::from(argmax(pi) == y[i]));
+        }
+        println!(
+            "dense: mean confidence {:.3}, accuracy {:.3}",
+            conf / n as f64,
+            acc / n as f64
+        );
+        // The temperature at which the dense network's mean confidence equals its accuracy.
+        let target = acc / n as f64;
+        let tempered = |t: f64| -> Vec<f64> {
+            let z: Vec<f32> = dl.iter().map(|&v| (v as f64 / t) as f32).collect();
+            softmax_rows(&z, classes)
+        };
+        let (mut lo, mut hi) = (0.05f64, 20.0f64);
+        for _ in 0..60 {
+            let t = (lo * hi).sqrt();
+            let q = tempered(t);
+            let c: f64 = q.chunks_exact(classes).map(|r| r[argmax(r)]).sum::<f64>() / n as f64;
+            if c > target {
+                lo = t
+            } else {
+                hi = t
+            }
+        }
+        let t = (lo * hi).sqrt();
+        println!("temperature matching accuracy: {t:.3}");
+        tempered(t)
+    };
+    println!("L    measured  dense-b  mix-b   DoC   T2-b  disagree ens-b | flipped: dense acc, comp acc, p[d], p[c], q[d], q[c]");
     let mut all_q: Vec<(usize, Vec<f64>)> = Vec::new();
     for &l in &grid {
         {
@@ -143,6 +176,7 @@ fn main() {
             };
             let (mut meas, mut eb, mut mix, mut doc, mut t2b, mut dis, mut en) =
                 (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+            let mut fl = [0.0f64; 6];
             for i in 0..n {
                 let (pi, qi) = (&p[i * classes..][..classes], &q[i * classes..][..classes]);
                 let (d, c) = (argmax(pi), argmax(qi));
@@ -153,19 +187,34 @@ fn main() {
                 let tp = t2(pi);
                 t2b += tp[d] - tp[c];
                 dis += f64::from(u8::from(d != c));
+                if d != c {
+                    fl[0] += f64::from(u8::from(d == y[i]));
+                    fl[1] += f64::from(u8::from(c == y[i]));
+                    fl[2] += pi[d];
+                    fl[3] += pi[c];
+                    fl[4] += qi[d];
+                    fl[5] += qi[c];
+                }
                 let e = &ens[i * classes..][..classes];
                 en += e[d] - e[c];
             }
             let k = 100.0 / n as f64;
+            let nf = dis.max(1.0);
             println!(
-                "{l:<4} {:8.2} {:8.2} {:6.2} {:6.2} {:6.2} {:6.2} {:6.2}",
+                "{l:<4} {:8.2} {:8.2} {:6.2} {:6.2} {:6.2} {:6.2} {:6.2} | {:.3} {:.3} {:.3} {:.3} {:.3} {:.3}",
                 meas * k,
                 eb * k,
                 mix * k,
                 doc * k,
                 t2b * k,
                 dis * k,
-                en * k
+                en * k,
+                fl[0] / nf,
+                fl[1] / nf,
+                fl[2] / nf,
+                fl[3] / nf,
+                fl[4] / nf,
+                fl[5] / nf
             );
         }
     }
@@ -191,6 +240,8 @@ fn main() {
         print!("mirror geometric:");
         print_drops(&p, &sharp, &all_q, classes);
     }
+    print!("dense belief at the accuracy-matching temperature (labels used):");
+    print_drops(&p, &tacc, &all_q, classes);
     // Independent perturbations: the same settings with other seeds as the members.
     if let Ok(seeds) = std::env::var("SEEDS") {
         let mut b = p.clone();

@@ -44,7 +44,12 @@ fn main() {
         .build()
         .expect("a thread pool");
     pool.install(|| {
-        while t.elapsed().as_secs_f64() < 3.0 {
+        while t.elapsed().as_secs_f64()
+            < std::env::var("SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(3.0)
+        {
             if parts > 1 {
                 d.forward_parallel(&x, (hw, hw), &mut out, &mut scratch, io, parts, None);
             } else {
