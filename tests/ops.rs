@@ -386,3 +386,57 @@ fn split_into_parts_and_concatenated_again_is_the_same_network() {
         assert_eq!(got, want, "sizes {sizes:?}");
     }
 }
+
+fn floats_of(name: &str, dims: Vec<i64>, v: Vec<f32>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims,
+        data_type: 1,
+        float_data: v,
+        ..Default::default()
+    }
+}
+
+/// ConvNeXt's ops after the classifier: `Erf(LayerNormalization(Sqrt(Pow(logits, 2))))`
+/// (the magnitudes of the logits, normalized over the ten classes with a scale and a bias,
+/// through the error function), against the same arithmetic on the unedited logits.
+#[test]
+fn pow_sqrt_layer_norm_and_erf_after_the_classifier() {
+    let want = logits(&model("resnet20-cifar10"));
+    let scale: Vec<f32> = (0..10).map(|k| 0.5 + 0.1 * k as f32).collect();
+    let bias: Vec<f32> = (0..10).map(|k| 0.05 * k as f32 - 0.2).collect();
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let out = g.output[0].name.clone();
+    g.initializer.push(floats("ln_two", 2.0));
+    g.initializer
+        .push(floats_of("ln_scale", vec![10], scale.clone()));
+    g.initializer
+        .push(floats_of("ln_bias", vec![10], bias.clone()));
+    g.node.extend([
+        node("Pow", &[&out, "ln_two"], "ln_sq", vec![]),
+        node("Sqrt", &["ln_sq"], "ln_abs", vec![]),
+        node(
+            "LayerNormalization",
+            &["ln_abs", "ln_scale", "ln_bias"],
+            "ln_norm",
+            vec![int("axis", -1)],
+        ),
+        node("Erf", &["ln_norm"], "ln_erf", vec![]),
+    ]);
+    g.output[0].name = "ln_erf".into();
+    let got = logits(&write(&m, "layer_norm.onnx"));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let a: Vec<f64> = w.iter().map(|&v| (v as f64).abs()).collect();
+        let mean = a.iter().sum::<f64>() / 10.0;
+        let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0;
+        for k in 0..10 {
+            let y = (a[k] - mean) / (var + 1e-5).sqrt() * scale[k] as f64 + bias[k] as f64;
+            let e = haste::ops::erf(y as f32);
+            assert!((g[k] - e).abs() < 1e-5, "class {k}: {} vs {e}", g[k]);
+        }
+        // Not the identity: the chain changed the values.
+        assert!(g.iter().zip(w).any(|(a, b)| (a - b).abs() > 0.1));
+    }
+}

@@ -5,7 +5,7 @@ use super::attrs::Attrs;
 use super::tensor::decode_tensor;
 use crate::error::Result;
 use crate::graph::Const;
-use crate::ops::{Activation, Conv2dParams, Op, PendingOp, PoolParams};
+use crate::ops::{Activation, Conv2dParams, Op, PendingOp, PoolParams, Unary};
 
 /// Builds the op of one node, or `Ok(None)` if haste does not know the op type.
 pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
@@ -46,6 +46,13 @@ pub fn build_op(a: &Attrs) -> Result<Option<Op>> {
         "Max" => Op::Max,
         "Min" => Op::Min,
         "Neg" => Op::Neg,
+        "Erf" => Op::Unary(Unary::Erf),
+        "Sqrt" => Op::Unary(Unary::Sqrt),
+        "Pow" => Op::Pending(PendingOp::Pow),
+        "LayerNormalization" => Op::Pending(PendingOp::LayerNorm {
+            axis: a.int("axis", -1),
+            epsilon: a.float("epsilon", 1e-5),
+        }),
         "Ceil" => Op::Ceil,
         "Floor" => Op::Floor,
         "Softmax" => Op::Softmax {

@@ -3,10 +3,12 @@
 
 mod constant;
 mod conv;
+mod normalize;
 pub mod shape;
 
 pub use constant::{checked_shape, Const, ConstData, MAX_TENSOR_ELEMENTS};
 pub use conv::Conv2dParams;
+pub use normalize::{erf, LayerNormOp, Unary};
 
 /// A convolution with its (possibly BatchNorm-folded) weights and fused activation.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +316,10 @@ pub enum Op {
     Transpose {
         perm: Vec<usize>,
     },
+    /// An elementwise math function (Erf, Sqrt, Pow by a constant).
+    Unary(Unary),
+    /// LayerNormalization with constant scale and bias.
+    LayerNorm(LayerNormOp),
     Identity,
     // ---- load time only ----
     /// Fills a tensor of the (constant) input shape with `value`.
@@ -359,6 +365,13 @@ pub enum PendingOp {
         trans_b: bool,
     },
     MatMul,
+    /// Pow, its exponent the constant second input.
+    Pow,
+    /// LayerNormalization, its scale and bias the constant second and third inputs.
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     Pad {
         mode: String,
     },
@@ -418,6 +431,8 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Concat { .. } => "Concat",
             Op::Transpose { .. } => "Transpose",
+            Op::Unary(u) => u.kind(),
+            Op::LayerNorm(_) => "LayerNormalization",
             Op::Identity => "Identity",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             Op::Cast { .. } => "Cast",

@@ -189,7 +189,21 @@ impl Op {
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }
             | Op::Activation(_)
+            | Op::Unary(_)
             | Op::Identity => Ok(first()?.to_vec()),
+            Op::LayerNorm(l) => {
+                let s = first()?;
+                let a = normalize_axis(l.axis, s.len())
+                    .ok_or_else(|| shape_err(self, "axis out of range"))?;
+                let d: usize = s[a..].iter().product();
+                if d != l.scale.len() {
+                    return Err(shape_err(
+                        self,
+                        format!("normalizes {d} values, scale holds {}", l.scale.len()),
+                    ));
+                }
+                Ok(s.to_vec())
+            }
             Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div => {
                 if inputs.len() != 2 {
                     return Err(shape_err(self, "needs two inputs"));

@@ -326,6 +326,19 @@ impl Plan {
                         .for_each(|(o, xi)| *o = pool::mean(xi));
                 }
             }
+            Op::Unary(u) => out
+                .par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .with_min_len(min)
+                .for_each(|(o, xi)| o.iter_mut().zip(xi).for_each(|(o, &v)| *o = u.at(v))),
+            Op::LayerNorm(l) => {
+                let d = l.scale.len();
+                let rows = (CHUNK / d).max(1) * d;
+                out.par_chunks_mut(rows)
+                    .zip(x.par_chunks(rows))
+                    .with_min_len(min)
+                    .for_each(|(o, xi)| l.rows(xi, o));
+            }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
             Op::ReduceMean { axes, .. } => {
                 let reduced = crate::ops::shape::reduced_axes(axes, ins[0].len())

@@ -149,6 +149,7 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }
             | Op::Activation(_)
+            | Op::Unary(_)
             | Op::Add
             | Op::AddActivation(_)
             | Op::Sub

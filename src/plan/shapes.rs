@@ -95,6 +95,7 @@ impl Plan {
                     axes.is_empty() || axes.iter().any(|&a| a == 0 || a == -rank)
                 }
                 Op::Softmax { axis } => *axis == 0 || *axis == -(out2[i].len() as i64),
+                Op::LayerNorm(l) => l.axis == 0 || l.axis == -(out2[i].len() as i64),
                 _ => false,
             };
             let operands_ok = s

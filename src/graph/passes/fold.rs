@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::graph::{Const, ConstData, Graph, Node, ValueId};
 use crate::kernels::layout;
 use crate::ops::shape::{broadcast_shapes, normalize_axis, reshape_target, resolve_slice};
-use crate::ops::{Activation, BatchNormOp, ConvOp, LinearOp, Op, PendingOp};
+use crate::ops::{Activation, BatchNormOp, ConvOp, LayerNormOp, LinearOp, Op, PendingOp, Unary};
 
 /// Resolves pending ops and folds constant subgraphs, in dependency order.
 pub fn fold_constants(g: &mut Graph) -> Result<()> {
@@ -190,6 +190,26 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                 },
                 only_data,
             )
+        }
+        PendingOp::Pow => match required(1, "exponent")?.to_f32()[..] {
+            [p] => (Op::Unary(Unary::Pow(p)), only_data),
+            _ => return Err(node_error(g, n, "the exponent must be a single number")),
+        },
+        PendingOp::LayerNorm { axis, epsilon } => {
+            let scale = f32s(required(1, "scale")?, "scale")?;
+            let bias = match constant(2, "bias")? {
+                Some(b) if b.len() == scale.len() => Some(f32s(b, "bias")?),
+                Some(_) => return Err(node_error(g, n, "bias and scale differ in length")),
+                None => None,
+            };
+            let (axis, epsilon) = (*axis, *epsilon);
+            let op = LayerNormOp {
+                axis,
+                epsilon,
+                scale,
+                bias,
+            };
+            (Op::LayerNorm(op), only_data)
         }
         PendingOp::Reshape { allowzero } => (
             Op::Reshape {
@@ -501,6 +521,11 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
             shape.extend(&ind.shape);
             shape.extend(&c.shape[a + 1..]);
             c.gather_flat(shape, &idx)
+        }
+        Op::Unary(u) => {
+            let c = first()?;
+            let v = c.to_f32().iter().map(|&x| u.at(x)).collect();
+            Const::f32(c.shape.clone(), v)
         }
         Op::Neg | Op::Ceil | Op::Floor => {
             let c = first()?;
