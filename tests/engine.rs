@@ -192,6 +192,15 @@ fn tiny_darknet_reaches_the_cards_accuracy_on_imagenet_val_1300() {
     assert!((top5 - want5).abs() < 0.005, "top-5 {top5} vs card {want5}");
 }
 
+/// EfficientNet-Lite1 (depthwise layers, ReLU6, asymmetric pads on its stride-2 layers, TF's
+/// preprocessing) scores its card's numbers.
+#[test]
+fn efficientnet_lite1_reaches_the_cards_accuracy_on_imagenet_val_1300() {
+    let (top1, top5, want1, want5) = card_accuracy("efficientnet-lite1-imagenet", &imagenet_val());
+    assert!((top1 - want1).abs() < 0.005, "top-1 {top1} vs card {want1}");
+    assert!((top5 - want5).abs() < 0.005, "top-5 {top5} vs card {want5}");
+}
+
 #[test]
 fn flops_of_resnet20_match_the_published_count() {
     let model = Model::load(&model("resnet20-cifar10")).expect("model");
