@@ -16,6 +16,8 @@ MODELS = {
 }
 HASTE = __import__("os").environ.get("HASTE_BIN", "./target/release/haste")
 CALIB = 128
+# The L values of the labelled global search (GLOBAL_L=8,12,16 for a shorter run).
+GLOBAL_L = [int(v) for v in __import__("os").environ.get("GLOBAL_L", "6,8,10,12,14,16,20,24,32").split(",")]
 
 
 def run(*args):
@@ -31,7 +33,7 @@ def main(names):
         common = ["--model", model, "--data", data]
         best = None
         for L, start, mag, one in itertools.product(
-                [6, 8, 10, 12, 14, 16, 20, 24, 32], [1, 2], ["auto", "off"], [False, True]):
+                GLOBAL_L, [1, 2], ["auto", "off"], [False, True]):
             extra = ["--include-1x1"] if one else []
             r = run("eval", *common, "--skip", str(CALIB), "--hyperplanes", str(L), "--all-layers",
                     "--start-layer", str(start), "--magnitude-bins", mag, *extra)
