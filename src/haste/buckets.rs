@@ -50,22 +50,36 @@ impl Buckets {
         starts.fill(0);
         let (slots, bucket_keys) = (&mut self.slots[..size], &mut self.bucket_keys[..c + 1]);
         let mut next = 0u32;
+        let bucket_of = &mut self.bucket_of[..c];
         for (ch, &k) in keys.iter().enumerate() {
             let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29))
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut i = (h >> shift) as usize;
-            let mut slot = slots[i];
-            while slot != empty && bucket_keys[slot as usize] != k {
-                i = (i + 1) & (size - 1);
-                slot = slots[i];
-            }
+            // SAFETY (the unchecked reads and writes below): `i < size` (the top bits of a
+            // hash, then masked); a slot holds `empty = c` or a bucket below `next <= c`,
+            // and `bucket_keys` and `starts` hold `c + 1` entries.
+            let slot = unsafe {
+                loop {
+                    let slot = *slots.get_unchecked(i);
+                    // An empty slot or this key's bucket, tested without a branch between
+                    // the two (which of them it is is the coin flip); only a slot holding
+                    // another key (rare) loops.
+                    let stop = (slot == empty) | (*bucket_keys.get_unchecked(slot as usize) == k);
+                    if stop {
+                        break slot;
+                    }
+                    i = (i + 1) & (size - 1);
+                }
+            };
             let opens = slot == empty;
             let b = if opens { next } else { slot };
-            slots[i] = b;
-            bucket_keys[b as usize] = k;
+            unsafe {
+                *slots.get_unchecked_mut(i) = b;
+                *bucket_keys.get_unchecked_mut(b as usize) = k;
+                *starts.get_unchecked_mut(b as usize + 1) += 1;
+            }
             next += opens as u32;
-            self.bucket_of[ch] = b;
-            starts[b as usize + 1] += 1;
+            bucket_of[ch] = b;
         }
         let runs = next as usize;
         let starts = &mut self.starts[..runs + 1];

@@ -133,38 +133,53 @@ pub fn average_buckets_in_place(
     win_buf: &mut [f32],
 ) {
     let buf = &mut win_buf[..win.h * row * c];
+    if win.r0 >= win.r1 || win.c0 >= win.c1 {
+        return;
+    }
+    // Every pixel read below lies inside `buf`: its last present pixel ends there.
+    assert!(((win.r1 - 1) * row + win.c1) * c <= buf.len());
     let inv_size = buckets.inv_sizes();
+    let base = buf.as_mut_ptr();
     for &b in multi {
         let m = buckets.members(b as usize);
         let inv = inv_size[b as usize];
+        assert!(m.iter().all(|&k| (k as usize) < c));
         let first = m[0] as usize;
-        match *m {
-            [_, m1] => {
-                let m1 = m1 as usize;
-                for_present_pixels(win, row, c, |o| {
-                    buf[o + first] = (buf[o + first] + buf[o + m1]) * inv
-                });
-            }
-            [_, m1, m2] => {
-                let (m1, m2) = (m1 as usize, m2 as usize);
-                for_present_pixels(win, row, c, |o| {
-                    buf[o + first] = (buf[o + first] + buf[o + m1] + buf[o + m2]) * inv
-                });
-            }
-            [_, m1, m2, m3] => {
-                let (m1, m2, m3) = (m1 as usize, m2 as usize, m3 as usize);
-                for_present_pixels(win, row, c, |o| {
-                    let s = buf[o + first] + buf[o + m1] + buf[o + m2] + buf[o + m3];
-                    buf[o + first] = s * inv
-                });
-            }
-            _ => for_present_pixels(win, row, c, |o| {
-                let mut s = buf[o + first];
-                for &k in &m[1..] {
-                    s += buf[o + k as usize];
+        // SAFETY (every closure): `o` is a present pixel's offset, so `o + k < buf.len()`
+        // for every channel `k < c` (asserted above).
+        unsafe {
+            match *m {
+                [_, m1] => {
+                    let m1 = m1 as usize;
+                    for_present_pixels(win, row, c, |o| {
+                        let p = base.add(o);
+                        *p.add(first) = (*p.add(first) + *p.add(m1)) * inv
+                    });
                 }
-                buf[o + first] = s * inv;
-            }),
+                [_, m1, m2] => {
+                    let (m1, m2) = (m1 as usize, m2 as usize);
+                    for_present_pixels(win, row, c, |o| {
+                        let p = base.add(o);
+                        *p.add(first) = (*p.add(first) + *p.add(m1) + *p.add(m2)) * inv
+                    });
+                }
+                [_, m1, m2, m3] => {
+                    let (m1, m2, m3) = (m1 as usize, m2 as usize, m3 as usize);
+                    for_present_pixels(win, row, c, |o| {
+                        let p = base.add(o);
+                        let s = *p.add(first) + *p.add(m1) + *p.add(m2) + *p.add(m3);
+                        *p.add(first) = s * inv
+                    });
+                }
+                _ => for_present_pixels(win, row, c, |o| {
+                    let p = base.add(o);
+                    let mut s = *p.add(first);
+                    for &k in &m[1..] {
+                        s += *p.add(k as usize);
+                    }
+                    *p.add(first) = s * inv;
+                }),
+            }
         }
     }
 }
@@ -174,8 +189,9 @@ pub fn average_buckets_in_place(
 #[inline(always)]
 fn for_present_pixels(win: &Window, row: usize, c: usize, mut f: impl FnMut(usize)) {
     for r in win.r0..win.r1 {
-        for col in win.c0..win.c1 {
-            f((r * row + col) * c);
+        let start = (r * row + win.c0) * c;
+        for k in 0..win.c1 - win.c0 {
+            f(start + k * c);
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct WindowTerms {
     offs: Vec<u32>,
     ws: Vec<f32>,
     len: usize,
+    /// Each hyperplane's own entry count (its list past that is padding).
+    lens: Vec<usize>,
     /// The largest offset.
     max_off: usize,
     /// Hyperplanes, and the padded count.
@@ -64,6 +66,7 @@ impl WindowTerms {
         };
         let empty = std::iter::repeat_with(Vec::new).take(padded - hp.count());
         for list in lists.into_iter().chain(empty) {
+            s.lens.push(list.len());
             let padding = std::iter::repeat_n((0u32, 0.0f32), len - list.len());
             for (o, w) in list.into_iter().chain(padding) {
                 s.offs.push(o);
@@ -259,17 +262,33 @@ mod avx512 {
             // `proj` holds `cpad` values (asserted).
             unsafe {
                 let blocks = (c - ch0).div_ceil(LANES);
-                for l0 in (0..t.padded).step_by(if blocks == 1 { 8 } else { 4 }) {
+                let h = if blocks == 1 { 8 } else { 4 };
+                for l0 in (0..t.padded).step_by(h) {
+                    if l0 >= lc {
+                        break;
+                    }
                     let full = (c - ch0).is_multiple_of(LANES) || c - ch0 > 4 * LANES;
-                    match (blocks, full) {
-                        (1, true) => pass::<8, 1, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (1, false) => pass::<8, 1, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, true) => pass::<4, 2, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, false) => pass::<4, 2, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, true) => pass::<4, 3, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, false) => pass::<4, 3, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, true) => pass::<4, 4, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, false) => pass::<4, 4, false>(buf, c, cpad, t, proj, ch0, l0),
+                    // The last pass as narrow as the hyperplanes left allow (L = 14 in
+                    // passes of 4: 4, 4, 4, 2): a padded hyperplane's sums are work for
+                    // nothing.
+                    let half = lc - l0 <= h / 2;
+                    match (blocks, full, half) {
+                        (1, true, false) => pass::<8, 1, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (1, false, false) => pass::<8, 1, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (1, true, true) => pass::<4, 1, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (1, false, true) => pass::<4, 1, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, true, false) => pass::<4, 2, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, false, false) => pass::<4, 2, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, true, true) => pass::<2, 2, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (2, false, true) => pass::<2, 2, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, true, false) => pass::<4, 3, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, false, false) => pass::<4, 3, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, true, true) => pass::<2, 3, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (3, false, true) => pass::<2, 3, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, true, false) => pass::<4, 4, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, false, false) => pass::<4, 4, false>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, true, true) => pass::<2, 4, true>(buf, c, cpad, t, proj, ch0, l0),
+                        (_, false, true) => pass::<2, 4, false>(buf, c, cpad, t, proj, ch0, l0),
                     }
                 }
             }
@@ -301,7 +320,9 @@ mod avx512 {
         let base = buf.as_ptr().add(ch0);
         let lists: [(&[u32], &[f32]); H] = std::array::from_fn(|h| t.terms(l0 + h));
         let mut acc = [[_mm512_setzero_ps(); NB]; H];
-        for j in 0..t.len {
+        // The group's longest list: past a list's own end its entries are zero weights.
+        let len = (0..H).map(|h| t.lens[l0 + h]).max().unwrap_or(0);
+        for j in 0..len {
             for h in 0..H {
                 let (offs, ws) = lists[h];
                 let p = base.add(*offs.get_unchecked(j) as usize);
