@@ -39,7 +39,9 @@ struct Case {
 }
 
 fn case(rng: &mut ChaCha8Rng, kind: HyperplaneKind) -> Case {
-    let c = rng.random_range(1..=40);
+    // Up to 72 channels: every vector path of the projection (one to four blocks of 16,
+    // then a second pass of blocks).
+    let c = rng.random_range(1..=72);
     let (h, w) = (rng.random_range(1..=13), rng.random_range(1..=13));
     // Some channels repeat others (up to a constant level) so that buckets form.
     let period = rng.random_range(1..=c);
@@ -148,7 +150,10 @@ fn reference_keys(cs: &Case, win: &Window) -> (Vec<Key>, Vec<Vec<f64>>) {
     (keys, margins)
 }
 
+/// The keys `hash_window` gives on tier `isa`, from scratch buffers of its own (a buffer
+/// another tier filled could hide sums a tier never wrote).
 fn fast_keys(cs: &Case, win: &Window, isa: Isa, s: &mut HashScratch) -> Vec<Key> {
+    *s = HashScratch::default();
     let (fh, fw) = cs.hp.window();
     s.reserve(cs.c, fh * fw);
     let (hwc, centering) = (&cs.hwc, cs.centering);

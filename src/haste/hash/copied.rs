@@ -272,23 +272,24 @@ mod avx512 {
                     // passes of 4: 4, 4, 4, 2): a padded hyperplane's sums are work for
                     // nothing.
                     let half = lc - l0 <= h / 2;
-                    match (blocks, full, half) {
-                        (1, true, false) => pass::<8, 1, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (1, false, false) => pass::<8, 1, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (1, true, true) => pass::<4, 1, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (1, false, true) => pass::<4, 1, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, true, false) => pass::<4, 2, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, false, false) => pass::<4, 2, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, true, true) => pass::<2, 2, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (2, false, true) => pass::<2, 2, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, true, false) => pass::<4, 3, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, false, false) => pass::<4, 3, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, true, true) => pass::<2, 3, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (3, false, true) => pass::<2, 3, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, true, false) => pass::<4, 4, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, false, false) => pass::<4, 4, false>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, true, true) => pass::<2, 4, true>(buf, c, cpad, t, proj, ch0, l0),
-                        (_, false, true) => pass::<2, 4, false>(buf, c, cpad, t, proj, ch0, l0),
+                    macro_rules! pass {
+                        ($h:literal, $nb:literal) => {
+                            if full {
+                                pass::<$h, $nb, true>(buf, c, cpad, t, proj, ch0, l0)
+                            } else {
+                                pass::<$h, $nb, false>(buf, c, cpad, t, proj, ch0, l0)
+                            }
+                        };
+                    }
+                    match (blocks, half) {
+                        (1, false) => pass!(8, 1),
+                        (1, true) => pass!(4, 1),
+                        (2, false) => pass!(4, 2),
+                        (2, true) => pass!(2, 2),
+                        (3, false) => pass!(4, 3),
+                        (3, true) => pass!(2, 3),
+                        (_, false) => pass!(4, 4),
+                        (_, true) => pass!(2, 4),
                     }
                 }
             }
