@@ -152,8 +152,8 @@ fn reference_keys(cs: &Case, win: &Window) -> (Vec<Key>, Vec<Vec<f64>>) {
 
 /// The keys `hash_window` gives on tier `isa`, from scratch buffers of its own (a buffer
 /// another tier filled could hide sums a tier never wrote).
-fn fast_keys(cs: &Case, win: &Window, isa: Isa, s: &mut HashScratch) -> Vec<Key> {
-    *s = HashScratch::default();
+fn fast_keys(cs: &Case, win: &Window, isa: Isa) -> Vec<Key> {
+    let s = &mut HashScratch::default();
     let (fh, fw) = cs.hp.window();
     s.reserve(cs.c, fh * fw);
     let (hwc, centering) = (&cs.hwc, cs.centering);
@@ -174,7 +174,6 @@ fn fast_keys(cs: &Case, win: &Window, isa: Isa, s: &mut HashScratch) -> Vec<Key>
 #[test]
 fn ternary_codes_equal_the_plain_definition_on_every_tier() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let mut s = HashScratch::default();
     let (mut windows_seen, mut border_windows, mut merged) = (0, 0, 0);
     for _ in 0..300 {
         let cs = case(&mut rng, HyperplaneKind::Ternary);
@@ -187,7 +186,7 @@ fn ternary_codes_equal_the_plain_definition_on_every_tier() {
             distinct.dedup();
             merged += usize::from(distinct.len() < cs.c);
             for isa in Isa::available() {
-                let got = fast_keys(&cs, &win, isa, &mut s);
+                let got = fast_keys(&cs, &win, isa);
                 assert_eq!(
                     got,
                     want,
@@ -219,7 +218,6 @@ fn ternary_codes_equal_the_plain_definition_on_every_tier() {
 #[test]
 fn gaussian_codes_equal_the_plain_definition_where_the_sign_is_clear() {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
-    let mut s = HashScratch::default();
     let mut compared = 0u64;
     for _ in 0..150 {
         let cs = case(&mut rng, HyperplaneKind::Gaussian);
@@ -227,7 +225,7 @@ fn gaussian_codes_equal_the_plain_definition_where_the_sign_is_clear() {
             let (want, margins) = reference_keys(&cs, &win);
             let scale = (cs.c * cs.hp.dim()) as f64 * 8.0;
             for isa in Isa::available() {
-                let got = fast_keys(&cs, &win, isa, &mut s);
+                let got = fast_keys(&cs, &win, isa);
                 for ch in 0..cs.c {
                     assert_eq!(got[ch] >> 64, want[ch] >> 64, "{isa}: magnitude bin");
                     for (l, &m) in margins[ch].iter().enumerate() {

@@ -136,14 +136,16 @@ pub fn average_buckets_in_place(
     if win.r0 >= win.r1 || win.c0 >= win.c1 {
         return;
     }
-    // Every pixel read below lies inside `buf`: its last present pixel ends there.
+    // Every pixel read below lies inside `buf`: its last present pixel ends there; and
+    // every member is a channel below `c` (buckets hold the channels they were grouped
+    // from).
     assert!(((win.r1 - 1) * row + win.c1) * c <= buf.len());
+    assert!(buckets.bucket_of().len() <= c);
     let inv_size = buckets.inv_sizes();
     let base = buf.as_mut_ptr();
     for &b in multi {
         let m = buckets.members(b as usize);
         let inv = inv_size[b as usize];
-        assert!(m.iter().all(|&k| (k as usize) < c));
         let first = m[0] as usize;
         // SAFETY (every closure): `o` is a present pixel's offset, so `o + k < buf.len()`
         // for every channel `k < c` (asserted above).
