@@ -74,19 +74,4 @@ impl PixelFinish {
         };
         activation::apply(activation, o);
     }
-
-    /// `o` (one pixel's channels) finished, with `residual` that pixel's residual if given.
-    #[inline(always)]
-    pub(crate) fn apply(&self, o: &mut [f32], residual: Option<&[f32]>) {
-        if let Some(b) = &self.bias {
-            o.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-        match (residual, self.residual) {
-            (Some(r), Some(after)) => {
-                o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                activation::apply(after, o);
-            }
-            _ => activation::apply(self.activation, o),
-        }
-    }
 }

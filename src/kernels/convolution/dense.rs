@@ -4,7 +4,7 @@
 use super::{ConvJob, ConvKernel, Scratch, Scratches};
 use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::direct::DirectConv;
-use crate::kernels::grouped::GroupedConv;
+use crate::kernels::grouped::{GroupedConv, GroupedScratch};
 use crate::kernels::isa::Isa;
 use crate::kernels::{grow, im2col, layout};
 use crate::ops::{Conv2dParams, ConvOp};
@@ -158,8 +158,9 @@ impl DenseConv {
             });
     }
 
-    /// A grouped convolution into a pixel-major output: the padded input once (in the shared
-    /// scratch), then each worker a band of output rows.
+    /// A grouped convolution into a pixel-major output: each worker an equal share of the
+    /// output pixels (a 7 x 7 image's rows do not split evenly over two cores), from the
+    /// zero-padded input rows they read, padded by that worker into its own scratch.
     fn grouped_parallel(
         &self,
         g: &GroupedConv,
@@ -171,30 +172,32 @@ impl DenseConv {
         let p = g.params();
         let (h, w) = job.hw;
         let (oh, ow) = p.out_hw(h, w);
-        let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
-        let row = ow * p.c_out;
-        let per = oh.div_ceil(threads).max(1);
+        let wp = w + p.pads[1] + p.pads[3];
+        let per = (oh * ow).div_ceil(threads).max(1);
         let isa = Isa::current();
-        scratches.with_shared(&mut |s| {
-            let n = hp * wp * p.c_in;
-            grow(&mut s.col, n);
-            let padded = &mut s.col[..n];
-            let top_left = (p.pads[0], p.pads[1]);
-            if job.io.input_nhwc {
-                layout::pad_hwc(job.x, p.c_in, (h, w), top_left, (hp, wp), padded);
-            } else {
-                layout::to_hwc_padded(job.x, p.c_in, (h, w), top_left, (hp, wp), padded);
-            }
-            let padded = &s.col[..n];
-            out[..oh * row]
-                .par_chunks_mut(per * row)
-                .enumerate()
-                .for_each(|(k, band)| {
-                    let rows = k * per..k * per + band.len() / row;
-                    let r = job.residual.map(|r| &r[k * per * row..]);
-                    g.rows(isa, padded, (hp, wp), rows, band, r);
+        let top_left = (p.pads[0], p.pads[1]);
+        out[..oh * ow * p.c_out]
+            .par_chunks_mut(per * p.c_out)
+            .enumerate()
+            .for_each(|(k, part)| {
+                let pixels = k * per..k * per + part.len() / p.c_out;
+                let rows = g.padded_rows(job.hw, &pixels);
+                let r = job.residual.map(|r| &r[k * per * p.c_out..]);
+                scratches.with_thread(&mut |s| {
+                    let band = &mut s.get::<GroupedScratch>().padded;
+                    grow(band, rows.len() * wp * p.c_in);
+                    let rows_out = band.chunks_exact_mut(wp * p.c_in);
+                    for (r, row) in rows.clone().zip(rows_out) {
+                        if job.io.input_nhwc {
+                            layout::pad_hwc_row(job.x, p.c_in, (h, w), top_left, r, row);
+                        } else {
+                            layout::pad_chw_row(job.x, p.c_in, (h, w), top_left, r, row);
+                        }
+                    }
+                    let band = (&band[..rows.len() * wp * p.c_in], rows.start);
+                    g.pixels(isa, band, job.hw, pixels.clone(), part, r);
                 });
-        });
+            });
     }
 
     /// A pointwise convolution into a pixel-major output: each worker a range of pixels.

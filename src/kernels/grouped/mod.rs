@@ -5,7 +5,7 @@
 //! group `g`, the input value under the tap times its weight. With the image zero-padded and
 //! pixel-major and the weights laid out `[g][tap][i][j]`, each (tap, input channel) step is a
 //! broadcast of one input value and a multiply-add over the group's `cog` outputs, for
-//! `PIXELS` output pixels at once, so the sums of a block (`PIXELS x cog` values) stay in
+//! several output pixels at once, so the sums of a block (pixels x `cog` values) stay in
 //! registers over every step and each weight vector is loaded once per block. The bias, a
 //! fused residual and the activation follow per pixel. Every tier runs this code compiled for
 //! its instructions, with the same fused multiply-adds in the same order, so the tiers give
@@ -15,10 +15,10 @@ use super::grow;
 use super::isa::Isa;
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, pad_hwc, to_hwc_padded, IoLayout};
 use super::PixelFinish;
-use crate::ops::{Conv2dParams, ConvOp};
+use blocks::Block;
 
-/// Output pixels summed together.
-const PIXELS: usize = 4;
+mod blocks;
+use crate::ops::{Conv2dParams, ConvOp};
 
 /// A grouped convolution with its weights laid out for the kernel.
 #[derive(Clone, Debug)]
@@ -32,8 +32,8 @@ pub struct GroupedConv {
 /// Per-thread buffers of [`GroupedConv`].
 #[derive(Clone, Debug, Default)]
 pub struct GroupedScratch {
-    /// The zero-padded pixel-major image.
-    padded: Vec<f32>,
+    /// The zero-padded pixel-major image (or the rows of it one worker reads).
+    pub(crate) padded: Vec<f32>,
     /// A pixel-major output, or an NCHW image's pixel-major residual.
     output: Vec<f32>,
     residual: Vec<f32>,
@@ -175,111 +175,213 @@ impl GroupedConv {
         out: &mut [f32],
         residual: Option<&[f32]>,
     ) {
-        assert!(isa.supported(), "tier {isa} on a CPU without it");
         let p = &self.params;
         assert_eq!(
             padded.len(),
             hp * wp * p.c_in,
             "grouped conv: padded input length"
         );
-        let h = hp - p.pads[0] - p.pads[2];
-        let w = wp - p.pads[1] - p.pads[3];
+        let hw = (hp - p.pads[0] - p.pads[2], wp - p.pads[1] - p.pads[3]);
+        let ow = p.out_hw(hw.0, hw.1).1;
+        let pixels = rows.start * ow..rows.end * ow;
+        self.pixels(isa, (padded, 0), hw, pixels, out, residual)
+    }
+
+    /// The zero-padded rows that output pixels `pixels` (row-major over the output of an
+    /// `h x w` input) read.
+    pub fn padded_rows(
+        &self,
+        (h, w): (usize, usize),
+        pixels: &std::ops::Range<usize>,
+    ) -> std::ops::Range<usize> {
+        let p = &self.params;
+        let ow = p.out_hw(h, w).1.max(1);
+        if pixels.is_empty() {
+            return 0..0;
+        }
+        (pixels.start / ow) * p.stride.0..((pixels.end - 1) / ow) * p.stride.0 + p.kh
+    }
+
+    /// Output pixels `pixels` (row-major over the output of an `h x w` input) into `out`
+    /// (pixel-major, from the first of them), bias, residual (theirs, pixel-major) and
+    /// activation included, on tier `isa`. `band` holds the zero-padded pixel-major image
+    /// from padded row `row0` on, at least the rows [`Self::padded_rows`] names. Parts of
+    /// one image can run on different threads, each with the rows it reads.
+    pub fn pixels(
+        &self,
+        isa: Isa,
+        (band, row0): (&[f32], usize),
+        (h, w): (usize, usize),
+        pixels: std::ops::Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        assert!(isa.supported(), "tier {isa} on a CPU without it");
+        let p = &self.params;
         let (oh, ow) = p.out_hw(h, w);
-        assert!(rows.end <= oh && out.len() >= rows.len() * ow * p.c_out);
-        let r = residual.map(|r| &r[..rows.len() * ow * p.c_out]);
+        let wp = w + p.pads[1] + p.pads[3];
+        let n = pixels.len();
+        assert!(pixels.end <= oh * ow && out.len() >= n * p.c_out);
+        assert!(self.padded_rows((h, w), &pixels).start >= row0 || n == 0);
+        let r = residual.map(|r| &r[..n * p.c_out]);
+        let g = Geometry {
+            band,
+            row0,
+            wp,
+            ow,
+            pixels,
+        };
         let cog = p.c_out / p.groups;
         // SAFETY (both): the CPU supports the tier (asserted).
         with_group_width!(cog, CO => match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.rows_avx512::<CO>(padded, wp, rows, ow, out, r) },
+            Isa::Avx512 => unsafe {
+                const MR: usize = block_pixels(CO, 16, 32);
+                self.rows_avx512::<CO, MR, { CO.div_ceil(16) }>(g, out, r)
+            },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.rows_avx2::<CO>(padded, wp, rows, ow, out, r) },
-            _ => self.rows_impl::<CO>(padded, wp, rows, ow, out, r),
+            Isa::Avx2 => unsafe {
+                const MR: usize = block_pixels(CO, 8, 16);
+                self.rows_avx2::<CO, MR, { CO / 8 }>(g, out, r)
+            },
+            _ => self.rows_impl::<CO, { block_pixels(CO, 4, 16) }>(
+                g, out, r, blocks::portable::<CO, { block_pixels(CO, 4, 16) }>
+            ),
         })
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
-    unsafe fn rows_avx512<const CO: usize>(
+    unsafe fn rows_avx512<const CO: usize, const MR: usize, const NV: usize>(
         &self,
-        padded: &[f32],
-        wp: usize,
-        rows: std::ops::Range<usize>,
-        ow: usize,
+        g: Geometry,
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
-        self.rows_impl::<CO>(padded, wp, rows, ow, out, r)
+        self.rows_impl::<CO, MR>(g, out, r, |a| {
+            // SAFETY: the CPU has AVX-512 (this function's contract); `a` stays inside
+            // `padded` and the weights (`rows_impl` asserts it).
+            unsafe { blocks::avx512::<CO, MR, NV>(a) }
+        })
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2<const CO: usize>(
+    unsafe fn rows_avx2<const CO: usize, const MR: usize, const NV: usize>(
         &self,
-        padded: &[f32],
-        wp: usize,
-        rows: std::ops::Range<usize>,
-        ow: usize,
+        g: Geometry,
         out: &mut [f32],
         r: Option<&[f32]>,
     ) {
-        self.rows_impl::<CO>(padded, wp, rows, ow, out, r)
+        self.rows_impl::<CO, MR>(g, out, r, |a| {
+            // SAFETY: the CPU has AVX2 and FMA (this function's contract); `a` stays inside
+            // `padded` and the weights (`rows_impl` asserts it).
+            unsafe { blocks::avx2::<CO, MR, NV>(a) }
+        })
     }
 
-    /// The loops, inlined into each tier's copy above. `CO` is the group width.
+    /// The loops, inlined into each tier's copy above. `CO` is the group width, `MR` the
+    /// output pixels of a register block.
+    ///
+    /// The band's pixels run in spans of about [`SPAN`]; within a span, group by group, in
+    /// blocks of `MR` consecutive pixels (a block may wrap to the next output row, so a 7-wide
+    /// image wastes nothing on short blocks). A group's weights (`taps * cig * CO` floats, 9 KB
+    /// at 16 x 16) stay in L1 while every block of the span reads them; the span's outputs
+    /// stay in L2 until it is finished.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn rows_impl<const CO: usize>(
+    fn rows_impl<const CO: usize, const MR: usize>(
         &self,
-        padded: &[f32],
-        wp: usize,
-        rows: std::ops::Range<usize>,
-        ow: usize,
+        Geometry {
+            band,
+            row0,
+            wp,
+            ow,
+            pixels,
+        }: Geometry,
         out: &mut [f32],
         residual: Option<&[f32]>,
+        block: impl Fn(&Block<MR>) -> [[f32; CO]; MR],
     ) {
         let p = &self.params;
         let (c_in, c_out, groups) = (p.c_in, p.c_out, p.groups);
         let (cig, taps) = (c_in / groups, p.kh * p.kw);
         let (sy, sx) = p.stride;
-        for (k, oy) in rows.enumerate() {
-            for ox0 in (0..ow).step_by(PIXELS) {
-                let np = PIXELS.min(ow - ox0);
-                // Where each pixel's tap (0, 0) reads; a block's missing pixels repeat the
-                // last one (computed, not stored).
-                let origin: [usize; PIXELS] = std::array::from_fn(|q| {
-                    let ox = ox0 + q.min(np - 1);
-                    (oy * sy * wp + ox * sx) * c_in
-                });
-                for g in 0..groups {
-                    let mut acc = [[0.0f32; CO]; PIXELS];
-                    for ky in 0..p.kh {
-                        for kx in 0..p.kw {
-                            let t = ky * p.kw + kx;
-                            let tap_at = (ky * wp + kx) * c_in + g * cig;
-                            let wt = &self.weights[(g * taps + t) * cig * CO..][..cig * CO];
-                            for (i, wv) in wt.chunks_exact(CO).enumerate() {
-                                let wv: &[f32; CO] = wv.try_into().expect("CO weights");
-                                for (a, &o) in acc.iter_mut().zip(&origin) {
-                                    let x = padded[o + tap_at + i];
-                                    for (a, &wj) in a.iter_mut().zip(wv) {
-                                        *a = x.mul_add(wj, *a);
-                                    }
-                                }
-                            }
-                        }
-                    }
+        let n = pixels.len();
+        if n == 0 {
+            return;
+        }
+        // Output `j` of the part (pixel `pixels.start + j`): where its tap (0, 0) reads in
+        // `band`.
+        let origin_of = |j: usize| {
+            let (oy, ox) = ((pixels.start + j) / ow, (pixels.start + j) % ow);
+            ((oy * sy - row0) * wp + ox * sx) * c_in
+        };
+        // Every read below lies inside `band`: the last pixel's window ends there, and the
+        // origins grow with the pixel.
+        let last_tap = ((p.kh - 1) * wp + p.kw - 1) * c_in;
+        assert!(origin_of(n - 1) + last_tap + c_in <= band.len());
+        assert!(out.len() >= n * c_out && self.weights.len() >= groups * taps * cig * CO);
+        let tap_at: Vec<usize> = (0..p.kh)
+            .flat_map(|ky| (0..p.kw).map(move |kx| (ky * wp + kx) * c_in))
+            .collect();
+        let span = SPAN.div_ceil(MR) * MR;
+        for s0 in (0..n).step_by(span) {
+            let s1 = n.min(s0 + span);
+            for g in 0..groups {
+                let wg = &self.weights[g * taps * cig * CO..][..taps * cig * CO];
+                for j0 in (s0..s1).step_by(MR) {
+                    let np = MR.min(s1 - j0);
+                    // Where each pixel's tap (0, 0) reads in group `g`; a block's missing
+                    // pixels repeat the last one (computed, not stored).
+                    let origin: [usize; MR] =
+                        std::array::from_fn(|q| origin_of(j0 + q.min(np - 1)) + g * cig);
+                    let acc = block(&Block {
+                        padded: band,
+                        origin,
+                        tap_at: &tap_at,
+                        cig,
+                        weights: wg,
+                    });
                     for (q, a) in acc.iter().enumerate().take(np) {
-                        let at = (k * ow + ox0 + q) * c_out + g * CO;
+                        let at = (j0 + q) * c_out + g * CO;
                         out[at..at + CO].copy_from_slice(a);
                     }
                 }
-                for q in 0..np {
-                    let at = (k * ow + ox0 + q) * c_out;
-                    let o = &mut out[at..at + c_out];
-                    self.finish.apply(o, residual.map(|r| &r[at..at + c_out]));
-                }
             }
+            let o = &mut out[s0 * c_out..s1 * c_out];
+            self.finish
+                .apply_pixels(c_out, o, residual.map(|r| &r[s0 * c_out..s1 * c_out]));
         }
+    }
+}
+
+/// Where one part of an image reads and what it computes (see [`GroupedConv::pixels`]).
+#[derive(Clone)]
+struct Geometry<'a> {
+    band: &'a [f32],
+    row0: usize,
+    wp: usize,
+    ow: usize,
+    pixels: std::ops::Range<usize>,
+}
+
+/// Output pixels a span of [`GroupedConv::rows_impl`] holds (rounded up to whole blocks).
+const SPAN: usize = 48;
+
+/// Output pixels of a register block for group width `co` on a tier with `regs` vector
+/// registers of `lanes` floats: as many as keep the block's sums in at most `regs / 2 + 4`
+/// registers (the rest hold weights and a broadcast), at most 8 (each pixel keeps its input
+/// address in a register), at least 1.
+const fn block_pixels(co: usize, lanes: usize, regs: usize) -> usize {
+    let per_pixel = co.div_ceil(lanes);
+    let fit = (regs / 2 + 4) / per_pixel;
+    if fit > 8 {
+        8
+    } else if fit == 0 {
+        1
+    } else {
+        fit
     }
 }
 
@@ -306,6 +408,8 @@ mod tests {
             (16, 64, 2, 3, 1, [1, 1, 1, 1], (5, 7)),
             (24, 24, 3, 1, 1, [0, 0, 0, 0], (4, 5)),
             (64, 96, 4, 5, 2, [2, 1, 1, 2], (10, 11)),
+            (96, 96, 2, 3, 1, [1, 1, 1, 1], (7, 7)),
+            (128, 128, 2, 3, 2, [1, 1, 1, 1], (9, 8)),
         ]
         .iter()
         .enumerate()
@@ -371,6 +475,18 @@ mod tests {
                     let rb = fused.map(|_| &r_hwc[split * ow * c_out..]);
                     gconv.rows(isa, &padded, (hp, wp), split..oh, bottom, rb);
                     assert_eq!(bits(&o), bits(&hwc), "{isa} {p:?}");
+                    // In two parts split inside an output row, each from only the padded
+                    // rows it reads, as the parallel layer runs them.
+                    let mut o = vec![f32::NAN; want.len()];
+                    let mid = (oh * ow / 2 + 1).min(oh * ow);
+                    let (first, second) = o.split_at_mut(mid * c_out);
+                    for (pixels, part) in [(0..mid, first), (mid..oh * ow, second)] {
+                        let rows = gconv.padded_rows((h, w), &pixels);
+                        let band = &padded[rows.start * wp * c_in..rows.end * wp * c_in];
+                        let rr = fused.map(|_| &r_hwc[pixels.start * c_out..]);
+                        gconv.pixels(isa, (band, rows.start), (h, w), pixels, part, rr);
+                    }
+                    assert_eq!(bits(&o), bits(&hwc), "{isa} {p:?}: parts inside rows");
                 }
             }
         }
