@@ -140,13 +140,14 @@ impl DirectConv {
     ) {
         use rayon::prelude::*;
         let p = &self.params;
+        let (h, w) = self.split_shape((h, w));
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
         if io.output_nhwc {
-            if let Some(groups) = self.channel_split((h, w), parts) {
+            if let Some(starts) = self.channel_split((h, w), parts) {
                 let e = self.epilogue(residual);
-                return self.forward_channel_parts(x, (h, w), &mut out[..n], s, io, groups, e);
+                return self.forward_channel_parts(x, (h, w), &mut out[..n], s, io, &starts, e);
             }
             let bands = Bands {
                 per,
@@ -178,6 +179,19 @@ impl DirectConv {
                 let r = residual.map(|r| &r[c0 * hw..][..o.len()]);
                 self.epilogue_channels(ohwc, hw, c0..c0 + o.len() / hw, o, r);
             });
+    }
+
+    /// The image shape a pointwise layer's parts split: its pixels as one column (`h * w`
+    /// rows of one pixel), so that parts get equal shares of pixels, not of rows (7 rows on
+    /// two cores kept one busy for 4 while the other had 3; RegNetX's 400 -> 400 layers at
+    /// 7 x 7). The same memory and the same sums: a 1x1 convolution without stride or
+    /// padding reads each pixel alone.
+    fn split_shape(&self, (h, w): (usize, usize)) -> (usize, usize) {
+        if self.params.is_pointwise() {
+            (h * w, 1)
+        } else {
+            (h, w)
+        }
     }
 
     /// [`Self::forward_parallel`] with a pixel-major output: each part pads just the input
@@ -223,22 +237,35 @@ impl DirectConv {
             });
     }
 
-    /// How many 64-channel filter groups each of `parts` computes when the output rows do not
-    /// split evenly among them (7 rows on 2 cores kept one busy for 4 while the other had 3)
-    /// and the channel groups do: then each part computes every output pixel for its share
-    /// of the filters. (Splitting by channels where rows split evenly too, so that each core
-    /// reads half of a wide layer's filters, measured no faster.)
-    fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<usize> {
+    /// Where each of `parts` starts in the output channels (a multiple of 64, so each part's
+    /// filters are whole panels; the last part also takes a narrower last panel) when they
+    /// should split the layer by channels rather than rows: when the output rows do not split
+    /// evenly among them (7 rows on 2 cores kept one busy for 4 while the other had 3). Then
+    /// each part computes every output pixel for its channels; parts get about equal channel
+    /// counts. (Splitting by channels where the filters outweigh the input, so that each
+    /// core streams half of them, measured slower on RegNetX's 400 -> 400 1x1 layers at 7 x 7
+    /// than equal shares of the pixels: 115-160 against 108-110 us on two cores.)
+    fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<Vec<usize>> {
         let p = &self.params;
-        let groups = p.c_out / PANEL;
-        let (oh, _) = p.out_hw(h, w);
-        let even_channels = p.c_out.is_multiple_of(PANEL) && groups.is_multiple_of(parts);
-        (parts >= 2 && even_channels && !oh.is_multiple_of(parts)).then_some(groups / parts)
+        let (oh, ow) = p.out_hw(h, w);
+        let panels = p.c_out / PANEL;
+        // A pointwise layer's parts split pixels, not rows (see `split_shape`).
+        let uneven_rows = !p.is_pointwise() && !oh.is_multiple_of(parts);
+        if parts < 2 || panels < parts || !uneven_rows {
+            return None;
+        }
+        // Part `k` starts at `k * c_out / parts`, rounded to the nearest panel.
+        let starts = (0..parts)
+            .map(|k| (2 * k * p.c_out + parts * PANEL) / (2 * parts * PANEL) * PANEL)
+            .collect::<Vec<_>>();
+        let increasing = starts.windows(2).all(|s| s[0] < s[1]);
+        (increasing && starts[parts - 1] < p.c_out).then_some(starts)
     }
 
     /// [`Self::forward_parallel`] split by output channels: each part pads the whole input
     /// into a buffer of its own (a small copy next to its share of the filters) and computes
-    /// `groups` filter groups of every output pixel, in place in the shared pixel-major output.
+    /// its channels (from `starts[k]` to the next part's start) of every output pixel, in place
+    /// in the shared pixel-major output.
     #[allow(clippy::too_many_arguments)]
     fn forward_channel_parts(
         &self,
@@ -247,15 +274,15 @@ impl DirectConv {
         out: &mut [f32],
         s: &mut DirectScratch,
         io: IoLayout,
-        groups: usize,
+        starts: &[usize],
         e: Epilogue,
     ) {
         use rayon::prelude::*;
         let p = &self.params;
         let (oh, ow) = p.out_hw(h, w);
         let (hp, wp) = (h + p.pads[0] + p.pads[2], w + p.pads[1] + p.pads[3]);
-        let (width, taps) = (groups * PANEL, p.kh * p.kw);
-        let parts = p.c_out / width;
+        let taps = p.kh * p.kw;
+        let parts = starts.len();
         if s.bands.len() < parts {
             s.bands.resize_with(parts, Vec::new);
         }
@@ -271,12 +298,14 @@ impl DirectConv {
                     self.pad_rows(x, (h, w), io.input_nhwc, 0..hp, band);
                     &band[..]
                 };
+                let (c0, c1) = (starts[k], starts.get(k + 1).copied().unwrap_or(p.c_out));
+                let width = c1 - c0;
                 let g = Geom {
                     c_out: width,
                     ..self.geom(wp, oh, ow)
                 };
-                let c0 = k * width;
-                // The panels of full groups follow each other: this part's are one slice.
+                // The panels follow each other, and this part's start on a panel: they are
+                // one slice, laid out as the panels of a layer of `width` channels.
                 let panels = &self.panels[c0 * taps * p.c_in..][..width * taps * p.c_in];
                 let e = Epilogue {
                     bias: e.bias.map(|b| &b[c0..]),

@@ -471,6 +471,29 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             Activation::Relu,
             true,
         ),
+        // By channels into parts that are not whole multiples of 64 (64 + 80 on 2 parts, a
+        // 16-channel panel last; 3 parts: 64 + 64 + 16).
+        (
+            24,
+            144,
+            (3, 3),
+            (1, 1),
+            [1; 4],
+            (7, 5),
+            Activation::None,
+            true,
+        ),
+        // A pointwise layer: its parts split pixels, inside rows.
+        (
+            24,
+            40,
+            (1, 1),
+            (1, 1),
+            [0; 4],
+            (5, 7),
+            Activation::Relu,
+            true,
+        ),
     ];
     for (case, &(c_in, c_out, (kh, kw), (sh, sw), pads, (h, w), activation, bias)) in
         cases.iter().enumerate()
