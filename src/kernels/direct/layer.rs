@@ -247,7 +247,7 @@ impl DirectConv {
     /// than equal shares of the pixels: 115-160 against 108-110 us on two cores.)
     fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<Vec<usize>> {
         let p = &self.params;
-        let (oh, ow) = p.out_hw(h, w);
+        let oh = p.out_hw(h, w).0;
         let panels = p.c_out / PANEL;
         // A pointwise layer's parts split pixels, not rows (see `split_shape`).
         let uneven_rows = !p.is_pointwise() && !oh.is_multiple_of(parts);
