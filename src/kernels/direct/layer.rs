@@ -140,7 +140,7 @@ impl DirectConv {
     ) {
         use rayon::prelude::*;
         let p = &self.params;
-        let (h, w) = self.split_shape((h, w));
+        let (h, w) = self.split_shape((h, w), parts);
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
@@ -181,13 +181,16 @@ impl DirectConv {
             });
     }
 
-    /// The image shape a pointwise layer's parts split: its pixels as one column (`h * w`
-    /// rows of one pixel), so that parts get equal shares of pixels, not of rows (7 rows on
-    /// two cores kept one busy for 4 while the other had 3; RegNetX's 400 -> 400 layers at
-    /// 7 x 7). The same memory and the same sums: a 1x1 convolution without stride or
-    /// padding reads each pixel alone.
-    fn split_shape(&self, (h, w): (usize, usize)) -> (usize, usize) {
-        if self.params.is_pointwise() {
+    /// The image shape `parts` split by rows: a pointwise layer whose rows do not split
+    /// evenly takes its pixels as one column (`h * w` rows of one pixel), so that parts get
+    /// equal shares of pixels (7 rows on two cores kept one busy for 4 while the other had 3;
+    /// RegNetX's 400 -> 400 layers at 7 x 7). The same memory and the same sums: a 1x1
+    /// convolution without stride or padding reads each pixel alone. Only for layers of
+    /// more than 32 output channels, whose blocks run across rows; narrower ones run row by
+    /// row (`row_blocks`), 16 pixels a block.
+    fn split_shape(&self, (h, w): (usize, usize), parts: usize) -> (usize, usize) {
+        let p = &self.params;
+        if p.is_pointwise() && p.c_out > 32 && !h.is_multiple_of(parts.max(1)) {
             (h * w, 1)
         } else {
             (h, w)
