@@ -434,7 +434,7 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
 
 #[test]
 fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
-    use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO};
+    use haste::haste::cost::{least_overhead_share, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO};
     use haste::LayerChoice;
     // CIFAR ResNet-20: every layer has at most 64 output channels, too few for HASTE's
     // per-patch work; by default the compressed network is the dense one, to the bit.
@@ -480,15 +480,16 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
     c.cost_aware = true;
     let mut candidates = 0;
     for (step, choice) in haste::compress::conv_choices(&plan, &c) {
-        let (op, _, _) = plan.conv_at(step).expect("conv");
+        let (op, h, w) = plan.conv_at(step).expect("conv");
         let p = &op.params;
+        let share = least_overhead_share(p, (h, w), &c.tiles());
         if choice == LayerChoice::Compressed {
             candidates += 1;
-            assert!(overhead_share(p, 4) <= MAX_OVERHEAD_SHARE);
+            assert!(share <= MAX_OVERHEAD_SHARE);
             assert!(p.c_out >= 128 && p.kh == 3, "{p:?}");
         }
         if choice == LayerChoice::DenseOverhead {
-            assert!(overhead_share(p, 4) > MAX_OVERHEAD_SHARE, "{p:?}");
+            assert!(share > MAX_OVERHEAD_SHARE, "{p:?}");
         }
     }
     assert_eq!(candidates, 6, "the 128-, 256- and 512-channel 3x3 convs");
@@ -517,7 +518,7 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
 
 #[test]
 fn merging_layers_keep_haste_where_it_is_predicted_faster() {
-    use haste::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
+    use haste::haste::cost::{predicted_time_ratio, Patches, MAX_PREDICTED_TIME_RATIO};
     use haste::LayerChoice;
     // ResNet-18 with random weights merges half the channels of many layers: the choice
     // follows the predicted time from the first batch's buckets, and is the same on a second
@@ -562,7 +563,8 @@ fn merging_layers_keep_haste_where_it_is_predicted_faster() {
     // The model itself: the 512-channel layers cannot pay whatever they merge.
     let (last, _) = *plan.per_conv_macs().last().expect("convs");
     let (op, _, _) = plan.conv_at(last).expect("conv");
-    assert!(op.params.c_in == 512 && predicted_time_ratio(&op.params, 4, 0.6) > 1.0);
+    let at = Patches::full(&op.params, 4);
+    assert!(op.params.c_in == 512 && predicted_time_ratio(&op.params, at, 0.6) > 1.0);
 }
 
 /// `--tile auto`: each layer runs at the tile whose prediction, from the same first batch run

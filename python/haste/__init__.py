@@ -111,8 +111,8 @@ class Model:
         """Puts HASTE on the model: ``hyperplanes=L`` (the default layer choice, made on the
         next batch run, as ``haste eval`` makes it on the first batch; ``all_layers=True`` for
         every eligible layer), or ``policy="policy.json"`` from ``haste calibrate``. ``tile``:
-        the output patch side; ``None`` lets each layer take 4 or 8, whichever the next batch
-        predicts faster. Returns the model."""
+        the output patch side; ``None`` lets each layer take 4, 8 or 16, whichever the next
+        batch predicts faster. Returns the model."""
         if (hyperplanes is None) == (policy is None):
             raise InputError("give either hyperplanes=L or policy=PATH")
         if policy is not None:

@@ -3,7 +3,7 @@
 
 use super::args::{CalibrateArgs, SweepArgs};
 use super::Session;
-use crate::calibration::{calibrate, CalibrateOptions, Objective, Target};
+use crate::calibration::{calibrate, CalibrateOptions, Objective, Target, CALIBRATION_TILES};
 use crate::datasets::{load_batch_skipping, open_dataset_with};
 use crate::error::{Error, Result};
 use crate::eval::HasteReport;
@@ -37,7 +37,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         hyperplanes: a.hyperplanes.clone().unwrap_or(defaults.hyperplanes),
         seed: a.seed,
         sparsity: a.sparsity,
-        tiles: a.tile.choices(),
+        tiles: a.tile.choices_or(&CALIBRATION_TILES),
         ..defaults
     };
     let model = Model::load(&a.model.model)?;
@@ -161,7 +161,7 @@ pub(crate) fn calibrated_points(
             target: Target::MaxDrop(x),
             seed: a.knobs.seed,
             sparsity: a.knobs.sparsity,
-            tiles: a.knobs.tile.choices(),
+            tiles: a.knobs.tile.choices_or(&CALIBRATION_TILES),
             ..CalibrateOptions::default()
         };
         let policy = calibrate_shown(

@@ -21,7 +21,7 @@ pub struct HasteKnobs {
     #[arg(long, default_value = "2/3", value_parser = parse_fraction)]
     pub sparsity: f32,
     /// Output patch side P in pixels, or `auto`: each compressed layer runs at the tile
-    /// (4 or 8) of its least predicted time on the first batch.
+    /// (4, 8 or 16) of its least predicted time on the first batch (`calibrate`: 4 or 8).
     #[arg(long, default_value = "auto", value_parser = parse_tile)]
     pub tile: TileArg,
     /// Index of the first convolution to compress (execution order from 0; the first conv
@@ -73,8 +73,13 @@ pub enum TileArg {
 impl TileArg {
     /// The tiles a layer may take: [`TILE_CHOICES`] or the one given.
     pub fn choices(self) -> Vec<usize> {
+        self.choices_or(&TILE_CHOICES)
+    }
+
+    /// The tiles given, or `auto` when left to haste.
+    pub fn choices_or(self, auto: &[usize]) -> Vec<usize> {
         match self {
-            TileArg::Auto => TILE_CHOICES.to_vec(),
+            TileArg::Auto => auto.to_vec(),
             TileArg::Fixed(t) => vec![t],
         }
     }

@@ -5,7 +5,7 @@ use super::report::layer_stats;
 use super::{layer_kernel, Compression, KernelSwitch};
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::Result;
-use crate::haste::cost::{predicted_time_ratio, MAX_PREDICTED_TIME_RATIO};
+use crate::haste::cost::{predicted_time_ratio, Patches, MAX_PREDICTED_TIME_RATIO};
 use crate::haste::{HasteKernel, LayerStats};
 use crate::plan::Plan;
 use std::sync::Arc;
@@ -90,7 +90,9 @@ impl Compression {
                     continue;
                 }
                 let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
-                let predicted = predicted_time_ratio(&p, tile, merged);
+                let (_, h, w) = plan.conv_at(step).expect("step is a conv");
+                let predicted =
+                    predicted_time_ratio(&p, Patches::of_image(&p, (h, w), tile), merged);
                 if best[step].is_none_or(|(b, _)| predicted < b) {
                     best[step] = Some((predicted, tile));
                 }

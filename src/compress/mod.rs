@@ -206,7 +206,7 @@ pub fn conv_choices(plan: &Plan, options: &CompressOptions) -> Vec<(usize, Layer
             } else if options.skip_pointwise && p.is_1x1() {
                 LayerChoice::DensePointwise
             } else if options.cost_aware
-                && least_overhead_share(p, &options.tiles()) > MAX_OVERHEAD_SHARE
+                && least_overhead_share(p, (h, w), &options.tiles()) > MAX_OVERHEAD_SHARE
             {
                 LayerChoice::DenseOverhead
             } else {

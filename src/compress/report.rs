@@ -3,7 +3,7 @@
 
 use super::probe::ErrorProbe;
 use super::{conv_choices, Compression, LayerChoice};
-use crate::haste::cost::predicted_time_ratio;
+use crate::haste::cost::{predicted_time_ratio, Patches};
 use crate::haste::{HasteKernel, LayerStats};
 use crate::kernels::convolution::find_kernel;
 use crate::ops::Conv2dParams;
@@ -132,7 +132,10 @@ impl Compression {
                     timing: self.timing[step],
                     tile: tile.filter(|_| compressed),
                     predicted_time_ratio: match tile {
-                        Some(t) if compressed => Some(predicted_time_ratio(&op.params, t, merged)),
+                        Some(t) if compressed => {
+                            let at = Patches::of_image(&op.params, (h, w), t);
+                            Some(predicted_time_ratio(&op.params, at, merged))
+                        }
                         _ => self.predicted[step],
                     },
                     relative_error,

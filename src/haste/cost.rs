@@ -115,24 +115,74 @@ pub const MAX_OVERHEAD_SHARE: f64 = 0.5;
 /// much from run to run).
 pub const MAX_PREDICTED_TIME_RATIO: f64 = 0.9;
 
-/// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for one
-/// full `tile x tile` patch of the convolution `p`: hashing, grouping and the input merge
+/// The patches of a layer at one tile, on average: output pixels and window pixels (the
+/// input pixels the patch's outputs read, `(ph - 1) * stride + K` per side) per patch. Edge
+/// patches are smaller than `tile x tile`, and a tile larger than the output is one patch
+/// of the whole output, so a cost per patch is shared by fewer outputs than `tile^2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Patches {
+    pub outputs: f64,
+    pub window: f64,
+}
+
+impl Patches {
+    /// Full `tile x tile` patches (an output much larger than the tile; what the data-free
+    /// gate assumes when the image size is not known).
+    pub fn full(p: &Conv2dParams, tile: usize) -> Patches {
+        let side = |s: usize, k: usize| ((tile.max(1) - 1) * s + k) as f64;
+        Patches {
+            outputs: (tile * tile) as f64,
+            window: side(p.stride.0, p.kh) * side(p.stride.1, p.kw),
+        }
+    }
+
+    /// The patches of an `h x w` input at `tile`.
+    ///
+    /// ```
+    /// use haste::haste::cost::Patches;
+    /// use haste::ops::Conv2dParams;
+    /// let p = Conv2dParams::new(8, 8, 3, 3).with_pads([1; 4]);
+    /// assert_eq!(Patches::of_image(&p, (16, 16), 8), Patches::full(&p, 8));
+    /// // 14 = 8 + 6 per side: four patches of 49 outputs on average.
+    /// assert_eq!(Patches::of_image(&p, (14, 14), 8).outputs, 49.0);
+    /// // A tile larger than the output: one patch of it all.
+    /// assert_eq!(Patches::of_image(&p, (7, 7), 16).outputs, 49.0);
+    /// assert_eq!(Patches::of_image(&p, (7, 7), 16).window, 81.0);
+    /// ```
+    pub fn of_image(p: &Conv2dParams, (h, w): (usize, usize), tile: usize) -> Patches {
+        let (oh, ow) = p.out_hw(h, w);
+        let tile = tile.max(1);
+        // Sum over the patch sizes along one side of the window sides, and the patch count.
+        let side = |out: usize, s: usize, k: usize| {
+            let sizes = (0..out).step_by(tile).map(|o| tile.min(out - o));
+            let windows: usize = sizes.clone().map(|n| (n - 1) * s + k).sum();
+            (windows as f64, out.div_ceil(tile).max(1) as f64)
+        };
+        let ((wy, ny), (wx, nx)) = (side(oh, p.stride.0, p.kh), side(ow, p.stride.1, p.kw));
+        Patches {
+            outputs: (oh * ow) as f64 / (ny * nx),
+            window: wy * wx / (ny * nx),
+        }
+    }
+}
+
+/// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for the
+/// patches `at` of the convolution `p`: hashing, grouping and the input merge
 /// ([`OVERHEAD_CYCLES_PER_CHANNEL_PIXEL`] per input channel and window pixel, against
 /// [`KERNEL_MACS_PER_CYCLE`]), plus [`PATCH_KERNEL_LOSS`]. Data-free. It falls with the
 /// output channels: the dense work grows with them, the hashing does not.
 ///
 /// ```
-/// use haste::haste::cost::{overhead_share, MAX_OVERHEAD_SHARE};
+/// use haste::haste::cost::{overhead_share, Patches, MAX_OVERHEAD_SHARE};
 /// use haste::ops::Conv2dParams;
 /// let small = Conv2dParams::new(64, 64, 3, 3).with_pads([1; 4]);
 /// let wide = Conv2dParams::new(64, 512, 3, 3).with_pads([1; 4]);
-/// assert!(overhead_share(&small, 4) > MAX_OVERHEAD_SHARE);
-/// assert!(overhead_share(&wide, 4) < 0.2);
+/// assert!(overhead_share(&small, Patches::full(&small, 4)) > MAX_OVERHEAD_SHARE);
+/// assert!(overhead_share(&wide, Patches::full(&wide, 4)) < 0.2);
 /// ```
-pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
-    let window = ((tile - 1) * p.stride.0 + p.kh) * ((tile - 1) * p.stride.1 + p.kw);
-    let hashing = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * (p.c_in * window) as f64;
-    let dense = (tile * tile * p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
+pub fn overhead_share(p: &Conv2dParams, at: Patches) -> f64 {
+    let hashing = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * p.c_in as f64 * at.window;
+    let dense = at.outputs * (p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
     hashing / dense.max(1.0) + PATCH_KERNEL_LOSS
 }
 
@@ -143,55 +193,59 @@ pub fn overhead_share(p: &Conv2dParams, tile: usize) -> f64 {
 /// merge, but channels must agree over a larger region, so fewer of them merge. Which wins
 /// depends on the layer and its data: the first batch's merging decides, by the least
 /// [`predicted_time_ratio`].
-pub const TILE_CHOICES: [usize; 2] = [4, 8];
+pub const TILE_CHOICES: [usize; 3] = [4, 8, 16];
 
-/// The least [`overhead_share`] of `p` over `tiles` (the gate, when the tile is chosen per
-/// layer); `f64::INFINITY` for no tiles.
-pub fn least_overhead_share(p: &Conv2dParams, tiles: &[usize]) -> f64 {
+/// The least [`overhead_share`] of `p` on an `h x w` input over `tiles` (the gate, when the
+/// tile is chosen per layer); `f64::INFINITY` for no tiles.
+pub fn least_overhead_share(p: &Conv2dParams, hw: (usize, usize), tiles: &[usize]) -> f64 {
     tiles
         .iter()
-        .map(|&t| overhead_share(p, t))
+        .map(|&t| overhead_share(p, Patches::of_image(p, hw, t)))
         .fold(f64::INFINITY, f64::min)
 }
 
 /// Output side of the patches [`MERGE_SHARE_BASE`] and [`MERGE_SHARE_PER_MB`] were fitted on.
 const MERGE_FIT_TILE: usize = 4;
 
-/// The filter merge's cost per merged channel over its dense cost at tile `tile` (see
+/// The filter merge's cost per merged channel over its dense cost on the patches `at` (see
 /// [`MERGE_SHARE_BASE`]). A patch sums its merged channels' filter rows once, whatever its
-/// size, while the dense work it replaces grows with its `tile * tile` outputs: the share
-/// scales as `1 / tile^2` from the tile it was fitted on (tile 8 measured 3.5 against 7.7
+/// size, while the dense work it replaces grows with its outputs: the share scales as
+/// `1 / outputs` from the `4 x 4` patches it was fitted on (tile 8 measured 3.5 against 7.7
 /// ticks per channel and window pixel on ResNet-18, 2026-12-03, for a window 2.8x larger).
 ///
 /// ```
-/// use haste::haste::cost::merge_share;
+/// use haste::haste::cost::{merge_share, Patches};
 /// use haste::ops::Conv2dParams;
 /// let p = Conv2dParams::new(256, 256, 3, 3).with_pads([1; 4]);
-/// assert!((merge_share(&p, 8) * 4.0 - merge_share(&p, 4)).abs() < 1e-12);
+/// let (four, eight) = (Patches::full(&p, 4), Patches::full(&p, 8));
+/// assert!((merge_share(&p, eight) * 4.0 - merge_share(&p, four)).abs() < 1e-12);
 /// ```
-pub fn merge_share(p: &Conv2dParams, tile: usize) -> f64 {
+pub fn merge_share(p: &Conv2dParams, at: Patches) -> f64 {
     let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
     let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
-    let per_output = (MERGE_FIT_TILE * MERGE_FIT_TILE) as f64 / (tile * tile).max(1) as f64;
+    let per_output = (MERGE_FIT_TILE * MERGE_FIT_TILE) as f64 / at.outputs.max(1.0);
     (MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * beyond_cache) * per_output
 }
 
-/// HASTE's predicted time on the convolution `p` over the dense kernel's, when it merges
-/// away the share `merged` of the input channels (`1 - mean buckets / c_in`, measured on a
-/// batch): the reduced convolution, the fixed per-patch work and the filter merge.
+/// HASTE's predicted time on the convolution `p`, run in the patches `at`, over the dense
+/// kernel's, when it merges away the share `merged` of the input channels (`1 - mean
+/// buckets / c_in`, measured on a batch): the reduced convolution, the fixed per-patch work
+/// and the filter merge.
 ///
 /// ```
-/// use haste::haste::cost::predicted_time_ratio;
+/// use haste::haste::cost::{predicted_time_ratio, Patches};
 /// use haste::ops::Conv2dParams;
 /// let p = Conv2dParams::new(128, 128, 3, 3).with_pads([1; 4]);
-/// assert!(predicted_time_ratio(&p, 4, 0.5) < 0.9); // half the channels merged: faster
-/// assert!(predicted_time_ratio(&p, 4, 0.05) > 1.0); // 5 %: slower than dense
+/// let at = Patches::full(&p, 4);
+/// assert!(predicted_time_ratio(&p, at, 0.5) < 0.9); // half the channels merged: faster
+/// assert!(predicted_time_ratio(&p, at, 0.05) > 1.0); // 5 %: slower than dense
 /// let huge = Conv2dParams::new(512, 512, 3, 3).with_pads([1; 4]);
-/// assert!(predicted_time_ratio(&huge, 4, 0.5) > 1.0); // merging 9 MB of filters per patch
+/// // Merging 9 MB of filters per patch of 16 outputs cannot pay.
+/// assert!(predicted_time_ratio(&huge, Patches::full(&huge, 4), 0.5) > 1.0);
 /// ```
-pub fn predicted_time_ratio(p: &Conv2dParams, tile: usize, merged: f64) -> f64 {
+pub fn predicted_time_ratio(p: &Conv2dParams, at: Patches, merged: f64) -> f64 {
     let merged = merged.clamp(0.0, 1.0);
-    (1.0 - merged) + overhead_share(p, tile) + merge_share(p, tile) * merged
+    (1.0 - merged) + overhead_share(p, at) + merge_share(p, at) * merged
 }
 
 #[cfg(test)]
