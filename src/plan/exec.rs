@@ -315,10 +315,12 @@ impl Plan {
                 let plane: usize = ins[0][2..].iter().product();
                 if self.in_layouts[i][0].is_pixel_major() {
                     let c = ins[0][1];
+                    // In layer mode (one image on every core) the parts of each image's
+                    // pixels run in parallel too.
                     out.par_chunks_mut(c)
                         .zip(x.par_chunks(plane * c))
                         .with_min_len(min)
-                        .for_each(|(o, xi)| pool::mean_hwc(xi, plane, c, o));
+                        .for_each(|(o, xi)| pool::mean_hwc_parts(xi, plane, c, o, min == 1));
                 } else {
                     out.par_iter_mut()
                         .zip(x.par_chunks(plane))

@@ -85,9 +85,12 @@ fn max_2x2_stride2(x: &[f32], w: usize, oh: usize, ow: usize, out: &mut [f32]) {
     }
 }
 
-/// Mean of a plane.
+/// Mean of a plane: summed in parts of [`MEAN_PART_PIXELS`], the parts' sums added in
+/// order, as [`mean_hwc_parts`] sums each channel (so both memory orders give the same bits).
 pub fn mean(x: &[f32]) -> f32 {
-    x.iter().sum::<f32>() / x.len().max(1) as f32
+    let mut parts = x.chunks(MEAN_PART_PIXELS).map(|p| p.iter().sum::<f32>());
+    let first = parts.next().unwrap_or(0.0);
+    parts.fold(first, |a, s| a + s) / x.len().max(1) as f32
 }
 
 /// Max or average pooling of one pixel-major image `x = [h][w][c]` into `out = [oh][ow][c]`:
@@ -187,10 +190,36 @@ fn vector_max(c: usize, f: impl FnOnce(VectorTier)) -> bool {
 
 /// Per-channel mean of a pixel-major image `x = [hw][c]` into `out = [c]`.
 pub fn mean_hwc(x: &[f32], hw: usize, c: usize, out: &mut [f32]) {
+    mean_hwc_parts(x, hw, c, out, false);
+}
+
+/// Pixels per part of [`mean_hwc_parts`].
+pub const MEAN_PART_PIXELS: usize = 64;
+
+/// [`mean_hwc`] with the image's pixels summed in parts of [`MEAN_PART_PIXELS`], each into
+/// its own row of sums, and the rows then added in order; with `parallel` the parts run on
+/// the rayon pool's threads (at batch 1, one core took 0.4 ms to read a 112 x 112 x 96
+/// map). The parts do not depend on who runs them, so both give the same bits.
+pub fn mean_hwc_parts(x: &[f32], hw: usize, c: usize, out: &mut [f32], parallel: bool) {
+    use rayon::prelude::*;
     let out = &mut out[..c];
-    out.fill(0.0);
-    for px in x[..hw * c].chunks_exact(c) {
-        out.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+    let parts = hw.div_ceil(MEAN_PART_PIXELS).max(1);
+    let mut sums = vec![0.0f32; parts * c];
+    let sum_part = |(k, s): (usize, &mut [f32])| {
+        let px = &x[k * MEAN_PART_PIXELS * c..hw.min((k + 1) * MEAN_PART_PIXELS) * c];
+        for px in px.chunks_exact(c) {
+            s.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+        }
+    };
+    // Maps under 256 KB are summed on one thread: a split costs more than it saves.
+    if parallel && parts > 1 && hw * c >= 1 << 16 {
+        sums.par_chunks_mut(c).enumerate().for_each(sum_part);
+    } else {
+        sums.chunks_mut(c).enumerate().for_each(sum_part);
+    }
+    out.copy_from_slice(&sums[..c]);
+    for s in sums[c..].chunks_exact(c) {
+        out.iter_mut().zip(s).for_each(|(a, &v)| *a += v);
     }
     let n = hw.max(1) as f32;
     out.iter_mut().for_each(|v| *v /= n);

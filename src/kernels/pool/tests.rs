@@ -211,7 +211,7 @@ fn rows_split_like_the_whole(p: &PoolParams, x: &[f32], (c, h, w): (usize, usize
 /// zeros of different signs an all-zero plane may give).
 #[test]
 fn pixel_major_mean_equals_the_planes_mean() {
-    for (c, hw) in [(1, 1), (3, 5), (16, 64), (17, 49), (8, 1000)] {
+    for (c, hw) in [(1, 1), (3, 5), (16, 64), (17, 49), (8, 1000), (32, 4100)] {
         let x = values(c * hw, (c * hw) as u64);
         let mut hwc = vec![0.0; c * hw];
         crate::kernels::layout::nchw_to_nhwc(&x, c, hw, &mut hwc);
@@ -221,6 +221,11 @@ fn pixel_major_mean_equals_the_planes_mean() {
             let want = mean(&x[ch * hw..][..hw]);
             assert!(*g == want, "{c}x{hw} channel {ch}: {g} vs {want}");
         }
+        // Its parts on the rayon pool: the same bits.
+        let mut parallel = vec![f32::NAN; c];
+        mean_hwc_parts(&hwc, hw, c, &mut parallel, true);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&parallel), bits(&got), "{c}x{hw} in parallel");
     }
 }
 
