@@ -46,87 +46,130 @@ pub(super) fn portable<const CO: usize, const MR: usize>(b: &Block<MR>) -> [[f32
     acc
 }
 
-/// AVX-512 block: `NV` vectors of 16 channels per pixel (the last one masked when `CO` is
-/// not a multiple of 16), the sums in registers, each weight vector loaded once per term.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn avx512<const CO: usize, const MR: usize, const NV: usize>(
-    b: &Block<MR>,
-) -> [[f32; CO]; MR] {
-    use std::arch::x86_64::*;
-    assert!(NV * 16 >= CO && b.in_bounds(CO));
-    let mask = |v: usize| -> u16 {
-        let lanes = CO.saturating_sub(16 * v).min(16);
-        ((1u32 << lanes) - 1) as u16
-    };
-    let masks: [u16; NV] = std::array::from_fn(mask);
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
-    for (t, &tap_at) in b.tap_at.iter().enumerate() {
-        // SAFETY (the reads): inside `padded` and the weights (`in_bounds`, asserted).
-        let a: [*const f32; MR] = std::array::from_fn(|q| unsafe { pp.add(b.origin[q] + tap_at) });
-        let wt = unsafe { wp.add(t * b.cig * CO) };
-        for i in 0..b.cig {
-            let w = unsafe { wt.add(i * CO) };
-            let wv: [__m512; NV] =
-                std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)) });
-            for (row, a) in acc.iter_mut().zip(&a) {
-                let x = _mm512_set1_ps(unsafe { *a.add(i) });
-                for (acc, &wv) in row.iter_mut().zip(&wv) {
-                    *acc = _mm512_fmadd_ps(x, wv, *acc);
+/// The vector block, written once over the operations each tier defines (`V`, `LANES`,
+/// `zero`, `splat`, `fma`, and `load`/`store` of the first `n` lanes): `NV` vectors of
+/// `LANES` channels per pixel, the last one partial when `CO` is not a multiple of `LANES`,
+/// the sums in registers, each weight vector loaded once per term.
+macro_rules! vector_block {
+    ($(#[$feat:meta])*) => {
+        /// # Safety
+        /// The CPU runs this tier's instructions.
+        $(#[$feat])*
+        pub(crate) unsafe fn block<const CO: usize, const MR: usize, const NV: usize>(
+            b: &Block<MR>,
+        ) -> [[f32; CO]; MR] {
+            assert!(NV * LANES >= CO && b.in_bounds(CO));
+            let lanes: [usize; NV] = std::array::from_fn(|v| (CO - LANES * v).min(LANES));
+            let mut acc = [[zero(); NV]; MR];
+            let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
+            for (t, &tap_at) in b.tap_at.iter().enumerate() {
+                // SAFETY (the reads): inside `padded` and the weights (`in_bounds`,
+                // asserted); a partial vector reads only its lanes.
+                let a: [*const f32; MR] =
+                    std::array::from_fn(|q| unsafe { pp.add(b.origin[q] + tap_at) });
+                let wt = unsafe { wp.add(t * b.cig * CO) };
+                for i in 0..b.cig {
+                    let w = unsafe { wt.add(i * CO) };
+                    let wv: [V; NV] =
+                        std::array::from_fn(|v| unsafe { load(w.add(LANES * v), lanes[v]) });
+                    for (row, a) in acc.iter_mut().zip(&a) {
+                        let x = splat(unsafe { *a.add(i) });
+                        for (acc, &wv) in row.iter_mut().zip(&wv) {
+                            *acc = fma(x, wv, *acc);
+                        }
+                    }
                 }
             }
+            let mut out = [[0.0f32; CO]; MR];
+            for (o, row) in out.iter_mut().zip(&acc) {
+                for (v, &x) in row.iter().enumerate() {
+                    // SAFETY: a partial vector writes only its lanes.
+                    unsafe { store(o.as_mut_ptr().add(LANES * v), lanes[v], x) };
+                }
+            }
+            out
         }
-    }
-    let mut out = [[0.0f32; CO]; MR];
-    for (o, row) in out.iter_mut().zip(&acc) {
-        for (v, &x) in row.iter().enumerate() {
-            // SAFETY: lanes past `CO` are masked off.
-            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(16 * v), masks[v], x) };
-        }
-    }
-    out
+    };
 }
 
-/// AVX2 block: `NV = CO / 8` vectors per pixel (every group width the kernel takes is a
-/// multiple of 8).
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA.
+/// AVX-512: 16 lanes, partial vectors under a mask (group widths 8, 24 and 48).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn avx2<const CO: usize, const MR: usize, const NV: usize>(
-    b: &Block<MR>,
-) -> [[f32; CO]; MR] {
+pub(super) mod avx512 {
+    use super::Block;
     use std::arch::x86_64::*;
-    assert!(NV * 8 == CO && b.in_bounds(CO));
-    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-    let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
-    for (t, &tap_at) in b.tap_at.iter().enumerate() {
-        // SAFETY (the reads): inside `padded` and the weights (`in_bounds`, asserted).
-        let a: [*const f32; MR] = std::array::from_fn(|q| unsafe { pp.add(b.origin[q] + tap_at) });
-        let wt = unsafe { wp.add(t * b.cig * CO) };
-        for i in 0..b.cig {
-            let w = unsafe { wt.add(i * CO) };
-            let wv: [__m256; NV] =
-                std::array::from_fn(|v| unsafe { _mm256_loadu_ps(w.add(8 * v)) });
-            for (row, a) in acc.iter_mut().zip(&a) {
-                let x = _mm256_set1_ps(unsafe { *a.add(i) });
-                for (acc, &wv) in row.iter_mut().zip(&wv) {
-                    *acc = _mm256_fmadd_ps(x, wv, *acc);
-                }
-            }
-        }
+
+    type V = __m512;
+    const LANES: usize = 16;
+
+    fn mask(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
     }
-    let mut out = [[0.0f32; CO]; MR];
-    for (o, row) in out.iter_mut().zip(&acc) {
-        for (v, &x) in row.iter().enumerate() {
-            // SAFETY: `8 * NV == CO` floats.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), x) };
-        }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn zero() -> V {
+        _mm512_setzero_ps()
     }
-    out
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn splat(x: f32) -> V {
+        _mm512_set1_ps(x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fma(a: V, b: V, c: V) -> V {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load(p: *const f32, n: usize) -> V {
+        unsafe { _mm512_maskz_loadu_ps(mask(n), p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(p: *mut f32, n: usize, v: V) {
+        unsafe { _mm512_mask_storeu_ps(p, mask(n), v) }
+    }
+
+    vector_block!(#[target_feature(enable = "avx512f,fma")]);
+}
+
+/// AVX2: 8 lanes; every group width the kernel takes is a multiple of 8, so no vector is
+/// partial.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    use super::Block;
+    use std::arch::x86_64::*;
+
+    type V = __m256;
+    const LANES: usize = 8;
+
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn zero() -> V {
+        _mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn splat(x: f32) -> V {
+        _mm256_set1_ps(x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fma(a: V, b: V, c: V) -> V {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn load(p: *const f32, n: usize) -> V {
+        debug_assert_eq!(n, LANES);
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn store(p: *mut f32, n: usize, v: V) {
+        debug_assert_eq!(n, LANES);
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+
+    vector_block!(#[target_feature(enable = "avx2,fma")]);
 }

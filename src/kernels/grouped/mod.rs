@@ -261,7 +261,7 @@ impl GroupedConv {
         self.rows_impl::<CO, MR>(g, out, r, |a| {
             // SAFETY: the CPU has AVX-512 (this function's contract); `a` stays inside
             // `padded` and the weights (`rows_impl` asserts it).
-            unsafe { blocks::avx512::<CO, MR, NV>(a) }
+            unsafe { blocks::avx512::block::<CO, MR, NV>(a) }
         })
     }
 
@@ -276,7 +276,7 @@ impl GroupedConv {
         self.rows_impl::<CO, MR>(g, out, r, |a| {
             // SAFETY: the CPU has AVX2 and FMA (this function's contract); `a` stays inside
             // `padded` and the weights (`rows_impl` asserts it).
-            unsafe { blocks::avx2::<CO, MR, NV>(a) }
+            unsafe { blocks::avx2::block::<CO, MR, NV>(a) }
         })
     }
 
