@@ -19,6 +19,7 @@ pub(super) struct Block<'a, const MR: usize> {
 impl<const MR: usize> Block<'_, MR> {
     /// Whether every read of a block of `co` channels lies inside the image and the weights
     /// (the vector blocks read through pointers).
+    #[cfg(target_arch = "x86_64")]
     fn in_bounds(&self, co: usize) -> bool {
         let last_tap = self.tap_at.iter().max().copied().unwrap_or(0);
         let last_origin = self.origin.iter().max().copied().unwrap_or(0);
