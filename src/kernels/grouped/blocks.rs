@@ -19,7 +19,7 @@ pub(super) struct Block<'a, const MR: usize> {
 impl<const MR: usize> Block<'_, MR> {
     /// Whether every read of a block of `co` channels lies inside the image and the weights
     /// (the vector blocks read through pointers).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn in_bounds(&self, co: usize) -> bool {
         let last_tap = self.tap_at.iter().max().copied().unwrap_or(0);
         let last_origin = self.origin.iter().max().copied().unwrap_or(0);
@@ -173,4 +173,33 @@ pub(super) mod avx2 {
     }
 
     vector_block!(#[target_feature(enable = "avx2,fma")]);
+}
+
+/// NEON: 4 lanes; every group width the kernel takes is a multiple of 4, so no vector is
+/// partial. `vfmaq_f32` is fused, as `f32::mul_add` is: the portable code's bits.
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon {
+    use super::Block;
+    use crate::kernels::neon::{splat, zero, LANES, V};
+    use std::arch::aarch64::*;
+
+    #[inline(always)]
+    fn fma(a: V, b: V, c: V) -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32, n: usize) -> V {
+        debug_assert_eq!(n, LANES);
+        // SAFETY: the caller's.
+        unsafe { crate::kernels::neon::load(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, n: usize, v: V) {
+        debug_assert_eq!(n, LANES);
+        // SAFETY: the caller's.
+        unsafe { crate::kernels::neon::store(p, v) }
+    }
+
+    vector_block!();
 }

@@ -7,9 +7,10 @@
 //! broadcast of one input value and a multiply-add over the group's `cog` outputs, for
 //! several output pixels at once, so the sums of a block (pixels x `cog` values) stay in
 //! registers over every step and each weight vector is loaded once per block. The bias, a
-//! fused residual and the activation follow per pixel. Every tier runs this code compiled for
-//! its instructions, with the same fused multiply-adds in the same order, so the tiers give
-//! identical bits.
+//! fused residual and the activation follow per pixel. The loops over blocks are shared; the
+//! blocks (`blocks.rs`) are written once over each tier's vector operations (AVX-512, AVX2,
+//! NEON) beside a portable one, all with the same fused multiply-adds in the same order, so
+//! the tiers give identical bits.
 
 use super::grow;
 use super::isa::Isa;
@@ -244,6 +245,15 @@ impl GroupedConv {
                 const MR: usize = block_pixels(CO, 8, 16);
                 self.rows_avx2::<CO, MR, { CO / 8 }>(g, out, r)
             },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                const MR: usize = block_pixels(CO, 4, 32);
+                self.rows_impl::<CO, MR>(g, out, r, |a| {
+                    // SAFETY: NEON is in aarch64's baseline; `a` stays inside `padded` and
+                    // the weights (`rows_impl` asserts it).
+                    unsafe { blocks::neon::block::<CO, MR, { CO / 4 }>(a) }
+                })
+            }
             _ => self.rows_impl::<CO, { block_pixels(CO, 4, 16) }>(
                 g, out, r, blocks::portable::<CO, { block_pixels(CO, 4, 16) }>
             ),
