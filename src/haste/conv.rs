@@ -24,7 +24,7 @@ use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
 use super::hash::{grow, hash_copied_window, hash_window_sanitized, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
-use super::patch::{MergedPatch, RowTable};
+use super::patch::{MergedPatch, OutPanels, RowTable};
 use super::stats::LayerStats;
 use super::steps::StepTimer;
 pub use super::window::Window;
@@ -62,6 +62,24 @@ pub struct HasteConv {
     force_singletons: bool,
     /// Time every step into the stats ([`Self::set_profile_steps`]).
     profile_steps: bool,
+}
+
+/// Which filter panels one call computes, and whether it records the patches' statistics
+/// (see [`HasteConv::forward_panels`]).
+#[derive(Clone, Debug)]
+struct Part {
+    panels: std::ops::Range<usize>,
+    record: bool,
+}
+
+impl Part {
+    /// Every panel, recorded.
+    fn whole(conv: &HasteConv) -> Part {
+        Part {
+            panels: 0..conv.params.c_out / conv.panel,
+            record: true,
+        }
+    }
 }
 
 /// Per-thread buffers of [`HasteConv::forward`]; they grow on first use and are then reused.
@@ -220,7 +238,18 @@ impl HasteConv {
         stats: &mut LayerStats,
         io: IoLayout,
     ) {
-        self.forward_on(Isa::current(), x, (h, w), None, out, scratch, stats, io)
+        let all = Part::whole(self);
+        self.forward_on(
+            Isa::current(),
+            x,
+            (h, w),
+            None,
+            out,
+            scratch,
+            stats,
+            io,
+            all,
+        )
     }
 
     /// Output rows `band` of one image (`band.start` a multiple of the tile), pixel-major in
@@ -246,7 +275,42 @@ impl HasteConv {
             "HASTE band must start on a tile"
         );
         let isa = Isa::current();
-        self.forward_on(isa, x, (h, w), Some(band), out, scratch, stats, io)
+        let all = Part::whole(self);
+        self.forward_on(isa, x, (h, w), Some(band), out, scratch, stats, io, all)
+    }
+
+    /// Filter panels `panels` (output channels `panels.start * P..panels.end * P`, `P` =
+    /// [`Self::panel`]) of every output of one image, pixel-major in, into `out` laid out
+    /// `[oh][ow][panels.len() * P]`, bias included. Parts of an image with fewer patch rows
+    /// than threads run on different threads this way, each with its own scratch: each part
+    /// hashes and merges every patch itself (the fixed work, a tenth of the layer or less)
+    /// and computes its share of the reduced convolution. `stats` gets the patches only when
+    /// `record` (one part should), and not the image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_panels(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        panels: std::ops::Range<usize>,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        record: bool,
+    ) {
+        let io = IoLayout {
+            input_nhwc: true,
+            output_nhwc: true,
+        };
+        assert!(panels.end <= self.params.c_out / self.panel && !panels.is_empty());
+        let oh = self.params.out_hw(h, w).0;
+        let part = Part { panels, record };
+        let isa = Isa::current();
+        self.forward_on(isa, x, (h, w), Some(0..oh), out, scratch, stats, io, part)
+    }
+
+    /// Output channels per filter panel (see [`filter_panel`]).
+    pub fn panel(&self) -> usize {
+        self.panel
     }
 
     /// [`Self::forward_impl`] compiled for tier `isa` (which the CPU must support).
@@ -261,18 +325,20 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
         io: IoLayout,
+        part: Part,
     ) {
         assert!(isa.supported(), "tier {isa} on a CPU without it");
+        let args = (io, part);
         // SAFETY (both): the CPU supports the tier (asserted).
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, io) },
+            Isa::Avx512 => unsafe { self.forward_avx512(x, hw, band, out, scratch, stats, args) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, io) },
+            Isa::Avx2 => unsafe { self.forward_avx2(x, hw, band, out, scratch, stats, args) },
             // NEON is in aarch64's baseline: only the patch kernel differs.
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Neon),
-            _ => self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Portable),
+            Isa::Neon => self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Neon),
+            _ => self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Portable),
         }
     }
 
@@ -291,9 +357,9 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
-        io: IoLayout,
+        args: (IoLayout, Part),
     ) {
-        self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Avx512)
+        self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Avx512)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (and FMA, so `mul_add` is one instruction).
@@ -308,9 +374,9 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
-        io: IoLayout,
+        args: (IoLayout, Part),
     ) {
-        self.forward_impl(x, hw, band, out, scratch, stats, io, Isa::Avx2)
+        self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Avx2)
     }
 
     /// The forward pass; its vector loops are inlined into the feature-specific copies above.
@@ -324,11 +390,13 @@ impl HasteConv {
         out: &mut [f32],
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
-        io: IoLayout,
+        (io, part): (IoLayout, Part),
         isa: Isa,
     ) {
         let p = &self.params;
         let (c_in, c_out) = (p.c_in, p.c_out);
+        // Floats per output pixel: every channel, or this part's panels.
+        let width = part.panels.len() * self.panel;
         let (oh, ow) = p.out_hw(h, w);
         assert_eq!(
             x.len(),
@@ -340,9 +408,13 @@ impl HasteConv {
         assert!(out_rows.end <= oh, "HASTE conv: rows {out_rows:?} of {oh}");
         assert_eq!(
             out.len(),
-            c_out * out_rows.len() * ow,
-            "HASTE conv: output length for {c_out}x{}x{ow}",
+            width * out_rows.len() * ow,
+            "HASTE conv: output length for {width}x{}x{ow}",
             out_rows.len()
+        );
+        assert!(
+            width == c_out || io.output_nhwc,
+            "a part of the panels is pixel-major"
         );
         if band.is_none() {
             stats.images += 1;
@@ -423,6 +495,9 @@ impl HasteConv {
                     patch.merge_input(c_in, &win);
                     timer.lap(|t| &mut t.input_merge);
                     let nb = patch.buckets.count();
+                    if !part.record {
+                        continue;
+                    }
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
                     stats.nonfinite_inputs += counts.nonfinite;
                     stats.flops.add(&patch_flops(
@@ -437,22 +512,26 @@ impl HasteConv {
                 }
             }
             timer.lap(|t| &mut t.bookkeeping);
-            let at = (row0 - out_rows.start) * ow * c_out;
+            let at = (row0 - out_rows.start) * ow * width;
             let band_out = if io.output_nhwc {
                 &mut out[at..]
             } else {
                 &mut s.ohwc[at..]
             };
-            for q in 0..c_out / self.panel {
+            let to = OutPanels {
+                stride: width,
+                first: part.panels.start,
+            };
+            for q in part.panels.clone() {
                 for patch in &mut s.band[..n] {
                     let bufs = (&mut s.wm, &mut s.rows);
-                    patch.convolve(self, q, (row0, ow), bufs, band_out, isa, &mut timer);
+                    patch.convolve(self, q, (row0, ow), bufs, (band_out, to), isa, &mut timer);
                 }
             }
         }
         if io.output_nhwc {
             if let Some(b) = &self.bias {
-                add_bias_hwc(out, b);
+                add_bias_hwc(out, &b[part.panels.start * self.panel..][..width]);
             }
         } else {
             from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);

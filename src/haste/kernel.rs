@@ -105,6 +105,10 @@ impl ConvKernel for HasteKernel {
         let p = self.conv.params();
         let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
         let tile = self.conv.config().tile;
+        let panels = p.c_out / self.conv.panel();
+        if oh.div_ceil(tile) < threads && panels >= 2 {
+            return self.run_by_panels(job, out, threads.min(panels), scratches);
+        }
         let per = oh.div_ceil(tile).div_ceil(threads) * tile;
         let row = ow * p.c_out;
         out.par_chunks_mut(per * row)
@@ -126,5 +130,54 @@ impl ConvKernel for HasteKernel {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+impl HasteKernel {
+    /// [`ConvKernel::run_image_parallel`] for an image with fewer patch rows than threads (a
+    /// 7 x 7 layer at tile 8, a 14 x 14 one at tile 16: one patch): `parts` workers each
+    /// compute a share of the filter panels into a buffer of their own
+    /// ([`HasteConv::forward_panels`]), then the shares are copied into the output and
+    /// finished.
+    fn run_by_panels(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        parts: usize,
+        scratches: &dyn Scratches,
+    ) {
+        let p = self.conv.params();
+        let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
+        let (panel, panels) = (self.conv.panel(), p.c_out / self.conv.panel());
+        let shares: Vec<(std::ops::Range<usize>, Vec<f32>, LayerStats)> = (0..parts)
+            .into_par_iter()
+            .map(|k| {
+                let qs = k * panels / parts..(k + 1) * panels / parts;
+                let mut buf = vec![0.0; oh * ow * qs.len() * panel];
+                let mut local = LayerStats::default();
+                scratches.with_thread(&mut |s| {
+                    let s = s.get::<HasteScratch>();
+                    let (x, hw) = (job.x, job.hw);
+                    self.conv
+                        .forward_panels(x, hw, qs.clone(), &mut buf, s, &mut local, k == 0)
+                });
+                (qs, buf, local)
+            })
+            .collect();
+        let out = &mut out[..oh * ow * p.c_out];
+        for (qs, buf, local) in &shares {
+            let width = qs.len() * panel;
+            for (o, b) in out.chunks_exact_mut(p.c_out).zip(buf.chunks_exact(width)) {
+                o[qs.start * panel..][..width].copy_from_slice(b);
+            }
+            self.lock_stats().add(local);
+        }
+        let row = ow * p.c_out;
+        let per = oh.div_ceil(parts) * row;
+        out.par_chunks_mut(per).enumerate().for_each(|(k, chunk)| {
+            let r = job.residual.map(|r| &r[k * per..][..chunk.len()]);
+            crate::kernels::activation::finish(&self.epilogue, chunk, r);
+        });
+        self.lock_stats().images += 1;
     }
 }

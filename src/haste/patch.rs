@@ -32,6 +32,14 @@ pub(super) struct MergedPatch {
     multi: Vec<u32>,
 }
 
+/// Where a band's outputs go: `stride` floats a pixel, filter panel `first` at a pixel's
+/// first float (the whole output: `c_out` and 0; one part of the panels, its own buffer).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OutPanels {
+    pub stride: usize,
+    pub first: usize,
+}
+
 /// The row table of [`Filters::Rows`] for one patch and filter panel (one pointer per
 /// bucket, at its tap-0 row), rewritten by every [`MergedPatch::convolve`] before the kernel
 /// reads it: a singleton's row points into the layer's weights, a merged bucket's into its
@@ -86,8 +94,9 @@ impl MergedPatch {
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
-    /// `band_out`, the band's pixel-major output (starting at output row `row0`). The merged
-    /// buckets' filters of this panel are summed just before, while the panel is in cache.
+    /// `band_out`, the band's pixel-major output (starting at output row `row0`, `out.stride`
+    /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
+    /// panel are summed just before, while the panel is in cache.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn convolve(
@@ -96,12 +105,12 @@ impl MergedPatch {
         q: usize,
         (row0, ow): (usize, usize),
         (wm, rows): (&mut Vec<f32>, &mut RowTable),
-        band_out: &mut [f32],
+        (band_out, out): (&mut [f32], OutPanels),
         isa: Isa,
         timer: &mut StepTimer,
     ) {
         let p = &conv.params;
-        let (c_in, c_out, taps, panel) = (p.c_in, p.c_out, p.kh * p.kw, conv.panel);
+        let (c_in, taps, panel) = (p.c_in, p.kh * p.kw, conv.panel);
         let panel_len = taps * c_in * panel;
         let wt_panel = &conv.wt[q * panel_len..][..panel_len];
         grow(wm, taps * c_in * panel);
@@ -130,14 +139,15 @@ impl MergedPatch {
             ph: self.ph,
             pw: self.pw,
             out_w: ow,
-            out_stride: c_out,
+            out_stride: out.stride,
         };
         let filters = Filters::Rows {
             first: &self.first,
             rows,
             tap_stride: c_in * panel,
         };
-        let out = &mut band_out[((self.oy0 - row0) * ow + self.ox0) * c_out + q * panel..];
+        let at = ((self.oy0 - row0) * ow + self.ox0) * out.stride + (q - out.first) * panel;
+        let out = &mut band_out[at..];
         // SAFETY: every row and its taps (`c_in * panel` apart) point at `panel` floats of
         // panel `q` of `conv.wt` (a channel below `c_in`) or of `wm` (merged rows just
         // written, `wm` as large as a panel), both unchanged until the kernel returns; `first[b] < c_in`; the

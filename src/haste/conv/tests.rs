@@ -54,7 +54,8 @@ fn paths_agree_bitwise(c_out: usize) {
         let on = |isa: Isa| {
             run(&|o, st| {
                 let mut s = s.clone();
-                conv.forward_on(isa, &x, (11, 11), None, o, &mut s, st, IoLayout::NCHW)
+                let all = Part::whole(&conv);
+                conv.forward_on(isa, &x, (11, 11), None, o, &mut s, st, IoLayout::NCHW, all)
             })
         };
         let generic = on(Isa::Portable);
@@ -120,6 +121,67 @@ fn bands_of_rows_add_up_to_the_whole_image() {
         banded.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
     assert_eq!(whole_stats, band_stats);
+    assert!(whole_stats.mean_buckets() < c_in as f64);
+}
+
+/// Parts of the filter panels, each hashing every patch itself into its own buffer (how an
+/// image with fewer patch rows than threads is shared), add up to the whole image, bit for
+/// bit, and the recording part's statistics are the image's.
+#[test]
+fn parts_of_the_panels_add_up_to_the_whole_image() {
+    let (c_in, c_out, h, w) = (20, 192, 7, 9);
+    let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+    let wts: Vec<f32> = (0..c_in * c_out * 9)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+        .collect();
+    let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
+    let x: Vec<f32> = (0..h * w * c_in)
+        .map(|i| {
+            let (px, c) = (i / c_in, i % c_in);
+            ((px * 13 + (c % 7) * 29) % 97) as f32 / 30.0
+        })
+        .collect();
+    let cfg = HasteConfig {
+        hyperplanes: 6,
+        tile: 8,
+        ..HasteConfig::default()
+    };
+    let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
+    assert_eq!(conv.panel(), 64);
+    let io = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
+    let (oh, ow) = p.out_hw(h, w);
+    let mut whole = vec![0.0; oh * ow * c_out];
+    let mut whole_stats = LayerStats::default();
+    let mut s = HasteScratch::default();
+    conv.forward_layout(&x, h, w, &mut whole, &mut s, &mut whole_stats, io);
+    let mut parts = vec![f32::NAN; oh * ow * c_out];
+    let mut part_stats = LayerStats::default();
+    for (k, qs) in [0..1, 1..3].into_iter().enumerate() {
+        let width = qs.len() * 64;
+        let mut buf = vec![f32::NAN; oh * ow * width];
+        let mut fresh = HasteScratch::default();
+        let record = k == 1;
+        let qs0 = qs.start;
+        conv.forward_panels(
+            &x,
+            (h, w),
+            qs,
+            &mut buf,
+            &mut fresh,
+            &mut part_stats,
+            record,
+        );
+        for (o, b) in parts.chunks_exact_mut(c_out).zip(buf.chunks_exact(width)) {
+            o[qs0 * 64..][..width].copy_from_slice(b);
+        }
+    }
+    part_stats.images += 1;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&whole), bits(&parts));
+    assert_eq!(whole_stats, part_stats);
     assert!(whole_stats.mean_buckets() < c_in as f64);
 }
 
