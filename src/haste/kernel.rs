@@ -137,7 +137,8 @@ impl HasteKernel {
     /// [`ConvKernel::run_image_parallel`] for an image with fewer patch rows than threads (a
     /// 7 x 7 layer at tile 8, a 14 x 14 one at tile 16: one patch): `parts` workers each
     /// compute a share of the filter panels into a buffer of their own
-    /// ([`HasteConv::forward_panels`]), then the shares are copied into the output and
+    /// ([`HasteConv::forward_panels`]; allocated per call, one image's share of the outputs,
+    /// small next to the layer's work), then the shares are copied into the output and
     /// finished.
     fn run_by_panels(
         &self,

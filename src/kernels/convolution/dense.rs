@@ -4,7 +4,7 @@
 use super::{ConvJob, ConvKernel, Scratch, Scratches};
 use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::direct::DirectConv;
-use crate::kernels::grouped::{GroupedConv, GroupedScratch};
+use crate::kernels::grouped::GroupedConv;
 use crate::kernels::isa::Isa;
 use crate::kernels::{grow, im2col, layout};
 use crate::ops::{Conv2dParams, ConvOp};
@@ -184,7 +184,7 @@ impl DenseConv {
                 let rows = g.padded_rows(job.hw, &pixels);
                 let r = job.residual.map(|r| &r[k * per * p.c_out..]);
                 scratches.with_thread(&mut |s| {
-                    let band = &mut s.get::<GroupedScratch>().padded;
+                    let band = &mut s.grouped.padded;
                     grow(band, rows.len() * wp * p.c_in);
                     let rows_out = band.chunks_exact_mut(wp * p.c_in);
                     for (r, row) in rows.clone().zip(rows_out) {
