@@ -192,3 +192,38 @@ fn the_library_chooses_the_layers_haste_eval_chooses() {
         "some layer is compressed, so the choice is not trivial"
     );
 }
+
+/// On two threads a batch of one image runs each layer with every thread: HASTE splits its
+/// bands of patch rows, and an image with fewer patch rows than threads (ResNet-18's 7 x 7
+/// layers at tile 8) its filter panels, each part hashing every patch itself. Either way the
+/// logits are those of the same images run whole, one image per thread, bit for bit.
+#[test]
+fn haste_split_over_threads_gives_the_whole_images_bits() {
+    let path = model("resnet18-randominit-imagenet");
+    let m = Model::load(&path).unwrap();
+    let card = ModelCard::beside_model(&path).unwrap().unwrap();
+    let data = open_dataset(&imagenet_val(), &card.preprocess, None).unwrap();
+    let mut plan = m
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 2,
+        })
+        .unwrap();
+    let per: usize = plan.image_shape().iter().product();
+    let mut x = vec![0.0; 2 * per];
+    haste::datasets::load_batch(data.as_ref(), 0, 2, per, &mut x).unwrap();
+    let config = HasteConfig {
+        hyperplanes: 14,
+        tile: 8,
+        ..HasteConfig::default()
+    };
+    Compression::apply(&mut plan, &CompressOptions::paper(config)).unwrap();
+    let whole = logits(&mut plan, &x, 2);
+    let split = logits(&mut plan, &x, 1);
+    assert_eq!(whole, split);
+    let dense = {
+        plan.reset_conv_kernels();
+        logits(&mut plan, &x, 2)
+    };
+    assert_ne!(whole, dense, "HASTE changed the logits");
+}
