@@ -65,10 +65,14 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     // channels left over) blocks of up to 8 outputs x 32 channels.
     // A small patch whose output count 6 does not divide takes blocks of 4 outputs x 64
     // channels instead, so no block is left over at half speed.
-    // HASTE's patches (row filters) take blocks of 8 x 32: a patch's filters do not stay in
-    // L1 from one block to the next, and a 4 x 64 block streams 256 bytes of them from L2
-    // per 16 FMAs, twice an 8 x 32 block's (ResNet-56's 64 -> 64 patches: 10 % faster).
-    let wide = if PANELS { g.c_out / 64 } else { 0 };
+    // HASTE's patches (row filters) take blocks of 8 x 32 while a panel's rows for the
+    // patch are few: a patch's filters do not stay in L1 from one block to the next, and a
+    // 4 x 64 block streams 256 bytes of them from L2 per 16 FMAs, twice an 8 x 32 block's
+    // (ResNet-56's 64 -> 64 patches: 10 % faster). A patch of 36 outputs or more with
+    // [`WIDE_ROW_TERMS`] terms or more takes the 6 x 64 blocks too (see there).
+    let row_terms = g.kh * g.kw * p.f.terms(g);
+    let wide_rows = !PANELS && n >= 36 && row_terms >= WIDE_ROW_TERMS;
+    let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
     let wide_mr = if n <= 64 && !n.is_multiple_of(6) && n.is_multiple_of(4) {
         4
     } else {
@@ -157,6 +161,16 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
         unsafe { narrow_blocks::<PANELS>(p, out, j0, (n - j0).min(8), co_rest) };
     }
 }
+
+/// Terms (taps x buckets) from which a HASTE patch's rows run in 6 x 64 blocks: 1024 terms
+/// are 256 KB of 64-channel rows per panel, which stream from L2 or memory for every block
+/// of outputs. Whole 256-byte rows then load better than the half rows of 8 x 32 blocks,
+/// whose loads stalled the kernel (`perf annotate`). ResNet-18, L = 14, one thread,
+/// alternated rounds: the reduced convolution of its 512-channel layers 72-94 -> 63-85
+/// ticks per channel and pixel in wide blocks (its 256-channel layers within the noise),
+/// while its 64- and 128-channel layers (fewer than 1024 terms) were 10-25 % slower in
+/// them.
+const WIDE_ROW_TERMS: usize = 1024;
 
 /// The lane masks of `width` (at most 32) channels held in two 16-lane vectors.
 fn two_vector_masks(width: usize) -> [u16; 2] {

@@ -43,6 +43,12 @@ fn every_tier_matches_generic_bitwise() {
             // Narrow HASTE patches of rows of 4: blocks of 16 outputs (12: masked).
             (9, 16, 4, 4),
             (5, 12, 8, 4),
+            // Patches of 36 outputs or more with 1024 terms or more (120 or 267 buckets x 9
+            // taps): 6 x 64 blocks, 64 channels and a rest, one pass or passes by kernel
+            // row.
+            (180, 64, 6, 6),
+            (180, 70, 7, 7),
+            (400, 128, 6, 7),
         ] {
             let (kh, kw, sh, sw) = (3, 3, 1, 1);
             let (wh, ww) = ((ph - 1) * sh + kh, (pw - 1) * sw + kw);
