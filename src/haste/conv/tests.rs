@@ -79,15 +79,17 @@ fn paths_agree_bitwise(c_out: usize) {
     }
 }
 
-#[test]
-fn bands_of_rows_add_up_to_the_whole_image() {
-    let (c_in, c_out, h, w) = (20, 40, 13, 11);
+/// A 3x3 HASTE convolution with L = 6 at `tile`, a pixel-major `h x w` input whose channels
+/// repeat (so buckets merge), and the whole image's output and statistics.
+fn merging_layer(
+    (c_in, c_out, h, w): (usize, usize, usize, usize),
+    tile: usize,
+) -> (HasteConv, Vec<f32>, Vec<f32>, LayerStats) {
     let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
     let wts: Vec<f32> = (0..c_in * c_out * 9)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
         .collect();
     let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
-    // Pixel-major input with some duplicated channels, so buckets merge.
     let x: Vec<f32> = (0..h * w * c_in)
         .map(|i| {
             let (px, c) = (i / c_in, i % c_in);
@@ -96,7 +98,7 @@ fn bands_of_rows_add_up_to_the_whole_image() {
         .collect();
     let cfg = HasteConfig {
         hyperplanes: 6,
-        tile: 4,
+        tile,
         ..HasteConfig::default()
     };
     let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
@@ -109,6 +111,16 @@ fn bands_of_rows_add_up_to_the_whole_image() {
     let mut whole_stats = LayerStats::default();
     let mut s = HasteScratch::default();
     conv.forward_layout(&x, h, w, &mut whole, &mut s, &mut whole_stats, io);
+    assert!(whole_stats.mean_buckets() < c_in as f64);
+    (conv, x, whole, whole_stats)
+}
+
+#[test]
+fn bands_of_rows_add_up_to_the_whole_image() {
+    let (c_in, c_out, h, w) = (20, 40, 13, 11);
+    let (conv, x, whole, whole_stats) = merging_layer((c_in, c_out, h, w), 4);
+    let (oh, ow) = conv.params().out_hw(h, w);
+    let mut s = HasteScratch::default();
     let mut banded = vec![0.0; oh * ow * c_out];
     let mut band_stats = LayerStats::default();
     let (top, bottom) = banded.split_at_mut(8 * ow * c_out);
@@ -121,7 +133,6 @@ fn bands_of_rows_add_up_to_the_whole_image() {
         banded.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
     assert_eq!(whole_stats, band_stats);
-    assert!(whole_stats.mean_buckets() < c_in as f64);
 }
 
 /// Parts of the filter panels, each hashing every patch itself into its own buffer (how an
@@ -130,33 +141,9 @@ fn bands_of_rows_add_up_to_the_whole_image() {
 #[test]
 fn parts_of_the_panels_add_up_to_the_whole_image() {
     let (c_in, c_out, h, w) = (20, 192, 7, 9);
-    let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
-    let wts: Vec<f32> = (0..c_in * c_out * 9)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
-        .collect();
-    let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
-    let x: Vec<f32> = (0..h * w * c_in)
-        .map(|i| {
-            let (px, c) = (i / c_in, i % c_in);
-            ((px * 13 + (c % 7) * 29) % 97) as f32 / 30.0
-        })
-        .collect();
-    let cfg = HasteConfig {
-        hyperplanes: 6,
-        tile: 8,
-        ..HasteConfig::default()
-    };
-    let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
+    let (conv, x, whole, whole_stats) = merging_layer((c_in, c_out, h, w), 8);
     assert_eq!(conv.panel(), 64);
-    let io = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
-    let (oh, ow) = p.out_hw(h, w);
-    let mut whole = vec![0.0; oh * ow * c_out];
-    let mut whole_stats = LayerStats::default();
-    let mut s = HasteScratch::default();
-    conv.forward_layout(&x, h, w, &mut whole, &mut s, &mut whole_stats, io);
+    let (oh, ow) = conv.params().out_hw(h, w);
     let mut parts = vec![f32::NAN; oh * ow * c_out];
     let mut part_stats = LayerStats::default();
     for (k, qs) in [0..1, 1..3].into_iter().enumerate() {
@@ -182,7 +169,6 @@ fn parts_of_the_panels_add_up_to_the_whole_image() {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&whole), bits(&parts));
     assert_eq!(whole_stats, part_stats);
-    assert!(whole_stats.mean_buckets() < c_in as f64);
 }
 
 /// `forward_layout` in the three other memory-order combinations against `forward`
