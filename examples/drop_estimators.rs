@@ -165,9 +165,31 @@ fn main() {
     };
     println!("L    measured  dense-b  mix-b   DoC   T2-b  disagree ens-b | flipped: dense acc, comp acc, p[d], p[c], q[d], q[c]");
     let mut all_q: Vec<(usize, Vec<f64>)> = Vec::new();
+    // POLICY=a.json,b.json: score those policies (labelled 0, 1, ...) instead of uniform L.
+    let policies: Vec<Policy> = std::env::var("POLICY")
+        .map(|v| {
+            v.split(',')
+                .map(|f| Policy::load(f.as_ref(), a[1].as_ref()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    let grid = if policies.is_empty() {
+        grid
+    } else {
+        (0..policies.len()).collect()
+    };
     for &l in &grid {
         {
-            let q = softmax_rows(&run_uniform(&mut plan, &x, n, l, 0), classes);
+            let logits = match policies.get(l) {
+                Some(policy) => {
+                    Compression::apply_policy(&mut plan, policy).unwrap();
+                    let y = run_all(&mut plan, &x, n);
+                    plan.reset_conv_kernels();
+                    y
+                }
+                None => run_uniform(&mut plan, &x, n, l, 0),
+            };
+            let q = softmax_rows(&logits, classes);
             all_q.push((l, q.clone()));
             let t2 = |v: &[f64]| {
                 let s: Vec<f64> = v.iter().map(|p| p.sqrt()).collect();

@@ -468,3 +468,49 @@ fn a_plan_works_on_the_thread_that_built_it_and_from_any_other() {
     .join()
     .expect("test thread");
 }
+
+/// A run from a checkpoint gives the bits of a whole run: at the first convolution, inside
+/// residual blocks (where the checkpoint must keep the shortcut), from a checkpoint taken from
+/// an earlier one, and with HASTE set after the checkpoint's step (what the calibration does
+/// to profile one layer at a time).
+#[test]
+fn a_run_from_a_checkpoint_gives_the_bits_of_a_whole_run() {
+    let path = model("resnet20-cifar10");
+    let model = Model::load(&path).expect("model loads");
+    let card = ModelCard::beside_model(&path).expect("card").expect("card");
+    let data = open_dataset(&cifar_test(), &card.preprocess, None).expect("dataset");
+    let per: usize = model.image_shape.iter().product();
+    let mut x = vec![0.0; 3 * per];
+    haste::datasets::load_batch(data.as_ref(), 0, 3, per, &mut x).expect("images");
+    let mut plan = model
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 4,
+        })
+        .expect("plan");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let whole = bits(plan.run(&x, 3).expect("runs").1);
+    let convs: Vec<usize> = plan.per_conv_macs().iter().map(|&(s, _)| s).collect();
+    let mut earlier = None;
+    for &step in [convs[0], convs[3], convs[4], convs[9]].iter() {
+        let direct = plan.checkpoint(&x, 3, step, None).expect("checkpoint");
+        assert_eq!(bits(plan.run_from(&direct, &x).expect("resumes").1), whole);
+        let chained = plan
+            .checkpoint(&x, 3, step, earlier.as_ref())
+            .expect("chained checkpoint");
+        assert_eq!(bits(plan.run_from(&chained, &x).expect("resumes").1), whole);
+        earlier = Some(chained);
+    }
+    // HASTE from the third convolution on, after a dense checkpoint at it.
+    let at = plan.checkpoint(&x, 3, convs[2], None).expect("checkpoint");
+    let mut options = haste::CompressOptions::default();
+    options.config.hyperplanes = 8;
+    options.start_layer = 2;
+    options.cost_aware = false;
+    haste::compress::Compression::apply(&mut plan, &options).expect("compresses");
+    let compressed = bits(plan.run(&x, 3).expect("runs").1);
+    assert_ne!(compressed, whole);
+    assert_eq!(bits(plan.run_from(&at, &x).expect("resumes").1), compressed);
+    // A checkpoint of another batch size is refused.
+    assert!(plan.checkpoint(&x[..per], 1, convs[3], Some(&at)).is_err());
+}

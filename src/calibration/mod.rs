@@ -5,13 +5,16 @@
 //! 2. **Sensitivity** (`Search::profile_layers` in `search.rs`): every convolution that can run HASTE is
 //!    compressed alone at each L of the grid and each tile; each run gives that setting's damage (mean KL
 //!    divergence from the dense outputs, [`score`]) and its saving (FLOPs with the overhead,
-//!    or predicted time, from the merging measured on those images).
+//!    or predicted time, from the merging measured on those images). The runs start at the
+//!    layer, from the dense activations there ([`crate::plan::Checkpoint`], carried from one
+//!    layer to the next), which halves the stage's time on a chain of layers.
 //! 3. **Combination** (`Search::choose`): for a price `lambda` of damage, every layer takes
 //!    the setting that maximizes `saving - lambda * damage` (dense when none is positive).
 //!    A bisection over `lambda` runs each combined policy on the images and keeps the one
-//!    that meets the target: the largest saving whose predicted top-1 drop plus its standard
-//!    error stays within `--max-drop`, or the least predicted drop with at least
-//!    `--flops-reduction` percent fewer FLOPs.
+//!    that meets the target: the largest saving whose predicted top-1 drop ([`score`]: the
+//!    larger of the label belief's estimate and the fall in confidence) stays within
+//!    `--max-drop`, or the least predicted drop with at least `--flops-reduction` percent
+//!    fewer FLOPs.
 //!
 //! Labels are never read. The same model, images, options and seed give the same policy:
 //! no clock is read and every sum runs in a fixed order.

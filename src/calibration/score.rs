@@ -16,7 +16,16 @@
 //! the sensitivity stage), which, like MC dropout, is better calibrated: where many slightly
 //! different networks disagree the belief spreads over their answers. It is fixed before any
 //! combined policy is scored, so no candidate can move it in its own favour.
-
+//!
+//! A belief cannot see damage that the ensemble's members share, nor a compressed answer
+//! that is wrong more often than the belief says: on Tiny Darknet a policy flipped 9 % of
+//! the calibration images toward answers the belief gave nearly the dense answer's weight
+//! (predicted 0.79 points), and it measured 3.33 points on 1,172 other images. What gave it
+//! away is that the compressed network was less sure of its answers: the mean top-1
+//! confidence fell by 3.4 points. The difference of confidences (Guillory et al. 2021)
+//! predicts the accuracy change of a model whose confidence stays as far from its accuracy
+//! as before; it misses flips where the new answer is as confident as the old one, which is
+//! what the belief counts. So the predicted drop is the larger of the two estimates.
 /// The comparison of a compressed run with the dense run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Score {
@@ -24,9 +33,14 @@ pub struct Score {
     pub agreement: f64,
     /// Mean KL divergence of the compressed output distribution from the dense one (nats).
     pub kl: f64,
-    /// Predicted top-1 drop in points, and its standard error over the images.
+    /// Predicted top-1 drop in points (the larger of the two estimates below), and its
+    /// standard error over the images.
     pub drop: f64,
     pub drop_se: f64,
+    /// The drop the label belief predicts: the mean of `b(dense answer) - b(new answer)`.
+    pub belief_drop: f64,
+    /// The fall of the mean top-1 confidence, dense minus compressed (points).
+    pub confidence_drop: f64,
 }
 
 /// Softmax probabilities of every image's logits (`classes` per image), in f64.
@@ -62,7 +76,8 @@ pub fn score(dense: &[f64], belief: Option<&[f64]>, compressed: &[f32], classes:
     if n == 0 {
         return Score::default();
     }
-    let (mut agree, mut kl, mut drops) = (0usize, 0.0, Vec::with_capacity(n));
+    let (mut agree, mut kl) = (0usize, 0.0);
+    let (mut beliefs, mut confidences) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let rows = dense
         .chunks_exact(classes)
         .zip(belief.chunks_exact(classes));
@@ -75,16 +90,32 @@ pub fn score(dense: &[f64], belief: Option<&[f64]>, compressed: &[f32], classes:
             .filter(|(&p, _)| p > 0.0)
             .map(|(&p, &q)| p * (p / q.max(1e-300)).ln())
             .sum::<f64>();
-        drops.push(100.0 * (b[d] - b[c]));
+        beliefs.push(100.0 * (b[d] - b[c]));
+        confidences.push(100.0 * (p[d] - q[c]));
     }
-    let mean = drops.iter().sum::<f64>() / n as f64;
-    let var = drops.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+    let (belief_drop, belief_se) = mean_and_se(&beliefs);
+    let (confidence_drop, confidence_se) = mean_and_se(&confidences);
+    let (drop, drop_se) = if confidence_drop > belief_drop {
+        (confidence_drop, confidence_se)
+    } else {
+        (belief_drop, belief_se)
+    };
     Score {
         agreement: agree as f64 / n as f64,
         kl: kl / n as f64,
-        drop: mean,
-        drop_se: (var / n as f64).sqrt(),
+        drop,
+        drop_se,
+        belief_drop,
+        confidence_drop,
     }
+}
+
+/// The mean of `values` and its standard error.
+fn mean_and_se(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, (var / n).sqrt())
 }
 
 #[cfg(test)]
@@ -109,5 +140,13 @@ mod tests {
         let s = score(&dense, Some(&belief), &moved, 3);
         assert_eq!(s.agreement, 0.5);
         assert!(s.drop.abs() < 1e-9);
+        // Damage the belief cannot see: the compressed network keeps its answers but is
+        // less sure of them, so the predicted drop is the fall in confidence.
+        let unsure = [1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let s = score(&dense, Some(&belief), &unsure, 3);
+        let q = softmax_rows(&unsure, 3);
+        let fall = 100.0 * ((dense[0] - q[0]) + (dense[4] - q[4])) / 2.0;
+        assert_eq!((s.agreement, s.belief_drop), (1.0, 0.0));
+        assert!(fall > 10.0 && (s.drop - fall).abs() < 1e-9 && s.confidence_drop == s.drop);
     }
 }

@@ -116,7 +116,7 @@ impl Plan {
             out_shape: &self.out_shapes[i],
             min_len: 1,
         };
-        // Called from `run_layers` on a pool thread.
+        // Called from `run_layer_range` on a pool thread.
         let result = self.compute(i, &frame, &mut Mode::Batch(n), &mut out_buf[..out_len]);
         self.slots[out_slot] = out_buf;
         result

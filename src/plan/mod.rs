@@ -10,6 +10,7 @@ mod build;
 mod exec;
 pub mod layout;
 mod memory;
+mod resume;
 mod shapes;
 mod threads;
 
@@ -19,6 +20,7 @@ pub use memory::{
 };
 
 pub use layout::Layout;
+pub use resume::Checkpoint;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -289,6 +291,19 @@ impl Plan {
     /// Runs a batch of `n` images (`input` = `n * c * h * w` values, NCHW) and returns the
     /// output tensor's shape and data.
     pub fn run(&mut self, input: &[f32], n: usize) -> Result<(Vec<usize>, &[f32])> {
+        self.prepare_batch(input, n)?;
+        match self.output {
+            Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
+            _ => {
+                self.grow_slots();
+                self.run_layer_range(input, n, 0..self.steps.len())?
+            }
+        }
+        self.output_of_run()
+    }
+
+    /// Checks a batch of `n` images against the plan and infers its shapes.
+    fn prepare_batch(&mut self, input: &[f32], n: usize) -> Result<()> {
         let per_image: usize = self.image_shape.iter().product();
         if n == 0 || n > self.max_batch {
             return Err(Error::InvalidArgument(format!(
@@ -304,14 +319,11 @@ impl Plan {
                 n * per_image
             )));
         }
-        self.infer_shapes(n)?;
-        match self.output {
-            Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
-            _ => {
-                self.grow_slots();
-                self.run_layers(input, n)?
-            }
-        }
+        self.infer_shapes(n)
+    }
+
+    /// The output tensor of the last run: its shape and data.
+    fn output_of_run(&self) -> Result<(Vec<usize>, &[f32])> {
         let shape = match self.output {
             Src::Slot(s) => self
                 .steps
@@ -367,8 +379,13 @@ impl Plan {
         Arc::clone(self.pool_here())
     }
 
-    /// Runs the batch step by step (see [`exec`]).
-    fn run_layers(&mut self, input: &[f32], n: usize) -> Result<()> {
+    /// Runs the batch's `steps` one after the other (see [`exec`]).
+    fn run_layer_range(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        steps: std::ops::Range<usize>,
+    ) -> Result<()> {
         // All steps inside one `install`: the loop runs on a pool thread, so each step's
         // parallel work starts without a hand-off from the caller's thread (at batch 1 that
         // hand-off cost more than a CIFAR convolution).
@@ -380,7 +397,7 @@ impl Plan {
                 for _ in 0..helpers {
                     s.spawn(|_| keep_polling(&done));
                 }
-                let result = (0..self.steps.len()).try_for_each(|i| {
+                let result = steps.clone().try_for_each(|i| {
                     let t = self.step_seconds.is_some().then(std::time::Instant::now);
                     self.execute(i, input, n)?;
                     if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
