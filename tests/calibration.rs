@@ -257,3 +257,52 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The calibration never reads labels: the same CIFAR records with their labels permuted, or
+/// all set to one class, give a byte-identical policy file.
+#[test]
+fn relabelled_images_give_the_same_policy() {
+    const RECORD: usize = 3073;
+    let bytes = std::fs::read(cifar_test()).expect("cifar file");
+    let first: Vec<u8> = bytes[..40 * RECORD].to_vec();
+    let dir = temp_dir("labels");
+    let relabel = |name: &str, label: &dyn Fn(u8) -> u8| {
+        let mut b = first.clone();
+        for r in b.chunks_exact_mut(RECORD) {
+            r[0] = label(r[0]);
+        }
+        let f = dir.join(format!("{name}.bin"));
+        std::fs::write(&f, b).expect("write");
+        f
+    };
+    let files = [
+        relabel("original", &|l| l),
+        relabel("permuted", &|l| (l + 3) % 10),
+        relabel("one-class", &|_| 0),
+    ];
+    let mut policies = Vec::new();
+    for (i, data) in files.iter().enumerate() {
+        let out = dir.join(format!("policy{i}.json"));
+        let (code, _, err) = run_haste(&[
+            "calibrate",
+            "--model",
+            model("resnet20-cifar10").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--images",
+            "40",
+            "--max-drop",
+            "2",
+            "--hyperplanes",
+            "8,16",
+            "--tile",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        policies.push(std::fs::read(&out).expect("policy"));
+    }
+    assert_eq!(policies[0], policies[1]);
+    assert_eq!(policies[0], policies[2]);
+}
