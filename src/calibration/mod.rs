@@ -7,7 +7,9 @@
 //!    divergence from the dense outputs, [`score`]) and its saving (FLOPs with the overhead,
 //!    or predicted time, from the merging measured on those images). The runs start at the
 //!    layer, from the dense activations there ([`crate::plan::Checkpoint`], carried from one
-//!    layer to the next), which halves the stage's time on a chain of layers.
+//!    layer to the next), which halves the stage's time on a chain of layers. Once an L
+//!    saves nothing at a tile, no larger L at that tile is run (its buckets only split
+//!    further and its hashing costs more).
 //! 3. **Combination** (`Search::choose`): for a price `lambda` of damage, every layer takes
 //!    the setting that maximizes `saving - lambda * damage` (dense when none is positive).
 //!    A bisection over `lambda` runs each combined policy on the images and keeps the one

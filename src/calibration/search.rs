@@ -163,7 +163,20 @@ impl<'a> Search<'a> {
         let mut checkpoints: Vec<Checkpoint> = Vec::new();
         for (i, &k) in self.eligible.clone().iter().enumerate() {
             checkpoints = self.checkpoints(self.steps[k], &checkpoints)?;
+            // Per tile, the least L that saved nothing: more hyperplanes only split the
+            // buckets further (the first L of them are the same) and cost more hashing, so
+            // no larger L at that tile can save. Such a run would join the belief as a
+            // network with hardly a merge, so the dense network stands in for it.
+            let mut futile: HashMap<usize, usize> = HashMap::new();
             for (j, &setting) in grid.iter().enumerate() {
+                progress(1 + i * grid.len() + j + 1, total);
+                if futile
+                    .get(&setting.tile)
+                    .is_some_and(|&l| setting.hyperplanes >= l)
+                {
+                    self.add_to_belief(&self.dense.clone());
+                    continue;
+                }
                 let mut settings = vec![None; self.steps.len()];
                 settings[k] = Some(setting);
                 let o = self.evaluate_from(&settings, &checkpoints)?;
@@ -174,8 +187,10 @@ impl<'a> Search<'a> {
                         saving,
                         damage: o.score.kl.max(0.0),
                     });
+                } else {
+                    let l = futile.entry(setting.tile).or_insert(setting.hyperplanes);
+                    *l = (*l).min(setting.hyperplanes);
                 }
-                progress(1 + i * grid.len() + j + 1, total);
             }
         }
         let runs = self.runs as f64;
@@ -272,6 +287,12 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// Adds one run's softmax `p` to the belief's ensemble (while it forms).
+    fn add_to_belief(&mut self, p: &[f64]) {
+        self.belief.iter_mut().zip(p).for_each(|(b, p)| *b += p);
+        self.runs += 1;
+    }
+
     /// The dense network's checkpoints at `step`, one per batch of the images, each taken
     /// from the batch's checkpoint in `earlier` when there is one.
     fn checkpoints(&mut self, step: usize, earlier: &[Checkpoint]) -> Result<Vec<Checkpoint>> {
@@ -319,9 +340,7 @@ impl<'a> Search<'a> {
         let belief = self.belief_ready.then_some(&self.belief[..]);
         let score = score(&self.dense, belief, &logits, self.classes);
         if !self.belief_ready {
-            let p = softmax_rows(&logits, self.classes);
-            self.belief.iter_mut().zip(p).for_each(|(b, p)| *b += p);
-            self.runs += 1;
+            self.add_to_belief(&softmax_rows(&logits, self.classes));
         }
         let o = Outcome {
             settings: settings.clone(),
