@@ -26,6 +26,7 @@
 //! predicts the accuracy change of a model whose confidence stays as far from its accuracy
 //! as before; it misses flips where the new answer is as confident as the old one, which is
 //! what the belief counts. So the predicted drop is the larger of the two estimates.
+
 /// The comparison of a compressed run with the dense run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Score {

@@ -174,7 +174,10 @@ impl<'a> Search<'a> {
                     .get(&setting.tile)
                     .is_some_and(|&l| setting.hyperplanes >= l)
                 {
-                    self.add_to_belief(&self.dense.clone());
+                    for (b, p) in self.belief.iter_mut().zip(&self.dense) {
+                        *b += p;
+                    }
+                    self.runs += 1;
                     continue;
                 }
                 let mut settings = vec![None; self.steps.len()];

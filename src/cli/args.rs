@@ -45,8 +45,7 @@ pub struct CalibrateArgs {
     /// Use the first N images.
     #[arg(long, default_value_t = 128)]
     pub images: usize,
-    /// The largest saving whose predicted top-1 drop stays within
-    /// this many points.
+    /// The largest saving whose predicted top-1 drop stays within this many points.
     #[arg(long, conflicts_with = "flops_reduction")]
     pub max_drop: Option<f64>,
     /// At least this many percent fewer FLOPs (overhead included), at the least predicted drop.
