@@ -212,6 +212,14 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         assert!(l["dense_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");
         assert!(l["haste_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");
         assert!(l["flops_reduction"].as_f64().is_some(), "{l}");
+        // The cost model's terms, to refit it (bench/fit_cost_model.py): the prediction adds
+        // the fixed work to the share of channels kept.
+        let kept = l["cost_terms"]["kept"].as_f64().expect("cost terms");
+        assert!((0.0..=1.0).contains(&kept), "{l}");
+        assert!(
+            l["predicted_time_ratio"].as_f64().is_some_and(|p| p > kept),
+            "{l}"
+        );
     }
     // Without --all-layers, ResNet-20's layers are too small for HASTE: none is timed.
     let (code, out, err) = run_haste(&[

@@ -464,6 +464,7 @@ mod tests {
             timing: None,
             tile: Some(4),
             predicted_time_ratio: Some(predicted),
+            cost_terms: None,
             relative_error: None,
         }
     }

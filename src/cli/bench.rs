@@ -376,7 +376,7 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
                 "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "input_hw": [l.input_hw.0, l.input_hw.1],
                 "dense_seconds": d, "haste_seconds": h, "speedup": d / h,
                 "flops_reduction": l.reduction(), "tile": l.tile,
-                "predicted_time_ratio": l.predicted_time_ratio,
+                "predicted_time_ratio": l.predicted_time_ratio, "cost_terms": l.cost_terms,
             }))
         })
         .collect();

@@ -3,7 +3,7 @@
 
 use super::probe::ErrorProbe;
 use super::{conv_choices, Compression, LayerChoice};
-use crate::haste::cost::{predicted_time_ratio, Patches};
+use crate::haste::cost::{cost_terms, CostTerms, Patches};
 use crate::haste::{HasteKernel, LayerStats};
 use crate::kernels::convolution::find_kernel;
 use crate::ops::Conv2dParams;
@@ -34,10 +34,13 @@ pub struct ConvLayerReport {
     /// The output tile of a HASTE layer (chosen per layer with
     /// [`super::CompressOptions::tile_choices`]).
     pub tile: Option<usize>,
-    /// HASTE's predicted time over dense ([`predicted_time_ratio`]): for a HASTE layer from
-    /// the channels it merged in this run, for a layer the first batch sent back to dense
-    /// ([`LayerChoice::DenseFewMerged`]) from that batch; `None` for the others.
+    /// HASTE's predicted time over dense ([`crate::haste::cost::predicted_time_ratio`]): for
+    /// a HASTE layer from the channels it merged in this run, for a layer the first batch
+    /// sent back to dense ([`LayerChoice::DenseFewMerged`]) from that batch; `None` for the
+    /// others.
     pub predicted_time_ratio: Option<f64>,
+    /// The terms of a HASTE layer's predicted time ([`cost_terms`]), to refit the model.
+    pub cost_terms: Option<CostTerms>,
     /// Relative L2 error `||haste - dense|| / ||dense||` of the layer's output before its
     /// activation, over the images run, with [`super::CompressOptions::measure_error`].
     pub relative_error: Option<f64>,
@@ -104,6 +107,10 @@ impl Compression {
                 } else {
                     (dense, 0)
                 };
+                let terms = tile.filter(|_| compressed).map(|t| {
+                    let at = Patches::of_image(&op.params, (h, w), t);
+                    cost_terms(&op.params, at, merged)
+                });
                 ConvLayerReport {
                     conv_index: k,
                     step,
@@ -131,13 +138,11 @@ impl Compression {
                     stats: s,
                     timing: self.timing[step],
                     tile: tile.filter(|_| compressed),
-                    predicted_time_ratio: match tile {
-                        Some(t) if compressed => {
-                            let at = Patches::of_image(&op.params, (h, w), t);
-                            Some(predicted_time_ratio(&op.params, at, merged))
-                        }
-                        _ => self.predicted[step],
+                    predicted_time_ratio: match terms {
+                        Some(t) => Some(t.predicted()),
+                        None => self.predicted[step],
                     },
+                    cost_terms: terms,
                     relative_error,
                 }
             })

@@ -244,8 +244,50 @@ pub fn merge_share(p: &Conv2dParams, at: Patches) -> f64 {
 /// assert!(predicted_time_ratio(&huge, Patches::full(&huge, 4), 0.5) > 1.0);
 /// ```
 pub fn predicted_time_ratio(p: &Conv2dParams, at: Patches, merged: f64) -> f64 {
+    cost_terms(p, at, merged).predicted()
+}
+
+/// The terms of [`predicted_time_ratio`] before their constants: the prediction is
+/// `kept + OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * hashing + PATCH_KERNEL_LOSS +
+/// MERGE_SHARE_BASE * merge + MERGE_SHARE_PER_MB * merge_beyond_cache`, linear in the
+/// constants, so measured per-layer times (`haste bench --layers --json` prints these terms
+/// beside them) refit it by least squares.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct CostTerms {
+    /// The share of input channels the reduced convolution keeps.
+    pub kept: f64,
+    /// Input channel-pixels of the windows per dense cycle ([`KERNEL_MACS_PER_CYCLE`]).
+    pub hashing: f64,
+    /// The merged share, per output of the fitted patch size ([`MERGE_FIT_TILE`] squared).
+    pub merge: f64,
+    /// `merge` times the filter bank's megabytes beyond [`MERGE_BANK_CACHED_MB`].
+    pub merge_beyond_cache: f64,
+}
+
+impl CostTerms {
+    /// HASTE's time over dense with haste's constants.
+    pub fn predicted(&self) -> f64 {
+        self.kept
+            + OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * self.hashing
+            + PATCH_KERNEL_LOSS
+            + MERGE_SHARE_BASE * self.merge
+            + MERGE_SHARE_PER_MB * self.merge_beyond_cache
+    }
+}
+
+/// The [`CostTerms`] of `p` run in the patches `at`, merging away the share `merged`.
+pub fn cost_terms(p: &Conv2dParams, at: Patches, merged: f64) -> CostTerms {
     let merged = merged.clamp(0.0, 1.0);
-    (1.0 - merged) + overhead_share(p, at) + merge_share(p, at) * merged
+    let dense = at.outputs * (p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
+    let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
+    let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
+    let merge = merged * (MERGE_FIT_TILE * MERGE_FIT_TILE) as f64 / at.outputs.max(1.0);
+    CostTerms {
+        kept: 1.0 - merged,
+        hashing: p.c_in as f64 * at.window / dense.max(1.0),
+        merge,
+        merge_beyond_cache: merge * beyond_cache,
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +309,17 @@ mod tests {
         assert_eq!(a.total(), 40);
         let p = Conv2dParams::new(3, 5, 3, 3).with_pads([1; 4]);
         assert_eq!(dense_macs(&p, 4, 6), 5 * 3 * 9 * 24);
+    }
+
+    /// The linear terms give the prediction the shares give, for small and large banks.
+    #[test]
+    fn cost_terms_add_up_to_the_shares() {
+        for (c_in, c_out, tile) in [(64, 64, 4), (512, 512, 8), (16, 128, 16)] {
+            let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+            let at = Patches::of_image(&p, (28, 28), tile);
+            let m = 0.4;
+            let shares = (1.0 - m) + overhead_share(&p, at) + merge_share(&p, at) * m;
+            assert!((cost_terms(&p, at, m).predicted() - shares).abs() < 1e-12);
+        }
     }
 }
