@@ -217,6 +217,12 @@ fn calibrate_on_unlabelled_images_then_eval_the_policy_on_the_rest() {
     assert_eq!(j["images"], 24);
     assert!(j["forward_passes"].as_u64().unwrap() > 2);
     assert!(j["predicted_top1_drop"].as_f64().unwrap() <= 2.0);
+    // The prediction is the larger of its two estimates, both reported.
+    let estimate = |k: &str| j[k].as_f64().expect(k);
+    assert_eq!(
+        estimate("predicted_top1_drop"),
+        estimate("belief_drop").max(estimate("confidence_drop"))
+    );
     let e = haste_json(
         "eval",
         &m,

@@ -163,6 +163,8 @@ pub fn calibrate(
         forward_passes: s.passes,
         predicted_top1_drop: chosen.score.drop,
         predicted_top1_drop_se: chosen.score.drop_se,
+        belief_drop: chosen.score.belief_drop,
+        confidence_drop: chosen.score.confidence_drop,
         top1_agreement: chosen.score.agreement,
         flops_reduction: chosen.flops_reduction,
         predicted_time_ratio: chosen.time_ratio,

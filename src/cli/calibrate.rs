@@ -85,6 +85,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
             "layers": policy.layers.len(),
             "predicted_top1_drop": c.predicted_top1_drop,
             "predicted_top1_drop_se": c.predicted_top1_drop_se,
+            "belief_drop": c.belief_drop,
+            "confidence_drop": c.confidence_drop,
             "top1_agreement": c.top1_agreement,
             "flops_reduction": c.flops_reduction,
             "predicted_time_ratio": c.predicted_time_ratio,
@@ -110,9 +112,11 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     );
     println!("policy       {}", super::eval::describe_policy(&policy));
     println!(
-        "predicted    top-1 change {:+.2} pt (+-{:.2}), {:.1} % of answers as dense",
+        "predicted    top-1 change {:+.2} pt (+-{:.2}; belief {:+.2}, confidence {:+.2}), {:.1} % of answers as dense",
         -c.predicted_top1_drop,
         c.predicted_top1_drop_se,
+        -c.belief_drop,
+        -c.confidence_drop,
         100.0 * c.top1_agreement
     );
     println!(

@@ -76,6 +76,12 @@ pub struct CalibrationSummary {
     /// Predicted top-1 drop (points) and its standard error over the images.
     pub predicted_top1_drop: f64,
     pub predicted_top1_drop_se: f64,
+    /// The two estimates the prediction is the larger of ([`crate::calibration::score`]):
+    /// the label belief's, and the fall in mean confidence (absent in older files).
+    #[serde(default)]
+    pub belief_drop: f64,
+    #[serde(default)]
+    pub confidence_drop: f64,
     /// Share of the images whose top-1 class is the dense network's.
     pub top1_agreement: f64,
     /// FLOPs reduction (percent, overhead included) on the calibration images.
