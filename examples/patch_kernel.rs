@@ -116,7 +116,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
         .map(|i| values(win_side * win_side * c, 3 + i))
         .collect();
     let panel = if c > PANEL { PANEL } else { c };
-    let wt = weights_panels(&values(c * c * 9, 1), c, c, 9);
+    let wt = weights_panels(&values(c * c * 9, 1), c, c, 9, PANEL);
     let first: Vec<u32> = match partition {
         Partition::Singletons => (0..c as u32).collect(),
         Partition::HalfPacked => (0..c as u32 / 2).collect(),

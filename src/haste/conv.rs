@@ -143,7 +143,7 @@ impl HasteConv {
         let wt = if panel == c_out {
             weights_tap_major(weights, c_in, c_out, taps)
         } else {
-            weights_panels(weights, c_in, c_out, taps)
+            weights_panels(weights, c_in, c_out, taps, PANEL)
         };
         let p = cfg.tile;
         let fh = (p - 1) * params.stride.0 + params.kh;

@@ -15,8 +15,12 @@ use crate::ops::Activation;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
-    if let Filters::Panels(w) = f {
-        assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
+    if let Filters::Panels { weights, width } = f {
+        assert!(weights.len() >= g.kh * g.kw * g.c_in * g.c_out);
+        assert_eq!(
+            width, PANEL,
+            "the AVX-512 kernel reads panels of {PANEL} channels"
+        );
     }
     for kys in kernel_row_passes(g, f.terms(g)) {
         let pass = Pass {
@@ -30,7 +34,7 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
         // SAFETY: forwarded from the caller.
         unsafe {
             match f {
-                Filters::Panels(_) => blocks_pass::<true>(pass, out),
+                Filters::Panels { .. } => blocks_pass::<true>(pass, out),
                 Filters::Rows { .. } => blocks_pass::<false>(pass, out),
             }
         }
@@ -228,7 +232,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
 ) {
     use std::arch::x86_64::*;
     let g = p.g;
-    let Filters::Panels(weights) = p.f else {
+    let Filters::Panels { weights, .. } = p.f else {
         unreachable!("row blocks run panel filters")
     };
     let at = g.out_offsets::<MR>(j0);
@@ -291,7 +295,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
 /// of the next pass's rows.
 fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     let g = p.g;
-    let Filters::Panels(w) = p.f else {
+    let Filters::Panels { weights: w, .. } = p.f else {
         return std::ptr::null();
     };
     let (rows, terms) = (p.kys.1 - p.kys.0, g.kw * g.c_in);
@@ -384,12 +388,12 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
         std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)))
     };
     match p.f {
-        Filters::Panels(weights) if PANELS => {
+        Filters::Panels { weights, .. } if PANELS => {
             // Every channel in order: the `kw * c_in` terms of a kernel row sit next to each
             // other in the window and in the panel, so they run as one loop (the first RGB
             // layer has only 3 terms per tap).
             let terms = g.kw * g.c_in;
-            let (base, width, col) = panel_of(g, co0);
+            let (base, width, col) = panel_of(g, PANEL, co0);
             let w_panel = weights.as_ptr().add(base + col);
             // Without a part of the next filters to prefetch, the lines of this block's
             // own (already in cache): one loop for both.
@@ -473,7 +477,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 }
             }
         }
-        Filters::Panels(_) => unreachable!("PANELS is set exactly for panel filters"),
+        Filters::Panels { .. } => unreachable!("PANELS is set exactly for panel filters"),
     }
     for (i, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {

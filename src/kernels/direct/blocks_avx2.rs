@@ -62,4 +62,11 @@ unsafe fn store_tail(p: *mut f32, t: Tail, v: V) {
     unsafe { _mm256_maskstore_ps(p, t, v) }
 }
 
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn prefetch(p: *const f32) {
+    // A prefetch never faults, whatever the address.
+    _mm_prefetch::<_MM_HINT_T1>(p.cast())
+}
+
 super::narrow::narrow_tier!(mr: 6, nv: 2, #[target_feature(enable = "avx2,fma")]);

@@ -40,4 +40,12 @@ unsafe fn store_tail(p: *mut f32, t: Tail, v: V) {
     unsafe { crate::kernels::neon::store_n(p, t, v) }
 }
 
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    // SAFETY: `prfm` is a hint: it never faults and changes no register or memory.
+    unsafe {
+        std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
+    }
+}
+
 super::narrow::narrow_tier!(mr: 6, nv: 4, #[target_feature(enable = "neon")]);

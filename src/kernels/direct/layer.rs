@@ -1,8 +1,9 @@
 //! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
-use super::{conv, conv_at, weights_panels, Epilogue, Filters, Geom, PANEL};
+use super::{conv, conv_at, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
 use crate::kernels::grow;
+use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 use std::ops::Range;
@@ -13,8 +14,10 @@ use std::ops::Range;
 #[derive(Clone, Debug)]
 pub struct DirectConv {
     params: Conv2dParams,
-    /// Weights in 64-output-channel panels ([`weights_panels`]).
+    /// Weights in panels of `panel` output channels ([`weights_panels`]), the width the
+    /// kernel of the process's tier reads ([`panel_width`]).
     panels: Vec<f32>,
+    panel: usize,
     bias: Option<Vec<f32>>,
     activation: Activation,
     /// The activation after a fused residual addition ([`ConvOp::residual`]).
@@ -80,9 +83,11 @@ impl DirectConv {
         if p.groups != 1 || p.dilation != (1, 1) {
             return None;
         }
+        let panel = panel_width(Isa::current());
         Some(DirectConv {
             params: p,
-            panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw),
+            panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw, panel),
+            panel,
             bias: op.bias.clone(),
             activation: op.activation,
             residual: op.residual,
@@ -251,6 +256,7 @@ impl DirectConv {
     fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<Vec<usize>> {
         let p = &self.params;
         let oh = p.out_hw(h, w).0;
+        // Parts start on multiples of the widest panel, so on a panel of every tier.
         let panels = p.c_out / PANEL;
         // A pointwise layer's parts split pixels, not rows (see `split_shape`).
         let uneven_rows = !p.is_pointwise() && !oh.is_multiple_of(parts);
@@ -315,10 +321,14 @@ impl DirectConv {
                     residual: e.residual.map(|r| &r[c0..]),
                     activation: e.activation,
                 };
+                let f = Filters::Panels {
+                    weights: panels,
+                    width: self.panel,
+                };
                 // SAFETY: the panels hold this part's weights, the band the whole padded
                 // input; part `k` writes channels `c0..c0 + width` of each output pixel and
                 // no other part does (`out` holds `oh * ow` pixels of `c_out`, asserted).
-                unsafe { conv_at(&g, win, Filters::Panels(panels), e, shared.at(c0)) };
+                unsafe { conv_at(&g, win, f, e, shared.at(c0)) };
             });
     }
 
@@ -456,9 +466,13 @@ impl DirectConv {
         }
         let needed = ((rows - 1) * p.stride.0 + p.kh) * wp * p.c_in;
         assert!(win.len() >= needed, "window of {} for {needed}", win.len());
+        let f = Filters::Panels {
+            weights: &self.panels,
+            width: self.panel,
+        };
         // SAFETY: the panels hold every weight, and `win` holds every padded input row that
         // the output rows read (checked just above); `ohwc` holds `rows * ow * c_out` values.
-        unsafe { conv(&g, win, Filters::Panels(&self.panels), e, ohwc) };
+        unsafe { conv(&g, win, f, e, ohwc) };
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):

@@ -134,9 +134,9 @@ pub enum Filters<'a> {
         rows: &'a [*const f32],
         tap_stride: usize,
     },
-    /// Every window channel in order, with the weights in 64-channel panels (the dense
-    /// convolution; see [`weights_panels`]).
-    Panels(&'a [f32]),
+    /// Every window channel in order, with the weights in panels of `width` output
+    /// channels (the dense convolution; see [`weights_panels`] and [`panel_width`]).
+    Panels { weights: &'a [f32], width: usize },
 }
 
 impl Filters<'_> {
@@ -144,21 +144,36 @@ impl Filters<'_> {
     fn terms(&self, g: &Geom) -> usize {
         match self {
             Filters::Rows { first, .. } => first.len(),
-            Filters::Panels(_) => g.c_in,
+            Filters::Panels { .. } => g.c_in,
         }
     }
 }
 
-/// Output channels per weight panel of [`weights_panels`].
+/// Output channels per weight panel of the AVX-512 kernel (its widest register blocks), and
+/// of HASTE's filter panels on every tier.
 pub const PANEL: usize = 64;
 
-/// Where output channel `co0`'s panel starts in a [`weights_panels`] layout, that panel's
-/// width, and `co0`'s column in it.
+/// Output channels per weight panel of the dense kernel on tier `isa`: one group of its
+/// register blocks, so that the filters a group reads are contiguous. On the 16-channel
+/// tiers (AVX2, NEON) a 64-channel panel made each group read one cache line in four of
+/// every 256-byte row: the 16 KB a pass of 256 terms reads then fall on a quarter of the L1
+/// sets and did not stay there from one block to the next (AVX2, one core, in ResNet-18:
+/// the 512 -> 512 layers at 7 x 7 ran at 56-60 GFLOP/s against 62-65 in 16-channel panels,
+/// 256 -> 512 stride 2 at 54 against 63; of a 90 GFLOP/s peak).
+pub fn panel_width(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => PANEL,
+        _ => 16,
+    }
+}
+
+/// Where output channel `co0`'s panel starts in a [`weights_panels`] layout of panels `panel`
+/// channels wide, that panel's width, and `co0`'s column in it.
 #[inline(always)]
-fn panel_of(g: &Geom, co0: usize) -> (usize, usize, usize) {
-    let q = co0 / PANEL;
-    let width = (g.c_out - PANEL * q).min(PANEL);
-    (PANEL * q * g.kh * g.kw * g.c_in, width, co0 - PANEL * q)
+fn panel_of(g: &Geom, panel: usize, co0: usize) -> (usize, usize, usize) {
+    let q = co0 / panel;
+    let width = (g.c_out - panel * q).min(panel);
+    (panel * q * g.kh * g.kw * g.c_in, width, co0 - panel * q)
 }
 
 /// Portable kernel (same arithmetic, same order as the AVX-512 one).
@@ -183,7 +198,7 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
     let n = g.ph * g.pw;
     let chunk = match f {
         Filters::Rows { .. } => g.c_out.max(1),
-        Filters::Panels(_) => PANEL,
+        Filters::Panels { width, .. } => width,
     };
     for co0 in (0..g.c_out).step_by(chunk) {
         let width = chunk.min(g.c_out - co0);
@@ -208,9 +223,12 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
                                     std::slice::from_raw_parts(r, width)
                                 })
                             }
-                            Filters::Panels(w) => {
-                                let (base, pw, _) = panel_of(g, co0);
-                                (b, &w[base + (kk * g.c_in + b) * pw..][..width])
+                            Filters::Panels {
+                                weights,
+                                width: panel,
+                            } => {
+                                let (base, pw, _) = panel_of(g, panel, co0);
+                                (b, &weights[base + (kk * g.c_in + b) * pw..][..width])
                             }
                         };
                         let av = a[slot];
@@ -303,18 +321,24 @@ pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogu
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output
-/// channels in panels of [`PANEL`] (the last one narrower), each panel `[(ky, kx)][c_in][width]`.
-/// A panel is what one 64-channel group of the kernel reads, so it is contiguous: wide
-/// layers' filters stream from memory in order instead of as 256-byte pieces of 2 KB rows.
-pub fn weights_panels(weights: &[f32], c_in: usize, c_out: usize, taps: usize) -> Vec<f32> {
+/// channels in panels of `panel` (the last one narrower), each panel `[(ky, kx)][c_in][width]`.
+/// A panel is what one group of the kernel's output channels reads, so it is contiguous:
+/// wide layers' filters stream from memory in order instead of as pieces of long rows.
+pub fn weights_panels(
+    weights: &[f32],
+    c_in: usize,
+    c_out: usize,
+    taps: usize,
+    panel: usize,
+) -> Vec<f32> {
     let mut wp = vec![0.0f32; weights.len()];
     for co in 0..c_out {
-        let q = co / PANEL;
-        let width = (c_out - PANEL * q).min(PANEL);
-        let base = PANEL * q * taps * c_in;
+        let q = co / panel;
+        let width = (c_out - panel * q).min(panel);
+        let base = panel * q * taps * c_in;
         for ci in 0..c_in {
             for kk in 0..taps {
-                wp[base + (kk * c_in + ci) * width + co - PANEL * q] =
+                wp[base + (kk * c_in + ci) * width + co - panel * q] =
                     weights[(co * c_in + ci) * taps + kk];
             }
         }

@@ -3,8 +3,9 @@
 //! operations each tier defines, as the depthwise kernel's tiers are. A tier's module
 //! defines `V` (a vector), `LANES`, `Tail` (what a partial last vector needs) and
 //! `tail(lanes)`, `zero()`, `splat(p)` (broadcast `*p`), `fma(x, w, acc)` (`acc + x * w`,
-//! fused), `load(p)`, `load_tail(p, t)`, `store(p, v)` and `store_tail(p, t, v)`; the macro
-//! adds `conv_at`, its entry point ([`super::conv_at`] on that tier).
+//! fused), `load(p)`, `load_tail(p, t)`, `store(p, v)`, `store_tail(p, t, v)` and
+//! `prefetch(p)` (a hint to bring `p`'s cache line into L1); the macro adds `conv_at`, its
+//! entry point ([`super::conv_at`] on that tier).
 //!
 //! A call sums its terms in the passes of [`super::passes::narrow_group_passes`]; each pass
 //! covers every output channel in groups of `LANES * NV` and every output in blocks of `MR`,
@@ -88,23 +89,62 @@ macro_rules! narrow_tier {
             out: *mut f32,
             co0: usize,
             width: usize,
-            n: usize,
+            mut n: usize,
         ) {
             let t = tail(width - LANES * (NV - 1));
-            let full = n - n % MR;
+            let mut full = n - n % MR;
             // SAFETY (every block): forwarded from the caller.
+            if MR == 6 && (1..=2).contains(&(n - full)) && full >= MR {
+                // One or two outputs left over (7 x 7 = 8 x 6 + 1): a block of one output
+                // loads its filters for 2 multiply-adds each, so the last full block and
+                // them run as blocks of 4 + 3 or 4 + 4 instead.
+                full -= MR;
+                unsafe { block::<4, NV, TAIL>(p, out, full, co0, t, NO_NEXT) };
+                let rest = n - full - 4;
+                unsafe {
+                    if rest == 3 {
+                        block::<3, NV, TAIL>(p, out, full + 4, co0, t, NO_NEXT)
+                    } else {
+                        block::<4, NV, TAIL>(p, out, full + 4, co0, t, NO_NEXT)
+                    }
+                };
+                n = full;
+            }
+            let next = next_filters(p, co0);
             for j0 in (0..full).step_by(MR) {
-                unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, t) };
+                let next = if j0 == 0 { next } else { NO_NEXT };
+                unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, t, next) };
             }
             unsafe {
                 match n - full {
                     0 => {}
-                    1 => block::<1, NV, TAIL>(p, out, full, co0, t),
-                    2 => block::<2, NV, TAIL>(p, out, full, co0, t),
-                    3 => block::<3, NV, TAIL>(p, out, full, co0, t),
-                    4 => block::<4, NV, TAIL>(p, out, full, co0, t),
-                    _ => block::<5, NV, TAIL>(p, out, full, co0, t),
+                    1 => block::<1, NV, TAIL>(p, out, full, co0, t, NO_NEXT),
+                    2 => block::<2, NV, TAIL>(p, out, full, co0, t, NO_NEXT),
+                    3 => block::<3, NV, TAIL>(p, out, full, co0, t, NO_NEXT),
+                    4 => block::<4, NV, TAIL>(p, out, full, co0, t, NO_NEXT),
+                    _ => block::<5, NV, TAIL>(p, out, full, co0, t, NO_NEXT),
                 }
+            }
+        }
+
+        /// Where the next group's panel filters start (at this group's column) and their row
+        /// stride, for the first block of a group to prefetch while it sums: a wide layer's
+        /// filters do not stay in cache from one image to the next (ResNet-18's 512-channel
+        /// stage holds 31 MB), and each term of a 16-channel group is one cache line. Null:
+        /// nothing to prefetch.
+        type NextFilters = (*const f32, usize);
+        const NO_NEXT: NextFilters = (std::ptr::null(), 0);
+
+        /// [`NextFilters`] of the group after the one at `co0`, in this pass.
+        #[inline]
+        fn next_filters(p: Pass, co0: usize) -> NextFilters {
+            let next = co0 + LANES * $nv;
+            match p.f {
+                Filters::Panels { weights, width: panel } if next < p.g.c_out => {
+                    let (base, width, col) = panel_of(p.g, panel, next);
+                    (weights.as_ptr().wrapping_add(base + col), width)
+                }
+                _ => NO_NEXT,
             }
         }
 
@@ -139,14 +179,18 @@ macro_rules! narrow_tier {
         /// `MR` outputs from `j0` x `LANES * NV` channels from `co0`, summed over the pass's
         /// kernel rows: from zero on the first pass, from the stored partial sums on later
         /// ones; the epilogue after the last.
+        // Never inlined: inlined into its callers, whose other blocks compete for the same
+        // 16 registers, the 6 x 2 block's loop was once allocated with spills to the stack
+        // (one change to the caller took 64 -> 64 layers from 73 to 55 GFLOP/s on AVX2).
         $(#[$feat])*
-        #[inline]
+        #[inline(never)]
         unsafe fn block<const MR: usize, const NV: usize, const TAIL: bool>(
             p: Pass,
             out: *mut f32,
             j0: usize,
             co0: usize,
             t: Tail,
+            next: NextFilters,
         ) {
             let g = p.g;
             let at = g.out_offsets::<MR>(j0);
@@ -168,20 +212,29 @@ macro_rules! narrow_tier {
                     std::array::from_fn(|v| load_v::<NV, TAIL>(w.add(LANES * v), v, t))
                 };
                 match p.f {
-                    Filters::Panels(weights) => {
+                    Filters::Panels { weights, width: panel } => {
                         // A kernel row's `kw * c_in` terms sit next to each other in the
                         // window and in the panel: one loop.
                         let terms = g.kw * g.c_in;
-                        let (base, width, col) = panel_of(g, co0);
+                        let (base, width, col) = panel_of(g, panel, co0);
                         let w_panel = weights.as_ptr().add(base + col);
                         let (t0, t1) = p.terms.unwrap_or((0, terms));
                         for ky in p.kys.0..p.kys.1 {
                             let row_in = ky * g.win_w * g.c_in;
                             let a: [*const f32; MR] =
                                 std::array::from_fn(|i| wp.add(origin[i] + row_in));
-                            let w0 = w_panel.add(ky * terms * width);
+                            // Pointers stepped by the row length: an index multiplied
+                            // by it in the loop took an integer multiply per term, on a
+                            // port the FMAs use (8 % slower).
+                            let mut w = w_panel.add((ky * terms + t0) * width);
+                            let mut pf = next.0.wrapping_add((ky * terms + t0) * next.1);
                             for term in t0..t1 {
-                                let wv = load_w(w0.add(term * width));
+                                if !next.0.is_null() {
+                                    prefetch(pf);
+                                    pf = pf.wrapping_add(next.1);
+                                }
+                                let wv = load_w(w);
+                                w = w.wrapping_add(width);
                                 for i in 0..MR {
                                     let x = splat(a[i].add(term));
                                     for v in 0..NV {

@@ -49,8 +49,12 @@ pub(super) type PassRange = ((usize, usize), Option<(usize, usize)>);
 pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
     let mut passes: Vec<PassRange> = Vec::new();
     match f {
-        Filters::Panels(w) => {
-            assert!(w.len() >= g.kh * g.kw * g.c_in * g.c_out);
+        Filters::Panels { weights, width } => {
+            assert!(weights.len() >= g.kh * g.kw * g.c_in * g.c_out);
+            assert!(
+                width.is_multiple_of(16),
+                "panels of whole 16-channel groups"
+            );
             let row_terms = g.kw * g.c_in;
             if g.kh * row_terms <= PANEL_TERMS_WHOLE {
                 passes.push(((0, g.kh), None));

@@ -159,10 +159,15 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             out_w: ow,
             out_stride: c_out,
         };
-        let panels = weights_panels(&weights, c_in, c_out, taps);
+        // The reference in the AVX-512 kernel's panels; each tier in its own.
+        let panels = weights_panels(&weights, c_in, c_out, taps, PANEL);
+        let f = Filters::Panels {
+            weights: &panels,
+            width: PANEL,
+        };
         let mut a = vec![f32::NAN; oh * ow * c_out];
         let b = a.clone();
-        unsafe { conv_generic(&g, &win, Filters::Panels(&panels), Epilogue::NONE, &mut a) };
+        unsafe { conv_generic(&g, &win, f, Epilogue::NONE, &mut a) };
         // With bias, a residual and an activation too (in registers or after the store).
         let bias: Vec<f32> = (0..c_out).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
         let residual: Vec<f32> = (0..a.len()).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect();
@@ -172,9 +177,14 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             activation: Activation::LeakyRelu(0.25),
         };
         let mut a_e = a.clone();
-        unsafe { conv_generic(&g, &win, Filters::Panels(&panels), e, &mut a_e) };
-        let f = Filters::Panels(&panels);
+        unsafe { conv_generic(&g, &win, f, e, &mut a_e) };
         for isa in Isa::available() {
+            let width = panel_width(isa);
+            let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
+            let f = Filters::Panels {
+                weights: &tier_panels,
+                width,
+            };
             let got = run_on(isa, &g, &win, f, Epilogue::NONE, &b);
             assert_eq!(bits(&a), bits(&got), "{isa} case {c_in} -> {c_out}");
             let got = run_on(isa, &g, &win, f, e, &b);
