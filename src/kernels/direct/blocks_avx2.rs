@@ -69,4 +69,36 @@ fn prefetch(p: *const f32) {
     _mm_prefetch::<_MM_HINT_T1>(p.cast())
 }
 
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn set1(x: f32) -> V {
+    _mm256_set1_ps(x)
+}
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn add(a: V, b: V) -> V {
+    _mm256_add_ps(a, b)
+}
+/// `x < 0 ? 0 : x`: `max(0, x)` returns its second operand when either is NaN and when both
+/// are zeros, so NaN and -0.0 pass through.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn relu(x: V) -> V {
+    _mm256_max_ps(_mm256_setzero_ps(), x)
+}
+/// `x < 0 ? x * alpha : x` (an ordered comparison: NaN passes through).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn leaky_relu(x: V, alpha: V) -> V {
+    let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps());
+    _mm256_blendv_ps(x, _mm256_mul_ps(x, alpha), neg)
+}
+/// `x < lo ? lo : x > hi ? hi : x`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn clip(x: V, lo: V, hi: V) -> V {
+    let above = _mm256_blendv_ps(x, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi));
+    _mm256_blendv_ps(above, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo))
+}
+
 super::narrow::narrow_tier!(mr: 6, nv: 2, #[target_feature(enable = "avx2,fma")]);

@@ -7,7 +7,7 @@
 //! No speed is claimed for this tier until a real ARM machine measures it; its tests run
 //! under user-mode emulation.
 
-use crate::kernels::neon::{load, store, zero, LANES, V};
+use crate::kernels::neon::{load, splat as set1, store, zero, LANES, V};
 use std::arch::aarch64::*;
 
 /// The lanes in use of a partial last vector (NEON has no masked loads and stores).
@@ -45,6 +45,34 @@ fn prefetch(p: *const f32) {
     // SAFETY: `prfm` is a hint: it never faults and changes no register or memory.
     unsafe {
         std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
+    }
+}
+
+#[inline(always)]
+fn add(a: V, b: V) -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe { vaddq_f32(a, b) }
+}
+/// `x < 0 ? 0 : x`, by an ordered comparison and a select (`vmaxq_f32` would turn -0.0
+/// into +0.0 and NaN into the default NaN).
+#[inline(always)]
+fn relu(x: V) -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe { vbslq_f32(vcltzq_f32(x), vdupq_n_f32(0.0), x) }
+}
+/// `x < 0 ? x * alpha : x`.
+#[inline(always)]
+fn leaky_relu(x: V, alpha: V) -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe { vbslq_f32(vcltzq_f32(x), vmulq_f32(x, alpha), x) }
+}
+/// `x < lo ? lo : x > hi ? hi : x`.
+#[inline(always)]
+fn clip(x: V, lo: V, hi: V) -> V {
+    // SAFETY: NEON is in aarch64's baseline.
+    unsafe {
+        let above = vbslq_f32(vcgtq_f32(x, hi), hi, x);
+        vbslq_f32(vcltq_f32(x, lo), lo, above)
     }
 }
 

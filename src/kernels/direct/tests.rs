@@ -584,3 +584,102 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
         }
     }
 }
+
+/// The bits of `v`, every NaN as one: a NaN stays NaN on every tier, but its sign and
+/// payload may differ (the smooth activations' vector code on a partial AVX-512 vector
+/// gives another NaN than the scalar code).
+fn nan_as_one(v: &[f32]) -> Vec<u32> {
+    v.iter()
+        .map(|f| {
+            if f.is_nan() {
+                f32::NAN.to_bits()
+            } else {
+                f.to_bits()
+            }
+        })
+        .collect()
+}
+
+/// Every tier's epilogue (in registers where it has one, stored and finished otherwise)
+/// gives the scalar code's bits for every activation, with NaN and infinities among the
+/// sums, with and without bias and residual, on full and partial vectors.
+#[test]
+fn every_tier_finishes_like_the_scalar_epilogue() {
+    let specials = [
+        -2.5,
+        -0.0,
+        0.0,
+        0.3,
+        1.5,
+        7.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    let activations = [
+        Activation::None,
+        Activation::Relu,
+        Activation::LeakyRelu(0.1),
+        Activation::Clip(-1.0, 6.0),
+        Activation::Clip(0.0, 0.2),
+        Activation::HardSwish,
+        Activation::Sigmoid,
+    ];
+    // A 1x1 convolution of one input channel with unit weights: each sum is its window value.
+    for c_out in [16usize, 21, 64, 70] {
+        let n = 7 * 5;
+        let win: Vec<f32> = (0..n).map(|j| specials[j % specials.len()]).collect();
+        let g = Geom {
+            win_w: 5,
+            c_in: 1,
+            c_out,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            ph: 7,
+            pw: 5,
+            out_w: 5,
+            out_stride: c_out,
+        };
+        let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+        let residual: Vec<f32> = (0..n * c_out)
+            .map(|i| specials[(i / 3) % specials.len()] * 0.25)
+            .collect();
+        let blank = vec![0.0f32; n * c_out];
+        for activation in activations {
+            for (bias, residual) in [
+                (None, None),
+                (Some(&bias[..]), None),
+                (Some(&bias[..]), Some(&residual[..])),
+            ] {
+                let e = Epilogue {
+                    bias,
+                    residual,
+                    activation,
+                };
+                let mut want = blank.clone();
+                let ones = vec![1.0f32; c_out];
+                let f = Filters::Panels {
+                    weights: &ones,
+                    width: PANEL,
+                };
+                unsafe { conv_generic(&g, &win, f, e, &mut want) };
+                for isa in Isa::available() {
+                    let f = Filters::Panels {
+                        weights: &ones,
+                        width: panel_width(isa),
+                    };
+                    let got = run_on(isa, &g, &win, f, e, &blank);
+                    assert_eq!(
+                        nan_as_one(&want),
+                        nan_as_one(&got),
+                        "{isa}, {c_out} channels, {activation:?}, bias {}, residual {}",
+                        bias.is_some(),
+                        residual.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
