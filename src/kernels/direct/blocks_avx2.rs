@@ -6,6 +6,7 @@
 //! these, with a 92 GFLOP/s peak). The blocks themselves are [`super::narrow`]'s, shared
 //! with NEON; this file gives them AVX2's vector operations.
 
+use crate::kernels::activation::x86::avx2::activate;
 use std::arch::x86_64::*;
 
 type V = __m256;

@@ -7,6 +7,7 @@
 //! No speed is claimed for this tier until a real ARM machine measures it; its tests run
 //! under user-mode emulation.
 
+use crate::kernels::activation::neon::lanes::activate;
 use crate::kernels::neon::{load, splat as set1, store, zero, LANES, V};
 use std::arch::aarch64::*;
 

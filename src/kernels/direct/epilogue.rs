@@ -119,6 +119,11 @@ impl Epilogue<'_> {
         activation: Activation::None,
     };
 
+    /// Whether it leaves the sums as they are.
+    pub(super) fn is_none(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && self.activation == Activation::None
+    }
+
     /// Output channels `co0..co0 + o.len()` of one output, whose first value sits at offset
     /// `at` of the call's output, as the separate passes would do them.
     pub(super) fn apply(&self, co0: usize, at: usize, o: &mut [f32]) {

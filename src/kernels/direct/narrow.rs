@@ -5,8 +5,9 @@
 //! `tail(lanes)`, `zero()`, `splat(p)` (broadcast `*p`), `fma(x, w, acc)` (`acc + x * w`,
 //! fused), `load(p)`, `load_tail(p, t)`, `store(p, v)`, `store_tail(p, t, v)`,
 //! `prefetch(p)` (a hint to bring `p`'s cache line into cache), and for the epilogue
-//! `set1(x)`, `add(a, b)`, `relu(x)`, `leaky_relu(x, alpha)` and `clip(x, lo, hi)` (each with
-//! the bits of [`crate::ops::Activation::apply`]); the macro adds `conv_at`, its entry point
+//! `set1(x)`, `add(a, b)`, `relu(x)`, `leaky_relu(x, alpha)`, `clip(x, lo, hi)` and
+//! `activate(a, x)` (the smooth activations), each with the bits of
+//! [`crate::ops::Activation::apply`]; the macro adds `conv_at`, its entry point
 //! ([`super::conv_at`] on that tier).
 //!
 //! A call sums its terms in the passes of [`super::passes::narrow_group_passes`]; each pass
@@ -150,6 +151,20 @@ macro_rules! narrow_tier {
             }
         }
 
+        /// The `NV` vectors of a block's filters for one term, from `w`. A loop, not
+        /// `std::array::from_fn`: its closure would carry the tier's target features and
+        /// `from_fn` not, so it could not be inlined there (a call per vector).
+        $(#[$feat])*
+        #[inline]
+        unsafe fn load_w<const NV: usize, const TAIL: bool>(w: *const f32, t: Tail) -> [V; NV] {
+            let mut wv = [zero(); NV];
+            for (v, x) in wv.iter_mut().enumerate() {
+                // SAFETY: the caller's: the block's filters for this term.
+                *x = unsafe { load_v::<NV, TAIL>(w.add(LANES * v), v, t) };
+            }
+            wv
+        }
+
         /// Loads vector `v` of a block's channels from `at` (partial when it is the tail).
         $(#[$feat])*
         #[inline]
@@ -210,9 +225,6 @@ macro_rules! narrow_tier {
                 let wp = p.win.as_ptr();
                 // Each output's tap-(0, 0) input pixel, stepping along the output rows.
                 let origin: [usize; MR] = g.in_offsets::<MR>(j0);
-                let load_w = |w: *const f32| -> [V; NV] {
-                    std::array::from_fn(|v| load_v::<NV, TAIL>(w.add(LANES * v), v, t))
-                };
                 match p.f {
                     Filters::Panels { weights, width: panel } => {
                         // A kernel row's `kw * c_in` terms sit next to each other in the
@@ -223,8 +235,7 @@ macro_rules! narrow_tier {
                         let (t0, t1) = p.terms.unwrap_or((0, terms));
                         for ky in p.kys.0..p.kys.1 {
                             let row_in = ky * g.win_w * g.c_in;
-                            let a: [*const f32; MR] =
-                                std::array::from_fn(|i| wp.add(origin[i] + row_in));
+                            let a = origin.map(|o| wp.add(o + row_in));
                             // Pointers stepped by the row length: an index multiplied
                             // by it in the loop took an integer multiply per term, on a
                             // port the FMAs use (8 % slower).
@@ -235,7 +246,7 @@ macro_rules! narrow_tier {
                                     prefetch(pf);
                                     pf = pf.wrapping_add(next.1);
                                 }
-                                let wv = load_w(w);
+                                let wv = load_w::<NV, TAIL>(w, t);
                                 w = w.wrapping_add(width);
                                 for i in 0..MR {
                                     let x = splat(a[i].add(term));
@@ -253,12 +264,11 @@ macro_rules! narrow_tier {
                             for kx in 0..g.kw {
                                 let kk = ky * g.kw + kx;
                                 let tap_in = (ky * g.win_w + kx) * g.c_in;
-                                let a: [*const f32; MR] =
-                                    std::array::from_fn(|i| wp.add(origin[i] + tap_in));
+                                let a = origin.map(|o| wp.add(o + tap_in));
                                 let tap_w = kk * tap_stride + co0;
                                 for b in 0..nb {
                                     let f = *fp.add(b) as usize;
-                                    let wv = load_w((*rp.add(b)).add(tap_w));
+                                    let wv = load_w::<NV, TAIL>((*rp.add(b)).add(tap_w), t);
                                     for i in 0..MR {
                                         let x = splat(a[i].add(f));
                                         for v in 0..NV {
@@ -270,102 +280,84 @@ macro_rules! narrow_tier {
                         }
                     }
                 }
-                let in_registers = p.last && piecewise_linear(p.e.activation);
-                if in_registers {
-                    finish_in_registers::<MR, NV, TAIL>(p.e, &mut acc, &at, co0, t);
-                }
                 for (row, &o) in acc.iter().zip(&at) {
                     for (v, &x) in row.iter().enumerate() {
                         store_v::<NV, TAIL>(out.add(o + co0 + LANES * v), v, t, x);
                     }
                 }
-                if p.last && !in_registers {
-                    finish_block::<MR>(p, out, at, co0, (LANES * NV).min(g.c_out - co0));
+                if p.last && !p.e.is_none() {
+                    finish::<MR, NV, TAIL>(p.e, out, &at, co0, t);
                 }
             }
         }
 
-        /// Whether [`finish_in_registers`] applies `a` (the smooth activations go through
-        /// [`finish_block`] and the activation module's lanes).
-        fn piecewise_linear(a: crate::ops::Activation) -> bool {
-            use crate::ops::Activation::*;
-            matches!(a, None | Relu | LeakyRelu(_) | Clip(..))
-        }
-
-        /// The epilogue on a block's sums before they are stored: the bias, the residual and
-        /// a piecewise-linear activation, with the scalar code's bits (the comparisons are
-        /// ordered, so NaN passes through; -0.0 stays). Stored first and then finished one
-        /// output at a time, layers of few input channels (Tiny Darknet's 16 -> 128, 144
-        /// terms a block) spent a fifth of their time in the epilogue on AVX2.
+        /// The epilogue on a block just stored (still in L1): the bias, the residual and the
+        /// activation, a vector at a time, with the scalar code's bits (the comparisons are
+        /// ordered, so NaN passes through; -0.0 stays; the smooth activations by the
+        /// activation module's lanes). Through the activation module's slice functions one
+        /// output at a time, layers of few input channels spent most of their time here on
+        /// AVX2 (EfficientNet-B0's 16 -> 96 1x1 layer with its SiLU ran at a fifth of the
+        /// AVX-512 tier's speed). Not inlined, and not applied to the sums in registers:
+        /// beside a smooth activation's constants the block's loop was allocated with its
+        /// sums on the stack.
         $(#[$feat])*
-        #[inline]
-        unsafe fn finish_in_registers<const MR: usize, const NV: usize, const TAIL: bool>(
+        #[inline(never)]
+        unsafe fn finish<const MR: usize, const NV: usize, const TAIL: bool>(
             e: Epilogue,
-            acc: &mut [[V; NV]; MR],
+            out: *mut f32,
             at: &[usize; MR],
             co0: usize,
             t: Tail,
         ) {
             use crate::ops::Activation;
-            // SAFETY (all loads): the bias holds `c_out` values and the residual the call's
-            // outputs; the block's lanes are inside both.
+            // SAFETY (all): the block's own outputs, just stored; the bias holds `c_out`
+            // values and the residual the call's outputs.
             unsafe {
-                if let Some(b) = e.bias {
-                    let bv: [V; NV] = std::array::from_fn(|v| {
-                        load_v::<NV, TAIL>(b.as_ptr().add(co0 + LANES * v), v, t)
-                    });
-                    for row in acc.iter_mut() {
-                        for (x, &b) in row.iter_mut().zip(&bv) {
-                            *x = add(*x, b);
+                for &o in at {
+                    let mut x = [zero(); NV];
+                    for (v, x) in x.iter_mut().enumerate() {
+                        *x = load_v::<NV, TAIL>(out.add(o + co0 + LANES * v), v, t);
+                    }
+                    if let Some(b) = e.bias {
+                        for (v, x) in x.iter_mut().enumerate() {
+                            *x = add(*x, load_v::<NV, TAIL>(b.as_ptr().add(co0 + LANES * v), v, t));
                         }
                     }
-                }
-                if let Some(r) = e.residual {
-                    for (row, &o) in acc.iter_mut().zip(at) {
-                        for (v, x) in row.iter_mut().enumerate() {
+                    if let Some(r) = e.residual {
+                        for (v, x) in x.iter_mut().enumerate() {
                             let rv = load_v::<NV, TAIL>(r.as_ptr().add(o + co0 + LANES * v), v, t);
                             *x = add(*x, rv);
                         }
                     }
+                    // Plain loops, not closures: a closure carries the tier's target
+                    // features, so the generic code that would call it could not inline it.
+                    match e.activation {
+                        Activation::None => {}
+                        Activation::Relu => {
+                            for x in x.iter_mut() {
+                                *x = relu(*x);
+                            }
+                        }
+                        Activation::LeakyRelu(a) => {
+                            for x in x.iter_mut() {
+                                *x = leaky_relu(*x, set1(a));
+                            }
+                        }
+                        Activation::Clip(lo, hi) => {
+                            for x in x.iter_mut() {
+                                *x = clip(*x, set1(lo), set1(hi));
+                            }
+                        }
+                        smooth => {
+                            for x in x.iter_mut() {
+                                *x = activate(smooth, *x);
+                            }
+                        }
+                    }
+                    for (v, &x) in x.iter().enumerate() {
+                        store_v::<NV, TAIL>(out.add(o + co0 + LANES * v), v, t, x);
+                    }
                 }
-            }
-            let values = acc.iter_mut().flatten();
-            match e.activation {
-                Activation::Relu => values.for_each(|x| *x = relu(*x)),
-                Activation::LeakyRelu(a) => {
-                    let a = set1(a);
-                    values.for_each(|x| *x = leaky_relu(*x, a))
-                }
-                Activation::Clip(lo, hi) => {
-                    let (lo, hi) = (set1(lo), set1(hi));
-                    values.for_each(|x| *x = clip(*x, lo, hi))
-                }
-                _ => {}
-            }
-        }
-
-        /// The epilogue of a block just stored (still in L1): bias, residual, activation, on
-        /// `width` channels of each output.
-        $(#[$feat])*
-        #[inline(never)]
-        unsafe fn finish_block<const MR: usize>(
-            p: Pass,
-            out: *mut f32,
-            at: [usize; MR],
-            co0: usize,
-            width: usize,
-        ) {
-            let e = p.e;
-            if e.bias.is_none()
-                && e.residual.is_none()
-                && e.activation == crate::ops::Activation::None
-            {
-                return;
-            }
-            for o in at {
-                // SAFETY: the block's own outputs, written just before.
-                let x = unsafe { std::slice::from_raw_parts_mut(out.add(o + co0), width) };
-                e.apply(co0, o + co0, x);
             }
         }
     };
