@@ -4,7 +4,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{with_lanes, Lanes};
-use super::passes::kernel_row_passes;
+use super::passes::wide_group_passes;
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
 use crate::ops::Activation;
 
@@ -22,12 +22,17 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
             "the AVX-512 kernel reads panels of {PANEL} channels"
         );
     }
-    for kys in kernel_row_passes(g, f.terms(g)) {
+    let passes = wide_group_passes(g, f);
+    let count = passes.len();
+    for (k, (kys, terms)) in passes.into_iter().enumerate() {
         let pass = Pass {
             g,
             win,
             f,
             kys,
+            terms,
+            first: k == 0,
+            last: k + 1 == count,
             e,
             prefetch: std::ptr::null(),
         };
@@ -42,13 +47,21 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
 }
 
 /// What every block of one [`conv_avx512`] pass reads: the geometry, the window, the filters,
-/// and the kernel rows `kys` summed in this pass (see [`kernel_row_passes`]).
+/// and the kernel rows `kys` (and for panel filters the terms of that row) summed in this
+/// pass (see [`wide_group_passes`]).
 #[derive(Clone, Copy)]
 struct Pass<'a> {
     g: &'a Geom,
     win: &'a [f32],
     f: Filters<'a>,
     kys: (usize, usize),
+    /// Panel filters: the terms `t0..t1` of the kernel row `kys.0` (`kys` is one row), of
+    /// the `kw * c_in` that run as one loop; `None`: every term of the rows.
+    terms: Option<(usize, usize)>,
+    /// Whether this pass starts the sums (else it adds to the stored partial sums) and
+    /// whether it ends them (then the epilogue runs).
+    first: bool,
+    last: bool,
     /// Applied by the last pass.
     e: Epilogue<'a>,
     /// Panel filters: where this block's part of the next group's filters starts, to be
@@ -237,7 +250,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
     };
     let at = g.out_offsets::<MR>(j0);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if p.kys.0 > 0 {
+    if !p.first {
         for (row, &o) in acc.iter_mut().zip(&at) {
             for (v, x) in row.iter_mut().enumerate() {
                 *x = _mm512_maskz_loadu_ps(masks[v], out.add(o + 16 * v));
@@ -264,7 +277,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
             }
         }
     }
-    if p.kys.1 < g.kh {
+    if !p.last {
         for (row, &o) in acc.iter().zip(&at) {
             for (v, x) in row.iter().enumerate() {
                 _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], *x);
@@ -298,19 +311,24 @@ fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     let Filters::Panels { weights: w, .. } = p.f else {
         return std::ptr::null();
     };
-    let (rows, terms) = (p.kys.1 - p.kys.0, g.kw * g.c_in);
+    let terms = g.kw * g.c_in;
+    // The pass's terms of each of its rows (every term of them without a term range).
+    let (t0, t1) = p.terms.unwrap_or((0, terms));
+    let rows = p.kys.1 - p.kys.0;
     let next = if PANEL * (q + 2) <= g.c_out {
-        (q + 1, p.kys.0)
-    } else if p.kys.1 < g.kh {
-        (0, p.kys.1)
+        (q + 1, p.kys.0, t0)
+    } else if p.kys.1 < g.kh && p.terms.is_none() {
+        (0, p.kys.1, 0)
     } else {
+        // After the last group of a pass of part of a row: not worked out; the next pass's
+        // first block waits on its filters once.
         return std::ptr::null();
     };
     if k >= 4 {
         return std::ptr::null();
     }
-    let slice = PANEL * next.0 * g.kh * terms + next.1 * terms * PANEL;
-    w.as_ptr().wrapping_add(slice + k * rows * terms * 16)
+    let slice = PANEL * next.0 * g.kh * terms + (next.1 * terms + next.2) * PANEL;
+    w.as_ptr().wrapping_add(slice + k * rows * (t1 - t0) * 16)
 }
 
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
@@ -372,7 +390,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
     // Each output's offset in `out`.
     let at = g.out_offsets::<MR>(j0);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if p.kys.0 > 0 {
+    if !p.first {
         for (i, row) in acc.iter_mut().enumerate() {
             for (v, x) in row.iter_mut().enumerate() {
                 *x = _mm512_maskz_loadu_ps(masks[v], op.add(at[i] + co0 + 16 * v));
@@ -397,8 +415,9 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             let w_panel = weights.as_ptr().add(base + col);
             // Without a part of the next filters to prefetch, the lines of this block's
             // own (already in cache): one loop for both.
+            let (t0, t1) = p.terms.unwrap_or((0, terms));
             let pf = if p.prefetch.is_null() {
-                w_panel.add(p.kys.0 * terms * width)
+                w_panel.add((p.kys.0 * terms + t0) * width)
             } else {
                 p.prefetch
             };
@@ -407,12 +426,12 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                 let row_in = ky * g.win_w * g.c_in;
                 let abase: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
                 let w0 = w_panel.add(ky * terms * width);
-                let pf_row = pf.wrapping_add((ky - p.kys.0) * terms * 16);
-                for t in 0..terms {
+                let pf_row = pf.wrapping_add((ky - p.kys.0) * (t1 - t0) * 16);
+                for t in t0..t1 {
                     if NV == 4 {
                         // Only wide blocks have a next group to prefetch; in narrow blocks
                         // (8 FMAs per term) the instruction would be a load slot for nothing.
-                        _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add(t * 16).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add((t - t0) * 16).cast());
                     }
                     let wv = load_w(w0.add(t * width));
                     for i in 0..MR {
@@ -484,7 +503,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             _mm512_mask_storeu_ps(op.add(at[i] + co0 + 16 * v), masks[v], x);
         }
     }
-    if p.kys.1 == g.kh {
+    if p.last {
         finish_block::<MR, NV>(p, op, at, co0, masks);
     }
 }
@@ -507,7 +526,7 @@ unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
     if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
         lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
     }
-    if let (Some(r), true) = (p.e.residual, ky + 1 == p.g.kh) {
+    if let (Some(r), true) = (p.e.residual, p.last && ky + 1 == p.kys.1) {
         lines().for_each(|at| _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(at).cast()));
     }
 }

@@ -28,6 +28,50 @@ pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = 
         .map(move |ky| (ky, (ky + step).min(kh)))
 }
 
+/// Terms of panel filters one pass of the AVX-512 kernel sums (see [`wide_group_passes`]):
+/// 96 terms of a 64-channel group are 24 KB of filters, which stay in a 32 KB L1 while every
+/// block of outputs reads them. In one pass, each 6 x 64 block streamed its group's filters
+/// from L2 (1.2 MB for a 512 -> 512 3x3 layer, in passes of one kernel row), 256 bytes for
+/// every 24 FMAs.
+const WIDE_TERMS_PER_PASS: usize = 96;
+
+/// Up to this many terms a layer runs in one pass of the AVX-512 kernel.
+const WIDE_TERMS_WHOLE: usize = 192;
+
+/// Outputs up to which a call splits its terms into passes of [`WIDE_TERMS_PER_PASS`]: the
+/// partial sums of one group of 64 channels (64 KB at 256 outputs) stay in L2 from one pass to
+/// the next. At 56 x 56 outputs (800 KB) re-reading them cost more than the filters saved
+/// (ResNet-18, batch 8 on two threads: slower), while at 7 x 7 the 512 -> 512 layers ran
+/// 14-18 % faster (one thread, batch 1: 92-102 -> 109-120 GFLOP/s) and ResNet-56 8 %.
+const WIDE_PASS_MAX_OUTPUTS: usize = 256;
+
+/// The passes of the AVX-512 kernel: panel filters of layers of 64 output channels or more,
+/// with more than [`WIDE_TERMS_WHOLE`] terms and at most [`WIDE_PASS_MAX_OUTPUTS`] outputs
+/// in the call, in passes of about [`WIDE_TERMS_PER_PASS`] terms of one kernel row; every
+/// other call by [`kernel_row_passes`]. The order of the sum (tap, channel) is kept, so the
+/// bits are the same as in one pass.
+pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
+    let row_terms = g.kw * g.c_in;
+    let split = matches!(f, Filters::Panels { .. })
+        && g.c_out >= 64
+        && g.kh * row_terms > WIDE_TERMS_WHOLE
+        && g.ph * g.pw <= WIDE_PASS_MAX_OUTPUTS;
+    if !split {
+        return kernel_row_passes(g, f.terms(g))
+            .map(|kys| (kys, None))
+            .collect();
+    }
+    let chunks = row_terms.div_ceil(WIDE_TERMS_PER_PASS).max(1);
+    let per = row_terms.div_ceil(chunks).max(1);
+    let mut passes = Vec::new();
+    for ky in 0..g.kh {
+        for t0 in (0..row_terms).step_by(per) {
+            passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
+        }
+    }
+    passes
+}
+
 /// Terms of panel filters one pass sums, when a layer has more than
 /// [`PANEL_TERMS_WHOLE`]: 256 terms of a 16-channel group are 16 KB of filters, which stay in
 /// the 32 KB L1 while every block of outputs reads them. In one pass, a 512 -> 512 3x3
