@@ -33,9 +33,11 @@ pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = 
 /// block of outputs reads them. In one pass, each 6 x 64 block streamed its group's filters
 /// from L2 (1.2 MB for a 512 -> 512 3x3 layer, in passes of one kernel row), 256 bytes for
 /// every 24 FMAs.
+#[cfg(target_arch = "x86_64")]
 const WIDE_TERMS_PER_PASS: usize = 96;
 
 /// Up to this many terms a layer runs in one pass of the AVX-512 kernel.
+#[cfg(target_arch = "x86_64")]
 const WIDE_TERMS_WHOLE: usize = 192;
 
 /// Outputs up to which a call splits its terms into passes of [`WIDE_TERMS_PER_PASS`]: the
@@ -43,6 +45,7 @@ const WIDE_TERMS_WHOLE: usize = 192;
 /// the next. At 56 x 56 outputs (800 KB) re-reading them cost more than the filters saved
 /// (ResNet-18, batch 8 on two threads: slower), while at 7 x 7 the 512 -> 512 layers ran
 /// 14-18 % faster (one thread, batch 1: 92-102 -> 109-120 GFLOP/s) and ResNet-56 8 %.
+#[cfg(target_arch = "x86_64")]
 const WIDE_PASS_MAX_OUTPUTS: usize = 256;
 
 /// The passes of the AVX-512 kernel: panel filters of layers of 64 output channels or more,
@@ -50,6 +53,7 @@ const WIDE_PASS_MAX_OUTPUTS: usize = 256;
 /// in the call, in passes of about [`WIDE_TERMS_PER_PASS`] terms of one kernel row; every
 /// other call by [`kernel_row_passes`]. The order of the sum (tap, channel) is kept, so the
 /// bits are the same as in one pass.
+#[cfg(target_arch = "x86_64")]
 pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
     let row_terms = g.kw * g.c_in;
     let split = matches!(f, Filters::Panels { .. })
