@@ -65,7 +65,14 @@ pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
             .map(|kys| (kys, None))
             .collect();
     }
-    let chunks = row_terms.div_ceil(WIDE_TERMS_PER_PASS).max(1);
+    term_passes(g, WIDE_TERMS_PER_PASS)
+}
+
+/// Each kernel row's `kw * c_in` terms in passes of about `per_pass` (equal shares, rows in
+/// order), so that the filters a group reads in a pass stay in L1.
+fn term_passes(g: &Geom, per_pass: usize) -> Vec<PassRange> {
+    let row_terms = g.kw * g.c_in;
+    let chunks = row_terms.div_ceil(per_pass).max(1);
     let per = row_terms.div_ceil(chunks).max(1);
     let mut passes = Vec::new();
     for ky in 0..g.kh {
@@ -95,7 +102,6 @@ pub(super) type PassRange = ((usize, usize), Option<(usize, usize)>);
 /// of the sum: panel filters in passes of [`PANEL_TERMS_PER_PASS`] terms once a layer has
 /// more than [`PANEL_TERMS_WHOLE`]; row filters by [`kernel_row_passes`].
 pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
-    let mut passes: Vec<PassRange> = Vec::new();
     match f {
         Filters::Panels { weights, width } => {
             assert!(weights.len() >= g.kh * g.kw * g.c_in * g.c_out);
@@ -103,23 +109,17 @@ pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
                 width.is_multiple_of(16),
                 "panels of whole 16-channel groups"
             );
-            let row_terms = g.kw * g.c_in;
-            if g.kh * row_terms <= PANEL_TERMS_WHOLE {
-                passes.push(((0, g.kh), None));
+            if g.kh * g.kw * g.c_in <= PANEL_TERMS_WHOLE {
+                vec![((0, g.kh), None)]
             } else {
-                let chunks = row_terms.div_ceil(PANEL_TERMS_PER_PASS).max(1);
-                let per = row_terms.div_ceil(chunks).max(1);
-                for ky in 0..g.kh {
-                    for t0 in (0..row_terms).step_by(per) {
-                        passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
-                    }
-                }
+                term_passes(g, PANEL_TERMS_PER_PASS)
             }
         }
         Filters::Rows { first, rows, .. } => {
             assert!(rows.len() >= first.len());
-            passes.extend(kernel_row_passes(g, f.terms(g)).map(|kys| (kys, None)));
+            kernel_row_passes(g, f.terms(g))
+                .map(|kys| (kys, None))
+                .collect()
         }
     }
-    passes
 }
