@@ -331,6 +331,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         first: &first,
         rows: &rows,
         tap_stride: c * c,
+        ahead: &[],
     };
     let isa = Isa::current();
     // SAFETY: rows point at `wt`/`wm` rows of channels < c; `Isa::current` is supported.

@@ -160,6 +160,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     first: &first,
                     rows: &rows,
                     tap_stride: c * panel,
+                    ahead: &[],
                 };
                 let o = &mut out[(oy0 * SIDE + ox0) * c + q * panel..];
                 // SAFETY: every row and its taps lie in `wt_panel`; the window holds

@@ -446,6 +446,7 @@ impl HasteConv {
         let window_bytes = fh * fw * c_in * std::mem::size_of::<f32>();
         let band_rows = (BAND_WINDOW_BYTES / (patches_per_row * window_bytes).max(1)).max(1);
         let magnitude = self.cfg.magnitude_bins;
+        let panel_len = p.kh * p.kw * c_in * self.panel;
 
         // A band of patch rows at a time: every patch is hashed and its input merged first,
         // then each filter panel runs over all of them, so a wide layer's filters are read
@@ -523,9 +524,23 @@ impl HasteConv {
                 first: part.panels.start,
             };
             for q in part.panels.clone() {
-                for patch in &mut s.band[..n] {
+                // The next panel, a share of it prefetched by each patch of the band; after
+                // the last, the first, which the next image starts with.
+                let panels = &part.panels;
+                let next = if q + 1 < panels.end {
+                    q + 1
+                } else {
+                    panels.start
+                };
+                let next = match next != q {
+                    true => &self.wt[next * panel_len..][..panel_len],
+                    false => &[],
+                };
+                for (i, patch) in s.band[..n].iter_mut().enumerate() {
                     let bufs = (&mut s.wm, &mut s.rows);
-                    patch.convolve(self, q, (row0, ow), bufs, (band_out, to), isa, &mut timer);
+                    let ahead = &next[next.len() * i / n..next.len() * (i + 1) / n];
+                    let out = (&mut *band_out, to);
+                    patch.convolve(self, q, (row0, ow), bufs, out, ahead, isa, &mut timer);
                 }
             }
         }

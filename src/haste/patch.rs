@@ -96,7 +96,8 @@ impl MergedPatch {
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
     /// `band_out`, the band's pixel-major output (starting at output row `row0`, `out.stride`
     /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
-    /// panel are summed just before, while the panel is in cache.
+    /// panel are summed just before, while the panel is in cache. `ahead` is what the kernel
+    /// prefetches while it computes (see [`Filters::Rows`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn convolve(
@@ -106,6 +107,7 @@ impl MergedPatch {
         (row0, ow): (usize, usize),
         (wm, rows): (&mut Vec<f32>, &mut RowTable),
         (band_out, out): (&mut [f32], OutPanels),
+        ahead: &[f32],
         isa: Isa,
         timer: &mut StepTimer,
     ) {
@@ -145,6 +147,7 @@ impl MergedPatch {
             first: &self.first,
             rows,
             tap_stride: c_in * panel,
+            ahead,
         };
         let at = ((self.oy0 - row0) * ow + self.ox0) * out.stride + (q - out.first) * panel;
         let out = &mut band_out[at..];

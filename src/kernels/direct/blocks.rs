@@ -110,10 +110,11 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     for q in 0..wide {
         let co0 = 64 * q;
         for (k, j0) in (0..full).step_by(wide_mr).enumerate() {
-            let p = Pass {
-                prefetch: next_filters_part(p, q, k),
-                ..p
+            let prefetch = match p.f {
+                Filters::Panels { .. } => next_filters_part(p, q, k),
+                Filters::Rows { ahead, .. } => ahead_part(p, k, full / wide_mr, ahead),
             };
+            let p = Pass { prefetch, ..p };
             unsafe {
                 if wide_mr == 4 {
                     block::<4, 4, PANELS>(p, out, j0, co0, ALL)
@@ -331,6 +332,27 @@ fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     w.as_ptr().wrapping_add(slice + k * rows * (t1 - t0) * 16)
 }
 
+/// The part of `ahead` (what the next call reads) that wide block `k` of the `blocks` in
+/// each pass of a row-filter call prefetches, one line per term, or null once `ahead` is
+/// covered. A HASTE patch of a wide layer reads every row of its filter panel, 1.2 MB for
+/// 512 -> 512 and one patch per image at 7 x 7: the next panel's rows were misses that the
+/// filter merge and the first blocks waited on (the merge ran at half the L3's streaming
+/// rate); fetched into L2 while this call computes, they arrive early.
+fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> *const f32 {
+    let g = p.g;
+    let row_terms = g.kw * p.f.terms(g);
+    let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
+    // Terms summed by the passes before this one, by every block, and by this pass's blocks
+    // before `k`.
+    let before = (r0 * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
+    let line = before * 16;
+    if line < ahead.len() {
+        ahead[line..].as_ptr()
+    } else {
+        std::ptr::null()
+    }
+}
+
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
@@ -447,6 +469,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             first,
             rows,
             tap_stride,
+            ..
         } => {
             let nb = first.len();
             assert!(rows.len() >= nb);
@@ -455,6 +478,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             // address plus 0-3 steps, so a block of 16 needs one address per term, not 16
             // (which do not fit in registers).
             if MR == 16 && g.pw == 4 && j0.is_multiple_of(4) {
+                assert!(p.terms.is_none(), "4 x 4 row blocks sum whole kernel rows");
                 let (step, row_step) = (g.sw * g.c_in, g.sh * g.win_w * g.c_in);
                 for ky in p.kys.0..p.kys.1 {
                     for kx in 0..g.kw {
@@ -475,14 +499,28 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                     }
                 }
             } else {
+                // A pass sums terms `t0..t1` of each of its kernel rows, term `kx * nb + b`
+                // being bucket `b` at tap `kx` (all of them without a term range).
+                let row_terms = g.kw * nb;
+                let (t0, t1) = p.terms.unwrap_or((0, row_terms));
                 for ky in p.kys.0..p.kys.1 {
-                    for kx in 0..g.kw {
+                    let pf_row = p.prefetch.wrapping_add((ky - p.kys.0) * (t1 - t0) * 16);
+                    for kx in t0 / nb.max(1)..g.kw {
+                        let (b0, b1) = (t0.max(kx * nb) - kx * nb, t1.min((kx + 1) * nb));
+                        if b1 <= kx * nb {
+                            break;
+                        }
+                        let b1 = b1 - kx * nb;
                         let kk = ky * g.kw + kx;
                         let tap_in = (ky * g.win_w + kx) * g.c_in;
                         let abase: [*const f32; MR] =
                             std::array::from_fn(|i| wp.add(origin[i] + tap_in));
                         let tap_w = kk * tap_stride + co0;
-                        for b in 0..nb {
+                        let pf = pf_row.wrapping_add(kx * nb * 16).wrapping_sub(t0 * 16);
+                        for b in b0..b1 {
+                            if NV == 4 && !p.prefetch.is_null() {
+                                _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(b * 16).cast());
+                            }
                             let f = *fp.add(b) as usize;
                             let wv = load_w((*rp.add(b)).add(tap_w));
                             for i in 0..MR {

@@ -133,6 +133,10 @@ pub enum Filters<'a> {
         first: &'a [u32],
         rows: &'a [*const f32],
         tap_stride: usize,
+        /// Filters the next call reads (the next filter panel, or a part of it), asked for
+        /// into L2 a line per term while this call computes; empty: none. Only the wide
+        /// blocks prefetch (see `blocks::next_filters_part`).
+        ahead: &'a [f32],
     },
     /// Every window channel in order, with the weights in panels of `width` output
     /// channels (the dense convolution; see [`weights_panels`] and [`panel_width`]).
@@ -216,6 +220,7 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
                                 first,
                                 rows,
                                 tap_stride,
+                                ..
                             } => {
                                 let r = rows[b].add(kk * tap_stride + co0);
                                 // SAFETY: the caller guarantees the row is readable.

@@ -257,7 +257,12 @@ macro_rules! narrow_tier {
                             }
                         }
                     }
-                    Filters::Rows { first, rows, tap_stride } => {
+                    Filters::Rows {
+                        first,
+                        rows,
+                        tap_stride,
+                        ..
+                    } => {
                         let nb = first.len();
                         let (fp, rp) = (first.as_ptr(), rows.as_ptr());
                         for ky in p.kys.0..p.kys.1 {

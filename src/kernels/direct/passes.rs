@@ -55,9 +55,8 @@ const WIDE_PASS_MAX_OUTPUTS: usize = 256;
 /// bits are the same as in one pass.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
-    let row_terms = g.kw * g.c_in;
-    let split = matches!(f, Filters::Panels { .. })
-        && g.c_out >= 64
+    let row_terms = g.kw * f.terms(g);
+    let split = g.c_out >= 64
         && g.kh * row_terms > WIDE_TERMS_WHOLE
         && g.ph * g.pw <= WIDE_PASS_MAX_OUTPUTS;
     if !split {
@@ -65,13 +64,12 @@ pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
             .map(|kys| (kys, None))
             .collect();
     }
-    term_passes(g, WIDE_TERMS_PER_PASS)
+    term_passes(g, row_terms, WIDE_TERMS_PER_PASS)
 }
 
-/// Each kernel row's `kw * c_in` terms in passes of about `per_pass` (equal shares, rows in
+/// Each kernel row's `row_terms` terms in passes of about `per_pass` (equal shares, rows in
 /// order), so that the filters a group reads in a pass stay in L1.
-fn term_passes(g: &Geom, per_pass: usize) -> Vec<PassRange> {
-    let row_terms = g.kw * g.c_in;
+fn term_passes(g: &Geom, row_terms: usize, per_pass: usize) -> Vec<PassRange> {
     let chunks = row_terms.div_ceil(per_pass).max(1);
     let per = row_terms.div_ceil(chunks).max(1);
     let mut passes = Vec::new();
@@ -112,7 +110,7 @@ pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
             if g.kh * g.kw * g.c_in <= PANEL_TERMS_WHOLE {
                 vec![((0, g.kh), None)]
             } else {
-                term_passes(g, PANEL_TERMS_PER_PASS)
+                term_passes(g, g.kw * g.c_in, PANEL_TERMS_PER_PASS)
             }
         }
         Filters::Rows { first, rows, .. } => {

@@ -87,6 +87,7 @@ fn every_tier_matches_generic_bitwise() {
                 first: &first,
                 rows: &rows,
                 tap_stride: c_in * c_out,
+                ahead: &[],
             };
             let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
             let e = Epilogue {
