@@ -17,6 +17,8 @@
 //! rows for that panel and runs the kernel, so the panel's filters are read from memory once
 //! per band rather than once per patch.
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::{Error, Result};
 use crate::ops::Conv2dParams;
 
@@ -52,8 +54,10 @@ pub struct HasteConv {
     cfg: HasteConfig,
     layer_index: usize,
     hyperplanes: Hyperplanes,
-    /// The hyperplanes' entries as offsets into a copied window of `c_in` channels.
+    /// The hyperplanes' entries as offsets into a copied window of `c_in` channels, and
+    /// those inside the smaller windows of edge patches.
     terms: WindowTerms,
+    edge_terms: EdgeTerms,
     /// Weights in panels of `panel` output channels, `[c_out / panel][(ky, kx)][c_in][panel]`
     /// (see [`filter_panel`]).
     pub(super) wt: Vec<f32>,
@@ -62,6 +66,35 @@ pub struct HasteConv {
     force_singletons: bool,
     /// Time every step into the stats ([`Self::set_profile_steps`]).
     profile_steps: bool,
+}
+
+/// The hyperplane terms of the edge patches' window extents, built on first use (the
+/// extents depend on the image size) and kept: at most three per image size.
+#[derive(Debug, Default)]
+struct EdgeTerms(Mutex<Vec<Arc<WindowTerms>>>);
+
+impl Clone for EdgeTerms {
+    fn clone(&self) -> Self {
+        EdgeTerms(Mutex::new(self.lock().clone()))
+    }
+}
+
+impl EdgeTerms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WindowTerms>>> {
+        // A panic elsewhere cannot leave the list half-written: pushes are whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The terms of `hp` for `c` channels within `extent`.
+    fn get(&self, hp: &Hyperplanes, c: usize, extent: (usize, usize)) -> Arc<WindowTerms> {
+        let mut list = self.lock();
+        if let Some(t) = list.iter().find(|t| t.extent() == extent) {
+            return t.clone();
+        }
+        let t = Arc::new(WindowTerms::within(hp, c, extent));
+        list.push(t.clone());
+        t
+    }
 }
 
 /// Which filter panels one call computes, and whether it records the patches' statistics
@@ -166,6 +199,7 @@ impl HasteConv {
             layer_index,
             hyperplanes,
             terms,
+            edge_terms: EdgeTerms::default(),
             wt,
             panel,
             bias: bias.map(|b| b.to_vec()),
@@ -447,6 +481,8 @@ impl HasteConv {
         let band_rows = (BAND_WINDOW_BYTES / (patches_per_row * window_bytes).max(1)).max(1);
         let magnitude = self.cfg.magnitude_bins;
         let panel_len = p.kh * p.kw * c_in * self.panel;
+        // The terms of this call's edge windows (fetched once per call).
+        let mut edges: Vec<Arc<WindowTerms>> = Vec::new();
 
         // A band of patch rows at a time: every patch is hashed and its input merged first,
         // then each filter panel runs over all of them, so a wide layer's filters are read
@@ -471,13 +507,25 @@ impl HasteConv {
                     patch.copy_window(c_in, hwc, w, &win, (fh, fw));
                     timer.lap(|t| &mut t.window_copy);
                     let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
+                    let extent = (win.h, win.w);
+                    let terms = if extent == (fh, fw) {
+                        &self.terms
+                    } else {
+                        if !edges.iter().any(|t| t.extent() == extent) {
+                            edges.push(self.edge_terms.get(hp, c_in, extent));
+                        }
+                        edges
+                            .iter()
+                            .find(|t| t.extent() == extent)
+                            .expect("just added")
+                    };
                     let counts = hash_copied_window(
                         isa,
                         patch.window(),
                         c_in,
                         &win,
                         hp,
-                        &self.terms,
+                        terms,
                         centering,
                         magnitude,
                         &mut s.hash,

@@ -54,8 +54,9 @@ unsafe impl Sync for RowTable {}
 
 impl MergedPatch {
     /// Copies the patch's window out of the pixel-major image `hwc` (width `w`) into a frame
-    /// of the hyperplanes' window size `frame` (see [`Window::copy_into`]): what the hash
-    /// reads, and what [`Self::merge_input`] then merges in place.
+    /// of the hyperplanes' window size `frame` (see [`Window::copy_window_into`]; the frame
+    /// past an edge patch's window is not written): what the hash reads (with the terms of
+    /// the window's extent), and what [`Self::merge_input`] then merges in place.
     #[inline(always)]
     pub(super) fn copy_window(
         &mut self,
@@ -67,7 +68,7 @@ impl MergedPatch {
     ) {
         self.win_w = frame.1;
         grow(&mut self.mwin, frame.0 * frame.1 * c_in);
-        win.copy_into(hwc, w, c_in, frame, &mut self.mwin);
+        win.copy_window_into(hwc, w, c_in, frame.1, &mut self.mwin);
     }
 
     /// The window copied by [`Self::copy_window`].

@@ -90,6 +90,35 @@ impl Window {
         }
     }
 
+    /// Copies the window alone into `dst` in a frame's layout (rows `fw` pixels apart, `fw`
+    /// at least the window's width), zeros where it lies outside the image; the frame past
+    /// the window is left as it was (nothing reads it: see `WindowTerms::within`).
+    #[inline(always)]
+    pub fn copy_window_into(
+        &self,
+        hwc: &[f32],
+        img_w: usize,
+        c: usize,
+        fw: usize,
+        dst: &mut [f32],
+    ) {
+        assert!(self.w <= fw, "window wider than its frame");
+        let dst = &mut dst[..(self.h.max(1) - 1) * fw * c + self.w * c];
+        let span = (self.c1 - self.c0) * c;
+        for r in 0..self.h {
+            let row = &mut dst[r * fw * c..][..self.w * c];
+            if r < self.r0 || r >= self.r1 || span == 0 {
+                row.fill(0.0);
+                continue;
+            }
+            let iy = (self.iy + r as isize) as usize;
+            let ix = (self.ix + self.c0 as isize) as usize;
+            row[..self.c0 * c].fill(0.0);
+            row[self.c0 * c..][..span].copy_from_slice(&hwc[(iy * img_w + ix) * c..][..span]);
+            row[self.c1 * c..].fill(0.0);
+        }
+    }
+
     /// Whether every pixel of a `(fh, fw)` window is present.
     pub fn covers(&self, (fh, fw): (usize, usize)) -> bool {
         self.r0 == 0 && self.c0 == 0 && self.r1 == fh && self.c1 == fw

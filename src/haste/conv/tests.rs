@@ -278,3 +278,58 @@ fn every_memory_order_gives_the_same_bits_and_stats_over_geometries() {
         }
     }
 }
+
+/// Edge patches hash only their own window (`WindowTerms::within`), with the codes the
+/// whole hyperplane frame gives (zeros past the window): every patch's buckets, on sizes
+/// no tile divides, equal those of the window hashed in full by `hash_window`, as the
+/// layer's bucket-size histogram shows, with magnitude bins on and off.
+#[test]
+fn edge_patches_bucket_as_the_whole_frame() {
+    use crate::haste::buckets::Buckets;
+    use crate::haste::hash::hash_window;
+    for magnitude in [false, true] {
+        let (c_in, h, w, tile) = (24, 11, 13, 4);
+        let (mut conv, x, _, _) = merging_layer((c_in, 8, h, w), tile);
+        conv.cfg.magnitude_bins = magnitude.then_some(0.5);
+        let mut stats = LayerStats::default();
+        let mut out = vec![0.0; h * w * 8];
+        let io = IoLayout {
+            input_nhwc: true,
+            output_nhwc: true,
+        };
+        conv.forward_layout(
+            &x,
+            h,
+            w,
+            &mut out,
+            &mut HasteScratch::default(),
+            &mut stats,
+            io,
+        );
+        let (mut hs, mut buckets) = (HashScratch::default(), Buckets::default());
+        let mut hist = vec![0u64; c_in + 1];
+        let p = conv.params;
+        for oy0 in (0..h).step_by(tile) {
+            for ox0 in (0..w).step_by(tile) {
+                let (ph, pw) = (tile.min(h - oy0), tile.min(w - ox0));
+                let win = Window::of_patch(&p, (h, w), (oy0, ph), (ox0, pw));
+                let (hp, cen, mag) = (
+                    &conv.hyperplanes,
+                    conv.cfg.centering,
+                    conv.cfg.magnitude_bins,
+                );
+                hash_window(Isa::current(), &x, w, c_in, &win, hp, cen, mag, &mut hs);
+                buckets.group(&hs.keys[..c_in]);
+                for b in 0..buckets.count() {
+                    hist[buckets.size(b)] += 1;
+                }
+            }
+        }
+        assert_eq!(
+            stats.bucket_size_hist[..=c_in],
+            hist[..],
+            "magnitude bins {magnitude}"
+        );
+        assert!(hist[2..].iter().any(|&n| n > 0), "nothing merged");
+    }
+}

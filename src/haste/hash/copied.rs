@@ -33,6 +33,11 @@ pub struct WindowTerms {
     lens: Vec<usize>,
     /// The largest offset.
     max_off: usize,
+    /// The window extent `(h, w)` whose entries the lists hold (the hyperplanes' whole
+    /// window, or an edge patch's smaller one at its top left).
+    extent: (usize, usize),
+    /// The frame's row length (pixels), `fw`.
+    row: usize,
     /// Hyperplanes, and the padded count.
     count: usize,
     padded: usize,
@@ -45,10 +50,21 @@ const GROUP: usize = 8;
 
 impl WindowTerms {
     pub fn new(hp: &Hyperplanes, c: usize) -> WindowTerms {
+        WindowTerms::within(hp, c, hp.window())
+    }
+
+    /// The terms of the entries inside the top-left `(h, w)` of the hyperplanes' window: an
+    /// edge patch's smaller window, copied into the frame's layout. Entries past it would
+    /// multiply zeros, so its projections are those of the whole frame (up to the sign of a
+    /// zero sum, which no code bit sees), for the work of its own pixels: a 7 x 7 layer at
+    /// tile 16 hashed an 18 x 18 frame for a 9 x 9 window.
+    pub fn within(hp: &Hyperplanes, c: usize, (h, w): (usize, usize)) -> WindowTerms {
+        let (_, fw) = hp.window();
+        let inside = |pos: usize| pos / fw < h && pos % fw < w;
         let lists: Vec<Vec<(u32, f32)>> = (0..hp.count())
             .map(|l| {
                 let row = hp.row(l).iter().enumerate();
-                row.filter(|&(_, &w)| w != 0.0)
+                row.filter(|&(pos, &w)| w != 0.0 && inside(pos))
                     .map(|(pos, &w)| ((pos * c) as u32, w))
                     .collect()
             })
@@ -62,6 +78,8 @@ impl WindowTerms {
             count: hp.count(),
             padded,
             c,
+            extent: (h, w),
+            row: fw,
             ..Default::default()
         };
         let empty = std::iter::repeat_with(Vec::new).take(padded - hp.count());
@@ -76,6 +94,17 @@ impl WindowTerms {
         s
     }
 
+    /// The window extent the terms cover.
+    pub fn extent(&self) -> (usize, usize) {
+        self.extent
+    }
+
+    /// The rows of the extent in a frame of `c`-channel pixels: their offsets and lengths.
+    fn extent_rows(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let (h, w) = self.extent;
+        (0..h).map(move |r| r * self.row * self.c..(r * self.row + w) * self.c)
+    }
+
     /// Hyperplane `l`'s offsets and weights (`l` below the padded count).
     #[inline(always)]
     fn terms(&self, l: usize) -> (&[u32], &[f32]) {
@@ -85,10 +114,10 @@ impl WindowTerms {
 }
 
 /// Hashes the `c` channels of the copied window `buf` (`[fh][fw][c]` for the hyperplanes'
-/// window `(fh, fw)`, zeros outside the image and past the patch's window `win`) into
-/// `s.keys[..c]`; `terms` are `hp`'s for `c` channels. `None` when the window holds a
-/// non-finite value or a sum overflows: then [`hash_window_sanitized`] hashes it from the
-/// image.
+/// window `(fh, fw)`, zeros outside the image) into `s.keys[..c]`; `terms` are `hp`'s for
+/// `c` channels within the extent of the patch's window `win` (only that part of `buf` is
+/// read). `None` when the window holds a non-finite value or a sum overflows: then
+/// [`hash_window_sanitized`] hashes it from the image.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 #[inline(always)]
@@ -106,7 +135,17 @@ pub fn hash_copied_window(
 ) -> Option<HashCounts> {
     assert_eq!(terms.c, c, "hyperplane terms for another channel count");
     let buf = &buf[..hp.dim() * c];
-    if !all_finite(buf) {
+    assert_eq!(
+        terms.row,
+        hp.window().1,
+        "hyperplane terms for another window"
+    );
+    let finite = if terms.extent == hp.window() {
+        all_finite(buf)
+    } else {
+        terms.extent_rows().all(|rows| all_finite(&buf[rows]))
+    };
+    if !finite {
         return None;
     }
     let lc = hp.count();
@@ -122,7 +161,11 @@ pub fn hash_copied_window(
     #[cfg(not(target_arch = "x86_64"))]
     project_generic(buf, c, cpad, terms, lc, &mut s.proj);
     if magnitude_step.is_some() {
-        window_norms(buf, c, &mut s.norm2[..c]);
+        let norm2 = &mut s.norm2[..c];
+        norm2.fill(0.0);
+        for rows in terms.extent_rows() {
+            window_norms(&buf[rows], c, norm2);
+        }
     }
     timer.lap(|t| &mut t.project);
     let proj = &s.proj[..lc * cpad];
@@ -184,10 +227,10 @@ fn all_finite(buf: &[f32]) -> bool {
     tail == 0.0 && acc.iter().flatten().all(|&a| a == 0.0)
 }
 
-/// Each channel's squared norm over the window, pixels in window order (zeros add nothing).
+/// Adds each channel's squared norm over the pixels of `buf` to `norm2`, pixels in window
+/// order (zeros add nothing).
 #[inline(always)]
 fn window_norms(buf: &[f32], c: usize, norm2: &mut [f32]) {
-    norm2.fill(0.0);
     for px in buf.chunks_exact(c) {
         for (n, &x) in norm2.iter_mut().zip(px) {
             *n = x.mul_add(x, *n);

@@ -111,6 +111,7 @@ pub fn hash_window(
     magnitude_step: Option<f32>,
     s: &mut HashScratch,
 ) -> HashCounts {
+    s.reserve(c, hp.dim());
     let mut buf = std::mem::take(&mut s.window);
     grow(&mut buf, hp.dim() * c);
     win.copy_into(hwc, img_w, c, hp.window(), &mut buf);
