@@ -133,7 +133,8 @@ fn haste_put_on_layers_by_hand_is_what_compression_puts_there() {
     assert_ne!(by_compression.0, dense, "HASTE changed the logits");
     for (k, step) in conv_steps(&plan).into_iter().enumerate().skip(1) {
         let (op, _, _) = plan.conv_at(step).unwrap();
-        let kernel = HasteKernel::new(op, &config, k).unwrap();
+        // The paper's settings, as `CompressOptions::paper` makes them.
+        let kernel = HasteKernel::new(op, &options.config, k).unwrap();
         plan.set_conv_kernel(step, Arc::new(kernel)).unwrap();
     }
     let by_hand = (logits(&mut plan, &x, 8), logits(&mut plan, &x, 1));

@@ -153,6 +153,7 @@ impl HasteKnobs {
             },
             centering: !self.no_centering,
             magnitude_bins: None,
+            drop_zero_channels: true,
         };
         config.validate()?;
         if self.paper {

@@ -61,6 +61,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
                     "mode": l.choice.describe(), "compressed": compressed,
                     "mean_buckets": l.stats.mean_buckets(),
                     "mean_buckets_fraction": l.stats.mean_kept_fraction(),
+                    "mean_zero_channels": l.stats.mean_zero_channels(),
                     "bucket_size_hist": l.stats.bucket_size_hist,
                     "dense_flops": l.dense_flops, "flops": l.flops, "flops_overhead": l.overhead_flops,
                     "flops_reduction": reduction, "overhead_share": overhead_share,

@@ -131,6 +131,7 @@ impl CompressOptions {
         CompressOptions {
             config: HasteConfig {
                 magnitude_bins: None,
+                drop_zero_channels: false,
                 ..config
             },
             tile_choices: Vec::new(),

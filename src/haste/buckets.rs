@@ -6,11 +6,16 @@
 
 use super::hash::{grow, Key};
 
+/// [`Buckets::bucket_of`] of a channel in no bucket.
+pub const NO_BUCKET: u32 = u32::MAX;
+
 /// The buckets of one window.
 #[derive(Clone, Debug, Default)]
 pub struct Buckets {
     count: usize,
     c_in: usize,
+    /// Channels in some bucket (`c_in` less those skipped).
+    kept: usize,
     /// Bucket of each channel.
     bucket_of: Vec<u32>,
     /// `members[starts[b]..starts[b + 1]]` are the channels of bucket `b`, increasing.
@@ -28,7 +33,18 @@ pub struct Buckets {
 impl Buckets {
     /// Groups channels `0..keys.len()` by key.
     pub fn group(&mut self, keys: &[Key]) {
+        self.group_skipping(keys, &[]);
+    }
+
+    /// Groups channels `0..keys.len()` by key, leaving out the channels `ch` with
+    /// `skip[ch]` (`skip` empty: none): they belong to no bucket ([`Self::bucket_of`] gives
+    /// them [`NO_BUCKET`]), and the buckets are numbered by their first channel kept.
+    pub fn group_skipping(&mut self, keys: &[Key], skip: &[bool]) {
         let c = keys.len();
+        assert!(
+            skip.is_empty() || skip.len() >= c,
+            "a skip flag per channel"
+        );
         self.c_in = c;
         grow(&mut self.bucket_of, c);
         grow(&mut self.members, c);
@@ -52,6 +68,10 @@ impl Buckets {
         let mut next = 0u32;
         let bucket_of = &mut self.bucket_of[..c];
         for (ch, &k) in keys.iter().enumerate() {
+            if skip.get(ch) == Some(&true) {
+                bucket_of[ch] = NO_BUCKET;
+                continue;
+            }
             let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29))
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut i = (h >> shift) as usize;
@@ -88,7 +108,11 @@ impl Buckets {
         }
         // Counting sort of channels by bucket (stable: channels stay increasing).
         for ch in 0..c {
-            let b = self.bucket_of[ch] as usize;
+            let b = self.bucket_of[ch];
+            if b == NO_BUCKET {
+                continue;
+            }
+            let b = b as usize;
             self.members[starts[b] as usize] = ch as u32;
             starts[b] += 1;
         }
@@ -97,6 +121,7 @@ impl Buckets {
         }
         starts[0] = 0;
         self.count = runs;
+        self.kept = self.starts[runs] as usize;
         self.set_inv_sizes();
     }
 
@@ -137,9 +162,15 @@ impl Buckets {
         &self.members[self.starts[b] as usize..self.starts[b + 1] as usize]
     }
 
-    /// All channels, bucket by bucket (`members(b)` is `order()[starts()[b]..starts()[b + 1]]`).
+    /// The channels kept, bucket by bucket (`members(b)` is
+    /// `order()[starts()[b]..starts()[b + 1]]`).
     pub fn order(&self) -> &[u32] {
-        &self.members[..self.c_in]
+        &self.members[..self.kept]
+    }
+
+    /// Channels left out of every bucket.
+    pub fn skipped(&self) -> usize {
+        self.c_in - self.kept
     }
 
     /// Offsets of the buckets in [`Self::order`] (`count() + 1` entries).
@@ -147,7 +178,7 @@ impl Buckets {
         &self.starts[..self.count + 1]
     }
 
-    /// Bucket of channel `c`.
+    /// Bucket of channel `c` ([`NO_BUCKET`] for a channel left out).
     pub fn bucket_of(&self) -> &[u32] {
         &self.bucket_of[..self.c_in]
     }
@@ -156,6 +187,7 @@ impl Buckets {
     pub fn make_singletons(&mut self, c: usize) {
         self.c_in = c;
         self.count = c;
+        self.kept = c;
         grow(&mut self.bucket_of, c);
         grow(&mut self.members, c);
         grow(&mut self.starts, c + 1);

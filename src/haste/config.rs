@@ -13,7 +13,8 @@ pub enum HyperplaneKind {
     Gaussian,
 }
 
-/// Configuration of HASTE. `Default` is the paper's method with `L = 14`, `s = 2/3`, `P = 4`.
+/// Configuration of HASTE. `Default` is the paper's method with `L = 14`, `s = 2/3`, `P = 4`,
+/// with one exact refinement on (zero channels left out, [`Self::drop_zero_channels`]).
 ///
 /// ```
 /// use haste::haste::HasteConfig;
@@ -38,6 +39,10 @@ pub struct HasteConfig {
     /// Magnitude-aware hashing (not in the paper): also bucket by the log2 of each channel's
     /// L2 norm over the window, in steps of this size (`Some(0.5)`: half octaves).
     pub magnitude_bins: Option<f32>,
+    /// Leave out of the buckets the channels that are zero over a patch's whole window (not
+    /// in the paper): they add nothing to the convolution, so leaving them out is exact,
+    /// saves their terms, and keeps a dead channel from being averaged into a live one.
+    pub drop_zero_channels: bool,
 }
 
 impl Default for HasteConfig {
@@ -50,6 +55,7 @@ impl Default for HasteConfig {
             kind: HyperplaneKind::Ternary,
             centering: true,
             magnitude_bins: None,
+            drop_zero_channels: true,
         }
     }
 }

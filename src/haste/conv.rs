@@ -29,6 +29,7 @@ use super::hyperplanes::Hyperplanes;
 use super::patch::{MergedPatch, OutPanels, RowTable};
 use super::stats::LayerStats;
 use super::steps::StepTimer;
+use super::window::zero_channels;
 pub use super::window::Window;
 
 use crate::kernels::direct::{weights_panels, weights_tap_major, PANEL};
@@ -129,6 +130,9 @@ pub struct HasteScratch {
     wm: Vec<f32>,
     /// The filter row table of the patch being convolved.
     rows: RowTable,
+    /// Which channels of the patch's window are zero (see [`zero_channels`]), and scratch.
+    zero: Vec<bool>,
+    zero_bits: Vec<u32>,
 }
 
 /// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
@@ -535,10 +539,15 @@ impl HasteConv {
                         let h = &mut s.hash;
                         hash_window_sanitized(isa, hwc, w, c_in, &win, hp, centering, magnitude, h)
                     });
+                    let keys = &s.hash.keys[..c_in];
                     if self.force_singletons {
                         patch.buckets.make_singletons(c_in);
+                    } else if self.cfg.drop_zero_channels {
+                        let (bits, zero) = (&mut s.zero_bits, &mut s.zero);
+                        zero_channels(patch.window(), c_in, fw, extent, bits, zero);
+                        patch.buckets.group_skipping(keys, zero);
                     } else {
-                        patch.buckets.group(&s.hash.keys[..c_in]);
+                        patch.buckets.group(keys);
                     }
                     timer.lap(|t| &mut t.group);
                     patch.merge_input(c_in, &win);
@@ -549,6 +558,7 @@ impl HasteConv {
                     }
                     stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
                     stats.nonfinite_inputs += counts.nonfinite;
+                    stats.zero_channels += patch.buckets.skipped() as u64;
                     stats.flops.add(&patch_flops(
                         p,
                         nb,

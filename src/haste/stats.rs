@@ -17,6 +17,9 @@ pub struct LayerStats {
     /// Non-finite values seen in input windows (a pixel counts once per window reading it);
     /// they are hashed as 0.
     pub nonfinite_inputs: u64,
+    /// Sum over patches of the channels zero over the whole window, left out of the buckets
+    /// ([`super::HasteConfig::drop_zero_channels`]).
+    pub zero_channels: u64,
     /// Clock ticks per step, when the layer profiles its steps (zero otherwise).
     pub steps: StepCycles,
 }
@@ -36,6 +39,7 @@ impl LayerStats {
         }
         self.flops.add(&o.flops);
         self.nonfinite_inputs += o.nonfinite_inputs;
+        self.zero_channels += o.zero_channels;
         self.steps.add(&o.steps);
     }
 
@@ -46,6 +50,11 @@ impl LayerStats {
         } else {
             self.bucket_sum as f64 / self.patches as f64
         }
+    }
+
+    /// Mean number of channels per patch left out as zero over the window.
+    pub fn mean_zero_channels(&self) -> f64 {
+        self.zero_channels as f64 / self.patches.max(1) as f64
     }
 
     /// Mean fraction of input channels kept per patch (`mean_buckets / c_in`).

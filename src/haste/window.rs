@@ -124,3 +124,28 @@ impl Window {
         self.r0 == 0 && self.c0 == 0 && self.r1 == fh && self.c1 == fw
     }
 }
+
+/// Which of the `c` channels are zero (of either sign) at every pixel of the top-left
+/// `(h, w)` of a copied window whose rows are `fw` pixels apart, into `zero[..c]` (`bits`
+/// is scratch). A NaN is not zero.
+pub fn zero_channels(
+    buf: &[f32],
+    c: usize,
+    fw: usize,
+    (h, w): (usize, usize),
+    bits: &mut Vec<u32>,
+    zero: &mut Vec<bool>,
+) {
+    bits.clear();
+    bits.resize(c, 0);
+    for r in 0..h {
+        for px in buf[r * fw * c..][..w * c].chunks_exact(c) {
+            // The bits of every value but the sign, or-ed: zero only for +0 and -0.
+            for (b, &x) in bits.iter_mut().zip(px) {
+                *b |= x.to_bits() << 1;
+            }
+        }
+    }
+    zero.clear();
+    zero.extend(bits.iter().map(|&b| b == 0));
+}

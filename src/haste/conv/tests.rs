@@ -333,3 +333,70 @@ fn edge_patches_bucket_as_the_whole_frame() {
         assert!(hist[2..].iter().any(|&n| n > 0), "nothing merged");
     }
 }
+
+/// Channels zero over a patch's window join no bucket: with six channels zero everywhere
+/// and a seventh zero in the top rows only, the layer counts them per patch and, with the
+/// live channels at levels an octave apart (magnitude bins keep them apart), still gives
+/// the dense convolution.
+#[test]
+fn zero_channels_join_no_bucket_and_stay_exact() {
+    let (c_in, c_out, h, w) = (16, 8, 12, 12);
+    let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+    let wts: Vec<f32> = (0..c_out * c_in * 9)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+        .collect();
+    let x: Vec<f32> = (0..c_in * h * w)
+        .map(|i| {
+            let (c, y) = (i / (h * w), i % (h * w) / w);
+            let live = c >= 7 || (c == 6 && y >= 6);
+            // Each live channel at its own level: with magnitude bins, no two ever merge.
+            let v = ((i * 7919 + c * 104729) % 1009) as f32 / 1009.0 + 0.5;
+            if live {
+                v * (1u32 << c) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let want = crate::kernels::reference::conv2d_direct(&p, &x, h, w, &wts, None);
+    for drop in [true, false] {
+        let cfg = HasteConfig {
+            hyperplanes: 64,
+            tile: 4,
+            drop_zero_channels: drop,
+            magnitude_bins: Some(0.5),
+            ..HasteConfig::default()
+        };
+        let conv = HasteConv::new(p, &wts, None, &cfg, 3).unwrap();
+        let mut out = vec![0.0; c_out * h * w];
+        let mut stats = LayerStats::default();
+        conv.forward(&x, h, w, &mut out, &mut HasteScratch::default(), &mut stats);
+        for (i, (&a, &b)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "drop {drop}, output {i}"
+            );
+        }
+        // 9 patches: 6 channels zero in each, the seventh in the 3 whose window ends above
+        // row 6 (their windows reach row 4 at most).
+        let want_zero = if drop { 9 * 6 + 3 } else { 0 };
+        assert_eq!(stats.zero_channels, want_zero, "drop {drop}");
+    }
+}
+
+#[test]
+fn skipped_channels_belong_to_no_bucket() {
+    use crate::haste::buckets::{Buckets, NO_BUCKET};
+    let mut b = Buckets::default();
+    b.group_skipping(
+        &[7, 3, 7, 9, 3, 7],
+        &[true, false, false, false, true, false],
+    );
+    assert_eq!(b.count(), 3);
+    assert_eq!(b.members(0), &[1]);
+    assert_eq!(b.members(1), &[2, 5]);
+    assert_eq!(b.members(2), &[3]);
+    assert_eq!(b.bucket_of(), &[NO_BUCKET, 0, 1, 2, NO_BUCKET, 1]);
+    assert_eq!((b.skipped(), b.order().len()), (2, 4));
+    assert!(!b.all_singletons());
+}
