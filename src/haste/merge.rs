@@ -12,7 +12,7 @@
 //! - weights `[(ky, kx)][c_in][c_out]` and merged filters `[(ky, kx)][B][c_out]`: each
 //!   channel's slice for a kernel tap is a contiguous `c_out` vector, so merging is vector adds.
 
-use super::buckets::Buckets;
+use super::buckets::{Buckets, NO_BUCKET};
 use super::window::Window;
 
 /// Input merge: writes the merged window `[win.h][win.w][B]` of the HWC image `hwc` (width
@@ -85,6 +85,9 @@ pub fn merge_filters(
         let block = &mut wm[kk * nb * c_out..][..nb * c_out];
         let mut next = 0u32;
         for (src, &b) in tap.chunks_exact(c_out).zip(bucket_of) {
+            if b == NO_BUCKET {
+                continue;
+            }
             let dst = &mut block[b as usize * c_out..][..c_out];
             if b == next {
                 dst.copy_from_slice(src);
@@ -173,15 +176,47 @@ pub fn average_buckets_in_place(
                         *p.add(first) = s * inv
                     });
                 }
-                _ => for_present_pixels(win, row, c, |o| {
-                    let p = base.add(o);
-                    let mut s = *p.add(first);
-                    for &k in &m[1..] {
-                        s += *p.add(k as usize);
+                _ => {
+                    // Eight pixels at a time: eight independent chains of additions, each
+                    // member's index read once for them (one pixel at a time, a bucket of
+                    // 30 channels waited on 29 dependent additions per pixel).
+                    let mut at = [0usize; 8];
+                    let mut n = 0;
+                    for_present_pixels(win, row, c, |o| {
+                        at[n] = o;
+                        n += 1;
+                        if n == 8 {
+                            mean_at_pixels(base, &at, 8, m, inv);
+                            n = 0;
+                        }
+                    });
+                    if n > 0 {
+                        mean_at_pixels(base, &at, n, m, inv);
                     }
-                    *p.add(first) = s * inv;
-                }),
+                }
             }
+        }
+    }
+}
+
+/// The mean of `members` (increasing, the first one's slot written) at the pixels at offsets
+/// `at[..n]` from `base`, each sum in member order.
+///
+/// # Safety
+/// Every `at[j] + member` (for `j < 8`: the unused offsets are read too) lies in the window.
+#[inline(always)]
+unsafe fn mean_at_pixels(base: *mut f32, at: &[usize; 8], n: usize, members: &[u32], inv: f32) {
+    let first = members[0] as usize;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut sum: [f32; 8] = std::array::from_fn(|j| *base.add(at[j] + first));
+        for &k in &members[1..] {
+            for (s, &o) in sum.iter_mut().zip(at) {
+                *s += *base.add(o + k as usize);
+            }
+        }
+        for (&s, &o) in sum.iter().zip(at).take(n) {
+            *base.add(o + first) = s * inv;
         }
     }
 }
@@ -274,6 +309,42 @@ fn sum_rows<const W: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-place means the layer computes against the plain compact merge, bit for bit:
+    /// buckets of 1 to 11 channels (the large ones eight pixels at a time), a window partly
+    /// outside the image (present pixels not a multiple of eight).
+    #[test]
+    fn in_place_means_are_the_plain_ones() {
+        use crate::ops::Conv2dParams;
+        let (c, img) = (29usize, 9usize);
+        let keys: Vec<super::super::hash::Key> = (0..c)
+            .map(|ch| [0, 1, 2, 1, 0, 3, 0, 4, 0, 0, 0][ch % 11] as u128)
+            .collect();
+        let mut buckets = Buckets::default();
+        buckets.group(&keys);
+        assert!((0..buckets.count()).any(|b| buckets.size(b) > 8));
+        let multi: Vec<u32> = (0..buckets.count() as u32)
+            .filter(|&b| buckets.size(b as usize) > 1)
+            .collect();
+        let hwc: Vec<f32> = (0..img * img * c)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 3.1e-3)
+            .collect();
+        let p = Conv2dParams::new(c, 4, 3, 3).with_pads([1; 4]);
+        let win = Window::of_patch(&p, (img, img), (6, 3), (0, 2));
+        assert!(win.present() % 8 != 0 && win.present() < win.h * win.w);
+        let nb = buckets.count();
+        let mut plain = vec![0.0f32; win.h * win.w * nb];
+        merge_input(&hwc, img, c, &win, &buckets, &mut plain);
+        let mut in_place = vec![0.0f32; win.h * win.w * c];
+        merge_input_in_place(&hwc, img, c, &win, &buckets, &multi, &mut in_place);
+        for px in 0..win.h * win.w {
+            for b in 0..nb {
+                let first = buckets.members(b)[0] as usize;
+                let (a, e) = (in_place[px * c + first], plain[px * nb + b]);
+                assert_eq!(a.to_bits(), e.to_bits(), "pixel {px}, bucket {b}");
+            }
+        }
+    }
 
     /// The filter merge the layer runs against the plain one, bit for bit, on weights with
     /// zeros of both signs and buckets of 1 to 5 channels; no row past the merged touched.
