@@ -331,7 +331,7 @@ mod tests {
             .collect();
         let p = Conv2dParams::new(c, 4, 3, 3).with_pads([1; 4]);
         let win = Window::of_patch(&p, (img, img), (6, 3), (0, 2));
-        assert!(win.present() % 8 != 0 && win.present() < win.h * win.w);
+        assert!(!win.present().is_multiple_of(8) && win.present() < win.h * win.w);
         let nb = buckets.count();
         let mut plain = vec![0.0f32; win.h * win.w * nb];
         merge_input(&hwc, img, c, &win, &buckets, &mut plain);
