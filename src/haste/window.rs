@@ -140,11 +140,31 @@ pub fn zero_channels(
 ) {
     bits.clear();
     bits.resize(c, 0);
-    for r in 0..h {
-        for px in buf[r * fw * c..][..w * c].chunks_exact(c) {
-            // The bits of every value but the sign, or-ed: zero only for +0 and -0.
-            for (b, &x) in bits.iter_mut().zip(px) {
-                *b |= x.to_bits() << 1;
+    // The bits of every value but the sign, or-ed: zero only for +0 and -0.
+    if c <= 64 && c.is_multiple_of(16) {
+        // Narrow layers: each 16 channels' bits in a register over all the pixels (in
+        // memory, each pixel waited on the previous one's store: a 16-channel window cost
+        // 0.4 cycles per channel and pixel).
+        for (k, out) in bits.chunks_exact_mut(16).enumerate() {
+            let mut acc = [0u32; 16];
+            for r in (0..h).filter(|_| w > 0) {
+                // Pixel `i`'s 16 channels start `i * c` in: the last one ends the row.
+                for px in buf[r * fw * c + 16 * k..][..(w - 1) * c + 16].chunks(c) {
+                    let px: &[f32; 16] = px[..16].try_into().expect("16 channels");
+                    for (a, &x) in acc.iter_mut().zip(px) {
+                        *a |= x.to_bits() << 1;
+                    }
+                }
+            }
+            out.copy_from_slice(&acc);
+        }
+    } else {
+        // Wide layers: many independent vectors per pixel; one pass over the window.
+        for r in 0..h {
+            for px in buf[r * fw * c..][..w * c].chunks_exact(c) {
+                for (b, &x) in bits.iter_mut().zip(px) {
+                    *b |= x.to_bits() << 1;
+                }
             }
         }
     }

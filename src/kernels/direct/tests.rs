@@ -45,9 +45,12 @@ fn every_tier_matches_generic_bitwise() {
             // AVX2: 24 and 12 channels (a masked last vector), 7 outputs (6 + 1).
             (4, 24, 3, 5),
             (6, 12, 1, 7),
-            // Narrow HASTE patches of rows of 4: blocks of 16 outputs (12: masked).
+            // Narrow HASTE patches of rows of 4, 8 and 16: blocks of 16 outputs (12: masked).
             (9, 16, 4, 4),
             (5, 12, 8, 4),
+            (9, 16, 2, 8),
+            (6, 12, 3, 16),
+            (7, 16, 6, 8),
             // Patches of 36 outputs or more with 1024 terms or more (120 or 267 buckets x 9
             // taps): 6 x 64 blocks, 64 channels and a rest, one pass or passes by kernel
             // row.
