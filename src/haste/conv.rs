@@ -17,14 +17,15 @@
 //! rows for that panel and runs the kernel, so the panel's filters are read from memory once
 //! per band rather than once per patch.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
-use super::hash::{grow, hash_copied_window, hash_window_sanitized, HashScratch, WindowTerms};
+use super::hash::{grow, hash_copied_window, hash_window_sanitized};
+use super::hash::{EdgeTerms, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
 use super::patch::{MergedPatch, OutPanels, RowTable};
 use super::stats::LayerStats;
@@ -67,35 +68,6 @@ pub struct HasteConv {
     force_singletons: bool,
     /// Time every step into the stats ([`Self::set_profile_steps`]).
     profile_steps: bool,
-}
-
-/// The hyperplane terms of the edge patches' window extents, built on first use (the
-/// extents depend on the image size) and kept: at most three per image size.
-#[derive(Debug, Default)]
-struct EdgeTerms(Mutex<Vec<Arc<WindowTerms>>>);
-
-impl Clone for EdgeTerms {
-    fn clone(&self) -> Self {
-        EdgeTerms(Mutex::new(self.lock().clone()))
-    }
-}
-
-impl EdgeTerms {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WindowTerms>>> {
-        // A panic elsewhere cannot leave the list half-written: pushes are whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The terms of `hp` for `c` channels within `extent`.
-    fn get(&self, hp: &Hyperplanes, c: usize, extent: (usize, usize)) -> Arc<WindowTerms> {
-        let mut list = self.lock();
-        if let Some(t) = list.iter().find(|t| t.extent() == extent) {
-            return t.clone();
-        }
-        let t = Arc::new(WindowTerms::within(hp, c, extent));
-        list.push(t.clone());
-        t
-    }
 }
 
 /// Which filter panels one call computes, and whether it records the patches' statistics

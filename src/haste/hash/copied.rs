@@ -9,6 +9,7 @@
 //! order, as in the definition: the same bits on every tier.
 
 use super::*;
+use std::sync::{Arc, Mutex};
 
 /// Each hyperplane's nonzero entries as offsets into a copied window of `c` channels over the
 /// hyperplanes' whole window (`[fh][fw][c]`; an edge patch's smaller window is copied into
@@ -42,6 +43,35 @@ pub struct WindowTerms {
     count: usize,
     padded: usize,
     c: usize,
+}
+
+/// The hyperplane terms of the edge patches' window extents, built on first use (the
+/// extents depend on the image size) and kept: at most three per image size.
+#[derive(Debug, Default)]
+pub struct EdgeTerms(Mutex<Vec<Arc<WindowTerms>>>);
+
+impl Clone for EdgeTerms {
+    fn clone(&self) -> Self {
+        EdgeTerms(Mutex::new(self.lock().clone()))
+    }
+}
+
+impl EdgeTerms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WindowTerms>>> {
+        // A panic elsewhere cannot leave the list half-written: pushes are whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The terms of `hp` for `c` channels within `extent`.
+    pub fn get(&self, hp: &Hyperplanes, c: usize, extent: (usize, usize)) -> Arc<WindowTerms> {
+        let mut list = self.lock();
+        if let Some(t) = list.iter().find(|t| t.extent() == extent) {
+            return t.clone();
+        }
+        let t = Arc::new(WindowTerms::within(hp, c, extent));
+        list.push(t.clone());
+        t
+    }
 }
 
 /// Hyperplanes whose sums the vector projection keeps side by side (its lists are padded to

@@ -5,6 +5,9 @@
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{with_lanes, Lanes};
 use super::passes::wide_group_passes;
+#[cfg(target_arch = "x86_64")]
+use super::prefetch::prefetch_block_io;
+use super::prefetch::{ahead_part, next_filters_part};
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
 use crate::ops::Activation;
 
@@ -50,23 +53,24 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
 /// and the kernel rows `kys` (and for panel filters the terms of that row) summed in this
 /// pass (see [`wide_group_passes`]).
 #[derive(Clone, Copy)]
-struct Pass<'a> {
-    g: &'a Geom,
-    win: &'a [f32],
-    f: Filters<'a>,
-    kys: (usize, usize),
+pub(super) struct Pass<'a> {
+    pub(super) g: &'a Geom,
+    pub(super) win: &'a [f32],
+    pub(super) f: Filters<'a>,
+    pub(super) kys: (usize, usize),
     /// Panel filters: the terms `t0..t1` of the kernel row `kys.0` (`kys` is one row), of
     /// the `kw * c_in` that run as one loop; `None`: every term of the rows.
-    terms: Option<(usize, usize)>,
+    pub(super) terms: Option<(usize, usize)>,
     /// Whether this pass starts the sums (else it adds to the stored partial sums) and
     /// whether it ends them (then the epilogue runs).
-    first: bool,
-    last: bool,
+    pub(super) first: bool,
+    pub(super) last: bool,
     /// Applied by the last pass.
-    e: Epilogue<'a>,
-    /// Panel filters: where this block's part of the next group's filters starts, to be
-    /// prefetched one cache line per term while it sums (null: none).
-    prefetch: *const f32,
+    pub(super) e: Epilogue<'a>,
+    /// Where this block's part of the next group's filters (panel filters) or of the next
+    /// call's (row filters) starts, to be prefetched one cache line per term while it sums
+    /// (null: none).
+    pub(super) prefetch: *const f32,
 }
 
 /// One pass of [`conv_avx512`] over every output and output channel; `PANELS` when the
@@ -301,61 +305,6 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
     })
 }
 
-/// The part of the filters read after group `q`'s (of 64 output channels) that block `k` of
-/// that group prefetches, or null. A wide layer's filters do not stay in cache from one
-/// image to the next (ResNet-18's 512-channel stage holds 31 MB), so each group's first
-/// block waited on memory for filters it had not yet read (that stage ran at 170-195
-/// GFLOP/s on two cores, 215-221 with this). Prefetched by the blocks before, they arrive
-/// while those compute. A block sums `rows * kw * c_in` terms of 64 channels, four cache
-/// lines each, and prefetches one line per term: the first four blocks of a group cover the
-/// next group's slice of its kernel rows, or after the last group the first group's slice
-/// of the next pass's rows.
-fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
-    let g = p.g;
-    let Filters::Panels { weights: w, .. } = p.f else {
-        return std::ptr::null();
-    };
-    let terms = g.kw * g.c_in;
-    // The pass's terms of each of its rows (every term of them without a term range).
-    let (t0, t1) = p.terms.unwrap_or((0, terms));
-    let rows = p.kys.1 - p.kys.0;
-    let next = if PANEL * (q + 2) <= g.c_out {
-        (q + 1, p.kys.0, t0)
-    } else if p.kys.1 < g.kh && p.terms.is_none() {
-        (0, p.kys.1, 0)
-    } else {
-        // After the last group of a pass of part of a row: not worked out; the next pass's
-        // first block waits on its filters once.
-        return std::ptr::null();
-    };
-    if k >= 4 {
-        return std::ptr::null();
-    }
-    let slice = PANEL * next.0 * g.kh * terms + (next.1 * terms + next.2) * PANEL;
-    w.as_ptr().wrapping_add(slice + k * rows * (t1 - t0) * 16)
-}
-
-/// The part of `ahead` (what the next call reads) that wide block `k` of the `blocks` in
-/// each pass of a row-filter call prefetches, one line per term, or null once `ahead` is
-/// covered. A HASTE patch of a wide layer reads every row of its filter panel, 1.2 MB for
-/// 512 -> 512 and one patch per image at 7 x 7: the next panel's rows were misses that the
-/// filter merge and the first blocks waited on (the merge ran at half the L3's streaming
-/// rate); fetched into L2 while this call computes, they arrive early.
-fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> *const f32 {
-    let g = p.g;
-    let row_terms = g.kw * p.f.terms(g);
-    let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
-    // Terms summed by the passes before this one, by every block, and by this pass's blocks
-    // before `k`.
-    let before = (r0 * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
-    let line = before * 16;
-    if line < ahead.len() {
-        ahead[line..].as_ptr()
-    } else {
-        std::ptr::null()
-    }
-}
-
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of 32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
@@ -584,29 +533,6 @@ unsafe fn row_block_terms<const MR: usize, const NV: usize, const PW: usize>(
                 }
             }
         }
-    }
-}
-
-/// Asks for the memory a block touches after its sums into L1 while it sums kernel row
-/// `ky`: its output lines (for writing) halfway through the pass, the residual values its
-/// epilogue adds at the start of the last kernel row. Both missed the cache when reached and
-/// stalled the core (2.4 % of ResNet-18's time went to the epilogue, 1.1 % after).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
-    p: Pass,
-    op: *const f32,
-    at: &[usize; MR],
-    co0: usize,
-    ky: usize,
-) {
-    use std::arch::x86_64::*;
-    let lines = || (0..MR * NV).map(|k| at[k / NV] + co0 + 16 * (k % NV));
-    if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
-        lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
-    }
-    if let (Some(r), true) = (p.e.residual, p.last && ky + 1 == p.kys.1) {
-        lines().for_each(|at| _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(at).cast()));
     }
 }
 

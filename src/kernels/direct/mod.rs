@@ -40,6 +40,8 @@ mod layer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod narrow;
 mod passes;
+#[cfg(target_arch = "x86_64")]
+mod prefetch;
 
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};

@@ -1,0 +1,83 @@
+//! What the AVX-512 blocks ask the cache for ahead of time: the filters the next group or
+//! the next call reads, and a block's own outputs and residuals.
+
+use super::blocks::Pass;
+use super::{Filters, PANEL};
+
+/// The part of the filters read after group `q`'s (of 64 output channels) that block `k` of
+/// that group prefetches, or null. A wide layer's filters do not stay in cache from one
+/// image to the next (ResNet-18's 512-channel stage holds 31 MB), so each group's first
+/// block waited on memory for filters it had not yet read (that stage ran at 170-195
+/// GFLOP/s on two cores, 215-221 with this). Prefetched by the blocks before, they arrive
+/// while those compute. A block sums `rows * kw * c_in` terms of 64 channels, four cache
+/// lines each, and prefetches one line per term: the first four blocks of a group cover the
+/// next group's slice of its kernel rows, or after the last group the first group's slice
+/// of the next pass's rows.
+pub(super) fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
+    let g = p.g;
+    let Filters::Panels { weights: w, .. } = p.f else {
+        return std::ptr::null();
+    };
+    let terms = g.kw * g.c_in;
+    // The pass's terms of each of its rows (every term of them without a term range).
+    let (t0, t1) = p.terms.unwrap_or((0, terms));
+    let rows = p.kys.1 - p.kys.0;
+    let next = if PANEL * (q + 2) <= g.c_out {
+        (q + 1, p.kys.0, t0)
+    } else if p.kys.1 < g.kh && p.terms.is_none() {
+        (0, p.kys.1, 0)
+    } else {
+        // After the last group of a pass of part of a row: not worked out; the next pass's
+        // first block waits on its filters once.
+        return std::ptr::null();
+    };
+    if k >= 4 {
+        return std::ptr::null();
+    }
+    let slice = PANEL * next.0 * g.kh * terms + (next.1 * terms + next.2) * PANEL;
+    w.as_ptr().wrapping_add(slice + k * rows * (t1 - t0) * 16)
+}
+
+/// The part of `ahead` (what the next call reads) that wide block `k` of the `blocks` in
+/// each pass of a row-filter call prefetches, one line per term, or null once `ahead` is
+/// covered. A HASTE patch of a wide layer reads every row of its filter panel, 1.2 MB for
+/// 512 -> 512 and one patch per image at 7 x 7: the next panel's rows were misses that the
+/// filter merge and the first blocks waited on (the merge ran at half the L3's streaming
+/// rate); fetched into L2 while this call computes, they arrive early.
+pub(super) fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> *const f32 {
+    let g = p.g;
+    let row_terms = g.kw * p.f.terms(g);
+    let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
+    // Terms summed by the passes before this one, by every block, and by this pass's blocks
+    // before `k`.
+    let before = (r0 * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
+    let line = before * 16;
+    if line < ahead.len() {
+        ahead[line..].as_ptr()
+    } else {
+        std::ptr::null()
+    }
+}
+
+/// Asks for the memory a block touches after its sums into L1 while it sums kernel row
+/// `ky`: its output lines (for writing) halfway through the pass, the residual values its
+/// epilogue adds at the start of the last kernel row. Both missed the cache when reached and
+/// stalled the core (2.4 % of ResNet-18's time went to the epilogue, 1.1 % after).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
+    p: Pass,
+    op: *const f32,
+    at: &[usize; MR],
+    co0: usize,
+    ky: usize,
+) {
+    use std::arch::x86_64::*;
+    let lines = || (0..MR * NV).map(|k| at[k / NV] + co0 + 16 * (k % NV));
+    if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
+        lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
+    }
+    if let (Some(r), true) = (p.e.residual, p.last && ky + 1 == p.kys.1) {
+        lines().for_each(|at| _mm_prefetch::<_MM_HINT_T0>(r.as_ptr().wrapping_add(at).cast()));
+    }
+}
