@@ -457,8 +457,6 @@ impl HasteConv {
         let band_rows = (BAND_WINDOW_BYTES / (patches_per_row * window_bytes).max(1)).max(1);
         let magnitude = self.cfg.magnitude_bins;
         let panel_len = p.kh * p.kw * c_in * self.panel;
-        // The terms of this call's edge windows (fetched once per call).
-        let mut edges: Vec<Arc<WindowTerms>> = Vec::new();
 
         // A band of patch rows at a time: every patch is hashed and its input merged first,
         // then each filter panel runs over all of them, so a wide layer's filters are read
@@ -484,16 +482,12 @@ impl HasteConv {
                     timer.lap(|t| &mut t.window_copy);
                     let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
                     let extent = (win.h, win.w);
+                    let edge: Arc<WindowTerms>;
                     let terms = if extent == (fh, fw) {
                         &self.terms
                     } else {
-                        if !edges.iter().any(|t| t.extent() == extent) {
-                            edges.push(self.edge_terms.get(hp, c_in, extent));
-                        }
-                        edges
-                            .iter()
-                            .find(|t| t.extent() == extent)
-                            .expect("just added")
+                        edge = self.edge_terms.get(hp, c_in, extent);
+                        &edge
                     };
                     let counts = hash_copied_window(
                         isa,
@@ -562,9 +556,10 @@ impl HasteConv {
                 } else {
                     panels.start
                 };
-                let next = match next != q {
-                    true => &self.wt[next * panel_len..][..panel_len],
-                    false => &[],
+                let next = if next == q {
+                    &[]
+                } else {
+                    &self.wt[next * panel_len..][..panel_len]
                 };
                 for (i, patch) in s.band[..n].iter_mut().enumerate() {
                     let bufs = (&mut s.wm, &mut s.rows);
