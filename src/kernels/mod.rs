@@ -7,6 +7,7 @@
 //!   convolution (and wide 1x1 ones) and for every HASTE patch;
 //! - [`grouped`]: grouped convolutions (group widths 8 to 64) on pixel-major images;
 //! - [`im2col`]: im2col + GEMM, for the rest (other grouped, dilated, narrow 1x1);
+//! - [`linear`]: the fully connected layer (classifiers);
 //! - [`gemm`], [`pool`], [`layout`] (transposes, padding, slicing);
 //! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
@@ -20,6 +21,7 @@ pub mod grouped;
 pub mod im2col;
 pub mod isa;
 pub mod layout;
+pub mod linear;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 pub mod pool;

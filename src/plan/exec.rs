@@ -354,17 +354,11 @@ impl Plan {
             }
             Op::Linear(l) => {
                 let rows = out.len() / l.n;
-                crate::kernels::gemm::sgemm(
-                    rows, l.n, l.k, x, l.k, &l.weight, l.n, out, l.n, false,
-                );
-                for row in out.chunks_exact_mut(l.n) {
-                    if l.alpha != 1.0 {
-                        row.iter_mut().for_each(|v| *v *= l.alpha);
-                    }
-                    if let Some(b) = &l.bias {
-                        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                    }
-                }
+                // In parallel where the plan runs this step over the batch (fewer images
+                // than threads), as the convolutions do.
+                let parallel = min == 1 && self.threads > 1 && rows < self.threads;
+                let isa = crate::kernels::isa::Isa::current();
+                crate::kernels::linear::linear(isa, l, x, out, parallel);
             }
             // Pixel-major values run on their physical `[n, h, w, c]` shape.
             Op::Pad { pads, value } if self.layouts[i].is_pixel_major() => {
