@@ -292,7 +292,6 @@ pub fn to_hwc_padded(
 ) {
     debug_assert!(top + h <= hp && left + w <= wp);
     let dst = &mut dst[..hp * wp * c];
-    let plane = h * w;
     dst[..top * wp * c].fill(0.0);
     dst[(top + h) * wp * c..].fill(0.0);
     for y in 0..h {
@@ -300,23 +299,41 @@ pub fn to_hwc_padded(
         row[..left * c].fill(0.0);
         row[(left + w) * c..].fill(0.0);
         let body = &mut row[left * c..][..w * c];
-        // Blocks of 8 channels: 8 input rows are read in step, each write is a run of 8.
-        const CH: usize = 8;
-        let mut ch0 = 0;
-        while ch0 + CH <= c {
-            let src: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * plane + y * w..][..w]);
-            for (i, px) in body.chunks_exact_mut(c).enumerate() {
-                for k in 0..CH {
-                    px[ch0 + k] = src[k][i];
-                }
-            }
-            ch0 += CH;
+        planes_row_to_pixels(x, c, (h, w), y, body);
+    }
+}
+
+/// Row `y` of the planar image `x` (`[c][h][w]`) written pixel-major into `body` (`w`
+/// pixels of `c`).
+fn planes_row_to_pixels(x: &[f32], c: usize, (h, w): (usize, usize), y: usize, body: &mut [f32]) {
+    let plane = h * w;
+    if c == 3 {
+        // An RGB image (a network's first layer): the three planes' rows interleaved pixel
+        // by pixel, each store next to the last (plane by plane, every store skipped two
+        // floats).
+        let row = |ch: usize| &x[ch * plane + y * w..][..w];
+        let (r0, r1, r2) = (row(0), row(1), row(2));
+        for (px, ((&a, &b), &c)) in body.chunks_exact_mut(3).zip(r0.iter().zip(r1).zip(r2)) {
+            px.copy_from_slice(&[a, b, c]);
         }
-        for ch in ch0..c {
-            let src = &x[ch * plane + y * w..][..w];
-            for (px, &v) in body.chunks_exact_mut(c).zip(src) {
-                px[ch] = v;
+        return;
+    }
+    // Blocks of 8 channels: 8 input rows are read in step, each write is a run of 8.
+    const CH: usize = 8;
+    let mut ch0 = 0;
+    while ch0 + CH <= c {
+        let src: [&[f32]; CH] = std::array::from_fn(|k| &x[(ch0 + k) * plane + y * w..][..w]);
+        for (i, px) in body.chunks_exact_mut(c).enumerate() {
+            for k in 0..CH {
+                px[ch0 + k] = src[k][i];
             }
+        }
+        ch0 += CH;
+    }
+    for ch in ch0..c {
+        let src = &x[ch * plane + y * w..][..w];
+        for (px, &v) in body.chunks_exact_mut(c).zip(src) {
+            px[ch] = v;
         }
     }
 }
@@ -405,12 +422,7 @@ pub fn pad_chw_row(
     row: &mut [f32],
 ) {
     pad_row(c, (h, w), (top, left), r, row, |y, body| {
-        for ch in 0..c {
-            let src = &x[ch * h * w + y * w..][..w];
-            for (px, &v) in body.chunks_exact_mut(c).zip(src) {
-                px[ch] = v;
-            }
-        }
+        planes_row_to_pixels(x, c, (h, w), y, body)
     });
 }
 

@@ -163,6 +163,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
         // RGB layers, 3; 16- and 32-channel inputs): see `row_block`.
         match g.sw * g.c_in {
             3 => return unsafe { row_blocks::<3>(p, out) },
+            6 => return unsafe { row_blocks::<6>(p, out) },
             16 => return unsafe { row_blocks::<16>(p, out) },
             32 => return unsafe { row_blocks::<32>(p, out) },
             _ => {}

@@ -93,15 +93,18 @@ impl Geom {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[inline(always)]
     fn out_offsets<const MR: usize>(&self, j0: usize) -> [usize; MR] {
+        // A loop, not `std::array::from_fn`: that stayed a call per block (5 % of
+        // MobileNetV2's time on one core).
         let (mut oy, mut ox) = (j0 / self.pw, j0 % self.pw);
-        std::array::from_fn(|_| {
-            let o = (oy * self.out_w + ox) * self.out_stride;
+        let mut offsets = [0; MR];
+        for o in &mut offsets {
+            *o = (oy * self.out_w + ox) * self.out_stride;
             ox += 1;
             if ox == self.pw {
                 (oy, ox) = (oy + 1, 0);
             }
-            o
-        })
+        }
+        offsets
     }
 }
 
@@ -112,15 +115,17 @@ impl Geom {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[inline(always)]
     fn in_offsets<const MR: usize>(&self, j0: usize) -> [usize; MR] {
+        // A loop, as in `out_offsets`.
         let (mut oy, mut ox) = (j0 / self.pw, j0 % self.pw);
-        std::array::from_fn(|_| {
-            let o = (oy * self.sh * self.win_w + ox * self.sw) * self.c_in;
+        let mut offsets = [0; MR];
+        for o in &mut offsets {
+            *o = (oy * self.sh * self.win_w + ox * self.sw) * self.c_in;
             ox += 1;
             if ox == self.pw {
                 (oy, ox) = (oy + 1, 0);
             }
-            o
-        })
+        }
+        offsets
     }
 }
 

@@ -299,6 +299,18 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             Activation::None,
             false,
         ),
+        // An RGB stem of stride 2 and 32 channels (MobileNet's, RegNet's): row blocks of
+        // inputs 6 floats apart, two vectors of channels.
+        (
+            3,
+            32,
+            (3, 3),
+            (2, 2),
+            [1; 4],
+            (13, 12),
+            Activation::Clip(0.0, 6.0),
+            true,
+        ),
         (
             8,
             32,
