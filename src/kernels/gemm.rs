@@ -1,7 +1,18 @@
-//! Single-threaded SGEMM through the `gemm` crate (AVX-512 kernels with its `x86-v4` feature).
+//! Single-threaded matrix products on the instruction-set tier [`Isa::current`] selects:
+//! the fully connected layers ([`super::linear`]) and the im2col path of the convolutions
+//! the pixel-major kernels do not run (dilated, some grouped).
 //!
-//! haste parallelizes around GEMMs (over images or patches), never inside one: small GEMMs lose
-//! time when split over threads (see ../shared/PERF_NOTES.md).
+//! Each output is one chain of fused multiply-adds over `k` in order, starting from zero
+//! (or from the output's value when accumulating), on every tier and in every block, so the
+//! tiers give the same bits. Where `b`'s and `c`'s rows are contiguous, `R` rows x 64
+//! columns of sums stay in registers while `b` streams once per `R` rows of `a`, in its own
+//! layout (no packing); other strides take a plain loop (only the narrow 1x1 layers' small
+//! products do).
+//!
+//! haste parallelizes around these products (over images, patches, channel or column
+//! ranges), never inside one.
+
+use super::isa::Isa;
 
 /// `c[m x n] (+)= a[m x k] * b[k x n]`, all row-major with the given leading dimensions
 /// (row strides). With `accumulate`, the product is added to `c`; otherwise `c` is overwritten.
@@ -29,15 +40,28 @@ pub fn sgemm(
 
 /// `c = a * b` (or `c += a * b` with `accumulate`) for `m x k` times `k x n`, every matrix
 /// given by its row and column strides (element `(i, j)` of `a` is `a[i * a_rs + j * a_cs]`),
-/// so transposed operands and outputs cost no copy. Single-threaded.
+/// so transposed operands and outputs cost no copy. Single-threaded, on [`Isa::current`].
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_strided(
+    shape: (usize, usize, usize),
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: (&mut [f32], usize, usize),
+    accumulate: bool,
+) {
+    sgemm_strided_on(Isa::current(), shape, a, b, c, accumulate)
+}
+
+/// [`sgemm_strided`] on tier `isa` (which the CPU must support).
+pub fn sgemm_strided_on(
+    isa: Isa,
     (m, n, k): (usize, usize, usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
     (c, c_rs, c_cs): (&mut [f32], usize, usize),
     accumulate: bool,
 ) {
+    assert!(isa.supported(), "tier {isa} on a CPU without it");
     if m == 0 || n == 0 {
         return;
     }
@@ -46,107 +70,189 @@ pub fn sgemm_strided(
         c.len() > last(m, n, c_rs, c_cs),
         "sgemm_strided: c too short"
     );
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    c[i * c_rs + j * c_cs] = 0.0;
+    if k > 0 {
+        assert!(
+            a.len() > last(m, k, a_rs, a_cs),
+            "sgemm_strided: a too short"
+        );
+        assert!(
+            b.len() > last(k, n, b_rs, b_cs),
+            "sgemm_strided: b too short"
+        );
+    }
+    let p = Product {
+        shape: (m, n, k),
+        a: (a.as_ptr(), a_rs, a_cs),
+        b: (b.as_ptr(), b_rs, b_cs),
+        c: (c.as_mut_ptr(), c_rs, c_cs),
+        accumulate,
+    };
+    // SAFETY: every element the shapes and strides address lies inside the slices (asserted
+    // above), and `c` is borrowed mutably, so nothing else reads or writes it.
+    unsafe { product_on(isa, p) }
+}
+
+/// One product through pointers: `c = a * b` (`+=` with `accumulate`), each matrix as
+/// (pointer, row stride, column stride).
+#[derive(Clone, Copy)]
+pub(crate) struct Product {
+    pub(crate) shape: (usize, usize, usize),
+    pub(crate) a: (*const f32, usize, usize),
+    pub(crate) b: (*const f32, usize, usize),
+    pub(crate) c: (*mut f32, usize, usize),
+    pub(crate) accumulate: bool,
+}
+
+/// [`Product`] on tier `isa`.
+///
+/// # Safety
+/// Every element the shape and strides address is readable (`a`, `b`), or writable and
+/// touched by nothing else during the call (`c`); the CPU runs `isa`.
+pub(crate) unsafe fn product_on(isa: Isa, p: Product) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => product_avx512(p),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => product_avx2(p),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => product_neon(p),
+            _ => product::<1>(p),
+        }
+    }
+}
+
+/// 4 rows of 64 sums: 16 registers of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn product_avx512(p: Product) {
+    // SAFETY: forwarded from the caller.
+    unsafe { product::<4>(p) }
+}
+
+/// One row of 64 sums: 8 of the 16 registers of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_avx2(p: Product) {
+    // SAFETY: forwarded from the caller.
+    unsafe { product::<1>(p) }
+}
+
+/// 2 rows of 64 sums: all 32 registers of 4 lanes.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn product_neon(p: Product) {
+    // SAFETY: forwarded from the caller.
+    unsafe { product::<2>(p) }
+}
+
+/// Blocks of 64, 8 and single columns over `R` rows at a time (then the rows left one at a
+/// time) where `b`'s and `c`'s rows are contiguous; a plain loop otherwise.
+///
+/// # Safety
+/// As [`product_on`].
+#[inline(always)]
+unsafe fn product<const R: usize>(p: Product) {
+    let (m, n, _) = p.shape;
+    if p.b.2 != 1 || p.c.2 != 1 {
+        // SAFETY: forwarded from the caller.
+        return unsafe { strided(p) };
+    }
+    let mut j = 0;
+    while j < n {
+        let width = match n - j {
+            64.. => 64,
+            8.. => 8,
+            _ => 1,
+        };
+        let mut i = 0;
+        // SAFETY (each block): rows `i..i + R` and columns `j..j + width` lie inside the
+        // shape.
+        while i + R <= m {
+            unsafe {
+                match width {
+                    64 => block::<R, 64>(p, i, j),
+                    8 => block::<R, 8>(p, i, j),
+                    _ => block::<R, 1>(p, i, j),
+                }
+            }
+            i += R;
+        }
+        for i in i..m {
+            unsafe {
+                match width {
+                    64 => block::<1, 64>(p, i, j),
+                    8 => block::<1, 8>(p, i, j),
+                    _ => block::<1, 1>(p, i, j),
                 }
             }
         }
-        return;
+        j += width;
     }
-    assert!(
-        a.len() > last(m, k, a_rs, a_cs),
-        "sgemm_strided: a too short"
-    );
-    assert!(
-        b.len() > last(k, n, b_rs, b_cs),
-        "sgemm_strided: b too short"
-    );
-    // SAFETY: the asserts above keep every addressed element in bounds, and `c` is borrowed
-    // mutably so it cannot alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            c_cs as isize,
-            c_rs as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+}
+
+/// Rows `i0..i0 + R`, columns `j0..j0 + W` (contiguous in `b` and `c`): the sums in
+/// registers over every `k`.
+///
+/// # Safety
+/// As [`product_on`], with the rows and columns inside the shape.
+#[inline(always)]
+unsafe fn block<const R: usize, const W: usize>(p: Product, i0: usize, j0: usize) {
+    let (_, _, k) = p.shape;
+    let (a, a_rs, a_cs) = p.a;
+    let (b, b_rs, _) = p.b;
+    let (c, c_rs, _) = p.c;
+    let mut acc = [[0.0f32; W]; R];
+    if p.accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller gives this block these columns of row `i0 + r`.
+            *row = unsafe { *c.add((i0 + r) * c_rs + j0).cast::<[f32; W]>() };
+        }
+    }
+    for q in 0..k {
+        // SAFETY: row `q` of `b` holds columns `j0..j0 + W`, contiguous.
+        let w = unsafe { &*b.add(q * b_rs + j0).cast::<[f32; W]>() };
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: element `(i0 + r, q)` of `a` is readable.
+            let v = unsafe { *a.add((i0 + r) * a_rs + q * a_cs) };
+            for (s, &wv) in row.iter_mut().zip(w) {
+                *s = v.mul_add(wv, *s);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        // SAFETY: the caller gives this block these columns of row `i0 + r`.
+        unsafe {
+            c.add((i0 + r) * c_rs + j0)
+                .cast::<[f32; W]>()
+                .write_unaligned(*row)
+        };
+    }
+}
+
+/// Any strides: each output's chain in turn.
+///
+/// # Safety
+/// As [`product_on`].
+#[inline(always)]
+unsafe fn strided(p: Product) {
+    let (m, n, k) = p.shape;
+    let ((a, a_rs, a_cs), (b, b_rs, b_cs), (c, c_rs, c_cs)) = (p.a, p.b, p.c);
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: every element addressed lies inside the shape (the caller's promise).
+            unsafe {
+                let o = c.add(i * c_rs + j * c_cs);
+                let mut s = if p.accumulate { *o } else { 0.0 };
+                for q in 0..k {
+                    s = (*a.add(i * a_rs + q * a_cs)).mul_add(*b.add(q * b_rs + j * b_cs), s);
+                }
+                *o = s;
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
-        let mut c = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
-        c
-    }
-
-    #[test]
-    fn matches_naive_over_sizes() {
-        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (16, 17, 144), (33, 9, 65)] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-                .collect();
-            let want = naive(m, n, k, &a, &b);
-            let mut c = vec![1.0; m * n];
-            sgemm(m, n, k, &a, k, &b, n, &mut c, n, false);
-            for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{x} vs {y}");
-            }
-            sgemm(m, n, k, &a, k, &b, n, &mut c, n, true);
-            for (x, y) in c.iter().zip(&want) {
-                assert!((x - 2.0 * y).abs() < 2e-3 * (1.0 + y.abs()));
-            }
-        }
-    }
-
-    #[test]
-    fn strided_matches_naive_with_transposed_operands() {
-        let (m, n, k) = (7, 5, 9);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
-        let want = naive(m, n, k, &a, &b);
-        // a and b transposed in memory, c written transposed.
-        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        let mut ct = vec![0.0; m * n];
-        sgemm_strided((m, n, k), (&at, 1, m), (&bt, 1, k), (&mut ct, 1, m), false);
-        for i in 0..m {
-            for j in 0..n {
-                let (x, y) = (ct[j * m + i], want[i * n + j]);
-                assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{x} vs {y}");
-            }
-        }
-    }
-}
+mod tests;

@@ -2,14 +2,15 @@
 //! `x` `[m, k]`, `w` `[k, n]` row-major as the model stores it.
 //!
 //! At the batch sizes of inference `m` is small and the layer is a stream over the weights
-//! (5 MB for MobileNetV2's 1280 -> 1000 classifier): each block of columns keeps `R` rows x
-//! 64 columns of sums in registers and reads each weight once per `R` rows, straight from
-//! the model's layout (a GEMM library packed the weights first, a second pass over them: 0.15
-//! ms on two cores for that classifier at batch 1, against onnxruntime's 0.06-0.07). Columns
-//! split into blocks of [`COLUMN_BLOCK`] that threads share when the plan runs the layer
-//! for the whole batch. Every output is one chain of fused multiply-adds over `k` in order,
-//! whatever the tier, the block or the thread count: the bits are the same everywhere.
+//! (5 MB for MobileNetV2's 1280 -> 1000 classifier): [`super::gemm`]'s kernel reads each
+//! weight once per few rows, straight from the model's layout (the `gemm` crate packed the
+//! weights first, a second pass over them: 0.15 ms on two cores for that classifier at batch
+//! 1, against onnxruntime's 0.06-0.07). Columns split into blocks of [`COLUMN_BLOCK`] that
+//! threads share when the plan runs the layer for the whole batch. Every output is one
+//! chain of fused multiply-adds over `k` in order, whatever the tier, the block or the
+//! thread count: the bits are the same everywhere.
 
+use super::gemm::{product_on, Product};
 use super::isa::Isa;
 use crate::ops::LinearOp;
 
@@ -61,7 +62,8 @@ impl SharedOut {
     }
 }
 
-/// Columns `cols` of every row, on tier `isa`.
+/// Columns `cols` of every row, on tier `isa`: the product ([`super::gemm`]'s kernel), then
+/// `alpha` and the bias while the columns are in cache.
 ///
 /// # Safety
 /// `x` holds `m * op.k` values, `out` `m * op.n` values of which this call alone touches
@@ -74,143 +76,29 @@ unsafe fn columns_on(
     cols: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => columns_avx512(op, x, m, cols, out),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => columns_avx2(op, x, m, cols, out),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => columns_neon(op, x, m, cols, out),
-            _ => columns::<1>(op, x, m, cols, out),
-        }
-    }
-}
-
-/// [`columns`] with 4 rows of 64 sums (16 registers of 16 lanes).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn columns_avx512(
-    op: &LinearOp,
-    x: &[f32],
-    m: usize,
-    cols: std::ops::Range<usize>,
-    out: *mut f32,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { columns::<4>(op, x, m, cols, out) }
-}
-
-/// [`columns`] with one row of 64 sums (8 of the 16 registers of 8 lanes).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn columns_avx2(
-    op: &LinearOp,
-    x: &[f32],
-    m: usize,
-    cols: std::ops::Range<usize>,
-    out: *mut f32,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { columns::<1>(op, x, m, cols, out) }
-}
-
-/// [`columns`] with 2 rows of 64 sums (32 registers of 4 lanes).
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn columns_neon(
-    op: &LinearOp,
-    x: &[f32],
-    m: usize,
-    cols: std::ops::Range<usize>,
-    out: *mut f32,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { columns::<2>(op, x, m, cols, out) }
-}
-
-/// Columns `cols` of every row: blocks of 64 columns, then of 8, then single columns, each
-/// over `R` rows at a time (then the rows left one at a time).
-///
-/// # Safety
-/// As [`columns_on`].
-#[inline(always)]
-unsafe fn columns<const R: usize>(
-    op: &LinearOp,
-    x: &[f32],
-    m: usize,
-    cols: std::ops::Range<usize>,
-    out: *mut f32,
-) {
-    let mut j = cols.start;
-    while j < cols.end {
-        let width = match cols.end - j {
-            64.. => 64,
-            8.. => 8,
-            _ => 1,
-        };
-        let mut r = 0;
-        // SAFETY (each block): rows `r..r + R` and columns `j..j + width` lie inside the
-        // shapes the caller gives.
-        while r + R <= m {
-            unsafe {
-                match width {
-                    64 => block::<R, 64>(op, x, r, j, out),
-                    8 => block::<R, 8>(op, x, r, j, out),
-                    _ => block::<R, 1>(op, x, r, j, out),
-                }
-            }
-            r += R;
-        }
-        for r in r..m {
-            unsafe {
-                match width {
-                    64 => block::<1, 64>(op, x, r, j, out),
-                    8 => block::<1, 8>(op, x, r, j, out),
-                    _ => block::<1, 1>(op, x, r, j, out),
-                }
-            }
-        }
-        j += width;
-    }
-}
-
-/// Rows `r0..r0 + R`, columns `j0..j0 + W`: the sums in registers over every `k`, then
-/// `alpha` and the bias, as the scalar order has them.
-///
-/// # Safety
-/// As [`columns_on`], with the rows and columns inside the shapes.
-#[inline(always)]
-unsafe fn block<const R: usize, const W: usize>(
-    op: &LinearOp,
-    x: &[f32],
-    r0: usize,
-    j0: usize,
-    out: *mut f32,
-) {
     let (k, n) = (op.k, op.n);
-    let mut acc = [[0.0f32; W]; R];
-    let xs: [&[f32]; R] = std::array::from_fn(|i| &x[(r0 + i) * k..][..k]);
-    for p in 0..k {
-        let w: &[f32; W] = op.weight[p * n + j0..][..W].try_into().expect("W weights");
-        for (row, xr) in acc.iter_mut().zip(&xs) {
-            let v = xr[p];
-            for (a, &wv) in row.iter_mut().zip(w) {
-                *a = v.mul_add(wv, *a);
-            }
-        }
-    }
-    for (i, row) in acc.iter_mut().enumerate() {
+    let product = Product {
+        shape: (m, cols.len(), k),
+        a: (x.as_ptr(), k, 1),
+        b: (op.weight[cols.start..].as_ptr(), n, 1),
+        c: (out.wrapping_add(cols.start), n, 1),
+        accumulate: false,
+    };
+    // SAFETY: forwarded from the caller (`weight` holds `k * n` values, checked by
+    // `linear`).
+    unsafe { product_on(isa, product) };
+    for r in 0..m {
+        // SAFETY: the caller gives this call these columns of every row.
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(out.add(r * n + cols.start), cols.len()) };
         if op.alpha != 1.0 {
             row.iter_mut().for_each(|v| *v *= op.alpha);
         }
         if let Some(b) = &op.bias {
-            row.iter_mut().zip(&b[j0..]).for_each(|(v, b)| *v += b);
+            row.iter_mut()
+                .zip(&b[cols.clone()])
+                .for_each(|(v, b)| *v += b);
         }
-        // SAFETY: the caller gives this block these columns of row `r0 + i`.
-        let o = unsafe { std::slice::from_raw_parts_mut(out.add((r0 + i) * n + j0), W) };
-        o.copy_from_slice(row);
     }
 }
 

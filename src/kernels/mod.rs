@@ -8,7 +8,8 @@
 //! - [`grouped`]: grouped convolutions (group widths 8 to 64) on pixel-major images;
 //! - [`im2col`]: im2col + GEMM, for the rest (other grouped, dilated, narrow 1x1);
 //! - [`linear`]: the fully connected layer (classifiers);
-//! - [`gemm`], [`pool`], [`layout`] (transposes, padding, slicing);
+//! - [`gemm`]: matrix products (the fully connected layers, im2col), every tier;
+//! - [`pool`], [`layout`] (transposes, padding, slicing);
 //! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
 

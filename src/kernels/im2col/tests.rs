@@ -254,10 +254,9 @@ fn im2col_convolutions_refuse_a_pixel_major_input() {
 /// [`pointwise_pixels`] over a range of pixels, in every memory order: a pixel-major output
 /// holds exactly the range's rows of the whole image's output (nothing written past
 /// them), an NCHW output gets exactly the range's columns of every channel (nothing else
-/// touched), with bias and activation. Not bit for bit: with a pixel-major input the
-/// `gemm` crate computes a GEMM of few rows another way than a large one, so a range of
-/// up to 16 pixels (33 -> 16 channels) or 3 (3 -> 70) rounds about 1 ulp away from the
-/// whole image.
+/// touched), with bias and activation, bit for bit: every output is one chain of fused
+/// multiply-adds whatever the range (the `gemm` crate, before haste's own products,
+/// rounded a range of few rows about 1 ulp away from the whole image).
 #[test]
 fn pointwise_pixel_ranges_write_exactly_their_pixels() {
     for (c_in, c_out, h, w) in [(12, 7, 6, 5), (3, 70, 4, 4), (33, 16, 9, 9)] {
@@ -279,7 +278,7 @@ fn pointwise_pixel_ranges_write_exactly_their_pixels() {
                     let (rows, rest) = part.split_at(r.len() * c_out);
                     let want = &whole[r.start * c_out..r.end * c_out];
                     for (a, b) in rows.iter().zip(want) {
-                        assert!(close(*a, *b), "{c_in}->{c_out} {io:?} {r:?}: {a} vs {b}");
+                        assert_eq!(a.to_bits(), b.to_bits(), "{c_in}->{c_out} {io:?} {r:?}");
                     }
                     assert!(rest.iter().all(|v| v.is_nan()), "{io:?} {r:?}: wrote past");
                 } else {
@@ -287,7 +286,7 @@ fn pointwise_pixel_ranges_write_exactly_their_pixels() {
                     pointwise_pixels(&op, xin, hw, r.clone(), &mut part, io);
                     for (i, (a, b)) in part.iter().zip(&whole).enumerate() {
                         if r.contains(&(i % hw)) {
-                            assert!(close(*a, *b), "{io:?} {r:?} [{i}]: {a} vs {b}");
+                            assert_eq!(a.to_bits(), b.to_bits(), "{io:?} {r:?} [{i}]");
                         } else {
                             assert!(a.is_nan(), "{io:?} {r:?}: wrote pixel {}", i % hw);
                         }
