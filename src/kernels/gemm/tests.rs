@@ -1,5 +1,12 @@
 use super::*;
 
+/// `a` (`m x k`) and `b` (`k x n`), row-major, of small values with many signs.
+fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+    let b = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+    (a, b)
+}
+
 fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {
@@ -13,12 +20,7 @@ fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
 #[test]
 fn matches_naive_over_sizes() {
     for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (16, 17, 144), (33, 9, 65)] {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
+        let (a, b) = operands(m, n, k);
         let want = naive(m, n, k, &a, &b);
         let mut c = vec![1.0; m * n];
         sgemm(m, n, k, &a, k, &b, n, &mut c, n, false);
@@ -35,12 +37,7 @@ fn matches_naive_over_sizes() {
 #[test]
 fn strided_matches_naive_with_transposed_operands() {
     let (m, n, k) = (7, 5, 9);
-    let a: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
-        .collect();
-    let b: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-        .collect();
+    let (a, b) = operands(m, n, k);
     let want = naive(m, n, k, &a, &b);
     // a and b transposed in memory, c written transposed.
     let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
@@ -81,12 +78,7 @@ fn every_tier_and_stride_gives_the_chains_bits() {
         (9, 9, 64),
         (2, 1, 1),
     ] {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
+        let (a, b) = operands(m, n, k);
         let want = chained(m, n, k, &a, &b);
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
