@@ -2,8 +2,12 @@ use super::*;
 
 /// `a` (`m x k`) and `b` (`k x n`), row-major, of small values with many signs.
 fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
-    let a = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
-    let b = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+    let a = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+        .collect();
+    let b = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+        .collect();
     (a, b)
 }
 
