@@ -65,11 +65,13 @@ impl DirectConv {
     /// Whether the direct kernel can run `p` (one group, no dilation) and is the better
     /// choice. With pixel-major input and output it runs the shared models' spatial
     /// convolutions at 90-110 GFLOP/s on one core, against 60-100 for im2col + GEMM, first
-    /// RGB layers included (`cargo run --release --example conv_paths`). A 1x1 layer of 16 or
-    /// more output channels runs here too: the GEMM crate packs the whole input first, which
-    /// for MobileNet's projections (32 -> 16 at 112 x 112, 144 -> 24 at 56 x 56) is a pass
-    /// over megabytes per layer (MobileNetV2's 1x1 layers, 3.8 -> 3.5 ms on one core and 2.5
-    /// -> 2.2 on two at batch 1, `--example profile`). A strided or padded 1x1 layer is not
+    /// RGB layers included (`cargo run --release --example conv_paths`; in the network, where
+    /// the im2col path also transposes its planar result, Tiny Darknet's 3 -> 16 stem took
+    /// 0.69 ms that way against 0.34 here). A 1x1 layer of 16 or more output channels runs
+    /// here too: the `gemm` crate (since replaced) packed the whole input first, which for
+    /// MobileNet's projections (32 -> 16 at 112 x 112, 144 -> 24 at 56 x 56) was a pass over
+    /// megabytes per layer (MobileNetV2's 1x1 layers, 3.8 -> 3.5 ms on one core and 2.5 -> 2.2
+    /// on two at batch 1, `--example profile`). A strided or padded 1x1 layer is not
     /// one GEMM (im2col would copy a subsampled input, in NCHW), so it runs here at any width.
     pub fn suits(p: &Conv2dParams) -> bool {
         let wide_or_not_pointwise = !p.is_pointwise() || p.c_out >= 16;
