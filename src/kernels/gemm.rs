@@ -41,7 +41,6 @@ pub fn sgemm(
 /// `c = a * b` (or `c += a * b` with `accumulate`) for `m x k` times `k x n`, every matrix
 /// given by its row and column strides (element `(i, j)` of `a` is `a[i * a_rs + j * a_cs]`),
 /// so transposed operands and outputs cost no copy. Single-threaded, on [`Isa::current`].
-#[allow(clippy::too_many_arguments)]
 pub fn sgemm_strided(
     shape: (usize, usize, usize),
     a: (&[f32], usize, usize),

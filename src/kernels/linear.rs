@@ -12,6 +12,7 @@
 
 use super::gemm::{product_on, Product};
 use super::isa::Isa;
+use super::SharedOut;
 use crate::ops::LinearOp;
 
 /// Columns per parallel block: four blocks of 64 output columns, 1.3 MB of a 1280 -> 1000
@@ -35,7 +36,7 @@ pub fn linear(isa: Isa, op: &LinearOp, x: &[f32], out: &mut [f32], parallel: boo
         let cols = j0..(j0 + COLUMN_BLOCK).min(n);
         // SAFETY: the shapes are checked above; this block writes columns `cols` of every
         // row and no other block does; the CPU runs `isa` (asserted).
-        unsafe { columns_on(isa, op, x, m, cols, shared.ptr()) }
+        unsafe { columns_on(isa, op, x, m, cols, shared.at(0)) }
     };
     if parallel {
         (0..n.div_ceil(COLUMN_BLOCK))
@@ -43,22 +44,6 @@ pub fn linear(isa: Isa, op: &LinearOp, x: &[f32], out: &mut [f32], parallel: boo
             .for_each(|q| block(q * COLUMN_BLOCK));
     } else {
         (0..n).step_by(COLUMN_BLOCK).for_each(block);
-    }
-}
-
-/// The output of [`linear`], shared by blocks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: each block writes its own columns only.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (taking `self`, so a closure captures the whole wrapper and not its
-    /// field).
-    fn ptr(self) -> *mut f32 {
-        self.0
     }
 }
 

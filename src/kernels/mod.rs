@@ -37,6 +37,24 @@ pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
     }
 }
 
+/// An output that several rayon tasks write, each its own disjoint elements (channels of
+/// every pixel, columns of every row), through a raw pointer: slices cannot express such
+/// interleaved parts.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+
+// SAFETY: every user writes disjoint elements from each task (its own documented split).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The output from float `offset` on (taking `self`, so a closure captures the whole
+    /// wrapper and not its pointer field).
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// What the pixel-major convolution kernels do to each finished output pixel (all its
 /// channels, in L1): the bias, then the op's fused residual and the activation after it, or
 /// its activation alone.

@@ -2,9 +2,9 @@
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
 use super::{conv, conv_at, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
-use crate::kernels::grow;
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
+use crate::kernels::{grow, SharedOut};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 use std::ops::Range;
 
@@ -31,23 +31,6 @@ struct Bands<'a> {
     per: usize,
     nhwc: bool,
     residual: Option<&'a [f32]>,
-}
-
-/// The output of [`DirectConv::forward_channel_parts`], shared by parts that write disjoint
-/// channels of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: each part writes its own channels only (see `forward_channel_parts`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The output from float `offset` on (taking `self`, so a closure captures the whole
-    /// wrapper and not its pointer field).
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
@@ -298,6 +281,7 @@ impl DirectConv {
             s.bands.resize_with(parts, Vec::new);
         }
         assert_eq!(out.len(), oh * ow * p.c_out);
+        // Parts write disjoint channels of each pixel (see below).
         let shared = SharedOut(out.as_mut_ptr());
         s.bands[..parts]
             .par_iter_mut()
