@@ -514,3 +514,63 @@ fn a_run_from_a_checkpoint_gives_the_bits_of_a_whole_run() {
     // A checkpoint of another batch size is refused.
     assert!(plan.checkpoint(&x[..per], 1, convs[3], Some(&at)).is_err());
 }
+
+/// A batch of at least one image per thread runs image by image up to `Plan::layer_from`
+/// and layer by layer from there (RegNetX-400MF: from inside the network, where its filter
+/// banks outweigh its activations). Wherever the switch is, the logits have the same bits,
+/// dense and with HASTE on every eligible layer (whose kernels then also run layer by layer).
+#[test]
+fn a_batch_gives_the_same_bits_wherever_it_switches_to_layer_by_layer() {
+    use haste::{CompressOptions, Compression, HasteConfig};
+    let cases = [
+        ("regnet_x_400mf-randominit-imagenet", imagenet_val(), false),
+        ("resnet20-cifar10", cifar_test(), true),
+    ];
+    for (name, data, compressed) in cases {
+        let path = model(name);
+        let model = Model::load(&path).expect("model loads");
+        let card = ModelCard::beside_model(&path)
+            .expect("card")
+            .expect("card exists");
+        let data = open_dataset(&data, &card.preprocess, None).expect("dataset opens");
+        let mut plan = model
+            .plan(PlanOptions {
+                threads: 2,
+                max_batch: 5,
+            })
+            .expect("plan");
+        if compressed {
+            let options = CompressOptions {
+                config: HasteConfig {
+                    hyperplanes: 10,
+                    ..HasteConfig::default()
+                },
+                cost_aware: false,
+                ..CompressOptions::default()
+            };
+            Compression::apply(&mut plan, &options).expect("HASTE applies");
+        }
+        let chosen = plan.layer_from();
+        plan.set_layer_from(usize::MAX);
+        let steps = plan.layer_from();
+        assert!(
+            0 < chosen && chosen < steps,
+            "{name}: switch at step {chosen} of {steps}"
+        );
+        let per: usize = model.image_shape.iter().product();
+        let mut x = vec![0.0; 5 * per];
+        haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
+        let mut bits = |from: usize| {
+            plan.set_layer_from(from);
+            let (_, y) = plan.run(&x, 5).expect("runs");
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let at_chosen = bits(chosen);
+        for from in [0, chosen / 2, steps] {
+            assert!(
+                bits(from) == at_chosen,
+                "{name}: switching at step {from} changed the logits"
+            );
+        }
+    }
+}

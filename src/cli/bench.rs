@@ -217,6 +217,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let mut j = json!({
             "model": a.model.model.display().to_string(), "input": source, "batch": a.batch,
             "threads": plan.threads(), "runs": a.runs, "isa": Isa::current().name(),
+            "steps": plan.num_steps(), "image_steps": plan.image_steps(a.batch),
             "dense_seconds_median": dense.median, "dense_seconds_min": dense.min, "dense_seconds_max": dense.max,
             "dense_images_per_second": ips(&dense), "dense_flops": plan.dense_macs(),
             "peak_rss_bytes": peak, "predicted_peak_bytes": predicted, "plan_memory": memory,
@@ -259,6 +260,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Isa::current(),
         ISA_VARIABLE,
         std::env::var(ISA_VARIABLE).unwrap_or_else(|_| "unset: the best this CPU has".into()),
+    );
+    println!(
+        "order   {}",
+        run_order(plan.image_steps(a.batch), plan.num_steps())
     );
     let line = |name: &str, t: &Timing| {
         println!(
@@ -402,4 +407,19 @@ fn memory_parts(m: &MemoryPlan) -> String {
         format_bytes(m.workspaces),
         format_bytes(m.scratch),
     )
+}
+
+/// How a batch runs, for the `order` line: image by image (each thread its own images) up
+/// to step `image_steps` of `steps`, layer by layer from there.
+fn run_order(image_steps: usize, steps: usize) -> String {
+    match image_steps {
+        0 => "every step layer by layer, each image over every thread".into(),
+        k if k >= steps => "every step image by image, each thread its own images".into(),
+        k => format!(
+            "steps 1-{k} of {steps} image by image (each thread its own images), {}-{steps} \
+             layer by layer (their weights outweigh their activations; \
+             HASTE_IMAGE_MODE=whole runs them image by image too)",
+            k + 1
+        ),
+    }
 }

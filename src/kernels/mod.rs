@@ -37,6 +37,38 @@ pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
     }
 }
 
+/// Operands up to this many floats (64 KB) [`prefetch_to_l2`] asks for; longer ones are
+/// streams the hardware prefetcher follows, and a whole large image would evict what the
+/// current one uses.
+const PREFETCH_FLOATS: usize = 16 << 10;
+
+/// Asks the cache for `data` into L2, a line at a time, when it is short (at most
+/// [`PREFETCH_FLOATS`]): a layer-at-a-time step calls it for the next image's operands while
+/// it computes this one. A small image's activations (16 KB at CIFAR's 8 x 8 x 64) were
+/// otherwise read from L3 a line at a time when its turn came: ResNet-56's 64-channel
+/// convolutions ran 3-5 % slower layer by layer than image by image at batch 256.
+pub(crate) fn prefetch_to_l2(data: &[f32]) {
+    if data.len() > PREFETCH_FLOATS {
+        return;
+    }
+    for line in data.chunks(16) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it never faults and changes no memory. SSE is in
+        // x86-64's baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `prfm` is a hint: it never faults and changes no register or memory.
+        unsafe {
+            std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) line.as_ptr(), options(nostack, readonly, preserves_flags));
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = line;
+    }
+}
+
 /// An output that several rayon tasks write, each its own disjoint elements (channels of
 /// every pixel, columns of every row), through a raw pointer: slices cannot express such
 /// interleaved parts.

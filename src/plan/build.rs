@@ -127,6 +127,7 @@ impl Plan {
             img_out_shapes: vec![],
             output_step: 0,
             image_mode: false,
+            layer_from: 0,
             pool,
             pool_has_caller,
             foreign_pool: std::sync::OnceLock::new(),
@@ -147,6 +148,7 @@ impl Plan {
         }
         .ok_or_else(|| Error::Internal("output step unknown".into()))?;
         plan.image_mode = plan.image_mode_ok();
+        plan.layer_from = plan.choose_layer_from();
         let producers = plan.producers();
         plan.layouts = plan.choose_layouts(&producers);
         plan.in_layouts = producers

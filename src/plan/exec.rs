@@ -4,6 +4,9 @@
 //!   activations stay in the core's cache and no step waits for the others;
 //! - layer at a time (otherwise, e.g. a batch of one on two threads): each step runs over the
 //!   whole batch, parallel over images or over parts of one image.
+//!
+//! A batch that runs image at a time switches to layer at a time at the step where the
+//! filter banks start to outweigh the activations ([`super::hybrid`]).
 
 use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
 use super::{Plan, Src, Workspace};
@@ -122,41 +125,65 @@ impl Plan {
         result
     }
 
-    /// Runs the whole network image by image (see the module doc); the output goes to the
-    /// output slot.
-    pub(crate) fn run_images(&mut self, input: &[f32], n: usize, out_slot: usize) -> Result<()> {
+    /// Runs steps `0..until` image by image (see the module doc), then leaves each value the
+    /// later steps read (the network's output when `until` is the last step) in its batch
+    /// slot, image after image, as a layer-at-a-time run would have.
+    pub(crate) fn run_images(&mut self, input: &[f32], n: usize, until: usize) -> Result<()> {
         let per_in: usize = self.image_shape.iter().product();
-        let per_out: usize = self.img_out_shapes[self.output_step].iter().product();
-        let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
-        if out_buf.len() < n * per_out {
-            out_buf.resize(n * per_out, 0.0);
+        // (slot, floats per image) of every value handed on.
+        let handed: Vec<(usize, usize)> = self
+            .handed_on(until)
+            .into_iter()
+            .map(|(slot, writer)| (slot, self.img_out_shapes[writer].iter().product()))
+            .collect();
+        let mut bufs: Vec<Vec<f32>> = handed
+            .iter()
+            .map(|&(slot, len)| {
+                let mut buf = std::mem::take(&mut self.slots[slot]);
+                if buf.len() < n * len {
+                    buf.resize(n * len, 0.0);
+                }
+                buf
+            })
+            .collect();
+        // Per image, its part of every handed-on value.
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::new()).collect();
+        for (buf, &(_, len)) in bufs.iter_mut().zip(&handed) {
+            for (part, chunk) in parts.iter_mut().zip(buf.chunks_mut(len.max(1))) {
+                part.push(chunk);
+            }
         }
-        let image = |(o, x): (&mut [f32], &[f32])| {
+        let image = |(outs, x): (Vec<&mut [f32]>, &[f32])| {
             let mut ws = thread_workspace(&self.workspaces);
             if ws.slots.len() != self.slots.len() {
                 ws.slots = self.new_workspace().slots;
             }
-            self.run_image(&mut ws, x, o)
+            self.run_image(&mut ws, x, until)?;
+            for (o, &(slot, _)) in outs.into_iter().zip(&handed) {
+                o.copy_from_slice(&ws.slots[slot][..o.len()]);
+            }
+            Ok(())
         };
-        let outputs = &mut out_buf[..n * per_out];
         let result = if self.threads == 1 {
             // On the calling thread: handing the batch to the pool's thread and waiting for it
             // costs 17-25 us per run on this VM (over 100 us once the thread has gone to
             // sleep), 2-10 % of a CIFAR ResNet at batch 1. Image mode runs every op inline,
             // so nothing below needs the pool.
-            outputs
-                .chunks_mut(per_out)
+            parts
+                .into_iter()
                 .zip(input.chunks(per_in))
                 .try_for_each(image)
         } else {
             self.run_pool().install(|| {
-                outputs
-                    .par_chunks_mut(per_out)
+                parts
+                    .into_par_iter()
                     .zip(input.par_chunks(per_in))
                     .try_for_each(image)
             })
         };
-        self.slots[out_slot] = out_buf;
+        for (buf, &(slot, _)) in bufs.into_iter().zip(&handed) {
+            self.slots[slot] = buf;
+        }
         if let Some(acc) = self.step_seconds.as_mut() {
             // Thread seconds to wall seconds: the threads worked side by side.
             let share = 1.0 / self.threads.min(n) as f64;
@@ -170,11 +197,20 @@ impl Plan {
         result
     }
 
-    /// Every step on one image `x`, with the output copied to `out`.
-    fn run_image(&self, ws: &mut Workspace, x: &[f32], out: &mut [f32]) -> Result<()> {
+    /// The values steps from `until` on read that steps before it wrote, each with its
+    /// writer: the network's output when `until` is the last step.
+    fn handed_on(&self, until: usize) -> Vec<(usize, usize)> {
+        if until < self.steps.len() {
+            return self.live_slots_at(until);
+        }
+        vec![(self.steps[self.output_step].output, self.output_step)]
+    }
+
+    /// Steps `0..until` on one image `x`, in the thread's workspace.
+    fn run_image(&self, ws: &mut Workspace, x: &[f32], until: usize) -> Result<()> {
         let profiling = self.step_seconds.is_some();
         ws.seconds.resize(self.steps.len(), 0.0);
-        for i in 0..self.steps.len() {
+        for i in 0..until {
             let t = profiling.then(std::time::Instant::now);
             let slot = self.steps[i].output;
             let len: usize = self.img_out_shapes[i].iter().product();
@@ -194,8 +230,6 @@ impl Plan {
                 ws.seconds[i] += t.elapsed().as_secs_f64();
             }
         }
-        let slot = self.steps[self.output_step].output;
-        out.copy_from_slice(&ws.slots[slot][..out.len()]);
         Ok(())
     }
 
@@ -488,6 +522,13 @@ impl Plan {
         if n >= self.threads || self.threads == 1 {
             let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
             images.enumerate().for_each(|(k, (o, x))| {
+                // The next image's operands, while this one computes (see `prefetch_to_l2`).
+                let next = [(Some(input.x), in_len), (input.residual, out_len)];
+                for (v, len) in next {
+                    if let Some(v) = v.and_then(|v| v.get((k + 1) * len..(k + 2) * len)) {
+                        crate::kernels::prefetch_to_l2(v);
+                    }
+                }
                 let mut ws = thread_workspace(&self.workspaces);
                 kernel.run_image(&job(k, x), o, &mut ws.scratch);
             });

@@ -8,6 +8,7 @@
 
 mod build;
 mod exec;
+mod hybrid;
 pub mod layout;
 mod memory;
 mod resume;
@@ -91,6 +92,9 @@ pub struct Plan {
     output_step: usize,
     /// Whether every step can run image by image (see [`Plan::image_mode_ok`]).
     image_mode: bool,
+    /// The first step a batch run in image mode runs layer by layer, or the step count
+    /// ([`hybrid`]).
+    layer_from: usize,
     pool: Arc<rayon::ThreadPool>,
     /// Whether `pool` counts the thread that built the plan as one of its workers (see
     /// [`threads`]); runs from other threads then use `foreign_pool`.
@@ -146,7 +150,13 @@ impl Plan {
 
     /// Grows every batch slot to what the steps' current shapes (`out_shapes`) need.
     pub(crate) fn grow_slots(&mut self) {
-        for (s, shape) in self.steps.iter().zip(&self.out_shapes) {
+        self.grow_slots_from(0)
+    }
+
+    /// [`Self::grow_slots`] for the outputs of the steps from `first` on.
+    pub(super) fn grow_slots_from(&mut self, first: usize) {
+        let steps = self.steps.iter().zip(&self.out_shapes).skip(first);
+        for (s, shape) in steps {
             let len: usize = shape.iter().product();
             let slot = &mut self.slots[s.output];
             if slot.len() < len {
@@ -293,7 +303,7 @@ impl Plan {
     pub fn run(&mut self, input: &[f32], n: usize) -> Result<(Vec<usize>, &[f32])> {
         self.prepare_batch(input, n)?;
         match self.output {
-            Src::Slot(s) if self.image_mode && n >= self.threads => self.run_images(input, n, s)?,
+            Src::Slot(_) if self.image_mode && n >= self.threads => self.run_by_images(input, n)?,
             _ => {
                 self.grow_slots();
                 self.run_layer_range(input, n, 0..self.steps.len())?

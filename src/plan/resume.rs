@@ -100,7 +100,7 @@ impl Plan {
 
     /// The slots the steps from `step` on read before writing them, each with the step
     /// before `step` that wrote it last.
-    fn live_slots_at(&self, step: usize) -> Vec<(usize, usize)> {
+    pub(super) fn live_slots_at(&self, step: usize) -> Vec<(usize, usize)> {
         let mut writer: Vec<Option<usize>> = vec![None; self.slots.len()];
         for (i, s) in self.steps[..step].iter().enumerate() {
             writer[s.output] = Some(i);
