@@ -551,12 +551,16 @@ fn a_batch_gives_the_same_bits_wherever_it_switches_to_layer_by_layer() {
             Compression::apply(&mut plan, &options).expect("HASTE applies");
         }
         let chosen = plan.layer_from();
-        plan.set_layer_from(usize::MAX);
-        let steps = plan.layer_from();
+        let steps = plan.num_steps();
         assert!(
             0 < chosen && chosen < steps,
             "{name}: switch at step {chosen} of {steps}"
         );
+        // Two threads: one image runs layer by layer, split over them; two or three, image
+        // by image throughout (no thread would take two images past the switch); four, up
+        // to the switch.
+        let order: Vec<usize> = (1..=4).map(|n| plan.image_steps(n)).collect();
+        assert_eq!(order, [0, steps, steps, chosen], "{name}");
         let per: usize = model.image_shape.iter().product();
         let mut x = vec![0.0; 5 * per];
         haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
