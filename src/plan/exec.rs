@@ -198,12 +198,18 @@ impl Plan {
     }
 
     /// The values steps from `until` on read that steps before it wrote, each with its
-    /// writer: the network's output when `until` is the last step.
+    /// writer, and the network's output when a step before `until` computes it.
     fn handed_on(&self, until: usize) -> Vec<(usize, usize)> {
-        if until < self.steps.len() {
-            return self.live_slots_at(until);
+        let mut values = if until < self.steps.len() {
+            self.live_slots_at(until)
+        } else {
+            Vec::new()
+        };
+        let output = self.steps[self.output_step].output;
+        if self.output_step < until && values.iter().all(|&(slot, _)| slot != output) {
+            values.push((output, self.output_step));
         }
-        vec![(self.steps[self.output_step].output, self.output_step)]
+        values
     }
 
     /// Steps `0..until` on one image `x`, in the thread's workspace.
