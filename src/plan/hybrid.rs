@@ -11,7 +11,7 @@
 //! move, and layer by layer from there (RegNetX-400MF's 400-channel stage, ResNet-18's
 //! 512-channel one).
 
-use super::Plan;
+use super::{Plan, Src};
 use crate::error::Result;
 use crate::ops::Op;
 
@@ -56,7 +56,7 @@ impl Plan {
         let floats: usize = self.img_in_shapes[i]
             .iter()
             .zip(&self.steps[i].inputs)
-            .filter(|(_, src)| !matches!(src, super::Src::Const(_)))
+            .filter(|(_, src)| !matches!(src, Src::Const(_)))
             .map(|(shape, _)| shape.iter().product::<usize>())
             .sum::<usize>()
             + self.img_out_shapes[i].iter().product::<usize>();
@@ -84,12 +84,10 @@ impl Plan {
         }
         best_k
     }
-}
 
-impl Plan {
     /// Runs a batch of at least one image per thread: the steps before
-    /// [`Plan::layer_from`] image by image, the rest layer by layer; the output goes to the
-    /// output slot.
+    /// [`Self::layer_from_for`] image by image, the rest layer by layer; the output goes to
+    /// the output slot.
     pub(super) fn run_by_images(&mut self, input: &[f32], n: usize) -> Result<()> {
         let (from, len) = (self.layer_from_for(n), self.steps.len());
         self.run_images(input, n, from)?;
@@ -126,7 +124,7 @@ impl Plan {
         }
     }
 
-    /// The first step a batch of at least one image per thread runs layer by layer (the
+    /// The first step a batch of at least two images per thread runs layer by layer (the
     /// step count when it runs image by image to the end; see the module documentation).
     pub fn layer_from(&self) -> usize {
         self.layer_from
