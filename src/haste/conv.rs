@@ -348,6 +348,7 @@ impl HasteConv {
             // NEON is in aarch64's baseline: only the patch kernel differs.
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Neon),
+            Isa::Sse2 => self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Sse2),
             _ => self.forward_impl(x, hw, band, out, scratch, stats, args, Isa::Portable),
         }
     }

@@ -12,7 +12,7 @@
 //! haste parallelizes around these products (over images, patches, channel or column
 //! ranges), never inside one.
 
-use super::isa::Isa;
+use super::isa::{Fused, Isa, MulAdd, Unfused};
 
 /// `c[m x n] (+)= a[m x k] * b[k x n]`, all row-major with the given leading dimensions
 /// (row strides). With `accumulate`, the product is added to `c`; otherwise `c` is overwritten.
@@ -117,7 +117,8 @@ pub(crate) unsafe fn product_on(isa: Isa, p: Product) {
             Isa::Avx2 => product_avx2(p),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => product_neon(p),
-            _ => product::<1>(p),
+            Isa::Sse2 => product::<1, Unfused>(p),
+            _ => product::<1, Fused>(p),
         }
     }
 }
@@ -127,7 +128,7 @@ pub(crate) unsafe fn product_on(isa: Isa, p: Product) {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn product_avx512(p: Product) {
     // SAFETY: forwarded from the caller.
-    unsafe { product::<4>(p) }
+    unsafe { product::<4, Fused>(p) }
 }
 
 /// One row of 64 sums: 8 of the 16 registers of 8 lanes.
@@ -135,7 +136,7 @@ unsafe fn product_avx512(p: Product) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn product_avx2(p: Product) {
     // SAFETY: forwarded from the caller.
-    unsafe { product::<1>(p) }
+    unsafe { product::<1, Fused>(p) }
 }
 
 /// 2 rows of 64 sums: all 32 registers of 4 lanes.
@@ -143,7 +144,7 @@ unsafe fn product_avx2(p: Product) {
 #[target_feature(enable = "neon")]
 unsafe fn product_neon(p: Product) {
     // SAFETY: forwarded from the caller.
-    unsafe { product::<2>(p) }
+    unsafe { product::<2, Fused>(p) }
 }
 
 /// Blocks of 64, 8 and single columns over `R` rows at a time (then the rows left one at a
@@ -152,11 +153,11 @@ unsafe fn product_neon(p: Product) {
 /// # Safety
 /// As [`product_on`].
 #[inline(always)]
-unsafe fn product<const R: usize>(p: Product) {
+unsafe fn product<const R: usize, M: MulAdd>(p: Product) {
     let (m, n, _) = p.shape;
     if p.b.2 != 1 || p.c.2 != 1 {
         // SAFETY: forwarded from the caller.
-        return unsafe { strided(p) };
+        return unsafe { strided::<M>(p) };
     }
     let mut j = 0;
     while j < n {
@@ -171,9 +172,9 @@ unsafe fn product<const R: usize>(p: Product) {
         while i + R <= m {
             unsafe {
                 match width {
-                    64 => block::<R, 64>(p, i, j),
-                    8 => block::<R, 8>(p, i, j),
-                    _ => block::<R, 1>(p, i, j),
+                    64 => block::<R, 64, M>(p, i, j),
+                    8 => block::<R, 8, M>(p, i, j),
+                    _ => block::<R, 1, M>(p, i, j),
                 }
             }
             i += R;
@@ -181,9 +182,9 @@ unsafe fn product<const R: usize>(p: Product) {
         for i in i..m {
             unsafe {
                 match width {
-                    64 => block::<1, 64>(p, i, j),
-                    8 => block::<1, 8>(p, i, j),
-                    _ => block::<1, 1>(p, i, j),
+                    64 => block::<1, 64, M>(p, i, j),
+                    8 => block::<1, 8, M>(p, i, j),
+                    _ => block::<1, 1, M>(p, i, j),
                 }
             }
         }
@@ -197,7 +198,7 @@ unsafe fn product<const R: usize>(p: Product) {
 /// # Safety
 /// As [`product_on`], with the rows and columns inside the shape.
 #[inline(always)]
-unsafe fn block<const R: usize, const W: usize>(p: Product, i0: usize, j0: usize) {
+unsafe fn block<const R: usize, const W: usize, M: MulAdd>(p: Product, i0: usize, j0: usize) {
     let (_, _, k) = p.shape;
     let (a, a_rs, a_cs) = p.a;
     let (b, b_rs, _) = p.b;
@@ -216,7 +217,7 @@ unsafe fn block<const R: usize, const W: usize>(p: Product, i0: usize, j0: usize
             // SAFETY: element `(i0 + r, q)` of `a` is readable.
             let v = unsafe { *a.add((i0 + r) * a_rs + q * a_cs) };
             for (s, &wv) in row.iter_mut().zip(w) {
-                *s = v.mul_add(wv, *s);
+                *s = M::madd(v, wv, *s);
             }
         }
     }
@@ -235,7 +236,7 @@ unsafe fn block<const R: usize, const W: usize>(p: Product, i0: usize, j0: usize
 /// # Safety
 /// As [`product_on`].
 #[inline(always)]
-unsafe fn strided(p: Product) {
+unsafe fn strided<M: MulAdd>(p: Product) {
     let (m, n, k) = p.shape;
     let ((a, a_rs, a_cs), (b, b_rs, b_cs), (c, c_rs, c_cs)) = (p.a, p.b, p.c);
     for i in 0..m {
@@ -245,7 +246,7 @@ unsafe fn strided(p: Product) {
                 let o = c.add(i * c_rs + j * c_cs);
                 let mut s = if p.accumulate { *o } else { 0.0 };
                 for q in 0..k {
-                    s = (*a.add(i * a_rs + q * a_cs)).mul_add(*b.add(q * b_rs + j * b_cs), s);
+                    s = M::madd(*a.add(i * a_rs + q * a_cs), *b.add(q * b_rs + j * b_cs), s);
                 }
                 *o = s;
             }

@@ -90,6 +90,7 @@ unsafe fn columns_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::assert_tier_result;
 
     /// Each output as one chain of fused multiply-adds over `k`, then alpha and the bias.
     fn reference(op: &LinearOp, x: &[f32]) -> Vec<f32> {
@@ -138,9 +139,7 @@ mod tests {
                 for parallel in [false, true] {
                     let mut out = vec![f32::NAN; m * n];
                     linear(isa, &op, &x, &mut out, parallel);
-                    for (a, b) in out.iter().zip(&want) {
-                        assert_eq!(a.to_bits(), b.to_bits(), "{isa} m {m} k {k} n {n}");
-                    }
+                    assert_tier_result(isa, &out, &want, &format_args!("m {m} k {k} n {n}"));
                 }
             }
         }

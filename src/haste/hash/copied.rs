@@ -9,6 +9,7 @@
 //! order, as in the definition: the same bits on every tier.
 
 use super::*;
+use crate::kernels::isa::{Fused, MulAdd, Unfused};
 use std::sync::{Arc, Mutex};
 
 /// Each hyperplane's nonzero entries as offsets into a copied window of `c` channels over the
@@ -185,16 +186,22 @@ pub fn hash_copied_window(
     if isa == Isa::Avx512 {
         // SAFETY: the caller runs tier `isa` only where the CPU supports it.
         unsafe { avx512::project_copied(buf, c, cpad, terms, lc, &mut s.proj) };
+    } else if isa.fused() {
+        project_generic::<Fused>(buf, c, cpad, terms, lc, &mut s.proj);
     } else {
-        project_generic(buf, c, cpad, terms, lc, &mut s.proj);
+        project_generic::<Unfused>(buf, c, cpad, terms, lc, &mut s.proj);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    project_generic(buf, c, cpad, terms, lc, &mut s.proj);
+    project_generic::<Fused>(buf, c, cpad, terms, lc, &mut s.proj);
     if magnitude_step.is_some() {
         let norm2 = &mut s.norm2[..c];
         norm2.fill(0.0);
         for rows in terms.extent_rows() {
-            window_norms(&buf[rows], c, norm2);
+            if isa.fused() {
+                window_norms::<Fused>(&buf[rows], c, norm2);
+            } else {
+                window_norms::<Unfused>(&buf[rows], c, norm2);
+            }
         }
     }
     timer.lap(|t| &mut t.project);
@@ -260,10 +267,10 @@ fn all_finite(buf: &[f32]) -> bool {
 /// Adds each channel's squared norm over the pixels of `buf` to `norm2`, pixels in window
 /// order (zeros add nothing).
 #[inline(always)]
-fn window_norms(buf: &[f32], c: usize, norm2: &mut [f32]) {
+fn window_norms<M: MulAdd>(buf: &[f32], c: usize, norm2: &mut [f32]) {
     for px in buf.chunks_exact(c) {
         for (n, &x) in norm2.iter_mut().zip(px) {
-            *n = x.mul_add(x, *n);
+            *n = M::madd(x, x, *n);
         }
     }
 }
@@ -272,7 +279,7 @@ fn window_norms(buf: &[f32], c: usize, norm2: &mut [f32]) {
 /// zero past `c`): per block of 16 channels and hyperplane, the entries' fused
 /// multiply-adds in window order, in registers.
 #[inline(always)]
-fn project_generic(
+fn project_generic<M: MulAdd>(
     buf: &[f32],
     c: usize,
     cpad: usize,
@@ -291,14 +298,14 @@ fn project_generic(
                         .try_into()
                         .expect("16 lanes");
                     for (a, &x) in acc.iter_mut().zip(x) {
-                        *a = x.mul_add(w, *a);
+                        *a = M::madd(x, w, *a);
                     }
                 }
             } else {
                 for (&o, &w) in offs.iter().zip(ws) {
                     let x = &buf[o as usize + ch0..][..cw];
                     for (a, &x) in acc.iter_mut().zip(x) {
-                        *a = x.mul_add(w, *a);
+                        *a = M::madd(x, w, *a);
                     }
                 }
             }

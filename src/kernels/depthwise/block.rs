@@ -401,66 +401,87 @@ pub(crate) mod neon {
     tier!(#[target_feature(enable = "neon")]);
 }
 
-/// Plain arrays the compiler may vectorize for whatever CPU it builds for.
-pub(crate) mod portable {
-    use super::*;
+/// A tier of plain arrays the compiler may vectorize for whatever CPU it builds for, its
+/// multiply-adds as `$madd` computes them and its smooth activations by `$activate`.
+macro_rules! plain_tier {
+    ($(#[$doc:meta])* $name:ident, $madd:ty, $activate:path) => {
+        $(#[$doc])*
+        pub(crate) mod $name {
+            use super::*;
+            use crate::kernels::isa::MulAdd;
 
-    type V = [f32; LANES];
-    type Mask = usize;
-    pub(crate) const LANES: usize = 8;
+            type V = [f32; LANES];
+            type Mask = usize;
+            pub(crate) const LANES: usize = 8;
 
-    #[inline(always)]
-    fn mask(lanes: usize) -> Mask {
-        lanes
-    }
-    #[inline(always)]
-    fn zero() -> V {
-        [0.0; LANES]
-    }
-    #[inline(always)]
-    fn keep(x: V, yes: bool) -> V {
-        if yes {
-            x
-        } else {
-            zero()
+            #[inline(always)]
+            fn mask(lanes: usize) -> Mask {
+                lanes
+            }
+            #[inline(always)]
+            fn zero() -> V {
+                [0.0; LANES]
+            }
+            #[inline(always)]
+            fn keep(x: V, yes: bool) -> V {
+                if yes {
+                    x
+                } else {
+                    zero()
+                }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> V {
+                // SAFETY: the caller's: `LANES` values from `p`.
+                unsafe { std::ptr::read_unaligned(p as *const V) }
+            }
+            #[inline(always)]
+            unsafe fn load_n(p: *const f32, n: Mask) -> V {
+                // SAFETY: the caller's: `n` values from `p`.
+                std::array::from_fn(|i| if i < n { unsafe { *p.add(i) } } else { 0.0 })
+            }
+            #[inline(always)]
+            fn fma(a: V, b: V, c: V) -> V {
+                std::array::from_fn(|i| <$madd>::madd(a[i], b[i], c[i]))
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: V) {
+                // SAFETY: the caller's.
+                unsafe { std::ptr::write_unaligned(p as *mut V, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_n(p: *mut f32, n: Mask, v: V) {
+                for (i, v) in v.iter().enumerate().take(n) {
+                    // SAFETY: the caller's: `n` values from `p`.
+                    unsafe { *p.add(i) = *v }
+                }
+            }
+
+            #[inline(always)]
+            fn add(a: V, b: V) -> V {
+                std::array::from_fn(|i| a[i] + b[i])
+            }
+            #[inline(always)]
+            fn activate(a: Activation, mut x: V) -> V {
+                $activate(a, &mut x);
+                x
+            }
+
+            tier!();
         }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> V {
-        // SAFETY: the caller's: `LANES` values from `p`.
-        unsafe { std::ptr::read_unaligned(p as *const V) }
-    }
-    #[inline(always)]
-    unsafe fn load_n(p: *const f32, n: Mask) -> V {
-        // SAFETY: the caller's: `n` values from `p`.
-        std::array::from_fn(|i| if i < n { unsafe { *p.add(i) } } else { 0.0 })
-    }
-    #[inline(always)]
-    fn fma(a: V, b: V, c: V) -> V {
-        std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: V) {
-        // SAFETY: the caller's.
-        unsafe { std::ptr::write_unaligned(p as *mut V, v) }
-    }
-    #[inline(always)]
-    unsafe fn store_n(p: *mut f32, n: Mask, v: V) {
-        for (i, v) in v.iter().enumerate().take(n) {
-            // SAFETY: the caller's: `n` values from `p`.
-            unsafe { *p.add(i) = *v }
-        }
-    }
-
-    #[inline(always)]
-    fn add(a: V, b: V) -> V {
-        std::array::from_fn(|i| a[i] + b[i])
-    }
-    #[inline(always)]
-    fn activate(a: Activation, mut x: V) -> V {
-        a.apply(&mut x);
-        x
-    }
-
-    tier!();
+    };
 }
+
+plain_tier!(
+    /// The portable tier: fused multiply-adds, the bits of every vector tier.
+    portable,
+    crate::kernels::isa::Fused,
+    Activation::apply
+);
+
+plain_tier!(
+    /// The SSE2 tier: the product and the sum rounded apart, vectorized without FMA.
+    sse2,
+    crate::kernels::isa::Unfused,
+    crate::kernels::activation::apply_unfused
+);

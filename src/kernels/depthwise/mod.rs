@@ -34,7 +34,7 @@ macro_rules! tier_rows {
                     })
                 };
             }
-            by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+            by_shape!(self.params, go, self.rows_by_pixel::<Fused>(image, rows, out, r))
         }
     };
 }
@@ -55,7 +55,7 @@ macro_rules! by_shape {
 }
 
 use super::grow;
-use super::isa::Isa;
+use super::isa::{Fused, Isa, MulAdd, Unfused};
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, IoLayout};
 use super::PixelFinish;
 use crate::ops::{Conv2dParams, ConvOp};
@@ -194,6 +194,21 @@ impl DepthwiseConv {
             Isa::Avx2 => unsafe { self.rows_avx2(image, rows, out, r) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { self.rows_neon(image, rows, out, r) },
+            Isa::Sse2 => {
+                macro_rules! go {
+                    ($kw:literal, $s:literal) => {
+                        self.rows_impl::<{ block::sse2::LANES }>(image, rows, out, r, |at, o| {
+                            // SAFETY: no instructions beyond the baseline.
+                            unsafe { block::sse2::block::<$kw, $s, 4>(self, hwc, at, o) }
+                        })
+                    };
+                }
+                by_shape!(
+                    self.params,
+                    go,
+                    self.rows_by_pixel::<Unfused>(image, rows, out, r)
+                )
+            }
             _ => {
                 macro_rules! go {
                     ($kw:literal, $s:literal) => {
@@ -209,7 +224,11 @@ impl DepthwiseConv {
                         )
                     };
                 }
-                by_shape!(self.params, go, self.rows_by_pixel(image, rows, out, r))
+                by_shape!(
+                    self.params,
+                    go,
+                    self.rows_by_pixel::<Fused>(image, rows, out, r)
+                )
             }
         }
     }
@@ -275,7 +294,7 @@ impl DepthwiseConv {
 
     /// The kernel shapes without a block (widths other than 3, 5 and 7, strides other than 1
     /// and 2 across): one pixel at a time over the taps inside the image.
-    fn rows_by_pixel(
+    fn rows_by_pixel<M: MulAdd>(
         &self,
         Image { hwc, hw }: Image,
         rows: Range<usize>,
@@ -289,7 +308,7 @@ impl DepthwiseConv {
             let row = &mut out[k * ow * c..][..ow * c];
             for (ox, o) in row.chunks_exact_mut(c).enumerate() {
                 self.pixel_taps(hw, (oy, ox), &mut taps);
-                self.pixel(hwc, &taps, o);
+                self.pixel::<M>(hwc, &taps, o);
             }
             let at = k * ow * c;
             self.finish
@@ -316,14 +335,14 @@ impl DepthwiseConv {
     }
 
     /// One output pixel's sums over `taps`, channel by channel.
-    fn pixel(&self, hwc: &[f32], taps: &[(usize, usize)], out: &mut [f32]) {
+    fn pixel<M: MulAdd>(&self, hwc: &[f32], taps: &[(usize, usize)], out: &mut [f32]) {
         let c = self.params.c_in;
         out.fill(0.0);
         for &(px, t) in taps {
             let x = &hwc[px * c..][..c];
             let wt = &self.weights[t * c..][..c];
             for ((a, &x), &wv) in out.iter_mut().zip(x).zip(wt) {
-                *a = x.mul_add(wv, *a);
+                *a = M::madd(x, wv, *a);
             }
         }
     }

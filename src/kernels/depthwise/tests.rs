@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::isa::assert_tier_result;
 use crate::kernels::reference::conv2d_direct;
 use crate::ops::Activation;
 
@@ -13,7 +14,6 @@ fn values(n: usize, salt: usize) -> Vec<f32> {
 /// around the block width, with and without bias, residual and activation.
 #[test]
 fn every_tier_and_memory_order_matches_the_reference() {
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     for (case, &(c, k, s, pads, (h, w))) in [
         (8, 3, 1, [1, 1, 1, 1], (7, 6)),
         (32, 3, 2, [0, 0, 1, 1], (9, 9)),
@@ -87,7 +87,8 @@ fn every_tier_and_memory_order_matches_the_reference() {
             );
             let mut as_nchw = vec![0.0; want.len()];
             nhwc_to_nchw(&portable, c, oh * ow, &mut as_nchw);
-            assert_eq!(bits(&as_nchw), bits(&got), "{p:?}: NCHW vs pixel-major");
+            let what = format!("{p:?}: NCHW vs pixel-major");
+            assert_tier_result(Isa::current(), &got, &as_nchw, &what);
             for isa in Isa::available() {
                 let mut o = vec![f32::NAN; want.len()];
                 // Two parts, as two threads would run them.
@@ -97,7 +98,7 @@ fn every_tier_and_memory_order_matches_the_reference() {
                 d.rows(isa, &x_hwc, (h, w), 0..split, top, rr);
                 let rb = fused.map(|_| &r_hwc[split * ow * c..]);
                 d.rows(isa, &x_hwc, (h, w), split..oh, bottom, rb);
-                assert_eq!(bits(&o), bits(&portable), "{isa} {p:?}");
+                assert_tier_result(isa, &o, &portable, &format_args!("{p:?}"));
             }
         }
     }

@@ -46,7 +46,7 @@ mod prefetch;
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};
 
-use crate::kernels::isa::Isa;
+use crate::kernels::isa::{Fused, Isa, MulAdd, Unfused};
 
 /// Geometry of one direct convolution call: a `ph x pw` block of outputs over a window.
 #[derive(Clone, Copy, Debug)]
@@ -197,15 +197,16 @@ fn panel_of(g: &Geom, panel: usize, co0: usize) -> (usize, usize, usize) {
 pub unsafe fn conv_generic(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: &mut [f32]) {
     assert!(g.fits(out.len()));
     // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
-    unsafe { generic_at(g, win, f, e, out.as_mut_ptr()) }
+    unsafe { generic_at::<Fused>(g, win, f, e, out.as_mut_ptr()) }
 }
 
-/// [`conv_generic`] writing through a pointer (see [`conv_at`]).
+/// [`conv_generic`] writing through a pointer (see [`conv_at`]), its multiply-adds as `M`
+/// computes them.
 ///
 /// # Safety
 /// As [`conv_at`].
 #[inline(always)]
-unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
+unsafe fn generic_at<M: MulAdd>(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f32) {
     let n = g.ph * g.pw;
     let chunk = match f {
         Filters::Rows { .. } => g.c_out.max(1),
@@ -213,6 +214,18 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
     };
     for co0 in (0..g.c_out).step_by(chunk) {
         let width = chunk.min(g.c_out - co0);
+        if let (
+            Filters::Panels {
+                weights,
+                width: GENERIC_LANES,
+            },
+            GENERIC_LANES,
+        ) = (f, width)
+        {
+            // SAFETY: as this function's.
+            unsafe { panel_lanes_at::<M>(g, win, weights, co0, e, out) };
+            continue;
+        }
         for j in 0..n {
             // SAFETY: the caller gives these floats to this call.
             let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), width) };
@@ -245,13 +258,55 @@ unsafe fn generic_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, out: *mut f
                         };
                         let av = a[slot];
                         for (d, &wv) in o.iter_mut().zip(w) {
-                            *d = av.mul_add(wv, *d);
+                            *d = M::madd(av, wv, *d);
                         }
                     }
                 }
             }
             e.apply(co0, g.opix(j) + co0, o);
         }
+    }
+}
+
+/// Output channels of [`panel_lanes_at`]'s sums: one panel of the tiers other than AVX-512.
+const GENERIC_LANES: usize = 16;
+
+/// [`generic_at`] for a full panel of [`GENERIC_LANES`] output channels from `co0`: each
+/// output pixel's sums in an array the compiler keeps in vector registers, over the taps and
+/// input channels in the same order.
+///
+/// # Safety
+/// As [`generic_at`], with `weights` in panels of [`GENERIC_LANES`] channels.
+#[inline(always)]
+unsafe fn panel_lanes_at<M: MulAdd>(
+    g: &Geom,
+    win: &[f32],
+    weights: &[f32],
+    co0: usize,
+    e: Epilogue,
+    out: *mut f32,
+) {
+    let (base, _, _) = panel_of(g, GENERIC_LANES, co0);
+    let taps = g.kh * g.kw;
+    let panel = &weights[base..][..taps * g.c_in * GENERIC_LANES];
+    for j in 0..g.ph * g.pw {
+        let mut acc = [0.0f32; GENERIC_LANES];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let kk = ky * g.kw + kx;
+                let a = &win[g.pix(j, ky, kx)..][..g.c_in];
+                let wk = &panel[kk * g.c_in * GENERIC_LANES..][..g.c_in * GENERIC_LANES];
+                for (&av, w) in a.iter().zip(wk.chunks_exact(GENERIC_LANES)) {
+                    for (s, &wv) in acc.iter_mut().zip(w) {
+                        *s = M::madd(av, wv, *s);
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller gives these floats to this call.
+        let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), GENERIC_LANES) };
+        o.copy_from_slice(&acc);
+        e.apply(co0, g.opix(j) + co0, o);
     }
 }
 
@@ -327,7 +382,8 @@ pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogu
             Isa::Avx2 => blocks_avx2::conv_at(g, win, f, e, out),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => blocks_neon::conv_at(g, win, f, e, out),
-            _ => generic_at(g, win, f, e, out),
+            Isa::Sse2 => generic_at::<Unfused>(g, win, f, e, out),
+            _ => generic_at::<Fused>(g, win, f, e, out),
         }
     }
 }

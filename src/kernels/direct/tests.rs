@@ -2,6 +2,7 @@
 
 use super::passes::GROUP_FILTER_BUDGET;
 use super::*;
+use crate::kernels::isa::assert_tier_result;
 use crate::kernels::layout::{self, IoLayout};
 use crate::ops::{Activation, Conv2dParams, ConvOp};
 
@@ -19,10 +20,6 @@ pub(super) fn run_on(
     // SAFETY: the tests give whole windows and filters; `isa` is supported.
     unsafe { conv_at_on(isa, g, win, f, e, o.as_mut_ptr()) };
     o
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
 }
 
 /// Listed-channel filters (HASTE's form) over output counts that leave every block shape
@@ -102,17 +99,10 @@ fn every_tier_matches_generic_bitwise() {
             let want_e = run_on(Isa::Portable, &g, &win, f, e, &zeros);
             for isa in Isa::available() {
                 let got = run_on(isa, &g, &win, f, Epilogue::NONE, &zeros);
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "{isa} {c_in} -> {c_out}, {ph}x{pw}"
-                );
+                let what = format!("{c_in} -> {c_out}, {ph}x{pw}");
+                assert_tier_result(isa, &got, &want, &what);
                 let got = run_on(isa, &g, &win, f, e, &zeros);
-                assert_eq!(
-                    bits(&got),
-                    bits(&want_e),
-                    "{isa} {c_in} -> {c_out} epilogue"
-                );
+                assert_tier_result(isa, &got, &want_e, &format_args!("{what} epilogue"));
             }
         }
     }
@@ -195,13 +185,10 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
                 width,
             };
             let got = run_on(isa, &g, &win, f, Epilogue::NONE, &b);
-            assert_eq!(bits(&a), bits(&got), "{isa} case {c_in} -> {c_out}");
+            let what = format!("case {c_in} -> {c_out}");
+            assert_tier_result(isa, &got, &a, &what);
             let got = run_on(isa, &g, &win, f, e, &b);
-            assert_eq!(
-                bits(&a_e),
-                bits(&got),
-                "{isa} case {c_in} -> {c_out}, epilogue"
-            );
+            assert_tier_result(isa, &got, &a_e, &format_args!("{what}, epilogue"));
         }
         let want = conv2d_direct(&p, &x, h, w, &weights, None);
         for co in 0..c_out {

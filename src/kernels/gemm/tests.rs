@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::isa::assert_tier_result;
 
 /// `a` (`m x k`) and `b` (`k x n`), row-major, of small values with many signs.
 fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
@@ -95,9 +96,7 @@ fn every_tier_and_stride_gives_the_chains_bits() {
                 (&mut c, n, 1),
                 false,
             );
-            for (x, y) in c.iter().zip(&want) {
-                assert_eq!(x.to_bits(), y.to_bits(), "{isa} {m}x{n}x{k}");
-            }
+            assert_tier_result(isa, &c, &want, &format_args!("{m}x{n}x{k}"));
             // `b` transposed in memory and `c` written transposed: the strided loop.
             let mut ct = vec![f32::NAN; m * n];
             sgemm_strided_on(
@@ -108,11 +107,8 @@ fn every_tier_and_stride_gives_the_chains_bits() {
                 (&mut ct, 1, m),
                 false,
             );
-            for i in 0..m {
-                for j in 0..n {
-                    assert_eq!(ct[j * m + i].to_bits(), want[i * n + j].to_bits(), "{isa}");
-                }
-            }
+            let back: Vec<f32> = (0..m * n).map(|q| ct[(q % n) * m + q / n]).collect();
+            assert_tier_result(isa, &back, &want, &"transposed");
         }
     }
 }

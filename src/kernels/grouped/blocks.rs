@@ -1,6 +1,9 @@
 //! The register blocks of the grouped convolution: `MR` output pixels x one group's `CO`
 //! output channels, summed over the group's taps and input channels in the order (tap,
-//! channel) with fused multiply-adds, so every tier gives the portable code's bits.
+//! channel) with fused multiply-adds, so every tier gives the portable code's bits (the SSE2
+//! tier's multiply-adds round twice).
+
+use crate::kernels::isa::MulAdd;
 
 /// What one block reads.
 pub(super) struct Block<'a, const MR: usize> {
@@ -28,9 +31,12 @@ impl<const MR: usize> Block<'_, MR> {
     }
 }
 
-/// Portable block (the compiler vectorizes over the `CO` channels).
+/// Portable block (the compiler vectorizes over the `CO` channels), its multiply-adds as `M`
+/// computes them.
 #[inline(always)]
-pub(super) fn portable<const CO: usize, const MR: usize>(b: &Block<MR>) -> [[f32; CO]; MR] {
+pub(super) fn portable<const CO: usize, const MR: usize, M: MulAdd>(
+    b: &Block<MR>,
+) -> [[f32; CO]; MR] {
     let mut acc = [[0.0f32; CO]; MR];
     for (t, &tap_at) in b.tap_at.iter().enumerate() {
         let wt = &b.weights[t * b.cig * CO..][..b.cig * CO];
@@ -39,7 +45,7 @@ pub(super) fn portable<const CO: usize, const MR: usize>(b: &Block<MR>) -> [[f32
             for (a, &o) in acc.iter_mut().zip(&b.origin) {
                 let x = b.padded[o + tap_at + i];
                 for (a, &wj) in a.iter_mut().zip(wv) {
-                    *a = x.mul_add(wj, *a);
+                    *a = M::madd(x, wj, *a);
                 }
             }
         }

@@ -13,7 +13,7 @@
 //! the tiers give identical bits.
 
 use super::grow;
-use super::isa::Isa;
+use super::isa::{Fused, Isa, Unfused};
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, pad_hwc, to_hwc_padded, IoLayout};
 use super::PixelFinish;
 use blocks::Block;
@@ -254,8 +254,11 @@ impl GroupedConv {
                     unsafe { blocks::neon::block::<CO, MR, { CO / 4 }>(a) }
                 })
             }
+            Isa::Sse2 => self.rows_impl::<CO, { block_pixels(CO, 4, 16) }>(
+                g, out, r, blocks::portable::<CO, { block_pixels(CO, 4, 16) }, Unfused>
+            ),
             _ => self.rows_impl::<CO, { block_pixels(CO, 4, 16) }>(
-                g, out, r, blocks::portable::<CO, { block_pixels(CO, 4, 16) }>
+                g, out, r, blocks::portable::<CO, { block_pixels(CO, 4, 16) }, Fused>
             ),
         })
     }
@@ -398,6 +401,7 @@ const fn block_pixels(co: usize, lanes: usize, regs: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::assert_tier_result;
     use crate::kernels::reference::conv2d_direct;
     use crate::ops::Activation;
 
@@ -411,7 +415,6 @@ mod tests {
     /// widths no block divides, with and without bias, residual and activation.
     #[test]
     fn every_tier_and_memory_order_matches_the_reference() {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (case, &(c_in, c_out, groups, k, s, pads, (h, w))) in [
             (32, 32, 2, 3, 1, [1, 1, 1, 1], (7, 6)),
             (48, 48, 3, 3, 2, [0, 0, 1, 1], (9, 9)),
@@ -472,7 +475,8 @@ mod tests {
                 gconv.forward(&x_hwc, (h, w), &mut hwc, &mut s, io, rr);
                 let mut back = vec![0.0; want.len()];
                 nhwc_to_nchw(&hwc, c_out, oh * ow, &mut back);
-                assert_eq!(bits(&back), bits(&nchw), "{p:?}: memory orders");
+                let what = format!("{p:?}: memory orders");
+                assert_tier_result(Isa::current(), &back, &nchw, &what);
                 // Every tier, in two parts as two threads would run them.
                 let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
                 let mut padded = vec![0.0; hp * wp * c_in];
@@ -484,7 +488,7 @@ mod tests {
                     gconv.rows(isa, &padded, (hp, wp), 0..split, top, rr);
                     let rb = fused.map(|_| &r_hwc[split * ow * c_out..]);
                     gconv.rows(isa, &padded, (hp, wp), split..oh, bottom, rb);
-                    assert_eq!(bits(&o), bits(&hwc), "{isa} {p:?}");
+                    assert_tier_result(isa, &o, &hwc, &format_args!("{p:?}"));
                     // In two parts split inside an output row, each from only the padded
                     // rows it reads, as the parallel layer runs them.
                     let mut o = vec![f32::NAN; want.len()];
@@ -496,7 +500,8 @@ mod tests {
                         let rr = fused.map(|_| &r_hwc[pixels.start * c_out..]);
                         gconv.pixels(isa, (band, rows.start), (h, w), pixels, part, rr);
                     }
-                    assert_eq!(bits(&o), bits(&hwc), "{isa} {p:?}: parts inside rows");
+                    let what = format_args!("{p:?}: parts inside rows");
+                    assert_tier_result(isa, &o, &hwc, &what);
                 }
             }
         }
