@@ -4,7 +4,7 @@
 //!
 //! Each output is one chain of fused multiply-adds over `k` in order, starting from zero
 //! (or from the output's value when accumulating), on every tier and in every block, so the
-//! tiers give the same bits. Where `b`'s and `c`'s rows are contiguous, `R` rows x 64
+//! tiers give the same bits (SSE2's chains round each product too: [`super::isa::Unfused`]). Where `b`'s and `c`'s rows are contiguous, `R` rows x 64
 //! columns of sums stay in registers while `b` streams once per `R` rows of `a`, in its own
 //! layout (no packing); other strides take a plain loop (only the narrow 1x1 layers' small
 //! products do).

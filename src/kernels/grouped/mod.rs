@@ -10,7 +10,8 @@
 //! fused residual and the activation follow per pixel. The loops over blocks are shared; the
 //! blocks (`blocks.rs`) are written once over each tier's vector operations (AVX-512, AVX2,
 //! NEON) beside a portable one, all with the same fused multiply-adds in the same order, so
-//! the tiers give identical bits.
+//! the tiers give identical bits (the SSE2 tier runs the portable block with each product
+//! rounded).
 
 use super::grow;
 use super::isa::{Fused, Isa, Unfused};
