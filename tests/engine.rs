@@ -578,3 +578,67 @@ fn a_batch_gives_the_same_bits_wherever_it_switches_to_layer_by_layer() {
         }
     }
 }
+
+/// An expansion and the depthwise convolution after it run band by band
+/// (`Plan::fused_pairs`, `src/plan/fuse.rs`) where the widened image outgrows the L2 cache:
+/// the logits have the bits of the two steps run apart, one image split over two threads in
+/// parts of rows and five image by image (and past the switch layer by layer), dense and with
+/// HASTE on EfficientNet-Lite1's 1x1 layers (a pair whose expansion runs HASTE stays two
+/// steps).
+#[test]
+fn expansion_and_depthwise_pairs_give_the_bits_of_the_two_steps_apart() {
+    use haste::{CompressOptions, Compression, HasteConfig};
+    let cases = [
+        ("efficientnet-lite1-imagenet", false),
+        ("efficientnet-lite1-imagenet", true),
+        ("mobilenet_v2-randominit-imagenet", false),
+    ];
+    for (name, compressed) in cases {
+        let path = model(name);
+        let model = Model::load(&path).expect("model loads");
+        let card = ModelCard::beside_model(&path)
+            .expect("card")
+            .expect("card exists");
+        let data = open_dataset(&imagenet_val(), &card.preprocess, None).expect("dataset opens");
+        let mut plan = model
+            .plan(PlanOptions {
+                threads: 2,
+                max_batch: 5,
+            })
+            .expect("plan");
+        let dense_pairs = plan.fused_pairs();
+        assert!(dense_pairs.len() >= 2, "{name}: pairs {dense_pairs:?}");
+        if compressed {
+            let options = CompressOptions {
+                config: HasteConfig {
+                    hyperplanes: 24,
+                    ..HasteConfig::default()
+                },
+                skip_pointwise: false,
+                cost_aware: false,
+                ..CompressOptions::default()
+            };
+            Compression::apply(&mut plan, &options).expect("HASTE applies");
+            let left = plan.fused_pairs();
+            assert!(
+                left.len() < dense_pairs.len(),
+                "{name}: HASTE left {left:?}"
+            );
+        }
+        let per: usize = model.image_shape.iter().product();
+        let mut x = vec![0.0; 5 * per];
+        haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
+        for n in [1, 5] {
+            let mut bits = |fused: bool| {
+                plan.set_fused_pairs(fused);
+                let (_, y) = plan.run(&x[..n * per], n).expect("runs");
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let apart = bits(false);
+            assert!(
+                bits(true) == apart,
+                "{name} (HASTE {compressed}), batch {n}: the pairs changed the logits"
+            );
+        }
+    }
+}

@@ -46,6 +46,9 @@ impl Plan {
         }
         let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
         let mut free: Vec<usize> = Vec::new();
+        // Slots freed by a step that may run paired with the next (`fuse`): free only after
+        // that next step has its output, which must not overwrite the pair's input.
+        let mut pending: Vec<usize> = Vec::new();
         let mut n_slots = 0;
         let mut steps = Vec::with_capacity(order.len());
         for (pos, &ni) in order.iter().enumerate() {
@@ -78,11 +81,17 @@ impl Plan {
                 .first()
                 .ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
             slot_of.insert(out_v, output);
+            free.append(&mut pending);
+            let freed = if may_pair(&graph, &order, pos) {
+                &mut pending
+            } else {
+                &mut free
+            };
             for &v in &node.inputs {
                 if last_use.get(&v) == Some(&pos) {
                     if let Some(&s) = slot_of.get(&v) {
-                        if !free.contains(&s) {
-                            free.push(s);
+                        if !freed.contains(&s) {
+                            freed.push(s);
                         }
                     }
                 }
@@ -128,6 +137,10 @@ impl Plan {
             output_step: 0,
             image_mode: false,
             layer_from: 0,
+            expand_pairs: vec![],
+            fuse_pairs: !super::fuse::fusing_off(),
+            band_bytes: (super::hybrid::l2_bytes().unwrap_or(super::hybrid::DEFAULT_L2_BYTES) / 4)
+                as usize,
             pool,
             pool_has_caller,
             foreign_pool: std::sync::OnceLock::new(),
@@ -149,6 +162,7 @@ impl Plan {
         .ok_or_else(|| Error::Internal("output step unknown".into()))?;
         plan.image_mode = plan.image_mode_ok();
         plan.layer_from = plan.choose_layer_from();
+        plan.expand_pairs = plan.choose_expand_pairs();
         let producers = plan.producers();
         plan.layouts = plan.choose_layouts(&producers);
         plan.in_layouts = producers
@@ -185,5 +199,22 @@ impl Plan {
         shared.col = vec![0.0; col];
         plan.shared = Mutex::new(shared);
         Ok(plan)
+    }
+}
+
+/// Whether the node at `pos` in `order` is a 1x1 convolution whose output the next node, a
+/// depthwise convolution, reads first: a pair `fuse` may run as one.
+fn may_pair(graph: &Graph, order: &[usize], pos: usize) -> bool {
+    let (Some(&a), Some(&b)) = (order.get(pos), order.get(pos + 1)) else {
+        return false;
+    };
+    let (a, b) = (&graph.nodes[a], &graph.nodes[b]);
+    match (&a.op, &b.op) {
+        (Op::Conv(x), Op::Conv(y)) => {
+            x.params.is_pointwise()
+                && crate::kernels::depthwise::DepthwiseConv::suits(&y.params)
+                && b.inputs.first() == a.outputs.first()
+        }
+        _ => false,
     }
 }

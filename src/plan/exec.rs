@@ -25,7 +25,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn thread_workspace(ws: &[Mutex<Workspace>]) -> std::sync::MutexGuard<'_, Workspace> {
+pub(super) fn thread_workspace(ws: &[Mutex<Workspace>]) -> std::sync::MutexGuard<'_, Workspace> {
     let i = rayon::current_thread_index().unwrap_or(0) % ws.len();
     lock(&ws[i])
 }
@@ -75,15 +75,15 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
 }
 
 /// The operands of one step: where slots live and the shapes they have.
-struct Frame<'a> {
-    slots: &'a [Vec<f32>],
-    input: &'a [f32],
-    in_shapes: &'a [Vec<usize>],
-    out_shape: &'a [usize],
+pub(super) struct Frame<'a> {
+    pub(super) slots: &'a [Vec<f32>],
+    pub(super) input: &'a [f32],
+    pub(super) in_shapes: &'a [Vec<usize>],
+    pub(super) out_shape: &'a [usize],
     /// Smallest chunk count rayon may split elementwise work into pieces of: 1 in layer mode,
     /// `usize::MAX` in image mode (the caller is already one task of a parallel loop, so the
     /// op runs inline on its thread).
-    min_len: usize,
+    pub(super) min_len: usize,
 }
 
 /// `len` values of `r` from `offset`, if there is an `r`.
@@ -216,8 +216,17 @@ impl Plan {
     fn run_image(&self, ws: &mut Workspace, x: &[f32], until: usize) -> Result<()> {
         let profiling = self.step_seconds.is_some();
         ws.seconds.resize(self.steps.len(), 0.0);
-        for i in 0..until {
+        let mut i = 0;
+        while i < until {
             let t = profiling.then(std::time::Instant::now);
+            if i + 1 < until && self.expand_pair(i).is_some() {
+                self.run_pair_image(ws, x, i)?;
+                if let Some(t) = t {
+                    ws.seconds[i + 1] += t.elapsed().as_secs_f64();
+                }
+                i += 2;
+                continue;
+            }
             let slot = self.steps[i].output;
             let len: usize = self.img_out_shapes[i].iter().product();
             let mut buf = std::mem::take(&mut ws.slots[slot]);
@@ -235,11 +244,12 @@ impl Plan {
             if let Some(t) = t {
                 ws.seconds[i] += t.elapsed().as_secs_f64();
             }
+            i += 1;
         }
         Ok(())
     }
 
-    fn operand<'a>(&'a self, frame: &Frame<'a>, src: Src, shape: &[usize]) -> &'a [f32] {
+    pub(super) fn operand<'a>(&'a self, frame: &Frame<'a>, src: Src, shape: &[usize]) -> &'a [f32] {
         let len: usize = shape.iter().product();
         match src {
             Src::Input => &frame.input[..len],
@@ -491,7 +501,7 @@ impl Plan {
     }
 
     /// The memory orders of step `i`'s input and output (see [`super::layout`]).
-    fn io_layout(&self, i: usize) -> IoLayout {
+    pub(super) fn io_layout(&self, i: usize) -> IoLayout {
         Layout::io(self.in_layouts[i][0], self.layouts[i])
     }
 

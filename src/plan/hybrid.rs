@@ -16,10 +16,10 @@ use crate::error::Result;
 use crate::ops::Op;
 
 /// L2 cache bytes assumed where the system does not say (1 MiB: Zen 4/5, Intel server cores).
-const DEFAULT_L2_BYTES: u64 = 1 << 20;
+pub(super) const DEFAULT_L2_BYTES: u64 = 1 << 20;
 
 /// The first core's L2 cache size, from Linux's sysfs (`None` elsewhere).
-fn l2_bytes() -> Option<u64> {
+pub(super) fn l2_bytes() -> Option<u64> {
     let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
     std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
         let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();

@@ -8,6 +8,7 @@
 
 mod build;
 mod exec;
+mod fuse;
 mod hybrid;
 pub mod layout;
 mod memory;
@@ -95,6 +96,12 @@ pub struct Plan {
     /// The first step a batch run in image mode runs layer by layer, or the step count
     /// ([`hybrid`]).
     layer_from: usize,
+    /// Per step, whether it and the next may run as a pair (`fuse`).
+    expand_pairs: Vec<bool>,
+    /// Whether those pairs run as pairs ([`Plan::set_fused_pairs`]).
+    fuse_pairs: bool,
+    /// Bytes of a pair's band (`fuse`): a quarter of the L2 cache.
+    band_bytes: usize,
     pool: Arc<rayon::ThreadPool>,
     /// Whether `pool` counts the thread that built the plan as one of its workers (see
     /// [`threads`]); runs from other threads then use `foreign_pool`.
@@ -407,14 +414,22 @@ impl Plan {
                 for _ in 0..helpers {
                     s.spawn(|_| keep_polling(&done));
                 }
-                let result = steps.clone().try_for_each(|i| {
+                let mut result = Ok(());
+                let mut i = steps.start;
+                while i < steps.end && result.is_ok() {
                     let t = self.step_seconds.is_some().then(std::time::Instant::now);
-                    self.execute(i, input, n)?;
+                    // A pair (`fuse`) runs as one, its time counted at its second step.
+                    let pair = i + 1 < steps.end && self.expand_pair(i).is_some();
+                    result = if pair {
+                        self.execute_pair(i, input, n)
+                    } else {
+                        self.execute(i, input, n)
+                    };
+                    i += 1 + usize::from(pair);
                     if let (Some(t), Some(acc)) = (t, self.step_seconds.as_mut()) {
-                        acc[i] += t.elapsed().as_secs_f64();
+                        acc[i - 1] += t.elapsed().as_secs_f64();
                     }
-                    Ok(())
-                });
+                }
                 done.store(true, Ordering::Release);
                 result
             })

@@ -58,6 +58,37 @@ impl DenseConv {
             || (p.is_pointwise() && p.groups == 1)
     }
 
+    /// The depthwise kernel, if this is a depthwise convolution.
+    pub fn depthwise(&self) -> Option<&DepthwiseConv> {
+        self.depthwise.as_ref()
+    }
+
+    /// Whether [`Self::pointwise_rows`] runs this convolution: a 1x1 convolution of one group
+    /// without stride, padding or a fused residual, on the direct kernel.
+    pub fn has_pointwise_rows(&self) -> bool {
+        let p = &self.op.params;
+        self.direct.is_some()
+            && p.is_pointwise()
+            && p.groups == 1
+            && p.stride == (1, 1)
+            && p.pads == [0; 4]
+            && self.op.residual.is_none()
+    }
+
+    /// Rows `rows` of the output of a pixel-major image `w` pixels wide (`x` holds those rows
+    /// of the input) into `out`, pixel-major, bias and activation included: the rows of
+    /// [`ConvKernel::run_image`]'s pixel-major output, with the same bits. Needs
+    /// [`Self::has_pointwise_rows`].
+    pub fn pointwise_rows(&self, x: &[f32], w: usize, rows: usize, out: &mut [f32]) {
+        assert!(
+            self.has_pointwise_rows(),
+            "pointwise_rows on another convolution"
+        );
+        if let Some(d) = &self.direct {
+            d.pointwise_rows(x, w, rows, out);
+        }
+    }
+
     /// Whether the dense kernel of `p` is im2col + GEMM (and so needs a column matrix).
     pub fn uses_im2col(p: &Conv2dParams) -> bool {
         !DirectConv::suits(p)

@@ -87,7 +87,7 @@ macro_rules! tier {
         ) -> usize {
             let p = &dw.params;
             let c = p.c_in;
-            let BlockAt { w, pixel: (oy, ox), ref kys, c0, pixels, .. } = at;
+            let BlockAt { w, row0, pixel: (oy, ox), ref kys, c0, pixels, .. } = at;
             let kys = kys.clone();
             let lanes = (c - c0).min(LANES);
             let n = pixels.min(P);
@@ -96,8 +96,8 @@ macro_rules! tier {
             assert!(p.kw == KW && p.stride.1 == S && n > 0 && kys.end <= p.kh);
             assert!((n - 1) * c + c0 + lanes <= out.len(), "depthwise block writes past its row");
             if let Some(last) = kys.clone().last() {
-                assert!(oy * p.stride.0 + kys.start >= p.pads[0]);
-                let iy = oy * p.stride.0 + last - p.pads[0];
+                assert!(oy * p.stride.0 + kys.start >= p.pads[0] + row0, "depthwise block reads above its rows");
+                let iy = oy * p.stride.0 + last - p.pads[0] - row0;
                 assert!((iy * w + w - 1) * c + c0 + lanes <= hwc.len(), "depthwise block reads past the image");
             }
             debug_assert_eq!(dw.weights.len(), p.kh * KW * c);
@@ -120,7 +120,8 @@ macro_rules! tier {
             };
             let within = |q: usize| (0..w as isize).contains(&(first + q as isize));
             for ky in kys {
-                let iy = oy * p.stride.0 + ky - p.pads[0];
+                // The row in `hwc`, which starts at image row `row0`.
+                let iy = oy * p.stride.0 + ky - p.pads[0] - row0;
                 let wv: [V; KW] = std::array::from_fn(|kx| get((ky * KW + kx) * c + c0, wt));
                 unroll!((P - 1) * S + KW, q => {
                     let mut xv = get((iy * w + column(q)) * c + c0, x);

@@ -150,6 +150,19 @@ impl DepthwiseConv {
         nhwc_to_nchw(o, c, oh * ow, out);
     }
 
+    /// The input rows (inside the image's `h`) that output rows `rows` read.
+    pub fn input_rows(&self, h: usize, rows: Range<usize>) -> Range<usize> {
+        let p = &self.params;
+        if rows.is_empty() {
+            return 0..0;
+        }
+        let first = kernel_span(rows.start, p.stride.0, p.pads[0], p.kh, h);
+        let last = kernel_span(rows.end - 1, p.stride.0, p.pads[0], p.kh, h);
+        let start = (rows.start * p.stride.0 + first.start).saturating_sub(p.pads[0]);
+        let end = ((rows.end - 1) * p.stride.0 + last.end).saturating_sub(p.pads[0]);
+        start..end.max(start)
+    }
+
     /// The image pixel-major: `x` itself, or its transpose in `buf`.
     fn pixel_major_input<'a>(
         &self,
@@ -179,13 +192,37 @@ impl DepthwiseConv {
         out: &mut [f32],
         residual: Option<&[f32]>,
     ) {
+        assert_eq!(
+            hwc.len(),
+            hw.0 * hw.1 * self.params.c_in,
+            "depthwise input length"
+        );
+        self.band_rows(isa, (hwc, 0), hw, rows, out, residual);
+    }
+
+    /// [`Self::rows`] from a band of the image: `band` holds the input rows from `row0` on,
+    /// at least those the output rows `rows` read (what [`Self::input_rows`] gives).
+    pub fn band_rows(
+        &self,
+        isa: Isa,
+        (hwc, row0): (&[f32], usize),
+        hw: (usize, usize),
+        rows: Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
         assert!(isa.supported(), "tier {isa} on a CPU without it");
         let (oh, ow) = self.params.out_hw(hw.0, hw.1);
         let c = self.params.c_in;
         assert!(rows.end <= oh && out.len() >= rows.len() * ow * c);
-        assert_eq!(hwc.len(), hw.0 * hw.1 * c, "depthwise input length");
+        let needed = self.input_rows(hw.0, rows.clone());
+        assert!(
+            needed.is_empty()
+                || (row0 <= needed.start && needed.end <= row0 + hwc.len() / (hw.1 * c)),
+            "depthwise band rows {row0}.. lack the input rows {needed:?}"
+        );
         let r = residual.map(|r| &r[..rows.len() * ow * c]);
-        let image = Image { hwc, hw };
+        let image = Image { hwc, hw, row0 };
         // SAFETY (both): the CPU supports the tier (asserted).
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -261,7 +298,9 @@ impl DepthwiseConv {
     #[inline(always)]
     fn rows_impl<const LANES: usize>(
         &self,
-        Image { hw: (h, w), .. }: Image,
+        Image {
+            hw: (h, w), row0, ..
+        }: Image,
         rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
@@ -279,6 +318,7 @@ impl DepthwiseConv {
                 for c0 in (0..c).step_by(LANES) {
                     let at = BlockAt {
                         w,
+                        row0,
                         pixel: (oy, ox),
                         kys: kys.clone(),
                         c0,
@@ -296,7 +336,7 @@ impl DepthwiseConv {
     /// and 2 across): one pixel at a time over the taps inside the image.
     fn rows_by_pixel<M: MulAdd>(
         &self,
-        Image { hwc, hw }: Image,
+        Image { hwc, hw, row0 }: Image,
         rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
@@ -307,7 +347,7 @@ impl DepthwiseConv {
         for (k, oy) in rows.enumerate() {
             let row = &mut out[k * ow * c..][..ow * c];
             for (ox, o) in row.chunks_exact_mut(c).enumerate() {
-                self.pixel_taps(hw, (oy, ox), &mut taps);
+                self.pixel_taps(hw, row0, (oy, ox), &mut taps);
                 self.pixel::<M>(hwc, &taps, o);
             }
             let at = k * ow * c;
@@ -316,17 +356,19 @@ impl DepthwiseConv {
         }
     }
 
-    /// The taps of output pixel `(oy, ox)` that lie inside the image, in row-major order.
+    /// The taps of output pixel `(oy, ox)` that lie inside the image, in row-major order,
+    /// each with its pixel's offset in a band that starts at row `row0`.
     fn pixel_taps(
         &self,
         (h, w): (usize, usize),
+        row0: usize,
         (oy, ox): (usize, usize),
         taps: &mut Vec<(usize, usize)>,
     ) {
         let p = &self.params;
         taps.clear();
         for ky in kernel_span(oy, p.stride.0, p.pads[0], p.kh, h) {
-            let iy = oy * p.stride.0 + ky - p.pads[0];
+            let iy = oy * p.stride.0 + ky - p.pads[0] - row0;
             for kx in kernel_span(ox, p.stride.1, p.pads[1], p.kw, w) {
                 let ix = ox * p.stride.1 + kx - p.pads[1];
                 taps.push((iy * w + ix, ky * p.kw + kx));
@@ -348,11 +390,12 @@ impl DepthwiseConv {
     }
 }
 
-/// A pixel-major image and its height and width.
+/// A pixel-major image's rows from `row0` on, and the whole image's height and width.
 #[derive(Clone, Copy)]
 struct Image<'a> {
     hwc: &'a [f32],
     hw: (usize, usize),
+    row0: usize,
 }
 
 /// Where one block of sums goes: channels `c0..` (a vector's worth, or what is left) of up
@@ -363,6 +406,8 @@ struct Image<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct BlockAt<'a> {
     w: usize,
+    /// The image row `hwc`'s first row is.
+    row0: usize,
     pixel: (usize, usize),
     kys: Range<usize>,
     c0: usize,

@@ -99,6 +99,18 @@ fn every_tier_and_memory_order_matches_the_reference() {
                 let rb = fused.map(|_| &r_hwc[split * ow * c..]);
                 d.rows(isa, &x_hwc, (h, w), split..oh, bottom, rb);
                 assert_tier_result(isa, &o, &portable, &format_args!("{p:?}"));
+                // Two output rows at a time, each from a copy of only the input rows it
+                // reads, as a fused expansion hands them over.
+                let mut o = vec![f32::NAN; want.len()];
+                for r0 in (0..oh).step_by(2) {
+                    let rows = r0..(r0 + 2).min(oh);
+                    let band = d.input_rows(h, rows.clone());
+                    let copy = x_hwc[band.start * w * c..band.end * w * c].to_vec();
+                    let out = &mut o[r0 * ow * c..rows.end * ow * c];
+                    let rr = fused.map(|_| &r_hwc[r0 * ow * c..]);
+                    d.band_rows(isa, (&copy, band.start), (h, w), rows, out, rr);
+                }
+                assert_tier_result(isa, &o, &portable, &format_args!("{p:?} in bands"));
             }
         }
     }

@@ -407,6 +407,15 @@ impl DirectConv {
         }
     }
 
+    /// `rows` rows of a 1x1 convolution without stride or padding, `w` pixels wide, from the
+    /// pixel-major input rows `x` into `ohwc`, bias and activation included (no residual).
+    pub fn pointwise_rows(&self, x: &[f32], w: usize, rows: usize, ohwc: &mut [f32]) {
+        let p = &self.params;
+        assert!(p.is_pointwise() && p.stride == (1, 1) && p.pads == [0; 4]);
+        assert!(x.len() >= rows * w * p.c_in && ohwc.len() >= rows * w * p.c_out);
+        self.rows_from_window(x, w, rows, w, ohwc, self.epilogue(None));
+    }
+
     /// The residual the output gets and the activation after it: the fused residual
     /// addition's when this convolution has one and `residual` is given, else none and the
     /// convolution's own.

@@ -1,0 +1,343 @@
+//! An expansion and the depthwise convolution after it, run band by band (the inverted
+//! residual blocks of MobileNet and EfficientNet).
+//!
+//! Such a block widens its input with a 1x1 convolution to several times the channels, then
+//! runs a depthwise convolution over the result. At high resolution the widened image is
+//! megabytes: written whole and then read whole, it leaves the cache in between, and every
+//! line written is first read from memory (EfficientNet-Lite1's 16 -> 96 expansion at
+//! 120 x 120 took 0.70 ms in the network against 0.36 with its output in cache). Here each
+//! part of the depthwise output's rows is made a band of rows at a time: the expansion
+//! computes just the input rows the band reads into a buffer that stays in L2, and the
+//! depthwise convolution reads them from there. The rows one band shares with the next stay
+//! in the buffer, so each widened row is computed once per part; the widened image is never
+//! written. Every output is the same sum as with the two steps apart: the same bits.
+
+use super::exec::{thread_workspace, Frame};
+use super::{hybrid, Plan, Src, Workspace};
+use crate::error::{Error, Result};
+use crate::kernels::depthwise::DepthwiseConv;
+use crate::kernels::isa::Isa;
+use crate::kernels::{ConvKernel, DenseConv, Scratch};
+use crate::ops::Op;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// The widened rows a thread holds: from image row `first` on.
+#[derive(Default)]
+struct Band {
+    rows: Vec<f32>,
+    first: usize,
+    end: usize,
+}
+
+/// The two kernels of a pair that runs band by band, and the widened image's shape.
+pub(super) struct Pair<'a> {
+    expand: &'a DenseConv,
+    depthwise: &'a DepthwiseConv,
+    /// Channels in and out of the expansion.
+    c: (usize, usize),
+    hw: (usize, usize),
+    /// Bytes of widened rows a band computes at most: a quarter of the L2 cache, so that the
+    /// band and the depthwise output rows it makes stay there (on a 1 MiB L2, 64 to 512 KB
+    /// bands measured within 3 % of each other, 256 KB best or tied).
+    band_bytes: usize,
+}
+
+impl Plan {
+    /// For each step, whether it and the next can run as a pair when both keep their dense
+    /// kernels: a 1x1 convolution whose output only the next step reads, as its input, a
+    /// depthwise convolution; and whose output is larger than the L2 cache (below that the
+    /// two steps apart keep it in cache anyway).
+    pub(super) fn choose_expand_pairs(&self) -> Vec<bool> {
+        let l2 = hybrid::l2_bytes().unwrap_or(hybrid::DEFAULT_L2_BYTES);
+        // Fusing every pair instead cost 5-10 % at batch 1 on two threads (MobileNetV2,
+        // EfficientNet-Lite1): small images split into parts of a few bands each.
+        let conv = |i: usize| match &self.graph.nodes[self.steps[i].node].op {
+            Op::Conv(c) => Some(c.params),
+            _ => None,
+        };
+        (0..self.steps.len())
+            .map(|i| {
+                if i + 1 >= self.steps.len() {
+                    return false;
+                }
+                let (Some(a), Some(b)) = (conv(i), conv(i + 1)) else {
+                    return false;
+                };
+                let bytes = 4 * self.img_out_shapes[i].iter().product::<usize>() as u64;
+                a.is_pointwise()
+                    && DepthwiseConv::suits(&b)
+                    && bytes > l2
+                    && self.only_next_reads(i)
+                    && !self.steps[i]
+                        .inputs
+                        .contains(&Src::Slot(self.steps[i + 1].output))
+            })
+            .collect()
+    }
+
+    /// Whether step `i`'s output is read by step `i + 1` as its first input and by no
+    /// other step, and is not the network's output.
+    fn only_next_reads(&self, i: usize) -> bool {
+        let slot = self.steps[i].output;
+        let next = &self.steps[i + 1];
+        if self.output_step == i || next.inputs.first() != Some(&Src::Slot(slot)) {
+            return false;
+        }
+        if next.inputs[1..].contains(&Src::Slot(slot)) {
+            return false;
+        }
+        for later in &self.steps[i + 2..] {
+            if later.inputs.contains(&Src::Slot(slot)) {
+                return false;
+            }
+            if later.output == slot {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Steps `i` and `i + 1` as a pair, if [`Self::choose_expand_pairs`] allows it, both
+    /// still run their dense kernels on pixel-major images, and pairs are on
+    /// ([`Plan::set_fused_pairs`]).
+    pub(super) fn expand_pair(&self, i: usize) -> Option<Pair<'_>> {
+        if !self.fuse_pairs || !self.expand_pairs.get(i).copied().unwrap_or(false) {
+            return None;
+        }
+        let dense = |k: usize| -> Option<&DenseConv> {
+            let kernel: &dyn ConvKernel = self.conv_kernels[k].as_deref()?;
+            kernel.as_any().downcast_ref::<DenseConv>()
+        };
+        let (expand, depthwise) = (dense(i)?, dense(i + 1)?.depthwise()?);
+        let (a, b) = (self.io_layout(i), self.io_layout(i + 1));
+        let nhwc = a.input_nhwc && a.output_nhwc && b.input_nhwc && b.output_nhwc;
+        let shape = &self.img_in_shapes[i][0];
+        let c_mid = self.img_out_shapes[i][1];
+        (nhwc && expand.has_pointwise_rows()).then_some(Pair {
+            expand,
+            depthwise,
+            c: (shape[1], c_mid),
+            hw: (shape[2], shape[3]),
+            band_bytes: self.band_bytes,
+        })
+    }
+
+    /// Runs steps `i` and `i + 1` as `pair` on `n` images: `x` the expansion's input,
+    /// `out` the depthwise output, `residual` its fused residual. Images in parallel when
+    /// there are as many as threads; else each image in parts of rows, one per thread.
+    pub(super) fn run_pair(
+        &self,
+        pair: &Pair,
+        (x, n): (&[f32], usize),
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        scratch: Option<&mut Scratch>,
+    ) -> Result<()> {
+        let in_len = pair.c.0 * pair.hw.0 * pair.hw.1;
+        let out_len = pair.out_len();
+        let res = |k: usize| residual.map(|r| &r[k * out_len..][..out_len]);
+        let images = out[..n * out_len].chunks_mut(out_len).zip(x.chunks(in_len));
+        if let Some(s) = scratch {
+            for (k, (o, x)) in images.enumerate() {
+                pair.part(x, o, res(k), 0..pair.out_rows(), s);
+            }
+        } else if n >= self.threads || self.threads == 1 {
+            let images = out[..n * out_len]
+                .par_chunks_mut(out_len)
+                .zip(x.par_chunks(in_len));
+            images.enumerate().for_each(|(k, (o, x))| {
+                let ws = &mut thread_workspace(&self.workspaces);
+                pair.part(x, o, res(k), 0..pair.out_rows(), &mut ws.scratch);
+            });
+        } else {
+            for (k, (o, x)) in images.enumerate() {
+                pair.parts(x, o, res(k), self.threads, &self.workspaces);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// Steps `i` and `i + 1` as a pair over the batch's slots (`execute` for two steps).
+    pub(super) fn execute_pair(&mut self, i: usize, input: &[f32], n: usize) -> Result<()> {
+        let slot = self.steps[i + 1].output;
+        let len: usize = self.out_shapes[i + 1].iter().product();
+        let mut out = std::mem::take(&mut self.slots[slot]);
+        let result = self.pair_into(
+            i,
+            (&self.slots, input),
+            &self.in_shapes,
+            n,
+            &mut out[..len],
+            None,
+        );
+        self.slots[slot] = out;
+        result
+    }
+
+    /// Steps `i` and `i + 1` as a pair on one image in a thread's workspace.
+    pub(super) fn run_pair_image(&self, ws: &mut Workspace, x: &[f32], i: usize) -> Result<()> {
+        let slot = self.steps[i + 1].output;
+        let len: usize = self.img_out_shapes[i + 1].iter().product();
+        let mut out = std::mem::take(&mut ws.slots[slot]);
+        let scratch = Some(&mut ws.scratch);
+        let shapes = &self.img_in_shapes;
+        let result = self.pair_into(i, (&ws.slots, x), shapes, 1, &mut out[..len], scratch);
+        ws.slots[slot] = out;
+        result
+    }
+
+    /// The pair at step `i` from the values in `slots` (and the network's `input`) with the
+    /// steps' input shapes `in_shapes`, into `out`.
+    fn pair_into(
+        &self,
+        i: usize,
+        (slots, input): (&[Vec<f32>], &[f32]),
+        in_shapes: &[Vec<Vec<usize>>],
+        n: usize,
+        out: &mut [f32],
+        scratch: Option<&mut Scratch>,
+    ) -> Result<()> {
+        let pair = self
+            .expand_pair(i)
+            .ok_or_else(|| Error::Internal(format!("steps {i} and {} are no pair", i + 1)))?;
+        let frame = |k: usize| Frame {
+            slots,
+            input,
+            in_shapes: &in_shapes[k],
+            out_shape: &[],
+            min_len: 1,
+        };
+        let x = self.operand(&frame(i), self.steps[i].inputs[0], &in_shapes[i][0]);
+        let dw = &self.steps[i + 1];
+        let fused = match &self.graph.nodes[dw.node].op {
+            Op::Conv(c) => c.residual.is_some(),
+            _ => false,
+        };
+        let residual = match (fused, dw.inputs.get(1)) {
+            (true, Some(&r)) => Some(self.operand(&frame(i + 1), r, &in_shapes[i + 1][1])),
+            (true, None) => {
+                return Err(Error::Internal(format!(
+                    "step {}: residual without input",
+                    i + 1
+                )))
+            }
+            (false, _) => None,
+        };
+        self.run_pair(&pair, (x, n), out, residual, scratch)
+    }
+}
+
+impl Pair<'_> {
+    fn out_rows(&self) -> usize {
+        self.depthwise.params().out_hw(self.hw.0, self.hw.1).0
+    }
+
+    /// Floats of one image's depthwise output.
+    fn out_len(&self) -> usize {
+        let (oh, ow) = self.depthwise.params().out_hw(self.hw.0, self.hw.1);
+        oh * ow * self.c.1
+    }
+
+    /// One image in `threads` parts of output rows, each on a pool thread.
+    fn parts(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        threads: usize,
+        workspaces: &[std::sync::Mutex<Workspace>],
+    ) {
+        let oh = self.out_rows();
+        let row = out.len() / oh.max(1);
+        let per = oh.div_ceil(threads).max(1);
+        out.par_chunks_mut(per * row)
+            .enumerate()
+            .for_each(|(k, o)| {
+                let rows = k * per..k * per + o.len() / row;
+                let r = residual.map(|r| &r[rows.start * row..]);
+                let ws = &mut thread_workspace(workspaces);
+                self.part(x, o, r, rows, &mut ws.scratch);
+            });
+    }
+
+    /// Depthwise output rows `rows` of one image into `out` (those rows), a band at a time.
+    fn part(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        rows: Range<usize>,
+        scratch: &mut Scratch,
+    ) {
+        let (h, w) = self.hw;
+        let (c_in, c_mid) = self.c;
+        let dw = self.depthwise;
+        let p = dw.params();
+        let ow = p.out_hw(h, w).1;
+        let row_floats = w * c_mid;
+        let per_band = (self.band_bytes / (4 * row_floats * p.stride.0).max(1)).max(1);
+        let band: &mut Band = scratch.get::<Band>();
+        band.end = 0;
+        band.first = 0;
+        let isa = Isa::current();
+        let mut at = rows.start;
+        while at < rows.end {
+            let these = at..(at + per_band).min(rows.end);
+            let needed = dw.input_rows(h, these.clone());
+            band.keep_from(needed.start, row_floats);
+            let new = band.end..needed.end.max(band.end);
+            let held = needed.end.max(band.end) - band.first;
+            crate::kernels::grow(&mut band.rows, held * row_floats);
+            if !new.is_empty() {
+                let into = &mut band.rows[(new.start - band.first) * row_floats..];
+                let from = &x[new.start * w * c_in..new.end * w * c_in];
+                self.expand.pointwise_rows(from, w, new.len(), into);
+                band.end = new.end;
+            }
+            let o = &mut out[(these.start - rows.start) * ow * c_mid..][..these.len() * ow * c_mid];
+            let r = residual.map(|r| &r[(these.start - rows.start) * ow * c_mid..]);
+            let held = &band.rows[..(band.end - band.first) * row_floats];
+            dw.band_rows(isa, (held, band.first), (h, w), these.clone(), o, r);
+            at = these.end;
+        }
+    }
+}
+
+impl Band {
+    /// Drops the rows above `first` (moving the rest to the buffer's start), or all of them
+    /// when none from `first` on are held.
+    fn keep_from(&mut self, first: usize, row_floats: usize) {
+        if first < self.first || first >= self.end {
+            self.first = first;
+            self.end = first;
+            return;
+        }
+        let skip = (first - self.first) * row_floats;
+        let held = (self.end - self.first) * row_floats;
+        self.rows.copy_within(skip..held, 0);
+        self.first = first;
+    }
+}
+
+/// Whether `HASTE_FUSE=off` asks plans to run every pair as two steps (for measuring).
+pub(super) fn fusing_off() -> bool {
+    std::env::var("HASTE_FUSE").is_ok_and(|v| v.trim() == "off")
+}
+
+impl Plan {
+    /// Runs the expansion + depthwise pairs band by band (the default; see [`fuse`](self)) or
+    /// as two steps each. The same bits either way.
+    pub fn set_fused_pairs(&mut self, on: bool) {
+        self.fuse_pairs = on;
+    }
+
+    /// The steps that start a pair run band by band, with the current kernels.
+    pub fn fused_pairs(&self) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|&i| self.expand_pair(i).is_some())
+            .collect()
+    }
+}
