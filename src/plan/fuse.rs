@@ -126,7 +126,7 @@ impl Plan {
     /// Runs steps `i` and `i + 1` as `pair` on `n` images: `x` the expansion's input,
     /// `out` the depthwise output, `residual` its fused residual. Images in parallel when
     /// there are as many as threads; else each image in parts of rows, one per thread.
-    pub(super) fn run_pair(
+    fn run_pair(
         &self,
         pair: &Pair,
         (x, n): (&[f32], usize),
