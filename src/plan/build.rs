@@ -212,7 +212,8 @@ fn may_pair(graph: &Graph, order: &[usize], pos: usize) -> bool {
     match (&a.op, &b.op) {
         (Op::Conv(x), Op::Conv(y)) => {
             x.params.is_pointwise()
-                && crate::kernels::depthwise::DepthwiseConv::suits(&y.params)
+                && (crate::kernels::depthwise::DepthwiseConv::suits(&y.params)
+                    || crate::kernels::grouped::GroupedConv::suits(&y.params))
                 && b.inputs.first() == a.outputs.first()
         }
         _ => false,

@@ -1,5 +1,6 @@
-//! An expansion and the depthwise convolution after it, run band by band (the inverted
-//! residual blocks of MobileNet and EfficientNet).
+//! An expansion and the depthwise (or grouped) convolution after it, run band by band (the
+//! inverted residual blocks of MobileNet and EfficientNet; RegNet's and ResNeXt's 1x1 ->
+//! grouped 3x3 pairs).
 //!
 //! Such a block widens its input with a 1x1 convolution to several times the channels, then
 //! runs a depthwise convolution over the result. At high resolution the widened image is
@@ -10,14 +11,17 @@
 //! computes just the input rows the band reads into a buffer that stays in L2, and the
 //! depthwise convolution reads them from there. The rows one band shares with the next stay
 //! in the buffer, so each widened row is computed once per part; the widened image is never
-//! written. Every output is the same sum as with the two steps apart: the same bits.
+//! written. A grouped convolution reads zero-padded rows, so its bands hold them padded.
+//! Every output is the same sum as with the two steps apart: the same bits.
 
 use super::exec::{thread_workspace, Frame};
 use super::{hybrid, Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::depthwise::DepthwiseConv;
+use crate::kernels::grouped::GroupedConv;
 use crate::kernels::isa::Isa;
 use crate::kernels::{ConvKernel, DenseConv, Scratch};
+use crate::ops::Conv2dParams;
 use crate::ops::Op;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -30,12 +34,20 @@ struct Band {
     end: usize,
 }
 
+/// The convolution after an expansion: depthwise, reading bands of image rows, or grouped,
+/// reading bands of zero-padded rows.
+#[derive(Clone, Copy)]
+enum Spatial<'a> {
+    Depthwise(&'a DepthwiseConv),
+    Grouped(&'a GroupedConv),
+}
+
 /// The two kernels of a pair that runs band by band, and the widened image's shape.
 pub(super) struct Pair<'a> {
     expand: &'a DenseConv,
-    depthwise: &'a DepthwiseConv,
-    /// Channels in and out of the expansion.
-    c: (usize, usize),
+    spatial: Spatial<'a>,
+    /// Channels into the expansion, out of it, and out of the pair.
+    c: (usize, usize, usize),
     hw: (usize, usize),
     /// Bytes of widened rows a band computes at most: a quarter of the L2 cache, so that the
     /// band and the depthwise output rows it makes stay there (on a 1 MiB L2, 64 to 512 KB
@@ -66,7 +78,7 @@ impl Plan {
                 };
                 let bytes = 4 * self.img_out_shapes[i].iter().product::<usize>() as u64;
                 a.is_pointwise()
-                    && DepthwiseConv::suits(&b)
+                    && (DepthwiseConv::suits(&b) || GroupedConv::suits(&b))
                     && bytes > l2
                     && self.only_next_reads(i)
                     && !self.steps[i]
@@ -109,15 +121,21 @@ impl Plan {
             let kernel: &dyn ConvKernel = self.conv_kernels[k].as_deref()?;
             kernel.as_any().downcast_ref::<DenseConv>()
         };
-        let (expand, depthwise) = (dense(i)?, dense(i + 1)?.depthwise()?);
+        let expand = dense(i)?;
+        let second = dense(i + 1)?;
+        let spatial = match (second.depthwise(), second.grouped()) {
+            (Some(d), _) => Spatial::Depthwise(d),
+            (None, Some(g)) => Spatial::Grouped(g),
+            (None, None) => return None,
+        };
         let (a, b) = (self.io_layout(i), self.io_layout(i + 1));
         let nhwc = a.input_nhwc && a.output_nhwc && b.input_nhwc && b.output_nhwc;
         let shape = &self.img_in_shapes[i][0];
         let c_mid = self.img_out_shapes[i][1];
         (nhwc && expand.has_pointwise_rows()).then_some(Pair {
             expand,
-            depthwise,
-            c: (shape[1], c_mid),
+            spatial,
+            c: (shape[1], c_mid, spatial.params().c_out),
             hw: (shape[2], shape[3]),
             band_bytes: self.band_bytes,
         })
@@ -230,15 +248,67 @@ impl Plan {
     }
 }
 
-impl Pair<'_> {
-    fn out_rows(&self) -> usize {
-        self.depthwise.params().out_hw(self.hw.0, self.hw.1).0
+impl Spatial<'_> {
+    fn params(&self) -> &Conv2dParams {
+        match self {
+            Spatial::Depthwise(d) => d.params(),
+            Spatial::Grouped(g) => g.params(),
+        }
     }
 
-    /// Floats of one image's depthwise output.
+    /// The pads a band row has on its left and right, and the band row of image row 0: the
+    /// grouped kernel reads zero-padded rows, the depthwise one the image's own.
+    fn band_pads(&self) -> (usize, usize, usize) {
+        match self {
+            Spatial::Depthwise(_) => (0, 0, 0),
+            Spatial::Grouped(g) => {
+                let p = g.params().pads;
+                (p[1], p[3], p[0])
+            }
+        }
+    }
+
+    /// The band rows that output rows `rows` read.
+    fn band_rows_read(&self, (h, w): (usize, usize), rows: Range<usize>) -> Range<usize> {
+        match self {
+            Spatial::Depthwise(d) => d.input_rows(h, rows),
+            Spatial::Grouped(g) => {
+                let ow = g.params().out_hw(h, w).1;
+                g.padded_rows((h, w), &(rows.start * ow..rows.end * ow))
+            }
+        }
+    }
+
+    /// Output rows `rows` into `out` from `band` (band rows from `first` on).
+    fn run(
+        &self,
+        (band, first): (&[f32], usize),
+        hw: (usize, usize),
+        rows: Range<usize>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        let isa = Isa::current();
+        match self {
+            Spatial::Depthwise(d) => d.band_rows(isa, (band, first), hw, rows, out, residual),
+            Spatial::Grouped(g) => {
+                let ow = g.params().out_hw(hw.0, hw.1).1;
+                let pixels = rows.start * ow..rows.end * ow;
+                g.pixels(isa, (band, first), hw, pixels, out, residual)
+            }
+        }
+    }
+}
+
+impl Pair<'_> {
+    fn out_rows(&self) -> usize {
+        self.spatial.params().out_hw(self.hw.0, self.hw.1).0
+    }
+
+    /// Floats of one image's output.
     fn out_len(&self) -> usize {
-        let (oh, ow) = self.depthwise.params().out_hw(self.hw.0, self.hw.1);
-        oh * ow * self.c.1
+        let (oh, ow) = self.spatial.params().out_hw(self.hw.0, self.hw.1);
+        oh * ow * self.c.2
     }
 
     /// One image in `threads` parts of output rows, each on a pool thread.
@@ -263,7 +333,7 @@ impl Pair<'_> {
             });
     }
 
-    /// Depthwise output rows `rows` of one image into `out` (those rows), a band at a time.
+    /// Output rows `rows` of one image into `out` (those rows), a band at a time.
     fn part(
         &self,
         x: &[f32],
@@ -273,35 +343,66 @@ impl Pair<'_> {
         scratch: &mut Scratch,
     ) {
         let (h, w) = self.hw;
-        let (c_in, c_mid) = self.c;
-        let dw = self.depthwise;
-        let p = dw.params();
-        let ow = p.out_hw(h, w).1;
-        let row_floats = w * c_mid;
-        let per_band = (self.band_bytes / (4 * row_floats * p.stride.0).max(1)).max(1);
+        let c_mid = self.c.1;
+        let p = self.spatial.params();
+        let (left, right, _) = self.spatial.band_pads();
+        let band_row = (left + w + right) * c_mid;
+        let out_row = p.out_hw(h, w).1 * self.c.2;
+        let per_band = (self.band_bytes / (4 * band_row * p.stride.0).max(1)).max(1);
         let band: &mut Band = scratch.get::<Band>();
-        band.end = 0;
-        band.first = 0;
-        let isa = Isa::current();
+        (band.first, band.end) = (0, 0);
         let mut at = rows.start;
         while at < rows.end {
             let these = at..(at + per_band).min(rows.end);
-            let needed = dw.input_rows(h, these.clone());
-            band.keep_from(needed.start, row_floats);
-            let new = band.end..needed.end.max(band.end);
-            let held = needed.end.max(band.end) - band.first;
-            crate::kernels::grow(&mut band.rows, held * row_floats);
-            if !new.is_empty() {
-                let into = &mut band.rows[(new.start - band.first) * row_floats..];
-                let from = &x[new.start * w * c_in..new.end * w * c_in];
-                self.expand.pointwise_rows(from, w, new.len(), into);
-                band.end = new.end;
+            let needed = self.spatial.band_rows_read(self.hw, these.clone());
+            band.keep_from(needed.start, band_row);
+            if needed.end > band.end {
+                crate::kernels::grow(&mut band.rows, (needed.end - band.first) * band_row);
+                self.widen(x, band, band.end..needed.end);
+                band.end = needed.end;
             }
-            let o = &mut out[(these.start - rows.start) * ow * c_mid..][..these.len() * ow * c_mid];
-            let r = residual.map(|r| &r[(these.start - rows.start) * ow * c_mid..]);
-            let held = &band.rows[..(band.end - band.first) * row_floats];
-            dw.band_rows(isa, (held, band.first), (h, w), these.clone(), o, r);
+            let from = (these.start - rows.start) * out_row;
+            let o = &mut out[from..][..these.len() * out_row];
+            let r = residual.map(|r| &r[from..]);
+            let held = &band.rows[..(band.end - band.first) * band_row];
+            self.spatial
+                .run((held, band.first), self.hw, these.clone(), o, r);
             at = these.end;
+        }
+    }
+
+    /// Band rows `new` (past those `band` holds): the expansion of their image rows, zero
+    /// pads and zero rows outside the image.
+    fn widen(&self, x: &[f32], band: &mut Band, new: Range<usize>) {
+        let (h, w) = self.hw;
+        let (c_in, c_mid, _) = self.c;
+        let (left, right, top) = self.spatial.band_pads();
+        let band_row = (left + w + right) * c_mid;
+        let rows = &mut band.rows[(new.start - band.first) * band_row..][..new.len() * band_row];
+        // The rows of `new` inside the image; those above and below it are padding.
+        let lo = new.start.max(top).min(new.end);
+        let inside = lo..new.end.min(top + h).max(lo);
+        let image_row = |r: usize| &x[(r - top) * w * c_in..];
+        if left + right == 0 {
+            rows[..(inside.start - new.start) * band_row].fill(0.0);
+            rows[(inside.end - new.start) * band_row..].fill(0.0);
+            if !inside.is_empty() {
+                let into = &mut rows[(inside.start - new.start) * band_row..];
+                self.expand
+                    .pointwise_rows(image_row(inside.start), w, inside.len(), into);
+            }
+            return;
+        }
+        for (k, row) in rows.chunks_exact_mut(band_row).enumerate() {
+            let r = new.start + k;
+            if !inside.contains(&r) {
+                row.fill(0.0);
+                continue;
+            }
+            row[..left * c_mid].fill(0.0);
+            row[(left + w) * c_mid..].fill(0.0);
+            let into = &mut row[left * c_mid..(left + w) * c_mid];
+            self.expand.pointwise_rows(image_row(r), w, 1, into);
         }
     }
 }

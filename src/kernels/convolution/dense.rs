@@ -63,6 +63,11 @@ impl DenseConv {
         self.depthwise.as_ref()
     }
 
+    /// The grouped kernel, if this convolution runs on it.
+    pub fn grouped(&self) -> Option<&GroupedConv> {
+        self.grouped.as_ref()
+    }
+
     /// Whether [`Self::pointwise_rows`] runs this convolution: a 1x1 convolution of one group
     /// without stride, padding or a fused residual, on the direct kernel.
     pub fn has_pointwise_rows(&self) -> bool {
