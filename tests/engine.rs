@@ -515,6 +515,27 @@ fn a_run_from_a_checkpoint_gives_the_bits_of_a_whole_run() {
     assert!(plan.checkpoint(&x[..per], 1, convs[3], Some(&at)).is_err());
 }
 
+/// The shared model `name` planned for two threads and up to five images, and the first five
+/// images of `data`, preprocessed as its card says.
+fn two_thread_plan_and_five_images(name: &str, data: &std::path::Path) -> (haste::Plan, Vec<f32>) {
+    let path = model(name);
+    let model = Model::load(&path).expect("model loads");
+    let card = ModelCard::beside_model(&path)
+        .expect("card")
+        .expect("card exists");
+    let data = open_dataset(data, &card.preprocess, None).expect("dataset opens");
+    let plan = model
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 5,
+        })
+        .expect("plan");
+    let per: usize = model.image_shape.iter().product();
+    let mut x = vec![0.0; 5 * per];
+    haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
+    (plan, x)
+}
+
 /// A batch of at least one image per thread runs image by image up to `Plan::layer_from`
 /// and layer by layer from there (RegNetX-400MF: from inside the network, where its filter
 /// banks outweigh its activations). Wherever the switch is, the logits have the same bits,
@@ -527,18 +548,7 @@ fn a_batch_gives_the_same_bits_wherever_it_switches_to_layer_by_layer() {
         ("resnet20-cifar10", cifar_test(), true),
     ];
     for (name, data, compressed) in cases {
-        let path = model(name);
-        let model = Model::load(&path).expect("model loads");
-        let card = ModelCard::beside_model(&path)
-            .expect("card")
-            .expect("card exists");
-        let data = open_dataset(&data, &card.preprocess, None).expect("dataset opens");
-        let mut plan = model
-            .plan(PlanOptions {
-                threads: 2,
-                max_batch: 5,
-            })
-            .expect("plan");
+        let (mut plan, x) = two_thread_plan_and_five_images(name, &data);
         if compressed {
             let options = CompressOptions {
                 config: HasteConfig {
@@ -561,9 +571,6 @@ fn a_batch_gives_the_same_bits_wherever_it_switches_to_layer_by_layer() {
         // to the switch.
         let order: Vec<usize> = (1..=4).map(|n| plan.image_steps(n)).collect();
         assert_eq!(order, [0, steps, steps, chosen], "{name}");
-        let per: usize = model.image_shape.iter().product();
-        let mut x = vec![0.0; 5 * per];
-        haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
         let mut bits = |from: usize| {
             plan.set_layer_from(from);
             let (_, y) = plan.run(&x, 5).expect("runs");
@@ -595,18 +602,8 @@ fn expansion_and_depthwise_pairs_give_the_bits_of_the_two_steps_apart() {
         ("regnet_x_400mf-randominit-imagenet", false),
     ];
     for (name, compressed) in cases {
-        let path = model(name);
-        let model = Model::load(&path).expect("model loads");
-        let card = ModelCard::beside_model(&path)
-            .expect("card")
-            .expect("card exists");
-        let data = open_dataset(&imagenet_val(), &card.preprocess, None).expect("dataset opens");
-        let mut plan = model
-            .plan(PlanOptions {
-                threads: 2,
-                max_batch: 5,
-            })
-            .expect("plan");
+        let (mut plan, x) = two_thread_plan_and_five_images(name, &imagenet_val());
+        let per = x.len() / 5;
         let dense_pairs = plan.fused_pairs();
         assert!(!dense_pairs.is_empty(), "{name}: no pairs");
         if compressed {
@@ -626,9 +623,6 @@ fn expansion_and_depthwise_pairs_give_the_bits_of_the_two_steps_apart() {
                 "{name}: HASTE left {left:?}"
             );
         }
-        let per: usize = model.image_shape.iter().product();
-        let mut x = vec![0.0; 5 * per];
-        haste::datasets::load_batch(data.as_ref(), 0, 5, per, &mut x).expect("images load");
         for n in [1, 5] {
             let mut bits = |fused: bool| {
                 plan.set_fused_pairs(fused);

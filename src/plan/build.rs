@@ -82,7 +82,8 @@ impl Plan {
                 .ok_or_else(|| Error::Internal(format!("node '{}' has no output", node.name)))?;
             slot_of.insert(out_v, output);
             free.append(&mut pending);
-            let freed = if may_pair(&graph, &order, pos) {
+            let next = order.get(pos + 1).map(|&n| &graph.nodes[n]);
+            let freed = if next.is_some_and(|next| super::fuse::may_pair(node, next)) {
                 &mut pending
             } else {
                 &mut free
@@ -199,23 +200,5 @@ impl Plan {
         shared.col = vec![0.0; col];
         plan.shared = Mutex::new(shared);
         Ok(plan)
-    }
-}
-
-/// Whether the node at `pos` in `order` is a 1x1 convolution whose output the next node, a
-/// depthwise convolution, reads first: a pair `fuse` may run as one.
-fn may_pair(graph: &Graph, order: &[usize], pos: usize) -> bool {
-    let (Some(&a), Some(&b)) = (order.get(pos), order.get(pos + 1)) else {
-        return false;
-    };
-    let (a, b) = (&graph.nodes[a], &graph.nodes[b]);
-    match (&a.op, &b.op) {
-        (Op::Conv(x), Op::Conv(y)) => {
-            x.params.is_pointwise()
-                && (crate::kernels::depthwise::DepthwiseConv::suits(&y.params)
-                    || crate::kernels::grouped::GroupedConv::suits(&y.params))
-                && b.inputs.first() == a.outputs.first()
-        }
-        _ => false,
     }
 }

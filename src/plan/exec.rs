@@ -258,6 +258,25 @@ impl Plan {
         }
     }
 
+    /// The fused residual convolution step `i` adds (its second input), if it has one.
+    pub(super) fn fused_residual<'a>(
+        &'a self,
+        i: usize,
+        frame: &Frame<'a>,
+    ) -> Result<Option<&'a [f32]>> {
+        let step = &self.steps[i];
+        let node = &self.graph.nodes[step.node];
+        let fused = matches!(&node.op, Op::Conv(c) if c.residual.is_some());
+        match (fused, step.inputs.get(1)) {
+            (false, _) => Ok(None),
+            (true, Some(&r)) => Ok(Some(self.operand(frame, r, &frame.in_shapes[1]))),
+            (true, None) => Err(Error::Internal(format!(
+                "node '{}': fused residual without its input",
+                node.name
+            ))),
+        }
+    }
+
     fn compute(&self, i: usize, frame: &Frame, mode: &mut Mode, out: &mut [f32]) -> Result<()> {
         let step = &self.steps[i];
         let node = &self.graph.nodes[step.node];
@@ -268,16 +287,7 @@ impl Plan {
         let x = self.operand(frame, step.inputs[0], &ins[0]);
         match &node.op {
             Op::Conv(c) => {
-                let residual = match (c.residual, step.inputs.get(1)) {
-                    (None, _) => None,
-                    (Some(_), Some(&r)) => Some(self.operand(frame, r, &ins[1])),
-                    (Some(_), None) => {
-                        return Err(Error::Internal(format!(
-                            "node '{}': fused residual without its input",
-                            node.name
-                        )))
-                    }
-                };
+                let residual = self.fused_residual(i, frame)?;
                 let x = ConvInput {
                     x,
                     shape: &ins[0],

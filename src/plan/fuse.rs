@@ -17,6 +17,7 @@
 use super::exec::{thread_workspace, Frame};
 use super::{hybrid, Plan, Src, Workspace};
 use crate::error::{Error, Result};
+use crate::graph::Node;
 use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::grouped::GroupedConv;
 use crate::kernels::isa::Isa;
@@ -57,30 +58,22 @@ pub(super) struct Pair<'a> {
 
 impl Plan {
     /// For each step, whether it and the next can run as a pair when both keep their dense
-    /// kernels: a 1x1 convolution whose output only the next step reads, as its input, a
-    /// depthwise convolution; and whose output is larger than the L2 cache (below that the
-    /// two steps apart keep it in cache anyway).
+    /// kernels: [`may_pair`], the first step's output read by no other step, and larger than
+    /// the L2 cache (below that the two steps apart keep it in cache anyway).
     pub(super) fn choose_expand_pairs(&self) -> Vec<bool> {
         let l2 = hybrid::l2_bytes().unwrap_or(hybrid::DEFAULT_L2_BYTES);
         // Fusing every pair instead cost 5-10 % at batch 1 on two threads (MobileNetV2,
         // EfficientNet-Lite1): small images split into parts of a few bands each.
-        let conv = |i: usize| match &self.graph.nodes[self.steps[i].node].op {
-            Op::Conv(c) => Some(c.params),
-            _ => None,
-        };
+        let node = |i: usize| &self.graph.nodes[self.steps[i].node];
         (0..self.steps.len())
             .map(|i| {
-                if i + 1 >= self.steps.len() {
-                    return false;
-                }
-                let (Some(a), Some(b)) = (conv(i), conv(i + 1)) else {
-                    return false;
-                };
                 let bytes = 4 * self.img_out_shapes[i].iter().product::<usize>() as u64;
-                a.is_pointwise()
-                    && (DepthwiseConv::suits(&b) || GroupedConv::suits(&b))
+                i + 1 < self.steps.len()
+                    && may_pair(node(i), node(i + 1))
                     && bytes > l2
                     && self.only_next_reads(i)
+                    // The build keeps the second step's output off the pair's input
+                    // (bands still read it); checked again here.
                     && !self.steps[i]
                         .inputs
                         .contains(&Src::Slot(self.steps[i + 1].output))
@@ -229,21 +222,7 @@ impl Plan {
             min_len: 1,
         };
         let x = self.operand(&frame(i), self.steps[i].inputs[0], &in_shapes[i][0]);
-        let dw = &self.steps[i + 1];
-        let fused = match &self.graph.nodes[dw.node].op {
-            Op::Conv(c) => c.residual.is_some(),
-            _ => false,
-        };
-        let residual = match (fused, dw.inputs.get(1)) {
-            (true, Some(&r)) => Some(self.operand(&frame(i + 1), r, &in_shapes[i + 1][1])),
-            (true, None) => {
-                return Err(Error::Internal(format!(
-                    "step {}: residual without input",
-                    i + 1
-                )))
-            }
-            (false, _) => None,
-        };
+        let residual = self.fused_residual(i + 1, &frame(i + 1))?;
         self.run_pair(&pair, (x, n), out, residual, scratch)
     }
 }
@@ -420,6 +399,19 @@ impl Band {
         let held = (self.end - self.first) * row_floats;
         self.rows.copy_within(skip..held, 0);
         self.first = first;
+    }
+}
+
+/// Whether nodes `a` and `b` (the next in execution order) have the shape of a pair: a 1x1
+/// convolution, then a depthwise or grouped convolution that reads its output first.
+pub(super) fn may_pair(a: &Node, b: &Node) -> bool {
+    match (&a.op, &b.op) {
+        (Op::Conv(x), Op::Conv(y)) => {
+            x.params.is_pointwise()
+                && (DepthwiseConv::suits(&y.params) || GroupedConv::suits(&y.params))
+                && b.inputs.first() == a.outputs.first()
+        }
+        _ => false,
     }
 }
 
