@@ -24,7 +24,7 @@ use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
-use super::hash::{grow, hash_copied_window, hash_window_sanitized};
+use super::hash::{grow, hash_finite_window, hash_window_sanitized};
 use super::hash::{EdgeTerms, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
 use super::patch::{MergedPatch, OutPanels, RowTable};
@@ -479,7 +479,8 @@ impl HasteConv {
                     let patch = &mut s.band[n];
                     n += 1;
                     (patch.oy0, patch.ox0, patch.ph, patch.pw) = (oy0, ox0, ph, pw);
-                    patch.copy_window(c_in, hwc, w, &win, (fh, fw));
+                    let bits = &mut s.zero_bits;
+                    let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), bits);
                     timer.lap(|t| &mut t.window_copy);
                     let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
                     let extent = (win.h, win.w);
@@ -490,29 +491,39 @@ impl HasteConv {
                         edge = self.edge_terms.get(hp, c_in, extent);
                         &edge
                     };
-                    let counts = hash_copied_window(
-                        isa,
-                        patch.window(),
-                        c_in,
-                        &win,
-                        hp,
-                        terms,
-                        centering,
-                        magnitude,
-                        &mut s.hash,
-                        &mut timer,
-                    )
-                    .unwrap_or_else(|| {
-                        let h = &mut s.hash;
-                        hash_window_sanitized(isa, hwc, w, c_in, &win, hp, centering, magnitude, h)
-                    });
+                    // Plain branches, not closures: a closure is a function of its own,
+                    // outside this instruction-set copy, and its `mul_add`s became libm calls.
+                    let hashed = if finite {
+                        hash_finite_window(
+                            isa,
+                            patch.window(),
+                            c_in,
+                            &win,
+                            hp,
+                            terms,
+                            centering,
+                            magnitude,
+                            &mut s.hash,
+                            &mut timer,
+                        )
+                    } else {
+                        None
+                    };
+                    let counts = match hashed {
+                        Some(counts) => counts,
+                        None => {
+                            let h = &mut s.hash;
+                            hash_window_sanitized(
+                                isa, hwc, w, c_in, &win, hp, centering, magnitude, h,
+                            )
+                        }
+                    };
                     let keys = &s.hash.keys[..c_in];
                     if self.force_singletons {
                         patch.buckets.make_singletons(c_in);
                     } else if self.cfg.drop_zero_channels {
-                        let (bits, zero) = (&mut s.zero_bits, &mut s.zero);
-                        zero_channels(patch.window(), c_in, fw, extent, bits, zero);
-                        patch.buckets.group_skipping(keys, zero);
+                        zero_channels(&s.zero_bits, &mut s.zero);
+                        patch.buckets.group_skipping(keys, &s.zero);
                     } else {
                         patch.buckets.group(keys);
                     }

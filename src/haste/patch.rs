@@ -54,9 +54,10 @@ unsafe impl Sync for RowTable {}
 
 impl MergedPatch {
     /// Copies the patch's window out of the pixel-major image `hwc` (width `w`) into a frame
-    /// of the hyperplanes' window size `frame` (see [`Window::copy_window_into`]; the frame
-    /// past an edge patch's window is not written): what the hash reads (with the terms of
-    /// the window's extent), and what [`Self::merge_input`] then merges in place.
+    /// of the hyperplanes' window size `frame` (see [`Window::copy_window_scanning`]; the
+    /// frame past an edge patch's window is not written): what the hash reads (with the
+    /// terms of the window's extent), and what [`Self::merge_input`] then merges in place.
+    /// `bits` gets each channel's or-ed bits; true when every value is finite.
     #[inline(always)]
     pub(super) fn copy_window(
         &mut self,
@@ -65,10 +66,11 @@ impl MergedPatch {
         w: usize,
         win: &Window,
         frame: (usize, usize),
-    ) {
+        bits: &mut Vec<u32>,
+    ) -> bool {
         self.win_w = frame.1;
         grow(&mut self.mwin, frame.0 * frame.1 * c_in);
-        win.copy_window_into(hwc, w, c_in, frame.1, &mut self.mwin);
+        win.copy_window_scanning(hwc, w, c_in, frame.1, &mut self.mwin, bits)
     }
 
     /// The window copied by [`Self::copy_window`].

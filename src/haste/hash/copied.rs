@@ -164,6 +164,46 @@ pub fn hash_copied_window(
     s: &mut HashScratch,
     timer: &mut StepTimer,
 ) -> Option<HashCounts> {
+    let finite = if terms.extent == hp.window() {
+        all_finite(&buf[..hp.dim() * c])
+    } else {
+        terms.extent_rows().all(|rows| all_finite(&buf[rows]))
+    };
+    if !finite {
+        return None;
+    }
+    hash_finite_window(
+        isa,
+        buf,
+        c,
+        win,
+        hp,
+        terms,
+        centering,
+        magnitude_step,
+        s,
+        timer,
+    )
+}
+
+/// [`hash_copied_window`] of a window the caller knows to be finite (the copy that scanned
+/// it, [`crate::haste::window::Window::copy_window_scanning`]): `None` only when a sum
+/// overflows.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+#[inline(always)]
+pub fn hash_finite_window(
+    isa: Isa,
+    buf: &[f32],
+    c: usize,
+    win: &Window,
+    hp: &Hyperplanes,
+    terms: &WindowTerms,
+    centering: bool,
+    magnitude_step: Option<f32>,
+    s: &mut HashScratch,
+    timer: &mut StepTimer,
+) -> Option<HashCounts> {
     assert_eq!(terms.c, c, "hyperplane terms for another channel count");
     let buf = &buf[..hp.dim() * c];
     assert_eq!(
@@ -171,14 +211,6 @@ pub fn hash_copied_window(
         hp.window().1,
         "hyperplane terms for another window"
     );
-    let finite = if terms.extent == hp.window() {
-        all_finite(buf)
-    } else {
-        terms.extent_rows().all(|rows| all_finite(&buf[rows]))
-    };
-    if !finite {
-        return None;
-    }
     let lc = hp.count();
     let cpad = c.next_multiple_of(LANES);
     grow(&mut s.proj, lc * cpad);

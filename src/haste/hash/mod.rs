@@ -27,7 +27,7 @@ mod sanitized;
 
 #[cfg(target_arch = "x86_64")]
 use avx512::{project_avx512, thresholds_and_codes_avx512};
-pub use copied::{hash_copied_window, EdgeTerms, WindowTerms};
+pub use copied::{hash_copied_window, hash_finite_window, EdgeTerms, WindowTerms};
 pub use sanitized::hash_window_sanitized;
 
 use super::config::HyperplaneKind;
