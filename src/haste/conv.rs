@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::ops::Conv2dParams;
+use crate::ops::{Activation, Conv2dParams};
 
 use super::config::{layer_seed, HasteConfig};
 use super::cost::{dense_macs, patch_flops};
@@ -33,7 +33,7 @@ use super::steps::StepTimer;
 use super::window::zero_channels;
 pub use super::window::Window;
 
-use crate::kernels::direct::{weights_panels, weights_tap_major, PANEL};
+use crate::kernels::direct::{weights_panels, weights_tap_major, Epilogue, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
@@ -70,22 +70,37 @@ pub struct HasteConv {
     profile_steps: bool,
 }
 
-/// Which filter panels one call computes, and whether it records the patches' statistics
-/// (see [`HasteConv::forward_panels`]).
+/// Which filter panels one call computes, whether it records the patches' statistics (see
+/// [`HasteConv::forward_panels`]), and what its kernel calls finish the outputs with.
 #[derive(Clone, Debug)]
-struct Part {
+struct Part<'a> {
     panels: std::ops::Range<usize>,
     record: bool,
+    finish: Option<Finish<'a>>,
 }
 
-impl Part {
-    /// Every panel, recorded.
-    fn whole(conv: &HasteConv) -> Part {
+impl Part<'_> {
+    /// Every panel, recorded, the bias alone added.
+    fn whole(conv: &HasteConv) -> Part<'static> {
         Part {
             panels: 0..conv.params.c_out / conv.panel,
             record: true,
+            finish: None,
         }
     }
+}
+
+/// What the layer's op does to each output after the bias: its fused residual (laid out as
+/// the call's pixel-major output) and the activation after it. Given to
+/// [`HasteConv::forward_finished`], the patch kernel applies them with the bias in its
+/// epilogue, while each block of outputs is in registers, instead of two more passes over
+/// the output (the bias, then the activation): on a layer whose outputs outnumber its
+/// inputs eight to one (Tiny Darknet's 16 -> 128), those passes cost 0.7 cycles per input
+/// channel and window pixel, a third of the fixed work.
+#[derive(Clone, Copy, Debug)]
+pub struct Finish<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub activation: Activation,
 }
 
 /// Per-thread buffers of [`HasteConv::forward`]; they grow on first use and are then reused.
@@ -289,6 +304,39 @@ impl HasteConv {
         self.forward_on(isa, x, (h, w), Some(band), out, scratch, stats, io, all)
     }
 
+    /// Output rows `band` (every row when `None`; a band starts on a tile and needs a
+    /// pixel-major input) of one image into the pixel-major `out`, bias included and
+    /// `finish` applied, all in the patch kernel's epilogue. `stats` counts the image only
+    /// for the whole image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_finished(
+        &self,
+        x: &[f32],
+        hw: (usize, usize),
+        band: Option<std::ops::Range<usize>>,
+        input_nhwc: bool,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        finish: Finish,
+    ) {
+        let io = IoLayout {
+            input_nhwc,
+            output_nhwc: true,
+        };
+        if let Some(band) = &band {
+            assert!(
+                input_nhwc && band.start.is_multiple_of(self.cfg.tile),
+                "HASTE band must start on a tile of a pixel-major input"
+            );
+        }
+        let part = Part {
+            finish: Some(finish),
+            ..Part::whole(self)
+        };
+        self.forward_on(Isa::current(), x, hw, band, out, scratch, stats, io, part)
+    }
+
     /// Filter panels `panels` (output channels `panels.start * P..panels.end * P`, `P` =
     /// [`Self::panel`]) of every output of one image, pixel-major in, into `out` laid out
     /// `[oh][ow][panels.len() * P]`, bias included. Parts of an image with fewer patch rows
@@ -313,7 +361,11 @@ impl HasteConv {
         };
         assert!(panels.end <= self.params.c_out / self.panel && !panels.is_empty());
         let oh = self.params.out_hw(h, w).0;
-        let part = Part { panels, record };
+        let part = Part {
+            panels,
+            record,
+            finish: None,
+        };
         let isa = Isa::current();
         self.forward_on(isa, x, (h, w), Some(0..oh), out, scratch, stats, io, part)
     }
@@ -427,6 +479,17 @@ impl HasteConv {
             width == c_out || io.output_nhwc,
             "a part of the panels is pixel-major"
         );
+        let finish = part.finish;
+        if let Some(f) = finish {
+            assert!(
+                io.output_nhwc && width == c_out,
+                "finished outputs are whole pixels"
+            );
+            assert!(
+                f.residual.is_none_or(|r| r.len() >= out.len()),
+                "a residual per output"
+            );
+        }
         if band.is_none() {
             stats.images += 1;
         }
@@ -559,6 +622,7 @@ impl HasteConv {
                 stride: width,
                 first: part.panels.start,
             };
+            let residual = finish.and_then(|f| f.residual).map(|r| &r[at..]);
             for q in part.panels.clone() {
                 // The next panel, a share of it prefetched by each patch of the band; after
                 // the last, the first, which the next image starts with.
@@ -573,15 +637,30 @@ impl HasteConv {
                 } else {
                     &self.wt[next * panel_len..][..panel_len]
                 };
+                // The bias, residual and activation in the kernel's epilogue when the op's
+                // finish is given; else the bias alone, added below.
+                let epilogue = match finish {
+                    Some(f) => Epilogue {
+                        bias: self
+                            .bias
+                            .as_ref()
+                            .map(|b| &b[q * self.panel..][..self.panel]),
+                        residual,
+                        activation: f.activation,
+                    },
+                    None => Epilogue::NONE,
+                };
                 for (i, patch) in s.band[..n].iter_mut().enumerate() {
                     let bufs = (&mut s.wm, &mut s.rows);
                     let ahead = &next[next.len() * i / n..next.len() * (i + 1) / n];
-                    let out = (&mut *band_out, to);
+                    let out = (&mut *band_out, to, epilogue);
                     patch.convolve(self, q, (row0, ow), bufs, out, ahead, isa, &mut timer);
                 }
             }
         }
-        if io.output_nhwc {
+        if finish.is_some() {
+            // Finished in the kernel's epilogue.
+        } else if io.output_nhwc {
             if let Some(b) = &self.bias {
                 add_bias_hwc(out, &b[part.panels.start * self.panel..][..width]);
             }

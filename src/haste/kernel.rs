@@ -1,6 +1,7 @@
 //! HASTE as a plan's convolution kernel: [`HasteConv`] behind the [`ConvKernel`] interface,
 //! with the layer's statistics accumulated over every image it runs.
 
+use super::conv::Finish;
 use super::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use crate::error::Result;
 use crate::kernels::{ConvJob, ConvKernel, Scratch, Scratches};
@@ -69,6 +70,22 @@ impl HasteKernel {
         self.lock_stats().add(s);
     }
 
+    /// The op's finish for outputs whose fused residual is `residual`: the residual and the
+    /// activation after it, or the op's own activation (a convolution with a fused residual
+    /// has none of its own).
+    fn finish<'a>(&self, residual: Option<&'a [f32]>) -> Finish<'a> {
+        match (residual, self.epilogue.residual) {
+            (Some(r), Some(after)) => Finish {
+                residual: Some(r),
+                activation: after,
+            },
+            _ => Finish {
+                residual: None,
+                activation: self.epilogue.activation,
+            },
+        }
+    }
+
     fn lock_stats(&self) -> std::sync::MutexGuard<'_, LayerStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -83,9 +100,17 @@ impl ConvKernel for HasteKernel {
         let mut local = LayerStats::default();
         let (h, w) = job.hw;
         let s = scratch.get::<HasteScratch>();
-        self.conv
-            .forward_layout(job.x, h, w, out, s, &mut local, job.io);
-        crate::kernels::activation::finish(&self.epilogue, out, job.residual);
+        if job.io.output_nhwc {
+            // Bias, residual and activation in the patch kernel's epilogue.
+            let finish = self.finish(job.residual);
+            let (x, nhwc) = (job.x, job.io.input_nhwc);
+            self.conv
+                .forward_finished(x, (h, w), None, nhwc, out, s, &mut local, finish);
+        } else {
+            self.conv
+                .forward_layout(job.x, h, w, out, s, &mut local, job.io);
+            crate::kernels::activation::finish(&self.epilogue, out, job.residual);
+        }
         self.lock_stats().add(&local);
     }
 
@@ -116,13 +141,14 @@ impl ConvKernel for HasteKernel {
             .for_each(|(k, band)| {
                 let rows = k * per..k * per + band.len() / row;
                 let mut local = LayerStats::default();
+                let r = job.residual.map(|r| &r[k * per * row..][..band.len()]);
+                let finish = self.finish(r);
                 scratches.with_thread(&mut |s| {
                     let s = s.get::<HasteScratch>();
+                    let (x, hw, rows) = (job.x, job.hw, Some(rows.clone()));
                     self.conv
-                        .forward_band(job.x, job.hw, rows.clone(), band, s, &mut local)
+                        .forward_finished(x, hw, rows, true, band, s, &mut local, finish)
                 });
-                let r = job.residual.map(|r| &r[k * per * row..][..band.len()]);
-                crate::kernels::activation::finish(&self.epilogue, band, r);
                 self.lock_stats().add(&local);
             });
         self.lock_stats().images += 1;

@@ -100,7 +100,8 @@ impl MergedPatch {
     /// `band_out`, the band's pixel-major output (starting at output row `row0`, `out.stride`
     /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
     /// panel are summed just before, while the panel is in cache. `ahead` is what the kernel
-    /// prefetches while it computes (see [`Filters::Rows`]).
+    /// prefetches while it computes (see [`Filters::Rows`]). `epilogue` finishes the outputs
+    /// (its bias this panel's, its residual laid out as `band_out`).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn convolve(
@@ -109,7 +110,7 @@ impl MergedPatch {
         q: usize,
         (row0, ow): (usize, usize),
         (wm, rows): (&mut Vec<f32>, &mut RowTable),
-        (band_out, out): (&mut [f32], OutPanels),
+        (band_out, out, epilogue): (&mut [f32], OutPanels, Epilogue),
         ahead: &[f32],
         isa: Isa,
         timer: &mut StepTimer,
@@ -154,13 +155,17 @@ impl MergedPatch {
         };
         let at = ((self.oy0 - row0) * ow + self.ox0) * out.stride + (q - out.first) * panel;
         let out = &mut band_out[at..];
+        let epilogue = Epilogue {
+            residual: epilogue.residual.map(|r| &r[at..]),
+            ..epilogue
+        };
         // SAFETY: every row and its taps (`c_in * panel` apart) point at `panel` floats of
         // panel `q` of `conv.wt` (a channel below `c_in`) or of `wm` (merged rows just
         // written, `wm` as large as a panel), both unchanged until the kernel returns; `first[b] < c_in`; the
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
-        unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, Epilogue::NONE, out) };
+        unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, epilogue, out) };
         timer.lap(|t| &mut t.kernel);
     }
 }

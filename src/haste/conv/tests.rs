@@ -148,6 +148,85 @@ fn bands_of_rows_add_up_to_the_whole_image() {
     assert_eq!(whole_stats, band_stats);
 }
 
+/// The bias, a fused residual and the activation applied in the patch kernel's epilogue
+/// (`forward_finished`, whole and in bands, from a pixel-major and a channel-major input)
+/// give the bits of the bias-only output finished in separate passes, as the plan finished
+/// it before.
+#[test]
+fn outputs_finished_in_the_kernel_are_those_finished_after_it() {
+    use crate::kernels::activation::{add_then_apply, apply};
+    use crate::kernels::layout::nhwc_to_nchw;
+    use crate::ops::Activation;
+    let (c_in, c_out, h, w) = (20, 80, 13, 11);
+    let (conv, x, whole, _) = merging_layer((c_in, c_out, h, w), 4);
+    let (oh, ow) = conv.params().out_hw(h, w);
+    let residual: Vec<f32> = (0..whole.len())
+        .map(|i| (i % 23) as f32 * 0.1 - 1.0)
+        .collect();
+    let x_nchw = {
+        let mut v = vec![0.0; x.len()];
+        nhwc_to_nchw(&x, c_in, h * w, &mut v);
+        v
+    };
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (r, activation) in [
+        (None, Activation::Relu),
+        (None, Activation::Silu),
+        (Some(&residual[..]), Activation::Relu),
+        (Some(&residual[..]), Activation::None),
+    ] {
+        let mut want = whole.clone();
+        match r {
+            Some(r) => add_then_apply(activation, &mut want, r),
+            None => apply(activation, &mut want),
+        }
+        let finish = Finish {
+            residual: r,
+            activation,
+        };
+        let mut s = HasteScratch::default();
+        let mut stats = LayerStats::default();
+        for (input, nhwc) in [(&x, true), (&x_nchw, false)] {
+            let mut got = vec![f32::NAN; want.len()];
+            conv.forward_finished(
+                input,
+                (h, w),
+                None,
+                nhwc,
+                &mut got,
+                &mut s,
+                &mut stats,
+                finish,
+            );
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{activation:?}, residual {}",
+                r.is_some()
+            );
+        }
+        let mut banded = vec![f32::NAN; want.len()];
+        let (top, bottom) = banded.split_at_mut(8 * ow * c_out);
+        let band_finish = |rows: std::ops::Range<usize>| Finish {
+            residual: r.map(|r| &r[rows.start * ow * c_out..rows.end * ow * c_out]),
+            activation,
+        };
+        conv.forward_finished(
+            &x,
+            (h, w),
+            Some(0..8),
+            true,
+            top,
+            &mut s,
+            &mut stats,
+            band_finish(0..8),
+        );
+        let f = band_finish(8..oh);
+        conv.forward_finished(&x, (h, w), Some(8..oh), true, bottom, &mut s, &mut stats, f);
+        assert_eq!(bits(&banded), bits(&want), "bands: {activation:?}");
+    }
+}
+
 /// Parts of the filter panels, each hashing every patch itself into its own buffer (how an
 /// image with fewer patch rows than threads is shared), add up to the whole image, bit for
 /// bit, and the recording part's statistics are the image's.

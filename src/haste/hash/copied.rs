@@ -297,11 +297,28 @@ fn all_finite(buf: &[f32]) -> bool {
 }
 
 /// Adds each channel's squared norm over the pixels of `buf` to `norm2`, pixels in window
-/// order (zeros add nothing).
+/// order (zeros add nothing). A block of 16 channels at a time over every pixel, its sums in
+/// registers: pixel by pixel in memory, each pixel waited on the previous one's stores (0.4
+/// cycles per channel and pixel on 16-channel layers).
 #[inline(always)]
 fn window_norms<M: MulAdd>(buf: &[f32], c: usize, norm2: &mut [f32]) {
+    let blocks = c / LANES;
+    for k in 0..blocks {
+        let sums: &mut [f32; LANES] = (&mut norm2[k * LANES..][..LANES])
+            .try_into()
+            .expect("a block");
+        let mut acc = *sums;
+        for px in buf.chunks_exact(c) {
+            let x: &[f32; LANES] = px[k * LANES..][..LANES].try_into().expect("a block");
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a = M::madd(x, x, *a);
+            }
+        }
+        *sums = acc;
+    }
+    let tail = blocks * LANES;
     for px in buf.chunks_exact(c) {
-        for (n, &x) in norm2.iter_mut().zip(px) {
+        for (n, &x) in norm2[tail..c].iter_mut().zip(&px[tail..]) {
             *n = M::madd(x, x, *n);
         }
     }
