@@ -144,6 +144,39 @@ pub fn average_buckets_in_place(
     // from).
     assert!(((win.r1 - 1) * row + win.c1) * c <= buf.len());
     assert!(buckets.bucket_of().len() <= c);
+    // Rows of the window at a time when it is larger than L1 can hold beside the rest (a
+    // 512-channel window of 9 x 9 pixels is 166 KB): every bucket over a band of rows reads
+    // the band from L1, where bucket after bucket over the whole window read each pixel's
+    // lines from L2 again (one scalar per line per member).
+    let row_bytes = (win.c1 - win.c0) * c * std::mem::size_of::<f32>();
+    let band = (MERGE_BAND_BYTES / row_bytes.max(1)).max(1);
+    for r0 in (win.r0..win.r1).step_by(band) {
+        let rows = Window {
+            r0,
+            r1: win.r1.min(r0 + band),
+            ..*win
+        };
+        // SAFETY: the band's pixels are the window's (asserted above).
+        unsafe { average_band(c, &rows, row, buckets, multi, buf) };
+    }
+}
+
+/// Window bytes [`average_buckets_in_place`] merges at a time.
+const MERGE_BAND_BYTES: usize = 16 * 1024;
+
+/// [`average_buckets_in_place`] on the present pixels of `win`.
+///
+/// # Safety
+/// Every present pixel of `win` lies inside `buf`, and every member is a channel below `c`.
+#[inline(always)]
+unsafe fn average_band(
+    c: usize,
+    win: &Window,
+    row: usize,
+    buckets: &Buckets,
+    multi: &[u32],
+    buf: &mut [f32],
+) {
     let inv_size = buckets.inv_sizes();
     let base = buf.as_mut_ptr();
     for &b in multi {
