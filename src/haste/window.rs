@@ -130,7 +130,13 @@ impl Window {
             let ix = (self.ix + self.c0 as isize) as usize;
             ((iy * img_w + ix) * c, (r * fw + self.c0) * c)
         });
-        let largest = copy_scanning(hwc, dst, rows, span, c, bits);
+        let largest = match c {
+            16 => copy_scanning_narrow::<1>(hwc, dst, rows, span, bits),
+            32 => copy_scanning_narrow::<2>(hwc, dst, rows, span, bits),
+            48 => copy_scanning_narrow::<3>(hwc, dst, rows, span, bits),
+            64 => copy_scanning_narrow::<4>(hwc, dst, rows, span, bits),
+            _ => copy_scanning(hwc, dst, rows, span, c, bits),
+        };
         largest < 0xff00_0000
     }
 
@@ -149,6 +155,42 @@ pub fn zero_channels(bits: &[u32], zero: &mut Vec<bool>) {
 
 /// Channels a block of [`copy_scanning`] keeps its or and maximum of in registers.
 const SCAN_BLOCK: usize = 16;
+
+/// [`copy_scanning`] for `16 * NB` channels: every channel's or in registers over the whole
+/// window, and the copy in the same loop (a row of a narrow window is a few hundred bytes,
+/// where a call to copy it cost more than the copy).
+#[inline(always)]
+fn copy_scanning_narrow<const NB: usize>(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: impl Iterator<Item = (usize, usize)>,
+    span: usize,
+    bits: &mut [u32],
+) -> u32 {
+    let c = NB * SCAN_BLOCK;
+    let mut or = [[0u32; SCAN_BLOCK]; NB];
+    let mut largest = [0u32; SCAN_BLOCK];
+    for (from, to) in rows {
+        let (s, d) = (&src[from..from + span], &mut dst[to..to + span]);
+        for (s, d) in s.chunks_exact(c).zip(d.chunks_exact_mut(c)) {
+            for (k, or) in or.iter_mut().enumerate() {
+                let x: &[f32; SCAN_BLOCK] = s[k * SCAN_BLOCK..][..SCAN_BLOCK]
+                    .try_into()
+                    .expect("a block");
+                d[k * SCAN_BLOCK..][..SCAN_BLOCK].copy_from_slice(x);
+                let b = x.map(|x| x.to_bits() << 1);
+                for j in 0..SCAN_BLOCK {
+                    or[j] |= b[j];
+                    largest[j] = largest[j].max(b[j]);
+                }
+            }
+        }
+    }
+    for (k, or) in or.iter().enumerate() {
+        bits[k * SCAN_BLOCK..][..SCAN_BLOCK].copy_from_slice(or);
+    }
+    largest.into_iter().fold(0, u32::max)
+}
 
 /// Copies `span` floats (pixels of `c` channels) from each `(from, to)` of `rows`, `src` to
 /// `dst`, or-ing each channel's bits but the sign into `bits[ch]`; returns the largest of
@@ -223,7 +265,7 @@ mod tests {
             groups: 1,
         };
         let (h, w) = (9, 7);
-        for c in [3, 16, 35, 64] {
+        for c in [3, 16, 32, 35, 48, 64, 80] {
             for poison in [None, Some(f32::NAN), Some(f32::INFINITY)] {
                 // Channel 1 is zero everywhere (some -0), channel 2 only near the corner.
                 let mut hwc: Vec<f32> = (0..h * w * c)

@@ -214,6 +214,18 @@ pub fn magnitude_bin(norm2: f32, step: f32) -> u64 {
         return 0;
     }
     const LIMIT: f64 = (1u64 << 40) as f64;
+    if step == 0.5 && norm2.is_normal() {
+        // The default step: `floor(log2(norm2))` is the float's exponent, exactly (the libm
+        // call cost 0.2 cycles per channel and window pixel on 16-channel layers).
+        let exponent = ((norm2.to_bits() >> 23) & 0xff) as i32 - 127;
+        return (exponent as f64 + LIMIT) as u64 + 1;
+    }
+    magnitude_bin_by_log(norm2, step)
+}
+
+/// [`magnitude_bin`] of a norm past the zero bin, by the logarithm (any step).
+fn magnitude_bin_by_log(norm2: f32, step: f32) -> u64 {
+    const LIMIT: f64 = (1u64 << 40) as f64;
     let bin = (0.5 * (norm2 as f64).log2() / step as f64)
         .floor()
         .clamp(-LIMIT, LIMIT);

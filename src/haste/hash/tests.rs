@@ -75,3 +75,39 @@ fn lane_sum() {
     let v: Vec<f32> = (0..37).map(|i| i as f32).collect();
     assert_eq!(sum_lanes(&v), (0..37).sum::<i32>() as f32);
 }
+
+/// The default step's bins by the float's exponent are the logarithm's: at powers of two,
+/// one ulp either side of them, and across the range of normal squared norms.
+#[test]
+fn default_step_bins_are_the_logarithms() {
+    let mut values = vec![
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        1.0,
+        0.999_999_9,
+        3.0,
+        1e-20,
+        1e30,
+    ];
+    for e in -79..=127 {
+        let p = 2f32.powi(e);
+        values.extend([
+            p,
+            f32::from_bits(p.to_bits() - 1),
+            f32::from_bits(p.to_bits() + 1),
+        ]);
+    }
+    let mut x = 0x1234_5678u32;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        values.push(f32::from_bits(x & 0x7fff_ffff));
+    }
+    for v in values
+        .into_iter()
+        .filter(|v| v.is_normal() && *v > ZERO_NORM * ZERO_NORM)
+    {
+        assert_eq!(magnitude_bin(v, 0.5), magnitude_bin_by_log(v, 0.5), "{v:e}");
+    }
+}
