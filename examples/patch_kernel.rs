@@ -40,7 +40,7 @@ fn main() {
         );
         // Half the channels merged away, as real partitions do: the same multiply-adds with
         // the buckets' channels and rows in order, or spread as HASTE's buckets leave them.
-        for tile in [4, 8] {
+        for tile in [4, 8, 16] {
             let packed = patch_rate(c, tile, Partition::HalfPacked);
             let spread = patch_rate(c, tile, Partition::HalfSpread);
             println!(

@@ -188,15 +188,17 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     }
 }
 
-/// Terms (taps x buckets) from which a HASTE patch's rows run in 6 x 64 blocks: 1024 terms
-/// are 256 KB of 64-channel rows per panel, which stream from L2 or memory for every block
-/// of outputs. Whole 256-byte rows then load better than the half rows of 8 x 32 blocks,
-/// whose loads stalled the kernel (`perf annotate`). ResNet-18, L = 14, one thread,
-/// alternated rounds: the reduced convolution of its 512-channel layers 72-94 -> 63-85
-/// ticks per channel and pixel in wide blocks (its 256-channel layers within the noise),
-/// while its 64- and 128-channel layers (fewer than 1024 terms) were 10-25 % slower in
-/// them.
-const WIDE_ROW_TERMS: usize = 1024;
+/// Terms (taps x buckets) from which a HASTE patch's rows run in 6 x 64 blocks (4 x 64 for
+/// patches of 64 outputs): 256 terms are 64 KB of 64-channel rows per panel, more than L1
+/// holds beside the window, so they stream from L2 for every block of outputs. Whole
+/// 256-byte rows then load better than the half rows of 8 x 32 blocks, whose loads stalled
+/// the kernel (`perf annotate`). The threshold was 1024 while most patches were 4 x 4;
+/// at the 8 x 8 and 16 x 16 patches the tile choice now picks, 256 measured better
+/// (`examples/patch_kernel`, half the channels merged, tile 16: 64 -> 64 0.90 -> 0.96-0.99
+/// of the dense rate, 128 -> 128 0.89-0.91 -> 0.93-0.97; tile 8 within the noise; ResNet-18,
+/// L = 14, one thread, three alternated runs: 1.34x -> 1.35-1.36x dense; the CIFAR ResNets
+/// and Tiny Darknet within the noise).
+const WIDE_ROW_TERMS: usize = 256;
 
 /// The lane masks of `width` (at most 32) channels held in two 16-lane vectors.
 fn two_vector_masks(width: usize) -> [u16; 2] {
