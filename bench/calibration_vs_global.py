@@ -45,9 +45,9 @@ def main(names):
                     "--out", f"/tmp/{name}.policy.json")
             seconds = time.time() - t
             e = run("eval", *common, "--skip", str(CALIB), "--policy", f"/tmp/{name}.policy.json")
+            glob = f"{best[0]:18.2f} {best[1]:9.1f}  {best[2]}" if best else f"{'none within 1.0':>28}"
             print(f"{name:28} {drop:8.2f} {e['top1_drop']:17.2f} {e['flops_reduction']:9.1f} "
-                  f"{c['forward_passes']:6d} {seconds:6.0f} {best[0]:18.2f} {best[1]:9.1f}  {best[2]}",
-                  flush=True)
+                  f"{c['forward_passes']:6d} {seconds:6.0f} {glob}", flush=True)
 
 
 if __name__ == "__main__":
