@@ -388,6 +388,7 @@ fn project_generic<M: MulAdd>(
 /// zero past `c`), one hyperplane at a time: [`project_generic`]'s sums, for a tier with
 /// few vector registers (SSE2's 16 hold four hyperplanes' sums of 16 lanes and nothing
 /// else: spilled, they were 30 % slower).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn project_one_at_a_time<M: MulAdd>(
     buf: &[f32],
