@@ -8,8 +8,10 @@
 //! 3. the window is merged to `B` channels and the filters to `B` input slices
 //!    ([`super::merge`]),
 //! 4. the direct kernel ([`crate::kernels::direct`]) computes the patch's outputs from the
-//!    `B` merged channels, written into the full output; the bias is added once at the end
-//!    (steps 3 and 4 of one patch: `patch.rs`).
+//!    `B` merged channels, written into the full output, with the bias (and the op's
+//!    residual and activation, [`HasteConv::forward_finished`]) in its epilogue, or the bias
+//!    added once at the end (steps 3 and 4 of one patch: `patch.rs`; the entry points:
+//!    `conv/calls.rs`).
 //!
 //! Order of work, for speed: the patches of a band of patch rows are hashed and their inputs
 //! merged first; then, for each panel of 64 output channels (the weights are stored in
