@@ -317,6 +317,9 @@ fn window_norms<M: MulAdd>(buf: &[f32], c: usize, norm2: &mut [f32]) {
         *sums = acc;
     }
     let tail = blocks * LANES;
+    if tail == c {
+        return;
+    }
     for px in buf.chunks_exact(c) {
         for (n, &x) in norm2[tail..c].iter_mut().zip(&px[tail..]) {
             *n = M::madd(x, x, *n);
