@@ -1,28 +1,38 @@
 """Refits HASTE's time model (src/haste/cost.rs) to per-layer times measured on this machine.
 
-    haste bench --model M --data D --hyperplanes 14 --all-layers --layers --json > a.json
+    haste bench --model M --data D --hyperplanes 14 --all-layers --include-1x1 --layers \
+        --runs 4 --tile 8 --threads 1 --json > a.json
     python3 bench/fit_cost_model.py a.json [b.json ...]
 
-Each HASTE layer's measured time over dense, minus the share of channels it keeps, is linear
-in the model's four constants (`cost_terms` in cost.rs): OVERHEAD_CYCLES_PER_CHANNEL_PIXEL x
-hashing + PATCH_KERNEL_LOSS + MERGE_SHARE_BASE x merge + MERGE_SHARE_PER_MB x
-merge_beyond_cache. This prints the least-squares constants and, per layer, the measured
-ratio with the current and the refitted prediction. A tool, not a test: per-layer times on a
-shared machine move by 10-30 % between runs, so feed it several runs.
+Each HASTE layer's measured time over dense is linear in six constants (`CostModel` and
+`cost_terms` in cost.rs): kept x kept + fixed x fixed + per_input_channel x
+per_input_channel + per_output_channel x per_output_channel + merge x merge + merge_per_mb x
+merge_beyond_cache. Per instruction-set tier found in the runs (`isa` in bench's JSON) and
+kind of convolution (spatial, or 1x1: `pointwise`), this prints the least-squares constants
+(relative errors weighted alike, so small and large layers count the same) as Rust to paste
+into cost.rs, and the share of layers the current and the refitted model predict within
+10 %; with `--layers`, each layer's measured ratio beside both predictions.
+
+A tool, not a test: per-layer times on a shared machine move by 5-15 % between runs, so feed
+it several runs (tiles 4, 8 and 16 and two values of L give the fit different shares merged
+and patch sizes to separate the constants by).
 """
 import json, sys
 
-CURRENT = [5.2, 0.12, 0.03, 0.13]
-NAMES = ["OVERHEAD_CYCLES_PER_CHANNEL_PIXEL", "PATCH_KERNEL_LOSS", "MERGE_SHARE_BASE", "MERGE_SHARE_PER_MB"]
+TERMS = ["kept", "fixed", "per_input_channel", "per_output_channel", "merge", "merge_beyond_cache"]
+CONSTANTS = ["kept", "fixed", "per_input_channel", "per_output_channel", "merge", "merge_per_mb"]
 
 
 def rows(paths):
     for path in paths:
-        for layer in json.load(open(path)).get("layers", []):
+        run = json.load(open(path))
+        for layer in run.get("layers", []):
             t = layer.get("cost_terms")
-            if t:
-                x = [t["hashing"], 1.0, t["merge"], t["merge_beyond_cache"]]
-                yield path, layer, x, layer["haste_seconds"] / layer["dense_seconds"] - t["kept"], t["kept"]
+            # A dense step of 0 s is a layer the dense plan fused into its neighbour.
+            if t and layer["dense_seconds"] > 0 and layer["haste_seconds"] > 0:
+                y = layer["haste_seconds"] / layer["dense_seconds"]
+                kind = "pointwise" if t.get("pointwise") else "spatial"
+                yield (run.get("isa", "?"), kind), layer, [t[k] for k in TERMS], y, layer.get("predicted_time_ratio")
 
 
 def solve(a, b):
@@ -41,30 +51,63 @@ def solve(a, b):
     return [m[i][n] / m[i][i] for i in range(n)]
 
 
-def main(paths):
-    data = list(rows(paths))
-    if len(data) < 4:
-        raise SystemExit("need at least 4 HASTE layers with timings (bench --layers --json)")
-    ata = [[sum(x[i] * x[j] for _, _, x, _, _ in data) for j in range(4)] for i in range(4)]
-    aty = [sum(x[i] * y for _, _, x, y, _ in data) for i in range(4)]
-    fit = solve(ata, aty)
-    for name, old, new in zip(NAMES, CURRENT, fit):
-        print(f"{name:36} {old:8.3f} -> {new:8.3f}")
-    # Per layer, the median measured ratio over the runs given: one run's layer times move
-    # by 10-30 % on a shared machine, more than the model's error.
-    by_layer = {}
-    for path, layer, x, y, kept in data:
-        by_layer.setdefault((layer["name"], layer["tile"]), (layer, x, kept, []))[3].append(y + kept)
-    print(f"\n{'layer':40} {'c_in>c_out':>11} {'tile':>4} {'runs':>4} {'measured':>9} {'current':>8} {'refit':>8}")
-    worst = [0.0, 0.0]
-    for (name, tile), (layer, x, kept, measured) in by_layer.items():
-        m = sorted(measured)[len(measured) // 2]
-        cur = kept + sum(c * v for c, v in zip(CURRENT, x))
-        new = kept + sum(c * v for c, v in zip(fit, x))
-        worst = [max(worst[0], abs(cur / m - 1)), max(worst[1], abs(new / m - 1))]
-        print(f"{name[:40]:40} {layer['c_in']:>5}>{layer['c_out']:<5} {tile:>4} {len(measured):>4} "
-              f"{m:9.3f} {cur:8.3f} {new:8.3f}")
-    print(f"\nlargest error against the median: current {100 * worst[0]:.0f} %, refit {100 * worst[1]:.0f} %")
+def fit(data):
+    """Least squares of (prediction - measured) / measured over the layers, every constant at
+    least 0: a negative one (a cost that makes HASTE faster) is fixed at 0 and the others
+    refitted, the most negative first."""
+    n = len(TERMS)
+    w = [[v / y for v in x] for _, _, x, y, _ in data]
+    free = list(range(n))
+    while True:
+        ata = [[sum(row[i] * row[j] for row in w) for j in free] for i in free]
+        aty = [sum(row[i] for row in w) for i in free]
+        solved = solve(ata, aty)
+        worst = min(range(len(free)), key=lambda k: solved[k])
+        if solved[worst] >= 0:
+            constants = [0.0] * n
+            for k, c in zip(free, solved):
+                constants[k] = c
+            return constants
+        free.pop(worst)
+
+
+def report(key, data, show_layers):
+    constants = fit(data)
+    print(f"{key[0]}, {key[1]}: {len(data)} layer timings")
+    print("    CostModel {")
+    for name, c in zip(CONSTANTS, constants):
+        print(f"        {name}: {c:.3g},")
+    print("    }")
+    errors = {"current": [], "refit": []}
+    for _, layer, x, y, current in data:
+        refit = sum(c * v for c, v in zip(constants, x))
+        errors["refit"].append(refit / y - 1)
+        if current is not None:
+            errors["current"].append(current / y - 1)
+        if show_layers:
+            print(f"  {layer['name'][:40]:40} {layer['c_in']:>5}>{layer['c_out']:<5} "
+                  f"{layer['tile']:>3} {y:8.3f} {current or float('nan'):8.3f} {refit:8.3f}")
+    for name, e in errors.items():
+        if e:
+            within = sum(abs(v) <= 0.1 for v in e) / len(e)
+            mean = sum(abs(v) for v in e) / len(e)
+            print(f"  {name:8} within 10 %: {100 * within:5.1f} % of layers, "
+                  f"mean |error| {100 * mean:.1f} %, largest {100 * max(map(abs, e)):.0f} %")
+
+
+def main(args):
+    show_layers = "--layers" in args
+    paths = [a for a in args if a != "--layers"]
+    by_kind = {}
+    for row in rows(paths):
+        by_kind.setdefault(row[0], []).append(row)
+    if not by_kind:
+        raise SystemExit("no HASTE layers with timings (haste bench --layers --json)")
+    for key, data in sorted(by_kind.items()):
+        if len(data) < 3 * len(TERMS):
+            print(f"{key[0]}, {key[1]}: {len(data)} layer timings, too few to fit {len(TERMS)} constants")
+            continue
+        report(key, data, show_layers)
 
 
 if __name__ == "__main__":

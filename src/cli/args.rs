@@ -307,8 +307,8 @@ pub struct BenchArgs {
     /// Timed runs (after warm-up runs filling at least 0.3 s).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Also time every HASTE layer against its dense kernel (best of two runs each) and
-    /// print the per-layer picture (with --hyperplanes).
+    /// Also time every HASTE layer against its dense kernel (best of --runs runs each, at
+    /// least two) and print the per-layer picture (with --hyperplanes).
     #[arg(long)]
     pub layers: bool,
     /// With --layers: also time each step of every HASTE layer (hashing, grouping, merges,

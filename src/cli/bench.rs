@@ -196,7 +196,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let mut layers = compression.reports(&plan);
             let flops = flops_summary(&plan, &layers);
             if a.layers {
-                compression.time_layers(&mut plan, &input, a.batch)?;
+                compression.time_layers(&mut plan, &input, a.batch, a.runs)?;
                 if a.steps {
                     compression.profile_steps(&mut plan, &input, a.batch, a.runs)?;
                 } else {
@@ -378,7 +378,8 @@ fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
         .filter_map(|l| {
             let (h, d) = l.timing?;
             Some(json!({
-                "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "input_hw": [l.input_hw.0, l.input_hw.1],
+                "name": l.name, "c_in": l.c_in, "c_out": l.c_out, "kernel": [l.kernel.0, l.kernel.1],
+                "input_hw": [l.input_hw.0, l.input_hw.1],
                 "dense_seconds": d, "haste_seconds": h, "speedup": d / h,
                 "flops_reduction": l.reduction(), "tile": l.tile,
                 "predicted_time_ratio": l.predicted_time_ratio, "cost_terms": l.cost_terms,

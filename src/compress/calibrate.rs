@@ -115,15 +115,21 @@ impl Compression {
     }
 
     /// Times every compressed layer against its dense kernel on a batch (`input`, `n`
-    /// images; best of two runs each, alternating). The timings appear in
+    /// images; best of `rounds` (at least two) runs each, alternating). The timings appear in
     /// [`super::ConvLayerReport::timing`]; statistics are cleared. Returns the compressed
     /// steps.
-    pub fn time_layers(&mut self, plan: &mut Plan, input: &[f32], n: usize) -> Result<Vec<usize>> {
+    pub fn time_layers(
+        &mut self,
+        plan: &mut Plan,
+        input: &[f32],
+        n: usize,
+        rounds: usize,
+    ) -> Result<Vec<usize>> {
         let switch = KernelSwitch::of(plan);
         let compressed = switch.steps();
         let mut best = vec![(f64::INFINITY, f64::INFINITY); plan.num_steps()];
         let mut result = Ok(());
-        for _ in 0..2 {
+        for _ in 0..rounds.max(2) {
             result = time_steps(plan, input, n).map(|t| {
                 best.iter_mut().zip(t).for_each(|(b, t)| b.0 = b.0.min(t));
             });
@@ -153,7 +159,7 @@ impl Compression {
         n: usize,
     ) -> Result<usize> {
         let mut reverted = 0;
-        for s in self.time_layers(plan, input, n)? {
+        for s in self.time_layers(plan, input, n, 2)? {
             if let Some((h, d)) = self.timing[s] {
                 if h > d {
                     plan.use_dense(s);

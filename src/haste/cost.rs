@@ -12,6 +12,7 @@
 //! `B <= c_in` and the patches tile the output exactly, `conv` never exceeds the dense count,
 //! and the overhead only ever adds: savings can never exceed what the conv part gives.
 
+use crate::kernels::isa::Isa;
 use crate::ops::Conv2dParams;
 
 /// FLOPs of HASTE convolutions, by kind.
@@ -71,42 +72,138 @@ pub fn patch_flops(
     }
 }
 
-/// Cycles one HASTE patch spends outside the reduced convolution (hashing, grouping, both
-/// merges, bookkeeping), per input channel and window pixel. Measured with `rdtsc` around
-/// each step on ResNet-56 (2000 CIFAR-10 test images, one thread, Zen 4): 5.0 at 16 and 32
-/// channels, 5.3 at 64, i.e. 2.9, 5.8 and 12.3 thousand cycles per 6 x 6 window.
-pub const OVERHEAD_CYCLES_PER_CHANNEL_PIXEL: f64 = 5.2;
+/// The constants of HASTE's time model for one kind of convolution on one instruction-set
+/// tier, in multiply-adds of the dense kernel (a constant says how many of the dense
+/// convolution's multiply-adds a unit of HASTE's work takes as long as; the dense rate
+/// itself cancels out).
+///
+/// HASTE's time over the dense kernel's on a layer (see [`CostTerms`]) is a sum of terms,
+/// each linear in one constant:
+/// - the reduced convolution, per channel kept: 1 if it ran at the dense kernel's rate. It
+///   does for spatial kernels; a 1x1 convolution's dense kernel is a matrix product HASTE's
+///   per-patch calls do not reach;
+/// - the fixed work of a patch per input channel and window pixel (copy and scan of the
+///   window, projection, codes, input merge);
+/// - the per-channel work of a patch (norms, grouping, bucket bookkeeping), per input
+///   channel: what makes small tiles dear on 1x1 layers, whose windows are small;
+/// - what the reduced convolution loses against the dense kernel per patch and output
+///   channel: a patch's few outputs make short register blocks and re-read its filter rows
+///   once per block (what made narrow-input, wide-output layers such as Tiny Darknet's
+///   16 -> 128 cost more than the fixed work alone said);
+/// - the filter merge, per filter element summed, while the layer's filter bank fits in
+///   about half the L2 cache ([`MERGE_BANK_CACHED_MB`]), and its growth per megabyte of
+///   bank beyond that (the rows then come from further out).
+///
+/// The vector width sets these ratios: the dense kernel's multiply-adds widen with it, the
+/// projection and the scans too, the grouping and the bookkeeping do not. So each tier and
+/// kind has its own set ([`CostModel::of`]), fitted by least squares
+/// (`bench/fit_cost_model.py`) to per-layer times of `haste bench --layers --all-layers
+/// --include-1x1` on every real shared model and the random-weight ResNet-18, tiles 4, 8
+/// and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05; BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct CostModel {
+    /// The reduced convolution per channel kept.
+    pub kept: f64,
+    /// Fixed work per input channel and window pixel.
+    pub fixed: f64,
+    /// Per-channel work per patch and input channel.
+    pub per_input_channel: f64,
+    /// The reduced convolution's loss per patch and output channel.
+    pub per_output_channel: f64,
+    /// The filter merge per filter element summed (bank in cache).
+    pub merge: f64,
+    /// The filter merge's growth per element and megabyte of bank beyond cache.
+    pub merge_per_mb: f64,
+}
 
-/// Multiply-adds per (TSC) cycle of the direct kernel on the same machine (about 105 GFLOP/s).
-pub const KERNEL_MACS_PER_CYCLE: f64 = 20.0;
+impl CostModel {
+    /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
+    pub const AVX512: CostModel = CostModel {
+        kept: 0.991,
+        fixed: 38.6,
+        per_input_channel: 1200.0,
+        per_output_channel: 562.0,
+        merge: 7.98,
+        merge_per_mb: 0.306,
+    };
+    /// 1x1 convolutions on AVX-512.
+    pub const AVX512_POINTWISE: CostModel = CostModel {
+        kept: 1.32,
+        fixed: 24.3,
+        per_input_channel: 1330.0,
+        per_output_channel: 110.0,
+        merge: 3.62,
+        merge_per_mb: 0.0,
+    };
+    /// Spatial convolutions on AVX2 + FMA (8 lanes). NEON (4 lanes with fused multiply-adds
+    /// and hand-written kernels like these) uses it too: it could not be timed on real
+    /// hardware here.
+    pub const AVX2: CostModel = CostModel {
+        kept: 1.05,
+        fixed: 11.4,
+        per_input_channel: 1440.0,
+        per_output_channel: 231.0,
+        merge: 3.3,
+        merge_per_mb: 0.281,
+    };
+    /// 1x1 convolutions on AVX2 (and NEON).
+    pub const AVX2_POINTWISE: CostModel = CostModel {
+        kept: 1.2,
+        fixed: 21.7,
+        per_input_channel: 1210.0,
+        per_output_channel: 1.4,
+        merge: 1.4,
+        merge_per_mb: 0.0,
+    };
+    /// Spatial convolutions on the plain-Rust tiers (SSE2 on x86-64; portable), loops the
+    /// compiler vectorizes: the patch kernel's short calls run 1.4x slower per channel than
+    /// the dense kernel, and the fixed work dwarfs the rest (the least squares set the
+    /// per-channel and per-output terms to 0, where they no longer separate).
+    pub const PLAIN: CostModel = CostModel {
+        kept: 1.41,
+        fixed: 90.2,
+        per_input_channel: 0.0,
+        per_output_channel: 0.0,
+        merge: 0.0,
+        merge_per_mb: 0.424,
+    };
+    /// 1x1 convolutions on the plain-Rust tiers.
+    pub const PLAIN_POINTWISE: CostModel = CostModel {
+        kept: 1.39,
+        fixed: 3.79,
+        per_input_channel: 153.0,
+        per_output_channel: 2.33,
+        merge: 2.84,
+        merge_per_mb: 0.0,
+    };
 
-/// What a 16-output patch loses in the reduced convolution against the dense kernel over a
-/// whole image (smaller register blocks, one call per patch and filter panel, the row
-/// table), as a share of the layer's dense time. Fitted with [`MERGE_SHARE_BASE`] and
-/// [`MERGE_SHARE_PER_MB`] to per-layer timings in the network (Tiny Darknet and ResNet-18,
-/// `haste bench --layers --all-layers`, 2 threads, 2026-11-30).
-pub const PATCH_KERNEL_LOSS: f64 = 0.12;
+    /// The constants of the tier `isa` for a convolution with a 1x1 kernel (`pointwise`)
+    /// or a larger one.
+    pub fn of(isa: Isa, pointwise: bool) -> CostModel {
+        match (isa, pointwise) {
+            (Isa::Avx512, false) => CostModel::AVX512,
+            (Isa::Avx512, true) => CostModel::AVX512_POINTWISE,
+            (Isa::Avx2 | Isa::Neon, false) => CostModel::AVX2,
+            (Isa::Avx2 | Isa::Neon, true) => CostModel::AVX2_POINTWISE,
+            (Isa::Sse2 | Isa::Portable, false) => CostModel::PLAIN,
+            (Isa::Sse2 | Isa::Portable, true) => CostModel::PLAIN_POINTWISE,
+        }
+    }
 
-/// The filter merge's cost per merged channel, as a share of what that channel costs in the
-/// dense convolution: every patch sums its merged channels' filter rows, which come from L2
-/// while the layer's filter bank fits in about half of it and stream from further out past
-/// that, so the share grows with the bank beyond [`MERGE_BANK_CACHED_MB`]:
-/// `MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * (bank_megabytes - MERGE_BANK_CACHED_MB)` (0.03
-/// for 128 -> 128 3x3 and smaller, 0.26 for 256 -> 256, 1.1 for 512 -> 512, where merging
-/// cannot pay). Refitted after the filter merge began summing whole 64-channel rows in
-/// registers (`haste bench --layers --all-layers` on ResNet-18, 2 threads, 2026-11-30
-/// afternoon: 128 -> 128 @28 1.21-1.26x dense, 256 -> 256 @14 1.06-1.23x, 512 -> 512 @7
-/// 0.91-1.00x, each merging 39-52 % of its channels).
-pub const MERGE_SHARE_BASE: f64 = 0.03;
-pub const MERGE_SHARE_PER_MB: f64 = 0.13;
-/// Filter bank size (MB) up to which the filter merge reads from cache (see
-/// [`MERGE_SHARE_BASE`]).
+    /// The constants for `p` on the tier the kernels run ([`Isa::current`]).
+    pub fn current(p: &Conv2dParams) -> CostModel {
+        CostModel::of(Isa::current(), p.kh * p.kw == 1)
+    }
+}
+
+/// Filter bank size (MB) up to which the filter merge reads from cache (about half the 1-2
+/// MB L2 of current cores; see [`CostModel::merge_per_mb`]).
 pub const MERGE_BANK_CACHED_MB: f64 = 0.5;
 
-/// The data-free gate: a layer is considered for HASTE only when its fixed per-patch work
-/// ([`overhead_share`]) is at most this share of its dense time. Past it, the layer would
-/// have to merge away more than half its channels to break even, which no operating point
-/// within one accuracy point does on the shared models.
+/// The data-free gate: a layer is considered for HASTE only when the share of its channels
+/// it must merge to break even ([`overhead_share`]) is at most this. Past it, the layer
+/// would have to merge away more than half its channels, which no operating point within
+/// one accuracy point does on the shared models.
 pub const MAX_OVERHEAD_SHARE: f64 = 0.5;
 
 /// A layer keeps HASTE after calibration only when its predicted time
@@ -166,24 +263,24 @@ impl Patches {
     }
 }
 
-/// The predicted time of HASTE's fixed per-patch work over the dense kernel's time for the
-/// patches `at` of the convolution `p`: hashing, grouping and the input merge
-/// ([`OVERHEAD_CYCLES_PER_CHANNEL_PIXEL`] per input channel and window pixel, against
-/// [`KERNEL_MACS_PER_CYCLE`]), plus [`PATCH_KERNEL_LOSS`]. Data-free. It falls with the
-/// output channels: the dense work grows with them, the hashing does not.
+/// The share of its input channels the convolution `p`, run in the patches `at`, must merge
+/// away for HASTE to break even with the dense kernel on the running tier: what HASTE costs
+/// before any channel is merged (the fixed and per-channel work of its patches, the reduced
+/// convolution's loss: [`CostModel`]) over what each merged channel saves. Data-free; the
+/// filter merge, which only merged channels cost, is left out. It falls with the output
+/// channels: the dense work grows with them, the hashing does not.
 ///
 /// ```
 /// use haste::haste::cost::{overhead_share, Patches, MAX_OVERHEAD_SHARE};
 /// use haste::ops::Conv2dParams;
-/// let small = Conv2dParams::new(64, 64, 3, 3).with_pads([1; 4]);
-/// let wide = Conv2dParams::new(64, 512, 3, 3).with_pads([1; 4]);
+/// let small = Conv2dParams::new(16, 16, 3, 3).with_pads([1; 4]);
+/// let wide = Conv2dParams::new(256, 512, 3, 3).with_pads([1; 4]);
 /// assert!(overhead_share(&small, Patches::full(&small, 4)) > MAX_OVERHEAD_SHARE);
-/// assert!(overhead_share(&wide, Patches::full(&wide, 4)) < 0.2);
+/// assert!(overhead_share(&wide, Patches::full(&wide, 8)) < MAX_OVERHEAD_SHARE);
 /// ```
 pub fn overhead_share(p: &Conv2dParams, at: Patches) -> f64 {
-    let hashing = OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * p.c_in as f64 * at.window;
-    let dense = at.outputs * (p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
-    hashing / dense.max(1.0) + PATCH_KERNEL_LOSS
+    let c = CostModel::current(p);
+    (cost_terms(p, at, 0.0).predicted_with(&c) - 1.0) / c.kept
 }
 
 /// The output tiles haste chooses between, layer by layer, when the tile is left to it
@@ -204,89 +301,80 @@ pub fn least_overhead_share(p: &Conv2dParams, hw: (usize, usize), tiles: &[usize
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Output side of the patches [`MERGE_SHARE_BASE`] and [`MERGE_SHARE_PER_MB`] were fitted on.
-const MERGE_FIT_TILE: usize = 4;
-
-/// The filter merge's cost per merged channel over its dense cost on the patches `at` (see
-/// [`MERGE_SHARE_BASE`]). A patch sums its merged channels' filter rows once, whatever its
-/// size, while the dense work it replaces grows with its outputs: the share scales as
-/// `1 / outputs` from the `4 x 4` patches it was fitted on (tile 8 measured 3.5 against 7.7
-/// ticks per channel and window pixel on ResNet-18, 2026-12-03, for a window 2.8x larger).
-///
-/// ```
-/// use haste::haste::cost::{merge_share, Patches};
-/// use haste::ops::Conv2dParams;
-/// let p = Conv2dParams::new(256, 256, 3, 3).with_pads([1; 4]);
-/// let (four, eight) = (Patches::full(&p, 4), Patches::full(&p, 8));
-/// assert!((merge_share(&p, eight) * 4.0 - merge_share(&p, four)).abs() < 1e-12);
-/// ```
-pub fn merge_share(p: &Conv2dParams, at: Patches) -> f64 {
-    let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
-    let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
-    let per_output = (MERGE_FIT_TILE * MERGE_FIT_TILE) as f64 / at.outputs.max(1.0);
-    (MERGE_SHARE_BASE + MERGE_SHARE_PER_MB * beyond_cache) * per_output
-}
-
 /// HASTE's predicted time on the convolution `p`, run in the patches `at`, over the dense
 /// kernel's, when it merges away the share `merged` of the input channels (`1 - mean
-/// buckets / c_in`, measured on a batch): the reduced convolution, the fixed per-patch work
-/// and the filter merge.
+/// buckets / c_in`, measured on a batch), on the running tier: the reduced convolution,
+/// its loss, the fixed per-patch work and the filter merge.
 ///
 /// ```
 /// use haste::haste::cost::{predicted_time_ratio, Patches};
 /// use haste::ops::Conv2dParams;
 /// let p = Conv2dParams::new(128, 128, 3, 3).with_pads([1; 4]);
-/// let at = Patches::full(&p, 4);
+/// let at = Patches::full(&p, 8);
 /// assert!(predicted_time_ratio(&p, at, 0.5) < 0.9); // half the channels merged: faster
-/// assert!(predicted_time_ratio(&p, at, 0.05) > 1.0); // 5 %: slower than dense
-/// let huge = Conv2dParams::new(512, 512, 3, 3).with_pads([1; 4]);
-/// // Merging 9 MB of filters per patch of 16 outputs cannot pay.
-/// assert!(predicted_time_ratio(&huge, Patches::full(&huge, 4), 0.5) > 1.0);
+/// assert!(predicted_time_ratio(&p, at, 0.02) > 1.0); // 2 %: slower than dense
 /// ```
 pub fn predicted_time_ratio(p: &Conv2dParams, at: Patches, merged: f64) -> f64 {
     cost_terms(p, at, merged).predicted()
 }
 
-/// The terms of [`predicted_time_ratio`] before their constants: the prediction is
-/// `kept + OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * hashing + PATCH_KERNEL_LOSS +
-/// MERGE_SHARE_BASE * merge + MERGE_SHARE_PER_MB * merge_beyond_cache`, linear in the
-/// constants, so measured per-layer times (`haste bench --layers --json` prints these terms
-/// beside them) refit it by least squares.
+/// The terms of [`predicted_time_ratio`] before their constants, each a count per dense
+/// multiply-add of the layer's patches: the prediction is the sum of each term times its
+/// constant in the layer's [`CostModel`] (`kept * c.kept`, `fixed * c.fixed`, ...,
+/// `merge_beyond_cache * c.merge_per_mb`), linear in the constants, so measured per-layer times (`haste bench --layers --json`
+/// prints these terms beside them) refit it by least squares (`bench/fit_cost_model.py`).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct CostTerms {
     /// The share of input channels the reduced convolution keeps.
     pub kept: f64,
-    /// Input channel-pixels of the windows per dense cycle ([`KERNEL_MACS_PER_CYCLE`]).
-    pub hashing: f64,
-    /// The merged share, per output of the fitted patch size ([`MERGE_FIT_TILE`] squared).
+    /// Input channel-pixels of the windows.
+    pub fixed: f64,
+    /// Input channels, once per patch.
+    pub per_input_channel: f64,
+    /// Output channels, once per patch.
+    pub per_output_channel: f64,
+    /// Filter elements the filter merge sums.
     pub merge: f64,
     /// `merge` times the filter bank's megabytes beyond [`MERGE_BANK_CACHED_MB`].
     pub merge_beyond_cache: f64,
+    /// A 1x1 kernel (its own [`CostModel`]).
+    pub pointwise: bool,
 }
 
 impl CostTerms {
-    /// HASTE's time over dense with haste's constants.
+    /// HASTE's time over dense with the running tier's constants.
     pub fn predicted(&self) -> f64 {
-        self.kept
-            + OVERHEAD_CYCLES_PER_CHANNEL_PIXEL * self.hashing
-            + PATCH_KERNEL_LOSS
-            + MERGE_SHARE_BASE * self.merge
-            + MERGE_SHARE_PER_MB * self.merge_beyond_cache
+        self.predicted_with(&CostModel::of(Isa::current(), self.pointwise))
+    }
+
+    /// HASTE's time over dense with the constants `c`.
+    pub fn predicted_with(&self, c: &CostModel) -> f64 {
+        c.kept * self.kept
+            + c.fixed * self.fixed
+            + c.per_input_channel * self.per_input_channel
+            + c.per_output_channel * self.per_output_channel
+            + c.merge * self.merge
+            + c.merge_per_mb * self.merge_beyond_cache
     }
 }
 
 /// The [`CostTerms`] of `p` run in the patches `at`, merging away the share `merged`.
 pub fn cost_terms(p: &Conv2dParams, at: Patches, merged: f64) -> CostTerms {
     let merged = merged.clamp(0.0, 1.0);
-    let dense = at.outputs * (p.c_in * p.c_out * p.kh * p.kw) as f64 / KERNEL_MACS_PER_CYCLE;
-    let bank = (p.c_in * p.c_out * p.kh * p.kw * std::mem::size_of::<f32>()) as f64;
+    let taps = (p.kh * p.kw) as f64;
+    let (c_in, c_out) = (p.c_in as f64, p.c_out as f64);
+    let dense = (at.outputs * c_in * c_out * taps).max(1.0);
+    let bank = c_in * c_out * taps * std::mem::size_of::<f32>() as f64;
     let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
-    let merge = merged * (MERGE_FIT_TILE * MERGE_FIT_TILE) as f64 / at.outputs.max(1.0);
+    let merge = merged * c_in * c_out * taps / dense;
     CostTerms {
         kept: 1.0 - merged,
-        hashing: p.c_in as f64 * at.window / dense.max(1.0),
+        fixed: c_in * at.window / dense,
+        per_input_channel: c_in / dense,
+        per_output_channel: c_out / dense,
         merge,
         merge_beyond_cache: merge * beyond_cache,
+        pointwise: p.kh * p.kw == 1,
     }
 }
 
@@ -311,15 +399,42 @@ mod tests {
         assert_eq!(dense_macs(&p, 4, 6), 5 * 3 * 9 * 24);
     }
 
-    /// The linear terms give the prediction the shares give, for small and large banks.
+    /// The prediction is the kept share plus the data-free overhead plus the filter merge,
+    /// which grows with the merged share and, past the cache, with the bank.
     #[test]
-    fn cost_terms_add_up_to_the_shares() {
+    fn the_prediction_adds_up() {
         for (c_in, c_out, tile) in [(64, 64, 4), (512, 512, 8), (16, 128, 16)] {
             let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
             let at = Patches::of_image(&p, (28, 28), tile);
             let m = 0.4;
-            let shares = (1.0 - m) + overhead_share(&p, at) + merge_share(&p, at) * m;
-            assert!((cost_terms(&p, at, m).predicted() - shares).abs() < 1e-12);
+            let t = cost_terms(&p, at, m);
+            let c = CostModel::current(&p);
+            let merge = t.merge * c.merge + t.merge_beyond_cache * c.merge_per_mb;
+            // overhead_share is the work at no merging, less the dense time, per kept share.
+            let work = overhead_share(&p, at) * c.kept + 1.0 - c.kept;
+            let sum = c.kept * (1.0 - m) + work + merge;
+            assert!((predicted_time_ratio(&p, at, m) - sum).abs() < 1e-12);
+            // Per filter element summed, against the dense multiply-adds of the patch.
+            let per_patch = at.outputs * (c_in * c_out * 9) as f64;
+            let elements = m * (c_in * c_out * 9) as f64;
+            assert!((t.merge - elements / per_patch).abs() < 1e-12);
+            assert_eq!(t.merge_beyond_cache > 0.0, c_in == 512);
+        }
+    }
+
+    /// Every tier's and kind's constants are at least 0 (the fixed work more), and the
+    /// reduced convolution runs at about the dense kernel's rate per channel or slower.
+    #[test]
+    fn every_tier_has_positive_constants() {
+        for isa in Isa::ALL {
+            for pointwise in [false, true] {
+                let c = CostModel::of(isa, pointwise);
+                assert!((0.95..2.0).contains(&c.kept), "{isa:?}: {c:?}");
+                assert!(c.fixed > 0.0, "{isa:?}: {c:?}");
+                let rest = [c.per_input_channel, c.per_output_channel, c.merge];
+                assert!(rest.iter().all(|&v| v >= 0.0), "{isa:?}: {c:?}");
+                assert!(c.merge_per_mb >= 0.0, "{isa:?}: {c:?}");
+            }
         }
     }
 }
