@@ -4,10 +4,10 @@
         --runs 4 --tile 8 --threads 1 --json > a.json
     python3 bench/fit_cost_model.py a.json [b.json ...]
 
-Each HASTE layer's measured time over dense is linear in six constants (`CostModel` and
-`cost_terms` in cost.rs): kept x kept + fixed x fixed + per_input_channel x
-per_input_channel + per_output_channel x per_output_channel + merge x merge + merge_per_mb x
-merge_beyond_cache. Per instruction-set tier found in the runs (`isa` in bench's JSON) and
+Each HASTE layer's measured time over dense is linear in seven constants (`CostModel` and
+`cost_terms` in cost.rs): kept x kept + fixed x fixed + input_merge x input_merge +
+per_input_channel x per_input_channel + per_output_channel x per_output_channel + merge x
+merge + merge_per_mb x merge_beyond_cache. Per instruction-set tier found in the runs (`isa` in bench's JSON) and
 kind of convolution (spatial, or 1x1: `pointwise`), this prints the least-squares constants
 (relative errors weighted alike, so small and large layers count the same) as Rust to paste
 into cost.rs, and the share of layers the current and the refitted model predict within
@@ -19,8 +19,8 @@ and patch sizes to separate the constants by).
 """
 import json, sys
 
-TERMS = ["kept", "fixed", "per_input_channel", "per_output_channel", "merge", "merge_beyond_cache"]
-CONSTANTS = ["kept", "fixed", "per_input_channel", "per_output_channel", "merge", "merge_per_mb"]
+TERMS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_beyond_cache"]
+CONSTANTS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_per_mb"]
 
 
 def rows(paths):

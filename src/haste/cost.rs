@@ -83,7 +83,8 @@ pub fn patch_flops(
 ///   does for spatial kernels; a 1x1 convolution's dense kernel is a matrix product HASTE's
 ///   per-patch calls do not reach;
 /// - the fixed work of a patch per input channel and window pixel (copy and scan of the
-///   window, projection, codes, input merge);
+///   window, projection, codes);
+/// - the input merge, per merged input channel and window pixel;
 /// - the per-channel work of a patch (norms, grouping, bucket bookkeeping), per input
 ///   channel: what makes small tiles dear on 1x1 layers, whose windows are small;
 /// - what the reduced convolution loses against the dense kernel per patch and output
@@ -106,6 +107,8 @@ pub struct CostModel {
     pub kept: f64,
     /// Fixed work per input channel and window pixel.
     pub fixed: f64,
+    /// The input merge per merged input channel and window pixel.
+    pub input_merge: f64,
     /// Per-channel work per patch and input channel.
     pub per_input_channel: f64,
     /// The reduced convolution's loss per patch and output channel.
@@ -119,20 +122,22 @@ pub struct CostModel {
 impl CostModel {
     /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
     pub const AVX512: CostModel = CostModel {
-        kept: 0.991,
-        fixed: 38.6,
-        per_input_channel: 1200.0,
-        per_output_channel: 562.0,
-        merge: 7.98,
-        merge_per_mb: 0.306,
+        kept: 0.996,
+        fixed: 34.7,
+        input_merge: 32.6,
+        per_input_channel: 1120.0,
+        per_output_channel: 609.0,
+        merge: 6.63,
+        merge_per_mb: 0.438,
     };
     /// 1x1 convolutions on AVX-512.
     pub const AVX512_POINTWISE: CostModel = CostModel {
-        kept: 1.32,
-        fixed: 24.3,
-        per_input_channel: 1330.0,
-        per_output_channel: 110.0,
-        merge: 3.62,
+        kept: 1.33,
+        fixed: 19.2,
+        input_merge: 12.2,
+        per_input_channel: 1350.0,
+        per_output_channel: 113.0,
+        merge: 2.61,
         merge_per_mb: 0.0,
     };
     /// Spatial convolutions on AVX2 + FMA (8 lanes). NEON (4 lanes with fused multiply-adds
@@ -140,28 +145,31 @@ impl CostModel {
     /// hardware here.
     pub const AVX2: CostModel = CostModel {
         kept: 1.05,
-        fixed: 11.4,
-        per_input_channel: 1440.0,
-        per_output_channel: 231.0,
-        merge: 3.3,
-        merge_per_mb: 0.281,
+        fixed: 9.56,
+        input_merge: 14.9,
+        per_input_channel: 1400.0,
+        per_output_channel: 254.0,
+        merge: 2.72,
+        merge_per_mb: 0.338,
     };
     /// 1x1 convolutions on AVX2 (and NEON).
     pub const AVX2_POINTWISE: CostModel = CostModel {
-        kept: 1.2,
-        fixed: 21.7,
-        per_input_channel: 1210.0,
-        per_output_channel: 1.4,
-        merge: 1.4,
+        kept: 1.21,
+        fixed: 19.1,
+        input_merge: 6.01,
+        per_input_channel: 1220.0,
+        per_output_channel: 2.87,
+        merge: 0.931,
         merge_per_mb: 0.0,
     };
     /// Spatial convolutions on the plain-Rust tiers (SSE2 on x86-64; portable), loops the
     /// compiler vectorizes: the patch kernel's short calls run 1.4x slower per channel than
     /// the dense kernel, and the fixed work dwarfs the rest (the least squares set the
-    /// per-channel and per-output terms to 0, where they no longer separate).
+    /// other terms to 0, where they no longer separate from it).
     pub const PLAIN: CostModel = CostModel {
         kept: 1.41,
         fixed: 90.2,
+        input_merge: 0.0,
         per_input_channel: 0.0,
         per_output_channel: 0.0,
         merge: 0.0,
@@ -170,10 +178,11 @@ impl CostModel {
     /// 1x1 convolutions on the plain-Rust tiers.
     pub const PLAIN_POINTWISE: CostModel = CostModel {
         kept: 1.39,
-        fixed: 3.79,
-        per_input_channel: 153.0,
-        per_output_channel: 2.33,
-        merge: 2.84,
+        fixed: 0.0,
+        input_merge: 9.72,
+        per_input_channel: 155.0,
+        per_output_channel: 10.9,
+        merge: 2.19,
         merge_per_mb: 0.0,
     };
 
@@ -329,6 +338,8 @@ pub struct CostTerms {
     pub kept: f64,
     /// Input channel-pixels of the windows.
     pub fixed: f64,
+    /// Merged input channel-pixels of the windows.
+    pub input_merge: f64,
     /// Input channels, once per patch.
     pub per_input_channel: f64,
     /// Output channels, once per patch.
@@ -351,6 +362,7 @@ impl CostTerms {
     pub fn predicted_with(&self, c: &CostModel) -> f64 {
         c.kept * self.kept
             + c.fixed * self.fixed
+            + c.input_merge * self.input_merge
             + c.per_input_channel * self.per_input_channel
             + c.per_output_channel * self.per_output_channel
             + c.merge * self.merge
@@ -370,6 +382,7 @@ pub fn cost_terms(p: &Conv2dParams, at: Patches, merged: f64) -> CostTerms {
     CostTerms {
         kept: 1.0 - merged,
         fixed: c_in * at.window / dense,
+        input_merge: merged * c_in * at.window / dense,
         per_input_channel: c_in / dense,
         per_output_channel: c_out / dense,
         merge,
@@ -399,8 +412,8 @@ mod tests {
         assert_eq!(dense_macs(&p, 4, 6), 5 * 3 * 9 * 24);
     }
 
-    /// The prediction is the kept share plus the data-free overhead plus the filter merge,
-    /// which grows with the merged share and, past the cache, with the bank.
+    /// The prediction is the kept share plus the data-free overhead plus both merges, which
+    /// grow with the merged share (the filter merge, past the cache, with the bank too).
     #[test]
     fn the_prediction_adds_up() {
         for (c_in, c_out, tile) in [(64, 64, 4), (512, 512, 8), (16, 128, 16)] {
@@ -409,7 +422,10 @@ mod tests {
             let m = 0.4;
             let t = cost_terms(&p, at, m);
             let c = CostModel::current(&p);
-            let merge = t.merge * c.merge + t.merge_beyond_cache * c.merge_per_mb;
+            let merge = t.input_merge * c.input_merge
+                + t.merge * c.merge
+                + t.merge_beyond_cache * c.merge_per_mb;
+            assert!((t.input_merge - m * t.fixed).abs() < 1e-15);
             // overhead_share is the work at no merging, less the dense time, per kept share.
             let work = overhead_share(&p, at) * c.kept + 1.0 - c.kept;
             let sum = c.kept * (1.0 - m) + work + merge;
@@ -422,7 +438,7 @@ mod tests {
         }
     }
 
-    /// Every tier's and kind's constants are at least 0 (the fixed work more), and the
+    /// Every tier's and kind's constants are at least 0 (a patch's work more), and the
     /// reduced convolution runs at about the dense kernel's rate per channel or slower.
     #[test]
     fn every_tier_has_positive_constants() {
@@ -430,10 +446,15 @@ mod tests {
             for pointwise in [false, true] {
                 let c = CostModel::of(isa, pointwise);
                 assert!((0.95..2.0).contains(&c.kept), "{isa:?}: {c:?}");
-                assert!(c.fixed > 0.0, "{isa:?}: {c:?}");
-                let rest = [c.per_input_channel, c.per_output_channel, c.merge];
-                assert!(rest.iter().all(|&v| v >= 0.0), "{isa:?}: {c:?}");
-                assert!(c.merge_per_mb >= 0.0, "{isa:?}: {c:?}");
+                let work = [
+                    c.fixed,
+                    c.input_merge,
+                    c.per_input_channel,
+                    c.per_output_channel,
+                ];
+                assert!(work.iter().all(|&v| v >= 0.0), "{isa:?}: {c:?}");
+                assert!(work.iter().sum::<f64>() > 0.0, "{isa:?}: {c:?}");
+                assert!(c.merge >= 0.0 && c.merge_per_mb >= 0.0, "{isa:?}: {c:?}");
             }
         }
     }
