@@ -193,8 +193,8 @@ pub(crate) fn layer_summary(layers: &[crate::compress::ConvLayerReport]) -> Stri
     let overhead = count(LayerChoice::DenseOverhead);
     if overhead > 0 {
         s += &format!(
-            "; {overhead} kept dense: HASTE's per-patch overhead exceeds {:.0} % of their cost, \
-             so it cannot be faster there (--all-layers compresses them anyway)",
+            "; {overhead} kept dense: HASTE's per-patch work there is predicted to cost more \
+             than merging {:.0} % of their channels saves (--all-layers compresses them anyway)",
             100.0 * crate::haste::cost::MAX_OVERHEAD_SHARE
         );
     }

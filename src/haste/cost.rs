@@ -11,6 +11,11 @@
 //! The dense reference is `c_out * c_in * K^2 * oh * ow` per image ([`dense_macs`]). Since
 //! `B <= c_in` and the patches tile the output exactly, `conv` never exceeds the dense count,
 //! and the overhead only ever adds: savings can never exceed what the conv part gives.
+//!
+//! Time is another matter: a multiply-add of the reduced convolution and one of the
+//! hashing do not cost the same. [`CostModel`] predicts HASTE's time against the dense
+//! kernel's per layer, with constants per instruction-set tier, and decides where HASTE runs
+//! ([`overhead_share`], [`predicted_time_ratio`]).
 
 use crate::kernels::isa::Isa;
 use crate::ops::Conv2dParams;
