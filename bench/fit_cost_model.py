@@ -13,11 +13,18 @@ kind of convolution (spatial, or 1x1: `pointwise`), this prints the least-square
 into cost.rs, and the share of layers the current and the refitted model predict within
 10 %; with `--layers`, each layer's measured ratio beside both predictions.
 
+With `--out FILE`, it also writes the refitted constants as a cost model file; haste uses
+them instead of its own wherever the environment variable HASTE_COST_MODEL names that file
+(src/haste/cost_file.rs), no rebuild needed:
+
+    python3 bench/fit_cost_model.py --out my-machine.json a.json b.json
+    HASTE_COST_MODEL=my-machine.json haste eval ...
+
 A tool, not a test: per-layer times on a shared machine move by 5-15 % between runs, so feed
 it several runs (tiles 4, 8 and 16 and two values of L give the fit different shares merged
 and patch sizes to separate the constants by).
 """
-import json, sys
+import json, os, sys
 
 TERMS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_beyond_cache"]
 CONSTANTS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_per_mb"]
@@ -72,6 +79,7 @@ def fit(data):
 
 
 def report(key, data, show_layers):
+    """Prints the fit for one (tier, kind) and returns its constants."""
     constants = fit(data)
     print(f"{key[0]}, {key[1]}: {len(data)} layer timings")
     print("    CostModel {")
@@ -93,21 +101,45 @@ def report(key, data, show_layers):
             mean = sum(abs(v) for v in e) / len(e)
             print(f"  {name:8} within 10 %: {100 * within:5.1f} % of layers, "
                   f"mean |error| {100 * mean:.1f} %, largest {100 * max(map(abs, e)):.0f} %")
+    return constants
+
+
+def write_model(path, fitted):
+    """Writes the cost model file haste reads through HASTE_COST_MODEL (whole or not at all)."""
+    tiers = {}
+    for (isa, kind), constants in sorted(fitted.items()):
+        tiers.setdefault(isa, {})[kind] = dict(zip(CONSTANTS, constants))
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"format": "haste-cost-model/1", "tiers": tiers}, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}: use it with HASTE_COST_MODEL={path}")
 
 
 def main(args):
     show_layers = "--layers" in args
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        if i + 1 >= len(args):
+            raise SystemExit("--out needs a file name")
+        out = args[i + 1]
+        args = args[:i] + args[i + 2:]
     paths = [a for a in args if a != "--layers"]
     by_kind = {}
     for row in rows(paths):
         by_kind.setdefault(row[0], []).append(row)
     if not by_kind:
         raise SystemExit("no HASTE layers with timings (haste bench --layers --json)")
+    fitted = {}
     for key, data in sorted(by_kind.items()):
         if len(data) < 3 * len(TERMS):
             print(f"{key[0]}, {key[1]}: {len(data)} layer timings, too few to fit {len(TERMS)} constants")
             continue
-        report(key, data, show_layers)
+        fitted[key] = report(key, data, show_layers)
+    if out and fitted:
+        write_model(out, fitted)
 
 
 if __name__ == "__main__":

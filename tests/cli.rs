@@ -316,3 +316,77 @@ fn the_kernel_tier_is_forced_by_haste_isa_and_refused_when_unknown() {
         );
     }
 }
+
+/// `HASTE_COST_MODEL` names a refitted cost model file (as `bench/fit_cost_model.py --out`
+/// writes): its constants decide where HASTE runs. A model that makes every patch dear keeps
+/// every layer dense by the data-free gate; the built-in one lets some of ResNet-18's layers
+/// through; a file that is not a cost model is a one-line error naming it, exit 2.
+#[test]
+fn a_refitted_cost_model_file_decides_the_layers() {
+    let dir = temp_dir("cost-model");
+    let m = model("resnet18-randominit-imagenet");
+    let d = imagenet_val();
+    let (m, d) = (m.to_string_lossy(), d.to_string_lossy());
+    let args = [
+        "inspect", "--model", &m, "--data", &d, "--limit", "2", "--batch", "2", "--json",
+    ];
+    let dear = haste::haste::cost::CostModel {
+        per_input_channel: 1e9,
+        ..haste::haste::cost::CostModel::AVX512
+    };
+    let tiers: serde_json::Map<String, serde_json::Value> = haste::kernels::isa::Isa::ALL
+        .iter()
+        .map(|i| (i.name().to_string(), serde_json::json!({ "spatial": dear })))
+        .collect();
+    let file = dir.join("dear.json");
+    let text = serde_json::json!({ "format": "haste-cost-model/1", "tiers": tiers });
+    std::fs::write(&file, text.to_string()).expect("write");
+    let modes = |env: Option<&std::path::Path>| -> Vec<String> {
+        let mut cmd = haste_bin();
+        if let Some(f) = env {
+            cmd.env("HASTE_COST_MODEL", f);
+        }
+        let out = cmd
+            .args(args)
+            .args(["--hyperplanes", "14"])
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        j["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["mode"].to_string())
+            .collect()
+    };
+    let built_in = modes(None);
+    assert!(built_in.iter().any(|m| m.contains("HASTE")), "{built_in:?}");
+    let refitted = modes(Some(&file));
+    assert!(
+        !refitted.iter().any(|m| m.contains("HASTE")),
+        "{refitted:?}"
+    );
+    assert!(
+        refitted.iter().any(|m| m.contains("overhead")),
+        "{refitted:?}"
+    );
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"format\": \"haste-cost-model/1\"}").expect("write");
+    let out = haste_bin()
+        .env("HASTE_COST_MODEL", &bad)
+        .args(args)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.json") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

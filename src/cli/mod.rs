@@ -62,6 +62,7 @@ pub fn run_to_json(args: &[String], progress: bool) -> Result<serde_json::Value>
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     crate::kernels::isa::Isa::check_environment()?;
+    crate::haste::cost_file::check_environment()?;
     match cli.command {
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),

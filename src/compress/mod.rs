@@ -248,6 +248,7 @@ impl Compression {
     /// others go back to dense). [`Self::choose_layers_on`] makes the data-dependent choices.
     pub fn apply(plan: &mut Plan, options: &CompressOptions) -> Result<Compression> {
         options.config.validate()?;
+        crate::haste::cost_file::check_environment()?;
         let tiles = options.tiles();
         if let Some(&bad) = tiles.iter().find(|&&t| t == 0) {
             return Err(Error::InvalidArgument(format!(

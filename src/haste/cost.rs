@@ -105,8 +105,11 @@ pub fn patch_flops(
 /// kind has its own set ([`CostModel::of`]), fitted by least squares
 /// (`bench/fit_cost_model.py`) to per-layer times of `haste bench --layers --all-layers
 /// --include-1x1` on every real shared model and the random-weight ResNet-18, tiles 4, 8
-/// and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05; BENCHMARKS.md).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+/// and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05; BENCHMARKS.md). Constants
+/// refitted on another machine replace them through `HASTE_COST_MODEL`
+/// ([`super::cost_file`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CostModel {
     /// The reduced convolution per channel kept.
     pub kept: f64,
@@ -192,8 +195,16 @@ impl CostModel {
     };
 
     /// The constants of the tier `isa` for a convolution with a 1x1 kernel (`pointwise`)
-    /// or a larger one.
+    /// or a larger one: the file `HASTE_COST_MODEL` names where it has them
+    /// ([`super::cost_file`]), else [`CostModel::built_in`].
     pub fn of(isa: Isa, pointwise: bool) -> CostModel {
+        super::cost_file::loaded()
+            .and_then(|f| f.model(isa, pointwise))
+            .unwrap_or_else(|| CostModel::built_in(isa, pointwise))
+    }
+
+    /// haste's own constants for the tier `isa` and the kind.
+    pub fn built_in(isa: Isa, pointwise: bool) -> CostModel {
         match (isa, pointwise) {
             (Isa::Avx512, false) => CostModel::AVX512,
             (Isa::Avx512, true) => CostModel::AVX512_POINTWISE,
@@ -202,6 +213,19 @@ impl CostModel {
             (Isa::Sse2 | Isa::Portable, false) => CostModel::PLAIN,
             (Isa::Sse2 | Isa::Portable, true) => CostModel::PLAIN_POINTWISE,
         }
+    }
+
+    /// The seven constants, in [`CostTerms`]' order.
+    pub fn constants(&self) -> [f64; 7] {
+        [
+            self.kept,
+            self.fixed,
+            self.input_merge,
+            self.per_input_channel,
+            self.per_output_channel,
+            self.merge,
+            self.merge_per_mb,
+        ]
     }
 
     /// The constants for `p` on the tier the kernels run ([`Isa::current`]).
@@ -449,7 +473,7 @@ mod tests {
     fn every_tier_has_positive_constants() {
         for isa in Isa::ALL {
             for pointwise in [false, true] {
-                let c = CostModel::of(isa, pointwise);
+                let c = CostModel::built_in(isa, pointwise);
                 assert!((0.95..2.0).contains(&c.kept), "{isa:?}: {c:?}");
                 let work = [
                     c.fixed,

@@ -45,6 +45,7 @@ pub mod buckets;
 pub mod config;
 pub mod conv;
 pub mod cost;
+pub mod cost_file;
 pub mod hash;
 pub mod hyperplanes;
 pub mod kernel;
