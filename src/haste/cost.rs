@@ -359,8 +359,9 @@ pub fn predicted_time_ratio(p: &Conv2dParams, at: Patches, merged: f64) -> f64 {
 /// The terms of [`predicted_time_ratio`] before their constants, each a count per dense
 /// multiply-add of the layer's patches: the prediction is the sum of each term times its
 /// constant in the layer's [`CostModel`] (`kept * c.kept`, `fixed * c.fixed`, ...,
-/// `merge_beyond_cache * c.merge_per_mb`), linear in the constants, so measured per-layer times (`haste bench --layers --json`
-/// prints these terms beside them) refit it by least squares (`bench/fit_cost_model.py`).
+/// `merge_beyond_cache * c.merge_per_mb`), linear in the constants, so measured per-layer
+/// times (`haste bench --layers --json` prints these terms beside them) refit it by least
+/// squares (`bench/fit_cost_model.py`). The fields pair with [`CostModel`]'s one by one.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct CostTerms {
     /// The share of input channels the reduced convolution keeps.
