@@ -390,3 +390,80 @@ fn a_refitted_cost_model_file_decides_the_layers() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// A policy file cut short, of another format or not JSON at all is a one-line error naming
+/// it (exit 2), for every command that takes `--policy`; the whole file loads.
+#[test]
+fn a_corrupt_or_truncated_policy_is_a_one_line_error() {
+    let dir = temp_dir("policy");
+    let m = model("resnet20-cifar10");
+    let d = cifar_first20();
+    let (m, d) = (m.to_str().unwrap(), d.to_str().unwrap());
+    let good = dir.join("good.json");
+    let g = good.to_str().unwrap();
+    let (code, _, err) = run_haste(&[
+        "calibrate",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--images",
+        "8",
+        "--max-drop",
+        "1",
+        "--out",
+        g,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read(&good).expect("policy written");
+    let cases = [
+        ("truncated.json", text[..text.len() / 2].to_vec()),
+        ("garbage.json", b"\x00\x01 not json".to_vec()),
+        (
+            "other-format.json",
+            String::from_utf8_lossy(&text)
+                .replace("haste-policy/1", "haste-policy/9")
+                .into_bytes(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        let p = p.to_str().unwrap();
+        for sub in ["eval", "inspect"] {
+            let args = [
+                sub, "--model", m, "--data", d, "--limit", "4", "--policy", p,
+            ];
+            assert_clean_error(&args, name);
+        }
+        let bench = [
+            "bench", "--model", m, "--batch", "2", "--runs", "1", "--policy", p,
+        ];
+        assert_clean_error(&bench, name);
+    }
+    let (code, _, err) = run_haste(&[
+        "eval", "--model", m, "--data", d, "--limit", "4", "--policy", g,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // inspect shows the policy's layers: HASTE exactly where it says so, with their errors.
+    let policy: serde_json::Value = serde_json::from_slice(&text).expect("policy json");
+    let on_haste: Vec<bool> = policy["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["kernel"] == "haste")
+        .collect();
+    assert!(on_haste.iter().any(|&h| h), "{policy}");
+    let (code, out, err) = run_haste(&[
+        "inspect", "--model", m, "--data", d, "--limit", "4", "--policy", g, "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    let layers = j["layers"].as_array().expect("layers");
+    let compressed: Vec<bool> = layers.iter().map(|l| l["compressed"] == true).collect();
+    assert_eq!(compressed, on_haste, "{j}");
+    for l in layers.iter().filter(|l| l["compressed"] == true) {
+        assert!(l["relative_error"].as_f64().is_some_and(|e| e > 0.0), "{l}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

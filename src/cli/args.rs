@@ -197,8 +197,12 @@ pub struct InspectArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Number of LSH hyperplanes L (1 to 64).
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = 14, conflicts_with = "policy")]
     pub hyperplanes: usize,
+    /// A policy from `haste calibrate`: inspect HASTE with its per-layer settings instead
+    /// of one L for every layer.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: HasteKnobs,
 }

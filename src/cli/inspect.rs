@@ -2,7 +2,7 @@
 
 use super::args::InspectArgs;
 use super::Session;
-use crate::compress::{CompressOptions, LayerChoice};
+use crate::compress::{CompressOptions, LayerChoice, Policy};
 use crate::error::Result;
 use serde_json::json;
 
@@ -38,8 +38,21 @@ pub fn run(a: InspectArgs) -> Result<()> {
         measure_error: true,
         ..a.knobs.options(a.hyperplanes)?
     };
+    let policy = a
+        .policy
+        .as_deref()
+        .map(|p| Policy::load(p, &a.model.model))
+        .transpose()?;
     let mut s = Session::open(&a.model, &a.data)?;
-    let h = s.haste(&compress)?;
+    let h = match &policy {
+        Some(p) => s.policy_probed(p, true)?,
+        None => s.haste(&compress)?,
+    };
+    // What the HASTE layers ran with: one L, or the policy's per layer.
+    let setting = match &a.policy {
+        Some(p) => format!("the policy {}", p.display()),
+        None => format!("HASTE L={}", a.hyperplanes),
+    };
     let rows: Vec<_> = h
         .layers
         .iter()
@@ -72,7 +85,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             .collect();
         let j = json!({
             "model": a.model.model.display().to_string(), "images": h.eval.images,
-            "hyperplanes": a.hyperplanes, "top1": h.eval.top1, "top5": h.eval.top5,
+            "hyperplanes": if policy.is_some() { json!(null) } else { json!(a.hyperplanes) },
+            "policy": a.policy.as_ref().map(|p| p.display().to_string()),
+            "top1": h.eval.top1, "top5": h.eval.top5,
             "flops_reduction": h.flops.reduction(), "layers": layers,
             "skipped_images": h.eval.skipped, "nonfinite_logits": h.eval.nonfinite_logits,
             "nonfinite_inputs": h.nonfinite_inputs(),
@@ -81,9 +96,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} with HASTE L={} on {} images: top-1 {:.2} %, FLOPs reduction {:.1} % (overhead included)",
+        "{} with {setting} on {} images: top-1 {:.2} %, FLOPs reduction {:.1} % (overhead included)",
         a.model.model.display(),
-        a.hyperplanes,
         h.eval.images,
         h.eval.top1,
         h.flops.reduction()

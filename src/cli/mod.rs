@@ -128,12 +128,23 @@ impl Session {
 
     /// A pass with a policy on, with a progress bar.
     pub fn policy(&mut self, policy: &crate::compress::Policy) -> Result<HasteReport> {
+        self.policy_probed(policy, false)
+    }
+
+    /// A pass with a policy and a progress bar, each HASTE layer's output error measured
+    /// when `measure_error`.
+    pub fn policy_probed(
+        &mut self,
+        policy: &crate::compress::Policy,
+        measure_error: bool,
+    ) -> Result<HasteReport> {
         let bar = progress_bar(self.images(), "policy");
-        let r = crate::eval::evaluate_policy(
+        let r = crate::eval::evaluate_policy_probed(
             &mut self.plan,
             self.data.as_ref(),
             self.options,
             policy,
+            measure_error,
             &mut |n| bar.set_position(n as u64),
         );
         bar.finish_and_clear();

@@ -210,6 +210,17 @@ impl Compression {
     /// Puts `policy` on the plan: HASTE with each layer's settings where it says so, the
     /// dense kernel elsewhere. Deterministic; can be called again with another policy.
     pub fn apply_policy(plan: &mut Plan, policy: &Policy) -> Result<Compression> {
+        Self::apply_policy_probed(plan, policy, false)
+    }
+
+    /// [`Self::apply_policy`]; with `measure_error`, each HASTE layer also measures its
+    /// output's relative error against the dense one ([`super::ConvLayerReport`]'s
+    /// `relative_error`, what `inspect` shows), at the cost of running both.
+    pub fn apply_policy_probed(
+        plan: &mut Plan,
+        policy: &Policy,
+        measure_error: bool,
+    ) -> Result<Compression> {
         policy.check(plan)?;
         let build = variants::find(variants::DEFAULT)?;
         plan.reset_conv_kernels();
@@ -223,7 +234,11 @@ impl Compression {
             let (op, _, _) = plan
                 .conv_at(step)
                 .ok_or_else(|| Error::Internal("conv step".into()))?;
-            let kernel = build(op, &c, k)?;
+            let kernel = if measure_error {
+                super::probe::ErrorProbe::build(op, &c, k, build)?
+            } else {
+                build(op, &c, k)?
+            };
             plan.set_conv_kernel(step, kernel)?;
             config = c;
         }
@@ -232,6 +247,7 @@ impl Compression {
             start_layer: 1,
             skip_pointwise: false,
             cost_aware: false,
+            measure_error,
             ..CompressOptions::default()
         };
         Ok(Compression::with_policy(plan, options))

@@ -295,6 +295,20 @@ pub fn evaluate_policy(
     policy: &crate::compress::Policy,
     progress: &mut dyn FnMut(usize),
 ) -> Result<HasteReport> {
-    let compression = crate::compress::Compression::apply_policy(plan, policy)?;
+    evaluate_policy_probed(plan, data, options, policy, false, progress)
+}
+
+/// [`evaluate_policy`], with each HASTE layer's output error measured when `measure_error`
+/// ([`crate::compress::Compression::apply_policy_probed`]).
+pub fn evaluate_policy_probed(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    policy: &crate::compress::Policy,
+    measure_error: bool,
+    progress: &mut dyn FnMut(usize),
+) -> Result<HasteReport> {
+    let compression =
+        crate::compress::Compression::apply_policy_probed(plan, policy, measure_error)?;
     evaluate_compressed(plan, data, options, &compression, progress)
 }
