@@ -104,8 +104,10 @@ pub fn patch_flops(
 /// projection and the scans too, the grouping and the bookkeeping do not. So each tier and
 /// kind has its own set ([`CostModel::of`]), fitted by least squares
 /// (`bench/fit_cost_model.py`) to per-layer times of `haste bench --layers --all-layers
-/// --include-1x1` on every real shared model and the random-weight ResNet-18, tiles 4, 8
-/// and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05; BENCHMARKS.md). Constants
+/// --include-1x1` on every real shared model and the random-weight ResNet-18 (the 1x1
+/// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
+/// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05;
+/// BENCHMARKS.md). Constants
 /// refitted on another machine replace them through `HASTE_COST_MODEL`
 /// ([`super::cost_file`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -140,12 +142,12 @@ impl CostModel {
     };
     /// 1x1 convolutions on AVX-512.
     pub const AVX512_POINTWISE: CostModel = CostModel {
-        kept: 1.33,
-        fixed: 19.2,
-        input_merge: 12.2,
-        per_input_channel: 1350.0,
-        per_output_channel: 113.0,
-        merge: 2.61,
+        kept: 1.43,
+        fixed: 21.1,
+        input_merge: 16.8,
+        per_input_channel: 897.0,
+        per_output_channel: 258.0,
+        merge: 5.56,
         merge_per_mb: 0.0,
     };
     /// Spatial convolutions on AVX2 + FMA (8 lanes). NEON (4 lanes with fused multiply-adds
@@ -162,13 +164,13 @@ impl CostModel {
     };
     /// 1x1 convolutions on AVX2 (and NEON).
     pub const AVX2_POINTWISE: CostModel = CostModel {
-        kept: 1.21,
-        fixed: 19.1,
-        input_merge: 6.01,
-        per_input_channel: 1220.0,
-        per_output_channel: 2.87,
-        merge: 0.931,
-        merge_per_mb: 0.0,
+        kept: 1.26,
+        fixed: 21.7,
+        input_merge: 7.63,
+        per_input_channel: 863.0,
+        per_output_channel: 116.0,
+        merge: 2.91,
+        merge_per_mb: 0.107,
     };
     /// Spatial convolutions on the plain-Rust tiers (SSE2 on x86-64; portable), loops the
     /// compiler vectorizes: the patch kernel's short calls run 1.4x slower per channel than
