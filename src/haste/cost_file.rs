@@ -16,8 +16,8 @@
 //!
 //! A tier or kind (`spatial`, `pointwise`) the file leaves out keeps its built-in constants.
 //! The same file gives the same choices. A file that cannot be read, is not this JSON, or
-//! has a constant below 0 or not finite is a one-line error when a command starts or a plan
-//! is built.
+//! has a constant below 0 or not finite (or `kept` at 0) is a one-line error when a command
+//! starts or HASTE is put on a plan.
 
 use super::cost::CostModel;
 use crate::error::{Error, Result};
@@ -78,6 +78,10 @@ impl CostFile {
                         return Err(bad(format!(
                             "{tier} {kind}: every constant must be a finite number at least 0"
                         )));
+                    }
+                    // The break-even share (`overhead_share`) divides by it.
+                    if m.kept <= 0.0 {
+                        return Err(bad(format!("{tier} {kind}: `kept` must be above 0")));
                     }
                 }
             }
@@ -161,6 +165,12 @@ mod tests {
             (
                 r#"{"format": "haste-cost-model/1", "tiers": {"sse2": {"spatial": {"kept": 1}}}}"#,
                 "not a haste cost model file",
+            ),
+            (
+                r#"{"format": "haste-cost-model/1", "tiers": {"avx2": {"pointwise": {"kept": 0,
+                "fixed": 1, "input_merge": 0, "per_input_channel": 0, "per_output_channel": 0,
+                "merge": 0, "merge_per_mb": 0}}}}"#,
+                "`kept` must be above 0",
             ),
         ];
         for (text, what) in cases {
