@@ -1,5 +1,6 @@
 //! Time the depthwise kernel on the shapes of MobileNet/EfficientNet, one thread, pixel-major
-//! in and out, with and without SiLU: `cargo run --release --example depthwise`.
+//! in and out, with and without SiLU: `cargo run --release --example depthwise` (`COLD=1`:
+//! the caches flushed between runs).
 use haste::kernels::depthwise::DepthwiseConv;
 use haste::kernels::isa::Isa;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -16,6 +17,15 @@ fn main() {
         (240, 5, 1, 28),
         (672, 5, 1, 14),
         (1152, 3, 1, 7),
+        // The small images of EfficientNet-Lite1's and MobileNetV2's last stages, where
+        // onnxruntime's channel-blocked kernel is 20-30 % faster (BENCHMARKS.md, ninth
+        // session).
+        (1152, 5, 1, 8),
+        (480, 5, 1, 15),
+        (480, 3, 1, 15),
+        (384, 3, 1, 14),
+        (576, 3, 1, 14),
+        (240, 3, 2, 30),
     ] {
         // `DEPTHWISE_ONLY=96,3,2,112` times one shape (for a profiler).
         if let Ok(only) = std::env::var("DEPTHWISE_ONLY") {
@@ -49,6 +59,13 @@ fn main() {
                 .collect();
             let mut out = vec![0.0; c * oh * ow];
             let mut best = f64::MAX;
+            // `COLD=1`: 16 MB written between runs, so the image and weights come from
+            // memory, as in a network whose other layers evicted them.
+            let mut flush = if std::env::var("COLD").is_ok() {
+                vec![0.0f32; 4 << 20]
+            } else {
+                Vec::new()
+            };
             let start = Instant::now();
             let seconds = if std::env::var("DEPTHWISE_ONLY").is_ok() {
                 3.0
@@ -56,6 +73,7 @@ fn main() {
                 0.3
             };
             while start.elapsed().as_secs_f64() < seconds {
+                flush.iter_mut().for_each(|v| *v += 1.0);
                 let t = Instant::now();
                 dw.rows(Isa::current(), &x, (side, side), 0..oh, &mut out, None);
                 best = best.min(t.elapsed().as_secs_f64());
