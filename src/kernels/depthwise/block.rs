@@ -69,16 +69,43 @@ macro_rules! tier {
             // SAFETY: as this function's.
             unsafe {
                 match (lanes == LANES, inside) {
-                    (true, true) => sums::<KW, S, P, true, true>(dw, hwc, at, out, m),
-                    (true, false) => sums::<KW, S, P, true, false>(dw, hwc, at, out, m),
-                    (false, true) => sums::<KW, S, P, false, true>(dw, hwc, at, out, m),
-                    (false, false) => sums::<KW, S, P, false, false>(dw, hwc, at, out, m),
+                    (true, true) => sums::<KW, S, P, true, true, false>(dw, hwc, at, out, m),
+                    (true, false) => sums::<KW, S, P, true, false, false>(dw, hwc, at, out, m),
+                    (false, true) => sums::<KW, S, P, false, true, false>(dw, hwc, at, out, m),
+                    (false, false) => sums::<KW, S, P, false, false, false>(dw, hwc, at, out, m),
+                }
+            }
+        }
+
+        /// [`block`] on one vector of channels packed between zero columns (`LANES` floats
+        /// a pixel, the image's columns from the left padding's width on, wide enough that
+        /// every column the block reads lies inside: no masks).
+        ///
+        /// # Safety
+        /// As [`block`], with `at.packed` and `hwc` the packed rows.
+        $(#[$feat])*
+        pub(crate) unsafe fn block_packed<const KW: usize, const S: usize, const P: usize>(
+            dw: &DepthwiseConv,
+            packed: &[f32],
+            at: BlockAt<'_>,
+            out: &mut [f32],
+        ) -> usize {
+            let lanes = (dw.params.c_in - at.c0).min(LANES);
+            assert!(at.packed && at.pixel.1 * S + (P - 1) * S + KW <= at.w, "a packed block lies inside its rows");
+            let m = mask(lanes);
+            // SAFETY: as this function's.
+            unsafe {
+                if lanes == LANES {
+                    sums::<KW, S, P, true, true, true>(dw, packed, at, out, m)
+                } else {
+                    sums::<KW, S, P, false, true, true>(dw, packed, at, out, m)
                 }
             }
         }
 
         /// [`block`] for `FULL` vectors or the last channels under mask `m`, with every column
-        /// `INSIDE` the image or some outside.
+        /// `INSIDE` the image or some outside, reading the image itself or, `PACKED`, one
+        /// vector of its channels packed between zero columns (`LANES` floats a pixel).
         $(#[$feat])*
         #[inline]
         unsafe fn sums<
@@ -87,6 +114,7 @@ macro_rules! tier {
             const P: usize,
             const FULL: bool,
             const INSIDE: bool,
+            const PACKED: bool,
         >(
             dw: &DepthwiseConv,
             hwc: &[f32],
@@ -97,6 +125,9 @@ macro_rules! tier {
             let p = &dw.params;
             let c = p.c_in;
             let BlockAt { w, row0, pixel: (oy, ox), ref kys, c0, pixels, .. } = at;
+            // Floats from one input pixel to the next, where the block's channels start in
+            // one, and the zero columns left of the image's first.
+            let (xs, xc0, x_pad) = if PACKED { (LANES, 0, p.pads[1]) } else { (c, c0, 0) };
             let kys = kys.clone();
             let lanes = (c - c0).min(LANES);
             let n = pixels.min(P);
@@ -107,7 +138,7 @@ macro_rules! tier {
             if let Some(last) = kys.clone().last() {
                 assert!(oy * p.stride.0 + kys.start >= p.pads[0] + row0, "depthwise block reads above its rows");
                 let iy = oy * p.stride.0 + last - p.pads[0] - row0;
-                assert!((iy * w + w - 1) * c + c0 + lanes <= hwc.len(), "depthwise block reads past the image");
+                assert!(xc0 + lanes <= xs && (iy * w + w - 1) * xs + xc0 + lanes <= hwc.len(), "depthwise block reads past the image");
             }
             debug_assert_eq!(dw.weights.len(), p.kh * KW * c);
             let (x, wt) = (hwc.as_ptr(), dw.weights.as_ptr());
@@ -119,7 +150,7 @@ macro_rules! tier {
             // The input column under the block's first tap (negative left of the image).
             // Columns outside the image read as zeros, the padding's value: a column inside
             // stands in for each, its value then cleared.
-            let first = (ox * S) as isize - p.pads[1] as isize;
+            let first = (ox * S + x_pad) as isize - p.pads[1] as isize;
             let column = |q: usize| {
                 if INSIDE {
                     (first + q as isize) as usize
@@ -134,9 +165,9 @@ macro_rules! tier {
                 let wv: [V; KW] = std::array::from_fn(|kx| get((ky * KW + kx) * c + c0, wt));
                 unroll!((P - 1) * S + KW, q => {
                     if PREFETCH > 0 {
-                        prefetch(x.wrapping_add((iy * w + column(q)) * c + c0 + PREFETCH * LANES));
+                        prefetch(x.wrapping_add((iy * w + column(q)) * xs + xc0 + PREFETCH * LANES));
                     }
-                    let mut xv = get((iy * w + column(q)) * c + c0, x);
+                    let mut xv = get((iy * w + column(q)) * xs + xc0, x);
                     if !INSIDE {
                         xv = keep(xv, within(q));
                     }

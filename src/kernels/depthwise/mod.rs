@@ -7,11 +7,14 @@
 //! channels. Kernels 3, 5 or 7 wide with stride 1 or 2 across run in register blocks
 //! (`block.rs`: a vector of channels of 8 neighbouring pixels, each input column loaded once
 //! per kernel row, bias, residual and activation applied before the store); other shapes
-//! go a pixel at a time over the taps inside the image. Every tier runs the same block code
+//! go a pixel at a time over the taps inside the image. On small images of many channels,
+//! where every block reaches past an edge, the blocks read one vector of channels at a time
+//! packed between zero columns (`packing.rs`), so none of them clamps or masks a column. Every tier runs the same block code
 //! compiled for its instructions, with the same fused multiply-adds in the same order, so the
 //! tiers give identical bits.
 
 mod block;
+mod packing;
 
 /// [`DepthwiseConv::rows`] on a vector tier: `$lanes` channels a block, `$wide` pixels (4 at a
 /// row's end).
@@ -23,12 +26,14 @@ macro_rules! tier_rows {
         unsafe fn $name(&self, image: Image, rows: Range<usize>, out: &mut [f32], r: Option<&[f32]>) {
             macro_rules! go {
                 ($kw:literal, $s:literal) => {
-                    self.rows_impl::<$lanes>(image, rows, out, r, |at, o| {
+                    self.rows_impl::<$lanes, $wide>(image, rows, out, r, |x, at, o| {
                         // SAFETY: this function runs only where the tier does.
                         unsafe {
-                            match at.pixels {
-                                ..=4 => block::$tier::block::<$kw, $s, 4>(self, image.hwc, at, o),
-                                _ => block::$tier::block::<$kw, $s, $wide>(self, image.hwc, at, o),
+                            match (at.pixels, at.packed) {
+                                (..=4, false) => block::$tier::block::<$kw, $s, 4>(self, x, at, o),
+                                (_, false) => block::$tier::block::<$kw, $s, $wide>(self, x, at, o),
+                                (..=4, true) => block::$tier::block_packed::<$kw, $s, 4>(self, x, at, o),
+                                (_, true) => block::$tier::block_packed::<$kw, $s, $wide>(self, x, at, o),
                             }
                         }
                     })
@@ -59,6 +64,7 @@ use super::isa::{Fused, Isa, MulAdd, Unfused};
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, IoLayout};
 use super::PixelFinish;
 use crate::ops::{Conv2dParams, ConvOp};
+use packing::{pack_channels, Packing};
 use std::ops::Range;
 
 /// A depthwise convolution with its weights laid out tap-major.
@@ -234,10 +240,22 @@ impl DepthwiseConv {
             Isa::Sse2 => {
                 macro_rules! go {
                     ($kw:literal, $s:literal) => {
-                        self.rows_impl::<{ block::sse2::LANES }>(image, rows, out, r, |at, o| {
-                            // SAFETY: no instructions beyond the baseline.
-                            unsafe { block::sse2::block::<$kw, $s, 4>(self, hwc, at, o) }
-                        })
+                        self.rows_impl::<{ block::sse2::LANES }, 4>(
+                            image,
+                            rows,
+                            out,
+                            r,
+                            |x, at, o| {
+                                // SAFETY: no instructions beyond the baseline.
+                                unsafe {
+                                    if at.packed {
+                                        block::sse2::block_packed::<$kw, $s, 4>(self, x, at, o)
+                                    } else {
+                                        block::sse2::block::<$kw, $s, 4>(self, x, at, o)
+                                    }
+                                }
+                            },
+                        )
                     };
                 }
                 by_shape!(
@@ -249,14 +267,20 @@ impl DepthwiseConv {
             _ => {
                 macro_rules! go {
                     ($kw:literal, $s:literal) => {
-                        self.rows_impl::<{ block::portable::LANES }>(
+                        self.rows_impl::<{ block::portable::LANES }, 4>(
                             image,
                             rows,
                             out,
                             r,
-                            |at, o| {
+                            |x, at, o| {
                                 // SAFETY: no instructions beyond the baseline.
-                                unsafe { block::portable::block::<$kw, $s, 4>(self, hwc, at, o) }
+                                unsafe {
+                                    if at.packed {
+                                        block::portable::block_packed::<$kw, $s, 4>(self, x, at, o)
+                                    } else {
+                                        block::portable::block::<$kw, $s, 4>(self, x, at, o)
+                                    }
+                                }
                             },
                         )
                     };
@@ -294,40 +318,81 @@ impl DepthwiseConv {
     /// The loops, inlined into each tier's copy above: every output row in blocks of
     /// neighbouring pixels (`block` decides how many, up to the row's end) and of `LANES`
     /// channels (fewer for the last), each finished (bias, residual, activation) in its
-    /// registers.
+    /// registers (`P` pixels a block, 4 for a row's last 4 or fewer). `block` reads the
+    /// input it is given, laid out as its `BlockAt` says: the image itself, or one vector
+    /// of channels of it packed between zero columns ([`Self::packing`]).
     #[inline(always)]
-    fn rows_impl<const LANES: usize>(
+    fn rows_impl<const LANES: usize, const P: usize>(
         &self,
-        Image {
-            hw: (h, w), row0, ..
-        }: Image,
+        image: Image,
         rows: Range<usize>,
         out: &mut [f32],
         residual: Option<&[f32]>,
-        block: impl Fn(BlockAt<'_>, &mut [f32]) -> usize,
+        block: impl Fn(&[f32], BlockAt<'_>, &mut [f32]) -> usize,
     ) {
         let p = &self.params;
+        let (h, w) = image.hw;
         let c = p.c_in;
         let (_, ow) = p.out_hw(h, w);
-        for (k, oy) in rows.enumerate() {
-            let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
-            let row = &mut out[k * ow * c..][..ow * c];
-            let mut ox = 0;
-            while ox < ow {
-                let mut done = 0;
-                for c0 in (0..c).step_by(LANES) {
-                    let at = BlockAt {
-                        w,
-                        row0,
-                        pixel: (oy, ox),
-                        kys: kys.clone(),
-                        c0,
-                        pixels: ow - ox,
-                        residual: residual.map(|r| &r[(k * ow + ox) * c..][..(ow - ox) * c]),
-                    };
-                    done = block(at, &mut row[ox * c..]);
+        // The block of output row `oy` (over kernel rows `kys`) from column `ox`, channels
+        // `c0..`, reading `x`.
+        let at = |(oy, kys): (usize, &Range<usize>), ox: usize, c0: usize, x: XLayout| {
+            let k = oy - rows.start;
+            BlockAt {
+                w: x.w,
+                row0: x.row0,
+                packed: x.packed,
+                pixel: (oy, ox),
+                kys: kys.clone(),
+                c0,
+                pixels: ow - ox,
+                residual: residual.map(|r| &r[(k * ow + ox) * c..][..(ow - ox) * c]),
+            }
+        };
+        let Some(packing) = self.packing::<LANES, P>(w, ow) else {
+            let x = XLayout {
+                w,
+                row0: image.row0,
+                packed: false,
+            };
+            for oy in rows.clone() {
+                let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
+                let row = &mut out[(oy - rows.start) * ow * c..][..ow * c];
+                let mut ox = 0;
+                while ox < ow {
+                    let mut done = 0;
+                    for c0 in (0..c).step_by(LANES) {
+                        done = block(image.hwc, at((oy, &kys), ox, c0, x), &mut row[ox * c..]);
+                    }
+                    ox += done;
                 }
-                ox += done;
+            }
+            return;
+        };
+        let Packing { tile, width, pad } = packing;
+        let mut packed = Vec::new();
+        for tile_start in rows.clone().step_by(tile) {
+            let tile_rows = tile_start..(tile_start + tile).min(rows.end);
+            let needed = self.input_rows(h, tile_rows.clone());
+            // The pad columns stay zero: only the image's columns are copied in.
+            packed.clear();
+            packed.resize(needed.len() * width * LANES, 0.0);
+            let src = &image.hwc[(needed.start - image.row0) * w * c..][..needed.len() * w * c];
+            let x = XLayout {
+                w: width,
+                row0: needed.start,
+                packed: true,
+            };
+            for c0 in (0..c).step_by(LANES) {
+                pack_channels::<LANES>(src, (w, c, c0), width, pad, &mut packed);
+                for oy in tile_rows.clone() {
+                    let kys = kernel_span(oy, p.stride.0, p.pads[0], p.kh, h);
+                    let row = &mut out[(oy - rows.start) * ow * c..][..ow * c];
+                    let mut ox = 0;
+                    while ox < ow {
+                        ox += block(&packed, at((oy, &kys), ox, c0, x), &mut row[ox * c..]);
+                    }
+                }
             }
         }
     }
@@ -390,6 +455,15 @@ impl DepthwiseConv {
     }
 }
 
+/// How a block's input is laid out (see [`BlockAt`]): `w` pixels a row, rows from image
+/// row `row0` on, the image itself or packed.
+#[derive(Clone, Copy)]
+struct XLayout {
+    w: usize,
+    row0: usize,
+    packed: bool,
+}
+
 /// A pixel-major image's rows from `row0` on, and the whole image's height and width.
 #[derive(Clone, Copy)]
 struct Image<'a> {
@@ -406,6 +480,9 @@ struct Image<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct BlockAt<'a> {
     w: usize,
+    /// Whether the input read is one vector of channels packed between zero columns
+    /// ([`DepthwiseConv::packing`]; `w` is then its width), not the image itself.
+    packed: bool,
     /// The image row `hwc`'s first row is.
     row0: usize,
     pixel: (usize, usize),

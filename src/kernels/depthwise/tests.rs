@@ -31,6 +31,11 @@ fn every_tier_and_memory_order_matches_the_reference() {
         (40, 3, 1, [1, 1, 1, 1], (4, 30)),
         (16, 3, 2, [1, 1, 1, 1], (3, 40)),
         (19, 4, 1, [1, 2, 2, 1], (6, 9)),
+        // Small images of many channels, every block at an edge: read packed (a partial
+        // last vector; no padding on the left).
+        (400, 3, 1, [1, 1, 1, 1], (8, 8)),
+        (330, 5, 1, [2, 2, 2, 2], (7, 9)),
+        (320, 3, 1, [1, 0, 1, 2], (6, 9)),
     ]
     .iter()
     .enumerate()
