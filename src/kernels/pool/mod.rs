@@ -205,10 +205,16 @@ pub fn mean_hwc_parts(x: &[f32], hw: usize, c: usize, out: &mut [f32], parallel:
     let out = &mut out[..c];
     let parts = hw.div_ceil(MEAN_PART_PIXELS).max(1);
     let mut sums = vec![0.0f32; parts * c];
+    let tier = VectorTier::new(Isa::current(), c);
     let sum_part = |(k, s): (usize, &mut [f32])| {
         let px = &x[k * MEAN_PART_PIXELS * c..hw.min((k + 1) * MEAN_PART_PIXELS) * c];
-        for px in px.chunks_exact(c) {
-            s.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+        match tier {
+            Some(t) => t.sum_pixels(px, c, s),
+            None => {
+                for px in px.chunks_exact(c) {
+                    s.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+                }
+            }
         }
     };
     // Maps under 256 KB are summed on one thread: a split costs more than it saves.

@@ -14,6 +14,40 @@ macro_rules! max_pool_tier {
     ($(#[$feat:meta])*) => {
         use crate::ops::PoolParams;
 
+        /// `s[k] = 0 + x[0][k] + x[1][k] + ...` over the pixels of `x` (`c` channels each,
+        /// `c` a multiple of `LANES`), in pixel order: the bits of the scalar loop in
+        /// [`super::mean_hwc_parts`]. Four vectors of sums stay in registers while the
+        /// pixels stream by, where the scalar loop (compiled for the baseline) loaded and
+        /// stored its sums for every pixel, 4 lanes at a time.
+        ///
+        /// # Safety
+        /// The CPU must support this tier.
+        $(#[$feat])*
+        pub(super) unsafe fn sum_pixels(x: &[f32], c: usize, s: &mut [f32]) {
+            assert!(c.is_multiple_of(LANES) && s.len() >= c && x.len().is_multiple_of(c.max(1)));
+            let pixels = x.len() / c.max(1);
+            let (xp, sp) = (x.as_ptr(), s.as_mut_ptr());
+            let mut k = 0;
+            while k < c {
+                let vectors = ((c - k) / LANES).min(4);
+                // SAFETY (loads and stores): `k + vectors * LANES <= c`, and every pixel
+                // `p < pixels` holds `c` values of `x`.
+                unsafe {
+                    let mut acc = [splat(0.0); 4];
+                    for p in 0..pixels {
+                        let at = xp.add(p * c + k);
+                        for (j, a) in acc.iter_mut().enumerate().take(vectors) {
+                            *a = add(*a, load(at.add(j * LANES)));
+                        }
+                    }
+                    for (j, a) in acc.iter().enumerate().take(vectors) {
+                        store(sp.add(k + j * LANES), *a);
+                    }
+                }
+                k += vectors * LANES;
+            }
+        }
+
         /// The 2x2 stride-2 max pool of output rows `rows` (`c` a multiple of `LANES`).
         ///
         /// # Safety
@@ -121,6 +155,11 @@ pub(super) mod avx512 {
         // SAFETY: the caller's.
         unsafe { _mm512_storeu_ps(p, v) }
     }
+    #[inline(always)]
+    unsafe fn add(a: V, b: V) -> V {
+        // SAFETY: called from AVX-512 code only (inlined there).
+        unsafe { _mm512_add_ps(a, b) }
+    }
     /// `max_ps(v, m)` is `v > m ? v : m` when neither is NaN and `m` when either is; a NaN
     /// `v` then replaces the result.
     #[inline(always)]
@@ -158,6 +197,11 @@ pub(super) mod avx2 {
         // SAFETY: the caller's.
         unsafe { _mm256_storeu_ps(p, v) }
     }
+    #[inline(always)]
+    unsafe fn add(a: V, b: V) -> V {
+        // SAFETY: called from AVX2 code only (inlined there).
+        unsafe { _mm256_add_ps(a, b) }
+    }
     /// As AVX-512's, with a blend.
     #[inline(always)]
     unsafe fn nan_max(m: V, v: V) -> V {
@@ -176,6 +220,12 @@ pub(super) mod avx2 {
 pub(super) mod neon {
     use crate::kernels::neon::{load, splat, store, LANES, V};
     use std::arch::aarch64::*;
+
+    #[inline(always)]
+    unsafe fn add(a: V, b: V) -> V {
+        // SAFETY: NEON is in aarch64's baseline.
+        unsafe { vaddq_f32(a, b) }
+    }
 
     /// `v` where `v > m` or `v` is NaN (`v != v`), else `m`: selects, so NaN payloads pass
     /// through as in the scalar code.
@@ -225,6 +275,20 @@ impl VectorTier {
             Isa::Avx2 => unsafe { avx2::max_2x2_stride2_hwc(x, wc, rows, ow, out) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { neon::max_2x2_stride2_hwc(x, wc, rows, ow, out) },
+            _ => unreachable!("no vector tier {}", self.0),
+        }
+    }
+
+    /// [`avx512::sum_pixels`] (the per-channel sums of a run of pixels) on this tier.
+    pub(super) fn sum_pixels(self, x: &[f32], c: usize, s: &mut [f32]) {
+        // SAFETY (each): `new` only makes tiers the CPU supports, for `c` they divide.
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::sum_pixels(x, c, s) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::sum_pixels(x, c, s) },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { neon::sum_pixels(x, c, s) },
             _ => unreachable!("no vector tier {}", self.0),
         }
     }
