@@ -43,6 +43,7 @@ fn smooth_input(c: usize, hw: usize) -> Vec<f32> {
 fn conv_op(c_in: usize, c_out: usize, k: usize) -> ConvOp {
     let params = Conv2dParams::new(c_in, c_out, k, k).with_pads([k / 2; 4]);
     ConvOp {
+        input_scale: false,
         params,
         weights: values(c_out * c_in * k * k, 1),
         bias: Some(values(c_out, 2)),

@@ -46,6 +46,7 @@ fn main() {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
             .collect();
         let op = ConvOp {
+            input_scale: false,
             params: p,
             weights,
             bias: Some(vec![0.1; co]),

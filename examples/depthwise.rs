@@ -44,6 +44,7 @@ fn main() {
                 .with_pads([pad; 4])
                 .with_groups(c);
             let op = ConvOp {
+                input_scale: false,
                 params,
                 weights: (0..c * k * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect(),
                 bias: Some(vec![0.1; c]),

@@ -22,6 +22,7 @@ fn main() {
             .with_pads([1; 4])
             .with_groups(c / width);
         let op = ConvOp {
+            input_scale: false,
             params,
             weights: (0..c * width * 9)
                 .map(|i| (i % 7) as f32 * 0.1 - 0.3)

@@ -45,6 +45,7 @@ fn main() {
         output_nhwc: true,
     };
     let op = ConvOp {
+        input_scale: false,
         params: p,
         weights: weights.clone(),
         bias: None,

@@ -16,6 +16,7 @@ fn main() {
         .with_pads([k / 2; 4])
         .with_stride(s, s);
     let op = ConvOp {
+        input_scale: false,
         params: p,
         weights: vec![0.01; ci * co * k * k],
         bias: None,

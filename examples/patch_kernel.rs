@@ -75,6 +75,7 @@ fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
 fn dense_rate(c: usize) -> f64 {
     let p = Conv2dParams::new(c, c, 3, 3).with_pads([1; 4]);
     let op = ConvOp {
+        input_scale: false,
         params: p,
         weights: values(c * c * 9, 1),
         bias: None,

@@ -83,6 +83,8 @@ pub use error::{Error, Result};
 pub use eval::{evaluate, evaluate_haste, EvalOptions, EvalReport, HasteReport};
 pub use haste::{HasteConfig, HasteKernel, HyperplaneKind, LayerStats};
 /// The interface a plan runs every convolution through, for writing a variant of one's own.
-pub use kernels::{layout::IoLayout, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
+pub use kernels::{
+    layout::IoLayout, scale_input, ConvJob, ConvKernel, DenseConv, Scratch, Scratches,
+};
 pub use model::Model;
 pub use plan::{Plan, PlanOptions};

@@ -51,6 +51,7 @@ impl Model {
         passes::fold_runtime_shapes(&mut raw, &image_shape)?;
         let mut graph = passes::simplify(raw)?;
         passes::fuse_residual_adds(&mut graph, &image_shape);
+        passes::fold_channel_scales(&mut graph, &image_shape);
         Ok(Model {
             path: path.to_path_buf(),
             graph,

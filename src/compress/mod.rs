@@ -225,8 +225,10 @@ pub fn magnitude_step(plan: &Plan, step: usize, mode: MagnitudeMode) -> Option<f
         MagnitudeMode::Always(s) => Some(s),
         MagnitudeMode::SignedInputs(s) => {
             let graph = plan.graph();
-            let input = graph.nodes[plan.step_node(step)].inputs[0];
-            (!graph.is_nonnegative(input)).then_some(s)
+            let node = &graph.nodes[plan.step_node(step)];
+            // A folded channel scale may change the input's signs.
+            let scaled = matches!(&node.op, crate::ops::Op::Conv(c) if c.input_scale);
+            (scaled || !graph.is_nonnegative(node.inputs[0])).then_some(s)
         }
     }
 }

@@ -42,6 +42,7 @@ impl ErrorProbe {
             inner: build(&raw, config, layer_index)?,
             dense: DenseConv::new(&raw),
             epilogue: ConvOp {
+                input_scale: false,
                 params: op.params,
                 weights: Vec::new(),
                 bias: None,

@@ -35,6 +35,7 @@ impl HasteKernel {
     /// `conv`, finished with `op`'s activation and fused residual.
     pub fn from_conv(conv: HasteConv, op: &ConvOp) -> HasteKernel {
         let epilogue = ConvOp {
+            input_scale: false,
             params: op.params,
             weights: Vec::new(),
             bias: None,

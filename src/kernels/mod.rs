@@ -28,7 +28,7 @@ pub(crate) mod neon;
 pub mod pool;
 pub mod reference;
 
-pub use convolution::{ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
+pub use convolution::{scale_input, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
 pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {

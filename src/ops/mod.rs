@@ -24,6 +24,12 @@ pub struct ConvOp {
     /// after its bias, then this activation is applied: `out = act(conv(x) + b + r)`, the bits
     /// of the Conv, Add and activation run one after the other. `activation` is then `None`.
     pub residual: Option<Activation>,
+    /// A per-image scale of each input channel folded in by
+    /// [`crate::graph::passes::fold_channel_scales`] (a squeeze-excitation's `x * s` before
+    /// this convolution): the node's last input, `[n, c_in, 1, 1]`, multiplies the input's
+    /// channels, `out = conv(x * s)`. Kernels that can fold it into their weights per image
+    /// do; for the others the plan scales the input first.
+    pub input_scale: bool,
 }
 
 impl ConvOp {

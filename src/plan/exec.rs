@@ -8,43 +8,27 @@
 //! A batch that runs image at a time switches to layer at a time at the step where the
 //! filter banks start to outweigh the activations ([`super::hybrid`]).
 
+use super::conv_step::ConvInput;
 use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
 use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
-use crate::kernels::{layout, pool, ConvJob, Scratch, Scratches};
+use crate::kernels::{layout, pool, Scratch};
 use crate::ops::shape::{normalize_axis, resolve_slice};
-use crate::ops::{Activation, ConvOp, Op};
+use crate::ops::{Activation, Op};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Elements per parallel chunk for elementwise ops.
 const CHUNK: usize = 1 << 14;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(super) fn thread_workspace(ws: &[Mutex<Workspace>]) -> std::sync::MutexGuard<'_, Workspace> {
     let i = rayon::current_thread_index().unwrap_or(0) % ws.len();
     lock(&ws[i])
-}
-
-/// The plan's scratch as convolution kernels see it: each pool thread's own, and the one
-/// shared by the parts of an image.
-struct PlanScratches<'a> {
-    workspaces: &'a [Mutex<Workspace>],
-    shared: &'a Mutex<Scratch>,
-}
-
-impl Scratches for PlanScratches<'_> {
-    fn with_thread(&self, f: &mut dyn FnMut(&mut Scratch)) {
-        f(&mut thread_workspace(self.workspaces).scratch)
-    }
-
-    fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch)) {
-        f(&mut lock(self.shared))
-    }
 }
 
 /// `out = act(f(x, y))` with broadcasting; `f` is a closure type of its own so that each
@@ -84,20 +68,6 @@ pub(super) struct Frame<'a> {
     /// `usize::MAX` in image mode (the caller is already one task of a parallel loop, so the
     /// op runs inline on its thread).
     pub(super) min_len: usize,
-}
-
-/// `len` values of `r` from `offset`, if there is an `r`.
-fn part(r: Option<&[f32]>, offset: usize, len: usize) -> Option<&[f32]> {
-    r.map(|r| &r[offset..][..len])
-}
-
-/// A convolution step's operands: its input, that input's shape, and the residual its output
-/// adds (the whole batch's, in the output's shape and order) when one is fused in.
-#[derive(Clone, Copy)]
-struct ConvInput<'a> {
-    x: &'a [f32],
-    shape: &'a [usize],
-    residual: Option<&'a [f32]>,
 }
 
 /// How a convolution step runs: over a batch of `n` images, or on one image with the
@@ -288,10 +258,15 @@ impl Plan {
         match &node.op {
             Op::Conv(c) => {
                 let residual = self.fused_residual(i, frame)?;
+                // A folded channel scale is the step's last input.
+                let last = step.inputs.len() - 1;
+                let scale = (c.input_scale && last > 0)
+                    .then(|| self.operand(frame, step.inputs[last], &ins[last]));
                 let x = ConvInput {
                     x,
                     shape: &ins[0],
                     residual,
+                    scale,
                 };
                 match mode {
                     Mode::Batch(n) => self.conv(i, c, x, *n, out)?,
@@ -513,79 +488,5 @@ impl Plan {
     /// The memory orders of step `i`'s input and output (see [`super::layout`]).
     pub(super) fn io_layout(&self, i: usize) -> IoLayout {
         Layout::io(self.in_layouts[i][0], self.layouts[i])
-    }
-
-    /// The kernel of convolution step `i`.
-    fn kernel(&self, i: usize) -> Result<&dyn crate::kernels::ConvKernel> {
-        self.conv_kernels[i]
-            .as_deref()
-            .ok_or_else(|| Error::Internal(format!("step {i} has no convolution kernel")))
-    }
-
-    /// A convolution over a batch of `n` images: images in parallel when there are as many
-    /// as threads, else each image with every thread.
-    fn conv(
-        &self,
-        i: usize,
-        op: &ConvOp,
-        input: ConvInput,
-        n: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
-        let kernel = self.kernel(i)?;
-        let (h, w) = (input.shape[2], input.shape[3]);
-        let p = &op.params;
-        let (oh, ow) = p.out_hw(h, w);
-        let in_len = p.c_in * h * w;
-        let out_len = p.c_out * oh * ow;
-        let io = self.io_layout(i);
-        let job = |k: usize, x| ConvJob {
-            x,
-            hw: (h, w),
-            io,
-            residual: part(input.residual, k * out_len, out_len),
-        };
-        if n >= self.threads || self.threads == 1 {
-            let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
-            images.enumerate().for_each(|(k, (o, x))| {
-                // The next image's operands, while this one computes (see `prefetch_to_l2`).
-                let next = [(Some(input.x), in_len), (input.residual, out_len)];
-                for (v, len) in next {
-                    if let Some(v) = v.and_then(|v| v.get((k + 1) * len..(k + 2) * len)) {
-                        crate::kernels::prefetch_to_l2(v);
-                    }
-                }
-                let mut ws = thread_workspace(&self.workspaces);
-                kernel.run_image(&job(k, x), o, &mut ws.scratch);
-            });
-        } else {
-            let scratches = PlanScratches {
-                workspaces: &self.workspaces,
-                shared: &self.shared,
-            };
-            let images = out.chunks_mut(out_len).zip(input.x.chunks(in_len));
-            for (k, (o, x)) in images.enumerate() {
-                kernel.run_image_parallel(&job(k, x), o, self.threads, &scratches);
-            }
-        }
-        Ok(())
-    }
-
-    /// A convolution of one image on the calling thread, with its scratch.
-    fn conv_image(
-        &self,
-        i: usize,
-        input: ConvInput,
-        out: &mut [f32],
-        scratch: &mut Scratch,
-    ) -> Result<()> {
-        let job = ConvJob {
-            x: input.x,
-            hw: (input.shape[2], input.shape[3]),
-            io: self.io_layout(i),
-            residual: input.residual,
-        };
-        self.kernel(i)?.run_image(&job, out, scratch);
-        Ok(())
     }
 }

@@ -407,7 +407,10 @@ impl Band {
 pub(super) fn may_pair(a: &Node, b: &Node) -> bool {
     match (&a.op, &b.op) {
         (Op::Conv(x), Op::Conv(y)) => {
+            // (An expansion with a folded channel scale runs alone: the band computes its
+            // rows with the layer's own weights.)
             x.params.is_pointwise()
+                && !x.input_scale
                 && (DepthwiseConv::suits(&y.params) || GroupedConv::suits(&y.params))
                 && b.inputs.first() == a.outputs.first()
         }

@@ -7,6 +7,7 @@
 //! [`crate::compress`]), which the plan knows only through that interface.
 
 mod build;
+mod conv_step;
 mod exec;
 mod fuse;
 mod hybrid;

@@ -148,6 +148,7 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
             };
             (
                 Op::Conv(ConvOp {
+                    input_scale: false,
                     params,
                     weights: f32s(w, "weight")?,
                     bias,

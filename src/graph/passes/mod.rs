@@ -11,17 +11,20 @@
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`] and [`prune_dead_constants`].
 //!
 //! [`fold_runtime_shapes`] (shapes an export computes from the input at run time) runs
-//! before these and [`fuse_residual_adds`] after them: both need the image shape, which
-//! [`crate::Model`] knows from the model's declared input.
+//! before these, [`fuse_residual_adds`] and then [`fold_channel_scales`] (`scales.rs`)
+//! after them: they need the image shape, which [`crate::Model`] knows from the model's
+//! declared input.
 //!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
 mod fold;
 mod runtime_shapes;
+mod scales;
 
 pub use fold::fold_constants;
 use fold::is_load_time_only;
 pub use runtime_shapes::fold_runtime_shapes;
+pub use scales::fold_channel_scales;
 
 use super::{Graph, Node, ValueId};
 use crate::error::{Error, Result};

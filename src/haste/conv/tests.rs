@@ -354,6 +354,7 @@ fn every_memory_order_gives_the_same_bits_and_stats_over_geometries() {
                     }
                     if singletons {
                         let op = ConvOp {
+                            input_scale: false,
                             params: p,
                             weights: wts.clone(),
                             bias: bias.clone(),

@@ -21,6 +21,11 @@ pub struct DenseConv {
     grouped: Option<GroupedConv>,
 }
 
+/// A thread's copy of the direct kernel with its weights scaled for the current image
+/// ([`DirectConv::scaled_into`]), kept between images for its buffers.
+#[derive(Default)]
+struct ScaledWeights(Option<DirectConv>);
+
 impl DenseConv {
     pub fn new(op: &ConvOp) -> DenseConv {
         let direct = if DirectConv::suits(&op.params) {
@@ -108,7 +113,20 @@ impl ConvKernel for DenseConv {
         "dense"
     }
 
+    fn scales_input(&self) -> bool {
+        self.direct.is_some()
+    }
+
     fn run_image(&self, job: &ConvJob, out: &mut [f32], s: &mut Scratch) {
+        if let (Some(d), Some(scale)) = (&self.direct, job.in_scale) {
+            let mut twin = std::mem::take(&mut s.get::<ScaledWeights>().0);
+            d.scaled_into(scale, &mut twin);
+            if let Some(t) = &twin {
+                t.forward(job.x, job.hw, out, &mut s.direct, job.io, job.residual);
+            }
+            s.get::<ScaledWeights>().0 = twin;
+            return;
+        }
         if let Some(d) = &self.depthwise {
             d.forward(job.x, job.hw, out, &mut s.depthwise, job.io, job.residual);
             return;
@@ -153,7 +171,16 @@ impl ConvKernel for DenseConv {
         } else if let Some(d) = &self.direct {
             // The direct kernel shares the image's output rows.
             scratches.with_shared(&mut |s| {
-                d.forward_parallel(job.x, job.hw, out, &mut s.direct, io, threads, job.residual)
+                let mut twin = std::mem::take(&mut s.get::<ScaledWeights>().0);
+                let d = match job.in_scale {
+                    Some(scale) => {
+                        d.scaled_into(scale, &mut twin);
+                        twin.as_ref().unwrap_or(d)
+                    }
+                    None => d,
+                };
+                d.forward_parallel(job.x, job.hw, out, &mut s.direct, io, threads, job.residual);
+                s.get::<ScaledWeights>().0 = twin;
             });
         } else if p.is_pointwise() && p.groups == 1 && io.output_nhwc {
             self.pointwise_parallel(job, out, threads);

@@ -35,6 +35,36 @@ pub struct ConvJob<'a> {
     /// The fused residual this image's output adds ([`crate::ops::ConvOp::residual`]), in
     /// the output's shape and order.
     pub residual: Option<&'a [f32]>,
+    /// The scale of each input channel this image's input is multiplied by first
+    /// ([`crate::ops::ConvOp::input_scale`]): handed only to kernels that
+    /// [`ConvKernel::scales_input`]; for the others the plan scales the input
+    /// ([`scale_input`]).
+    pub in_scale: Option<&'a [f32]>,
+}
+
+/// `job`'s input with each channel multiplied by its `in_scale` (in the input's memory
+/// order), in `buf`; the job without a scale, reading it. A job without a scale as it is.
+pub fn scale_input<'a>(job: &ConvJob<'a>, buf: &'a mut Vec<f32>) -> ConvJob<'a> {
+    let Some(s) = job.in_scale else {
+        return *job;
+    };
+    let c = s.len();
+    buf.clear();
+    if job.io.input_nhwc {
+        for px in job.x.chunks_exact(c) {
+            buf.extend(px.iter().zip(s).map(|(&v, &k)| v * k));
+        }
+    } else {
+        let plane = job.x.len() / c.max(1);
+        for (ch, &k) in job.x.chunks_exact(plane.max(1)).zip(s) {
+            buf.extend(ch.iter().map(|&v| v * k));
+        }
+    }
+    ConvJob {
+        x: buf,
+        in_scale: None,
+        ..*job
+    }
 }
 
 /// How a convolution step is computed.
@@ -45,6 +75,12 @@ pub trait ConvKernel: Send + Sync + Any {
     /// One image on the calling thread, into `out` (`[c_out, oh, ow]` in `job.io`'s output
     /// order).
     fn run_image(&self, job: &ConvJob, out: &mut [f32], scratch: &mut Scratch);
+
+    /// Whether this kernel takes [`ConvJob::in_scale`] itself (folded into its weights);
+    /// otherwise the plan hands it the input already scaled.
+    fn scales_input(&self) -> bool {
+        false
+    }
 
     /// One image with `threads` workers of the current rayon pool (a batch smaller than the
     /// thread count). By default the calling thread does it alone.

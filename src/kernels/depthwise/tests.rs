@@ -56,6 +56,7 @@ fn every_tier_and_memory_order_matches_the_reference() {
             (Activation::None, Some(Activation::Relu)),
         ] {
             let op = ConvOp {
+                input_scale: false,
                 params: p,
                 weights: weights.clone(),
                 bias: bias.clone(),

@@ -83,6 +83,33 @@ impl DirectConv {
         &self.params
     }
 
+    /// Makes `twin` this convolution with each input channel's weights multiplied by its
+    /// `scale` (a folded channel scale, [`crate::ops::ConvOp::input_scale`]): the kernel then
+    /// sums `x * (s * w)` where the unfolded network summed `(x * s) * w` (one rounding
+    /// moved), for `c_in * c_out * taps` products instead of a pass over the image. `twin`'s
+    /// buffers are reused from image to image.
+    pub fn scaled_into(&self, scale: &[f32], twin: &mut Option<DirectConv>) {
+        let p = &self.params;
+        assert_eq!(scale.len(), p.c_in, "one scale per input channel");
+        let t = twin.get_or_insert_with(|| self.clone());
+        t.params = self.params;
+        t.panel = self.panel;
+        t.bias.clone_from(&self.bias);
+        (t.activation, t.residual) = (self.activation, self.residual);
+        t.panels.clear();
+        // The panels' order (`weights_panels`): panel, tap, input channel, `width` outputs.
+        let mut rows = self.panels.iter();
+        for q0 in (0..p.c_out).step_by(self.panel) {
+            let width = (p.c_out - q0).min(self.panel);
+            for _ in 0..p.kh * p.kw {
+                for &k in scale {
+                    t.panels.extend(rows.by_ref().take(width).map(|&w| w * k));
+                }
+            }
+        }
+        debug_assert_eq!(t.panels.len(), self.panels.len());
+    }
+
     /// One image `x = [c_in, h, w]` -> `out = [c_out, oh, ow]`, on the calling thread, each
     /// in the memory order `io` gives. For a convolution with a fused residual addition,
     /// `residual` is that input for this image (in the output's order); without it the output

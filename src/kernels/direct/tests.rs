@@ -233,6 +233,7 @@ fn dense_direct_conv_matches_reference() {
         let mut want = conv2d_direct(&p, &x, h, w, &weights, Some(&bias));
         Activation::Relu.apply(&mut want);
         let op = ConvOp {
+            input_scale: false,
             params: p,
             weights,
             bias: Some(bias),
@@ -463,6 +464,7 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             .with_stride(sh, sw)
             .with_pads(pads);
         let op = ConvOp {
+            input_scale: false,
             params: p,
             weights: (0..c_out * c_in * kh * kw)
                 .map(|i| (((i + case) * 37 % 101) as f32 - 50.0) / 50.0)

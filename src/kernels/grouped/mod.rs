@@ -444,6 +444,7 @@ mod tests {
                 (Activation::None, Some(Activation::Relu)),
             ] {
                 let op = ConvOp {
+                    input_scale: false,
                     params: p,
                     weights: weights.clone(),
                     bias: bias.clone(),

@@ -14,6 +14,7 @@ fn check(p: Conv2dParams, h: usize, w: usize) {
         .collect();
     let want = conv2d_direct(&p, &x, h, w, &weights, Some(&bias));
     let op = ConvOp {
+        input_scale: false,
         params: p,
         weights,
         bias: Some(bias),
@@ -69,6 +70,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 fn conv_op(p: Conv2dParams, bias: bool, activation: Activation, seed: u64) -> ConvOp {
     ConvOp {
+        input_scale: false,
         params: p,
         weights: values(p.c_out * p.c_in_per_group() * p.kh * p.kw, seed),
         bias: bias.then(|| values(p.c_out, seed + 1)),

@@ -1,0 +1,145 @@
+//! A convolution step: its operands, and how the plan hands a batch's images to the step's
+//! kernel (images in parallel, or each image with every thread), scaling the input first
+//! for a kernel that does not take a folded channel scale itself.
+
+use super::exec::{lock, thread_workspace};
+use super::{Plan, Workspace};
+use crate::error::{Error, Result};
+use crate::kernels::{scale_input, ConvJob, Scratch, Scratches};
+use crate::ops::ConvOp;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// A convolution step's operands: its input, that input's shape, and the residual its output
+/// adds (the whole batch's, in the output's shape and order) when one is fused in.
+#[derive(Clone, Copy)]
+pub(super) struct ConvInput<'a> {
+    pub(super) x: &'a [f32],
+    pub(super) shape: &'a [usize],
+    pub(super) residual: Option<&'a [f32]>,
+    /// The input's channel scales (the whole batch's, `c_in` per image), when one is
+    /// folded in.
+    pub(super) scale: Option<&'a [f32]>,
+}
+
+/// `len` values of `r` from `offset`, if there is an `r`.
+fn part(r: Option<&[f32]>, offset: usize, len: usize) -> Option<&[f32]> {
+    r.map(|r| &r[offset..][..len])
+}
+
+/// The plan's scratch as convolution kernels see it: each pool thread's own, and the one
+/// shared by the parts of an image.
+struct PlanScratches<'a> {
+    workspaces: &'a [Mutex<Workspace>],
+    shared: &'a Mutex<Scratch>,
+}
+
+impl Scratches for PlanScratches<'_> {
+    fn with_thread(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        f(&mut thread_workspace(self.workspaces).scratch)
+    }
+
+    fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch)) {
+        f(&mut lock(self.shared))
+    }
+}
+
+impl Plan {
+    /// The kernel of convolution step `i`.
+    fn kernel(&self, i: usize) -> Result<&dyn crate::kernels::ConvKernel> {
+        self.conv_kernels[i]
+            .as_deref()
+            .ok_or_else(|| Error::Internal(format!("step {i} has no convolution kernel")))
+    }
+
+    /// A convolution over a batch of `n` images: images in parallel when there are as many
+    /// as threads, else each image with every thread.
+    pub(super) fn conv(
+        &self,
+        i: usize,
+        op: &ConvOp,
+        input: ConvInput,
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let kernel = self.kernel(i)?;
+        let (h, w) = (input.shape[2], input.shape[3]);
+        let p = &op.params;
+        let (oh, ow) = p.out_hw(h, w);
+        let in_len = p.c_in * h * w;
+        let out_len = p.c_out * oh * ow;
+        let io = self.io_layout(i);
+        let job = |k: usize, x| ConvJob {
+            x,
+            hw: (h, w),
+            io,
+            residual: part(input.residual, k * out_len, out_len),
+            in_scale: part(input.scale, k * p.c_in, p.c_in),
+        };
+        let takes_scale = kernel.scales_input();
+        if n >= self.threads || self.threads == 1 {
+            let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
+            images.enumerate().for_each(|(k, (o, x))| {
+                // The next image's operands, while this one computes (see `prefetch_to_l2`).
+                let next = [(Some(input.x), in_len), (input.residual, out_len)];
+                for (v, len) in next {
+                    if let Some(v) = v.and_then(|v| v.get((k + 1) * len..(k + 2) * len)) {
+                        crate::kernels::prefetch_to_l2(v);
+                    }
+                }
+                let mut ws = thread_workspace(&self.workspaces);
+                let mut scaled = Vec::new();
+                let job = job(k, x);
+                let job = if takes_scale {
+                    job
+                } else {
+                    scale_input(&job, &mut scaled)
+                };
+                kernel.run_image(&job, o, &mut ws.scratch);
+            });
+        } else {
+            let scratches = PlanScratches {
+                workspaces: &self.workspaces,
+                shared: &self.shared,
+            };
+            let images = out.chunks_mut(out_len).zip(input.x.chunks(in_len));
+            for (k, (o, x)) in images.enumerate() {
+                let mut scaled = Vec::new();
+                let job = job(k, x);
+                let job = if takes_scale {
+                    job
+                } else {
+                    scale_input(&job, &mut scaled)
+                };
+                kernel.run_image_parallel(&job, o, self.threads, &scratches);
+            }
+        }
+        Ok(())
+    }
+
+    /// A convolution of one image on the calling thread, with its scratch.
+    pub(super) fn conv_image(
+        &self,
+        i: usize,
+        input: ConvInput,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let job = ConvJob {
+            x: input.x,
+            hw: (input.shape[2], input.shape[3]),
+            io: self.io_layout(i),
+            residual: input.residual,
+            in_scale: input.scale,
+        };
+        let kernel = self.kernel(i)?;
+        let mut scaled = Vec::new();
+        let job = if kernel.scales_input() {
+            job
+        } else {
+            scale_input(&job, &mut scaled)
+        };
+        kernel.run_image(&job, out, scratch);
+        Ok(())
+    }
+}
