@@ -22,6 +22,16 @@ pub(super) struct ConvInput<'a> {
     pub(super) scale: Option<&'a [f32]>,
 }
 
+/// `job` as its kernel takes it: as it is when the kernel `takes_scale`, else with the
+/// input scaled into `buf` ([`scale_input`]).
+fn handed<'a>(job: ConvJob<'a>, takes_scale: bool, buf: &'a mut Vec<f32>) -> ConvJob<'a> {
+    if takes_scale {
+        job
+    } else {
+        scale_input(&job, buf)
+    }
+}
+
 /// `len` values of `r` from `offset`, if there is an `r`.
 fn part(r: Option<&[f32]>, offset: usize, len: usize) -> Option<&[f32]> {
     r.map(|r| &r[offset..][..len])
@@ -89,12 +99,7 @@ impl Plan {
                 }
                 let mut ws = thread_workspace(&self.workspaces);
                 let mut scaled = Vec::new();
-                let job = job(k, x);
-                let job = if takes_scale {
-                    job
-                } else {
-                    scale_input(&job, &mut scaled)
-                };
+                let job = handed(job(k, x), takes_scale, &mut scaled);
                 kernel.run_image(&job, o, &mut ws.scratch);
             });
         } else {
@@ -105,12 +110,7 @@ impl Plan {
             let images = out.chunks_mut(out_len).zip(input.x.chunks(in_len));
             for (k, (o, x)) in images.enumerate() {
                 let mut scaled = Vec::new();
-                let job = job(k, x);
-                let job = if takes_scale {
-                    job
-                } else {
-                    scale_input(&job, &mut scaled)
-                };
+                let job = handed(job(k, x), takes_scale, &mut scaled);
                 kernel.run_image_parallel(&job, o, self.threads, &scratches);
             }
         }
@@ -134,11 +134,7 @@ impl Plan {
         };
         let kernel = self.kernel(i)?;
         let mut scaled = Vec::new();
-        let job = if kernel.scales_input() {
-            job
-        } else {
-            scale_input(&job, &mut scaled)
-        };
+        let job = handed(job, kernel.scales_input(), &mut scaled);
         kernel.run_image(&job, out, scratch);
         Ok(())
     }

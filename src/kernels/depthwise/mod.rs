@@ -59,6 +59,32 @@ macro_rules! by_shape {
     };
 }
 
+/// [`DepthwiseConv::band_rows`] on a tier without `target_feature` (`sse2`, `portable`):
+/// blocks of 4 pixels from `block::$tier`, other shapes a pixel at a time with `$madd`.
+macro_rules! baseline_rows {
+    ($dw:expr, $tier:ident, $madd:ty, $image:expr, $rows:expr, $out:expr, $r:expr) => {{
+        macro_rules! go {
+            ($kw:literal, $s:literal) => {
+                $dw.rows_impl::<{ block::$tier::LANES }, 4>($image, $rows, $out, $r, |x, at, o| {
+                    // SAFETY: no instructions beyond the baseline.
+                    unsafe {
+                        if at.packed {
+                            block::$tier::block_packed::<$kw, $s, 4>($dw, x, at, o)
+                        } else {
+                            block::$tier::block::<$kw, $s, 4>($dw, x, at, o)
+                        }
+                    }
+                })
+            };
+        }
+        by_shape!(
+            $dw.params,
+            go,
+            $dw.rows_by_pixel::<$madd>($image, $rows, $out, $r)
+        )
+    }};
+}
+
 use super::grow;
 use super::isa::{Fused, Isa, MulAdd, Unfused};
 use super::layout::{nchw_to_nhwc, nhwc_to_nchw, IoLayout};
@@ -237,60 +263,8 @@ impl DepthwiseConv {
             Isa::Avx2 => unsafe { self.rows_avx2(image, rows, out, r) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { self.rows_neon(image, rows, out, r) },
-            Isa::Sse2 => {
-                macro_rules! go {
-                    ($kw:literal, $s:literal) => {
-                        self.rows_impl::<{ block::sse2::LANES }, 4>(
-                            image,
-                            rows,
-                            out,
-                            r,
-                            |x, at, o| {
-                                // SAFETY: no instructions beyond the baseline.
-                                unsafe {
-                                    if at.packed {
-                                        block::sse2::block_packed::<$kw, $s, 4>(self, x, at, o)
-                                    } else {
-                                        block::sse2::block::<$kw, $s, 4>(self, x, at, o)
-                                    }
-                                }
-                            },
-                        )
-                    };
-                }
-                by_shape!(
-                    self.params,
-                    go,
-                    self.rows_by_pixel::<Unfused>(image, rows, out, r)
-                )
-            }
-            _ => {
-                macro_rules! go {
-                    ($kw:literal, $s:literal) => {
-                        self.rows_impl::<{ block::portable::LANES }, 4>(
-                            image,
-                            rows,
-                            out,
-                            r,
-                            |x, at, o| {
-                                // SAFETY: no instructions beyond the baseline.
-                                unsafe {
-                                    if at.packed {
-                                        block::portable::block_packed::<$kw, $s, 4>(self, x, at, o)
-                                    } else {
-                                        block::portable::block::<$kw, $s, 4>(self, x, at, o)
-                                    }
-                                }
-                            },
-                        )
-                    };
-                }
-                by_shape!(
-                    self.params,
-                    go,
-                    self.rows_by_pixel::<Fused>(image, rows, out, r)
-                )
-            }
+            Isa::Sse2 => baseline_rows!(self, sse2, Unfused, image, rows, out, r),
+            _ => baseline_rows!(self, portable, Fused, image, rows, out, r),
         }
     }
 
