@@ -46,7 +46,10 @@ pub fn fold_channel_scales(g: &mut Graph, image_shape: &[usize]) {
                 && !g.constants.contains_key(&v)
                 && shapes.get(&v).map(Vec::as_slice) == Some(&[1, c_in, 1, 1][..])
         };
-        let is_map = |v| matches!(shapes.get(&v).map(Vec::as_slice), Some(&[1, c, h, w]) if c == c_in && h * w > 1);
+        let is_map = |v| match shapes.get(&v).map(Vec::as_slice) {
+            Some(&[1, c, h, w]) => c == c_in && h * w > 1,
+            _ => false,
+        };
         let (x, s) = match (is_map(a) && is_scale(b), is_map(b) && is_scale(a)) {
             (true, _) => (a, b),
             (_, true) => (b, a),

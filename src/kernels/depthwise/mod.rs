@@ -9,9 +9,9 @@
 //! per kernel row, bias, residual and activation applied before the store); other shapes
 //! go a pixel at a time over the taps inside the image. On small images of many channels,
 //! where every block reaches past an edge, the blocks read one vector of channels at a time
-//! packed between zero columns (`packing.rs`), so none of them clamps or masks a column. Every tier runs the same block code
-//! compiled for its instructions, with the same fused multiply-adds in the same order, so the
-//! tiers give identical bits.
+//! packed between zero columns (`packing.rs`), so none of them clamps or masks a column.
+//! Every tier runs the same block code compiled for its instructions, with the same fused
+//! multiply-adds in the same order, so the tiers give identical bits.
 
 mod block;
 mod packing;
