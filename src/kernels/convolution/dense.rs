@@ -233,32 +233,19 @@ impl DenseConv {
         scratches: &dyn Scratches,
     ) {
         let p = g.params();
-        let (h, w) = job.hw;
-        let (oh, ow) = p.out_hw(h, w);
-        let wp = w + p.pads[1] + p.pads[3];
+        let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
         let per = (oh * ow).div_ceil(threads).max(1);
         let isa = Isa::current();
-        let top_left = (p.pads[0], p.pads[1]);
         out[..oh * ow * p.c_out]
             .par_chunks_mut(per * p.c_out)
             .enumerate()
             .for_each(|(k, part)| {
                 let pixels = k * per..k * per + part.len() / p.c_out;
-                let rows = g.padded_rows(job.hw, &pixels);
                 let r = job.residual.map(|r| &r[k * per * p.c_out..]);
                 scratches.with_thread(&mut |s| {
-                    let band = &mut s.grouped.padded;
-                    grow(band, rows.len() * wp * p.c_in);
-                    let rows_out = band.chunks_exact_mut(wp * p.c_in);
-                    for (r, row) in rows.clone().zip(rows_out) {
-                        if job.io.input_nhwc {
-                            layout::pad_hwc_row(job.x, p.c_in, (h, w), top_left, r, row);
-                        } else {
-                            layout::pad_chw_row(job.x, p.c_in, (h, w), top_left, r, row);
-                        }
-                    }
-                    let band = (&band[..rows.len() * wp * p.c_in], rows.start);
-                    g.pixels(isa, band, job.hw, pixels.clone(), part, r);
+                    let (x, nhwc) = (job.x, job.io.input_nhwc);
+                    let pixels = pixels.clone();
+                    g.padded_pixels(isa, x, job.hw, nhwc, pixels, part, r, &mut s.grouped);
                 });
             });
     }

@@ -1,7 +1,9 @@
-//! The register blocks of the grouped convolution: `MR` output pixels x one group's `CO`
-//! output channels, summed over the group's taps and input channels in the order (tap,
-//! channel) with fused multiply-adds, so every tier gives the portable code's bits (the SSE2
-//! tier's multiply-adds round twice).
+//! The register blocks of the grouped convolution: `MR` output pixels x `NG` neighbouring
+//! groups' `CO` output channels each, summed over the group's taps and input channels in the
+//! order (kernel row, channel, kernel column) with fused multiply-adds, so every tier gives
+//! the portable code's bits (the SSE2 tier's multiply-adds round twice). That order lets a
+//! block of pixels in one output row load each input value once for all the kernel columns
+//! that read it ([`avx512::row_block`]).
 
 use crate::kernels::isa::MulAdd;
 
@@ -11,41 +13,52 @@ pub(super) struct Block<'a, const MR: usize> {
     pub padded: &'a [f32],
     /// Each pixel's tap-(0, 0) offset in `padded`, at the group's first input channel.
     pub origin: [usize; MR],
-    /// Each tap's offset from the origin.
+    /// Each tap's offset from the origin, `[ky][kx]`.
     pub tap_at: &'a [usize],
-    /// Input channels of the group.
+    /// Kernel columns (taps per kernel row).
+    pub kw: usize,
+    /// Input channels of a group (also how far apart two groups' channels are in a pixel).
     pub cig: usize,
-    /// The group's weights `[tap][cig][CO]`.
+    /// The block's groups' weights, `[group][tap][cig][CO]` from its first group.
     pub weights: &'a [f32],
 }
 
 impl<const MR: usize> Block<'_, MR> {
-    /// Whether every read of a block of `co` channels lies inside the image and the weights
-    /// (the vector blocks read through pointers).
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    fn in_bounds(&self, co: usize) -> bool {
+    /// Whether every read of a block of `ng` groups of `co` channels lies inside the image
+    /// and the weights (the vector blocks read through pointers). The loops check it once per
+    /// call for every block (a check per block cost 5 % of the kernel's time).
+    pub(super) fn in_bounds(&self, ng: usize, co: usize) -> bool {
         let last_tap = self.tap_at.iter().max().copied().unwrap_or(0);
         let last_origin = self.origin.iter().max().copied().unwrap_or(0);
-        last_origin + last_tap + self.cig <= self.padded.len()
-            && self.tap_at.len() * self.cig * co <= self.weights.len()
+        last_origin + last_tap + ng * self.cig <= self.padded.len()
+            && ng * self.tap_at.len() * self.cig * co <= self.weights.len()
     }
 }
+
+/// The sums of a block: `[pixel][group][channel]`.
+pub(super) type Sums<const CO: usize, const NG: usize, const MR: usize> = [[[f32; CO]; NG]; MR];
 
 /// Portable block (the compiler vectorizes over the `CO` channels), its multiply-adds as `M`
 /// computes them.
 #[inline(always)]
-pub(super) fn portable<const CO: usize, const MR: usize, M: MulAdd>(
+pub(super) fn portable<const CO: usize, const NG: usize, const MR: usize, M: MulAdd>(
     b: &Block<MR>,
-) -> [[f32; CO]; MR] {
-    let mut acc = [[0.0f32; CO]; MR];
-    for (t, &tap_at) in b.tap_at.iter().enumerate() {
-        let wt = &b.weights[t * b.cig * CO..][..b.cig * CO];
-        for (i, wv) in wt.chunks_exact(CO).enumerate() {
-            let wv: &[f32; CO] = wv.try_into().expect("CO weights");
-            for (a, &o) in acc.iter_mut().zip(&b.origin) {
-                let x = b.padded[o + tap_at + i];
-                for (a, &wj) in a.iter_mut().zip(wv) {
-                    *a = M::madd(x, wj, *a);
+) -> Sums<CO, NG, MR> {
+    let mut acc = [[[0.0f32; CO]; NG]; MR];
+    let group_weights = b.tap_at.len() * b.cig * CO;
+    for (ky, row_at) in b.tap_at.chunks_exact(b.kw).enumerate() {
+        for i in 0..b.cig {
+            for (kx, &tap_at) in row_at.iter().enumerate() {
+                let t = ky * b.kw + kx;
+                for g in 0..NG {
+                    let at = g * group_weights + (t * b.cig + i) * CO;
+                    let wv: &[f32; CO] = b.weights[at..at + CO].try_into().expect("CO weights");
+                    for (a, &o) in acc.iter_mut().zip(&b.origin) {
+                        let x = b.padded[o + tap_at + g * b.cig + i];
+                        for (a, &wj) in a[g].iter_mut().zip(wv) {
+                            *a = M::madd(x, wj, *a);
+                        }
+                    }
                 }
             }
         }
@@ -55,48 +68,92 @@ pub(super) fn portable<const CO: usize, const MR: usize, M: MulAdd>(
 
 /// The vector block, written once over the operations each tier defines (`V`, `LANES`,
 /// `zero`, `splat`, `fma`, and `load`/`store` of the first `n` lanes): `NV` vectors of
-/// `LANES` channels per pixel, the last one partial when `CO` is not a multiple of `LANES`,
-/// the sums in registers, each weight vector loaded once per term.
+/// `LANES` channels per pixel and group, the last one partial when `CO` is not a multiple of
+/// `LANES`, the sums in registers, each weight vector loaded once per term. A block of two
+/// groups (`NG`) runs twice the chains of sums over the same pixels' addresses: with one
+/// 16-channel group, 8 pixels gave 8 chains, which the multiply-add latency left
+/// half-waiting.
 macro_rules! vector_block {
     ($(#[$feat:meta])*) => {
         /// # Safety
-        /// The CPU runs this tier's instructions.
+        /// The CPU runs this tier's instructions, and every read lies inside the image and
+        /// the weights (`b.in_bounds(NG, CO)`, which the caller checks once for all blocks).
+        ///
+        /// `CIG`: the group's input channels when known at compile time (`b.cig`), else 0.
+        /// Known, the second group's inputs sit a constant offset from the first's, so a
+        /// block of two groups keeps one address per pixel (with `b.cig` the compiler kept
+        /// one per pixel and group, and spilled them). `KW`: the kernel's columns when known
+        /// (`b.kw`), else 0; known, the innermost loop unrolls.
         $(#[$feat])*
-        pub(crate) unsafe fn block<const CO: usize, const MR: usize, const NV: usize>(
+        pub(crate) unsafe fn block<
+            const CO: usize,
+            const NG: usize,
+            const MR: usize,
+            const NV: usize,
+            const CIG: usize,
+            const KW: usize,
+        >(
             b: &Block<MR>,
-        ) -> [[f32; CO]; MR] {
-            assert!(NV * LANES >= CO && b.in_bounds(CO));
+        ) -> super::Sums<CO, NG, MR> {
+            debug_assert!(NV * LANES >= CO && b.in_bounds(NG, CO));
+            debug_assert!(CIG == 0 || CIG == b.cig);
+            debug_assert!(KW == 0 || KW == b.kw);
+            let cig = if CIG > 0 { CIG } else { b.cig };
+            let kw = if KW > 0 { KW } else { b.kw };
             let lanes: [usize; NV] = std::array::from_fn(|v| (CO - LANES * v).min(LANES));
-            let mut acc = [[zero(); NV]; MR];
+            let mut acc = [[[zero(); NV]; NG]; MR];
             let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
-            for (t, &tap_at) in b.tap_at.iter().enumerate() {
-                // SAFETY (the reads): inside `padded` and the weights (`in_bounds`,
-                // asserted); a partial vector reads only its lanes.
+            let group_weights = b.tap_at.len() * cig * CO;
+            for (ky, row_at) in b.tap_at.chunks_exact(kw).enumerate() {
+                // SAFETY (the reads): inside `padded` and the weights (the caller's
+                // contract); a partial vector reads only its lanes.
                 let a: [*const f32; MR] =
-                    std::array::from_fn(|q| unsafe { pp.add(b.origin[q] + tap_at) });
-                let wt = unsafe { wp.add(t * b.cig * CO) };
-                for i in 0..b.cig {
-                    let w = unsafe { wt.add(i * CO) };
-                    let wv: [V; NV] =
-                        std::array::from_fn(|v| unsafe { load(w.add(LANES * v), lanes[v]) });
-                    for (row, a) in acc.iter_mut().zip(&a) {
-                        let x = splat(unsafe { *a.add(i) });
-                        for (acc, &wv) in row.iter_mut().zip(&wv) {
-                            *acc = fma(x, wv, *acc);
+                    std::array::from_fn(|q| unsafe { pp.add(b.origin[q]) });
+                let wr = unsafe { wp.add(ky * kw * cig * CO) };
+                for i in 0..cig {
+                    for (kx, &tap_at) in row_at.iter().enumerate() {
+                        let wv: [[V; NV]; NG] = std::array::from_fn(|g| {
+                            let w = unsafe { wr.add(g * group_weights + (kx * cig + i) * CO) };
+                            std::array::from_fn(|v| unsafe { load(w.add(LANES * v), lanes[v]) })
+                        });
+                        let off = tap_at + i;
+                        for (row, a) in acc.iter_mut().zip(&a) {
+                            for (g, (row, wv)) in row.iter_mut().zip(&wv).enumerate() {
+                                let x = splat(unsafe { *a.add(off + g * cig) });
+                                for (acc, &wv) in row.iter_mut().zip(wv) {
+                                    *acc = fma(x, wv, *acc);
+                                }
+                            }
                         }
                     }
                 }
             }
-            let mut out = [[0.0f32; CO]; MR];
+            let mut out = [[[0.0f32; CO]; NG]; MR];
             for (o, row) in out.iter_mut().zip(&acc) {
-                for (v, &x) in row.iter().enumerate() {
-                    // SAFETY: a partial vector writes only its lanes.
-                    unsafe { store(o.as_mut_ptr().add(LANES * v), lanes[v], x) };
+                for (o, row) in o.iter_mut().zip(row) {
+                    for (v, &x) in row.iter().enumerate() {
+                        // SAFETY: a partial vector writes only its lanes.
+                        unsafe { store(o.as_mut_ptr().add(LANES * v), lanes[v], x) };
+                    }
                 }
             }
             out
         }
     };
+}
+
+/// `$body` for `$q` = 0, 1, ..., 8, each a constant.
+#[cfg(target_arch = "x86_64")]
+macro_rules! unroll_0_to_8 {
+    ($q:ident => $body:expr) => {{
+        unroll_0_to_8!(@ $q => $body; 0 1 2 3 4 5 6 7 8)
+    }};
+    (@ $q:ident => $body:expr; $($k:literal)*) => {{
+        $({
+            let $q: usize = $k;
+            $body
+        })*
+    }};
 }
 
 /// AVX-512: 16 lanes, partial vectors under a mask (group widths 8, 24 and 48).
@@ -138,6 +195,98 @@ pub(super) mod avx512 {
     }
 
     vector_block!(#[target_feature(enable = "avx512f,fma")]);
+
+    /// [`block`] for `RM <= MR` neighbouring output pixels of one output row (the sums of the
+    /// others are left 0), stride `S` (1 or 2), a 3-wide kernel and groups of at most 16
+    /// channels (one vector): the same sums in the same order. The `(RM - 1) * S + 3` input
+    /// pixels under a kernel row are `c_in` floats apart (`b.origin[q] == b.origin[0] + q *
+    /// S * c_in`), and each input value, loaded once, feeds every output whose kernel column
+    /// reads it (up to 3 at stride 1, 2 at stride 2). [`block`] loads it once per output, so
+    /// its multiply-adds each wait on a load (the loads, not the multiply-adds, set its
+    /// speed: 62 % of the peak at 16 channels).
+    ///
+    /// # Safety
+    /// As [`block`], and the pixels lie as said above.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub(crate) unsafe fn row_block<
+        const CO: usize,
+        const NG: usize,
+        const MR: usize,
+        const RM: usize,
+        const S: usize,
+        const CIG: usize,
+    >(
+        b: &Block<MR>,
+        c_in: usize,
+    ) -> super::Sums<CO, NG, MR> {
+        const KW: usize = 3;
+        // `RM <= MR` where it runs (the caller's check); the blocks of narrower `MR` are
+        // instantiated, never run.
+        debug_assert!(RM <= MR);
+        let rm = RM.min(MR);
+        debug_assert!(CO <= LANES && CIG == b.cig && b.kw == KW && b.in_bounds(NG, CO));
+        debug_assert!((0..rm).all(|q| b.origin[q] == b.origin[0] + q * S * c_in));
+        let mut acc = [[zero(); NG]; MR];
+        let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
+        let group_weights = b.tap_at.len() * CIG * CO;
+        for (ky, row_at) in b.tap_at.chunks_exact(KW).enumerate() {
+            // SAFETY (the reads): inside `padded` and the weights (the caller's contract).
+            let row = unsafe { pp.add(b.origin[0] + row_at[0]) };
+            let wr = unsafe { wp.add(ky * KW * CIG * CO) };
+            for i in 0..CIG {
+                let wv: [[V; KW]; NG] = std::array::from_fn(|g| {
+                    std::array::from_fn(|kx| unsafe {
+                        load(wr.add(g * group_weights + (kx * CIG + i) * CO), CO)
+                    })
+                });
+                let x = |p: usize, g: usize| splat(unsafe { *row.add(p * c_in + g * CIG + i) });
+                if S == 1 {
+                    for p in 0..rm + KW - 1 {
+                        for (g, wv) in wv.iter().enumerate() {
+                            let x = x(p, g);
+                            // Output `p - kx` reads this input at kernel column `kx`; for
+                            // each output the columns come in increasing order, as in
+                            // `block`.
+                            for (kx, &w) in wv.iter().enumerate() {
+                                if p >= kx && p - kx < rm {
+                                    acc[p - kx][g] = fma(x, w, acc[p - kx][g]);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    // Stride 2: input `2q` is column 0 of output `q` and column 2 of output
+                    // `q - 1`, input `2q + 1` column 1 of output `q`; in this order each
+                    // output's columns come in increasing order.
+                    // Unrolled by hand: as a loop LLVM kept it rolled, with the sums in
+                    // memory (a third of the speed).
+                    unroll_0_to_8!(q => if q <= rm {
+                        for (g, wv) in wv.iter().enumerate() {
+                            let even = x(2 * q, g);
+                            if q < rm {
+                                acc[q][g] = fma(even, wv[0], acc[q][g]);
+                            }
+                            if q >= 1 {
+                                acc[q - 1][g] = fma(even, wv[2], acc[q - 1][g]);
+                            }
+                            if q < rm {
+                                acc[q][g] = fma(x(2 * q + 1, g), wv[1], acc[q][g]);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let mut out = [[[0.0f32; CO]; NG]; MR];
+        for (o, row) in out.iter_mut().zip(&acc).take(rm) {
+            for (o, &x) in o.iter_mut().zip(row) {
+                // SAFETY: a partial vector writes only its lanes.
+                unsafe { store(o.as_mut_ptr(), CO, x) };
+            }
+        }
+        out
+    }
 }
 
 /// AVX2: 8 lanes; every group width the kernel takes is a multiple of 8, so no vector is
