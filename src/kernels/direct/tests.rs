@@ -33,6 +33,7 @@ fn every_tier_matches_generic_bitwise() {
             (7, 16, 3, 3),
             (9, 33, 1, 5),
             (9, 70, 3, 5),
+            (9, 112, 3, 5),
             (16, 128, 2, 7),
             (12, 192, 4, 4),
             // 49 and 8 outputs: the last full block and the one or two left over run
@@ -128,6 +129,10 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         (3, 7, 3, (3, 12)),
         (32, 32, 3, (4, 18)),
         (32, 24, 3, (3, 14)),
+        // A last group of 48 channels and one of 40 (3 vectors, the last partial).
+        (48, 112, 1, (5, 7)),
+        (64, 176, 3, (3, 5)),
+        (20, 40, 3, (4, 9)),
     ] {
         let taps = k * k;
         assert_eq!(
