@@ -1,6 +1,6 @@
 //! Time the depthwise kernel on the shapes of MobileNet/EfficientNet, one thread, pixel-major
 //! in and out, with and without SiLU: `cargo run --release --example depthwise` (`COLD=1`:
-//! the caches flushed between runs).
+//! the caches flushed between runs; `PAR2=1`: the rows in two halves on two threads).
 use haste::kernels::depthwise::DepthwiseConv;
 use haste::kernels::isa::Isa;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -76,7 +76,17 @@ fn main() {
             while start.elapsed().as_secs_f64() < seconds {
                 flush.iter_mut().for_each(|v| *v += 1.0);
                 let t = Instant::now();
-                dw.rows(Isa::current(), &x, (side, side), 0..oh, &mut out, None);
+                if std::env::var("PAR2").is_ok() {
+                    // Two halves of the rows on two threads, as a batch-1 layer runs.
+                    let half = oh.div_ceil(2);
+                    let (top, bottom) = out.split_at_mut(half * ow * c);
+                    rayon::join(
+                        || dw.rows(Isa::current(), &x, (side, side), 0..half, top, None),
+                        || dw.rows(Isa::current(), &x, (side, side), half..oh, bottom, None),
+                    );
+                } else {
+                    dw.rows(Isa::current(), &x, (side, side), 0..oh, &mut out, None);
+                }
                 best = best.min(t.elapsed().as_secs_f64());
             }
             let flops = 2.0 * (c * k * k * oh * ow) as f64;
