@@ -13,6 +13,25 @@
 //! - [`isa`]: the instruction-set tier every kernel dispatches on;
 //! - [`mod@reference`]: naive versions the tests compare against.
 
+/// `$body` for `$q` = 0, 1, ... up to `$n` - 1 (at most 24; `$n` a constant), written out:
+/// LLVM leaves a loop of 17 or more columns rolled (the depthwise blocks; the grouped row
+/// blocks at stride 2 from 9), and then the sums go through memory and every pixel's tap is
+/// a branch. Defined before the kernel modules, which use it.
+macro_rules! unroll {
+    ($n:expr, $q:ident => $body:block) => {
+        unroll!(@ $n, $q, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23)
+    };
+    (@ $n:expr, $q:ident, $body:block, $($i:literal)*) => {
+        const { assert!($n <= 24, "unroll! covers 24 columns") };
+        $(
+            if $i < $n {
+                let $q: usize = $i;
+                $body
+            }
+        )*
+    };
+}
+
 pub mod activation;
 pub mod convolution;
 pub mod depthwise;

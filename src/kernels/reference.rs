@@ -2,6 +2,24 @@
 
 use crate::ops::Conv2dParams;
 
+/// The output of `op` on one image (`x`: `[c_in, h, w]`) as the plain loops compute it:
+/// [`conv2d_direct`] with the op's bias, then its fused `residual` (same layout as the
+/// output) and the activation after it, or else its own activation. What the fast kernels'
+/// tests compare against.
+pub fn conv_op_finished(
+    op: &crate::ops::ConvOp,
+    x: &[f32],
+    (h, w): (usize, usize),
+    residual: &[f32],
+) -> Vec<f32> {
+    let mut out = conv2d_direct(&op.params, x, h, w, &op.weights, op.bias.as_deref());
+    match op.residual {
+        Some(after) => after.add_then_apply(&mut out, residual),
+        None => op.activation.apply(&mut out),
+    }
+    out
+}
+
 /// Direct convolution of one image (`x`: `[c_in, h, w]`) into `[c_out, oh, ow]`.
 /// `weights` is OIHW, `bias` optional. Handles stride, padding, dilation and groups.
 pub fn conv2d_direct(

@@ -27,24 +27,6 @@ use super::{BlockAt, DepthwiseConv};
 const PREFETCH: usize = 2;
 use crate::ops::Activation;
 
-/// `$body` for `$q` = 0, 1, ... up to `$n` - 1 (at most 24), written out: LLVM leaves a loop
-/// of 17 or more columns rolled, and then the sums go through memory and every pixel's
-/// tap is a branch.
-macro_rules! unroll {
-    ($n:expr, $q:ident => $body:block) => {
-        unroll!(@ $n, $q, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23)
-    };
-    (@ $n:expr, $q:ident, $body:block, $($i:literal)*) => {
-        const { assert!($n <= 24, "unroll! covers 24 columns") };
-        $(
-            if $i < $n {
-                let $q: usize = $i;
-                $body
-            }
-        )*
-    };
-}
-
 macro_rules! tier {
     ($(#[$feat:meta])*) => {
         /// Sums of the block at `at` into `out` (from the first pixel's channel 0); returns

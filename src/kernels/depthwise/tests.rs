@@ -1,6 +1,6 @@
 use super::*;
 use crate::kernels::isa::assert_tier_result;
-use crate::kernels::reference::conv2d_direct;
+use crate::kernels::reference::conv_op_finished;
 use crate::ops::Activation;
 
 fn values(n: usize, salt: usize) -> Vec<f32> {
@@ -64,12 +64,7 @@ fn every_tier_and_memory_order_matches_the_reference() {
                 residual: fused,
             };
             let d = DepthwiseConv::new(&op).expect("depthwise");
-            let mut want = conv2d_direct(&p, &x, h, w, &weights, bias.as_deref());
-            if let Some(after) = fused {
-                after.add_then_apply(&mut want, &residual);
-            } else {
-                activation.apply(&mut want);
-            }
+            let want = conv_op_finished(&op, &x, (h, w), &residual);
             let r = fused.map(|_| &residual[..]);
             let mut s = DepthwiseScratch::default();
             let mut got = vec![f32::NAN; want.len()];

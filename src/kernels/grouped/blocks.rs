@@ -142,20 +142,6 @@ macro_rules! vector_block {
     };
 }
 
-/// `$body` for `$q` = 0, 1, ..., 8, each a constant.
-#[cfg(target_arch = "x86_64")]
-macro_rules! unroll_0_to_8 {
-    ($q:ident => $body:expr) => {{
-        unroll_0_to_8!(@ $q => $body; 0 1 2 3 4 5 6 7 8)
-    }};
-    (@ $q:ident => $body:expr; $($k:literal)*) => {{
-        $({
-            let $q: usize = $k;
-            $body
-        })*
-    }};
-}
-
 /// AVX-512: 16 lanes, partial vectors under a mask (group widths 8, 24 and 48).
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
@@ -261,7 +247,7 @@ pub(super) mod avx512 {
                     // output's columns come in increasing order.
                     // Unrolled by hand: as a loop LLVM kept it rolled, with the sums in
                     // memory (a third of the speed).
-                    unroll_0_to_8!(q => if q <= rm {
+                    unroll!(if RM < MR { RM + 1 } else { MR + 1 }, q => {
                         for (g, wv) in wv.iter().enumerate() {
                             let even = x(2 * q, g);
                             if q < rm {

@@ -1,7 +1,7 @@
 //! The grouped kernel against the reference convolution, on every tier and memory order.
 use super::*;
 use crate::kernels::isa::assert_tier_result;
-use crate::kernels::reference::conv2d_direct;
+use crate::kernels::reference::conv_op_finished;
 use crate::ops::Activation;
 
 fn values(n: usize, salt: usize) -> Vec<f32> {
@@ -58,11 +58,7 @@ fn every_tier_and_memory_order_matches_the_reference() {
                 residual: fused,
             };
             let gconv = GroupedConv::new(&op).expect("grouped");
-            let mut want = conv2d_direct(&p, &x, h, w, &weights, bias.as_deref());
-            match fused {
-                Some(after) => after.add_then_apply(&mut want, &residual),
-                None => activation.apply(&mut want),
-            }
+            let want = conv_op_finished(&op, &x, (h, w), &residual);
             let r = fused.map(|_| &residual[..]);
             let mut s = GroupedScratch::default();
             let mut nchw = vec![f32::NAN; want.len()];
