@@ -17,8 +17,23 @@ use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
 use std::time::Instant;
 
-const SIDE: usize = 28;
 const TILE: usize = 4;
+
+/// The image side: `SIDE` from the environment, else 28.
+fn side() -> usize {
+    std::env::var("SIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(28)
+}
+
+/// The tiles of the merged runs: `TILES` from the environment (comma-separated), else 4, 8, 16.
+fn tiles() -> Vec<usize> {
+    std::env::var("TILES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or_else(|| vec![4, 8, 16])
+}
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -35,12 +50,13 @@ fn main() {
         let dense = dense_rate(c);
         let patches = patch_rate(c, TILE, Partition::Singletons);
         println!(
-            "{c:>4} -> {c:<4} 3x3 @{SIDE}: dense {dense:6.1} GFLOP/s, patches {patches:6.1} GFLOP/s, ratio {:.2}",
+            "{c:>4} -> {c:<4} 3x3 @{}: dense {dense:6.1} GFLOP/s, patches {patches:6.1} GFLOP/s, ratio {:.2}",
+            side(),
             patches / dense
         );
         // Half the channels merged away, as real partitions do: the same multiply-adds with
         // the buckets' channels and rows in order, or spread as HASTE's buckets leave them.
-        for tile in [4, 8, 16] {
+        for tile in tiles() {
             let packed = patch_rate(c, tile, Partition::HalfPacked);
             let spread = patch_rate(c, tile, Partition::HalfSpread);
             println!(
@@ -73,6 +89,7 @@ fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn dense_rate(c: usize) -> f64 {
+    let side = side();
     let p = Conv2dParams::new(c, c, 3, 3).with_pads([1; 4]);
     let op = ConvOp {
         input_scale: false,
@@ -83,16 +100,16 @@ fn dense_rate(c: usize) -> f64 {
         residual: None,
     };
     let d = DirectConv::new(&op).expect("a direct convolution");
-    let x = values(c * SIDE * SIDE, 2);
-    let mut out = vec![0.0; c * SIDE * SIDE];
+    let x = values(c * side * side, 2);
+    let mut out = vec![0.0; c * side * side];
     let mut s = DirectScratch::default();
     let io = IoLayout {
         input_nhwc: true,
         output_nhwc: true,
     };
-    let flops = 2.0 * p.dense_macs(SIDE, SIDE) as f64;
+    let flops = 2.0 * p.dense_macs(side, side) as f64;
     rate(flops, || {
-        d.forward(&x, (SIDE, SIDE), &mut out, &mut s, io, None)
+        d.forward(&x, (side, side), &mut out, &mut s, io, None)
     })
 }
 
@@ -111,8 +128,9 @@ enum Partition {
 /// Every `tile x tile` patch of the image from its own window, one panel at a time, as
 /// `HasteConv` runs them.
 fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
+    let side_in = side();
     let win_side = tile + 2;
-    let per_side = SIDE / tile;
+    let per_side = side_in / tile;
     let windows: Vec<Vec<f32>> = (0..per_side * per_side)
         .map(|i| values(win_side * win_side * c, 3 + i))
         .collect();
@@ -124,9 +142,9 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
         Partition::HalfSpread => (0..c as u32 / 2).map(|b| 2 * b + (b / 7) % 2).collect(),
     };
     let summed = values(9 * c * panel, 4);
-    let mut out = vec![0.0f32; SIDE * SIDE * c];
-    let side = per_side * tile;
-    let flops = 2.0 * (side * side * c * first.len() * 9) as f64;
+    let mut out = vec![0.0f32; side_in * side_in * c];
+    let covered = per_side * tile;
+    let flops = 2.0 * (covered * covered * c * first.len() * 9) as f64;
     let isa = Isa::current();
     rate(flops, || {
         for q in 0..c / panel {
@@ -154,7 +172,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     sw: 1,
                     ph: tile,
                     pw: tile,
-                    out_w: SIDE,
+                    out_w: side_in,
                     out_stride: c,
                 };
                 let f = Filters::Rows {
@@ -162,8 +180,9 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     rows: &rows,
                     tap_stride: c * panel,
                     ahead: &[],
+                    side: None,
                 };
-                let o = &mut out[(oy0 * SIDE + ox0) * c + q * panel..];
+                let o = &mut out[(oy0 * side_in + ox0) * c + q * panel..];
                 // SAFETY: every row and its taps lie in `wt_panel`; the window holds
                 // `6 * 6 * c` values; `isa` is the CPU's.
                 unsafe { conv_on(isa, &g, win, f, Epilogue::NONE, o) };
