@@ -180,7 +180,6 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     rows: &rows,
                     tap_stride: c * panel,
                     ahead: &[],
-                    side: None,
                 };
                 let o = &mut out[(oy0 * side_in + ox0) * c + q * panel..];
                 // SAFETY: every row and its taps lie in `wt_panel`; the window holds

@@ -4,10 +4,14 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{with_lanes, Lanes};
+#[cfg(target_arch = "x86_64")]
+use super::joined::{joined_blocks, joined_tail};
 use super::passes::wide_group_passes;
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::prefetch_block_io;
 use super::prefetch::{ahead_part, next_filters_part};
+#[cfg(target_arch = "x86_64")]
+use super::row_blocks::row_blocks;
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
 use crate::ops::Activation;
 
@@ -94,6 +98,13 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     let row_terms = g.kh * g.kw * p.f.terms(g);
     let wide_rows = !PANELS && n >= 36 && row_terms >= WIDE_ROW_TERMS;
     let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
+    // A tail of up to 32 channels joins the last full group (see `joined`).
+    let joined = if PANELS {
+        joined_tail(g.c_out, &p.f)
+    } else {
+        None
+    };
+    let wide = wide - usize::from(joined.is_some());
     // HASTE's 8 x 8 patches take 6 x 64 blocks and one of 4: 10 % faster than 4 x 64 blocks
     // on half-merged 64- to 256-channel patches (`examples/patch_kernel`), where a block's
     // rows come from L2 and the larger block reads them for more outputs.
@@ -132,7 +143,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             };
         }
     }
-    if wide > 0 && !g.c_out.is_multiple_of(64) {
+    if wide > 0 && !g.c_out.is_multiple_of(64) && joined.is_none() {
         // The channels past the last full group, for the same outputs.
         for j0 in (0..full).step_by(8) {
             unsafe { narrow_blocks::<PANELS>(p, out, j0, (full - j0).min(8), 64 * wide) };
@@ -161,6 +172,10 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             }
         }
         co_rest = 64 * wide;
+    }
+    if let Some(extra) = joined {
+        // SAFETY: forwarded from the caller; the filters have such a tail.
+        return unsafe { joined_blocks(p, out, 64 * wide, extra) };
     }
     if PANELS && wide == 0 && g.c_out <= 32 {
         // Narrow layers whose neighbouring outputs read inputs a common constant apart (the
@@ -204,109 +219,6 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 /// and Tiny Darknet within the noise).
 const WIDE_ROW_TERMS: usize = 256;
 
-/// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
-/// read inputs `S` floats apart (`sw * c_in == S`), row by row: [`row_block`]s of 16
-/// outputs (up to 16 channels) or of 8 (up to 32), the rest of each row as [`block`]s of up
-/// to 8.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn row_blocks<const S: usize>(p: Pass, out: *mut f32) {
-    let g = p.g;
-    let [m0, m1, ..] = vector_masks(g.c_out);
-    let masks = [m0, m1];
-    for oy in 0..g.ph {
-        let (mut j, end) = (oy * g.pw, (oy + 1) * g.pw);
-        // SAFETY (every block): forwarded from the caller; each block stays in its row.
-        if g.c_out <= 16 {
-            while end - j >= 16 {
-                unsafe { row_block::<16, 1, S>(p, out, j, masks) };
-                j += 16;
-            }
-        } else {
-            // Not 12 (24 accumulators): LLVM then kept the accumulators in memory too,
-            // storing all of them on every term (half speed).
-            while end - j >= 8 {
-                unsafe { row_block::<8, 2, S>(p, out, j, masks) };
-                j += 8;
-            }
-        }
-        while j < end {
-            let mr = (end - j).min(8);
-            unsafe { narrow_blocks::<true>(p, out, j, mr, 0) };
-            j += mr;
-        }
-    }
-}
-
-/// `MR` outputs from `j0`, all in one output row, x `16 * NV` output channels (lanes past
-/// `masks` off), for layers whose neighbouring outputs read inputs `S` floats apart. With
-/// that distance a constant, each output's input is one address plus a constant offset, so
-/// 16 outputs fit in registers; [`block`] keeps one address register per output, and
-/// beyond 8 they spilled (16 -> 16 layers ran at 87-93 GFLOP/s on one core in blocks of 8,
-/// 100-106 in these). Same sums, in the same order, as [`block`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[inline]
-unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
-    p: Pass,
-    out: *mut f32,
-    j0: usize,
-    masks: [u16; 2],
-) {
-    use std::arch::x86_64::*;
-    let g = p.g;
-    let Filters::Panels { weights, .. } = p.f else {
-        unreachable!("row blocks run panel filters")
-    };
-    let at = g.out_offsets::<MR>(j0);
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if !p.first {
-        for (row, &o) in acc.iter_mut().zip(&at) {
-            for (v, x) in row.iter_mut().enumerate() {
-                *x = _mm512_maskz_loadu_ps(masks[v], out.add(o + 16 * v));
-            }
-        }
-    }
-    let (oy, ox) = (j0 / g.pw, j0 % g.pw);
-    let origin = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
-    let (terms, width) = (g.kw * g.c_in, g.c_out);
-    for ky in p.kys.0..p.kys.1 {
-        prefetch_block_io::<MR, NV>(p, out, &at, 0, ky);
-        let a = p.win.as_ptr().add(origin + ky * g.win_w * g.c_in);
-        let w0 = weights.as_ptr().add(ky * terms * width);
-        for t in 0..terms {
-            let w = w0.add(t * width);
-            let wv: [__m512; NV] =
-                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)));
-            let a_t = a.add(t);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a_t.add(i * S));
-                for (v, acc) in row.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(x, wv[v], *acc);
-                }
-            }
-        }
-    }
-    if !p.last {
-        for (row, &o) in acc.iter().zip(&at) {
-            for (v, x) in row.iter().enumerate() {
-                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], *x);
-            }
-        }
-        return;
-    }
-    // The epilogue in registers (at most 16 accumulators here, so its constants fit beside
-    // them; `finish_block` reloads a stored block instead).
-    with_lanes!(p.e.activation, act => {
-        for (row, &o) in acc.iter().zip(&at) {
-            for (v, &x) in row.iter().enumerate() {
-                let x = act.apply(p.e.add_avx512(16 * v, o + 16 * v, masks[v], x));
-                _mm512_mask_storeu_ps(out.add(o + 16 * v), masks[v], x);
-            }
-        }
-    })
-}
-
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of up to
 /// 48 (3 vectors, the last one partial): 112 output channels run as 64 + 48, 40 as one
 /// block of 3 vectors. Blocks of 32 then 16 had the 16-channel one load an input value for
@@ -314,7 +226,7 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
 /// onnxruntime's speed).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn narrow_blocks<const PANELS: bool>(
+pub(super) unsafe fn narrow_blocks<const PANELS: bool>(
     p: Pass,
     out: *mut f32,
     j0: usize,
@@ -353,7 +265,7 @@ unsafe fn narrow_blocks<const PANELS: bool>(
 }
 
 /// The lane masks of `width` (at most 64) channels held in 16-lane vectors.
-fn vector_masks(width: usize) -> [u16; 4] {
+pub(super) fn vector_masks(width: usize) -> [u16; 4] {
     std::array::from_fn(|v| {
         let w = width.saturating_sub(16 * v);
         if w >= 16 {
@@ -560,7 +472,7 @@ unsafe fn row_block_terms<const MR: usize, const NV: usize, const PW: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[inline(never)]
-unsafe fn finish_block<const MR: usize, const NV: usize>(
+pub(super) unsafe fn finish_block<const MR: usize, const NV: usize>(
     p: Pass,
     op: *mut f32,
     at: [usize; MR],

@@ -38,12 +38,16 @@ mod blocks_avx2;
 #[cfg(target_arch = "aarch64")]
 mod blocks_neon;
 mod epilogue;
+#[cfg(target_arch = "x86_64")]
+mod joined;
 mod layer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod narrow;
 mod passes;
 #[cfg(target_arch = "x86_64")]
 mod prefetch;
+#[cfg(target_arch = "x86_64")]
+mod row_blocks;
 
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};

@@ -73,7 +73,10 @@ pub(super) unsafe fn prefetch_block_io<const MR: usize, const NV: usize>(
     ky: usize,
 ) {
     use std::arch::x86_64::*;
-    let lines = || (0..MR * NV).map(|k| at[k / NV] + co0 + 16 * (k % NV));
+    let lines = || {
+        at.iter()
+            .flat_map(move |&o| (0..NV).map(move |v| o + co0 + 16 * v))
+    };
     if ky == p.kys.0 + (p.kys.1 - p.kys.0) / 2 {
         lines().for_each(|at| _mm_prefetch::<_MM_HINT_ET0>(op.wrapping_add(at).cast()));
     }

@@ -112,7 +112,7 @@ fn every_tier_matches_generic_bitwise() {
 /// Panel filters, over channel counts whose 64-channel group is larger than
 /// [`GROUP_FILTER_BUDGET`] (so the AVX-512 kernel sums kernel row by kernel row),
 /// output counts that leave a narrow last panel, and 3-, 16- and 32-input layers (run as
-/// [`row_blocks`], with rows that leave outputs over): every tier gives the portable kernel's
+/// `row_blocks`, with rows that leave outputs over): every tier gives the portable kernel's
 /// bits, and those bits are the naive convolution's within rounding.
 #[test]
 fn panels_split_by_kernel_rows_match_generic_and_reference() {
@@ -131,6 +131,13 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         (32, 24, 3, (3, 14)),
         // A last group of 48 channels and one of 40 (3 vectors, the last partial).
         (48, 112, 1, (5, 7)),
+        // Tails of 32, 16, 24 and 8 channels joined to the last full group (blocks of 4 x
+        // 96, 5 x 80 and their masked forms), in one pass and in passes of terms.
+        (16, 96, 1, (5, 7)),
+        (24, 144, 1, (4, 9)),
+        (40, 80, 3, (5, 6)),
+        (300, 88, 3, (5, 6)),
+        (20, 72, 3, (3, 7)),
         (64, 176, 3, (3, 5)),
         (20, 40, 3, (4, 9)),
     ] {
