@@ -29,12 +29,16 @@ pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = 
 }
 
 /// Terms of panel filters one pass of the AVX-512 kernel sums (see [`wide_group_passes`]):
-/// 96 terms of a 64-channel group are 24 KB of filters, which stay in a 32 KB L1 while every
-/// block of outputs reads them. In one pass, each 6 x 64 block streamed its group's filters
-/// from L2 (1.2 MB for a 512 -> 512 3x3 layer, in passes of one kernel row), 256 bytes for
-/// every 24 FMAs.
+/// 768 terms of a 64-channel group are 192 KB of filters, which stay in L2 while every block
+/// of outputs streams them (256 bytes for every 24 FMAs, which L2 delivers). In one pass of a
+/// whole kernel row, a 512 -> 512 3x3 layer's group (393 KB, beside its partial sums and
+/// image) came from L3. Each pass stores and reloads every block's sums, so passes are
+/// as long as L2 allows: passes of 96 terms (24 KB, for L1) left ResNet-18's dense network
+/// 3-4 % slower on the Zen 5 (48 KB L1; batch 8 and 1, one and two threads; its 256 -> 256
+/// and 512 -> 512 layers 7-10 %), Tiny Darknet 2 %; the CIFAR ResNets and the MobileNet
+/// family within the noise.
 #[cfg(target_arch = "x86_64")]
-const WIDE_TERMS_PER_PASS: usize = 96;
+const WIDE_TERMS_PER_PASS: usize = 768;
 
 /// Up to this many terms a layer runs in one pass of the AVX-512 kernel.
 #[cfg(target_arch = "x86_64")]
