@@ -107,7 +107,8 @@ pub fn patch_flops(
 /// --include-1x1` on every real shared model and the random-weight ResNet-18 (the 1x1
 /// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
 /// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread (AMD Zen 5, 2026-12-05;
-/// BENCHMARKS.md). Constants
+/// BENCHMARKS.md; the AVX-512 sets refitted the same way after the dense kernel's longer
+/// term passes made its wide layers 7-10 % faster, eleventh session). Constants
 /// refitted on another machine replace them through `HASTE_COST_MODEL`
 /// ([`super::cost_file`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -132,22 +133,22 @@ pub struct CostModel {
 impl CostModel {
     /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
     pub const AVX512: CostModel = CostModel {
-        kept: 0.996,
-        fixed: 34.7,
-        input_merge: 32.6,
-        per_input_channel: 1120.0,
-        per_output_channel: 609.0,
-        merge: 6.63,
-        merge_per_mb: 0.438,
+        kept: 1.03,
+        fixed: 29.3,
+        input_merge: 33.7,
+        per_input_channel: 953.0,
+        per_output_channel: 727.0,
+        merge: 6.94,
+        merge_per_mb: 0.586,
     };
     /// 1x1 convolutions on AVX-512.
     pub const AVX512_POINTWISE: CostModel = CostModel {
-        kept: 1.43,
-        fixed: 21.1,
-        input_merge: 16.8,
-        per_input_channel: 897.0,
-        per_output_channel: 258.0,
-        merge: 5.56,
+        kept: 1.69,
+        fixed: 21.4,
+        input_merge: 19.9,
+        per_input_channel: 993.0,
+        per_output_channel: 250.0,
+        merge: 5.25,
         merge_per_mb: 0.0,
     };
     /// Spatial convolutions on AVX2 + FMA (8 lanes). NEON (4 lanes with fused multiply-adds
