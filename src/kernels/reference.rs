@@ -20,6 +20,60 @@ pub fn conv_op_finished(
     out
 }
 
+/// One case of a fast kernel's test: the op, the expected NCHW output, and the input and
+/// residual pixel-major (what the kernels' pixel-major paths read).
+pub struct FinishedCase {
+    pub op: crate::ops::ConvOp,
+    pub want: Vec<f32>,
+    pub x_hwc: Vec<f32>,
+    pub r_hwc: Vec<f32>,
+}
+
+/// The [`FinishedCase`] of a convolution `p` with `weights` and `bias`, finished by
+/// `activation` or by a fused residual addition then `fused`, on the NCHW image `x` (`hw`)
+/// with the NCHW `residual` (used only with `fused`).
+pub fn finished_case(
+    p: Conv2dParams,
+    (weights, bias): (&[f32], Option<&[f32]>),
+    (activation, fused): (crate::ops::Activation, Option<crate::ops::Activation>),
+    x: &[f32],
+    (h, w): (usize, usize),
+    residual: &[f32],
+) -> FinishedCase {
+    use crate::kernels::layout::nchw_to_nhwc;
+    let op = crate::ops::ConvOp {
+        input_scale: false,
+        params: p,
+        weights: weights.to_vec(),
+        bias: bias.map(<[f32]>::to_vec),
+        activation,
+        residual: fused,
+    };
+    let want = conv_op_finished(&op, x, (h, w), residual);
+    let mut x_hwc = vec![0.0; x.len()];
+    nchw_to_nhwc(x, p.c_in, h * w, &mut x_hwc);
+    let (oh, ow) = p.out_hw(h, w);
+    let mut r_hwc = vec![0.0; residual.len()];
+    nchw_to_nhwc(residual, p.c_out, oh * ow, &mut r_hwc);
+    FinishedCase {
+        op,
+        want,
+        x_hwc,
+        r_hwc,
+    }
+}
+
+/// Asserts that `got` is the reference output `want` within float rounding.
+pub fn assert_near_reference(got: &[f32], want: &[f32], what: &dyn std::fmt::Debug) {
+    assert_eq!(got.len(), want.len(), "{what:?}: output length");
+    for (a, b) in got.iter().zip(want) {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{what:?}: {a} vs {b}"
+        );
+    }
+}
+
 /// Direct convolution of one image (`x`: `[c_in, h, w]`) into `[c_out, oh, ow]`.
 /// `weights` is OIHW, `bias` optional. Handles stride, padding, dilation and groups.
 pub fn conv2d_direct(

@@ -1,6 +1,6 @@
 use super::*;
 use crate::kernels::isa::assert_tier_result;
-use crate::kernels::reference::conv_op_finished;
+use crate::kernels::reference::{assert_near_reference, finished_case, FinishedCase};
 use crate::ops::Activation;
 
 fn values(n: usize, salt: usize) -> Vec<f32> {
@@ -55,28 +55,21 @@ fn every_tier_and_memory_order_matches_the_reference() {
             (Activation::Silu, None),
             (Activation::None, Some(Activation::Relu)),
         ] {
-            let op = ConvOp {
-                input_scale: false,
-                params: p,
-                weights: weights.clone(),
-                bias: bias.clone(),
-                activation,
-                residual: fused,
-            };
+            let filters = (&weights[..], bias.as_deref());
+            let case = finished_case(p, filters, (activation, fused), &x, (h, w), &residual);
+            let FinishedCase {
+                op,
+                want,
+                x_hwc,
+                r_hwc,
+            } = case;
             let d = DepthwiseConv::new(&op).expect("depthwise");
-            let want = conv_op_finished(&op, &x, (h, w), &residual);
             let r = fused.map(|_| &residual[..]);
             let mut s = DepthwiseScratch::default();
             let mut got = vec![f32::NAN; want.len()];
             d.forward(&x, (h, w), &mut got, &mut s, IoLayout::NCHW, r);
-            for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
-            }
+            assert_near_reference(&got, &want, &p);
             // Every tier and memory order gives the portable tier's bits.
-            let mut x_hwc = vec![0.0; x.len()];
-            nchw_to_nhwc(&x, c, h * w, &mut x_hwc);
-            let mut r_hwc = vec![0.0; residual.len()];
-            nchw_to_nhwc(&residual, c, oh * ow, &mut r_hwc);
             let mut portable = vec![f32::NAN; want.len()];
             d.rows(
                 Isa::Portable,

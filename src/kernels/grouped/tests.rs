@@ -1,7 +1,7 @@
 //! The grouped kernel against the reference convolution, on every tier and memory order.
 use super::*;
 use crate::kernels::isa::assert_tier_result;
-use crate::kernels::reference::conv_op_finished;
+use crate::kernels::reference::{assert_near_reference, finished_case, FinishedCase};
 use crate::ops::Activation;
 
 fn values(n: usize, salt: usize) -> Vec<f32> {
@@ -49,27 +49,20 @@ fn every_tier_and_memory_order_matches_the_reference() {
             (Activation::Relu, None),
             (Activation::None, Some(Activation::Relu)),
         ] {
-            let op = ConvOp {
-                input_scale: false,
-                params: p,
-                weights: weights.clone(),
-                bias: bias.clone(),
-                activation,
-                residual: fused,
-            };
+            let filters = (&weights[..], bias.as_deref());
+            let case = finished_case(p, filters, (activation, fused), &x, (h, w), &residual);
+            let FinishedCase {
+                op,
+                want,
+                x_hwc,
+                r_hwc,
+            } = case;
             let gconv = GroupedConv::new(&op).expect("grouped");
-            let want = conv_op_finished(&op, &x, (h, w), &residual);
             let r = fused.map(|_| &residual[..]);
             let mut s = GroupedScratch::default();
             let mut nchw = vec![f32::NAN; want.len()];
             gconv.forward(&x, (h, w), &mut nchw, &mut s, IoLayout::NCHW, r);
-            for (a, b) in nchw.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{p:?}: {a} vs {b}");
-            }
-            let mut x_hwc = vec![0.0; x.len()];
-            nchw_to_nhwc(&x, c_in, h * w, &mut x_hwc);
-            let mut r_hwc = vec![0.0; residual.len()];
-            nchw_to_nhwc(&residual, c_out, oh * ow, &mut r_hwc);
+            assert_near_reference(&nchw, &want, &p);
             let io = IoLayout {
                 input_nhwc: true,
                 output_nhwc: true,
