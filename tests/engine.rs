@@ -501,6 +501,19 @@ fn a_run_from_a_checkpoint_gives_the_bits_of_a_whole_run() {
         assert_eq!(bits(plan.run_from(&chained, &x).expect("resumes").1), whole);
         earlier = Some(chained);
     }
+    // One image on two threads: its values sit centred in their slots (`plan::placement`),
+    // and a checkpoint keeps them where they were.
+    let one = bits(plan.run(&x[..per], 1).expect("runs").1);
+    assert_eq!(one, whole[..one.len()]);
+    for &step in [convs[3], convs[9]].iter() {
+        let single = plan
+            .checkpoint(&x[..per], 1, step, None)
+            .expect("checkpoint");
+        assert_eq!(
+            bits(plan.run_from(&single, &x[..per]).expect("resumes").1),
+            one
+        );
+    }
     // HASTE from the third convolution on, after a dense checkpoint at it.
     let at = plan.checkpoint(&x, 3, convs[2], None).expect("checkpoint");
     let mut options = haste::CompressOptions::default();

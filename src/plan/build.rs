@@ -127,6 +127,8 @@ impl Plan {
             graph,
             steps,
             slots: vec![Vec::new(); n_slots],
+            slot_offsets: vec![0; n_slots],
+            centered: vec![],
             consts,
             image_shape: image_shape.to_vec(),
             output,
@@ -174,6 +176,13 @@ impl Plan {
                     .collect()
             })
             .collect();
+        plan.centered = super::placement::centered_offsets(
+            &plan.steps,
+            &plan.img_out_shapes,
+            &plan.layouts,
+            n_slots,
+            threads,
+        );
         // Nothing large is allocated before the buffers are known to fit.
         let (_, batch_shapes) = plan.shapes_for(options.max_batch)?;
         plan.check_buffers_fit(&batch_shapes)?;

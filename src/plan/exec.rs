@@ -61,6 +61,9 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
 /// The operands of one step: where slots live and the shapes they have.
 pub(super) struct Frame<'a> {
     pub(super) slots: &'a [Vec<f32>],
+    /// Where each slot's value starts in it; a slot past its end starts at 0 (a thread's
+    /// workspace).
+    pub(super) offsets: &'a [usize],
     pub(super) input: &'a [f32],
     pub(super) in_shapes: &'a [Vec<usize>],
     pub(super) out_shape: &'a [usize],
@@ -81,16 +84,20 @@ impl Plan {
     pub(crate) fn execute(&mut self, i: usize, input: &[f32], n: usize) -> Result<()> {
         let out_slot = self.steps[i].output;
         let out_len: usize = self.out_shapes[i].iter().product();
+        let at = self.out_offset(i, n);
+        self.slot_offsets[out_slot] = at;
         let mut out_buf = std::mem::take(&mut self.slots[out_slot]);
         let frame = Frame {
             slots: &self.slots,
+            offsets: &self.slot_offsets,
             input,
             in_shapes: &self.in_shapes[i],
             out_shape: &self.out_shapes[i],
             min_len: 1,
         };
         // Called from `run_layer_range` on a pool thread.
-        let result = self.compute(i, &frame, &mut Mode::Batch(n), &mut out_buf[..out_len]);
+        let out = &mut out_buf[at..at + out_len];
+        let result = self.compute(i, &frame, &mut Mode::Batch(n), out);
         self.slots[out_slot] = out_buf;
         result
     }
@@ -153,6 +160,7 @@ impl Plan {
         };
         for (buf, &(slot, _)) in bufs.into_iter().zip(&handed) {
             self.slots[slot] = buf;
+            self.slot_offsets[slot] = 0;
         }
         if let Some(acc) = self.step_seconds.as_mut() {
             // Thread seconds to wall seconds: the threads worked side by side.
@@ -202,6 +210,7 @@ impl Plan {
             let mut buf = std::mem::take(&mut ws.slots[slot]);
             let frame = Frame {
                 slots: &ws.slots,
+                offsets: &[],
                 input: x,
                 in_shapes: &self.img_in_shapes[i],
                 out_shape: &self.img_out_shapes[i],
@@ -223,7 +232,10 @@ impl Plan {
         let len: usize = shape.iter().product();
         match src {
             Src::Input => &frame.input[..len],
-            Src::Slot(s) => &frame.slots[s][..len],
+            Src::Slot(s) => {
+                let at = frame.offsets.get(s).copied().unwrap_or(0);
+                &frame.slots[s][at..at + len]
+            }
             Src::Const(c) => &self.consts[c].1,
         }
     }

@@ -175,13 +175,15 @@ impl Plan {
     pub(super) fn execute_pair(&mut self, i: usize, input: &[f32], n: usize) -> Result<()> {
         let slot = self.steps[i + 1].output;
         let len: usize = self.out_shapes[i + 1].iter().product();
+        let at = self.out_offset(i + 1, n);
+        self.slot_offsets[slot] = at;
         let mut out = std::mem::take(&mut self.slots[slot]);
         let result = self.pair_into(
             i,
-            (&self.slots, input),
+            (&self.slots, &self.slot_offsets, input),
             &self.in_shapes,
             n,
-            &mut out[..len],
+            &mut out[at..at + len],
             None,
         );
         self.slots[slot] = out;
@@ -195,7 +197,7 @@ impl Plan {
         let mut out = std::mem::take(&mut ws.slots[slot]);
         let scratch = Some(&mut ws.scratch);
         let shapes = &self.img_in_shapes;
-        let result = self.pair_into(i, (&ws.slots, x), shapes, 1, &mut out[..len], scratch);
+        let result = self.pair_into(i, (&ws.slots, &[], x), shapes, 1, &mut out[..len], scratch);
         ws.slots[slot] = out;
         result
     }
@@ -205,7 +207,7 @@ impl Plan {
     fn pair_into(
         &self,
         i: usize,
-        (slots, input): (&[Vec<f32>], &[f32]),
+        (slots, offsets, input): (&[Vec<f32>], &[usize], &[f32]),
         in_shapes: &[Vec<Vec<usize>>],
         n: usize,
         out: &mut [f32],
@@ -216,6 +218,7 @@ impl Plan {
             .ok_or_else(|| Error::Internal(format!("steps {i} and {} are no pair", i + 1)))?;
         let frame = |k: usize| Frame {
             slots,
+            offsets,
             input,
             in_shapes: &in_shapes[k],
             out_shape: &[],

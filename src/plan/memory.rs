@@ -134,11 +134,13 @@ pub fn graph_weight_bytes(g: &Graph) -> u64 {
 }
 
 impl Plan {
-    /// Bytes of the activation slots for per-step output shapes `out_shapes`.
-    pub(super) fn slot_bytes(&self, out_shapes: &[Vec<usize>]) -> u64 {
+    /// Bytes of the activation slots for per-step output shapes `out_shapes` of `n` images
+    /// (`None`: a thread's workspace, whose values start at its slots' starts).
+    pub(super) fn slot_bytes(&self, out_shapes: &[Vec<usize>], n: Option<usize>) -> u64 {
         let mut sizes = vec![0usize; self.slots.len()];
-        for (s, shape) in self.steps.iter().zip(out_shapes) {
-            sizes[s.output] = sizes[s.output].max(shape.iter().product());
+        for (i, (s, shape)) in self.steps.iter().zip(out_shapes).enumerate() {
+            let at = n.map_or(0, |n| self.out_offset(i, n));
+            sizes[s.output] = sizes[s.output].max(at + shape.iter().product::<usize>());
         }
         sizes.into_iter().map(f32_bytes).sum()
     }
@@ -149,9 +151,9 @@ impl Plan {
         let Some(available) = available_memory() else {
             return Ok(());
         };
-        let per_image = self.slot_bytes(&self.img_out_shapes);
+        let per_image = self.slot_bytes(&self.img_out_shapes, None);
         let workspaces = per_image.saturating_mul(self.threads as u64);
-        let batch = self.slot_bytes(batch_shapes);
+        let batch = self.slot_bytes(batch_shapes, Some(self.max_batch));
         let source = &self.graph.source;
         let fmt = format_bytes;
         if workspaces > available {

@@ -13,6 +13,7 @@ mod fuse;
 mod hybrid;
 pub mod layout;
 mod memory;
+mod placement;
 mod resume;
 mod shapes;
 mod threads;
@@ -80,6 +81,11 @@ pub struct Plan {
     graph: Graph,
     steps: Vec<Step>,
     slots: Vec<Vec<f32>>,
+    /// Where each slot's value starts in it (floats), as its last writer put it.
+    slot_offsets: Vec<usize>,
+    /// Per step: where its output starts in its slot in a run of one image on several
+    /// threads ([`placement`]).
+    centered: Vec<usize>,
     consts: Vec<(Vec<usize>, Vec<f32>)>,
     image_shape: Vec<usize>,
     output: Src,
@@ -164,12 +170,23 @@ impl Plan {
     /// [`Self::grow_slots`] for the outputs of the steps from `first` on.
     pub(super) fn grow_slots_from(&mut self, first: usize) {
         let steps = self.steps.iter().zip(&self.out_shapes).skip(first);
-        for (s, shape) in steps {
-            let len: usize = shape.iter().product();
+        for (i, (s, shape)) in steps.enumerate() {
+            let len =
+                self.out_offset(first + i, self.shapes_batch) + shape.iter().product::<usize>();
             let slot = &mut self.slots[s.output];
             if slot.len() < len {
                 slot.resize(len, 0.0);
             }
+        }
+    }
+
+    /// Where step `i`'s output starts in its slot in a run of `n` images: centred at batch 1
+    /// ([`placement`]), else at the start.
+    pub(crate) fn out_offset(&self, i: usize, n: usize) -> usize {
+        if n == 1 {
+            self.centered.get(i).copied().unwrap_or(0)
+        } else {
+            0
         }
     }
 
@@ -353,9 +370,12 @@ impl Plan {
             _ => None,
         }
         .ok_or_else(|| Error::Internal("output shape unknown".into()))?;
-        let len = shape.iter().product();
+        let len: usize = shape.iter().product();
         match self.output {
-            Src::Slot(s) => Ok((shape, &self.slots[s][..len])),
+            Src::Slot(s) => {
+                let at = self.slot_offsets[s];
+                Ok((shape, &self.slots[s][at..at + len]))
+            }
             _ => Err(Error::Internal("output is not computed".into())),
         }
     }

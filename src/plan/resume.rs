@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 pub struct Checkpoint {
     step: usize,
     n: usize,
-    /// Each live slot with its value (as many floats as its writer produced for the batch).
-    values: Vec<(usize, Vec<f32>)>,
+    /// Each live slot with where its value starts in it and the value (as many floats as
+    /// its writer produced for the batch).
+    values: Vec<(usize, usize, Vec<f32>)>,
 }
 
 impl Checkpoint {
@@ -67,7 +68,8 @@ impl Plan {
             .into_iter()
             .map(|(slot, writer)| {
                 let len: usize = self.out_shapes[writer].iter().product();
-                (slot, self.slots[slot][..len].to_vec())
+                let at = self.slot_offsets[slot];
+                (slot, at, self.slots[slot][at..at + len].to_vec())
             })
             .collect();
         Ok(Checkpoint { step, n, values })
@@ -89,12 +91,13 @@ impl Plan {
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) {
-        for (slot, value) in &checkpoint.values {
-            let buf = &mut self.slots[*slot];
-            if buf.len() < value.len() {
-                buf.resize(value.len(), 0.0);
+        for &(slot, at, ref value) in &checkpoint.values {
+            let buf = &mut self.slots[slot];
+            if buf.len() < at + value.len() {
+                buf.resize(at + value.len(), 0.0);
             }
-            buf[..value.len()].copy_from_slice(value);
+            buf[at..at + value.len()].copy_from_slice(value);
+            self.slot_offsets[slot] = at;
         }
     }
 
