@@ -10,7 +10,9 @@
 # Each side is timed ROUNDS times, alternating haste and onnxruntime, and its best median is
 # kept: on a shared VM a run can lose a core to another tenant for seconds (batch-1 runs on
 # two threads are the most exposed), and alternating keeps such spells from landing on one
-# side only.
+# side only. The last column is the cross-core round trip before and after the row's runs
+# (examples/core_latency.rs): on a VM whose two cores are at times far apart (about 400 ns
+# instead of 40-120), batch-1 runs on two threads slow down by a third on both sides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=../shared
@@ -24,10 +26,14 @@ if ! "$VENV/bin/python" -c 'import onnxruntime, numpy' 2>/dev/null; then
   "$VENV/bin/pip" install -q onnxruntime numpy
 fi
 cargo build --release -q
+cargo build --release -q --example core_latency
 HASTE=./target/release/haste
+# How far apart the two cores are right now (see examples/core_latency.rs): batch-1 runs on
+# two threads move with it, on both sides.
+rtt() { ./target/release/examples/core_latency | awk '{print $4}'; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-printf '%-30s %6s %12s %12s %7s\n' model batch "haste img/s" "ort img/s" ratio
+printf '%-30s %6s %12s %12s %7s %12s\n' model batch "haste img/s" "ort img/s" ratio "core rtt ns"
 # Every model in ../shared, at a batch (256 for the CIFAR networks, 16 for the ImageNet ones,
 # 8 with MODELS_BATCH=8 ...) and at batch 1.
 for m in "$SHARED"/models/*.onnx; do
@@ -38,12 +44,13 @@ for m in "$SHARED"/models/*.onnx; do
     # Batch 1 runs are a few ms: time more of them, or the median catches the clock ramping up.
     r=$RUNS; [ "$b" = 1 ] && r=$((RUNS * 8))
     h=0; o=0
+    before=$(rtt)
     for _ in $(seq "$ROUNDS"); do
       hr=$($HASTE bench --model "$m" --batch "$b" --threads "$THREADS" --runs "$r" --json | field '["dense_images_per_second"]')
       or=$("$VENV/bin/python" bench/ort_bench.py "$m" "$b" "$r" "$THREADS" | field '["images_per_second"]')
       h=$(python3 -c "print(max($h, $hr))"); o=$(python3 -c "print(max($o, $or))")
     done
-    printf '%-30s %6s %12.1f %12.1f %6.2fx\n' "$1" "$b" "$h" "$o" "$(python3 -c "print($h/$o)")"
+    printf '%-30s %6s %12.1f %12.1f %6.2fx %12s\n' "$1" "$b" "$h" "$o" "$(python3 -c "print($h/$o)")" "$before-$(rtt)"
   done
 done
 
