@@ -61,8 +61,8 @@ fn binary<F: Fn(f32, f32) -> f32 + Sync + Copy>(
 /// The operands of one step: where slots live and the shapes they have.
 pub(super) struct Frame<'a> {
     pub(super) slots: &'a [Vec<f32>],
-    /// Where each slot's value starts in it; a slot past its end starts at 0 (a thread's
-    /// workspace).
+    /// Where each slot's value starts in it (see `placement`); empty for a thread's
+    /// workspace, whose values start at 0.
     pub(super) offsets: &'a [usize],
     pub(super) input: &'a [f32],
     pub(super) in_shapes: &'a [Vec<usize>],
