@@ -6,6 +6,7 @@
 use super::epilogue::{with_lanes, Lanes};
 #[cfg(target_arch = "x86_64")]
 use super::joined::{joined_blocks, joined_tail};
+use super::pairs::{pair_block, takes_pairs, PAIR_BLOCK};
 use super::passes::wide_group_passes;
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::prefetch_block_io;
@@ -200,6 +201,15 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             unsafe { block::<16, 1, PANELS>(p, out, j0, 0, [mask, 0, 0, 0]) };
         }
         return;
+    }
+    // A layer of 17 to 24 output channels: two outputs' channels past 16 share a vector
+    // (see `pairs`).
+    if PANELS && wide == 0 && takes_pairs(g.c_out, &p.f) {
+        while n - full >= PAIR_BLOCK {
+            // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
+            unsafe { pair_block(p, out, full) };
+            full += PAIR_BLOCK;
+        }
     }
     // Whatever is left (every output of narrow layers), in blocks of 8 x 32; a layer of 17
     // to 32 output channels first in blocks of 12 x 32 (24 sums, 14 loads for 24

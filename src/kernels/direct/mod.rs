@@ -43,6 +43,8 @@ mod joined;
 mod layer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod narrow;
+#[cfg(target_arch = "x86_64")]
+mod pairs;
 mod passes;
 #[cfg(target_arch = "x86_64")]
 mod prefetch;

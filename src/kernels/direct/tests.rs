@@ -140,6 +140,12 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         (20, 72, 3, (3, 7)),
         (64, 176, 3, (3, 5)),
         (20, 40, 3, (4, 9)),
+        // 17 to 24 channels: pair blocks (two outputs' channels past 16 in one vector), with
+        // outputs left over, 3x3, and in passes of terms.
+        (96, 24, 1, (3, 9)),
+        (40, 17, 1, (5, 7)),
+        (40, 20, 3, (4, 8)),
+        (300, 24, 3, (5, 6)),
     ] {
         let taps = k * k;
         assert_eq!(

@@ -1,0 +1,98 @@
+//! The AVX-512 kernel's blocks for layers of 17 to 24 output channels (the MobileNet
+//! family's projections to 24): the channels past the first 16 of two outputs share one
+//! vector.
+//!
+//! A 24-channel output is one full vector and half of a second. In blocks of 12 outputs x 2
+//! vectors a third of the second vector's lanes are masked off: `examples/one_conv` ran
+//! 144 -> 24 in the same time as 144 -> 32, at 68 % of the peak in useful work. Here the
+//! second vector holds channels 16.. of output `2j` in its lanes 0-7 and of output `2j + 1`
+//! in lanes 8-15: per term, the two outputs' broadcast inputs are blended into one vector
+//! (one blend for two outputs) and multiplied by the weights of channels 16.. repeated in
+//! both halves. 18 multiply-adds and 6 blends a term instead of 24 multiply-adds. Each
+//! output is still summed term by term in the same order: the same bits.
+
+use super::blocks::{finish_block, vector_masks, Pass};
+use super::prefetch::prefetch_block_io;
+use super::{panel_of, Filters, PANEL};
+
+/// Outputs a pair block computes (six pairs).
+pub(super) const PAIR_BLOCK: usize = 12;
+
+/// Whether a call of `c_out` output channels on filters `f` runs pair blocks: panel filters
+/// of 17 to 24 channels.
+pub(super) fn takes_pairs(c_out: usize, f: &Filters) -> bool {
+    matches!(f, Filters::Panels { .. }) && (17..=24).contains(&c_out)
+}
+
+/// [`PAIR_BLOCK`] outputs from `j0`, every output channel (17 to 24), summed over the pass's
+/// kernel rows; stored, and finished on the last pass.
+///
+/// # Safety
+/// As the other blocks: the filters are panel filters holding every weight, the block's
+/// outputs lie in the call, the window holds every input they read, and the CPU supports
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn pair_block(p: Pass, out: *mut f32, j0: usize) {
+    use std::arch::x86_64::*;
+    const MR: usize = PAIR_BLOCK;
+    let g = p.g;
+    let Filters::Panels { weights, .. } = p.f else {
+        unreachable!("pair blocks run panel filters")
+    };
+    let tail = g.c_out - 16;
+    // The tail's lanes for the first output of a pair, and for the second.
+    let low: u16 = (1 << tail) - 1;
+    let high: u16 = low << 8;
+    let at = g.out_offsets::<MR>(j0);
+    // The second output's tail is stored from 8 floats before it, so lanes 8.. land on it.
+    let second = |j: usize| at[2 * j + 1] + 8;
+    let mut acc = [_mm512_setzero_ps(); MR];
+    let mut pairs = [_mm512_setzero_ps(); MR / 2];
+    if !p.first {
+        for (x, &o) in acc.iter_mut().zip(&at) {
+            *x = _mm512_loadu_ps(out.add(o));
+        }
+        for (j, x) in pairs.iter_mut().enumerate() {
+            let first = _mm512_maskz_loadu_ps(low, out.add(at[2 * j] + 16));
+            *x = _mm512_mask_loadu_ps(first, high, out.add(second(j)));
+        }
+    }
+    let wp = p.win.as_ptr();
+    let origin: [usize; MR] = g.in_offsets::<MR>(j0);
+    let terms = g.kw * g.c_in;
+    let (base, width, _) = panel_of(g, PANEL, 0);
+    let w_panel = weights.as_ptr().add(base);
+    let (t0, t1) = p.terms.unwrap_or((0, terms));
+    for ky in p.kys.0..p.kys.1 {
+        prefetch_block_io::<MR, 2>(p, out, &at, 0, ky);
+        let row_in = ky * g.win_w * g.c_in;
+        let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
+        let w0 = w_panel.add(ky * terms * width);
+        for t in t0..t1 {
+            let w = w0.add(t * width);
+            let head = _mm512_loadu_ps(w);
+            // Channels 16.. in lanes 0-7, repeated in lanes 8-15.
+            let rest = _mm512_maskz_loadu_ps(low, w.add(16));
+            let rest = _mm512_shuffle_f32x4::<0x44>(rest, rest);
+            for j in 0..MR / 2 {
+                let x0 = _mm512_set1_ps(*a[2 * j].add(t));
+                let x1 = _mm512_set1_ps(*a[2 * j + 1].add(t));
+                acc[2 * j] = _mm512_fmadd_ps(x0, head, acc[2 * j]);
+                acc[2 * j + 1] = _mm512_fmadd_ps(x1, head, acc[2 * j + 1]);
+                let both = _mm512_mask_blend_ps(0xff00, x0, x1);
+                pairs[j] = _mm512_fmadd_ps(both, rest, pairs[j]);
+            }
+        }
+    }
+    for (&x, &o) in acc.iter().zip(&at) {
+        _mm512_storeu_ps(out.add(o), x);
+    }
+    for (j, &x) in pairs.iter().enumerate() {
+        _mm512_mask_storeu_ps(out.add(at[2 * j] + 16), low, x);
+        _mm512_mask_storeu_ps(out.add(second(j)), high, x);
+    }
+    if p.last {
+        finish_block::<MR, 2>(p, out, at, 0, vector_masks(g.c_out));
+    }
+}
