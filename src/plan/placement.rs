@@ -51,10 +51,8 @@ pub(super) fn centered_offsets(
     if threads < 2 {
         return vec![0; steps.len()];
     }
-    let before: Vec<Option<usize>> = steps
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
+    let before: Vec<Option<usize>> = (0..steps.len())
+        .map(|i| {
             let layout = layouts.get(i).copied().unwrap_or_default();
             before_middle(&shapes[i], layout, threads)
         })

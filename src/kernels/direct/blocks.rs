@@ -211,11 +211,11 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             full += PAIR_BLOCK;
         }
     }
-    // Whatever is left (every output of narrow layers), in blocks of 8 x 32; a layer of 17
+    // Whatever is left (every output of narrow layers), in blocks of 8 x 32; a layer of 25
     // to 32 output channels first in blocks of 12 x 32 (24 sums, 14 loads for 24
-    // multiply-adds against 10 for 16): MobileNet's 96 -> 24 and 144 -> 24 projections 2-4 %
-    // faster alone.
-    if PANELS && wide == 0 && (17..=32).contains(&g.c_out) {
+    // multiply-adds against 10 for 16; the 24-channel projections ran 2-4 % faster so before
+    // the pair blocks took them).
+    if PANELS && wide == 0 && (25..=32).contains(&g.c_out) {
         let masks = vector_masks(g.c_out);
         while n - full >= 12 {
             unsafe { block::<12, 2, PANELS>(p, out, full, 0, masks) };
