@@ -49,6 +49,23 @@ fn logits(path: &Path) -> Vec<Vec<f32>> {
     rows
 }
 
+/// Per convolution of the plan of `path` (2 threads, batch 8): whether it writes its output
+/// pixel-major.
+fn pixel_major_convs(path: &Path) -> Vec<bool> {
+    let plan = Model::load(path)
+        .expect("model loads")
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 8,
+        })
+        .unwrap();
+    let convs = plan.per_conv_macs();
+    convs
+        .iter()
+        .map(|&(step, _)| plan.output_layout(step).is_pixel_major())
+        .collect()
+}
+
 fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -70,6 +87,8 @@ fn int(name: &str, v: i64) -> AttributeProto {
 #[test]
 fn reduce_mean_over_the_image_equals_global_average_pooling() {
     let want = logits(&model("resnet20-cifar10"));
+    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
+    assert!(want_layouts.iter().all(|&p| p), "{want_layouts:?}");
     for (keepdims, axes) in [(1, vec![2, 3]), (0, vec![-1, -2])] {
         let mut m = resnet20();
         let g = m.graph.as_mut().unwrap();
@@ -80,7 +99,15 @@ fn reduce_mean_over_the_image_equals_global_average_pooling() {
             .expect("ResNet-20 pools globally");
         pool.op_type = "ReduceMean".into();
         pool.attribute = vec![ints("axes", axes.clone()), int("keepdims", keepdims)];
-        let got = logits(&write(&m, &format!("reduce_mean_{keepdims}.onnx")));
+        let path = write(&m, &format!("reduce_mean_{keepdims}.onnx"));
+        // It runs as the pooling did: the convolutions keep their pixel-major outputs (a
+        // ReduceMean reading only planar values turned the last block's back to NCHW).
+        assert_eq!(
+            pixel_major_convs(&path),
+            want_layouts,
+            "keepdims {keepdims}"
+        );
+        let got = logits(&path);
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             for (a, b) in g.iter().zip(w) {

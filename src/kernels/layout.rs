@@ -463,60 +463,6 @@ pub fn nhwc_to_nchw(x: &[f32], c: usize, hw: usize, out: &mut [f32]) {
     from_hwc(x, c, hw, 0..c, None, out);
 }
 
-/// The mean of `x` (shape `shape`) over the axes `reduced` marks, into `out` (the kept
-/// axes in order). Sums run in input order, so the result is deterministic.
-pub fn reduce_mean(x: &[f32], shape: &[usize], reduced: &[bool], out: &mut [f32]) {
-    let rank = shape.len();
-    // Each axis' stride in `out` (0 for a reduced axis).
-    let mut ostride = vec![0usize; rank];
-    let mut acc = 1;
-    for k in (0..rank).rev() {
-        if !reduced[k] {
-            ostride[k] = acc;
-            acc *= shape[k];
-        }
-    }
-    let count: usize = (0..rank)
-        .filter(|&k| reduced[k])
-        .map(|k| shape[k])
-        .product();
-    out.fill(0.0);
-    let mut idx = vec![0usize; rank];
-    for &v in x {
-        let o: usize = idx.iter().zip(&ostride).map(|(i, s)| i * s).sum();
-        out[o] += v;
-        for k in (0..rank).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    let n = count.max(1) as f32;
-    out.iter_mut().for_each(|v| *v /= n);
-}
-
-/// Softmax of `x` (shape `shape`) along axis `axis`, into `out`: `exp(x - max)`, divided by
-/// its sum, per line along the axis.
-pub fn softmax(x: &[f32], shape: &[usize], axis: usize, out: &mut [f32]) {
-    let n = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let line = |base: usize| (0..n).map(move |k| base + k * inner);
-    for outer in 0..x.len() / (n * inner).max(1) {
-        for i in 0..inner {
-            let base = outer * n * inner + i;
-            let max = line(base).map(|k| x[k]).fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for k in line(base) {
-                out[k] = crate::ops::exp(x[k] - max);
-                sum += out[k];
-            }
-            line(base).for_each(|k| out[k] /= sum);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,7 @@ pub mod linear;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 pub mod pool;
+pub mod reduce;
 pub mod reference;
 
 pub use convolution::{scale_input, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};

@@ -356,6 +356,13 @@ pub fn reduced_axes(axes: &[i64], rank: usize) -> Option<Vec<bool>> {
     Some(reduced)
 }
 
+/// Whether ReduceMean's `axes` on a `rank`-axis input reduce exactly the two spatial axes of
+/// an NCHW image (`x.mean([2, 3])`, as MNASNet and others end): a global average pooling,
+/// run as one in either memory order.
+pub fn reduces_image_plane(axes: &[i64], rank: usize) -> bool {
+    rank == 4 && reduced_axes(axes, rank).as_deref() == Some(&[false, false, true, true])
+}
+
 impl Op {
     /// The part of `shape` a [`Op::SplitPart`] keeps, as slices per axis; `None` for another
     /// op or parts that do not fit.

@@ -13,8 +13,8 @@ use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
 use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
-use crate::kernels::{layout, pool, Scratch};
-use crate::ops::shape::{normalize_axis, resolve_slice};
+use crate::kernels::{layout, pool, reduce, Scratch};
+use crate::ops::shape::{normalize_axis, reduces_image_plane, resolve_slice};
 use crate::ops::{Activation, Op};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -358,22 +358,9 @@ impl Plan {
                         .for_each(|(o, xi)| pool::pool_plane(p, max, xi, h, w, o));
                 }
             }
-            Op::GlobalAveragePool => {
-                let plane: usize = ins[0][2..].iter().product();
-                if self.in_layouts[i][0].is_pixel_major() {
-                    let c = ins[0][1];
-                    // In layer mode (one image on every core) the parts of each image's
-                    // pixels run in parallel too.
-                    out.par_chunks_mut(c)
-                        .zip(x.par_chunks(plane * c))
-                        .with_min_len(min)
-                        .for_each(|(o, xi)| pool::mean_hwc_parts(xi, plane, c, o, min == 1));
-                } else {
-                    out.par_iter_mut()
-                        .zip(x.par_chunks(plane))
-                        .with_min_len(min)
-                        .for_each(|(o, xi)| *o = pool::mean(xi));
-                }
+            Op::GlobalAveragePool => self.image_means(i, x, &ins[0], out, min),
+            Op::ReduceMean { axes, .. } if reduces_image_plane(axes, ins[0].len()) => {
+                self.image_means(i, x, &ins[0], out, min)
             }
             Op::Unary(u) => out
                 .par_chunks_mut(CHUNK)
@@ -392,12 +379,12 @@ impl Plan {
             Op::ReduceMean { axes, .. } => {
                 let reduced = crate::ops::shape::reduced_axes(axes, ins[0].len())
                     .ok_or_else(|| Error::Shape(format!("node '{}': axes", node.name)))?;
-                layout::reduce_mean(x, &ins[0], &reduced, out);
+                reduce::reduce_mean(x, &ins[0], &reduced, out);
             }
             Op::Softmax { axis } => {
                 let a = normalize_axis(*axis, ins[0].len())
                     .ok_or_else(|| Error::Shape(format!("node '{}': axis", node.name)))?;
-                layout::softmax(x, &ins[0], a, out);
+                reduce::softmax(x, &ins[0], a, out);
             }
             Op::Linear(l) => {
                 let rows = out.len() / l.n;
@@ -481,12 +468,35 @@ impl Plan {
         Ok(())
     }
 
+    /// The mean of every channel of each image of `x` (`shape` `[n, c, h, w]`, held in step
+    /// `i`'s input order) into `out` (`[n, c]`): a global average pooling. Both memory orders
+    /// sum each channel in pixel order, so they give the same bits.
+    fn image_means(&self, i: usize, x: &[f32], shape: &[usize], out: &mut [f32], min: usize) {
+        let plane: usize = shape[2..].iter().product();
+        if self.in_layouts[i][0].is_pixel_major() {
+            let c = shape[1];
+            // In layer mode (one image on every core) the parts of each image's pixels run
+            // in parallel too.
+            out.par_chunks_mut(c)
+                .zip(x.par_chunks(plane * c))
+                .with_min_len(min)
+                .for_each(|(o, xi)| pool::mean_hwc_parts(xi, plane, c, o, min == 1));
+        } else {
+            out.par_iter_mut()
+                .zip(x.par_chunks(plane))
+                .with_min_len(min)
+                .for_each(|(o, xi)| *o = pool::mean(xi));
+        }
+    }
+
     /// Errors unless step `i`'s op reads the memory order of each of its operands: only the
     /// ops [`super::layout`] lets keep a pixel-major value may be handed one.
     fn check_layouts(&self, i: usize) -> Result<()> {
         let node = &self.graph.nodes[self.steps[i].node];
         let reads_pixel_major = super::layout::keeps_layout(&node.op)
-            || matches!(node.op, Op::Conv(_) | Op::GlobalAveragePool);
+            || matches!(node.op, Op::Conv(_) | Op::GlobalAveragePool)
+            || matches!(&node.op, Op::ReduceMean { axes, .. }
+                if reduces_image_plane(axes, self.img_in_shapes[i][0].len()));
         if reads_pixel_major || self.in_layouts[i].iter().all(|l| *l == Layout::Nchw) {
             return Ok(());
         }

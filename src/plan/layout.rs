@@ -19,6 +19,7 @@
 use super::{Plan, Src};
 use crate::kernels::layout::IoLayout;
 use crate::kernels::DenseConv;
+use crate::ops::shape::reduces_image_plane;
 use crate::ops::Op;
 
 /// The memory order of a 4-D value whose logical shape is `[n, c, h, w]`.
@@ -91,6 +92,9 @@ impl Plan {
                     || (k == 1 && c.residual.is_some())
             }
             Op::GlobalAveragePool => k == 0,
+            Op::ReduceMean { axes, .. } => {
+                k == 0 && reduces_image_plane(axes, self.img_in_shapes[j][0].len())
+            }
             _ => same_layout_op(j),
         };
         // Constraints only ever turn values back to NCHW, so this reaches a fixpoint.
