@@ -235,7 +235,8 @@ impl PoolParams {
     }
 }
 
-/// `y = alpha * x @ w + beta * bias` with `w` constant, stored `[k, n]` row-major.
+/// `y = alpha * x @ w + beta * bias` with `w` constant `[k, n]`, stored in the kernel's
+/// column panels ([`crate::kernels::linear::pack_panels`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearOp {
     pub k: usize,
@@ -244,6 +245,20 @@ pub struct LinearOp {
     /// Broadcast over rows; already multiplied by beta.
     pub bias: Option<Vec<f32>>,
     pub alpha: f32,
+}
+
+impl LinearOp {
+    /// The op of the `[k, n]` row-major weight `w` (packed here), `bias` (already times
+    /// beta) and `alpha`.
+    pub fn new(k: usize, n: usize, w: &[f32], bias: Option<Vec<f32>>, alpha: f32) -> LinearOp {
+        LinearOp {
+            k,
+            n,
+            weight: crate::kernels::linear::pack_panels(w, k, n),
+            bias,
+            alpha,
+        }
+    }
 }
 
 /// Every operator haste knows. Ops marked "load time" only ever run on constants

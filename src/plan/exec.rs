@@ -387,10 +387,9 @@ impl Plan {
                 reduce::softmax(x, &ins[0], a, out);
             }
             Op::Linear(l) => {
-                let rows = out.len() / l.n;
-                // In parallel where the plan runs this step over the batch (fewer images
-                // than threads), as the convolutions do.
-                let parallel = min == 1 && self.threads > 1 && rows < self.threads;
+                // In parallel where the plan runs this step over the batch, layer by layer
+                // (at batch 8 AlexNet's classifier ran on one core while the other waited).
+                let parallel = min == 1 && self.threads > 1;
                 let isa = crate::kernels::isa::Isa::current();
                 crate::kernels::linear::linear(isa, l, x, out, parallel);
             }

@@ -298,13 +298,7 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
             }
             let w = f32s(b, "right operand")?;
             (
-                Op::Linear(LinearOp {
-                    k: b.shape[0],
-                    n: b.shape[1],
-                    weight: w,
-                    bias: None,
-                    alpha: 1.0,
-                }),
+                Op::Linear(LinearOp::new(b.shape[0], b.shape[1], &w, None, 1.0)),
                 only_data,
             )
         }
@@ -343,13 +337,7 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                 }
             };
             (
-                Op::Linear(LinearOp {
-                    k,
-                    n: nn,
-                    weight,
-                    bias,
-                    alpha: *alpha,
-                }),
+                Op::Linear(LinearOp::new(k, nn, &weight, bias, *alpha)),
                 only_data,
             )
         }
