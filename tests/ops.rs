@@ -467,3 +467,80 @@ fn pow_sqrt_layer_norm_and_erf_after_the_classifier() {
         assert!(g.iter().zip(w).any(|(a, b)| (a - b).abs() > 0.1));
     }
 }
+
+/// A pre-activation pair as DenseNet begins each layer, `BatchNormalization -> Relu`, on a
+/// value two ops read (so no convolution absorbs it): ResNet-20's stem output `x >= 0` goes
+/// through `BN(0.5^k)(Relu(BN(2^k)(x)))`, per-channel powers of two, which gives `x` back
+/// exactly. The Relu runs inside the first BN and both keep the pixel-major layout, so the
+/// network's steps are the unedited ones plus the two BNs.
+#[test]
+fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
+    let want = logits(&model("resnet20-cifar10"));
+    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Relu")
+        .expect("the stem's Relu");
+    let stem = g.node[at].output[0].clone();
+    g.node[at].output[0] = "stem_raw".into();
+    let c = 16;
+    let gamma = |up: bool| {
+        (0..c)
+            .map(|k| 2f32.powi(if up { k % 3 } else { -(k % 3) }))
+            .collect::<Vec<_>>()
+    };
+    let bn = |name: &str, input: &str, output: &str, up: bool| {
+        let p = |what: &str| format!("{name}_{what}");
+        let params = [
+            floats_of(&p("gamma"), vec![c as i64], gamma(up)),
+            floats_of(&p("beta"), vec![c as i64], vec![0.0; c as usize]),
+            floats_of(&p("mean"), vec![c as i64], vec![0.0; c as usize]),
+            floats_of(&p("var"), vec![c as i64], vec![1.0; c as usize]),
+        ];
+        let names: Vec<String> = params.iter().map(|t| t.name.clone()).collect();
+        let mut inputs = vec![input.to_string()];
+        inputs.extend(names);
+        let node = NodeProto {
+            op_type: "BatchNormalization".into(),
+            name: name.into(),
+            input: inputs,
+            output: vec![output.into()],
+            attribute: vec![AttributeProto {
+                name: "epsilon".into(),
+                f: 0.0,
+                type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        (node, params)
+    };
+    let (up, up_params) = bn("bn_up", "stem_raw", "bn_up_out", true);
+    let relu = node("Relu", &["bn_up_out"], "bn_relu_out", vec![]);
+    let (down, down_params) = bn("bn_down", "bn_relu_out", &stem, false);
+    for (k, n) in [up, relu, down].into_iter().enumerate() {
+        g.node.insert(at + 1 + k, n);
+    }
+    g.initializer
+        .extend(up_params.into_iter().chain(down_params));
+    let path = write(&m, "pre_activation.onnx");
+    assert_eq!(pixel_major_convs(&path), want_layouts);
+    let plan = Model::load(&path)
+        .unwrap()
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 8,
+        })
+        .unwrap();
+    let kinds: Vec<&str> = (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect();
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == "BatchNormalization").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"Relu"), "{kinds:?}");
+    assert_eq!(logits(&path), want);
+}

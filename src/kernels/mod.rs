@@ -33,6 +33,7 @@ macro_rules! unroll {
 }
 
 pub mod activation;
+pub mod affine;
 pub mod convolution;
 pub mod depthwise;
 pub mod direct;

@@ -190,6 +190,8 @@ impl Activation {
 pub struct BatchNormOp {
     pub scale: Vec<f32>,
     pub shift: Vec<f32>,
+    /// Applied after the affine map (a ReLU after a BatchNormalization no Conv absorbed).
+    pub activation: Activation,
 }
 
 /// Geometry of a MaxPool / AveragePool.

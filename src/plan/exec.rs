@@ -13,7 +13,7 @@ use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
 use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
-use crate::kernels::{layout, pool, reduce, Scratch};
+use crate::kernels::{affine, layout, pool, reduce, Scratch};
 use crate::ops::shape::{normalize_axis, reduces_image_plane, resolve_slice};
 use crate::ops::{Activation, Op};
 use rayon::prelude::*;
@@ -285,19 +285,20 @@ impl Plan {
                     Mode::Image(scratch) => self.conv_image(i, x, out, scratch)?,
                 }
             }
+            Op::BatchNorm(b) if self.layouts[i].is_pixel_major() => {
+                let rows = (CHUNK / b.scale.len().max(1)).max(1) * b.scale.len();
+                out.par_chunks_mut(rows)
+                    .zip(x.par_chunks(rows))
+                    .with_min_len(min)
+                    .for_each(|(o, xi)| affine::pixels(b, xi, o));
+            }
             Op::BatchNorm(b) => {
                 let plane: usize = ins[0][2..].iter().product();
-                let c = b.scale.len();
-                out.par_chunks_mut(plane)
-                    .zip(x.par_chunks(plane))
+                out.par_chunks_mut(plane.max(1))
+                    .zip(x.par_chunks(plane.max(1)))
                     .with_min_len(min)
                     .enumerate()
-                    .for_each(|(k, (o, xi))| {
-                        let ch = k % c;
-                        for (o, &v) in o.iter_mut().zip(xi) {
-                            *o = v * b.scale[ch] + b.shift[ch];
-                        }
-                    });
+                    .for_each(|(k, (o, xi))| affine::planes(b, xi, plane, k, o));
             }
             Op::Relu | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Activation(_) => {
                 let act = crate::ops::Activation::of(&node.op).unwrap_or_default();

@@ -150,6 +150,7 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
     matches!(
         op,
         Op::Relu
+            | Op::BatchNorm(_)
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }
             | Op::Activation(_)

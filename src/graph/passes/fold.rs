@@ -176,7 +176,14 @@ fn resolve_pending(g: &Graph, n: &Node, p: &PendingOp) -> Result<(Op, Vec<ValueI
                 s[i] = scale[i] / (var[i] + epsilon).sqrt();
                 t[i] = bias[i] - mean[i] * s[i];
             }
-            (Op::BatchNorm(BatchNormOp { scale: s, shift: t }), only_data)
+            (
+                Op::BatchNorm(BatchNormOp {
+                    scale: s,
+                    shift: t,
+                    activation: Activation::None,
+                }),
+                only_data,
+            )
         }
         PendingOp::Clip => {
             let scalar = |i: usize, default: f32| -> Result<f32> {

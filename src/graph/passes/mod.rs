@@ -147,13 +147,18 @@ pub fn fuse_silu(g: &mut Graph) {
     }
 }
 
-/// Fuses a Relu / LeakyRelu / Clip into the Add before it (a residual connection), so the
-/// sum is activated in the same pass over memory.
+/// Fuses a Relu / LeakyRelu / Clip into the Add before it (a residual connection) or into
+/// the BatchNormalization before it (one no Conv absorbed, as in a pre-activation network),
+/// so the value is activated in the same pass over memory.
 pub fn fuse_add_activations(g: &mut Graph) {
     fuse_into_producer(g, |follower, producer| {
-        match (Activation::of(follower), &*producer) {
+        match (Activation::of(follower), &mut *producer) {
             (Some(act), Op::Add) => {
                 *producer = Op::AddActivation(act);
+                true
+            }
+            (Some(act), Op::BatchNorm(bn)) if bn.activation == Activation::None => {
+                bn.activation = act;
                 true
             }
             _ => false,
