@@ -52,6 +52,7 @@ impl Model {
         let mut graph = passes::simplify(raw)?;
         passes::fuse_residual_adds(&mut graph, &image_shape);
         passes::fold_channel_scales(&mut graph, &image_shape);
+        passes::fold_channel_shuffles(&mut graph, &image_shape);
         Ok(Model {
             path: path.to_path_buf(),
             graph,

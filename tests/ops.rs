@@ -544,3 +544,71 @@ fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
     assert!(!kinds.contains(&"Relu"), "{kinds:?}");
     assert_eq!(logits(&path), want);
 }
+
+/// ShuffleNet's channel shuffle as PyTorch exports it, `Reshape -> Transpose -> Reshape`,
+/// twice on ResNet-20's stem output (16 channels): in 2 groups, then in 8, which puts every
+/// channel back. Each triple runs as one channel shuffle that keeps the pixel-major layout,
+/// so the logits are the unedited ones, bit for bit.
+#[test]
+fn a_channel_shuffle_runs_as_one_pixel_major_step() {
+    let want = logits(&model("resnet20-cifar10"));
+    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Relu")
+        .expect("the stem's Relu");
+    let stem = g.node[at].output[0].clone();
+    g.node[at].output[0] = "stem_raw".into();
+    let mut nodes = Vec::new();
+    for (k, groups) in [2i64, 8].into_iter().enumerate() {
+        let input = if k == 0 {
+            "stem_raw".to_string()
+        } else {
+            "shuffled_0".into()
+        };
+        let output = if k == 0 {
+            "shuffled_0".to_string()
+        } else {
+            stem.clone()
+        };
+        let (split, merged) = (format!("split_{k}"), format!("merged_{k}"));
+        g.initializer.push(int64s(
+            &split,
+            vec![5],
+            vec![0, groups, 16 / groups, 32, 32],
+        ));
+        g.initializer
+            .push(int64s(&merged, vec![4], vec![0, 16, 32, 32]));
+        let (r, t) = (format!("grouped_{k}"), format!("swapped_{k}"));
+        nodes.push(node("Reshape", &[&input, &split], &r, vec![]));
+        let perm = ints("perm", vec![0, 2, 1, 3, 4]);
+        nodes.push(node("Transpose", &[&r], &t, vec![perm]));
+        nodes.push(node("Reshape", &[&t, &merged], &output, vec![]));
+    }
+    for (k, n) in nodes.into_iter().enumerate() {
+        g.node.insert(at + 1 + k, n);
+    }
+    let path = write(&m, "channel_shuffle.onnx");
+    assert_eq!(pixel_major_convs(&path), want_layouts);
+    let plan = Model::load(&path)
+        .unwrap()
+        .plan(PlanOptions {
+            threads: 2,
+            max_batch: 8,
+        })
+        .unwrap();
+    let kinds: Vec<&str> = (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect();
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == "ChannelShuffle").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"Transpose") && !kinds.contains(&"Reshape"),
+        "{kinds:?}"
+    );
+    assert_eq!(logits(&path), want);
+}

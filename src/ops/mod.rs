@@ -339,6 +339,12 @@ pub enum Op {
     Transpose {
         perm: Vec<usize>,
     },
+    /// Output channel `j` of `[n, c, h, w]` is input channel `(j % groups) * (c / groups) +
+    /// j / groups`: ShuffleNet's `Reshape -> Transpose -> Reshape`, folded by
+    /// [`crate::graph::passes::fold_channel_shuffles`].
+    ChannelShuffle {
+        groups: usize,
+    },
     /// An elementwise math function (Erf, Sqrt, Pow by a constant).
     Unary(Unary),
     /// LayerNormalization with constant scale and bias.
@@ -454,6 +460,7 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Concat { .. } => "Concat",
             Op::Transpose { .. } => "Transpose",
+            Op::ChannelShuffle { .. } => "ChannelShuffle",
             Op::Unary(u) => u.kind(),
             Op::LayerNorm(_) => "LayerNormalization",
             Op::Identity => "Identity",

@@ -185,6 +185,13 @@ impl Op {
                 }
                 Ok(s.to_vec())
             }
+            Op::ChannelShuffle { groups } => {
+                let s = first()?;
+                if s.len() != 4 || *groups == 0 || s[1] % groups != 0 {
+                    return Err(shape_err(self, format!("input {s:?} in {groups} groups")));
+                }
+                Ok(s.to_vec())
+            }
             Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }

@@ -457,6 +457,20 @@ impl Plan {
                 };
                 layout::transpose(x, &ins[0], &perm, out);
             }
+            Op::ChannelShuffle { groups } => {
+                let c = ins[0][1];
+                // A pixel's channels, or an image's planes, at a time.
+                let (inner, block) = if self.layouts[i].is_pixel_major() {
+                    (1, (CHUNK / c.max(1)).max(1) * c)
+                } else {
+                    let plane: usize = ins[0][2..].iter().product();
+                    (plane, c * plane)
+                };
+                out.par_chunks_mut(block.max(1))
+                    .zip(x.par_chunks(block.max(1)))
+                    .with_min_len(min)
+                    .for_each(|(o, xi)| layout::shuffle_channels(xi, c, *groups, inner, o));
+            }
             other => {
                 return Err(Error::Internal(format!(
                     "node '{}': {} cannot run at run time",

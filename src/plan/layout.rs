@@ -151,6 +151,7 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
         op,
         Op::Relu
             | Op::BatchNorm(_)
+            | Op::ChannelShuffle { .. }
             | Op::LeakyRelu { .. }
             | Op::Clip { .. }
             | Op::Activation(_)

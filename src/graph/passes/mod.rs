@@ -11,8 +11,8 @@
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`] and [`prune_dead_constants`].
 //!
 //! [`fold_runtime_shapes`] (shapes an export computes from the input at run time) runs
-//! before these, [`fuse_residual_adds`] and then [`fold_channel_scales`] (`scales.rs`)
-//! after them: they need the image shape, which [`crate::Model`] knows from the model's
+//! before these, [`fuse_residual_adds`], [`fold_channel_scales`] (`scales.rs`) and
+//! [`fold_channel_shuffles`] (`shuffles.rs`) after them: they need the image shape, which [`crate::Model`] knows from the model's
 //! declared input.
 //!
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
@@ -20,11 +20,13 @@
 mod fold;
 mod runtime_shapes;
 mod scales;
+mod shuffles;
 
 pub use fold::fold_constants;
 use fold::is_load_time_only;
 pub use runtime_shapes::fold_runtime_shapes;
 pub use scales::fold_channel_scales;
+pub use shuffles::fold_channel_shuffles;
 
 use super::{Graph, Node, ValueId};
 use crate::error::{Error, Result};
