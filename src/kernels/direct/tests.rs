@@ -452,7 +452,8 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             true,
         ),
         // By channels into parts that are not whole multiples of 64 (64 + 80 on 2 parts, a
-        // 16-channel panel last; 3 parts: 64 + 64 + 16).
+        // 16-channel panel last; on 3 parts by rows, 3 + 3 + 1, since 64 + 64 + 16 channels
+        // would be no more even).
         (
             24,
             144,
