@@ -6,6 +6,8 @@
 #   bench/vs_onnxruntime.sh            # THREADS=2 RUNS=7 ROUNDS=2 by default
 #   THREADS=1 RUNS=11 bench/vs_onnxruntime.sh
 #   IMAGENET_BATCH=8 CIFAR_BATCH=256 bench/vs_onnxruntime.sh
+#   MODELS="/tmp/haste-torchvision/*-op17-fold1.onnx" bench/vs_onnxruntime.sh   # other models
+#                                      # (bench/torchvision_speed.sh exports torchvision's)
 #
 # Each side is timed ROUNDS times, alternating haste and onnxruntime, and its best median is
 # kept: on a shared VM a run can lose a core to another tenant for seconds (batch-1 runs on
@@ -36,7 +38,7 @@ field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 printf '%-30s %6s %12s %12s %7s %12s\n' model batch "haste img/s" "ort img/s" ratio "core rtt ns"
 # Every model in ../shared, at a batch (256 for the CIFAR networks, 16 for the ImageNet ones,
 # 8 with MODELS_BATCH=8 ...) and at batch 1.
-for m in "$SHARED"/models/*.onnx; do
+for m in ${MODELS:-"$SHARED"/models/*.onnx}; do
   name=$(basename "$m" .onnx)
   case "$name" in *cifar10) batch=${CIFAR_BATCH:-256} ;; *) batch=${IMAGENET_BATCH:-16} ;; esac
   set -- "$name" "$batch"
@@ -55,6 +57,7 @@ for m in "$SHARED"/models/*.onnx; do
 done
 
 # HASTE on Tiny Darknet at an operating point within 1 point of dense (see README), on real images.
+[ -n "${MODELS:-}" ] && exit 0
 L=${TINY_L:-12}
 j=$($HASTE bench --model $SHARED/models/tiny-darknet-imagenet.onnx --data $SHARED/data/imagenet-val-1300/val \
       --hyperplanes "$L" --batch 32 --threads "$THREADS" --runs "$RUNS" --json)

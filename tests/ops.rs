@@ -5,120 +5,10 @@
 
 mod common;
 
+use common::edit::*;
 use common::*;
-use haste::{Model, ModelCard, PlanOptions};
-use onnx_protobuf::{AttributeProto, Message, ModelProto, NodeProto, TensorProto};
-use std::path::{Path, PathBuf};
-
-fn resnet20() -> ModelProto {
-    let bytes = std::fs::read(model("resnet20-cifar10")).expect("model bytes");
-    ModelProto::parse_from_bytes(&bytes).expect("resnet20 parses")
-}
-
-fn write(m: &ModelProto, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("haste-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let p = dir.join(name);
-    std::fs::write(&p, m.write_to_bytes().expect("serializes")).expect("write model");
-    p
-}
-
-/// The logits of the first 8 CIFAR test images through `path`, at batch 8 and batch 1.
-fn logits(path: &Path) -> Vec<Vec<f32>> {
-    let card = ModelCard::beside_model(&model("resnet20-cifar10"))
-        .unwrap()
-        .unwrap();
-    let data = haste::open_dataset(&cifar_first20(), &card.preprocess, None).unwrap();
-    let model = Model::load(path).expect("model loads");
-    let mut plan = model
-        .plan(PlanOptions {
-            threads: 2,
-            max_batch: 8,
-        })
-        .unwrap();
-    let per: usize = plan.image_shape().iter().product();
-    let mut x = vec![0.0; 8 * per];
-    haste::datasets::load_batch(data.as_ref(), 0, 8, per, &mut x).unwrap();
-    let mut rows = Vec::new();
-    for batch in [8, 1] {
-        for chunk in x.chunks(batch * per) {
-            let (shape, y) = plan.run(chunk, chunk.len() / per).unwrap();
-            rows.extend(y.chunks(shape[1]).map(<[f32]>::to_vec));
-        }
-    }
-    rows
-}
-
-/// Per convolution of the plan of `path` (2 threads, batch 8): whether it writes its output
-/// pixel-major.
-fn pixel_major_convs(path: &Path) -> Vec<bool> {
-    let plan = Model::load(path)
-        .expect("model loads")
-        .plan(PlanOptions {
-            threads: 2,
-            max_batch: 8,
-        })
-        .unwrap();
-    let convs = plan.per_conv_macs();
-    convs
-        .iter()
-        .map(|&(step, _)| plan.output_layout(step).is_pixel_major())
-        .collect()
-}
-
-fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: v,
-        type_: onnx_protobuf::attribute_proto::AttributeType::INTS.into(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        i: v,
-        type_: onnx_protobuf::attribute_proto::AttributeType::INT.into(),
-        ..Default::default()
-    }
-}
-
-#[test]
-fn reduce_mean_over_the_image_equals_global_average_pooling() {
-    let want = logits(&model("resnet20-cifar10"));
-    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    assert!(want_layouts.iter().all(|&p| p), "{want_layouts:?}");
-    for (keepdims, axes) in [(1, vec![2, 3]), (0, vec![-1, -2])] {
-        let mut m = resnet20();
-        let g = m.graph.as_mut().unwrap();
-        let pool = g
-            .node
-            .iter_mut()
-            .find(|n| n.op_type == "GlobalAveragePool")
-            .expect("ResNet-20 pools globally");
-        pool.op_type = "ReduceMean".into();
-        pool.attribute = vec![ints("axes", axes.clone()), int("keepdims", keepdims)];
-        let path = write(&m, &format!("reduce_mean_{keepdims}.onnx"));
-        // It runs as the pooling did: the convolutions keep their pixel-major outputs (a
-        // ReduceMean reading only planar values turned the last block's back to NCHW).
-        assert_eq!(
-            pixel_major_convs(&path),
-            want_layouts,
-            "keepdims {keepdims}"
-        );
-        let got = logits(&path);
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(&want) {
-            for (a, b) in g.iter().zip(w) {
-                assert!(
-                    (a - b).abs() < 1e-5,
-                    "keepdims {keepdims} {axes:?}: {a} vs {b}"
-                );
-            }
-        }
-    }
-}
+use haste::Model;
+use onnx_protobuf::{ModelProto, NodeProto, TensorProto};
 
 #[test]
 fn softmax_after_the_classifier_gives_the_logits_probabilities() {
@@ -145,27 +35,6 @@ fn softmax_after_the_classifier_gives_the_logits_probabilities() {
         }
         let total: f32 = p.iter().sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        name: format!("runtime_shape/{output}"),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int64s(name: &str, dims: Vec<i64>, v: Vec<i64>) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims,
-        data_type: 7,
-        int64_data: v,
-        ..Default::default()
     }
 }
 
@@ -332,15 +201,6 @@ fn a_shape_computed_from_the_batch_otherwise_is_refused_by_name() {
     assert!(!err.contains('\n'), "{err}");
 }
 
-fn floats(name: &str, v: f32) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        data_type: 1,
-        float_data: vec![v],
-        ..Default::default()
-    }
-}
-
 /// TF-style padding arithmetic on the input's height, through every shape op TF exports use:
 /// `k = Cast(Neg(Neg(Min(Max(Ceil(h / 40), Floor(h / 64)), 5))))`, 1 for 32x32 images, as
 /// the first convolution's padding.
@@ -352,7 +212,7 @@ fn shape_arithmetic_with_max_min_neg_ceil_floor_folds() {
         int64s("ar_zeros", vec![2], vec![0, 0]),
     ];
     for (name, v) in [("ar_40", 40.0), ("ar_64", 64.0), ("ar_5", 5.0)] {
-        initializers.push(floats(name, v));
+        initializers.push(scalar(name, v));
     }
     let to = |t: i64| vec![int("to", t)];
     assert_first_pads_computed_by("tf_arith.onnx", initializers, |input| {
@@ -414,16 +274,6 @@ fn split_into_parts_and_concatenated_again_is_the_same_network() {
     }
 }
 
-fn floats_of(name: &str, dims: Vec<i64>, v: Vec<f32>) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims,
-        data_type: 1,
-        float_data: v,
-        ..Default::default()
-    }
-}
-
 /// ConvNeXt's ops after the classifier: `Erf(LayerNormalization(Sqrt(Pow(logits, 2))))`
 /// (the magnitudes of the logits, normalized over the ten classes with a scale and a bias,
 /// through the error function), against the same arithmetic on the unedited logits.
@@ -435,7 +285,7 @@ fn pow_sqrt_layer_norm_and_erf_after_the_classifier() {
     let mut m = resnet20();
     let g = m.graph.as_mut().unwrap();
     let out = g.output[0].name.clone();
-    g.initializer.push(floats("ln_two", 2.0));
+    g.initializer.push(scalar("ln_two", 2.0));
     g.initializer
         .push(floats_of("ln_scale", vec![10], scale.clone()));
     g.initializer
@@ -466,149 +316,4 @@ fn pow_sqrt_layer_norm_and_erf_after_the_classifier() {
         // Not the identity: the chain changed the values.
         assert!(g.iter().zip(w).any(|(a, b)| (a - b).abs() > 0.1));
     }
-}
-
-/// A pre-activation pair as DenseNet begins each layer, `BatchNormalization -> Relu`, on a
-/// value two ops read (so no convolution absorbs it): ResNet-20's stem output `x >= 0` goes
-/// through `BN(0.5^k)(Relu(BN(2^k)(x)))`, per-channel powers of two, which gives `x` back
-/// exactly. The Relu runs inside the first BN and both keep the pixel-major layout, so the
-/// network's steps are the unedited ones plus the two BNs.
-#[test]
-fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
-    let want = logits(&model("resnet20-cifar10"));
-    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    let mut m = resnet20();
-    let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Relu")
-        .expect("the stem's Relu");
-    let stem = g.node[at].output[0].clone();
-    g.node[at].output[0] = "stem_raw".into();
-    let c = 16;
-    let gamma = |up: bool| {
-        (0..c)
-            .map(|k| 2f32.powi(if up { k % 3 } else { -(k % 3) }))
-            .collect::<Vec<_>>()
-    };
-    let bn = |name: &str, input: &str, output: &str, up: bool| {
-        let p = |what: &str| format!("{name}_{what}");
-        let params = [
-            floats_of(&p("gamma"), vec![c as i64], gamma(up)),
-            floats_of(&p("beta"), vec![c as i64], vec![0.0; c as usize]),
-            floats_of(&p("mean"), vec![c as i64], vec![0.0; c as usize]),
-            floats_of(&p("var"), vec![c as i64], vec![1.0; c as usize]),
-        ];
-        let names: Vec<String> = params.iter().map(|t| t.name.clone()).collect();
-        let mut inputs = vec![input.to_string()];
-        inputs.extend(names);
-        let node = NodeProto {
-            op_type: "BatchNormalization".into(),
-            name: name.into(),
-            input: inputs,
-            output: vec![output.into()],
-            attribute: vec![AttributeProto {
-                name: "epsilon".into(),
-                f: 0.0,
-                type_: onnx_protobuf::attribute_proto::AttributeType::FLOAT.into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        (node, params)
-    };
-    let (up, up_params) = bn("bn_up", "stem_raw", "bn_up_out", true);
-    let relu = node("Relu", &["bn_up_out"], "bn_relu_out", vec![]);
-    let (down, down_params) = bn("bn_down", "bn_relu_out", &stem, false);
-    for (k, n) in [up, relu, down].into_iter().enumerate() {
-        g.node.insert(at + 1 + k, n);
-    }
-    g.initializer
-        .extend(up_params.into_iter().chain(down_params));
-    let path = write(&m, "pre_activation.onnx");
-    assert_eq!(pixel_major_convs(&path), want_layouts);
-    let plan = Model::load(&path)
-        .unwrap()
-        .plan(PlanOptions {
-            threads: 2,
-            max_batch: 8,
-        })
-        .unwrap();
-    let kinds: Vec<&str> = (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect();
-    assert_eq!(
-        kinds.iter().filter(|&&k| k == "BatchNormalization").count(),
-        2,
-        "{kinds:?}"
-    );
-    assert!(!kinds.contains(&"Relu"), "{kinds:?}");
-    assert_eq!(logits(&path), want);
-}
-
-/// ShuffleNet's channel shuffle as PyTorch exports it, `Reshape -> Transpose -> Reshape`,
-/// twice on ResNet-20's stem output (16 channels): in 2 groups, then in 8, which puts every
-/// channel back. Each triple runs as one channel shuffle that keeps the pixel-major layout,
-/// so the logits are the unedited ones, bit for bit.
-#[test]
-fn a_channel_shuffle_runs_as_one_pixel_major_step() {
-    let want = logits(&model("resnet20-cifar10"));
-    let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    let mut m = resnet20();
-    let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Relu")
-        .expect("the stem's Relu");
-    let stem = g.node[at].output[0].clone();
-    g.node[at].output[0] = "stem_raw".into();
-    let mut nodes = Vec::new();
-    for (k, groups) in [2i64, 8].into_iter().enumerate() {
-        let input = if k == 0 {
-            "stem_raw".to_string()
-        } else {
-            "shuffled_0".into()
-        };
-        let output = if k == 0 {
-            "shuffled_0".to_string()
-        } else {
-            stem.clone()
-        };
-        let (split, merged) = (format!("split_{k}"), format!("merged_{k}"));
-        g.initializer.push(int64s(
-            &split,
-            vec![5],
-            vec![0, groups, 16 / groups, 32, 32],
-        ));
-        g.initializer
-            .push(int64s(&merged, vec![4], vec![0, 16, 32, 32]));
-        let (r, t) = (format!("grouped_{k}"), format!("swapped_{k}"));
-        nodes.push(node("Reshape", &[&input, &split], &r, vec![]));
-        let perm = ints("perm", vec![0, 2, 1, 3, 4]);
-        nodes.push(node("Transpose", &[&r], &t, vec![perm]));
-        nodes.push(node("Reshape", &[&t, &merged], &output, vec![]));
-    }
-    for (k, n) in nodes.into_iter().enumerate() {
-        g.node.insert(at + 1 + k, n);
-    }
-    let path = write(&m, "channel_shuffle.onnx");
-    assert_eq!(pixel_major_convs(&path), want_layouts);
-    let plan = Model::load(&path)
-        .unwrap()
-        .plan(PlanOptions {
-            threads: 2,
-            max_batch: 8,
-        })
-        .unwrap();
-    let kinds: Vec<&str> = (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect();
-    assert_eq!(
-        kinds.iter().filter(|&&k| k == "ChannelShuffle").count(),
-        2,
-        "{kinds:?}"
-    );
-    assert!(
-        !kinds.contains(&"Transpose") && !kinds.contains(&"Reshape"),
-        "{kinds:?}"
-    );
-    assert_eq!(logits(&path), want);
 }

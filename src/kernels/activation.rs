@@ -12,6 +12,17 @@ use crate::ops::{Activation, ConvOp};
 /// `xs` activated in place, with the bits of [`Activation::apply`], on the fastest tier.
 #[inline]
 pub fn apply(a: Activation, xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if a == Activation::Gelu {
+        // The definition compiled for wider vectors: its error function is branch-free f32
+        // arithmetic the compiler vectorizes (the same operations, so the same bits).
+        match super::isa::Isa::current() {
+            // SAFETY: the tier is supported by this CPU.
+            super::isa::Isa::Avx512 => return unsafe { x86::plain_avx512(a, xs) },
+            super::isa::Isa::Avx2 => return unsafe { x86::plain_avx2(a, xs) },
+            _ => {}
+        }
+    }
     if !is_smooth(a) {
         return a.apply(xs);
     }
@@ -181,6 +192,24 @@ macro_rules! lanes {
 pub(crate) mod x86 {
     use crate::ops::{self, Activation};
     use std::arch::x86_64::*;
+
+    /// [`Activation::apply`] compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn plain_avx512(a: Activation, xs: &mut [f32]) {
+        a.apply(xs)
+    }
+
+    /// [`Activation::apply`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn plain_avx2(a: Activation, xs: &mut [f32]) {
+        a.apply(xs)
+    }
 
     lanes!(
         avx512,
@@ -353,5 +382,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// GELU compiled for each x86 tier (the definition, vectorized by the compiler): the
+    /// definition's bits exactly, since the compiler does not fuse its products and sums.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gelu_on_wide_vectors_gives_the_scalar_bits() {
+        let mut xs: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.0037).collect();
+        xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 4.5, -4.5]);
+        let mut want = xs.clone();
+        Activation::Gelu.apply(&mut want);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for isa in Isa::available() {
+            let mut got = xs.clone();
+            match isa {
+                // SAFETY: `available` lists only the tiers this CPU runs.
+                Isa::Avx512 => unsafe { x86::plain_avx512(Activation::Gelu, &mut got) },
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { x86::plain_avx2(Activation::Gelu, &mut got) },
+                _ => apply(Activation::Gelu, &mut got),
+            }
+            assert_eq!(bits(&got), bits(&want), "{isa}");
+        }
+        // The definition itself, at a few points against the exact function.
+        for x in [-3.0f32, -1.0, -0.25, 0.0, 0.5, 1.0, 2.5] {
+            let exact = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / 2f64.sqrt()));
+            let mut v = [x];
+            Activation::Gelu.apply(&mut v);
+            assert!(
+                (v[0] as f64 - exact).abs() < 1e-6,
+                "{x}: {} vs {exact}",
+                v[0]
+            );
+        }
+    }
+
+    /// `erf` in f64 by its series (enough terms for |x| < 3).
+    #[cfg(target_arch = "x86_64")]
+    fn libm_erf(x: f64) -> f64 {
+        let (mut term, mut sum) = (x, x);
+        for n in 1..80 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
     }
 }

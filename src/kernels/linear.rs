@@ -143,6 +143,7 @@ unsafe fn panel_on(
                 .zip(&b[j0..j0 + width])
                 .for_each(|(v, b)| *v += b);
         }
+        super::activation::apply(op.activation, row);
     }
 }
 

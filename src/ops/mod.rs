@@ -56,6 +56,15 @@ pub enum Activation {
     /// `x * sigmoid(x)` (SiLU, swish): exported as `Mul(x, Sigmoid(x))` and fused by
     /// [`crate::graph::passes::fuse_silu`].
     Silu,
+    /// `(x * (erf(x / sqrt 2) + 1)) * 0.5` (GELU), the operations PyTorch exports and
+    /// [`crate::graph::passes::fuse_gelu`] fuses, in their order.
+    Gelu,
+}
+
+/// GELU as exported: `(x * (erf(x / sqrt 2) + 1)) * 0.5`.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    (x * (normalize::erf(x / std::f32::consts::SQRT_2) + 1.0)) * 0.5
 }
 
 /// `1 / (1 + exp(-x))`, NaN for NaN.
@@ -138,7 +147,8 @@ impl Activation {
             Activation::None
             | Activation::LeakyRelu(_)
             | Activation::HardSwish
-            | Activation::Silu => false,
+            | Activation::Silu
+            | Activation::Gelu => false,
         }
     }
 
@@ -181,6 +191,7 @@ impl Activation {
                 .iter_mut()
                 .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
             Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
+            Activation::Gelu => xs.iter_mut().for_each(|x| *x = gelu(*x)),
         }
     }
 }
@@ -247,6 +258,8 @@ pub struct LinearOp {
     /// Broadcast over rows; already multiplied by beta.
     pub bias: Option<Vec<f32>>,
     pub alpha: f32,
+    /// Applied after the bias (a GELU after a ConvNeXt MLP's first MatMul).
+    pub activation: Activation,
 }
 
 impl LinearOp {
@@ -259,6 +272,7 @@ impl LinearOp {
             weight: crate::kernels::linear::pack_panels(w, k, n),
             bias,
             alpha,
+            activation: Activation::None,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! filter banks start to outweigh the activations ([`super::hybrid`]).
 
 use super::conv_step::ConvInput;
-use super::layout::{to_nhwc_order, Layout, NHWC_POSITION};
+use super::layout::{to_nhwc_order, to_rank4, Layout, FROM_PIXELS, NHWC_POSITION, TO_PIXELS};
 use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
@@ -316,7 +316,8 @@ impl Plan {
                 // A pixel-major value broadcasts on its physical `[n, h, w, c]` shape.
                 let physical: [Vec<usize>; 3];
                 let shapes = if self.layouts[i].is_pixel_major() && ins[0] != ins[1] {
-                    physical = [&ins[0][..], &ins[1][..], out_shape].map(to_nhwc_order);
+                    physical =
+                        [&ins[0][..], &ins[1][..], out_shape].map(|s| to_nhwc_order(&to_rank4(s)));
                     (&physical[0][..], &physical[1][..], &physical[2][..])
                 } else {
                     (&ins[0][..], &ins[1][..], out_shape)
@@ -449,6 +450,15 @@ impl Plan {
                     .collect();
                 layout::concat(&parts, a, out);
             }
+            // Between an NCHW image kept pixel-major and `[n, h, w, c]`: the same memory.
+            Op::Transpose { perm } if self.in_layouts[i][0].is_pixel_major() => {
+                debug_assert_eq!(perm[..], TO_PIXELS);
+                out.copy_from_slice(x);
+            }
+            Op::Transpose { perm } if self.layouts[i].is_pixel_major() => {
+                debug_assert_eq!(perm[..], FROM_PIXELS);
+                out.copy_from_slice(x);
+            }
             Op::Transpose { perm } => {
                 let perm: Vec<usize> = if perm.is_empty() {
                     (0..ins[0].len()).rev().collect()
@@ -509,6 +519,7 @@ impl Plan {
         let node = &self.graph.nodes[self.steps[i].node];
         let reads_pixel_major = super::layout::keeps_layout(&node.op)
             || matches!(node.op, Op::Conv(_) | Op::GlobalAveragePool)
+            || matches!(&node.op, Op::Transpose { perm } if perm[..] == TO_PIXELS)
             || matches!(&node.op, Op::ReduceMean { axes, .. }
                 if reduces_image_plane(axes, self.img_in_shapes[i][0].len()));
         if reads_pixel_major || self.in_layouts[i].iter().all(|l| *l == Layout::Nchw) {

@@ -63,7 +63,9 @@ impl Plan {
             .map(|i| {
                 let shape = &self.img_out_shapes[i];
                 let elementwise_same_shapes = match op(i) {
-                    Op::MaxPool(_) | Op::AveragePool(_) | Op::Conv(_) => true,
+                    Op::MaxPool(_) | Op::AveragePool(_) | Op::Conv(_) | Op::Transpose { .. } => {
+                        true
+                    }
                     // Run on the physical `[n, h, w, c]` shapes (binary ops broadcast there as
                     // in NCHW, axes permuted alike: a squeeze-excitation scale `[n, c, 1, 1]`).
                     Op::Pad { .. }
@@ -74,12 +76,14 @@ impl Plan {
                     | Op::AddActivation(_)
                     | Op::Sub
                     | Op::Mul
-                    | Op::Div => self.img_in_shapes[i].iter().all(|s| s.len() == 4),
+                    | Op::Div => self.img_in_shapes[i]
+                        .iter()
+                        .all(|s| s.len() == 4 || same_in_both_orders(s)),
                     _ => self.img_in_shapes[i].iter().all(|s| s == shape),
                 };
                 shape.len() == 4
                     && i != self.output_step
-                    && (matches!(op(i), Op::Conv(_)) || same_layout_op(i))
+                    && (matches!(op(i), Op::Conv(_)) || same_layout_op(i) || to_image(op(i)))
                     && elementwise_same_shapes
             })
             .collect();
@@ -92,6 +96,7 @@ impl Plan {
                     || (k == 1 && c.residual.is_some())
             }
             Op::GlobalAveragePool => k == 0,
+            Op::Transpose { perm } => k == 0 && perm[..] == TO_PIXELS,
             Op::ReduceMean { axes, .. } => {
                 k == 0 && reduces_image_plane(axes, self.img_in_shapes[j][0].len())
             }
@@ -125,6 +130,10 @@ impl Plan {
                             }
                             all &= nhwc[p];
                         }
+                        // A per-channel constant (a ConvNeXt layer scale) has the same
+                        // memory in both orders.
+                        (Src::Const(c), _)
+                            if is_binary(op(j)) && same_in_both_orders(&self.consts[*c].0) => {}
                         _ => all = false,
                     }
                 }
@@ -168,6 +177,46 @@ pub(crate) fn keeps_layout(op: &Op) -> bool {
             | Op::SplitPart { .. }
             | Op::Concat { .. }
     )
+}
+
+/// A Transpose from an NCHW image to `[n, h, w, c]` (a ConvNeXt block's way into its
+/// LayerNorm and MLP): on a pixel-major input its output's memory is the input's.
+pub const TO_PIXELS: [usize; 4] = [0, 2, 3, 1];
+
+/// The Transpose back, from `[n, h, w, c]` to an NCHW image: kept pixel-major, its output's
+/// memory is its input's.
+pub const FROM_PIXELS: [usize; 4] = [0, 3, 1, 2];
+
+/// Whether `op` is the Transpose [`FROM_PIXELS`], which can write a pixel-major value.
+fn to_image(op: &Op) -> bool {
+    matches!(op, Op::Transpose { perm } if perm[..] == FROM_PIXELS)
+}
+
+/// Whether `op` is an elementwise operation of two operands.
+fn is_binary(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Add | Op::AddActivation(_) | Op::Sub | Op::Mul | Op::Div
+    )
+}
+
+/// Whether a value of `shape` broadcast against NCHW images has the same memory in
+/// pixel-major order: every axis of size 1 but, at most, the channel axis (its shape aligned
+/// to the right of `[n, c, h, w]`).
+pub fn same_in_both_orders(shape: &[usize]) -> bool {
+    shape.len() <= 4
+        && shape
+            .iter()
+            .rev()
+            .enumerate()
+            .all(|(from_last, &d)| d == 1 || from_last == 2)
+}
+
+/// `shape` with leading axes of size 1 up to rank 4 (numpy's broadcasting alignment).
+pub fn to_rank4(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; 4usize.saturating_sub(shape.len())];
+    s.extend_from_slice(shape);
+    s
 }
 
 /// Where logical NCHW axis `a` lies in a pixel-major value's memory (`[n, h, w, c]`).

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod edit;
+
 /// `../shared` beside the project root.
 pub fn shared() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))

@@ -4,9 +4,10 @@
 //!    (the CIFAR ResNets' zero-pad shortcut is such a subgraph).
 //!    Lives in `fold.rs`.
 //! 2. [`fuse_batchnorm`]: fold an inference BatchNormalization into the Conv before it.
-//! 3. [`remove_identities`], [`fuse_silu`] (`x * sigmoid(x)` is one activation), then
-//!    [`fuse_activations`] and [`fuse_add_activations`] (a ReLU runs inside the Conv or
-//!    residual Add before it).
+//! 3. [`remove_identities`], [`fuse_silu`] (`x * sigmoid(x)` is one activation),
+//!    [`fuse_gelu`] (so is GELU's five-op form) and [`fold_linear_bias`] (`MatMul + b`,
+//!    `gelu.rs`), then [`fuse_activations`] and [`fuse_add_activations`] (a ReLU runs
+//!    inside the Conv, Linear, BatchNormalization or residual Add before it).
 //! 4. [`pool_before_pointwise_conv`]: a global average pooling after a linear 1x1 Conv moves
 //!    in front of it (the Conv then runs on one pixel), then [`prune_dead_nodes`] and [`prune_dead_constants`].
 //!
@@ -18,12 +19,14 @@
 //! Each pass keeps the graph consistent; [`check`] verifies it afterwards.
 
 mod fold;
+mod gelu;
 mod runtime_shapes;
 mod scales;
 mod shuffles;
 
 pub use fold::fold_constants;
 use fold::is_load_time_only;
+pub use gelu::{fold_linear_bias, fuse_gelu};
 pub use runtime_shapes::fold_runtime_shapes;
 pub use scales::fold_channel_scales;
 pub use shuffles::fold_channel_shuffles;
@@ -42,8 +45,11 @@ pub fn simplify(mut g: Graph) -> Result<Graph> {
     fuse_batchnorm(&mut g);
     remove_identities(&mut g);
     fuse_silu(&mut g);
-    // The Sigmoids SiLU replaced still read the values the activations would fuse into.
+    fuse_gelu(&mut g);
+    // The Sigmoids SiLU replaced (and GELU's Div, Erf and Add) still read the values the
+    // activations would fuse into.
     prune_dead_nodes(&mut g);
+    fold_linear_bias(&mut g);
     fuse_activations(&mut g);
     fuse_add_activations(&mut g);
     pool_before_pointwise_conv(&mut g);
@@ -116,6 +122,15 @@ pub fn fuse_activations(g: &mut Graph) {
             true
         }
         _ => false,
+    });
+    fuse_into_producer(g, |follower, producer| {
+        match (Activation::of(follower), &mut *producer) {
+            (Some(act), Op::Linear(l)) if l.activation == Activation::None => {
+                l.activation = act;
+                true
+            }
+            _ => false,
+        }
     });
 }
 
