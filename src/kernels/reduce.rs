@@ -25,6 +25,13 @@ pub fn reduce_mean(x: &[f32], shape: &[usize], reduced: &[bool], out: &mut [f32]
         // The reduced axes are one run: each output line is the sum of `count` input lines
         // (in input order, as the general loop below adds them).
         let line = inner * count;
+        if inner == 1 {
+            // Means of rows (a layer norm written out, over the last axis): one sum a row.
+            for (o, xo) in out.iter_mut().zip(x.chunks(line)).take(outer) {
+                *o = xo.iter().fold(0.0, |s, &v| s + v) / n;
+            }
+            return;
+        }
         for (o, xo) in out.chunks_mut(inner).zip(x.chunks(line)).take(outer) {
             for xi in xo.chunks(inner) {
                 o.iter_mut().zip(xi).for_each(|(o, &v)| *o += v);
