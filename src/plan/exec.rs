@@ -448,7 +448,7 @@ impl Plan {
                     .zip(&shapes)
                     .map(|((&s, sh), phys)| (self.operand(frame, s, sh), phys.as_slice()))
                     .collect();
-                layout::concat(&parts, a, out);
+                layout::concat(&parts, a, out, min);
             }
             // Between an NCHW image kept pixel-major and `[n, h, w, c]`: the same memory.
             Op::Transpose { perm } if self.in_layouts[i][0].is_pixel_major() => {

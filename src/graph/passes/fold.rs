@@ -478,7 +478,7 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
                     .map(|(d, s)| (d.as_slice(), *s))
                     .collect();
                 let mut out = vec![0; shape.iter().product()];
-                layout::concat(&parts, a, &mut out);
+                layout::concat(&parts, a, &mut out, usize::MAX);
                 Const::i64(shape, out)
             } else {
                 let datas: Vec<Vec<f32>> = inputs.iter().map(|c| c.to_f32()).collect();
@@ -488,7 +488,7 @@ fn eval_const(g: &Graph, n: &Node, inputs: &[&Const]) -> Result<Option<Const>> {
                     .map(|(d, s)| (d.as_slice(), *s))
                     .collect();
                 let mut out = vec![0.0; shape.iter().product()];
-                layout::concat(&parts, a, &mut out);
+                layout::concat(&parts, a, &mut out, usize::MAX);
                 Const::f32(shape, out)
             }
         }
