@@ -8,21 +8,7 @@ mod common;
 
 use common::edit::*;
 use common::*;
-use haste::{Model, PlanOptions};
 use onnx_protobuf::{AttributeProto, NodeProto};
-use std::path::Path;
-
-/// The op kinds of the plan of `path` (2 threads, batch 8), step by step.
-fn step_kinds(path: &Path) -> Vec<&'static str> {
-    let plan = Model::load(path)
-        .expect("model loads")
-        .plan(PlanOptions {
-            threads: 2,
-            max_batch: 8,
-        })
-        .unwrap();
-    (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect()
-}
 
 #[test]
 fn reduce_mean_over_the_image_equals_global_average_pooling() {
@@ -69,15 +55,8 @@ fn reduce_mean_over_the_image_equals_global_average_pooling() {
 fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
     let want = logits(&model("resnet20-cifar10"));
     let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    let mut m = resnet20();
+    let (mut m, at, stem) = resnet20_cut_after_stem();
     let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Relu")
-        .expect("the stem's Relu");
-    let stem = g.node[at].output[0].clone();
-    g.node[at].output[0] = "stem_raw".into();
     let c = 16;
     let gamma = |up: bool| {
         (0..c)
@@ -114,7 +93,7 @@ fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
     let relu = node("Relu", &["bn_up_out"], "bn_relu_out", vec![]);
     let (down, down_params) = bn("bn_down", "bn_relu_out", &stem, false);
     for (k, n) in [up, relu, down].into_iter().enumerate() {
-        g.node.insert(at + 1 + k, n);
+        g.node.insert(at + k, n);
     }
     g.initializer
         .extend(up_params.into_iter().chain(down_params));
@@ -138,15 +117,8 @@ fn a_standalone_batch_norm_runs_pixel_major_with_its_relu() {
 fn a_channel_shuffle_runs_as_one_pixel_major_step() {
     let want = logits(&model("resnet20-cifar10"));
     let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    let mut m = resnet20();
+    let (mut m, at, stem) = resnet20_cut_after_stem();
     let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Relu")
-        .expect("the stem's Relu");
-    let stem = g.node[at].output[0].clone();
-    g.node[at].output[0] = "stem_raw".into();
     let mut nodes = Vec::new();
     for (k, groups) in [2i64, 8].into_iter().enumerate() {
         let input = if k == 0 {
@@ -174,7 +146,7 @@ fn a_channel_shuffle_runs_as_one_pixel_major_step() {
         nodes.push(node("Reshape", &[&t, &merged], &output, vec![]));
     }
     for (k, n) in nodes.into_iter().enumerate() {
-        g.node.insert(at + 1 + k, n);
+        g.node.insert(at + k, n);
     }
     let path = write(&m, "channel_shuffle.onnx");
     assert_eq!(pixel_major_convs(&path), want_layouts);
@@ -270,15 +242,8 @@ fn a_matmul_with_its_bias_add_and_gelu_runs_as_one_step() {
 fn transposes_around_pixels_and_a_layer_scale_keep_the_pixel_major_layout() {
     let want = logits(&model("resnet20-cifar10"));
     let want_layouts = pixel_major_convs(&model("resnet20-cifar10"));
-    let mut m = resnet20();
+    let (mut m, at, stem) = resnet20_cut_after_stem();
     let g = m.graph.as_mut().unwrap();
-    let at = g
-        .node
-        .iter()
-        .position(|n| n.op_type == "Relu")
-        .expect("the stem's Relu");
-    let stem = g.node[at].output[0].clone();
-    g.node[at].output[0] = "stem_raw".into();
     let scale = |up: bool| {
         (0..16)
             .map(|k| 2f32.powi(if up { k % 3 } else { -(k % 3) }))
@@ -296,7 +261,7 @@ fn transposes_around_pixels_and_a_layer_scale_keep_the_pixel_major_layout() {
         node("Mul", &["scaled", "scale_down"], &stem, vec![]),
     ];
     for (k, n) in nodes.into_iter().enumerate() {
-        g.node.insert(at + 1 + k, n);
+        g.node.insert(at + k, n);
     }
     let path = write(&m, "transposes.onnx");
     assert_eq!(pixel_major_convs(&path), want_layouts);

@@ -46,16 +46,42 @@ pub fn logits(path: &Path) -> Vec<Vec<f32>> {
     rows
 }
 
-/// Per convolution of the plan of `path` (2 threads, batch 8): whether it writes its output
-/// pixel-major.
-pub fn pixel_major_convs(path: &Path) -> Vec<bool> {
-    let plan = Model::load(path)
+/// The plan of `path` for 2 threads and batches of up to 8.
+pub fn plan_of(path: &Path) -> haste::Plan {
+    Model::load(path)
         .expect("model loads")
         .plan(PlanOptions {
             threads: 2,
             max_batch: 8,
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// The op kinds of the plan of `path`, step by step.
+pub fn step_kinds(path: &Path) -> Vec<&'static str> {
+    let plan = plan_of(path);
+    (0..plan.num_steps()).map(|s| plan.step_kind(s)).collect()
+}
+
+/// ResNet-20 with its stem's output (`x >= 0`, 16 channels, read by two ops) renamed
+/// `stem_raw`: nodes inserted at the returned index that read `stem_raw` and write the
+/// returned name stand between the stem and the rest of the network.
+pub fn resnet20_cut_after_stem() -> (ModelProto, usize, String) {
+    let mut m = resnet20();
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "Relu")
+        .expect("the stem's Relu");
+    let stem = std::mem::replace(&mut g.node[at].output[0], "stem_raw".into());
+    (m, at + 1, stem)
+}
+
+/// Per convolution of the plan of `path` (2 threads, batch 8): whether it writes its output
+/// pixel-major.
+pub fn pixel_major_convs(path: &Path) -> Vec<bool> {
+    let plan = plan_of(path);
     let convs = plan.per_conv_macs();
     convs
         .iter()
