@@ -286,7 +286,8 @@ impl Plan {
                 }
             }
             Op::BatchNorm(b) if self.layouts[i].is_pixel_major() => {
-                let rows = (CHUNK / b.scale.len().max(1)).max(1) * b.scale.len();
+                let c = b.scale.len().max(1);
+                let rows = (CHUNK / c).max(1) * c;
                 out.par_chunks_mut(rows)
                     .zip(x.par_chunks(rows))
                     .with_min_len(min)
