@@ -45,6 +45,7 @@ pub mod layout;
 pub mod linear;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
+pub mod normalize;
 pub mod pool;
 pub mod reduce;
 pub mod reference;

@@ -82,12 +82,15 @@ pub struct LayerNormOp {
 impl LayerNormOp {
     /// Rows of `x` normalized into `out` (both a whole number of rows of `scale.len()`
     /// values). Means and variances are summed in f64, so the order of the sums does not
-    /// show in the f32 result.
+    /// show in the f32 result; each in eight interleaved partial sums ([`sum8`]), a loop the
+    /// compiler vectorizes (one running sum waited on every addition: ConvNeXt-tiny's layer
+    /// norms took twice onnxruntime's time).
+    #[inline(always)]
     pub fn rows(&self, x: &[f32], out: &mut [f32]) {
         let d = self.scale.len();
         for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let mean = sum8(xr, |v| v) / d as f64;
+            let var = sum8(xr, |v| (v - mean) * (v - mean)) / d as f64;
             let inv = 1.0 / (var + self.epsilon as f64).sqrt();
             for (k, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
                 let y = ((v as f64 - mean) * inv) as f32 * self.scale[k];
@@ -98,6 +101,23 @@ impl LayerNormOp {
             }
         }
     }
+}
+
+/// The sum of `f(v)` (in f64) over `xs`: lane `j` of eight partial sums takes the values at
+/// `j`, `j + 8` and so on, and the lanes are then added in order.
+#[inline(always)]
+fn sum8(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v as f64);
+    }
+    acc.iter().sum()
 }
 
 #[cfg(test)]

@@ -376,7 +376,7 @@ impl Plan {
                 out.par_chunks_mut(rows)
                     .zip(x.par_chunks(rows))
                     .with_min_len(min)
-                    .for_each(|(o, xi)| l.rows(xi, o));
+                    .for_each(|(o, xi)| crate::kernels::normalize::rows(l, xi, o));
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => out.copy_from_slice(x),
             Op::ReduceMean { axes, .. } => {
