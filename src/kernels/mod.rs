@@ -49,6 +49,7 @@ pub mod normalize;
 pub mod pool;
 pub mod reduce;
 pub mod reference;
+pub mod shuffle;
 
 pub use convolution::{scale_input, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
 

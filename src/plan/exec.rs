@@ -13,7 +13,7 @@ use super::layout::{to_nhwc_order, to_rank4, Layout, FROM_PIXELS, NHWC_POSITION,
 use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::kernels::layout::IoLayout;
-use crate::kernels::{affine, layout, pool, reduce, Scratch};
+use crate::kernels::{affine, layout, pool, reduce, shuffle, Scratch};
 use crate::ops::shape::{normalize_axis, reduces_image_plane, resolve_slice};
 use crate::ops::{Activation, Op};
 use rayon::prelude::*;
@@ -480,7 +480,7 @@ impl Plan {
                 out.par_chunks_mut(block.max(1))
                     .zip(x.par_chunks(block.max(1)))
                     .with_min_len(min)
-                    .for_each(|(o, xi)| layout::shuffle_channels(xi, c, *groups, inner, o));
+                    .for_each(|(o, xi)| shuffle::shuffle_channels(xi, c, *groups, inner, o));
             }
             other => {
                 return Err(Error::Internal(format!(
