@@ -1,5 +1,6 @@
-//! Per-op-kind time of a model on random input:
-//! `cargo run --release --example profile -- MODEL BATCH RUNS [THREADS]`.
+//! Per-op-kind time of a model on random input, then each convolution's:
+//! `cargo run --release --example profile -- MODEL BATCH RUNS [THREADS]` (`STEPS=1` also
+//! lists every other step with its time and memory order).
 fn main() -> Result<(), haste::Error> {
     let a: Vec<String> = std::env::args().collect();
     let model = haste::Model::load(a[1].as_ref())?;
@@ -36,6 +37,24 @@ fn main() -> Result<(), haste::Error> {
     );
     for (k, s) in by_kind {
         println!("{k:>20} {:6.1} %", 100.0 * s / total);
+    }
+    // `STEPS=1`: every step other than a convolution, with its time and memory order.
+    if std::env::var("STEPS").is_ok_and(|v| v == "1") {
+        for (i, s) in secs.iter().enumerate() {
+            if plan.conv_at(i).is_none() {
+                let order = if plan.output_layout(i).is_pixel_major() {
+                    "NHWC"
+                } else {
+                    "NCHW"
+                };
+                let ms = 1e3 * s / runs as f64;
+                println!(
+                    "{:>40} {:>18} {ms:8.3} ms {order}",
+                    plan.step_name(i),
+                    plan.step_kind(i)
+                );
+            }
+        }
     }
     let macs = plan.per_conv_macs();
     for (i, m) in macs.iter().take(usize::MAX) {
