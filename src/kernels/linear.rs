@@ -130,7 +130,8 @@ unsafe fn panel_on(
     // group of rows the kernel holds in registers after the first brought it from memory.
     // Each output continues its chain from the last chunk's sum, so the bits do not change.
     let chunk = (CHUNK_BYTES / (width * 4)).max(1);
-    for k0 in (0..k).step_by(chunk) {
+    // At least one call, so that `k = 0` still writes its zero sums.
+    for k0 in (0..k.max(1)).step_by(chunk) {
         let kc = chunk.min(k - k0);
         let product = Product {
             shape: (rows.len(), width, kc),
@@ -165,8 +166,7 @@ mod tests {
     use crate::kernels::isa::assert_tier_result;
 
     /// Each output as one chain of fused multiply-adds over `k`, then alpha and the bias.
-    fn reference(op: &LinearOp, w: &[f32], x: &[f32]) -> Vec<f32> {
-        let m = x.len() / op.k;
+    fn reference(op: &LinearOp, w: &[f32], x: &[f32], m: usize) -> Vec<f32> {
         let mut out = vec![0.0; m * op.n];
         for r in 0..m {
             for j in 0..op.n {
@@ -196,6 +196,7 @@ mod tests {
             (2, 1, 1, 1.0, false),
             (6, 2100, 121, 1.0, true),
             (75, 40, 96, 0.5, true),
+            (2, 0, 70, 1.0, true),
         ] {
             let w: Vec<f32> = (0..k * n)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
@@ -205,7 +206,7 @@ mod tests {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
                 .collect();
-            let want = reference(&op, &w, &x);
+            let want = reference(&op, &w, &x, m);
             for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
                 for parallel in [false, true] {
                     let mut out = vec![f32::NAN; m * n];
