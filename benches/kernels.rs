@@ -319,6 +319,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         c_in: c,
         c_out: c,
         kh: 3,
+        kys: (0, 3),
         kw: 3,
         sh: 1,
         sw: 1,

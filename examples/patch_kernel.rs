@@ -167,6 +167,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     c_in: c,
                     c_out: panel,
                     kh: 3,
+                    kys: (0, 3),
                     kw: 3,
                     sh: 1,
                     sw: 1,

@@ -139,6 +139,7 @@ impl MergedPatch {
             c_in,
             c_out: panel,
             kh: p.kh,
+            kys: (0, p.kh),
             kw: p.kw,
             sh: p.stride.0,
             sw: p.stride.1,

@@ -119,6 +119,7 @@ fn every_tier_finishes_like_the_scalar_epilogue() {
             c_in: 1,
             c_out,
             kh: 1,
+            kys: (0, 1),
             kw: 1,
             sh: 1,
             sw: 1,

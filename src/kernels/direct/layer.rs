@@ -1,7 +1,7 @@
 //! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
-use super::{conv, conv_at, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
+use super::{conv_at, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::kernels::{grow, SharedOut};
@@ -133,11 +133,11 @@ impl DirectConv {
         };
         if io.output_nhwc {
             let e = self.epilogue(residual);
-            self.output_rows(win, w, 0..oh, ow, &mut out[..n], e);
+            self.output_rows(win, (h, w), 0..oh, ow, &mut out[..n], e);
             return;
         }
         grow(&mut s.out, n);
-        self.output_rows(win, w, 0..oh, ow, &mut s.out[..n], Epilogue::NONE);
+        self.output_rows(win, (h, w), 0..oh, ow, &mut s.out[..n], Epilogue::NONE);
         let chans = 0..self.params.c_out;
         self.epilogue_channels(&s.out, oh * ow, chans, out, residual);
     }
@@ -183,7 +183,14 @@ impl DirectConv {
             .for_each(|(k, chunk)| {
                 let oy0 = k * per;
                 let rows_here = chunk.len() / (ow * p.c_out);
-                self.output_rows(padded, w, oy0..oy0 + rows_here, ow, chunk, Epilogue::NONE);
+                self.output_rows(
+                    padded,
+                    (h, w),
+                    oy0..oy0 + rows_here,
+                    ow,
+                    chunk,
+                    Epilogue::NONE,
+                );
             });
         let hw = oh * ow;
         let per_c = p.c_out.div_ceil(parts.max(1)).max(1);
@@ -246,14 +253,15 @@ impl DirectConv {
                 let rows = chunk.len() / (ow * p.c_out);
                 // Padded input rows `r0..r1` feed output rows `k * per..k * per + rows`.
                 let r0 = k * per * p.stride.0;
+                let oys = k * per..k * per + rows;
                 let r1 = (k * per + rows - 1) * p.stride.0 + p.kh;
                 let r = residual.map(|r| &r[k * per * ow * p.c_out..][..chunk.len()]);
                 if self.reads_in_place(nhwc) {
                     let win = &x[r0 * wp * c..r1 * wp * c];
-                    return self.rows_from_window(win, wp, rows, ow, chunk, self.epilogue(r));
+                    return self.rows_from_window(win, wp, oys, (h, ow), chunk, self.epilogue(r));
                 }
                 self.pad_rows(x, (h, w), nhwc, r0..r1, band);
-                self.rows_from_window(band, wp, rows, ow, chunk, self.epilogue(r));
+                self.rows_from_window(band, wp, oys, (h, ow), chunk, self.epilogue(r));
             });
     }
 
@@ -354,7 +362,7 @@ impl DirectConv {
                 // SAFETY: the panels hold this part's weights, the band the whole padded
                 // input; part `k` writes channels `c0..c0 + width` of each output pixel and
                 // no other part does (`out` holds `oh * ow` pixels of `c_out`, asserted).
-                unsafe { conv_at(&g, win, f, e, shared.at(c0)) };
+                unsafe { self.rows_at(&g, win, (0, h), f, e, shared.at(c0)) };
             });
     }
 
@@ -374,6 +382,7 @@ impl DirectConv {
             c_in: p.c_in,
             c_out: p.c_out,
             kh: p.kh,
+            kys: (0, p.kh),
             kw: p.kw,
             sh: p.stride.0,
             sw: p.stride.1,
@@ -453,7 +462,7 @@ impl DirectConv {
         let p = &self.params;
         assert!(p.is_pointwise() && p.stride == (1, 1) && p.pads == [0; 4]);
         assert!(x.len() >= rows * w * p.c_in && ohwc.len() >= rows * w * p.c_out);
-        self.rows_from_window(x, w, rows, w, ohwc, self.epilogue(None));
+        self.rows_from_window(x, w, 0..rows, (rows, w), ohwc, self.epilogue(None));
     }
 
     /// The residual the output gets and the activation after it: the fused residual
@@ -466,13 +475,13 @@ impl DirectConv {
         }
     }
 
-    /// Output rows `oys` into `ohwc` (pixel-major, starting at row `oys.start`), finished
-    /// by `e`.
+    /// Output rows `oys` of an `h x w` image into `ohwc` (pixel-major, starting at row
+    /// `oys.start`), finished by `e`.
     fn output_rows(
         &self,
         padded: &[f32],
-        w: usize,
-        oys: std::ops::Range<usize>,
+        (h, w): (usize, usize),
+        oys: Range<usize>,
         ow: usize,
         ohwc: &mut [f32],
         e: Epilogue,
@@ -480,34 +489,100 @@ impl DirectConv {
         let p = &self.params;
         let wp = w + p.pads[1] + p.pads[3];
         let win = &padded[oys.start * p.stride.0 * wp * p.c_in..];
-        self.rows_from_window(win, wp, oys.len(), ow, ohwc, e);
+        self.rows_from_window(win, wp, oys, (h, ow), ohwc, e);
     }
 
-    /// `rows` output rows into `ohwc`, reading the padded input rows from `win` on (rows of
-    /// `wp` pixels).
+    /// Output rows `oys` of an image `h` rows high into `ohwc`, reading the padded input rows
+    /// from `win` on (rows of `wp` pixels, from the one under output row `oys.start`).
     fn rows_from_window(
         &self,
         win: &[f32],
         wp: usize,
-        rows: usize,
-        ow: usize,
+        oys: Range<usize>,
+        (h, ow): (usize, usize),
         ohwc: &mut [f32],
         e: Epilogue,
     ) {
         let p = &self.params;
-        let g = self.geom(wp, rows, ow);
+        let rows = oys.len();
         if rows == 0 || ow == 0 {
             return;
         }
         let needed = ((rows - 1) * p.stride.0 + p.kh) * wp * p.c_in;
         assert!(win.len() >= needed, "window of {} for {needed}", win.len());
+        assert!(ohwc.len() >= rows * ow * p.c_out);
         let f = Filters::Panels {
             weights: &self.panels,
             width: self.panel,
         };
         // SAFETY: the panels hold every weight, and `win` holds every padded input row that
         // the output rows read (checked just above); `ohwc` holds `rows * ow * c_out` values.
-        unsafe { conv(&g, win, f, e, ohwc) };
+        unsafe {
+            self.rows_at(
+                &self.geom(wp, rows, ow),
+                win,
+                (oys.start, h),
+                f,
+                e,
+                ohwc.as_mut_ptr(),
+            )
+        };
+    }
+
+    /// The kernel rows through which output row `oy` of an image `h` rows high reads the
+    /// image: the others fall on the zero padding above or below it. Skipping them is the
+    /// same sum (the products are zeros, and the first ones added to a zero sum), for a
+    /// third fewer multiply-adds in a 3x3 layer's first and last rows: 9.5 % of the layer at
+    /// 7 x 7, 4.8 % at 14 x 14. Every row when none is left (an output row wholly in the
+    /// padding still gets its bias).
+    fn live_kernel_rows(&self, oy: usize, h: usize) -> (usize, usize) {
+        let p = &self.params;
+        // The padded row under kernel row 0; the image fills padded rows `top..top + h`.
+        let (y, top) = (oy * p.stride.0, p.pads[0]);
+        let lo = top.saturating_sub(y).min(p.kh);
+        let hi = (top + h).saturating_sub(y).min(p.kh);
+        if lo < hi {
+            (lo, hi)
+        } else {
+            (0, p.kh)
+        }
+    }
+
+    /// The `g.ph` output rows from image row `oy0` (of an image `h` rows high) through
+    /// [`conv_at`], one call per run of rows that read the image through the same kernel rows
+    /// ([`Self::live_kernel_rows`]): the first and last rows apart from the middle ones.
+    ///
+    /// # Safety
+    /// As [`conv_at`] for `g`.
+    unsafe fn rows_at(
+        &self,
+        g: &Geom,
+        win: &[f32],
+        (oy0, h): (usize, usize),
+        f: Filters,
+        e: Epilogue,
+        out: *mut f32,
+    ) {
+        let mut r = 0;
+        while r < g.ph {
+            let kys = self.live_kernel_rows(oy0 + r, h);
+            let end = (r + 1..g.ph)
+                .find(|&q| self.live_kernel_rows(oy0 + q, h) != kys)
+                .unwrap_or(g.ph);
+            let part = Geom {
+                kys,
+                ph: end - r,
+                ..*g
+            };
+            let (at_in, at_out) = (r * g.sh * g.win_w * g.c_in, r * g.out_w * g.out_stride);
+            let e = Epilogue {
+                residual: e.residual.map(|res| &res[at_out..]),
+                ..e
+            };
+            // SAFETY: rows `r..end` of the call, their window rows and their outputs.
+            unsafe { conv_at(&part, &win[at_in..], f, e, out.add(at_out)) };
+            r = end;
+        }
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):

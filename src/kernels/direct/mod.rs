@@ -64,6 +64,10 @@ pub struct Geom {
     pub c_in: usize,
     pub c_out: usize,
     pub kh: usize,
+    /// The kernel rows summed, `(0, kh)` unless every output of the call would read only
+    /// zero padding in the others (an image's first and last output rows; see
+    /// `layer::DirectConv::live_kernel_rows`): those taps are skipped, not multiplied.
+    pub kys: (usize, usize),
     pub kw: usize,
     pub sh: usize,
     pub sw: usize,
@@ -238,7 +242,7 @@ unsafe fn generic_at<M: MulAdd>(g: &Geom, win: &[f32], f: Filters, e: Epilogue, 
             // SAFETY: the caller gives these floats to this call.
             let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), width) };
             o.fill(0.0);
-            for ky in 0..g.kh {
+            for ky in g.kys.0..g.kys.1 {
                 for kx in 0..g.kw {
                     let kk = ky * g.kw + kx;
                     let a = &win[g.pix(j, ky, kx)..][..g.c_in];
@@ -299,7 +303,7 @@ unsafe fn panel_lanes_at<M: MulAdd>(
     let panel = &weights[base..][..taps * g.c_in * GENERIC_LANES];
     for j in 0..g.ph * g.pw {
         let mut acc = [0.0f32; GENERIC_LANES];
-        for ky in 0..g.kh {
+        for ky in g.kys.0..g.kys.1 {
             for kx in 0..g.kw {
                 let kk = ky * g.kw + kx;
                 let a = &win[g.pix(j, ky, kx)..][..g.c_in];

@@ -17,15 +17,15 @@ pub(super) const GROUP_FILTER_BUDGET: usize = 512 * 1024;
 /// (tap, channel), so the bits are the same as in one pass.
 pub(super) fn kernel_row_passes(g: &Geom, terms: usize) -> impl Iterator<Item = (usize, usize)> {
     let group_bytes = g.kh * g.kw * terms * PANEL * std::mem::size_of::<f32>();
-    let kh = g.kh;
+    let (ky0, ky1) = g.kys;
     let step = if group_bytes > GROUP_FILTER_BUDGET {
         1
     } else {
-        kh
+        g.kh
     };
-    (0..kh)
+    (ky0..ky1)
         .step_by(step)
-        .map(move |ky| (ky, (ky + step).min(kh)))
+        .map(move |ky| (ky, (ky + step).min(ky1)))
 }
 
 /// Terms of panel filters one pass of the AVX-512 kernel sums (see [`wide_group_passes`]):
@@ -77,7 +77,7 @@ fn term_passes(g: &Geom, row_terms: usize, per_pass: usize) -> Vec<PassRange> {
     let chunks = row_terms.div_ceil(per_pass).max(1);
     let per = row_terms.div_ceil(chunks).max(1);
     let mut passes = Vec::new();
-    for ky in 0..g.kh {
+    for ky in g.kys.0..g.kys.1 {
         for t0 in (0..row_terms).step_by(per) {
             passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
         }
@@ -112,7 +112,7 @@ pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
                 "panels of whole 16-channel groups"
             );
             if g.kh * g.kw * g.c_in <= PANEL_TERMS_WHOLE {
-                vec![((0, g.kh), None)]
+                vec![(g.kys, None)]
             } else {
                 term_passes(g, g.kw * g.c_in, PANEL_TERMS_PER_PASS)
             }

@@ -24,7 +24,7 @@ pub(super) fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     let rows = p.kys.1 - p.kys.0;
     let next = if PANEL * (q + 2) <= g.c_out {
         (q + 1, p.kys.0, t0)
-    } else if p.kys.1 < g.kh && p.terms.is_none() {
+    } else if p.kys.1 < g.kys.1 && p.terms.is_none() {
         (0, p.kys.1, 0)
     } else {
         // After the last group of a pass of part of a row: not worked out; the next pass's
@@ -50,7 +50,7 @@ pub(super) fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> *co
     let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
     // Terms summed by the passes before this one, by every block, and by this pass's blocks
     // before `k`.
-    let before = (r0 * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
+    let before = ((r0 - g.kys.0) * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
     let line = before * 16;
     if line < ahead.len() {
         ahead[line..].as_ptr()

@@ -70,40 +70,44 @@ fn every_tier_matches_generic_bitwise() {
                 .iter()
                 .map(|&f| wt[f as usize * c_out..].as_ptr())
                 .collect();
-            let g = Geom {
-                win_w: ww,
-                c_in,
-                c_out,
-                kh,
-                kw,
-                sh,
-                sw,
-                ph,
-                pw,
-                out_w: pw + 1,
-                out_stride: c_out,
-            };
-            let zeros = vec![0.0; ph * (pw + 1) * c_out];
-            let f = Filters::Rows {
-                first: &first,
-                rows: &rows,
-                tap_stride: c_in * c_out,
-                ahead: &[],
-            };
-            let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
-            let e = Epilogue {
-                bias: Some(&bias),
-                residual: None,
-                activation: Activation::Clip(-1.0, 3.0),
-            };
-            let want = run_on(Isa::Portable, &g, &win, f, Epilogue::NONE, &zeros);
-            let want_e = run_on(Isa::Portable, &g, &win, f, e, &zeros);
-            for isa in Isa::available() {
-                let got = run_on(isa, &g, &win, f, Epilogue::NONE, &zeros);
-                let what = format!("{c_in} -> {c_out}, {ph}x{pw}");
-                assert_tier_result(isa, &got, &want, &what);
-                let got = run_on(isa, &g, &win, f, e, &zeros);
-                assert_tier_result(isa, &got, &want_e, &format_args!("{what} epilogue"));
+            // Every kernel row, and the first or last skipped (an image's edge rows).
+            for kys in [(0, kh), (1, kh), (0, kh - 1)] {
+                let g = Geom {
+                    win_w: ww,
+                    c_in,
+                    c_out,
+                    kh,
+                    kys,
+                    kw,
+                    sh,
+                    sw,
+                    ph,
+                    pw,
+                    out_w: pw + 1,
+                    out_stride: c_out,
+                };
+                let zeros = vec![0.0; ph * (pw + 1) * c_out];
+                let f = Filters::Rows {
+                    first: &first,
+                    rows: &rows,
+                    tap_stride: c_in * c_out,
+                    ahead: &[],
+                };
+                let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+                let e = Epilogue {
+                    bias: Some(&bias),
+                    residual: None,
+                    activation: Activation::Clip(-1.0, 3.0),
+                };
+                let want = run_on(Isa::Portable, &g, &win, f, Epilogue::NONE, &zeros);
+                let want_e = run_on(Isa::Portable, &g, &win, f, e, &zeros);
+                for isa in Isa::available() {
+                    let got = run_on(isa, &g, &win, f, Epilogue::NONE, &zeros);
+                    let what = format!("{c_in} -> {c_out}, {ph}x{pw}, kernel rows {kys:?}");
+                    assert_tier_result(isa, &got, &want, &what);
+                    let got = run_on(isa, &g, &win, f, e, &zeros);
+                    assert_tier_result(isa, &got, &want_e, &format_args!("{what} epilogue"));
+                }
             }
         }
     }
@@ -168,6 +172,7 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             c_in,
             c_out,
             kh: k,
+            kys: (0, k),
             kw: k,
             sh: 1,
             sw: 1,
@@ -207,6 +212,23 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             assert_tier_result(isa, &got, &a, &what);
             let got = run_on(isa, &g, &win, f, e, &b);
             assert_tier_result(isa, &got, &a_e, &format_args!("{what}, epilogue"));
+        }
+        // The first or last kernel row skipped (an image's edge rows), in every pass shape.
+        for kys in [(1, k), (0, k - 1)].into_iter().filter(|_| k > 1) {
+            let g = Geom { kys, ..g };
+            let mut want = b.clone();
+            unsafe { conv_generic(&g, &win, f, e, &mut want) };
+            for isa in Isa::available() {
+                let width = panel_width(isa);
+                let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
+                let f = Filters::Panels {
+                    weights: &tier_panels,
+                    width,
+                };
+                let got = run_on(isa, &g, &win, f, e, &b);
+                let what = format!("case {c_in} -> {c_out}, kernel rows {kys:?}");
+                assert_tier_result(isa, &got, &want, &what);
+            }
         }
         let want = conv2d_direct(&p, &x, h, w, &weights, None);
         for co in 0..c_out {
