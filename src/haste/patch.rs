@@ -21,6 +21,9 @@ pub(super) struct MergedPatch {
     pub pw: usize,
     /// The copied window's row length (pixels): the hyperplanes' window width.
     win_w: usize,
+    /// The window rows inside the image (the others are zero padding, which the reduced
+    /// convolution skips).
+    live_rows: (usize, usize),
     /// The channels grouped by hash code.
     pub buckets: Buckets,
     /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
@@ -69,6 +72,7 @@ impl MergedPatch {
         bits: &mut Vec<u32>,
     ) -> bool {
         self.win_w = frame.1;
+        self.live_rows = (win.r0, win.r1);
         grow(&mut self.mwin, frame.0 * frame.1 * c_in);
         win.copy_window_scanning(hwc, w, c_in, frame.1, &mut self.mwin, bits)
     }
@@ -166,7 +170,8 @@ impl MergedPatch {
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
-        unsafe { direct::conv_on(isa, &geom, &self.mwin, filters, epilogue, out) };
+        let (win, live) = (&self.mwin, self.live_rows);
+        unsafe { direct::conv_live_rows_on(isa, &geom, win, live, filters, epilogue, out) };
         timer.lap(|t| &mut t.kernel);
     }
 }

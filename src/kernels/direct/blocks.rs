@@ -96,8 +96,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     // 4 x 64 block streams 256 bytes of them from L2 per 16 FMAs, twice an 8 x 32 block's
     // (ResNet-56's 64 -> 64 patches: 10 % faster). A patch of 36 outputs or more with
     // [`WIDE_ROW_TERMS`] terms or more takes the 6 x 64 blocks too (see there).
-    let row_terms = g.kh * g.kw * p.f.terms(g);
-    let wide_rows = !PANELS && n >= 36 && row_terms >= WIDE_ROW_TERMS;
+    let wide_rows = !PANELS && takes_wide_rows(g, &p.f);
     let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
     // A tail of up to 32 channels joins the last full group (see `joined`).
     let joined = if PANELS {
@@ -238,6 +237,12 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 /// L = 14, one thread, three alternated runs: 1.34x -> 1.35-1.36x dense; the CIFAR ResNets
 /// and Tiny Darknet within the noise).
 const WIDE_ROW_TERMS: usize = 256;
+
+/// Whether a call on row filters runs 6 x 64 blocks: 36 outputs or more with
+/// [`WIDE_ROW_TERMS`] terms or more (see there and `blocks_pass`).
+pub(super) fn takes_wide_rows(g: &Geom, f: &Filters) -> bool {
+    g.ph * g.pw >= 36 && g.kh * g.kw * f.terms(g) >= WIDE_ROW_TERMS
+}
 
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of up to
 /// 48 (3 vectors, the last one partial): 112 output channels run as 64 + 48, 40 as one

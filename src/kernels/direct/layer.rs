@@ -1,7 +1,7 @@
 //! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
-use super::{conv_at, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
+use super::{conv_live_rows_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::kernels::{grow, SharedOut};
@@ -529,31 +529,12 @@ impl DirectConv {
         };
     }
 
-    /// The kernel rows through which output row `oy` of an image `h` rows high reads the
-    /// image: the others fall on the zero padding above or below it. Skipping them is the
-    /// same sum (the products are zeros, and the first ones added to a zero sum), for a
-    /// third fewer multiply-adds in a 3x3 layer's first and last rows: 9.5 % of the layer at
-    /// 7 x 7, 4.8 % at 14 x 14. Every row when none is left (an output row wholly in the
-    /// padding still gets its bias).
-    fn live_kernel_rows(&self, oy: usize, h: usize) -> (usize, usize) {
-        let p = &self.params;
-        // The padded row under kernel row 0; the image fills padded rows `top..top + h`.
-        let (y, top) = (oy * p.stride.0, p.pads[0]);
-        let lo = top.saturating_sub(y).min(p.kh);
-        let hi = (top + h).saturating_sub(y).min(p.kh);
-        if lo < hi {
-            (lo, hi)
-        } else {
-            (0, p.kh)
-        }
-    }
-
-    /// The `g.ph` output rows from image row `oy0` (of an image `h` rows high) through
-    /// [`conv_at`], one call per run of rows that read the image through the same kernel rows
-    /// ([`Self::live_kernel_rows`]): the first and last rows apart from the middle ones.
+    /// [`super::conv_at`] for the `g.ph` output rows from image row `oy0` of an image `h` rows
+    /// high, skipping the kernel rows that fall on the zero padding above or below it (see
+    /// [`conv_live_rows_at_on`]).
     ///
     /// # Safety
-    /// As [`conv_at`] for `g`.
+    /// As [`super::conv_at`] for `g`.
     unsafe fn rows_at(
         &self,
         g: &Geom,
@@ -563,26 +544,12 @@ impl DirectConv {
         e: Epilogue,
         out: *mut f32,
     ) {
-        let mut r = 0;
-        while r < g.ph {
-            let kys = self.live_kernel_rows(oy0 + r, h);
-            let end = (r + 1..g.ph)
-                .find(|&q| self.live_kernel_rows(oy0 + q, h) != kys)
-                .unwrap_or(g.ph);
-            let part = Geom {
-                kys,
-                ph: end - r,
-                ..*g
-            };
-            let (at_in, at_out) = (r * g.sh * g.win_w * g.c_in, r * g.out_w * g.out_stride);
-            let e = Epilogue {
-                residual: e.residual.map(|res| &res[at_out..]),
-                ..e
-            };
-            // SAFETY: rows `r..end` of the call, their window rows and their outputs.
-            unsafe { conv_at(&part, &win[at_in..], f, e, out.add(at_out)) };
-            r = end;
-        }
+        // The window's first row is padded row `oy0 * sh`; the image fills padded rows
+        // `top..top + h`.
+        let (y, top) = (oy0 * g.sh, self.params.pads[0]);
+        let live = (top.saturating_sub(y), (top + h).saturating_sub(y));
+        // SAFETY: forwarded from the caller; `Isa::current` only returns supported tiers.
+        unsafe { conv_live_rows_at_on(Isa::current(), g, win, live, f, e, out) };
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):
