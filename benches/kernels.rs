@@ -321,6 +321,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         kh: 3,
         kys: (0, 3),
         kw: 3,
+        kxs: (0, 3),
         sh: 1,
         sw: 1,
         ph: 4,

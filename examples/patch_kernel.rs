@@ -169,6 +169,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     kh: 3,
                     kys: (0, 3),
                     kw: 3,
+                    kxs: (0, 3),
                     sh: 1,
                     sw: 1,
                     ph: tile,

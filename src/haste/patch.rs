@@ -8,7 +8,7 @@ use super::hash::grow;
 use super::merge::{average_buckets_in_place, merge_filter_rows};
 use super::steps::StepTimer;
 use super::window::Window;
-use crate::kernels::direct::{self, Epilogue, Filters, Geom};
+use crate::kernels::direct::{self, Epilogue, Filters, Geom, Live};
 use crate::kernels::isa::Isa;
 
 /// One patch, hashed and its input merged: what its reduced convolution reads.
@@ -21,9 +21,9 @@ pub(super) struct MergedPatch {
     pub pw: usize,
     /// The copied window's row length (pixels): the hyperplanes' window width.
     win_w: usize,
-    /// The window rows inside the image (the others are zero padding, which the reduced
-    /// convolution skips).
-    live_rows: (usize, usize),
+    /// The window rows and columns inside the image (the others are zero padding, which
+    /// the reduced convolution skips where it can).
+    live: Live,
     /// The channels grouped by hash code.
     pub buckets: Buckets,
     /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
@@ -72,7 +72,10 @@ impl MergedPatch {
         bits: &mut Vec<u32>,
     ) -> bool {
         self.win_w = frame.1;
-        self.live_rows = (win.r0, win.r1);
+        self.live = Live {
+            rows: (win.r0, win.r1),
+            cols: (win.c0, win.c1),
+        };
         grow(&mut self.mwin, frame.0 * frame.1 * c_in);
         win.copy_window_scanning(hwc, w, c_in, frame.1, &mut self.mwin, bits)
     }
@@ -145,6 +148,7 @@ impl MergedPatch {
             kh: p.kh,
             kys: (0, p.kh),
             kw: p.kw,
+            kxs: (0, p.kw),
             sh: p.stride.0,
             sw: p.stride.1,
             ph: self.ph,
@@ -170,8 +174,8 @@ impl MergedPatch {
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
-        let (win, live) = (&self.mwin, self.live_rows);
-        unsafe { direct::conv_live_rows_on(isa, &geom, win, live, filters, epilogue, out) };
+        let (win, live) = (&self.mwin, self.live);
+        unsafe { direct::conv_live_on(isa, &geom, win, live, filters, epilogue, out) };
         timer.lap(|t| &mut t.kernel);
     }
 }

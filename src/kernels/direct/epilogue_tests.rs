@@ -121,6 +121,7 @@ fn every_tier_finishes_like_the_scalar_epilogue() {
             kh: 1,
             kys: (0, 1),
             kw: 1,
+            kxs: (0, 1),
             sh: 1,
             sw: 1,
             ph: 7,

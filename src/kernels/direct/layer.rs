@@ -1,7 +1,7 @@
 //! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
-use super::{conv_live_rows_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, PANEL};
+use super::{conv_live_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, Live, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::kernels::{grow, SharedOut};
@@ -384,6 +384,7 @@ impl DirectConv {
             kh: p.kh,
             kys: (0, p.kh),
             kw: p.kw,
+            kxs: (0, p.kw),
             sh: p.stride.0,
             sw: p.stride.1,
             ph: rows,
@@ -531,7 +532,7 @@ impl DirectConv {
 
     /// [`super::conv_at`] for the `g.ph` output rows from image row `oy0` of an image `h` rows
     /// high, skipping the kernel rows that fall on the zero padding above or below it (see
-    /// [`conv_live_rows_at_on`]).
+    /// [`conv_live_at_on`]).
     ///
     /// # Safety
     /// As [`super::conv_at`] for `g`.
@@ -545,11 +546,16 @@ impl DirectConv {
         out: *mut f32,
     ) {
         // The window's first row is padded row `oy0 * sh`; the image fills padded rows
-        // `top..top + h`.
-        let (y, top) = (oy0 * g.sh, self.params.pads[0]);
-        let live = (top.saturating_sub(y), (top + h).saturating_sub(y));
+        // `top..top + h` and columns `left..left + w`.
+        let p = &self.params;
+        let (y, top, left) = (oy0 * g.sh, p.pads[0], p.pads[1]);
+        let w = g.win_w - p.pads[1] - p.pads[3];
+        let live = Live {
+            rows: (top.saturating_sub(y), (top + h).saturating_sub(y)),
+            cols: (left, left + w),
+        };
         // SAFETY: forwarded from the caller; `Isa::current` only returns supported tiers.
-        unsafe { conv_live_rows_at_on(Isa::current(), g, win, live, f, e, out) };
+        unsafe { conv_live_at_on(Isa::current(), g, win, live, f, e, out) };
     }
 
     /// Output channels `chans` of the NCHW output (`out` starts at channel `chans.start`):

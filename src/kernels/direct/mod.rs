@@ -43,6 +43,7 @@ mod joined;
 mod layer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod narrow;
+mod padding;
 #[cfg(target_arch = "x86_64")]
 mod pairs;
 mod passes;
@@ -53,6 +54,7 @@ mod row_blocks;
 
 pub use epilogue::Epilogue;
 pub use layer::{DirectConv, DirectScratch};
+pub use padding::{conv_live_at_on, conv_live_on, Live};
 
 use crate::kernels::isa::{Fused, Isa, MulAdd, Unfused};
 
@@ -65,10 +67,13 @@ pub struct Geom {
     pub c_out: usize,
     pub kh: usize,
     /// The kernel rows summed, `(0, kh)` unless every output of the call would read only
-    /// zero padding in the others (an image's first and last output rows; see
-    /// `layer::DirectConv::live_kernel_rows`): those taps are skipped, not multiplied.
+    /// zero padding in the others (an image's first and last output rows; see `padding`):
+    /// those taps are skipped, not multiplied.
     pub kys: (usize, usize),
     pub kw: usize,
+    /// The kernel columns summed, as `kys` (panel filters only: row filters sum every
+    /// column).
+    pub kxs: (usize, usize),
     pub sh: usize,
     pub sw: usize,
     /// Output rows and columns computed (`n = ph * pw` outputs).
@@ -242,8 +247,13 @@ unsafe fn generic_at<M: MulAdd>(g: &Geom, win: &[f32], f: Filters, e: Epilogue, 
             // SAFETY: the caller gives these floats to this call.
             let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), width) };
             o.fill(0.0);
+            // Row filters sum every kernel column (see `Geom::kxs`).
+            let kxs = match f {
+                Filters::Rows { .. } => (0, g.kw),
+                Filters::Panels { .. } => g.kxs,
+            };
             for ky in g.kys.0..g.kys.1 {
-                for kx in 0..g.kw {
+                for kx in kxs.0..kxs.1 {
                     let kk = ky * g.kw + kx;
                     let a = &win[g.pix(j, ky, kx)..][..g.c_in];
                     for b in 0..f.terms(g) {
@@ -304,7 +314,7 @@ unsafe fn panel_lanes_at<M: MulAdd>(
     for j in 0..g.ph * g.pw {
         let mut acc = [0.0f32; GENERIC_LANES];
         for ky in g.kys.0..g.kys.1 {
-            for kx in 0..g.kw {
+            for kx in g.kxs.0..g.kxs.1 {
                 let kk = ky * g.kw + kx;
                 let a = &win[g.pix(j, ky, kx)..][..g.c_in];
                 let wk = &panel[kk * g.c_in * GENERIC_LANES..][..g.c_in * GENERIC_LANES];
@@ -398,125 +408,6 @@ pub unsafe fn conv_at_on(isa: Isa, g: &Geom, win: &[f32], f: Filters, e: Epilogu
             _ => generic_at::<Fused>(g, win, f, e, out),
         }
     }
-}
-
-/// [`conv_on`] over a window whose rows outside `live` are zero padding (see
-/// [`conv_live_rows_at_on`]).
-///
-/// # Safety
-/// As [`conv_on`].
-#[inline]
-pub unsafe fn conv_live_rows_on(
-    isa: Isa,
-    g: &Geom,
-    win: &[f32],
-    live: (usize, usize),
-    f: Filters,
-    e: Epilogue,
-    out: &mut [f32],
-) {
-    assert!(g.fits(out.len()));
-    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
-    unsafe { conv_live_rows_at_on(isa, g, win, live, f, e, out.as_mut_ptr()) }
-}
-
-/// [`conv_at_on`] over a window whose rows outside `live` (window rows) are zero padding:
-/// the output rows whose kernel reaches into that padding run as calls of their own that skip
-/// those kernel rows (see [`Geom::kys`]). The same sums, bit for bit: the skipped products
-/// are zeros, and a sum that starts at +0 is never -0, so adding them changed nothing. A
-/// third fewer multiply-adds in a 3x3 layer's first and last output rows: 9.5 % of a layer
-/// at 7 x 7, 4.8 % at 14 x 14. Row filters' `ahead` goes with the largest call.
-///
-/// # Safety
-/// As [`conv_at`], and the CPU must support `isa`.
-pub unsafe fn conv_live_rows_at_on(
-    isa: Isa,
-    g: &Geom,
-    win: &[f32],
-    live: (usize, usize),
-    f: Filters,
-    e: Epilogue,
-    out: *mut f32,
-) {
-    let kys = |r: usize| {
-        let y = r * g.sh;
-        let lo = live.0.saturating_sub(y).max(g.kys.0);
-        let hi = live.1.saturating_sub(y).min(g.kys.1);
-        // An output row wholly in the padding still gets its bias and activation.
-        if lo < hi {
-            (lo, hi)
-        } else {
-            g.kys
-        }
-    };
-    let mut runs = Vec::with_capacity(3);
-    let mut r = 0;
-    while r < g.ph {
-        let here = kys(r);
-        let end = (r + 1..g.ph).find(|&q| kys(q) != here).unwrap_or(g.ph);
-        runs.push((r, end, here));
-        r = end;
-    }
-    if !same_blocks_in_runs(isa, g, &runs, &f) {
-        runs = vec![(0, g.ph, g.kys)];
-    }
-    let largest = runs.iter().map(|&(r, end, _)| end - r).max().unwrap_or(0);
-    let mut ahead_given = false;
-    for (r, end, kys) in runs {
-        let part = Geom {
-            kys,
-            ph: end - r,
-            ..*g
-        };
-        let f = match f {
-            Filters::Rows {
-                first,
-                rows,
-                tap_stride,
-                ..
-            } if ahead_given || end - r < largest => Filters::Rows {
-                first,
-                rows,
-                tap_stride,
-                ahead: &[],
-            },
-            _ => f,
-        };
-        ahead_given |= end - r == largest;
-        let (at_in, at_out) = (r * g.sh * g.win_w * g.c_in, r * g.out_w * g.out_stride);
-        let e = Epilogue {
-            residual: e.residual.map(|res| &res[at_out..]),
-            ..e
-        };
-        // SAFETY: rows `r..end` of the call: their window rows and their outputs.
-        unsafe { conv_at_on(isa, &part, &win[at_in..], f, e, out.add(at_out)) };
-    }
-}
-
-/// Whether every run of rows `(start, end, kys)` of a call on `g` runs the register blocks the
-/// whole call would. A HASTE patch of 7 x 7 outputs split into rows of 7, 35 and 7 lost its
-/// 6 x 64 blocks, and with them the prefetch of the next panel's filters (ResNet-18's
-/// 512 -> 512 layers 3-10 % slower); it then runs as one call.
-fn same_blocks_in_runs(
-    isa: Isa,
-    g: &Geom,
-    runs: &[(usize, usize, (usize, usize))],
-    f: &Filters,
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && matches!(f, Filters::Rows { .. }) {
-        let whole = blocks::takes_wide_rows(g, f);
-        return runs.iter().all(|&(r, end, kys)| {
-            let part = Geom {
-                kys,
-                ph: end - r,
-                ..*g
-            };
-            blocks::takes_wide_rows(&part, f) == whole
-        });
-    }
-    let _ = (isa, g, runs, f);
-    true
 }
 
 /// OIHW weights `[c_out][c_in][kh * kw]` in the panel layout of [`Filters::Panels`]: output

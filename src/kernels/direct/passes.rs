@@ -65,21 +65,34 @@ pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
         && g.ph * g.pw <= WIDE_PASS_MAX_OUTPUTS;
     if !split {
         return kernel_row_passes(g, f.terms(g))
-            .map(|kys| (kys, None))
+            .map(|kys| (kys, live_terms(g, f)))
             .collect();
     }
-    term_passes(g, row_terms, WIDE_TERMS_PER_PASS)
+    term_passes(g, f, WIDE_TERMS_PER_PASS)
 }
 
-/// Each kernel row's `row_terms` terms in passes of about `per_pass` (equal shares, rows in
-/// order), so that the filters a group reads in a pass stay in L1.
-fn term_passes(g: &Geom, row_terms: usize, per_pass: usize) -> Vec<PassRange> {
+/// The terms of each kernel row a call on panel filters sums: all of them (`None`) unless
+/// [`Geom::kxs`] leaves out columns that read only padding. Row filters sum every column.
+fn live_terms(g: &Geom, f: Filters) -> Option<(usize, usize)> {
+    let panels = matches!(f, Filters::Panels { .. });
+    (panels && g.kxs != (0, g.kw)).then(|| (g.kxs.0 * g.c_in, g.kxs.1 * g.c_in))
+}
+
+/// Each kernel row's terms in passes of about `per_pass` (equal shares, rows in order), so
+/// that the filters a group reads in a pass stay in L1; only the row's live terms
+/// ([`live_terms`]).
+fn term_passes(g: &Geom, f: Filters, per_pass: usize) -> Vec<PassRange> {
+    let row_terms = g.kw * f.terms(g);
+    let (lo, hi) = live_terms(g, f).unwrap_or((0, row_terms));
     let chunks = row_terms.div_ceil(per_pass).max(1);
     let per = row_terms.div_ceil(chunks).max(1);
     let mut passes = Vec::new();
     for ky in g.kys.0..g.kys.1 {
         for t0 in (0..row_terms).step_by(per) {
-            passes.push(((ky, ky + 1), Some((t0, (t0 + per).min(row_terms)))));
+            let (t0, t1) = (t0.max(lo), (t0 + per).min(row_terms).min(hi));
+            if t0 < t1 {
+                passes.push(((ky, ky + 1), Some((t0, t1))));
+            }
         }
     }
     passes
@@ -112,9 +125,9 @@ pub(super) fn narrow_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
                 "panels of whole 16-channel groups"
             );
             if g.kh * g.kw * g.c_in <= PANEL_TERMS_WHOLE {
-                vec![(g.kys, None)]
+                vec![(g.kys, live_terms(g, f))]
             } else {
-                term_passes(g, g.kw * g.c_in, PANEL_TERMS_PER_PASS)
+                term_passes(g, f, PANEL_TERMS_PER_PASS)
             }
         }
         Filters::Rows { first, rows, .. } => {

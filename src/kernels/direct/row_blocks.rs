@@ -73,11 +73,12 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize>(
     let (oy, ox) = (j0 / g.pw, j0 % g.pw);
     let origin = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
     let (terms, width) = (g.kw * g.c_in, g.c_out);
+    let (t0, t1) = p.terms.unwrap_or((0, terms));
     for ky in p.kys.0..p.kys.1 {
         prefetch_block_io::<MR, NV>(p, out, &at, 0, ky);
         let a = p.win.as_ptr().add(origin + ky * g.win_w * g.c_in);
         let w0 = weights.as_ptr().add(ky * terms * width);
-        for t in 0..terms {
+        for t in t0..t1 {
             let w = w0.add(t * width);
             let wv: [__m512; NV] =
                 std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)));

@@ -79,6 +79,7 @@ fn every_tier_matches_generic_bitwise() {
                     kh,
                     kys,
                     kw,
+                    kxs: (0, kw),
                     sh,
                     sw,
                     ph,
@@ -174,6 +175,7 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             kh: k,
             kys: (0, k),
             kw: k,
+            kxs: (0, k),
             sh: 1,
             sw: 1,
             ph: oh,
@@ -213,9 +215,16 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             let got = run_on(isa, &g, &win, f, e, &b);
             assert_tier_result(isa, &got, &a_e, &format_args!("{what}, epilogue"));
         }
-        // The first or last kernel row skipped (an image's edge rows), in every pass shape.
-        for kys in [(1, k), (0, k - 1)].into_iter().filter(|_| k > 1) {
-            let g = Geom { kys, ..g };
+        // The first or last kernel row or column skipped (an image's edges), in every pass
+        // shape.
+        let all = (0, k);
+        let skips = [(1, k), (0, k - 1)];
+        let edges = skips
+            .iter()
+            .flat_map(|&s| [(s, all), (all, s), (s, s)])
+            .filter(|_| k > 1);
+        for (kys, kxs) in edges {
+            let g = Geom { kys, kxs, ..g };
             let mut want = b.clone();
             unsafe { conv_generic(&g, &win, f, e, &mut want) };
             for isa in Isa::available() {
@@ -226,7 +235,7 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
                     width,
                 };
                 let got = run_on(isa, &g, &win, f, e, &b);
-                let what = format!("case {c_in} -> {c_out}, kernel rows {kys:?}");
+                let what = format!("case {c_in} -> {c_out}, kernel rows {kys:?} columns {kxs:?}");
                 assert_tier_result(isa, &got, &want, &what);
             }
         }

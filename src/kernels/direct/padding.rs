@@ -1,0 +1,171 @@
+//! The taps that read only zero padding, and how a call splits around them.
+//!
+//! An output next to an image's edge reads part of its window from the zero padding: a
+//! 3x3 layer's first and last output rows a third of their taps, and so do its first and
+//! last columns (a sixth of the layer at 7 x 7, a fifteenth at 28 x 28). Those products are
+//! zeros, so a call is split into runs of outputs that read the image through the same
+//! kernel rows and columns, each summing only those ([`Geom::kys`], [`Geom::kxs`]). The
+//! sums keep their bits: a sum that starts at +0 is never -0, so adding the zero products
+//! changed nothing.
+
+use super::{conv_at_on, Epilogue, Filters, Geom};
+use crate::kernels::isa::Isa;
+
+/// The window rows and columns that hold the image (the others are zero padding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+}
+
+/// The taps of a kernel dimension through which the output at `o` (stride `s`) reads the
+/// `live` part of the window, within `all`; `all` when none does (an output wholly in the
+/// padding still gets its bias and activation).
+fn live_taps(o: usize, s: usize, live: (usize, usize), all: (usize, usize)) -> (usize, usize) {
+    let y = o * s;
+    let lo = live.0.saturating_sub(y).max(all.0);
+    let hi = live.1.saturating_sub(y).min(all.1);
+    if lo < hi {
+        (lo, hi)
+    } else {
+        all
+    }
+}
+
+/// The runs `(start, end, taps)` of `n` outputs that read through the same taps.
+fn runs(n: usize, taps: impl Fn(usize) -> (usize, usize)) -> Vec<(usize, usize, (usize, usize))> {
+    let mut runs = Vec::with_capacity(3);
+    let mut r = 0;
+    while r < n {
+        let here = taps(r);
+        let end = (r + 1..n).find(|&q| taps(q) != here).unwrap_or(n);
+        runs.push((r, end, here));
+        r = end;
+    }
+    runs
+}
+
+/// [`super::conv_on`] over a window of which only `live` holds the image (see
+/// [`conv_live_at_on`]).
+///
+/// # Safety
+/// As [`super::conv_on`].
+#[inline]
+pub unsafe fn conv_live_on(
+    isa: Isa,
+    g: &Geom,
+    win: &[f32],
+    live: Live,
+    f: Filters,
+    e: Epilogue,
+    out: &mut [f32],
+) {
+    assert!(g.fits(out.len()));
+    // SAFETY: forwarded from the caller; `out` holds every output (checked just above).
+    unsafe { conv_live_at_on(isa, g, win, live, f, e, out.as_mut_ptr()) }
+}
+
+/// [`conv_at_on`] over a window of which only `live` holds the image: one call per run of
+/// output rows that read it through the same kernel rows, and in wide layers on panel
+/// filters one per run of columns within those, each skipping the taps on the padding.
+/// Row filters' `ahead` (the next call's filters to prefetch) goes with the largest call.
+///
+/// # Safety
+/// As [`super::conv_at`], and the CPU must support `isa`.
+pub unsafe fn conv_live_at_on(
+    isa: Isa,
+    g: &Geom,
+    win: &[f32],
+    live: Live,
+    f: Filters,
+    e: Epilogue,
+    out: *mut f32,
+) {
+    let mut row_runs = runs(g.ph, |r| live_taps(r, g.sh, live.rows, g.kys));
+    if !same_blocks_in_runs(isa, g, &row_runs, &f) {
+        row_runs = vec![(0, g.ph, g.kys)];
+    }
+    // Columns only where blocks run across a row's outputs 64 channels wide: narrower
+    // layers run whole rows in blocks of 16 outputs, which a split would break up.
+    let split_cols = matches!(f, Filters::Panels { .. }) && g.c_out >= 64;
+    let col_runs = if split_cols {
+        runs(g.pw, |c| live_taps(c, g.sw, live.cols, g.kxs))
+    } else {
+        vec![(0, g.pw, g.kxs)]
+    };
+    let largest = row_runs
+        .iter()
+        .map(|&(r, end, _)| end - r)
+        .max()
+        .unwrap_or(0);
+    let mut ahead_given = false;
+    for (r, end, kys) in row_runs {
+        let f = match f {
+            Filters::Rows {
+                first,
+                rows,
+                tap_stride,
+                ..
+            } if ahead_given || end - r < largest => Filters::Rows {
+                first,
+                rows,
+                tap_stride,
+                ahead: &[],
+            },
+            _ => f,
+        };
+        ahead_given |= end - r == largest;
+        // The edge rows' calls (a row or two) whole: split by columns too, their corners
+        // ran as blocks of one output (ResNet-18's 7 x 7 layers 13 blocks against 10).
+        let whole_row = [(0, g.pw, g.kxs)];
+        let col_runs = if kys == g.kys {
+            &col_runs[..]
+        } else {
+            &whole_row[..]
+        };
+        for &(c, c_end, kxs) in col_runs {
+            let part = Geom {
+                kys,
+                kxs,
+                ph: end - r,
+                pw: c_end - c,
+                ..*g
+            };
+            let at_in = (r * g.sh * g.win_w + c * g.sw) * g.c_in;
+            let at_out = (r * g.out_w + c) * g.out_stride;
+            let e = Epilogue {
+                residual: e.residual.map(|res| &res[at_out..]),
+                ..e
+            };
+            // SAFETY: outputs `r..end` x `c..c_end` of the call: their window pixels and
+            // their outputs.
+            unsafe { conv_at_on(isa, &part, &win[at_in..], f, e, out.add(at_out)) };
+        }
+    }
+}
+
+/// Whether every run of rows `(start, end, kys)` of a call on `g` runs the register blocks the
+/// whole call would. A HASTE patch of 7 x 7 outputs split into rows of 7, 35 and 7 lost its
+/// 6 x 64 blocks, and with them the prefetch of the next panel's filters (ResNet-18's
+/// 512 -> 512 layers 3-10 % slower); it then runs as one call.
+fn same_blocks_in_runs(
+    isa: Isa,
+    g: &Geom,
+    runs: &[(usize, usize, (usize, usize))],
+    f: &Filters,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && matches!(f, Filters::Rows { .. }) {
+        let whole = super::blocks::takes_wide_rows(g, f);
+        return runs.iter().all(|&(r, end, kys)| {
+            let part = Geom {
+                kys,
+                ph: end - r,
+                ..*g
+            };
+            super::blocks::takes_wide_rows(&part, f) == whole
+        });
+    }
+    let _ = (isa, g, runs, f);
+    true
+}
