@@ -200,43 +200,37 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             residual: Some(&residual),
             activation: Activation::LeakyRelu(0.25),
         };
-        let mut a_e = a.clone();
-        unsafe { conv_generic(&g, &win, f, e, &mut a_e) };
-        for isa in Isa::available() {
-            let width = panel_width(isa);
-            let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
-            let f = Filters::Panels {
-                weights: &tier_panels,
-                width,
-            };
-            let got = run_on(isa, &g, &win, f, Epilogue::NONE, &b);
-            let what = format!("case {c_in} -> {c_out}");
-            assert_tier_result(isa, &got, &a, &what);
-            let got = run_on(isa, &g, &win, f, e, &b);
-            assert_tier_result(isa, &got, &a_e, &format_args!("{what}, epilogue"));
-        }
-        // The first or last kernel row or column skipped (an image's edges), in every pass
-        // shape.
+        // Every kernel row and column, and the first or last of them skipped (an image's
+        // edges), in every pass shape; without and with the epilogue.
         let all = (0, k);
         let skips = [(1, k), (0, k - 1)];
         let edges = skips
             .iter()
             .flat_map(|&s| [(s, all), (all, s), (s, s)])
             .filter(|_| k > 1);
-        for (kys, kxs) in edges {
+        for (kys, kxs) in std::iter::once((all, all)).chain(edges) {
             let g = Geom { kys, kxs, ..g };
-            let mut want = b.clone();
-            unsafe { conv_generic(&g, &win, f, e, &mut want) };
-            for isa in Isa::available() {
-                let width = panel_width(isa);
-                let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
-                let f = Filters::Panels {
-                    weights: &tier_panels,
-                    width,
-                };
-                let got = run_on(isa, &g, &win, f, e, &b);
-                let what = format!("case {c_in} -> {c_out}, kernel rows {kys:?} columns {kxs:?}");
-                assert_tier_result(isa, &got, &want, &what);
+            for e in [Epilogue::NONE, e] {
+                let mut want = b.clone();
+                unsafe { conv_generic(&g, &win, f, e, &mut want) };
+                for isa in Isa::available() {
+                    let width = panel_width(isa);
+                    let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
+                    let f = Filters::Panels {
+                        weights: &tier_panels,
+                        width,
+                    };
+                    let got = run_on(isa, &g, &win, f, e, &b);
+                    let what = format!(
+                        "case {c_in} -> {c_out}, kernel rows {kys:?} columns {kxs:?}, {}",
+                        if e.is_none() {
+                            "no epilogue"
+                        } else {
+                            "epilogue"
+                        }
+                    );
+                    assert_tier_result(isa, &got, &want, &what);
+                }
             }
         }
         let want = conv2d_direct(&p, &x, h, w, &weights, None);
