@@ -32,14 +32,49 @@ fn live_taps(o: usize, s: usize, live: (usize, usize), all: (usize, usize)) -> (
     }
 }
 
-/// The runs `(start, end, taps)` of `n` outputs that read through the same taps.
-fn runs(n: usize, taps: impl Fn(usize) -> (usize, usize)) -> Vec<(usize, usize, (usize, usize))> {
-    let mut runs = Vec::with_capacity(3);
+/// A run of outputs `start..end` that read through the kernel taps `taps`.
+type Run = (usize, usize, (usize, usize));
+
+/// Runs a call splits into, at most: one more than the outputs next to the padding on
+/// either side (a 7x7 kernel with 3 pads: 7).
+const MAX_RUNS: usize = 8;
+
+/// The runs of a call, kept on the stack: the kernel of a HASTE patch is called thousands
+/// of times per image.
+#[derive(Clone, Copy)]
+struct Runs {
+    runs: [Run; MAX_RUNS],
+    len: usize,
+}
+
+impl Runs {
+    fn one(run: Run) -> Runs {
+        Runs {
+            runs: [run; MAX_RUNS],
+            len: 1,
+        }
+    }
+
+    fn as_slice(&self) -> &[Run] {
+        &self.runs[..self.len]
+    }
+}
+
+/// The runs of `n` outputs that read through the same taps (`taps(o)` for output `o`); one
+/// run through `all` where there would be more than [`MAX_RUNS`] (the zeros are then
+/// multiplied, the same sums).
+fn runs(n: usize, all: (usize, usize), taps: impl Fn(usize) -> (usize, usize)) -> Runs {
+    let mut runs = Runs::one((0, n, all));
+    runs.len = 0;
     let mut r = 0;
     while r < n {
+        if runs.len == MAX_RUNS {
+            return Runs::one((0, n, all));
+        }
         let here = taps(r);
         let end = (r + 1..n).find(|&q| taps(q) != here).unwrap_or(n);
-        runs.push((r, end, here));
+        runs.runs[runs.len] = (r, end, here);
+        runs.len += 1;
         r = end;
     }
     runs
@@ -81,25 +116,26 @@ pub unsafe fn conv_live_at_on(
     e: Epilogue,
     out: *mut f32,
 ) {
-    let mut row_runs = runs(g.ph, |r| live_taps(r, g.sh, live.rows, g.kys));
-    if !same_blocks_in_runs(isa, g, &row_runs, &f) {
-        row_runs = vec![(0, g.ph, g.kys)];
+    let mut row_runs = runs(g.ph, g.kys, |r| live_taps(r, g.sh, live.rows, g.kys));
+    if !same_blocks_in_runs(isa, g, row_runs.as_slice(), &f) {
+        row_runs = Runs::one((0, g.ph, g.kys));
     }
     // Columns only where blocks run across a row's outputs 64 channels wide: narrower
     // layers run whole rows in blocks of 16 outputs, which a split would break up.
     let split_cols = matches!(f, Filters::Panels { .. }) && g.c_out >= 64;
     let col_runs = if split_cols {
-        runs(g.pw, |c| live_taps(c, g.sw, live.cols, g.kxs))
+        runs(g.pw, g.kxs, |c| live_taps(c, g.sw, live.cols, g.kxs))
     } else {
-        vec![(0, g.pw, g.kxs)]
+        Runs::one((0, g.pw, g.kxs))
     };
     let largest = row_runs
+        .as_slice()
         .iter()
         .map(|&(r, end, _)| end - r)
         .max()
         .unwrap_or(0);
     let mut ahead_given = false;
-    for (r, end, kys) in row_runs {
+    for &(r, end, kys) in row_runs.as_slice() {
         let f = match f {
             Filters::Rows {
                 first,
@@ -119,7 +155,7 @@ pub unsafe fn conv_live_at_on(
         // ran as blocks of one output (ResNet-18's 7 x 7 layers 13 blocks against 10).
         let whole_row = [(0, g.pw, g.kxs)];
         let col_runs = if kys == g.kys {
-            &col_runs[..]
+            col_runs.as_slice()
         } else {
             &whole_row[..]
         };
@@ -148,12 +184,7 @@ pub unsafe fn conv_live_at_on(
 /// whole call would. A HASTE patch of 7 x 7 outputs split into rows of 7, 35 and 7 lost its
 /// 6 x 64 blocks, and with them the prefetch of the next panel's filters (ResNet-18's
 /// 512 -> 512 layers 3-10 % slower); it then runs as one call.
-fn same_blocks_in_runs(
-    isa: Isa,
-    g: &Geom,
-    runs: &[(usize, usize, (usize, usize))],
-    f: &Filters,
-) -> bool {
+fn same_blocks_in_runs(isa: Isa, g: &Geom, runs: &[Run], f: &Filters) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && matches!(f, Filters::Rows { .. }) {
         let whole = super::blocks::takes_wide_rows(g, f);
