@@ -18,8 +18,9 @@
 //! Every output is accumulated with fused multiply-adds in the fixed order (tap, channel), so
 //! the AVX-512 kernel, the AVX2 one and the portable one ([`conv_generic`], `f32::mul_add`)
 //! give identical bits (the SSE2 tier runs the portable loops with each product rounded:
-//! [`Unfused`]); [`conv`] runs the tier [`Isa::current`] selects. FLOPs: exactly
-//! `n * B * K^2 * c_out` multiply-adds.
+//! [`Unfused`]); [`conv`] runs the tier [`Isa::current`] selects. FLOPs: at most
+//! `n * B * K^2 * c_out` multiply-adds, fewer where a call skips taps on the padding
+//! ([`Geom::kys`], [`Geom::kxs`]; `padding` splits a call that way).
 //!
 //! Why direct and not im2col + GEMM: at CIFAR and Tiny Darknet sizes the im2col copy costs as
 //! much as the GEMM, while this kernel keeps 8 outputs x 32 output channels in registers and
