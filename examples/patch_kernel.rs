@@ -129,6 +129,8 @@ enum Partition {
 /// `HasteConv` runs them.
 fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
     let side_in = side();
+    // A tile larger than the image: one patch of the whole image (a 7 x 7 layer at tile 8).
+    let tile = tile.min(side_in);
     let win_side = tile + 2;
     let per_side = side_in / tile;
     let windows: Vec<Vec<f32>> = (0..per_side * per_side)

@@ -17,27 +17,26 @@
 //! merged first; then, for each panel of 64 output channels (the weights are stored in
 //! panels, see [`filter_panel`]), every patch of the band sums its merged buckets' filter
 //! rows for that panel and runs the kernel, so the panel's filters are read from memory once
-//! per band rather than once per patch.
-
-use std::sync::Arc;
+//! per band rather than once per patch (`conv/bands.rs`; a band can hold several images'
+//! patches, [`HasteConv::forward_images_finished`]).
 
 use crate::error::{Error, Result};
 use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
-use super::cost::{dense_macs, patch_flops};
-use super::hash::{grow, hash_finite_window, hash_window_sanitized};
+use super::cost::dense_macs;
+use super::hash::grow;
 use super::hash::{EdgeTerms, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
-use super::patch::{MergedPatch, OutPanels, RowTable};
+use super::patch::{MergedPatch, RowTable};
 use super::stats::LayerStats;
 use super::steps::StepTimer;
-use super::window::zero_channels;
 pub use super::window::Window;
+use bands::ImageRows;
 pub use calls::Finish;
 use calls::Part;
 
-use crate::kernels::direct::{weights_panels, weights_tap_major, Epilogue, PANEL};
+use crate::kernels::direct::{weights_panels, weights_tap_major, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{add_bias_hwc, from_hwc, to_hwc_padded, IoLayout};
 
@@ -83,6 +82,9 @@ pub struct HasteScratch {
     ohwc: Vec<f32>,
     /// The patches of the current band, hashed and merged, waiting for their convolution.
     band: Vec<MergedPatch>,
+    /// Their merged windows, one after the other (at most a band's budget of them, see
+    /// `bands.rs`, so the buffer is as large as the largest band).
+    windows: Vec<f32>,
     /// Summed filter rows of one patch's merged buckets for one panel, laid out as the panel
     /// (see [`super::merge::merge_filter_rows`]).
     wm: Vec<f32>,
@@ -92,11 +94,6 @@ pub struct HasteScratch {
     zero: Vec<bool>,
     zero_bits: Vec<u32>,
 }
-
-/// Bytes of merged windows a band of patches may hold: the band's patches are merged first,
-/// then every filter panel runs over all of them, so the larger the band, the fewer times a
-/// wide layer's filters are read, while the windows stay in L2.
-const BAND_WINDOW_BYTES: usize = 256 * 1024;
 
 impl HasteConv {
     /// `layer_index` feeds the per-layer seed. `weights` OIHW `[c_out, c_in, kh, kw]`, `bias`
@@ -229,18 +226,23 @@ impl HasteConv {
         // Floats per output pixel: every channel, or this part's panels.
         let width = part.panels.len() * self.panel;
         let (oh, ow) = p.out_hw(h, w);
+        // Several images only pixel-major in and out, one after the other in `x` and `out`.
+        let n_images = part.images;
+        assert!(n_images == 1 || (io.input_nhwc && io.output_nhwc));
+        let in_len = c_in * h * w;
         assert_eq!(
             x.len(),
-            c_in * h * w,
-            "HASTE conv: input length for {c_in}x{h}x{w}"
+            n_images * in_len,
+            "HASTE conv: input length for {n_images}x{c_in}x{h}x{w}"
         );
-        // The output rows computed, and where `out` starts (row `rows.start`).
+        // The output rows computed, and where each image's `out` starts (row `rows.start`).
         let out_rows = band.clone().unwrap_or(0..oh);
         assert!(out_rows.end <= oh, "HASTE conv: rows {out_rows:?} of {oh}");
+        let out_len = width * out_rows.len() * ow;
         assert_eq!(
             out.len(),
-            width * out_rows.len() * ow,
-            "HASTE conv: output length for {width}x{}x{ow}",
+            n_images * out_len,
+            "HASTE conv: output length for {n_images}x{width}x{}x{ow}",
             out_rows.len()
         );
         assert!(
@@ -259,173 +261,55 @@ impl HasteConv {
             );
         }
         if band.is_none() {
-            stats.images += 1;
+            stats.images += n_images as u64;
         }
         stats.c_in = c_in;
         grow(&mut stats.bucket_size_hist, c_in + 1);
-        if oh == 0 || ow == 0 {
+        if out_len == 0 {
             return;
         }
-        let tile = self.cfg.tile;
         let (fh, fw) = self.hyperplanes.window();
         let s = scratch;
         let mut timer = StepTimer::new(self.profile_steps);
-        // The pixel-major image: the input itself, or its transpose.
+        // The pixel-major images: the input itself, or the one image's transpose.
         let mut hwc_buf = std::mem::take(&mut s.hwc);
-        let hwc: &[f32] = if io.input_nhwc {
-            &x[..c_in * h * w]
-        } else {
+        if !io.input_nhwc {
             grow(&mut hwc_buf, c_in * h * w);
             to_hwc_padded(x, c_in, (h, w), (0, 0), (h, w), &mut hwc_buf);
-            &hwc_buf
-        };
+        }
         s.hash.reserve(c_in, fh * fw);
         timer.lap(|t| &mut t.layout);
+        let mut ohwc = std::mem::take(&mut s.ohwc);
         if !io.output_nhwc {
-            grow(&mut s.ohwc, oh * ow * c_out);
+            grow(&mut ohwc, oh * ow * c_out);
         }
-        let patches_per_row = ow.div_ceil(tile);
-        let window_bytes = fh * fw * c_in * std::mem::size_of::<f32>();
-        let band_rows = (BAND_WINDOW_BYTES / (patches_per_row * window_bytes).max(1)).max(1);
-        let magnitude = self.cfg.magnitude_bins;
-        let panel_len = p.kh * p.kw * c_in * self.panel;
-
-        // A band of patch rows at a time: every patch is hashed and its input merged first,
-        // then each filter panel runs over all of them, so a wide layer's filters are read
-        // once per band, not once per patch (the whole bank of a 64 -> 512 layer does not fit
-        // in L2, and the filter merge reads the members' rows).
-        for row0 in out_rows.clone().step_by(tile * band_rows) {
-            let band_end = out_rows.end.min(row0 + tile * band_rows);
-            let mut n = 0;
-            for oy0 in (row0..band_end).step_by(tile) {
-                let ph = tile.min(out_rows.end - oy0);
-                for ox0 in (0..ow).step_by(tile) {
-                    let pw = tile.min(ow - ox0);
-                    let win = Window::of_patch(p, (h, w), (oy0, ph), (ox0, pw));
-                    timer.count_channel_pixels((c_in * win.present()) as u64);
-                    timer.lap(|t| &mut t.bookkeeping);
-                    if s.band.len() <= n {
-                        s.band.push(MergedPatch::default());
-                    }
-                    let patch = &mut s.band[n];
-                    n += 1;
-                    (patch.oy0, patch.ox0, patch.ph, patch.pw) = (oy0, ox0, ph, pw);
-                    let bits = &mut s.zero_bits;
-                    let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), bits);
-                    timer.lap(|t| &mut t.window_copy);
-                    let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
-                    let extent = (win.h, win.w);
-                    let edge: Arc<WindowTerms>;
-                    let terms = if extent == (fh, fw) {
-                        &self.terms
-                    } else {
-                        edge = self.edge_terms.get(hp, c_in, extent);
-                        &edge
-                    };
-                    // Plain branches, not closures: a closure is a function of its own,
-                    // outside this instruction-set copy, and its `mul_add`s became libm calls.
-                    let hashed = if finite {
-                        hash_finite_window(
-                            isa,
-                            patch.window(),
-                            c_in,
-                            &win,
-                            hp,
-                            terms,
-                            centering,
-                            magnitude,
-                            &mut s.hash,
-                            &mut timer,
-                        )
-                    } else {
-                        None
-                    };
-                    let counts = match hashed {
-                        Some(counts) => counts,
-                        None => {
-                            let h = &mut s.hash;
-                            hash_window_sanitized(
-                                isa, hwc, w, c_in, &win, hp, centering, magnitude, h,
-                            )
-                        }
-                    };
-                    let keys = &s.hash.keys[..c_in];
-                    if self.force_singletons {
-                        patch.buckets.make_singletons(c_in);
-                    } else if self.cfg.drop_zero_channels {
-                        zero_channels(&s.zero_bits, &mut s.zero);
-                        patch.buckets.group_skipping(keys, &s.zero);
-                    } else {
-                        patch.buckets.group(keys);
-                    }
-                    timer.lap(|t| &mut t.group);
-                    patch.merge_input(c_in, &win);
-                    timer.lap(|t| &mut t.input_merge);
-                    let nb = patch.buckets.count();
-                    if !part.record {
-                        continue;
-                    }
-                    stats.record_patch((0..nb).map(|b| patch.buckets.size(b)));
-                    stats.nonfinite_inputs += counts.nonfinite;
-                    stats.zero_channels += patch.buckets.skipped() as u64;
-                    stats.flops.add(&patch_flops(
-                        p,
-                        nb,
-                        ph * pw,
-                        win.present(),
-                        counts.entries_used,
-                        self.cfg.centering,
-                        magnitude.is_some(),
-                    ));
-                }
-            }
-            timer.lap(|t| &mut t.bookkeeping);
-            let at = (row0 - out_rows.start) * ow * width;
-            let band_out = if io.output_nhwc {
-                &mut out[at..]
-            } else {
-                &mut s.ohwc[at..]
-            };
-            let to = OutPanels {
-                stride: width,
-                first: part.panels.start,
-            };
-            let residual = finish.and_then(|f| f.residual).map(|r| &r[at..]);
-            for q in part.panels.clone() {
-                // The next panel, a share of it prefetched by each patch of the band; after
-                // the last, the first, which the next image starts with.
-                let panels = &part.panels;
-                let next = if q + 1 < panels.end {
-                    q + 1
+        let target: &mut [f32] = if io.output_nhwc { &mut *out } else { &mut ohwc };
+        let residuals = finish.and_then(|f| f.residual);
+        let mut images: Vec<ImageRows> = target
+            .chunks_mut(out_len)
+            .take(n_images)
+            .enumerate()
+            .map(|(k, out)| ImageRows {
+                hwc: if io.input_nhwc {
+                    &x[k * in_len..][..in_len]
                 } else {
-                    panels.start
-                };
-                let next = if next == q {
-                    &[]
-                } else {
-                    &self.wt[next * panel_len..][..panel_len]
-                };
-                // The bias, residual and activation in the kernel's epilogue when the op's
-                // finish is given; else the bias alone, added below.
-                let epilogue = match finish {
-                    Some(f) => Epilogue {
-                        bias: self
-                            .bias
-                            .as_ref()
-                            .map(|b| &b[q * self.panel..][..self.panel]),
-                        residual,
-                        activation: f.activation,
-                    },
-                    None => Epilogue::NONE,
-                };
-                for (i, patch) in s.band[..n].iter_mut().enumerate() {
-                    let bufs = (&mut s.wm, &mut s.rows);
-                    let ahead = &next[next.len() * i / n..next.len() * (i + 1) / n];
-                    let out = (&mut *band_out, to, epilogue);
-                    patch.convolve(self, q, (row0, ow), bufs, out, ahead, isa, &mut timer);
-                }
-            }
-        }
+                    &hwc_buf[..in_len]
+                },
+                out,
+                residual: residuals.map(|r| &r[k * out_len..][..out_len]),
+            })
+            .collect();
+        self.run_bands(
+            &mut images,
+            (h, w),
+            out_rows,
+            &part,
+            s,
+            stats,
+            &mut timer,
+            isa,
+        );
+        drop(images);
         if finish.is_some() {
             // Finished in the kernel's epilogue.
         } else if io.output_nhwc {
@@ -433,14 +317,16 @@ impl HasteConv {
                 add_bias_hwc(out, &b[part.panels.start * self.panel..][..width]);
             }
         } else {
-            from_hwc(&s.ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
+            from_hwc(&ohwc, c_out, oh * ow, 0..c_out, self.bias.as_deref(), out);
         }
         s.hwc = hwc_buf;
+        s.ohwc = ohwc;
         timer.lap(|t| &mut t.layout);
         stats.steps.add(&timer.ticks);
     }
 }
 
+mod bands;
 mod calls;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use super::conv::Finish;
 use super::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use crate::error::Result;
-use crate::kernels::{ConvJob, ConvKernel, Scratch, Scratches};
+use crate::kernels::{ConvBatch, ConvJob, ConvKernel, Scratch, Scratches};
 use crate::ops::ConvOp;
 use rayon::prelude::*;
 use std::any::Any;
@@ -112,6 +112,30 @@ impl ConvKernel for HasteKernel {
                 .forward_layout(job.x, h, w, out, s, &mut local, job.io);
             crate::kernels::activation::finish(&self.epilogue, out, job.residual);
         }
+        self.lock_stats().add(&local);
+    }
+
+    fn batches_images(&self) -> bool {
+        true
+    }
+
+    /// Pixel-major in and out: the images' patches share bands
+    /// ([`super::HasteConv::forward_images_finished`]); otherwise image after image.
+    fn run_images(&self, batch: &ConvBatch, out: &mut [f32], scratch: &mut Scratch) {
+        let n = batch.images;
+        if !(batch.io.input_nhwc && batch.io.output_nhwc) || n <= 1 {
+            let out_len = out.len() / n.max(1);
+            for (k, o) in out.chunks_exact_mut(out_len.max(1)).enumerate() {
+                self.run_image(&batch.job(k, out_len), o, scratch);
+            }
+            return;
+        }
+        let mut local = LayerStats::default();
+        let finish = self.finish(batch.residual);
+        let s = scratch.get::<HasteScratch>();
+        let (x, hw) = (batch.x, batch.hw);
+        self.conv
+            .forward_images_finished(x, hw, n, out, s, &mut local, finish);
         self.lock_stats().add(&local);
     }
 

@@ -14,6 +14,8 @@ use crate::kernels::isa::Isa;
 /// One patch, hashed and its input merged: what its reduced convolution reads.
 #[derive(Clone, Debug, Default)]
 pub(super) struct MergedPatch {
+    /// The image of the call the patch belongs to.
+    pub image: usize,
     /// First output row and column of the patch, and its size.
     pub oy0: usize,
     pub ox0: usize,
@@ -26,9 +28,10 @@ pub(super) struct MergedPatch {
     live: Live,
     /// The channels grouped by hash code.
     pub buckets: Buckets,
-    /// The merged window `[win.h][win.w][c_in]`: each bucket's mean in its first channel's
-    /// slot.
-    mwin: Vec<f32>,
+    /// Where the patch's merged window `[win.h][win.w][c_in]` (each bucket's mean in its
+    /// first channel's slot) starts in the band's window buffer, and its length.
+    pub at: usize,
+    len: usize,
     /// The first channel of each bucket.
     first: Vec<u32>,
     /// The buckets with several channels.
@@ -61,6 +64,8 @@ impl MergedPatch {
     /// frame past an edge patch's window is not written): what the hash reads (with the
     /// terms of the window's extent), and what [`Self::merge_input`] then merges in place.
     /// `bits` gets each channel's or-ed bits; true when every value is finite.
+    /// The band's window buffer `windows` grows to hold it, from `self.at`.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn copy_window(
         &mut self,
@@ -69,6 +74,7 @@ impl MergedPatch {
         w: usize,
         win: &Window,
         frame: (usize, usize),
+        windows: &mut Vec<f32>,
         bits: &mut Vec<u32>,
     ) -> bool {
         self.win_w = frame.1;
@@ -76,19 +82,21 @@ impl MergedPatch {
             rows: (win.r0, win.r1),
             cols: (win.c0, win.c1),
         };
-        grow(&mut self.mwin, frame.0 * frame.1 * c_in);
-        win.copy_window_scanning(hwc, w, c_in, frame.1, &mut self.mwin, bits)
+        self.len = frame.0 * frame.1 * c_in;
+        grow(windows, self.at + self.len);
+        let mwin = &mut windows[self.at..][..self.len];
+        win.copy_window_scanning(hwc, w, c_in, frame.1, mwin, bits)
     }
 
-    /// The window copied by [`Self::copy_window`].
-    pub(super) fn window(&self) -> &[f32] {
-        &self.mwin
+    /// The window copied by [`Self::copy_window`] into `windows`.
+    pub(super) fn window<'a>(&self, windows: &'a [f32]) -> &'a [f32] {
+        &windows[self.at..][..self.len]
     }
 
     /// Merges the input channels of the copied window `win` by `self.buckets` (grouped by
     /// the caller), in place.
     #[inline(always)]
-    pub(super) fn merge_input(&mut self, c_in: usize, win: &Window) {
+    pub(super) fn merge_input(&mut self, c_in: usize, win: &Window, windows: &mut [f32]) {
         let nb = self.buckets.count();
         self.first.clear();
         self.multi.clear();
@@ -100,7 +108,8 @@ impl MergedPatch {
             }
         }
         let (b, m) = (&self.buckets, &self.multi);
-        average_buckets_in_place(c_in, win, self.win_w, b, m, &mut self.mwin);
+        let mwin = &mut windows[self.at..][..self.len];
+        average_buckets_in_place(c_in, win, self.win_w, b, m, mwin);
     }
 
     /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
@@ -108,7 +117,8 @@ impl MergedPatch {
     /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
     /// panel are summed just before, while the panel is in cache. `ahead` is what the kernel
     /// prefetches while it computes (see [`Filters::Rows`]). `epilogue` finishes the outputs
-    /// (its bias this panel's, its residual laid out as `band_out`).
+    /// (its bias this panel's, its residual laid out as `band_out`). `windows` holds the
+    /// merged window.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn convolve(
@@ -116,7 +126,7 @@ impl MergedPatch {
         conv: &HasteConv,
         q: usize,
         (row0, ow): (usize, usize),
-        (wm, rows): (&mut Vec<f32>, &mut RowTable),
+        (wm, rows, windows): (&mut Vec<f32>, &mut RowTable, &[f32]),
         (band_out, out, epilogue): (&mut [f32], OutPanels, Epilogue),
         ahead: &[f32],
         isa: Isa,
@@ -174,7 +184,7 @@ impl MergedPatch {
         // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
-        let (win, live) = (&self.mwin, self.live);
+        let (win, live) = (self.window(windows), self.live);
         unsafe { direct::conv_live_on(isa, &geom, win, live, filters, epilogue, out) };
         timer.lap(|t| &mut t.kernel);
     }

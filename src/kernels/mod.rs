@@ -34,6 +34,7 @@ macro_rules! unroll {
 
 pub mod activation;
 pub mod affine;
+pub mod cache;
 pub mod convolution;
 pub mod depthwise;
 pub mod direct;
@@ -51,7 +52,7 @@ pub mod reduce;
 pub mod reference;
 pub mod shuffle;
 
-pub use convolution::{scale_input, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
+pub use convolution::{scale_input, ConvBatch, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
 pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {

@@ -142,8 +142,7 @@ impl Plan {
             layer_from: 0,
             expand_pairs: vec![],
             fuse_pairs: !super::fuse::fusing_off(),
-            band_bytes: (super::hybrid::l2_bytes().unwrap_or(super::hybrid::DEFAULT_L2_BYTES) / 4)
-                as usize,
+            band_bytes: (crate::kernels::cache::l2_bytes_or_default() / 4) as usize,
             pool,
             pool_has_caller,
             foreign_pool: std::sync::OnceLock::new(),

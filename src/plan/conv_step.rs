@@ -5,7 +5,7 @@
 use super::exec::{lock, thread_workspace};
 use super::{Plan, Workspace};
 use crate::error::{Error, Result};
-use crate::kernels::{scale_input, ConvJob, Scratch, Scratches};
+use crate::kernels::{scale_input, ConvBatch, ConvJob, Scratch, Scratches};
 use crate::ops::ConvOp;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -87,7 +87,24 @@ impl Plan {
             in_scale: part(input.scale, k * p.c_in, p.c_in),
         };
         let takes_scale = kernel.scales_input();
-        if n >= self.threads || self.threads == 1 {
+        let whole = n >= self.threads || self.threads == 1;
+        if whole && kernel.batches_images() && input.scale.is_none() {
+            // Each thread its share of the images, in one call.
+            let per = n.div_ceil(self.threads);
+            let shares = out.par_chunks_mut(per * out_len);
+            let shares = shares.zip(input.x.par_chunks(per * in_len));
+            shares.enumerate().for_each(|(k, (o, x))| {
+                let batch = ConvBatch {
+                    x,
+                    images: o.len() / out_len,
+                    hw: (h, w),
+                    io,
+                    residual: part(input.residual, k * per * out_len, o.len()),
+                };
+                let mut ws = thread_workspace(&self.workspaces);
+                kernel.run_images(&batch, o, &mut ws.scratch);
+            });
+        } else if whole {
             let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
             images.enumerate().for_each(|(k, (o, x))| {
                 // The next image's operands, while this one computes (see `prefetch_to_l2`).

@@ -15,7 +15,7 @@
 //! Every output is the same sum as with the two steps apart: the same bits.
 
 use super::exec::{thread_workspace, Frame};
-use super::{hybrid, Plan, Src, Workspace};
+use super::{Plan, Src, Workspace};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::depthwise::DepthwiseConv;
@@ -61,7 +61,7 @@ impl Plan {
     /// kernels: [`may_pair`], the first step's output read by no other step, and larger than
     /// the L2 cache (below that the two steps apart keep it in cache anyway).
     pub(super) fn choose_expand_pairs(&self) -> Vec<bool> {
-        let l2 = hybrid::l2_bytes().unwrap_or(hybrid::DEFAULT_L2_BYTES);
+        let l2 = crate::kernels::cache::l2_bytes_or_default();
         // Fusing every pair instead cost 5-10 % at batch 1 on two threads (MobileNetV2,
         // EfficientNet-Lite1): small images split into parts of a few bands each.
         let node = |i: usize| &self.graph.nodes[self.steps[i].node];

@@ -15,31 +15,6 @@ use super::{Plan, Src};
 use crate::error::Result;
 use crate::ops::Op;
 
-/// L2 cache bytes assumed where the system does not say (1 MiB: Zen 4/5, Intel server cores).
-pub(super) const DEFAULT_L2_BYTES: u64 = 1 << 20;
-
-/// The first core's L2 cache size, from Linux's sysfs (`None` elsewhere).
-pub(super) fn l2_bytes() -> Option<u64> {
-    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
-        let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
-        let level = read("level")?;
-        let kind = read("type")?;
-        if level.trim() != "2" || kind.trim() == "Instruction" {
-            return None;
-        }
-        let size = read("size")?;
-        let size = size.trim();
-        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
-        let scale = match unit {
-            "K" => 1 << 10,
-            "M" => 1 << 20,
-            _ => return None,
-        };
-        digits.parse::<u64>().ok().map(|n| n * scale)
-    })
-}
-
 impl Plan {
     /// Bytes of weights step `i` reads (convolutions and fully connected layers).
     fn step_weight_bytes(&self, i: usize) -> u64 {
@@ -70,7 +45,7 @@ impl Plan {
     pub(super) fn choose_layer_from(&self) -> usize {
         let len = self.steps.len();
         let weights: Vec<u64> = (0..len).map(|i| self.step_weight_bytes(i)).collect();
-        if weights.iter().sum::<u64>() <= l2_bytes().unwrap_or(DEFAULT_L2_BYTES) {
+        if weights.iter().sum::<u64>() <= crate::kernels::cache::l2_bytes_or_default() {
             return len;
         }
         // Moved bytes with the switch at `k`, from `k = len` (all image by image) down.

@@ -12,6 +12,9 @@ use crate::ops::Activation;
 #[derive(Clone, Debug)]
 pub(super) struct Part<'a> {
     pub(super) panels: std::ops::Range<usize>,
+    /// Images in the call, one after the other in its input and output (several only
+    /// pixel-major in and out).
+    pub(super) images: usize,
     pub(super) record: bool,
     pub(super) finish: Option<Finish<'a>>,
 }
@@ -21,6 +24,7 @@ impl Part<'_> {
     pub(super) fn whole(conv: &HasteConv) -> Part<'static> {
         Part {
             panels: 0..conv.params.c_out / conv.panel,
+            images: 1,
             record: true,
             finish: None,
         }
@@ -144,6 +148,35 @@ impl HasteConv {
         self.forward_on(Isa::current(), x, hw, band, out, scratch, stats, io, part)
     }
 
+    /// `n` whole images at once, pixel-major in and out (`x = [n][h][w][c_in]`, `out =
+    /// [n][oh][ow][c_out]`, `finish`'s residual laid out as `out`), finished in the patch
+    /// kernel's epilogue. Their patches share bands (see `bands.rs`), so a layer whose filter
+    /// bank outgrows the caches reads each panel once per band of images instead of once
+    /// per image; the outputs are the same bits as [`Self::forward_finished`]'s, image by
+    /// image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_images_finished(
+        &self,
+        x: &[f32],
+        hw: (usize, usize),
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        finish: Finish,
+    ) {
+        let io = IoLayout {
+            input_nhwc: true,
+            output_nhwc: true,
+        };
+        let part = Part {
+            images: n,
+            finish: Some(finish),
+            ..Part::whole(self)
+        };
+        self.forward_on(Isa::current(), x, hw, None, out, scratch, stats, io, part)
+    }
+
     /// Filter panels `panels` (output channels `panels.start * P..panels.end * P`, `P` =
     /// [`Self::panel`]) of every output of one image, pixel-major in, into `out` laid out
     /// `[oh][ow][panels.len() * P]`, bias included. Parts of an image with fewer patch rows
@@ -170,6 +203,7 @@ impl HasteConv {
         let oh = self.params.out_hw(h, w).0;
         let part = Part {
             panels,
+            images: 1,
             record,
             finish: None,
         };

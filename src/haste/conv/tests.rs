@@ -227,6 +227,59 @@ fn outputs_finished_in_the_kernel_are_those_finished_after_it() {
     }
 }
 
+/// Several images in one call (their patches sharing bands) give each image's bits and the
+/// images' summed statistics, with a residual and an activation: on a layer whose filter
+/// bank fits L2 (bands within an image) and on one that does not (bands across images).
+#[test]
+fn images_in_one_call_are_the_images_one_by_one() {
+    use crate::ops::Activation;
+    for (c, side) in [(20, 9), (512, 3)] {
+        let (conv, x0, _, _) = merging_layer((c, c, side, side), 4);
+        let images = 3;
+        // Each image its own input: the first one's values shifted per image.
+        let x: Vec<f32> = (0..images)
+            .flat_map(|k| {
+                x0.iter()
+                    .map(move |v| v * (1.0 + k as f32 * 0.5) - k as f32)
+            })
+            .collect();
+        let out_len = side * side * c;
+        let residual: Vec<f32> = (0..images * out_len)
+            .map(|i| (i % 23) as f32 * 0.1 - 1.0)
+            .collect();
+        let finish = |k: usize| Finish {
+            residual: Some(&residual[k * out_len..][..out_len]),
+            activation: Activation::Relu,
+        };
+        let (mut want, mut want_stats) = (vec![f32::NAN; images * out_len], LayerStats::default());
+        let mut s = HasteScratch::default();
+        for (k, o) in want.chunks_mut(out_len).enumerate() {
+            let xk = &x[k * x0.len()..][..x0.len()];
+            let f = finish(k);
+            conv.forward_finished(xk, (side, side), None, true, o, &mut s, &mut want_stats, f);
+        }
+        let (mut got, mut got_stats) = (vec![f32::NAN; images * out_len], LayerStats::default());
+        let all = Finish {
+            residual: Some(&residual),
+            activation: Activation::Relu,
+        };
+        let mut s = HasteScratch::default();
+        conv.forward_images_finished(
+            &x,
+            (side, side),
+            images,
+            &mut got,
+            &mut s,
+            &mut got_stats,
+            all,
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{c} channels");
+        assert_eq!(got_stats, want_stats, "{c} channels");
+        assert_eq!(got_stats.images, images as u64);
+    }
+}
+
 /// Parts of the filter panels, each hashing every patch itself into its own buffer (how an
 /// image with fewer patch rows than threads is shared), add up to the whole image, bit for
 /// bit, and the recording part's statistics are the image's.

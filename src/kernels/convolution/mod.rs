@@ -42,6 +42,33 @@ pub struct ConvJob<'a> {
     pub in_scale: Option<&'a [f32]>,
 }
 
+/// Several images of a convolution step, one after the other in memory, without an input
+/// scale (see [`ConvKernel::run_images`]).
+#[derive(Clone, Copy)]
+pub struct ConvBatch<'a> {
+    /// The images, `images` times `[c_in, h, w]` in the memory order of `io.input`.
+    pub x: &'a [f32],
+    pub images: usize,
+    pub hw: (usize, usize),
+    pub io: IoLayout,
+    /// The fused residual of every image, laid out as the output.
+    pub residual: Option<&'a [f32]>,
+}
+
+impl<'a> ConvBatch<'a> {
+    /// Image `k` alone, its output `out_len` floats long.
+    pub fn job(&self, k: usize, out_len: usize) -> ConvJob<'a> {
+        let in_len = self.x.len() / self.images.max(1);
+        ConvJob {
+            x: &self.x[k * in_len..][..in_len],
+            hw: self.hw,
+            io: self.io,
+            residual: self.residual.map(|r| &r[k * out_len..][..out_len]),
+            in_scale: None,
+        }
+    }
+}
+
 /// `job`'s input with each channel multiplied by its `in_scale` (in the input's memory
 /// order), in `buf`; the job without a scale, reading it. A job without a scale as it is.
 pub fn scale_input<'a>(job: &ConvJob<'a>, buf: &'a mut Vec<f32>) -> ConvJob<'a> {
@@ -80,6 +107,21 @@ pub trait ConvKernel: Send + Sync + Any {
     /// otherwise the plan hands it the input already scaled.
     fn scales_input(&self) -> bool {
         false
+    }
+
+    /// Whether [`Self::run_images`] does better than image after image, so the plan hands
+    /// each thread its share of a batch at once.
+    fn batches_images(&self) -> bool {
+        false
+    }
+
+    /// The images of `batch` on the calling thread, into `out` (one image's output after
+    /// another). By default image after image.
+    fn run_images(&self, batch: &ConvBatch, out: &mut [f32], scratch: &mut Scratch) {
+        let out_len = out.len() / batch.images.max(1);
+        for (k, o) in out.chunks_exact_mut(out_len.max(1)).enumerate() {
+            self.run_image(&batch.job(k, out_len), o, scratch);
+        }
     }
 
     /// One image with `threads` workers of the current rayon pool (a batch smaller than the
