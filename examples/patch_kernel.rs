@@ -113,6 +113,16 @@ fn dense_rate(c: usize) -> f64 {
     })
 }
 
+/// Buckets of a merged patch: `KEEP` percent of the channels (from the environment), else
+/// half.
+fn kept(c: usize) -> usize {
+    let keep = std::env::var("KEEP")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(50);
+    (c * keep / 100).max(1)
+}
+
 /// Which buckets a patch's reduced convolution reads.
 #[derive(Clone, Copy, PartialEq)]
 enum Partition {
@@ -140,8 +150,10 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
     let wt = weights_panels(&values(c * c * 9, 1), c, c, 9, PANEL);
     let first: Vec<u32> = match partition {
         Partition::Singletons => (0..c as u32).collect(),
-        Partition::HalfPacked => (0..c as u32 / 2).collect(),
-        Partition::HalfSpread => (0..c as u32 / 2).map(|b| 2 * b + (b / 7) % 2).collect(),
+        Partition::HalfPacked => (0..kept(c) as u32).collect(),
+        Partition::HalfSpread => (0..kept(c) as u32)
+            .map(|b| (b as usize * c / kept(c)) as u32)
+            .collect(),
     };
     let summed = values(9 * c * panel, 4);
     let mut out = vec![0.0f32; side_in * side_in * c];

@@ -55,20 +55,14 @@ impl HasteConv {
         let patches_per_row = ow.div_ceil(tile);
         let window_bytes = fh * fw * p.c_in * std::mem::size_of::<f32>();
         let budget = self.band_budget();
+        // Each image's outputs start at row `rows.start`.
+        let at = (rows.start, ow);
         let mut band = std::mem::take(&mut s.band);
         let mut n = 0;
         for i in 0..images.len() {
             for oy0 in rows.clone().step_by(tile) {
                 if n > 0 && (n + patches_per_row) * window_bytes > budget {
-                    self.convolve_band(
-                        &mut band[..n],
-                        images,
-                        (rows.start, ow),
-                        part,
-                        s,
-                        timer,
-                        isa,
-                    );
+                    self.convolve_band(&mut band[..n], images, at, part, s, timer, isa);
                     n = 0;
                 }
                 let ph = tile.min(rows.end - oy0);
@@ -87,15 +81,7 @@ impl HasteConv {
             }
         }
         if n > 0 {
-            self.convolve_band(
-                &mut band[..n],
-                images,
-                (rows.start, ow),
-                part,
-                s,
-                timer,
-                isa,
-            );
+            self.convolve_band(&mut band[..n], images, at, part, s, timer, isa);
         }
         s.band = band;
     }
