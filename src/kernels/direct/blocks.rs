@@ -94,7 +94,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     // HASTE's patches (row filters) take blocks of 8 x 32 while a panel's rows for the
     // patch are few: a patch's filters do not stay in L1 from one block to the next, and a
     // 4 x 64 block streams 256 bytes of them from L2 per 16 FMAs, twice an 8 x 32 block's
-    // (ResNet-56's 64 -> 64 patches: 10 % faster). A patch of 36 outputs or more with
+    // (ResNet-56's 64 -> 64 patches: 10 % faster). A patch of 30 outputs or more with
     // [`WIDE_ROW_TERMS`] terms or more takes the 6 x 64 blocks too (see there).
     let wide_rows = !PANELS && takes_wide_rows(g, &p.f);
     let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
@@ -238,10 +238,14 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
 /// and Tiny Darknet within the noise).
 const WIDE_ROW_TERMS: usize = 256;
 
-/// Whether a call on row filters runs 6 x 64 blocks: 36 outputs or more with
+/// Outputs from which a call on row filters runs 6 x 64 blocks: five whole blocks. It was 36
+/// (a 6 x 6 patch) until the padding split below a 7 x 7 patch left a run of 35.
+const WIDE_ROW_OUTPUTS: usize = 30;
+
+/// Whether a call on row filters runs 6 x 64 blocks: [`WIDE_ROW_OUTPUTS`] outputs or more with
 /// [`WIDE_ROW_TERMS`] terms or more (see there and `blocks_pass`).
 pub(super) fn takes_wide_rows(g: &Geom, f: &Filters) -> bool {
-    g.ph * g.pw >= 36 && g.kh * g.kw * f.terms(g) >= WIDE_ROW_TERMS
+    g.ph * g.pw >= WIDE_ROW_OUTPUTS && g.kh * g.kw * f.terms(g) >= WIDE_ROW_TERMS
 }
 
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of up to

@@ -117,7 +117,7 @@ pub unsafe fn conv_live_at_on(
     out: *mut f32,
 ) {
     let mut row_runs = runs(g.ph, g.kys, |r| live_taps(r, g.sh, live.rows, g.kys));
-    if !same_blocks_in_runs(isa, g, row_runs.as_slice(), &f) {
+    if !largest_run_keeps_blocks(isa, g, row_runs.as_slice(), &f) {
         row_runs = Runs::one((0, g.ph, g.kys));
     }
     // Columns only where blocks run across a row's outputs 64 channels wide: narrower
@@ -180,15 +180,22 @@ pub unsafe fn conv_live_at_on(
     }
 }
 
-/// Whether every run of rows `(start, end, kys)` of a call on `g` runs the register blocks the
-/// whole call would. A HASTE patch of 7 x 7 outputs split into rows of 7, 35 and 7 lost its
-/// 6 x 64 blocks, and with them the prefetch of the next panel's filters (ResNet-18's
-/// 512 -> 512 layers 3-10 % slower); it then runs as one call.
-fn same_blocks_in_runs(isa: Isa, g: &Geom, runs: &[Run], f: &Filters) -> bool {
+/// Whether the largest run of rows `(start, end, kys)` of a call on `g` runs the register
+/// blocks the whole call would. A HASTE patch of 7 x 7 outputs splits into rows of 7, 35 and
+/// 7: the 35 keep the 6 x 64 blocks and the prefetch of the next panel's filters that go
+/// with them, the edge rows run 8 x 32 blocks (fewer filter bytes per multiply-add than a
+/// 4 + 3 split of 64-channel blocks) on two of the three kernel rows. ResNet-18, L = 14,
+/// batch 8, one thread, three alternated rounds: its 512 -> 512 layers 6-8 % faster, the
+/// network 1.5-2 %; ResNet-56 `--all-layers` 0.85x -> 0.88-0.89x dense. With the middle run
+/// in 8 x 32 blocks too (it had fewer than the 36 outputs wide blocks then needed), the
+/// 512 -> 512 layers ran 3-10 % slower, so a call whose largest run loses its blocks stays
+/// whole.
+fn largest_run_keeps_blocks(isa: Isa, g: &Geom, runs: &[Run], f: &Filters) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && matches!(f, Filters::Rows { .. }) {
         let whole = super::blocks::takes_wide_rows(g, f);
-        return runs.iter().all(|&(r, end, kys)| {
+        let largest = runs.iter().max_by_key(|&&(r, end, _)| end - r);
+        return largest.is_none_or(|&(r, end, kys)| {
             let part = Geom {
                 kys,
                 ph: end - r,
