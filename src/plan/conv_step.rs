@@ -63,7 +63,8 @@ impl Plan {
     }
 
     /// A convolution over a batch of `n` images: images in parallel when there are as many
-    /// as threads, else each image with every thread.
+    /// as threads (each thread's share in one call to a kernel that
+    /// [`crate::kernels::ConvKernel::batches_images`]), else each image with every thread.
     pub(super) fn conv(
         &self,
         i: usize,
