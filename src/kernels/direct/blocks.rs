@@ -91,12 +91,12 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     // channels left over) blocks of up to 8 outputs x 32 channels.
     // A small patch whose output count 6 does not divide takes blocks of 4 outputs x 64
     // channels instead, so no block is left over at half speed.
-    // HASTE's patches (row filters) take blocks of 8 x 32 while a panel's rows for the
-    // patch are few: a patch's filters do not stay in L1 from one block to the next, and a
-    // 4 x 64 block streams 256 bytes of them from L2 per 16 FMAs, twice an 8 x 32 block's
-    // (ResNet-56's 64 -> 64 patches: 10 % faster). A patch of 30 outputs or more with
-    // [`WIDE_ROW_TERMS`] terms or more takes the 6 x 64 blocks too (see there).
-    let wide_rows = !PANELS && takes_wide_rows(g, &p.f);
+    // HASTE's small patches (row filters) take blocks of 8 x 32: a patch's filters do not
+    // stay in L1 from one block to the next, and a 4 x 64 block streams 256 bytes of them
+    // from L2 per 16 FMAs, twice an 8 x 32 block's (ResNet-56's 64 -> 64 patches: 10 %
+    // faster). A patch of 30 outputs or more takes the 6 x 64 blocks too (see
+    // `WIDE_ROW_OUTPUTS`).
+    let wide_rows = !PANELS && takes_wide_rows(g);
     let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
     // A tail of up to 32 channels joins the last full group (see `joined`).
     let joined = if PANELS {
@@ -226,26 +226,23 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
     }
 }
 
-/// Terms (taps x buckets) from which a HASTE patch's rows run in 6 x 64 blocks (4 x 64 for
-/// patches of 64 outputs): 256 terms are 64 KB of 64-channel rows per panel, more than L1
-/// holds beside the window, so they stream from L2 for every block of outputs. Whole
-/// 256-byte rows then load better than the half rows of 8 x 32 blocks, whose loads stalled
-/// the kernel (`perf annotate`). The threshold was 1024 while most patches were 4 x 4;
-/// at the 8 x 8 and 16 x 16 patches the tile choice now picks, 256 measured better
-/// (`examples/patch_kernel`, half the channels merged, tile 16: 64 -> 64 0.90 -> 0.96-0.99
-/// of the dense rate, 128 -> 128 0.89-0.91 -> 0.93-0.97; tile 8 within the noise; ResNet-18,
-/// L = 14, one thread, three alternated runs: 1.34x -> 1.35-1.36x dense; the CIFAR ResNets
-/// and Tiny Darknet within the noise).
-const WIDE_ROW_TERMS: usize = 256;
-
-/// Outputs from which a call on row filters runs 6 x 64 blocks: five whole blocks. It was 36
-/// (a 6 x 6 patch) until the padding split below a 7 x 7 patch left a run of 35.
+/// Outputs from which a call on row filters (a HASTE patch) runs 6 x 64 blocks: five whole
+/// blocks. It was 36 (a 6 x 6 patch) until the padding split below a 7 x 7 patch left a run
+/// of 35. Whatever the patch's term count: until this session, patches of fewer than 256
+/// terms (taps x buckets) ran 8 x 32 blocks, for filters that stay in L1 from one block to
+/// the next. On the Zen 4 the 6 x 64 blocks were faster at every count:
+/// `examples/patch_kernel` 8-14 % with 5-45 % of 64 channels kept; ResNet-18 (L = 14, batch
+/// 8, `--layers`, three alternated rounds) its 64- and 128-channel layers 1-5 %, the network
+/// 1-2 % on one thread; `--all-layers` on two threads: ResNet-56 0.86-0.89x -> 0.90x dense,
+/// Tiny Darknet 0.92-0.94x -> 0.95-0.96x. (The threshold came down from 1024 to 256 on the
+/// Zen 5 for the same reason: whole 256-byte rows load better than the half rows of
+/// 8 x 32 blocks.)
 const WIDE_ROW_OUTPUTS: usize = 30;
 
-/// Whether a call on row filters runs 6 x 64 blocks: [`WIDE_ROW_OUTPUTS`] outputs or more with
-/// [`WIDE_ROW_TERMS`] terms or more (see there and `blocks_pass`).
-pub(super) fn takes_wide_rows(g: &Geom, f: &Filters) -> bool {
-    g.ph * g.pw >= WIDE_ROW_OUTPUTS && g.kh * g.kw * f.terms(g) >= WIDE_ROW_TERMS
+/// Whether a call on row filters runs 6 x 64 blocks: [`WIDE_ROW_OUTPUTS`] outputs or more
+/// (see there and `blocks_pass`).
+pub(super) fn takes_wide_rows(g: &Geom) -> bool {
+    g.ph * g.pw >= WIDE_ROW_OUTPUTS
 }
 
 /// Outputs `j0..j0 + mr` (`mr <= 8`), output channels `co_start..c_out` in blocks of up to

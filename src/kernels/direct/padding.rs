@@ -193,7 +193,7 @@ pub unsafe fn conv_live_at_on(
 fn largest_run_keeps_blocks(isa: Isa, g: &Geom, runs: &[Run], f: &Filters) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && matches!(f, Filters::Rows { .. }) {
-        let whole = super::blocks::takes_wide_rows(g, f);
+        let whole = super::blocks::takes_wide_rows(g);
         let largest = runs.iter().max_by_key(|&&(r, end, _)| end - r);
         return largest.is_none_or(|&(r, end, kys)| {
             let part = Geom {
@@ -201,7 +201,7 @@ fn largest_run_keeps_blocks(isa: Isa, g: &Geom, runs: &[Run], f: &Filters) -> bo
                 ph: end - r,
                 ..*g
             };
-            super::blocks::takes_wide_rows(&part, f) == whole
+            super::blocks::takes_wide_rows(&part) == whole
         });
     }
     let _ = (isa, g, runs, f);
