@@ -85,10 +85,7 @@ fn direct_conv(b: Bencher, &(c_in, c_out, k, hw): &(usize, usize, usize, usize))
     let x = values(c_in * hw * hw, 3);
     let mut out = vec![0.0; c_out * hw * hw];
     let mut scratch = DirectScratch::default();
-    let io = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
+    let io = IoLayout::NHWC;
     b.counter(divan::counter::ItemsCount::new(
         2 * op.params.dense_macs(hw, hw) as usize,
     ))

@@ -40,10 +40,7 @@ fn main() {
             (((c * hw * hw + px) * 13 % 97) as f32 - 40.0) / 30.0
         })
         .collect();
-    let io = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
+    let io = IoLayout::NHWC;
     let op = ConvOp {
         input_scale: false,
         params: p,

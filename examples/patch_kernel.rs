@@ -103,10 +103,7 @@ fn dense_rate(c: usize) -> f64 {
     let x = values(c * side * side, 2);
     let mut out = vec![0.0; c * side * side];
     let mut s = DirectScratch::default();
-    let io = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
+    let io = IoLayout::NHWC;
     let flops = 2.0 * p.dense_macs(side, side) as f64;
     rate(flops, || {
         d.forward(&x, (side, side), &mut out, &mut s, io, None)

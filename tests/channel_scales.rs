@@ -54,10 +54,7 @@ fn efficientnet_b0s_scales_fold_into_the_convolutions_after_them() {
 
 #[test]
 fn a_scale_folded_into_the_weights_gives_the_sums_of_the_scaled_input() {
-    let pixel_major = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
+    let pixel_major = IoLayout::NHWC;
     let planar_in = IoLayout {
         input_nhwc: false,
         output_nhwc: true,

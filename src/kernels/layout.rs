@@ -397,6 +397,12 @@ impl IoLayout {
         input_nhwc: false,
         output_nhwc: false,
     };
+
+    /// Pixel-major (NHWC) in, pixel-major out.
+    pub const NHWC: IoLayout = IoLayout {
+        input_nhwc: true,
+        output_nhwc: true,
+    };
 }
 
 /// Pixel-major `x = [h][w][c]` -> the `[hp][wp][c]` image with the input at rows `top..`,

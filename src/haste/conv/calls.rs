@@ -102,10 +102,7 @@ impl HasteConv {
         scratch: &mut HasteScratch,
         stats: &mut LayerStats,
     ) {
-        let io = IoLayout {
-            input_nhwc: true,
-            output_nhwc: true,
-        };
+        let io = IoLayout::NHWC;
         assert!(
             band.start.is_multiple_of(self.cfg.tile),
             "HASTE band must start on a tile"
@@ -165,10 +162,7 @@ impl HasteConv {
         stats: &mut LayerStats,
         finish: Finish,
     ) {
-        let io = IoLayout {
-            input_nhwc: true,
-            output_nhwc: true,
-        };
+        let io = IoLayout::NHWC;
         let part = Part {
             images: n,
             finish: Some(finish),
@@ -195,10 +189,7 @@ impl HasteConv {
         stats: &mut LayerStats,
         record: bool,
     ) {
-        let io = IoLayout {
-            input_nhwc: true,
-            output_nhwc: true,
-        };
+        let io = IoLayout::NHWC;
         assert!(panels.end <= self.params.c_out / self.panel && !panels.is_empty());
         let oh = self.params.out_hw(h, w).0;
         let part = Part {

@@ -115,10 +115,7 @@ fn merging_layer(
         ..HasteConfig::default()
     };
     let conv = HasteConv::new(p, &wts, Some(&bias), &cfg, 1).unwrap();
-    let io = IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    };
+    let io = IoLayout::NHWC;
     let (oh, ow) = p.out_hw(h, w);
     let mut whole = vec![0.0; oh * ow * c_out];
     let mut whole_stats = LayerStats::default();
@@ -439,10 +436,7 @@ fn edge_patches_bucket_as_the_whole_frame() {
         conv.cfg.magnitude_bins = magnitude.then_some(0.5);
         let mut stats = LayerStats::default();
         let mut out = vec![0.0; h * w * 8];
-        let io = IoLayout {
-            input_nhwc: true,
-            output_nhwc: true,
-        };
+        let io = IoLayout::NHWC;
         conv.forward_layout(
             &x,
             h,

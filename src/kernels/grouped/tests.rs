@@ -63,10 +63,7 @@ fn every_tier_and_memory_order_matches_the_reference() {
             let mut nchw = vec![f32::NAN; want.len()];
             gconv.forward(&x, (h, w), &mut nchw, &mut s, IoLayout::NCHW, r);
             assert_near_reference(&nchw, &want, &p);
-            let io = IoLayout {
-                input_nhwc: true,
-                output_nhwc: true,
-            };
+            let io = IoLayout::NHWC;
             let mut hwc = vec![f32::NAN; want.len()];
             let rr = fused.map(|_| &r_hwc[..]);
             gconv.forward(&x_hwc, (h, w), &mut hwc, &mut s, io, rr);

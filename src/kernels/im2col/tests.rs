@@ -110,10 +110,7 @@ const ALL_LAYOUTS: [IoLayout; 4] = [
         input_nhwc: false,
         output_nhwc: true,
     },
-    IoLayout {
-        input_nhwc: true,
-        output_nhwc: true,
-    },
+    IoLayout::NHWC,
 ];
 
 /// A plain 1x1 convolution in each of the four memory-order combinations (one strided GEMM
