@@ -52,7 +52,9 @@ pub mod reduce;
 pub mod reference;
 pub mod shuffle;
 
-pub use convolution::{scale_input, ConvBatch, ConvJob, ConvKernel, DenseConv, Scratch, Scratches};
+pub use convolution::{
+    scale_image_into, scale_input, ConvBatch, ConvJob, ConvKernel, DenseConv, Scratch, Scratches,
+};
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).
 pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {

@@ -5,7 +5,8 @@
 use super::exec::{lock, thread_workspace};
 use super::{Plan, Workspace};
 use crate::error::{Error, Result};
-use crate::kernels::{scale_input, ConvBatch, ConvJob, Scratch, Scratches};
+use crate::kernels::layout::IoLayout;
+use crate::kernels::{scale_image_into, scale_input, ConvBatch, ConvJob, Scratch, Scratches};
 use crate::ops::ConvOp;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -30,6 +31,27 @@ fn handed<'a>(job: ConvJob<'a>, takes_scale: bool, buf: &'a mut Vec<f32>) -> Con
     } else {
         scale_input(&job, buf)
     }
+}
+
+/// `images` images `x` with each image's channels multiplied by its `c_in` values of
+/// `scales` (image after image), in `buf`.
+fn scale_images<'a>(
+    x: &[f32],
+    (images, c_in): (usize, usize),
+    scales: &[f32],
+    io: IoLayout,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    crate::kernels::grow(buf, x.len());
+    let in_len = x.len() / images.max(1);
+    let out = buf[..x.len()].chunks_exact_mut(in_len.max(1));
+    for ((o, x), s) in out
+        .zip(x.chunks_exact(in_len.max(1)))
+        .zip(scales.chunks(c_in))
+    {
+        scale_image_into(x, s, io.input_nhwc, o);
+    }
+    &buf[..x.len()]
 }
 
 /// `len` values of `r` from `offset`, if there is an `r`.
@@ -89,21 +111,32 @@ impl Plan {
         };
         let takes_scale = kernel.scales_input();
         let whole = n >= self.threads || self.threads == 1;
-        if whole && kernel.batches_images() && input.scale.is_none() {
-            // Each thread its share of the images, in one call.
+        if whole && kernel.batches_images() && (input.scale.is_none() || !takes_scale) {
+            // Each thread its share of the images, in one call (scaled first if the step
+            // has a channel scale the kernel does not take).
             let per = n.div_ceil(self.threads);
             let shares = out.par_chunks_mut(per * out_len);
             let shares = shares.zip(input.x.par_chunks(per * in_len));
             shares.enumerate().for_each(|(k, (o, x))| {
+                let images = o.len() / out_len;
+                let mut ws = thread_workspace(&self.workspaces);
+                let mut scaled = std::mem::take(&mut ws.scaled);
+                let x = match input.scale {
+                    Some(s) => {
+                        let s = &s[k * per * p.c_in..];
+                        scale_images(x, (images, p.c_in), s, io, &mut scaled)
+                    }
+                    None => x,
+                };
                 let batch = ConvBatch {
                     x,
-                    images: o.len() / out_len,
+                    images,
                     hw: (h, w),
                     io,
                     residual: part(input.residual, k * per * out_len, o.len()),
                 };
-                let mut ws = thread_workspace(&self.workspaces);
                 kernel.run_images(&batch, o, &mut ws.scratch);
+                ws.scaled = scaled;
             });
         } else if whole {
             let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
@@ -116,9 +149,10 @@ impl Plan {
                     }
                 }
                 let mut ws = thread_workspace(&self.workspaces);
-                let mut scaled = Vec::new();
+                let mut scaled = std::mem::take(&mut ws.scaled);
                 let job = handed(job(k, x), takes_scale, &mut scaled);
                 kernel.run_image(&job, o, &mut ws.scratch);
+                ws.scaled = scaled;
             });
         } else {
             let scratches = PlanScratches {

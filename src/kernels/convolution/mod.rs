@@ -22,6 +22,7 @@ pub use dense::DenseConv;
 use super::depthwise::DepthwiseScratch;
 use super::direct::DirectScratch;
 use super::grouped::GroupedScratch;
+use super::grow;
 use super::layout::IoLayout;
 use std::any::Any;
 
@@ -75,22 +76,38 @@ pub fn scale_input<'a>(job: &ConvJob<'a>, buf: &'a mut Vec<f32>) -> ConvJob<'a> 
     let Some(s) = job.in_scale else {
         return *job;
     };
-    let c = s.len();
-    buf.clear();
-    if job.io.input_nhwc {
-        for px in job.x.chunks_exact(c) {
-            buf.extend(px.iter().zip(s).map(|(&v, &k)| v * k));
-        }
-    } else {
-        let plane = job.x.len() / c.max(1);
-        for (ch, &k) in job.x.chunks_exact(plane.max(1)).zip(s) {
-            buf.extend(ch.iter().map(|&v| v * k));
-        }
-    }
+    grow(buf, job.x.len());
+    let scaled = &mut buf[..job.x.len()];
+    scale_image_into(job.x, s, job.io.input_nhwc, scaled);
     ConvJob {
-        x: buf,
+        x: scaled,
         in_scale: None,
         ..*job
+    }
+}
+
+/// One image `x` with channel `ch` multiplied by `scale[ch]`, into `out` (as long as `x`):
+/// pixel-major (`nhwc`) or planar, into a buffer the caller keeps (not one grown pixel by
+/// pixel per call).
+pub fn scale_image_into(x: &[f32], scale: &[f32], nhwc: bool, out: &mut [f32]) {
+    let c = scale.len().max(1);
+    if nhwc {
+        for (o, px) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for ((o, &v), &k) in o.iter_mut().zip(px).zip(scale) {
+                *o = v * k;
+            }
+        }
+    } else {
+        let plane = (x.len() / c).max(1);
+        for ((o, ch), &k) in out
+            .chunks_exact_mut(plane)
+            .zip(x.chunks_exact(plane))
+            .zip(scale)
+        {
+            for (o, &v) in o.iter_mut().zip(ch) {
+                *o = v * k;
+            }
+        }
     }
 }
 
