@@ -22,7 +22,7 @@ fn b0_plan(threads: usize) -> Plan {
     let m = Model::load(&model("efficientnet_b0-randominit-imagenet")).expect("B0 loads");
     m.plan(PlanOptions {
         threads,
-        max_batch: 2,
+        max_batch: 4,
     })
     .expect("a plan")
 }
@@ -113,8 +113,9 @@ fn a_scale_folded_into_the_weights_gives_the_sums_of_the_scaled_input() {
     }
 }
 
-/// A kernel written outside the crate that knows nothing of folded scales.
-struct Plain(DenseConv);
+/// A kernel written outside the crate that knows nothing of folded scales, taking a
+/// thread's share of a batch in one call (`batches`, as HASTE does) or image by image.
+struct Plain(DenseConv, bool);
 
 impl ConvKernel for Plain {
     fn name(&self) -> &'static str {
@@ -124,6 +125,10 @@ impl ConvKernel for Plain {
     fn run_image(&self, job: &ConvJob, out: &mut [f32], scratch: &mut Scratch) {
         assert!(job.in_scale.is_none(), "the plan scales the input first");
         self.0.run_image(job, out, scratch);
+    }
+
+    fn batches_images(&self) -> bool {
+        self.1
     }
 
     fn run_image_parallel(
@@ -144,12 +149,18 @@ impl ConvKernel for Plain {
 
 #[test]
 fn a_kernel_that_does_not_take_the_scale_gets_the_input_scaled() {
-    for threads in [1, 2] {
+    for (threads, batches) in [(1, false), (2, false), (1, true), (2, true)] {
         let mut plan = b0_plan(threads);
+        // Every step layer by layer at 4 images (two per thread on two threads), where
+        // each thread takes its images' scales.
+        plan.set_layer_from(0);
         let per: usize = plan.image_shape().iter().product();
-        let x = values(2 * per, 9);
+        // (The random-weight B0 gives every image nearly the same squeeze-excitation
+        // scales, so this checks that each thread's share is scaled, not which image's scales
+        // it takes: `scale_images` is the only code that picks them.)
+        let x = values(4 * per, 9);
         let logits = |plan: &mut Plan| -> Vec<f32> {
-            [1, 2]
+            [1, 2, 4]
                 .iter()
                 .flat_map(|&n| plan.run(&x[..n * per], n).expect("runs").1.to_vec())
                 .collect()
@@ -166,7 +177,7 @@ fn a_kernel_that_does_not_take_the_scale_gets_the_input_scaled() {
                     _ => None,
                 })
                 .expect("the step's op");
-            let kernel = Arc::new(Plain(DenseConv::new(&op)));
+            let kernel = Arc::new(Plain(DenseConv::new(&op), batches));
             plan.set_conv_kernel(step, kernel).expect("a kernel");
         }
         let got = logits(&mut plan);
@@ -175,6 +186,10 @@ fn a_kernel_that_does_not_take_the_scale_gets_the_input_scaled() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(d < 1e-3, "{threads} threads: max |diff| {d}");
+
+        assert!(
+            d < 1e-3,
+            "{threads} threads, batches {batches}: max |diff| {d}"
+        );
     }
 }
