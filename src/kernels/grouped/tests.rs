@@ -30,6 +30,11 @@ fn every_tier_and_memory_order_matches_the_reference() {
         (80, 80, 5, 3, 1, [1, 1, 1, 1], (9, 7)),
         (64, 64, 4, 3, 2, [1, 1, 1, 1], (6, 34)),
         (80, 80, 5, 3, 2, [0, 0, 1, 1], (14, 14)),
+        // Groups of 4 and of 2 output channels, run two and four at a time as groups of 8
+        // (ResNeXt-50's first stage: 32 groups of 4), at stride 1 and 2.
+        (64, 64, 16, 3, 1, [1, 1, 1, 1], (6, 9)),
+        (128, 128, 32, 3, 2, [1, 1, 1, 1], (9, 8)),
+        (32, 16, 8, 3, 1, [1, 1, 1, 1], (5, 7)),
     ]
     .iter()
     .enumerate()
