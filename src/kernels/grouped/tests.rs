@@ -35,6 +35,10 @@ fn every_tier_and_memory_order_matches_the_reference() {
         (64, 64, 16, 3, 1, [1, 1, 1, 1], (6, 9)),
         (128, 128, 32, 3, 2, [1, 1, 1, 1], (9, 8)),
         (32, 16, 8, 3, 1, [1, 1, 1, 1], (5, 7)),
+        // Odd counts of 8-channel groups: pairs in one vector (AVX-512 row blocks) and one
+        // group left over, at stride 1 and 2.
+        (56, 56, 7, 3, 1, [1, 1, 1, 1], (5, 14)),
+        (40, 40, 5, 3, 2, [1, 1, 1, 1], (9, 16)),
     ]
     .iter()
     .enumerate()
