@@ -232,42 +232,14 @@ pub(super) mod avx512 {
                         load(wr.add(g * group_weights + (kx * CIG + i) * CO), CO)
                     })
                 });
-                let x = |p: usize, g: usize| splat(unsafe { *row.add(p * c_in + g * CIG + i) });
-                if S == 1 {
-                    for p in 0..rm + KW - 1 {
-                        for (g, wv) in wv.iter().enumerate() {
-                            let x = x(p, g);
-                            // Output `p - kx` reads this input at kernel column `kx`; for
-                            // each output the columns come in increasing order, as in
-                            // `block`.
-                            for (kx, &w) in wv.iter().enumerate() {
-                                if p >= kx && p - kx < rm {
-                                    acc[p - kx][g] = fma(x, w, acc[p - kx][g]);
-                                }
-                            }
-                        }
+                let x = |p: usize| -> [V; NG] {
+                    std::array::from_fn(|g| splat(unsafe { *row.add(p * c_in + g * CIG + i) }))
+                };
+                sweep_row::<MR, RM, S, _>(rm, x, |x, kx, q| {
+                    for (g, (x, wv)) in x.iter().zip(&wv).enumerate() {
+                        acc[q][g] = fma(*x, wv[kx], acc[q][g]);
                     }
-                } else {
-                    // Stride 2: input `2q` is column 0 of output `q` and column 2 of output
-                    // `q - 1`, input `2q + 1` column 1 of output `q`; in this order each
-                    // output's columns come in increasing order.
-                    // Unrolled by hand: as a loop LLVM kept it rolled, with the sums in
-                    // memory (a third of the speed).
-                    unroll!(if RM < MR { RM + 1 } else { MR + 1 }, q => {
-                        for (g, wv) in wv.iter().enumerate() {
-                            let even = x(2 * q, g);
-                            if q < rm {
-                                acc[q][g] = fma(even, wv[0], acc[q][g]);
-                            }
-                            if q >= 1 {
-                                acc[q - 1][g] = fma(even, wv[2], acc[q - 1][g]);
-                            }
-                            if q < rm {
-                                acc[q][g] = fma(x(2 * q + 1, g), wv[1], acc[q][g]);
-                            }
-                        }
-                    });
-                }
+                });
             }
         }
         let mut out = [[[0.0f32; CO]; NG]; MR];
@@ -278,6 +250,45 @@ pub(super) mod avx512 {
             }
         }
         out
+    }
+
+    /// How a row block of `rm` outputs, stride `S` and 3 kernel columns feeds its inputs to
+    /// its outputs: `madd(x, kx, q)` for input `p` (`x = load(p)`, loaded once) at kernel
+    /// column `kx` of output `q`, each output's columns in increasing order, as in `block`.
+    /// Stride 1: input `p` is column `kx` of output `p - kx`. Stride 2: input `2q` is column
+    /// 0 of output `q` and column 2 of output `q - 1`, input `2q + 1` column 1 of output `q`;
+    /// unrolled by hand (as a loop LLVM kept it rolled, with the sums in memory: a third of
+    /// the speed).
+    #[inline(always)]
+    fn sweep_row<const MR: usize, const RM: usize, const S: usize, X: Copy>(
+        rm: usize,
+        load: impl Fn(usize) -> X,
+        mut madd: impl FnMut(X, usize, usize),
+    ) {
+        const KW: usize = 3;
+        if S == 1 {
+            for p in 0..rm + KW - 1 {
+                let x = load(p);
+                for kx in 0..KW {
+                    if p >= kx && p - kx < rm {
+                        madd(x, kx, p - kx);
+                    }
+                }
+            }
+        } else {
+            unroll!(if RM < MR { RM + 1 } else { MR + 1 }, q => {
+                let even = load(2 * q);
+                if q < rm {
+                    madd(even, 0, q);
+                }
+                if q >= 1 {
+                    madd(even, 2, q - 1);
+                }
+                if q < rm {
+                    madd(load(2 * q + 1), 1, q);
+                }
+            });
+        }
     }
 
     /// [`row_block`] for two groups of 8 channels (`CO == 8`, `NG == 2`) in one vector:
@@ -317,30 +328,7 @@ pub(super) mod avx512 {
                     let lo = _mm512_set1_ps(*row.add(p * c_in + i));
                     _mm512_mask_mov_ps(lo, 0xff00, _mm512_set1_ps(*row.add(p * c_in + CIG + i)))
                 };
-                if S == 1 {
-                    for p in 0..rm + KW - 1 {
-                        let x = x(p);
-                        for (kx, &w) in wv.iter().enumerate() {
-                            if p >= kx && p - kx < rm {
-                                acc[p - kx] = fma(x, w, acc[p - kx]);
-                            }
-                        }
-                    }
-                } else {
-                    // As in `row_block`, unrolled by hand.
-                    unroll!(if RM < MR { RM + 1 } else { MR + 1 }, q => {
-                        let even = x(2 * q);
-                        if q < rm {
-                            acc[q] = fma(even, wv[0], acc[q]);
-                        }
-                        if q >= 1 {
-                            acc[q - 1] = fma(even, wv[2], acc[q - 1]);
-                        }
-                        if q < rm {
-                            acc[q] = fma(x(2 * q + 1), wv[1], acc[q]);
-                        }
-                    });
-                }
+                sweep_row::<MR, RM, S, _>(rm, x, |x, kx, q| acc[q] = fma(x, wv[kx], acc[q]));
             }
         }
         for (q, &a) in acc.iter().enumerate().take(rm) {
