@@ -220,12 +220,8 @@ pub(super) mod avx512 {
             return out;
         }
         let mut acc = [[zero(); NG]; MR];
-        let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
         let group_weights = b.tap_at.len() * CIG * CO;
-        for (ky, row_at) in b.tap_at.chunks_exact(KW).enumerate() {
-            // SAFETY (the reads): inside `padded` and the weights (the caller's contract).
-            let row = unsafe { pp.add(b.origin[0] + row_at[0]) };
-            let wr = unsafe { wp.add(ky * KW * CIG * CO) };
+        for (row, wr) in kernel_rows(b, KW * CIG * CO) {
             for i in 0..CIG {
                 let wv: [[V; KW]; NG] = std::array::from_fn(|g| {
                     std::array::from_fn(|kx| unsafe {
@@ -250,6 +246,23 @@ pub(super) mod avx512 {
             }
         }
         out
+    }
+
+    /// Per kernel row of a row block (3 columns): where its input row starts under the
+    /// block's first output, and where its weights start (`per_row` floats a kernel row).
+    #[inline(always)]
+    fn kernel_rows<'a, const MR: usize>(
+        b: &'a Block<'a, MR>,
+        per_row: usize,
+    ) -> impl Iterator<Item = (*const f32, *const f32)> + 'a {
+        let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
+        b.tap_at
+            .chunks_exact(3)
+            .enumerate()
+            .map(move |(ky, row_at)| {
+                // SAFETY: inside `padded` and the weights (a row block's contract).
+                unsafe { (pp.add(b.origin[0] + row_at[0]), wp.add(ky * per_row)) }
+            })
     }
 
     /// How a row block of `rm` outputs, stride `S` and 3 kernel columns feeds its inputs to
@@ -311,12 +324,8 @@ pub(super) mod avx512 {
         const CO: usize = 8;
         let rm = RM.min(MR);
         let mut acc = [zero(); MR];
-        let (pp, wp) = (b.padded.as_ptr(), b.weights.as_ptr());
         let group_weights = b.tap_at.len() * CIG * CO;
-        for (ky, row_at) in b.tap_at.chunks_exact(KW).enumerate() {
-            // SAFETY (the reads): inside `padded` and the weights (the caller's contract).
-            let row = unsafe { pp.add(b.origin[0] + row_at[0]) };
-            let wr = unsafe { wp.add(ky * KW * CIG * CO) };
+        for (row, wr) in kernel_rows(b, KW * CIG * CO) {
             for i in 0..CIG {
                 let wv: [V; KW] = std::array::from_fn(|kx| unsafe {
                     let at = (kx * CIG + i) * CO;
