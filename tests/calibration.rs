@@ -9,11 +9,8 @@ use haste::datasets::{load_batch, open_dataset, ModelCard};
 use haste::{calibrate, CalibrateOptions, Compression, Model, Plan, PlanOptions, Policy, Target};
 use std::path::{Path, PathBuf};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("haste-calib-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new("calib", name)
 }
 
 /// The first `n` CIFAR test images of ResNet-20's preprocessing, and its plan.

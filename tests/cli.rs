@@ -3,13 +3,9 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("haste-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new("cli", name)
 }
 
 fn assert_clean_error(args: &[&str], must_name: &str) {

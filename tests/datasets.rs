@@ -1,5 +1,8 @@
 //! Datasets, preprocessing and model cards against the real data in ../shared.
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 
 use haste::datasets::{
@@ -19,11 +22,8 @@ fn cifar_pre() -> Preprocess {
 }
 
 /// A fresh, empty scratch folder under the system temp dir.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("haste-datasets-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> TempDir {
+    TempDir::new("datasets", name)
 }
 
 fn err_text(e: &Error) -> String {

@@ -317,8 +317,7 @@ fn json_reports_the_first_batch_layer_choice() {
 
 #[test]
 fn sweep_writes_csv_json_and_plots() {
-    let dir = std::env::temp_dir().join(format!("haste-sweep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("sweep", "files");
     let m = model("resnet20-cifar10");
     let d = cifar_test();
     let (csv, json, svg, png) = (

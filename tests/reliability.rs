@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("haste-reliab-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new("reliab", name)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -94,7 +91,7 @@ fn devices_fifos_folders_and_huge_files_are_refused_before_reading() {
 }
 
 /// An ImageFolder of four classes of one real image each, and its root.
-fn image_folder(name: &str) -> PathBuf {
+fn image_folder(name: &str) -> TempDir {
     let root = temp_dir(name);
     let src = imagenet_val();
     let mut classes: Vec<PathBuf> = std::fs::read_dir(&src)
@@ -129,7 +126,7 @@ fn symbolic_link_cycles_and_escapes_are_named_or_skipped() {
             .min()
             .expect("a class");
         let link = class.join("more");
-        let target = target.map_or(root.clone(), PathBuf::from);
+        let target = target.map_or(root.to_path_buf(), PathBuf::from);
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         let r = path_str(&root);
         let needle = if name == "cycle" {

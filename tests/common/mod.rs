@@ -1,9 +1,41 @@
 //! Helpers shared by the integration tests: paths into ../shared and JSON fixtures.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod edit;
+
+/// A fresh, empty folder under the system temp dir for one test (`haste-{kind}-{pid}-{name}`),
+/// removed with everything in it when dropped, whether the test passed or not.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(kind: &str, name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("haste-{kind}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        TempDir(d)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// `../shared` beside the project root.
 pub fn shared() -> PathBuf {
