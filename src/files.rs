@@ -165,12 +165,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A file of `bytes` in a temp folder of its own (`remove` it at the test's end).
     fn tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("haste-files-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("haste-files-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let p = dir.join(name);
         std::fs::write(&p, bytes).expect("temp file");
         p
+    }
+
+    /// Removes [`tmp`]'s folder.
+    fn remove(p: &Path) {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     #[test]
@@ -200,6 +208,7 @@ mod tests {
         );
         assert!(read_range(&p, u64::MAX, Some(3), 10, "t").is_err());
         assert!(read_range(&p, 0, None, 4, "t").is_err());
+        remove(&p);
     }
 
     #[test]
@@ -210,5 +219,6 @@ mod tests {
         let bad = p.join("under-a-file");
         assert!(write_atomic(&bad, b"x").is_err());
         assert_eq!(std::fs::read(&p).expect("read"), b"new contents");
+        remove(&p);
     }
 }

@@ -12,12 +12,24 @@ pub fn resnet20() -> ModelProto {
     ModelProto::parse_from_bytes(&bytes).expect("resnet20 parses")
 }
 
-pub fn write(m: &ModelProto, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("haste-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let p = dir.join(name);
-    std::fs::write(&p, m.write_to_bytes().expect("serializes")).expect("write model");
-    p
+/// A model file written for one test, in a temp folder removed with it.
+pub struct ModelFile {
+    _dir: super::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for ModelFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn write(m: &ModelProto, name: &str) -> ModelFile {
+    let dir = super::TempDir::new("ops", name);
+    let path = dir.join(name);
+    std::fs::write(&path, m.write_to_bytes().expect("serializes")).expect("write model");
+    ModelFile { _dir: dir, path }
 }
 
 /// The logits of the first 8 CIFAR test images through `path`, at batch 8 and batch 1.
