@@ -33,6 +33,22 @@ fn handed<'a>(job: ConvJob<'a>, takes_scale: bool, buf: &'a mut Vec<f32>) -> Con
     }
 }
 
+/// A convolution's input with its channel scale applied, for kernels that do not take the
+/// scale themselves: kept in a thread's (or the shared) [`Scratch`] between calls, taken
+/// out while the kernel borrows the scratch.
+#[derive(Default)]
+struct ScaledInput(Vec<f32>);
+
+/// The scaled-input buffer of `scratch`, taken out of it (put it back with [`put_scaled`]).
+fn take_scaled(scratch: &mut Scratch) -> Vec<f32> {
+    std::mem::take(&mut scratch.get::<ScaledInput>().0)
+}
+
+/// Puts `buf` back as `scratch`'s scaled-input buffer.
+fn put_scaled(scratch: &mut Scratch, buf: Vec<f32>) {
+    scratch.get::<ScaledInput>().0 = buf;
+}
+
 /// `images` images `x` with each image's channels multiplied by its `c_in` values of
 /// `scales` (image after image), in `buf`.
 fn scale_images<'a>(
@@ -120,7 +136,7 @@ impl Plan {
             shares.enumerate().for_each(|(k, (o, x))| {
                 let images = o.len() / out_len;
                 let mut ws = thread_workspace(&self.workspaces);
-                let mut scaled = std::mem::take(&mut ws.scaled);
+                let mut scaled = take_scaled(&mut ws.scratch);
                 let x = match input.scale {
                     Some(s) => {
                         let s = &s[k * per * p.c_in..];
@@ -136,7 +152,7 @@ impl Plan {
                     residual: part(input.residual, k * per * out_len, o.len()),
                 };
                 kernel.run_images(&batch, o, &mut ws.scratch);
-                ws.scaled = scaled;
+                put_scaled(&mut ws.scratch, scaled);
             });
         } else if whole {
             let images = out.par_chunks_mut(out_len).zip(input.x.par_chunks(in_len));
@@ -149,10 +165,10 @@ impl Plan {
                     }
                 }
                 let mut ws = thread_workspace(&self.workspaces);
-                let mut scaled = std::mem::take(&mut ws.scaled);
+                let mut scaled = take_scaled(&mut ws.scratch);
                 let job = handed(job(k, x), takes_scale, &mut scaled);
                 kernel.run_image(&job, o, &mut ws.scratch);
-                ws.scaled = scaled;
+                put_scaled(&mut ws.scratch, scaled);
             });
         } else {
             let scratches = PlanScratches {
@@ -160,11 +176,13 @@ impl Plan {
                 shared: &self.shared,
             };
             let images = out.chunks_mut(out_len).zip(input.x.chunks(in_len));
+            // The shared scratch's buffer, taken out: the kernel locks that scratch itself.
+            let mut scaled = take_scaled(&mut lock(&self.shared));
             for (k, (o, x)) in images.enumerate() {
-                let mut scaled = Vec::new();
                 let job = handed(job(k, x), takes_scale, &mut scaled);
                 kernel.run_image_parallel(&job, o, self.threads, &scratches);
             }
+            put_scaled(&mut lock(&self.shared), scaled);
         }
         Ok(())
     }
@@ -185,9 +203,10 @@ impl Plan {
             in_scale: input.scale,
         };
         let kernel = self.kernel(i)?;
-        let mut scaled = Vec::new();
+        let mut scaled = take_scaled(scratch);
         let job = handed(job, kernel.scales_input(), &mut scaled);
         kernel.run_image(&job, out, scratch);
+        put_scaled(scratch, scaled);
         Ok(())
     }
 }

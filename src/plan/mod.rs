@@ -55,9 +55,6 @@ pub(crate) struct Step {
 pub(crate) struct Workspace {
     pub slots: Vec<Vec<f32>>,
     pub scratch: Scratch,
-    /// A convolution's input with its channel scale applied, for kernels that do not take
-    /// the scale themselves.
-    pub scaled: Vec<f32>,
     pub seconds: Vec<f64>,
 }
 
