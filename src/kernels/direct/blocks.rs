@@ -202,7 +202,7 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
         return;
     }
     // A layer of 17 to 24 output channels: two outputs' channels past 16 share a vector
-    // (see `pairs`).
+    // (see `pairs`), where that is faster than masked lanes.
     if PANELS && wide == 0 && takes_pairs(g.c_out, &p.f) {
         while n - full >= PAIR_BLOCK {
             // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
@@ -210,14 +210,14 @@ unsafe fn blocks_pass<const PANELS: bool>(p: Pass, out: *mut f32) {
             full += PAIR_BLOCK;
         }
     }
-    // Whatever is left (every output of narrow layers), in blocks of 8 x 32; a layer of 25
+    // Whatever is left (every output of narrow layers), in blocks of 8 x 32; a layer of 17
     // to 32 output channels first in blocks of 12 x 32 (24 sums, 14 loads for 24
     // multiply-adds against 10 for 16; the 24-channel projections ran 2-4 % faster so before
-    // the pair blocks took them).
-    if PANELS && wide == 0 && (25..=32).contains(&g.c_out) {
+    // the pair blocks took them, and run so where those do not pay).
+    if PANELS && wide == 0 && (17..=32).contains(&g.c_out) {
         let masks = vector_masks(g.c_out);
         while n - full >= 12 {
-            unsafe { block::<12, 2, PANELS>(p, out, full, 0, masks) };
+            unsafe { masked_block(p, out, full, masks) };
             full += 12;
         }
     }
@@ -288,6 +288,18 @@ pub(super) unsafe fn narrow_blocks<const PANELS: bool>(
         }
         co0 += width;
     }
+}
+
+/// A block of 12 outputs from `j0` x 2 vectors of channels from 0 (`masks` the lanes of
+/// each): what a layer of 17 to 32 output channels runs where it takes no pair blocks.
+///
+/// # Safety
+/// As `block`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn masked_block(p: Pass, out: *mut f32, j0: usize, masks: [u16; 4]) {
+    // SAFETY: forwarded from the caller.
+    unsafe { block::<12, 2, true>(p, out, j0, 0, masks) }
 }
 
 /// The lane masks of `width` (at most 64) channels held in 16-lane vectors.

@@ -11,17 +11,120 @@
 //! both halves. 18 multiply-adds and 6 blends a term instead of 24 multiply-adds. Each
 //! output is still summed term by term in the same order: the same bits.
 
-use super::blocks::{finish_block, vector_masks, Pass};
+use super::blocks::{finish_block, masked_block, vector_masks, Pass};
 use super::prefetch::prefetch_block_io;
 use super::{panel_of, Filters, PANEL};
+use super::{Epilogue, Geom};
+#[cfg(not(test))]
+use crate::kernels::isa::Isa;
 
 /// Outputs a pair block computes (six pairs).
 pub(super) const PAIR_BLOCK: usize = 12;
 
 /// Whether a call of `c_out` output channels on filters `f` runs pair blocks: panel filters
-/// of 17 to 24 channels.
+/// of 17 to 24 channels, on a CPU where they are faster (see [`pairs_pay`]).
 pub(super) fn takes_pairs(c_out: usize, f: &Filters) -> bool {
-    matches!(f, Filters::Panels { .. }) && (17..=24).contains(&c_out)
+    matches!(f, Filters::Panels { .. }) && (17..=24).contains(&c_out) && pairs_pay()
+}
+
+/// Whether pair blocks run faster on this CPU than blocks of 12 outputs x 2 vectors with a
+/// third of the lanes masked off, measured once per process (about a millisecond).
+///
+/// A pair block trades six multiply-adds for six blends, which pays only where a blend does
+/// not take a multiply-add's slot. On a Zen 5 it does not, and the 24-channel projections ran
+/// faster in pairs; on a Zen 4 (AVX-512 on 256-bit units) the masked blocks ran 144 -> 24 at
+/// 1 x 1 and 60 x 60 in 309 us against the pairs' 340 (`examples/one_conv`), and Intel's
+/// cores run blends on the ports of their 512-bit multiply-adds. Both give the same bits, so
+/// the choice changes the time only. The unit tests take pairs unless they turn them off on
+/// their thread ([`NO_PAIRS`]), so that both kinds of block run.
+fn pairs_pay() -> bool {
+    #[cfg(test)]
+    {
+        !NO_PAIRS.with(|off| off.get())
+    }
+    #[cfg(not(test))]
+    {
+        static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // SAFETY: the probe runs only where the tier is supported.
+        *PAY.get_or_init(|| Isa::current() == Isa::Avx512 && unsafe { probe_pairs() })
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Unit tests: this thread's calls run masked blocks where they would take pairs.
+    pub(super) static NO_PAIRS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Times pair blocks against masked 12 x 2 blocks on a 1 x 1 layer of 32 -> 24 channels over
+/// 96 outputs (12 KB of input, in L1), alternating, and keeps the best of each: true when the
+/// pairs are at least 3 % faster.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg_attr(test, allow(dead_code))]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn probe_pairs() -> bool {
+    const C_IN: usize = 32;
+    const N: usize = 8 * PAIR_BLOCK;
+    let g = Geom {
+        win_w: N,
+        c_in: C_IN,
+        c_out: 24,
+        kh: 1,
+        kys: (0, 1),
+        kw: 1,
+        kxs: (0, 1),
+        sh: 1,
+        sw: 1,
+        ph: 1,
+        pw: N,
+        out_w: N,
+        out_stride: 24,
+    };
+    let win: Vec<f32> = (0..N * C_IN).map(|i| (i % 7) as f32 * 0.25).collect();
+    let weights: Vec<f32> = (0..C_IN * 24).map(|i| (i % 5) as f32 * 0.5).collect();
+    let mut out = vec![0.0f32; N * 24];
+    let p = Pass {
+        g: &g,
+        win: &win,
+        f: Filters::Panels {
+            weights: &weights,
+            width: 24,
+        },
+        kys: (0, 1),
+        terms: None,
+        first: true,
+        last: false,
+        e: Epilogue::NONE,
+        prefetch: std::ptr::null(),
+    };
+    let masks = vector_masks(24);
+    let o = out.as_mut_ptr();
+    let time = |pairs: bool| {
+        let t = std::time::Instant::now();
+        for _ in 0..64 {
+            for j0 in (0..N).step_by(PAIR_BLOCK) {
+                // SAFETY: every block lies inside the `N` outputs and 24 channels above,
+                // and the window holds all the inputs they read.
+                unsafe {
+                    if pairs {
+                        pair_block(p, o, j0)
+                    } else {
+                        masked_block(p, o, j0, masks)
+                    }
+                }
+            }
+        }
+        std::hint::black_box(o);
+        t.elapsed()
+    };
+    let (mut best_pairs, mut best_masked) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..5 {
+        best_pairs = best_pairs.min(time(true));
+        best_masked = best_masked.min(time(false));
+    }
+    best_pairs.as_secs_f64() < 0.97 * best_masked.as_secs_f64()
 }
 
 /// [`PAIR_BLOCK`] outputs from `j0`, every output channel (17 to 24), summed over the pass's
