@@ -1,6 +1,8 @@
 //! Time the direct kernel on one conv shape, for profiling:
 //! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE [nchw]` (`nchw`: a planar
-//! input, as the network's image; `par2`: split over two threads).
+//! input, as the network's image; `par2`: split over two threads; `cold`: each run on
+//! another of 16 inputs and outputs, as a layer in a network reads its input from L3 or
+//! memory).
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -24,9 +26,14 @@ fn main() {
         residual: None,
     };
     let d = DirectConv::new(&op).expect("one group, no dilation");
-    let x = vec![0.5f32; ci * hw * hw];
+    let copies = if std::env::args().any(|a| a == "cold") {
+        16
+    } else {
+        1
+    };
+    let xs = vec![vec![0.5f32; ci * hw * hw]; copies];
     let (oh, ow) = p.out_hw(hw, hw);
-    let mut out = vec![0.0; co * oh * ow];
+    let mut outs = vec![vec![0.0; co * oh * ow]; copies];
     let mut scratch = DirectScratch::default();
     let io = IoLayout {
         input_nhwc: !std::env::args().any(|a| a == "nchw"),
@@ -51,10 +58,11 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(3.0)
         {
+            let (x, out) = (&xs[runs % copies], &mut outs[runs % copies]);
             if parts > 1 {
-                d.forward_parallel(&x, (hw, hw), &mut out, &mut scratch, io, parts, None);
+                d.forward_parallel(x, (hw, hw), out, &mut scratch, io, parts, None);
             } else {
-                d.forward(&x, (hw, hw), &mut out, &mut scratch, io, None);
+                d.forward(x, (hw, hw), out, &mut scratch, io, None);
             }
             runs += 1;
         }

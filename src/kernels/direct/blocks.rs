@@ -8,9 +8,9 @@ use super::epilogue::{with_lanes, Lanes};
 use super::joined::{joined_blocks, joined_tail};
 use super::pairs::{pair_block, takes_pairs, PAIR_BLOCK};
 use super::passes::wide_group_passes;
-#[cfg(target_arch = "x86_64")]
-use super::prefetch::prefetch_block_io;
 use super::prefetch::{ahead_part, next_filters_part};
+#[cfg(target_arch = "x86_64")]
+use super::prefetch::{next_block_inputs, prefetch_block_io};
 #[cfg(target_arch = "x86_64")]
 use super::row_blocks::row_blocks;
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
@@ -364,6 +364,11 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
             } else {
                 p.prefetch
             };
+            let next_in = if NV < 4 {
+                next_block_inputs(p, j0, MR)
+            } else {
+                std::ptr::null()
+            };
             for ky in p.kys.0..p.kys.1 {
                 prefetch_block_io::<MR, NV>(p, op, &at, co0, ky);
                 let row_in = ky * g.win_w * g.c_in;
@@ -375,6 +380,10 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool>(
                         // Only wide blocks have a next group to prefetch; in narrow blocks
                         // (8 FMAs per term) the instruction would be a load slot for nothing.
                         _mm_prefetch::<_MM_HINT_T0>(pf_row.wrapping_add((t - t0) * 16).cast());
+                    } else if !next_in.is_null() {
+                        // A narrow 1x1 block: the next block's inputs (see
+                        // `next_block_inputs`).
+                        _mm_prefetch::<_MM_HINT_T0>(next_in.wrapping_add((t - t0) * 16).cast());
                     }
                     let wv = load_w(w0.add(t * width));
                     for i in 0..MR {

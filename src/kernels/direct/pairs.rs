@@ -12,7 +12,7 @@
 //! output is still summed term by term in the same order: the same bits.
 
 use super::blocks::{finish_block, masked_block, vector_masks, Pass};
-use super::prefetch::prefetch_block_io;
+use super::prefetch::{next_block_inputs, prefetch_block_io};
 use super::{panel_of, Filters, PANEL};
 use super::{Epilogue, Geom};
 #[cfg(not(test))]
@@ -167,12 +167,17 @@ pub(super) unsafe fn pair_block(p: Pass, out: *mut f32, j0: usize) {
     let (base, width, _) = panel_of(g, PANEL, 0);
     let w_panel = weights.as_ptr().add(base);
     let (t0, t1) = p.terms.unwrap_or((0, terms));
+    // A 1x1 layer's next block's inputs, a line per term (see `next_block_inputs`).
+    let next_in = next_block_inputs(p, j0, MR);
     for ky in p.kys.0..p.kys.1 {
         prefetch_block_io::<MR, 2>(p, out, &at, 0, ky);
         let row_in = ky * g.win_w * g.c_in;
         let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
         let w0 = w_panel.add(ky * terms * width);
         for t in t0..t1 {
+            if !next_in.is_null() {
+                _mm_prefetch::<_MM_HINT_T0>(next_in.wrapping_add((t - t0) * 16).cast());
+            }
             let w = w0.add(t * width);
             let head = _mm512_loadu_ps(w);
             // Channels 16.. in lanes 0-7, repeated in lanes 8-15.

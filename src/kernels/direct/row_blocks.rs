@@ -4,7 +4,7 @@
 
 use super::blocks::{narrow_blocks, vector_masks, Pass};
 use super::epilogue::{with_lanes, Lanes};
-use super::prefetch::prefetch_block_io;
+use super::prefetch::{next_block_inputs, prefetch_block_io};
 use super::Filters;
 
 /// Every output of a narrow layer (at most 32 output channels) whose neighbouring outputs
@@ -92,11 +92,16 @@ unsafe fn row_block<const MR: usize, const NV: usize, const S: usize, A: Lanes>(
     let origin = (oy * g.sh * g.win_w + ox * g.sw) * g.c_in;
     let (terms, width) = (g.kw * g.c_in, g.c_out);
     let (t0, t1) = p.terms.unwrap_or((0, terms));
+    // A 1x1 layer's next block's inputs, a line per term (see `next_block_inputs`).
+    let next_in = next_block_inputs(p, oy * g.pw + ox, MR);
     for ky in p.kys.0..p.kys.1 {
         prefetch_block_io::<MR, NV>(p, out, &at, 0, ky);
         let a = p.win.as_ptr().add(origin + ky * g.win_w * g.c_in);
         let w0 = weights.as_ptr().add(ky * terms * width);
         for t in t0..t1 {
+            if !next_in.is_null() {
+                _mm_prefetch::<_MM_HINT_T0>(next_in.wrapping_add((t - t0) * 16).cast());
+            }
             let w = w0.add(t * width);
             let wv: [__m512; NV] =
                 std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)));
