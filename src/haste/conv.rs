@@ -21,6 +21,7 @@
 //! patches, [`HasteConv::forward_images_finished`]).
 
 use crate::error::{Error, Result};
+use crate::kernels::aligned::AlignedFloats;
 use crate::ops::Conv2dParams;
 
 use super::config::{layer_seed, HasteConfig};
@@ -83,8 +84,9 @@ pub struct HasteScratch {
     /// The patches of the current band, hashed and merged, waiting for their convolution.
     band: Vec<MergedPatch>,
     /// Their merged windows, one after the other (at most a band's budget of them, see
-    /// `bands.rs`, so the buffer is as large as the largest band).
-    windows: Vec<f32>,
+    /// `bands.rs`, so the buffer is as large as the largest band), each from a cache line's
+    /// start.
+    windows: AlignedFloats,
     /// Summed filter rows of one patch's merged buckets for one panel, laid out as the panel
     /// (see [`super::merge::merge_filter_rows`]).
     wm: Vec<f32>,

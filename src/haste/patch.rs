@@ -8,6 +8,7 @@ use super::hash::grow;
 use super::merge::{average_buckets_in_place, merge_filter_rows};
 use super::steps::StepTimer;
 use super::window::Window;
+use crate::kernels::aligned::AlignedFloats;
 use crate::kernels::direct::{self, Epilogue, Filters, Geom, Live};
 use crate::kernels::isa::Isa;
 
@@ -74,7 +75,7 @@ impl MergedPatch {
         w: usize,
         win: &Window,
         frame: (usize, usize),
-        windows: &mut Vec<f32>,
+        windows: &mut AlignedFloats,
         bits: &mut Vec<u32>,
     ) -> bool {
         self.win_w = frame.1;
@@ -83,7 +84,7 @@ impl MergedPatch {
             cols: (win.c0, win.c1),
         };
         self.len = frame.0 * frame.1 * c_in;
-        grow(windows, self.at + self.len);
+        windows.grow(self.at + self.len);
         let mwin = &mut windows[self.at..][..self.len];
         win.copy_window_scanning(hwc, w, c_in, frame.1, mwin, bits)
     }

@@ -34,6 +34,7 @@ macro_rules! unroll {
 
 pub mod activation;
 pub mod affine;
+pub mod aligned;
 pub mod cache;
 pub mod convolution;
 pub mod depthwise;

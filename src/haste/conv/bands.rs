@@ -74,7 +74,8 @@ impl HasteConv {
                     let patch = &mut band[n];
                     n += 1;
                     (patch.image, patch.oy0, patch.ox0, patch.ph, patch.pw) = (i, oy0, ox0, ph, pw);
-                    patch.at = (n - 1) * fh * fw * p.c_in;
+                    // Each window from a cache line's start (see `AlignedFloats`).
+                    patch.at = (n - 1) * (fh * fw * p.c_in).next_multiple_of(16);
                     let record = part.record.then_some(&mut *stats);
                     self.hash_patch(patch, images[i].hwc, hw, s, record, timer, isa);
                 }
