@@ -66,7 +66,7 @@ pub struct HasteConv {
     edge_terms: EdgeTerms,
     /// Weights in panels of `panel` output channels, `[c_out / panel][(ky, kx)][c_in][panel]`
     /// (see [`filter_panel`]).
-    pub(super) wt: Vec<f32>,
+    pub(super) wt: AlignedFloats,
     pub(super) panel: usize,
     bias: Option<Vec<f32>>,
     force_singletons: bool,
@@ -89,7 +89,7 @@ pub struct HasteScratch {
     windows: AlignedFloats,
     /// Summed filter rows of one patch's merged buckets for one panel, laid out as the panel
     /// (see [`super::merge::merge_filter_rows`]).
-    wm: Vec<f32>,
+    wm: AlignedFloats,
     /// The filter row table of the patch being convolved.
     rows: RowTable,
     /// Which channels of the patch's window are zero (see [`zero_channels`]), and scratch.
@@ -139,6 +139,8 @@ impl HasteConv {
         } else {
             weights_panels(weights, c_in, c_out, taps, PANEL)
         };
+        // Rows from a cache line's start: the filter merge and the kernel load them whole.
+        let wt = AlignedFloats::from(&wt[..]);
         let p = cfg.tile;
         let fh = (p - 1) * params.stride.0 + params.kh;
         let fw = (p - 1) * params.stride.1 + params.kw;

@@ -4,7 +4,6 @@
 
 use super::buckets::Buckets;
 use super::conv::HasteConv;
-use super::hash::grow;
 use super::merge::{average_buckets_in_place, merge_filter_rows};
 use super::steps::StepTimer;
 use super::window::Window;
@@ -127,7 +126,7 @@ impl MergedPatch {
         conv: &HasteConv,
         q: usize,
         (row0, ow): (usize, usize),
-        (wm, rows, windows): (&mut Vec<f32>, &mut RowTable, &[f32]),
+        (wm, rows, windows): (&mut AlignedFloats, &mut RowTable, &[f32]),
         (band_out, out, epilogue): (&mut [f32], OutPanels, Epilogue),
         ahead: &[f32],
         isa: Isa,
@@ -137,7 +136,7 @@ impl MergedPatch {
         let (c_in, taps, panel) = (p.c_in, p.kh * p.kw, conv.panel);
         let panel_len = taps * c_in * panel;
         let wt_panel = &conv.wt[q * panel_len..][..panel_len];
-        grow(wm, taps * c_in * panel);
+        wm.grow(taps * c_in * panel);
         merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
         timer.lap(|t| &mut t.filter_merge);
         // Singletons read this panel of the layer's weights, merged buckets their sums (both

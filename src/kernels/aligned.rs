@@ -37,6 +37,15 @@ impl AlignedFloats {
     }
 }
 
+impl From<&[f32]> for AlignedFloats {
+    fn from(v: &[f32]) -> AlignedFloats {
+        let mut a = AlignedFloats::default();
+        a.grow(v.len());
+        a.copy_from_slice(v);
+        a
+    }
+}
+
 impl Deref for AlignedFloats {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
@@ -69,5 +78,10 @@ mod tests {
         assert_eq!(a.as_ptr() as usize % 64, 0);
         a.grow(10);
         assert_eq!(a.len(), 1000, "never shrinks");
+        let b = AlignedFloats::from(&[1.0, 2.0, 3.0][..]);
+        assert_eq!(
+            (&b[..], b.as_ptr() as usize % 64),
+            (&[1.0, 2.0, 3.0][..], 0)
+        );
     }
 }
