@@ -114,21 +114,7 @@ fn every_tier_finishes_like_the_scalar_epilogue() {
     for c_out in [16usize, 21, 64, 70] {
         let n = 7 * 5;
         let win: Vec<f32> = (0..n).map(|j| specials[j % specials.len()]).collect();
-        let g = Geom {
-            win_w: 5,
-            c_in: 1,
-            c_out,
-            kh: 1,
-            kys: (0, 1),
-            kw: 1,
-            kxs: (0, 1),
-            sh: 1,
-            sw: 1,
-            ph: 7,
-            pw: 5,
-            out_w: 5,
-            out_stride: c_out,
-        };
+        let g = Geom::pointwise(1, c_out, (7, 5));
         let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
         let residual: Vec<f32> = (0..n * c_out)
             .map(|i| specials[(i / 3) % specials.len()] * 0.25)

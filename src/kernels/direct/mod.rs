@@ -89,6 +89,25 @@ pub struct Geom {
 }
 
 impl Geom {
+    /// A 1x1 layer without stride over `ph x pw` pixels, its outputs `c_out` floats apart.
+    pub fn pointwise(c_in: usize, c_out: usize, (ph, pw): (usize, usize)) -> Geom {
+        Geom {
+            win_w: pw,
+            c_in,
+            c_out,
+            kh: 1,
+            kys: (0, 1),
+            kw: 1,
+            kxs: (0, 1),
+            sh: 1,
+            sw: 1,
+            ph,
+            pw,
+            out_w: pw,
+            out_stride: c_out,
+        }
+    }
+
     #[inline(always)]
     fn pix(&self, j: usize, ky: usize, kx: usize) -> usize {
         let (oy, ox) = (j / self.pw, j % self.pw);

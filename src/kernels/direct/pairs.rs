@@ -67,21 +67,7 @@ thread_local! {
 unsafe fn probe_pairs() -> bool {
     const C_IN: usize = 32;
     const N: usize = 8 * PAIR_BLOCK;
-    let g = Geom {
-        win_w: N,
-        c_in: C_IN,
-        c_out: 24,
-        kh: 1,
-        kys: (0, 1),
-        kw: 1,
-        kxs: (0, 1),
-        sh: 1,
-        sw: 1,
-        ph: 1,
-        pw: N,
-        out_w: N,
-        out_stride: 24,
-    };
+    let g = Geom::pointwise(C_IN, 24, (1, N));
     let win: Vec<f32> = (0..N * C_IN).map(|i| (i % 7) as f32 * 0.25).collect();
     let weights: Vec<f32> = (0..C_IN * 24).map(|i| (i % 5) as f32 * 0.5).collect();
     let mut out = vec![0.0f32; N * 24];
