@@ -2,7 +2,7 @@
 //! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE [nchw]` (`nchw`: a planar
 //! input, as the network's image; `par2`: split over two threads; `cold`: each run on
 //! another of 16 inputs and outputs, as a layer in a network reads its input from L3 or
-//! memory).
+//! memory; `relu6`: a bias and ReLU6 in the epilogue).
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -14,6 +14,7 @@ fn main() {
         .filter_map(|s| s.parse().ok())
         .collect();
     let [ci, co, k, s, hw] = [a[0], a[1], a[2], a[3], a[4]];
+    let relu6 = std::env::args().any(|a| a == "relu6");
     let p = Conv2dParams::new(ci, co, k, k)
         .with_pads([k / 2; 4])
         .with_stride(s, s);
@@ -21,8 +22,14 @@ fn main() {
         input_scale: false,
         params: p,
         weights: vec![0.01; ci * co * k * k],
-        bias: None,
-        activation: Activation::None,
+        // `relu6`: a bias and ReLU6 after the sums (MobileNet's expansions), in the kernel's
+        // epilogue.
+        bias: relu6.then(|| vec![0.1; co]),
+        activation: if relu6 {
+            Activation::Clip(0.0, 6.0)
+        } else {
+            Activation::None
+        },
         residual: None,
     };
     let d = DirectConv::new(&op).expect("one group, no dilation");
