@@ -19,6 +19,10 @@ pub struct Epilogue<'a> {
 /// is compiled once per activation with no branch inside ([`with_lanes`] picks the type).
 #[cfg(target_arch = "x86_64")]
 pub(super) trait Lanes {
+    /// False for [`lanes::Deferred`]: the block stores its sums as they are, and
+    /// `finish_block` finishes them from L1 (the blocks whose callers choose no activation).
+    const IN_REGISTERS: bool = true;
+
     /// # Safety
     /// Only called from AVX-512 code (it is inlined there).
     unsafe fn apply(&self, x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512;
@@ -42,6 +46,19 @@ pub(super) mod lanes {
         unsafe fn apply(&self, x: __m512) -> __m512 {
             // SAFETY: called from AVX-512 code only (the trait's contract).
             unsafe { crate::kernels::activation::x86::avx512::activate(self.0, x) }
+        }
+    }
+
+    /// No activation chosen by the caller: a block's last pass stores its sums and
+    /// `finish_block` reads them back for the whole epilogue.
+    pub struct Deferred;
+
+    impl Lanes for Deferred {
+        const IN_REGISTERS: bool = false;
+
+        #[inline(always)]
+        unsafe fn apply(&self, x: __m512) -> __m512 {
+            x
         }
     }
 
@@ -158,6 +175,76 @@ impl Epilogue<'_> {
         match self.residual {
             Some(r) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at))),
             None => x,
+        }
+    }
+}
+
+/// The epilogue of a block just stored (still in L1), for the pair blocks. Kept out of the
+/// blocks: its constants, hoisted into their loops, would push the 24 accumulators out of
+/// registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline(never)]
+pub(super) unsafe fn finish_block<const MR: usize, const NV: usize>(
+    e: Epilogue,
+    op: *mut f32,
+    at: [usize; MR],
+    co0: usize,
+    masks: [u16; 4],
+) {
+    if e.is_none() {
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    with_lanes!(e.activation, act => unsafe { finish_with::<MR, NV>(e, &act, op, at, co0, masks) })
+}
+
+/// The epilogue of a block whose `MR x NV` sums lie at `sums` (vector `v` of output `i` at
+/// `16 * (i * NV + v)`), into `op`. Kept out of the block, as [`finish_block`] is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline(never)]
+pub(super) unsafe fn finish_sums<const MR: usize, const NV: usize>(
+    e: Epilogue,
+    sums: *const f32,
+    op: *mut f32,
+    at: [usize; MR],
+    co0: usize,
+    masks: [u16; 4],
+) {
+    use std::arch::x86_64::*;
+    with_lanes!(e.activation, act => {
+        for (i, &o) in at.iter().enumerate() {
+            for (v, &mask) in masks.iter().enumerate().take(NV) {
+                let offset = o + co0 + 16 * v;
+                let x = unsafe { _mm512_loadu_ps(sums.add(16 * (i * NV + v))) };
+                let x = unsafe { act.apply(e.add_avx512(co0 + 16 * v, offset, mask, x)) };
+                unsafe { _mm512_mask_storeu_ps(op.add(offset), mask, x) };
+            }
+        }
+    })
+}
+
+/// [`finish_block`] for one activation type: add the bias and the residual, then activate,
+/// `NV` vectors of each output at offsets `at` (plus `co0`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn finish_with<const MR: usize, const NV: usize>(
+    e: Epilogue,
+    act: &impl Lanes,
+    op: *mut f32,
+    at: [usize; MR],
+    co0: usize,
+    masks: [u16; 4],
+) {
+    use std::arch::x86_64::*;
+    for o in at {
+        for (v, &mask) in masks.iter().enumerate().take(NV) {
+            let offset = o + co0 + 16 * v;
+            let x = _mm512_maskz_loadu_ps(mask, op.add(offset));
+            let x = act.apply(e.add_avx512(co0 + 16 * v, offset, mask, x));
+            _mm512_mask_storeu_ps(op.add(offset), mask, x);
         }
     }
 }

@@ -11,7 +11,8 @@
 //! both halves. 18 multiply-adds and 6 blends a term instead of 24 multiply-adds. Each
 //! output is still summed term by term in the same order: the same bits.
 
-use super::blocks::{finish_block, masked_block, vector_masks, Pass};
+use super::blocks::{masked_block, vector_masks, Pass};
+use super::epilogue::finish_block;
 use super::prefetch::{next_block_inputs, prefetch_block_io};
 use super::{panel_of, Filters, PANEL};
 use super::{Epilogue, Geom};
@@ -187,6 +188,6 @@ pub(super) unsafe fn pair_block(p: Pass, out: *mut f32, j0: usize) {
         _mm512_mask_storeu_ps(out.add(second(j)), high, x);
     }
     if p.last {
-        finish_block::<MR, 2>(p, out, at, 0, vector_masks(g.c_out));
+        finish_block::<MR, 2>(p.e, out, at, 0, vector_masks(g.c_out));
     }
 }
