@@ -3,7 +3,7 @@
 //! their epilogue.
 
 #[cfg(target_arch = "x86_64")]
-use super::epilogue::{finish_sums, lanes::Deferred, with_lanes, Lanes};
+use super::epilogue::{finish_block, finish_sums, lanes::Deferred, with_lanes, Lanes};
 #[cfg(target_arch = "x86_64")]
 use super::joined::{joined_blocks, joined_tail};
 use super::pairs::{pair_block, takes_pairs, PAIR_BLOCK};
@@ -456,7 +456,19 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool, A: Lanes>(
         }
         Filters::Panels { .. } => unreachable!("PANELS is set exactly for panel filters"),
     }
-    if !p.last || p.e.is_none() {
+    if !PANELS {
+        // HASTE's patches: stored and finished from L1 (`examples/patch_kernel` measured
+        // the same rates either way; a patch's blocks sum many more terms than a 1x1
+        // layer's, so the epilogue weighs less).
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(op.add(at[i] + co0 + 16 * v), masks[v], x);
+            }
+        }
+        if p.last {
+            finish_block::<MR, NV>(p.e, op, at, co0, masks);
+        }
+    } else if !p.last || p.e.is_none() {
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
                 _mm512_mask_storeu_ps(op.add(at[i] + co0 + 16 * v), masks[v], x);
