@@ -5,6 +5,8 @@
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{finish_block, finish_sums, lanes::Deferred, with_lanes, Lanes};
 #[cfg(target_arch = "x86_64")]
+use super::half::{half_block, takes_half, HALF_BLOCK_24, HALF_BLOCK_40};
+#[cfg(target_arch = "x86_64")]
 use super::joined::{joined_blocks, joined_tail};
 use super::pairs::{pair_block, takes_pairs, PAIR_BLOCK};
 use super::passes::wide_group_passes;
@@ -206,6 +208,22 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
             unsafe { block::<16, 1, PANELS, Deferred>(p, out, j0, 0, [mask, 0, 0, 0], &Deferred) };
         }
         return;
+    }
+    // A layer of 24 or 40 output channels: the last 8 in 256-bit vectors (see `half`),
+    // where that is faster than masked lanes.
+    if PANELS && wide == 0 && takes_half(g.c_out, &p.f) {
+        // SAFETY (both loops): forwarded from the caller; the blocks stay inside `n`.
+        if g.c_out == 24 {
+            while n - full >= HALF_BLOCK_24 {
+                unsafe { half_block::<HALF_BLOCK_24, 1>(p, out, full) };
+                full += HALF_BLOCK_24;
+            }
+        } else {
+            while n - full >= HALF_BLOCK_40 {
+                unsafe { half_block::<HALF_BLOCK_40, 2>(p, out, full) };
+                full += HALF_BLOCK_40;
+            }
+        }
     }
     // A layer of 17 to 24 output channels: two outputs' channels past 16 share a vector
     // (see `pairs`), where that is faster than masked lanes.

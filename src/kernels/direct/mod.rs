@@ -40,6 +40,8 @@ mod blocks_avx2;
 mod blocks_neon;
 mod epilogue;
 #[cfg(target_arch = "x86_64")]
+mod half;
+#[cfg(target_arch = "x86_64")]
 mod joined;
 mod layer;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -50,6 +52,8 @@ mod pairs;
 mod passes;
 #[cfg(target_arch = "x86_64")]
 mod prefetch;
+#[cfg(target_arch = "x86_64")]
+mod probe;
 #[cfg(target_arch = "x86_64")]
 mod row_blocks;
 

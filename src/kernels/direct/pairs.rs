@@ -11,11 +11,12 @@
 //! both halves. 18 multiply-adds and 6 blends a term instead of 24 multiply-adds. Each
 //! output is still summed term by term in the same order: the same bits.
 
-use super::blocks::{masked_block, vector_masks, Pass};
+use super::blocks::{vector_masks, Pass};
 use super::epilogue::finish_block;
 use super::prefetch::{next_block_inputs, prefetch_block_io};
+#[cfg(not(test))]
+use super::probe::{faster, masked_24, BlockFn};
 use super::{panel_of, Filters, PANEL};
-use super::{Epilogue, Geom};
 #[cfg(not(test))]
 use crate::kernels::isa::Isa;
 
@@ -47,7 +48,13 @@ fn pairs_pay() -> bool {
     {
         static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         // SAFETY: the probe runs only where the tier is supported.
-        *PAY.get_or_init(|| Isa::current() == Isa::Avx512 && unsafe { probe_pairs() })
+        *PAY.get_or_init(|| {
+            let (pairs, masked) = (
+                (pair_block as BlockFn, PAIR_BLOCK),
+                (masked_24 as BlockFn, 12),
+            );
+            Isa::current() == Isa::Avx512 && unsafe { faster(24, pairs, masked) }
+        })
     }
 }
 
@@ -55,63 +62,6 @@ fn pairs_pay() -> bool {
 thread_local! {
     /// Unit tests: this thread's calls run masked blocks where they would take pairs.
     pub(super) static NO_PAIRS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Times pair blocks against masked 12 x 2 blocks on a 1 x 1 layer of 32 -> 24 channels over
-/// 96 outputs (12 KB of input, in L1), alternating, and keeps the best of each: true when the
-/// pairs are at least 3 % faster.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg_attr(test, allow(dead_code))]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn probe_pairs() -> bool {
-    const C_IN: usize = 32;
-    const N: usize = 8 * PAIR_BLOCK;
-    let g = Geom::pointwise(C_IN, 24, (1, N));
-    let win: Vec<f32> = (0..N * C_IN).map(|i| (i % 7) as f32 * 0.25).collect();
-    let weights: Vec<f32> = (0..C_IN * 24).map(|i| (i % 5) as f32 * 0.5).collect();
-    let mut out = vec![0.0f32; N * 24];
-    let p = Pass {
-        g: &g,
-        win: &win,
-        f: Filters::Panels {
-            weights: &weights,
-            width: 24,
-        },
-        kys: (0, 1),
-        terms: None,
-        first: true,
-        last: false,
-        e: Epilogue::NONE,
-        prefetch: std::ptr::null(),
-    };
-    let masks = vector_masks(24);
-    let o = out.as_mut_ptr();
-    let time = |pairs: bool| {
-        let t = std::time::Instant::now();
-        for _ in 0..64 {
-            for j0 in (0..N).step_by(PAIR_BLOCK) {
-                // SAFETY: every block lies inside the `N` outputs and 24 channels above,
-                // and the window holds all the inputs they read.
-                unsafe {
-                    if pairs {
-                        pair_block(p, o, j0)
-                    } else {
-                        masked_block(p, o, j0, masks)
-                    }
-                }
-            }
-        }
-        std::hint::black_box(o);
-        t.elapsed()
-    };
-    let (mut best_pairs, mut best_masked) = (std::time::Duration::MAX, std::time::Duration::MAX);
-    for _ in 0..5 {
-        best_pairs = best_pairs.min(time(true));
-        best_masked = best_masked.min(time(false));
-    }
-    best_pairs.as_secs_f64() < 0.97 * best_masked.as_secs_f64()
 }
 
 /// [`PAIR_BLOCK`] outputs from `j0`, every output channel (17 to 24), summed over the pass's

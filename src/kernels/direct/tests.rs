@@ -151,6 +151,10 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         (40, 17, 1, (5, 7)),
         (40, 20, 3, (4, 8)),
         (300, 24, 3, (5, 6)),
+        // 40 channels: half blocks of 8 outputs (2 vectors and 8 channels), in passes of
+        // terms too.
+        (300, 40, 3, (5, 6)),
+        (96, 40, 1, (3, 7)),
     ] {
         let taps = k * k;
         assert_eq!(
@@ -213,11 +217,15 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             for e in [Epilogue::NONE, e] {
                 let mut want = b.clone();
                 unsafe { conv_generic(&g, &win, f, e, &mut want) };
-                // Every tier, and AVX-512 also without its pair blocks (17 to 24 channels
-                // then run masked blocks of 12 x 2 vectors).
-                let tiers = Isa::available().into_iter().map(|isa| (isa, false));
-                let unpaired = tiers.clone().filter(|&(isa, _)| isa == Isa::Avx512);
-                for (isa, no_pairs) in tiers.chain(unpaired.map(|(isa, _)| (isa, true))) {
+                // Every tier, and AVX-512 also without its half blocks (24 channels then
+                // run pair blocks) and without both (17 to 24 channels then run masked
+                // blocks of 12 x 2 vectors, 40 blocks of 8 x 3).
+                let tiers = Isa::available()
+                    .into_iter()
+                    .map(|isa| (isa, (false, false)));
+                let avx512 = tiers.clone().filter(|&(isa, _)| isa == Isa::Avx512);
+                let plain = avx512.flat_map(|(isa, _)| [(isa, (true, false)), (isa, (true, true))]);
+                for (isa, (no_half, no_pairs)) in tiers.chain(plain) {
                     let width = panel_width(isa);
                     let tier_panels = weights_panels(&weights, c_in, c_out, taps, width);
                     let f = Filters::Panels {
@@ -225,18 +233,15 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
                         width,
                     };
                     #[cfg(target_arch = "x86_64")]
-                    super::pairs::NO_PAIRS.with(|off| off.set(no_pairs));
+                    set_plain_blocks(no_half, no_pairs);
                     let got = run_on(isa, &g, &win, f, e, &b);
                     #[cfg(target_arch = "x86_64")]
-                    super::pairs::NO_PAIRS.with(|off| off.set(false));
+                    set_plain_blocks(false, false);
+                    let (half, pairs) = (!no_half, !no_pairs);
                     let what = format!(
-                        "case {c_in} -> {c_out}, kernel rows {kys:?} columns {kxs:?}, {}{}",
-                        if e.is_none() {
-                            "no epilogue"
-                        } else {
-                            "epilogue"
-                        },
-                        if no_pairs { ", no pair blocks" } else { "" }
+                        "case {c_in} -> {c_out}, kernel rows {kys:?} columns {kxs:?}, \
+                         epilogue {}, half blocks {half}, pair blocks {pairs}",
+                        !e.is_none()
                     );
                     assert_tier_result(isa, &got, &want, &what);
                 }
@@ -583,4 +588,11 @@ fn every_memory_order_and_split_gives_the_nchw_bits_over_geometries() {
             }
         }
     }
+}
+
+/// This thread's AVX-512 calls run without half blocks, and without pair blocks.
+#[cfg(target_arch = "x86_64")]
+fn set_plain_blocks(no_half: bool, no_pairs: bool) {
+    super::half::NO_HALF.with(|off| off.set(no_half));
+    super::pairs::NO_PAIRS.with(|off| off.set(no_pairs));
 }
