@@ -44,6 +44,10 @@ pub struct DirectScratch {
     bands: Vec<Vec<f32>>,
 }
 
+/// Pixels per part below which a pointwise layer's parts split its output channels, not its
+/// pixels: one register block of outputs (see `channel_split`).
+const FEW_PIXELS: usize = 6;
+
 impl DirectConv {
     /// Whether the direct kernel can run `p` (one group, no dilation) and is the better
     /// choice. With pixel-major input and output it runs the shared models' spatial
@@ -164,6 +168,13 @@ impl DirectConv {
         let (oh, ow) = p.out_hw(h, w);
         let n = oh * ow * p.c_out;
         let per = oh.div_ceil(parts.max(1)).max(1);
+        // One pixel in and out (squeeze-excitation's layers) is the same memory in either
+        // layout, and a pixel-major output can split its channels.
+        let io = if (h * w, oh * ow) == (1, 1) {
+            IoLayout::NHWC
+        } else {
+            io
+        };
         if io.output_nhwc {
             if let Some(starts) = self.channel_split((h, w), parts) {
                 let e = self.epilogue(residual);
@@ -281,9 +292,14 @@ impl DirectConv {
         let oh = p.out_hw(h, w).0;
         // Parts start on multiples of the widest panel, so on a panel of every tier.
         let panels = p.c_out / PANEL;
-        // A pointwise layer's parts split pixels, not rows (see `split_shape`).
+        // A pointwise layer's parts split pixels, not rows (see `split_shape`), unless it has
+        // fewer pixels than a block of outputs per part: squeeze-excitation's 1x1 layers on
+        // one pixel (960 -> 240 in MobileNetV3) ran on one core, 1.2x slower than alone
+        // (the input on the other core), where parts of the channels stream half the
+        // filters each.
+        let few_pixels = p.is_pointwise() && oh * p.out_hw(h, w).1 < FEW_PIXELS * parts;
         let uneven_rows = !p.is_pointwise() && !oh.is_multiple_of(parts);
-        if parts < 2 || panels < parts || !uneven_rows {
+        if parts < 2 || panels < parts || !(uneven_rows || few_pixels) {
             return None;
         }
         // Part `k` starts at `k * c_out / parts`, rounded to the nearest panel.

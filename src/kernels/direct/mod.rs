@@ -485,4 +485,6 @@ pub fn weights_tap_major(weights: &[f32], c_in: usize, c_out: usize, taps: usize
 #[cfg(test)]
 mod epilogue_tests;
 #[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod tests;
