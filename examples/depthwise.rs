@@ -26,6 +26,13 @@ fn main() {
         (384, 3, 1, 14),
         (576, 3, 1, 14),
         (240, 3, 2, 30),
+        // MobileNetV3's channel counts 8 past a multiple of 16, next to their neighbours.
+        (64, 3, 1, 56),
+        (72, 3, 1, 56),
+        (80, 3, 1, 56),
+        (72, 5, 2, 56),
+        (120, 5, 1, 28),
+        (128, 5, 1, 28),
     ] {
         // `DEPTHWISE_ONLY=96,3,2,112` times one shape (for a profiler).
         if let Ok(only) = std::env::var("DEPTHWISE_ONLY") {
