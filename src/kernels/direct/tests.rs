@@ -155,6 +155,8 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
         // terms too.
         (300, 40, 3, (5, 6)),
         (96, 40, 1, (3, 7)),
+        // 33 to 48 channels: blocks of 6 x 3 vectors finished in registers.
+        (16, 36, 1, (5, 7)),
     ] {
         let taps = k * k;
         assert_eq!(
