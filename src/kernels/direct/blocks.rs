@@ -240,7 +240,7 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
     }
     // A layer of 17 to 24 output channels: two outputs' channels past 16 share a vector
     // (see `pairs`), where that is faster than masked lanes.
-    if PANELS && wide == 0 && takes_pairs(g.c_out, &p.f) {
+    if PANELS && wide == 0 && n - full >= PAIR_BLOCK && takes_pairs(g.c_out, &p.f) {
         while n - full >= PAIR_BLOCK {
             // SAFETY: forwarded from the caller; the block stays inside `n` and `c_out`.
             unsafe { pair_block(p, out, full) };

@@ -5,20 +5,17 @@
 //! vector's upper lanes still cost a whole 512-bit multiply-add; on a CPU that runs AVX-512
 //! on 256-bit units (Zen 4) a 256-bit multiply-add costs half of one, so a term of 12 outputs
 //! costs 18 multiply-adds' time instead of 24. Where 512-bit units run both widths at the
-//! same rate it gains nothing, so [`half_pays`] times it once per process. Each output is
-//! summed term by term in the same order as the other blocks: the same bits.
+//! same rate it costs nothing (the same instructions, one for one). Each output is summed
+//! term by term in the same order as the other blocks: the same bits.
 //!
 //! On the Zen 4 (`examples/one_conv`, 1x1 layers): 144 -> 24 at 60 x 60 310 -> 256 us,
 //! 96 -> 24 208 -> 172, 144 -> 40 at 30 x 30 117 -> 94, 240 -> 40 190 -> 154.
 
 use super::blocks::{vector_masks, Pass};
 use super::epilogue::finish_sums;
-use super::prefetch::{next_block_inputs, prefetch_block_io};
-#[cfg(not(test))]
-use super::probe::{faster, masked_24, BlockFn};
-use super::{panel_of, Filters, PANEL};
-#[cfg(not(test))]
-use crate::kernels::isa::Isa;
+use super::panel_terms::PanelTerms;
+use super::prefetch::prefetch_block_io;
+use super::Filters;
 
 /// Outputs a half block computes for 24 channels (one 512-bit vector and the tail: 24
 /// accumulators), and for 40 (two and the tail).
@@ -26,15 +23,17 @@ pub(super) const HALF_BLOCK_24: usize = 12;
 pub(super) const HALF_BLOCK_40: usize = 8;
 
 /// Whether a call of `c_out` output channels on filters `f` runs half blocks: panel filters
-/// of 24 or 40 channels, on a CPU where they are faster.
+/// of 24 or 40 channels (see [`half_pays`]).
 pub(super) fn takes_half(c_out: usize, f: &Filters) -> bool {
     matches!(f, Filters::Panels { .. }) && matches!(c_out, 24 | 40) && half_pays()
 }
 
-/// Whether half blocks run faster on this CPU than masked 512-bit lanes (12 x 2 vector
-/// blocks of 24 channels), timed once per process (see [`super::probe`]). Both give the same
-/// bits. The unit tests take half blocks unless they turn them off on their thread
-/// ([`NO_HALF`]), so that every kind of block runs.
+/// Whether half blocks run: always on the AVX-512 tier, but in unit tests that turn them off
+/// on their thread ([`NO_HALF`], so that the masked and pair blocks run too). They issue the
+/// masked blocks' instructions, one for one, with a 256-bit multiply-add and load where the
+/// masked block has a 512-bit one with 8 lanes off, so no CPU runs them slower. (Timed
+/// against the masked blocks once per process, as the pair blocks are, one process in 15-20
+/// kept the masked blocks on this VM: in its slow spells the two ran within 3 %.)
 fn half_pays() -> bool {
     #[cfg(test)]
     {
@@ -42,13 +41,7 @@ fn half_pays() -> bool {
     }
     #[cfg(not(test))]
     {
-        static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *PAY.get_or_init(|| {
-            let half = (half_block::<HALF_BLOCK_24, 1> as BlockFn, HALF_BLOCK_24);
-            let masked = (masked_24 as BlockFn, 12);
-            // SAFETY: the probe runs only where the tier is supported.
-            Isa::current() == Isa::Avx512 && unsafe { faster(24, half, masked) }
-        })
+        true
     }
 }
 
@@ -73,9 +66,6 @@ pub(super) unsafe fn half_block<const MR: usize, const NZ: usize>(
 ) {
     use std::arch::x86_64::*;
     let g = p.g;
-    let Filters::Panels { weights, .. } = p.f else {
-        unreachable!("half blocks run panel filters")
-    };
     debug_assert_eq!(g.c_out, 16 * NZ + 8);
     let at = g.out_offsets::<MR>(j0);
     let mut acc = [[_mm512_setzero_ps(); NZ]; MR];
@@ -88,24 +78,13 @@ pub(super) unsafe fn half_block<const MR: usize, const NZ: usize>(
             tail[i] = _mm256_loadu_ps(out.add(at[i] + 16 * NZ));
         }
     }
-    let wp = p.win.as_ptr();
-    let origin: [usize; MR] = g.in_offsets::<MR>(j0);
-    let terms = g.kw * g.c_in;
-    let (base, width, _) = panel_of(g, PANEL, 0);
-    let w_panel = weights.as_ptr().add(base);
-    let (t0, t1) = p.terms.unwrap_or((0, terms));
-    // A 1x1 layer's next block's inputs, a line per term (see `next_block_inputs`).
-    let next_in = next_block_inputs(p, j0, MR);
+    let pt = PanelTerms::<MR>::new(p, j0);
     for ky in p.kys.0..p.kys.1 {
         prefetch_block_io::<MR, 2>(p, out, &at, 0, ky);
-        let row_in = ky * g.win_w * g.c_in;
-        let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
-        let w0 = w_panel.add(ky * terms * width);
-        for t in t0..t1 {
-            if !next_in.is_null() {
-                _mm_prefetch::<_MM_HINT_T0>(next_in.wrapping_add((t - t0) * 16).cast());
-            }
-            let w = w0.add(t * width);
+        let (a, w0) = pt.row(ky);
+        for t in pt.t0..pt.t1 {
+            pt.prefetch_next(t);
+            let w = w0.add(t * pt.width);
             let wz: [__m512; NZ] = std::array::from_fn(|v| _mm512_loadu_ps(w.add(16 * v)));
             let wy = _mm256_loadu_ps(w.add(16 * NZ));
             for i in 0..MR {

@@ -49,6 +49,8 @@ mod narrow;
 mod padding;
 #[cfg(target_arch = "x86_64")]
 mod pairs;
+#[cfg(target_arch = "x86_64")]
+mod panel_terms;
 mod passes;
 #[cfg(target_arch = "x86_64")]
 mod prefetch;

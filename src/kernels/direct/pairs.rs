@@ -13,10 +13,11 @@
 
 use super::blocks::{vector_masks, Pass};
 use super::epilogue::finish_block;
-use super::prefetch::{next_block_inputs, prefetch_block_io};
+use super::panel_terms::PanelTerms;
+use super::prefetch::prefetch_block_io;
 #[cfg(not(test))]
 use super::probe::{faster, masked_24, BlockFn};
-use super::{panel_of, Filters, PANEL};
+use super::Filters;
 #[cfg(not(test))]
 use crate::kernels::isa::Isa;
 
@@ -77,9 +78,6 @@ pub(super) unsafe fn pair_block(p: Pass, out: *mut f32, j0: usize) {
     use std::arch::x86_64::*;
     const MR: usize = PAIR_BLOCK;
     let g = p.g;
-    let Filters::Panels { weights, .. } = p.f else {
-        unreachable!("pair blocks run panel filters")
-    };
     let tail = g.c_out - 16;
     // The tail's lanes for the first output of a pair, and for the second.
     let low: u16 = (1 << tail) - 1;
@@ -98,24 +96,13 @@ pub(super) unsafe fn pair_block(p: Pass, out: *mut f32, j0: usize) {
             *x = _mm512_mask_loadu_ps(first, high, out.add(second(j)));
         }
     }
-    let wp = p.win.as_ptr();
-    let origin: [usize; MR] = g.in_offsets::<MR>(j0);
-    let terms = g.kw * g.c_in;
-    let (base, width, _) = panel_of(g, PANEL, 0);
-    let w_panel = weights.as_ptr().add(base);
-    let (t0, t1) = p.terms.unwrap_or((0, terms));
-    // A 1x1 layer's next block's inputs, a line per term (see `next_block_inputs`).
-    let next_in = next_block_inputs(p, j0, MR);
+    let pt = PanelTerms::<MR>::new(p, j0);
     for ky in p.kys.0..p.kys.1 {
         prefetch_block_io::<MR, 2>(p, out, &at, 0, ky);
-        let row_in = ky * g.win_w * g.c_in;
-        let a: [*const f32; MR] = std::array::from_fn(|i| wp.add(origin[i] + row_in));
-        let w0 = w_panel.add(ky * terms * width);
-        for t in t0..t1 {
-            if !next_in.is_null() {
-                _mm_prefetch::<_MM_HINT_T0>(next_in.wrapping_add((t - t0) * 16).cast());
-            }
-            let w = w0.add(t * width);
+        let (a, w0) = pt.row(ky);
+        for t in pt.t0..pt.t1 {
+            pt.prefetch_next(t);
+            let w = w0.add(t * pt.width);
             let head = _mm512_loadu_ps(w);
             // Channels 16.. in lanes 0-7, repeated in lanes 8-15.
             let rest = _mm512_maskz_loadu_ps(low, w.add(16));
