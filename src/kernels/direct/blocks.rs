@@ -209,8 +209,8 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
         }
         return;
     }
-    // A layer of 24 or 40 output channels: the last 8 in 256-bit vectors (see `half`),
-    // where that is faster than masked lanes.
+    // A layer of 24 or 40 output channels: the last 8 in 256-bit vectors, not masked
+    // 512-bit lanes (see `half`).
     if PANELS && wide == 0 && takes_half(g.c_out, &p.f) {
         // SAFETY (both loops): forwarded from the caller; the blocks stay inside `n`.
         if g.c_out == 24 {
