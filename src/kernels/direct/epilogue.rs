@@ -19,8 +19,9 @@ pub struct Epilogue<'a> {
 /// is compiled once per activation with no branch inside ([`with_lanes`] picks the type).
 #[cfg(target_arch = "x86_64")]
 pub(super) trait Lanes {
-    /// False for [`lanes::Deferred`]: the block stores its sums as they are, and
-    /// `finish_block` finishes them from L1 (the blocks whose callers choose no activation).
+    /// False for [`lanes::Deferred`]: the block finishes its sums outside its loop, from
+    /// the stack ([`finish_sums`]) or, in HASTE's patches, from its stored output
+    /// ([`finish_block`]).
     const IN_REGISTERS: bool = true;
 
     /// # Safety
@@ -49,8 +50,8 @@ pub(super) mod lanes {
         }
     }
 
-    /// No activation chosen by the caller: a block's last pass stores its sums and
-    /// `finish_block` reads them back for the whole epilogue.
+    /// No activation chosen by the caller: the block's epilogue runs in a function of its
+    /// own (see [`Lanes::IN_REGISTERS`]).
     pub struct Deferred;
 
     impl Lanes for Deferred {
@@ -179,9 +180,9 @@ impl Epilogue<'_> {
     }
 }
 
-/// The epilogue of a block just stored (still in L1), for the pair blocks. Kept out of the
-/// blocks: its constants, hoisted into their loops, would push the 24 accumulators out of
-/// registers.
+/// The epilogue of a block just stored (still in L1): the pair blocks' and HASTE's patches'.
+/// Kept out of the blocks: its constants, hoisted into their loops, would push the 24
+/// accumulators out of registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[inline(never)]

@@ -289,7 +289,7 @@ impl DirectConv {
     /// than equal shares of the pixels: 115-160 against 108-110 us on two cores.)
     fn channel_split(&self, (h, w): (usize, usize), parts: usize) -> Option<Vec<usize>> {
         let p = &self.params;
-        let oh = p.out_hw(h, w).0;
+        let (oh, ow) = p.out_hw(h, w);
         // Parts start on multiples of the widest panel, so on a panel of every tier.
         let panels = p.c_out / PANEL;
         // A pointwise layer's parts split pixels, not rows (see `split_shape`), unless it has
@@ -297,7 +297,7 @@ impl DirectConv {
         // one pixel (960 -> 240 in MobileNetV3) ran on one core, 1.2x slower than alone
         // (the input on the other core), where parts of the channels stream half the
         // filters each.
-        let few_pixels = p.is_pointwise() && oh * p.out_hw(h, w).1 < FEW_PIXELS * parts;
+        let few_pixels = p.is_pointwise() && oh * ow < FEW_PIXELS * parts;
         let uneven_rows = !p.is_pointwise() && !oh.is_multiple_of(parts);
         if parts < 2 || panels < parts || !(uneven_rows || few_pixels) {
             return None;
