@@ -2,7 +2,8 @@
 //! `cargo run --release --example one_conv -- C_IN C_OUT K STRIDE SIDE [nchw]` (`nchw`: a planar
 //! input, as the network's image; `par2`: split over two threads; `cold`: each run on
 //! another of 16 inputs and outputs, as a layer in a network reads its input from L3 or
-//! memory; `relu6`: a bias and ReLU6 in the epilogue).
+//! memory; `relu6`: a bias and ReLU6 in the epilogue; `res`: a residual added in the
+//! epilogue, cycled with the outputs under `cold`).
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -33,14 +34,21 @@ fn main() {
         residual: None,
     };
     let d = DirectConv::new(&op).expect("one group, no dilation");
+    // `COPIES` sets how many under `cold` (4 of a large layer's stay in L3).
     let copies = if std::env::args().any(|a| a == "cold") {
-        16
+        std::env::var("COPIES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(16)
     } else {
         1
     };
     let xs = vec![vec![0.5f32; ci * hw * hw]; copies];
     let (oh, ow) = p.out_hw(hw, hw);
     let mut outs = vec![vec![0.0; co * oh * ow]; copies];
+    let residuals = std::env::args()
+        .any(|a| a == "res")
+        .then(|| vec![vec![0.25f32; co * oh * ow]; copies]);
     let mut scratch = DirectScratch::default();
     let io = IoLayout {
         input_nhwc: !std::env::args().any(|a| a == "nchw"),
@@ -66,10 +74,11 @@ fn main() {
                 .unwrap_or(3.0)
         {
             let (x, out) = (&xs[runs % copies], &mut outs[runs % copies]);
+            let r = residuals.as_ref().map(|r| &r[runs % copies][..]);
             if parts > 1 {
-                d.forward_parallel(x, (hw, hw), out, &mut scratch, io, parts, None);
+                d.forward_parallel(x, (hw, hw), out, &mut scratch, io, parts, r);
             } else {
-                d.forward(x, (hw, hw), out, &mut scratch, io, None);
+                d.forward(x, (hw, hw), out, &mut scratch, io, r);
             }
             runs += 1;
         }
