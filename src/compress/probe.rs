@@ -25,6 +25,12 @@ pub(super) struct ErrorProbe {
 #[derive(Default)]
 struct DenseOutput(Vec<f32>);
 
+impl crate::kernels::ScratchBytes for DenseOutput {
+    fn scratch_bytes(&self) -> u64 {
+        crate::kernels::buffer_bytes(&self.0)
+    }
+}
+
 impl ErrorProbe {
     /// The `build` variant of `op` (the `layer_index`-th convolution) inside a probe.
     pub(super) fn build(

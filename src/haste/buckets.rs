@@ -127,6 +127,15 @@ impl Buckets {
         self.set_inv_sizes();
     }
 
+    /// Bytes its buffers hold.
+    pub fn bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes as b;
+        let ints = [&self.bucket_of, &self.members, &self.starts, &self.slots];
+        let ints: u64 = ints.into_iter().map(b).sum();
+        let floats = b(&self.inv_sizes) + b(&self.reciprocals);
+        ints + floats + b(&self.bucket_keys) + b(&self.kept_channels)
+    }
+
     fn set_inv_sizes(&mut self) {
         // `1 / k` for every possible size, computed once per channel count (a division per
         // bucket would cost more than the grouping itself).

@@ -97,6 +97,17 @@ pub struct HasteScratch {
     zero_bits: Vec<u32>,
 }
 
+impl crate::kernels::ScratchBytes for HasteScratch {
+    fn scratch_bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes as b;
+        let patches: u64 = self.band.iter().map(MergedPatch::bytes).sum();
+        let images = b(&self.hwc) + b(&self.ohwc) + self.hash.bytes();
+        let band = b(&self.band) + patches + self.windows.bytes() + self.wm.bytes();
+        let rest = self.rows.bytes() + b(&self.zero) + b(&self.zero_bits);
+        images + band + rest
+    }
+}
+
 impl HasteConv {
     /// `layer_index` feeds the per-layer seed. `weights` OIHW `[c_out, c_in, kh, kw]`, `bias`
     /// `[c_out]`. Errors on groups != 1, dilation != 1, a bad config or mismatched lengths.

@@ -58,7 +58,20 @@ pub(super) struct RowTable(Vec<*const f32>);
 unsafe impl Send for RowTable {}
 unsafe impl Sync for RowTable {}
 
+impl RowTable {
+    /// Bytes it holds.
+    pub(super) fn bytes(&self) -> u64 {
+        crate::kernels::buffer_bytes(&self.0)
+    }
+}
+
 impl MergedPatch {
+    /// Bytes its buffers hold.
+    pub(super) fn bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes as b;
+        self.buckets.bytes() + b(&self.first) + b(&self.multi)
+    }
+
     /// Copies the patch's window out of the pixel-major image `hwc` (width `w`) into a frame
     /// of the hyperplanes' window size `frame` (see [`Window::copy_window_scanning`]; the
     /// frame past an edge patch's window is not written): what the hash reads (with the

@@ -27,6 +27,11 @@ impl std::fmt::Debug for AlignedFloats {
 }
 
 impl AlignedFloats {
+    /// Bytes it holds (its capacity).
+    pub fn bytes(&self) -> u64 {
+        crate::kernels::buffer_bytes(&self.lines)
+    }
+
     /// Grows the buffer to at least `n` floats (new ones zero; never shrinks, so steady state
     /// does not allocate).
     pub fn grow(&mut self, n: usize) {

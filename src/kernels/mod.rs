@@ -54,7 +54,8 @@ pub mod reference;
 pub mod shuffle;
 
 pub use convolution::{
-    scale_image_into, scale_input, ConvBatch, ConvJob, ConvKernel, DenseConv, Scratch, Scratches,
+    buffer_bytes, scale_image_into, scale_input, ConvBatch, ConvJob, ConvKernel, DenseConv,
+    Scratch, ScratchBytes, Scratches,
 };
 
 /// Grows `v` to at least `n` elements (never shrinks, so steady state does not allocate).

@@ -39,6 +39,12 @@ fn handed<'a>(job: ConvJob<'a>, takes_scale: bool, buf: &'a mut Vec<f32>) -> Con
 #[derive(Default)]
 struct ScaledInput(Vec<f32>);
 
+impl crate::kernels::ScratchBytes for ScaledInput {
+    fn scratch_bytes(&self) -> u64 {
+        crate::kernels::buffer_bytes(&self.0)
+    }
+}
+
 /// The scaled-input buffer of `scratch`, taken out of it (put it back with [`put_scaled`]).
 fn take_scaled(scratch: &mut Scratch) -> Vec<f32> {
     std::mem::take(&mut scratch.get::<ScaledInput>().0)

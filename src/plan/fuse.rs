@@ -35,6 +35,12 @@ struct Band {
     end: usize,
 }
 
+impl crate::kernels::ScratchBytes for Band {
+    fn scratch_bytes(&self) -> u64 {
+        crate::kernels::buffer_bytes(&self.rows)
+    }
+}
+
 /// The convolution after an expansion: depthwise, reading bands of image rows, or grouped,
 /// reading bands of zero-padded rows.
 #[derive(Clone, Copy)]

@@ -10,6 +10,7 @@
 use super::Plan;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::kernels::ScratchBytes;
 use crate::ops::{ConstData, Op};
 use serde::Serialize;
 
@@ -76,7 +77,7 @@ pub struct MemoryPlan {
     pub activations: u64,
     /// One image's activation buffers per worker thread.
     pub workspaces: u64,
-    /// The im2col scratch.
+    /// The kernels' scratch buffers: each worker thread's and the shared one.
     pub scratch: u64,
 }
 
@@ -202,16 +203,24 @@ impl Plan {
             })
             .sum();
         let operands: u64 = self.consts.iter().map(|(_, v)| f32_bytes(v.len())).sum();
-        let workspaces = self
+        let workers: Vec<_> = self
             .workspaces
             .iter()
             .filter_map(|w| w.lock().ok())
+            .collect();
+        let workspaces = workers
+            .iter()
             .map(|w| w.slots.iter().map(|s| f32_bytes(s.capacity())).sum::<u64>())
             .sum();
-        let scratch = self
-            .shared
-            .lock()
-            .map_or(0, |s| f32_bytes(s.col.capacity()));
+        // Each worker's kernel scratch and the shared one, as large as the runs so far made
+        // them (before the first run, nothing): HASTE's windows and merged filter rows, the
+        // padded images of the dense kernels.
+        let shared = self.shared.lock().map_or(0, |s| s.scratch_bytes());
+        let scratch = shared
+            + workers
+                .iter()
+                .map(|w| w.scratch.scratch_bytes())
+                .sum::<u64>();
         MemoryPlan {
             weights: graph_weight_bytes(&self.graph) + operands + copies,
             activations: self.slots.iter().map(|s| f32_bytes(s.capacity())).sum(),

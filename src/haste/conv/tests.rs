@@ -542,3 +542,28 @@ fn skipped_channels_belong_to_no_bucket() {
     assert_eq!((b.skipped(), b.order().len()), (2, 4));
     assert!(!b.all_singletons());
 }
+
+/// A thread's scratch counts what HASTE's buffers hold once a forward pass has grown them:
+/// at least the image's pixel-major copy and the patches' windows.
+#[test]
+fn the_scratch_counts_haste_buffers() {
+    use crate::kernels::{Scratch, ScratchBytes};
+    let (c, side) = (32, 12);
+    let p = Conv2dParams::new(c, 64, 3, 3).with_pads([1; 4]);
+    let wts: Vec<f32> = (0..c * 64 * 9).map(|i| (i % 7) as f32 - 3.0).collect();
+    let x: Vec<f32> = (0..c * side * side).map(|i| (i % 5) as f32).collect();
+    let cfg = HasteConfig {
+        hyperplanes: 6,
+        tile: 4,
+        ..HasteConfig::default()
+    };
+    let conv = HasteConv::new(p, &wts, None, &cfg, 0).unwrap();
+    let mut scratch = Scratch::default();
+    assert_eq!(scratch.scratch_bytes(), 0);
+    let mut out = vec![0.0; 64 * side * side];
+    let s = scratch.get::<HasteScratch>();
+    conv.forward(&x, side, side, &mut out, s, &mut LayerStats::default());
+    let image = (c * side * side * 4) as u64;
+    let window = (c * 6 * 6 * 4) as u64;
+    assert!(scratch.scratch_bytes() >= image + window);
+}

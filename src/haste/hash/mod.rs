@@ -68,6 +68,23 @@ pub struct HashScratch {
 }
 
 impl HashScratch {
+    /// Bytes its buffers hold.
+    pub fn bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes as b;
+        let floats = [
+            &self.z,
+            &self.acc,
+            &self.norm2,
+            &self.proj,
+            &self.thresholds,
+        ];
+        let floats: u64 = floats.into_iter().map(b).sum();
+        let ints = b(&self.codes) + b(&self.pos) + b(&self.lists);
+        floats + ints + b(&self.window) + b(&self.keys)
+    }
+}
+
+impl HashScratch {
     /// Grows the buffers for `c_in` channels over windows of `d` pixels.
     pub fn reserve(&mut self, c_in: usize, d: usize) {
         grow(&mut self.z, c_in * d);

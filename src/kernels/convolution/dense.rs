@@ -26,6 +26,12 @@ pub struct DenseConv {
 #[derive(Default)]
 struct ScaledWeights(Option<DirectConv>);
 
+impl crate::kernels::ScratchBytes for ScaledWeights {
+    fn scratch_bytes(&self) -> u64 {
+        self.0.as_ref().map_or(0, DirectConv::weight_bytes)
+    }
+}
+
 impl DenseConv {
     pub fn new(op: &ConvOp) -> DenseConv {
         let direct = if DirectConv::suits(&op.params) {

@@ -181,6 +181,22 @@ pub trait Scratches: Sync {
     fn with_shared(&self, f: &mut dyn FnMut(&mut Scratch));
 }
 
+/// The heap bytes a scratch value holds (its buffers' capacities), so that a plan's memory
+/// counts its kernels' scratch ([`crate::plan::Plan::memory`]).
+pub trait ScratchBytes {
+    fn scratch_bytes(&self) -> u64;
+}
+
+/// Bytes of a buffer's capacity.
+pub fn buffer_bytes<T>(v: &Vec<T>) -> u64 {
+    (v.capacity() * std::mem::size_of::<T>()) as u64
+}
+
+/// A value a kernel keeps in a [`Scratch`] ([`Scratch::get`]).
+pub trait ScratchPart: Any + Send + ScratchBytes {}
+
+impl<T: Any + Send + ScratchBytes> ScratchPart for T {}
+
 /// A thread's reusable buffers: the dense kernels' own, plus one value of each type other
 /// kernels ask for ([`Scratch::get`]). Grown on first use, then reused: a steady-state run
 /// does not allocate.
@@ -193,20 +209,34 @@ pub struct Scratch {
     pub grouped: GroupedScratch,
     /// An NCHW result on its way to a pixel-major output.
     pub nchw: Vec<f32>,
-    others: Vec<Box<dyn Any + Send>>,
+    others: Vec<Box<dyn ScratchPart>>,
+}
+
+impl ScratchBytes for Scratch {
+    fn scratch_bytes(&self) -> u64 {
+        let own = buffer_bytes(&self.col) + buffer_bytes(&self.nchw);
+        let kernels = self.direct.scratch_bytes()
+            + self.depthwise.scratch_bytes()
+            + self.grouped.scratch_bytes();
+        own + kernels + self.others.iter().map(|o| o.scratch_bytes()).sum::<u64>()
+    }
 }
 
 impl Scratch {
     /// This scratch's value of type `T` (created on first use).
-    pub fn get<T: Any + Send + Default>(&mut self) -> &mut T {
-        let at = match self.others.iter().position(|b| b.is::<T>()) {
+    pub fn get<T: ScratchPart + Default>(&mut self) -> &mut T {
+        let at = match self
+            .others
+            .iter()
+            .position(|b| (&**b as &dyn Any).is::<T>())
+        {
             Some(i) => i,
             None => {
                 self.others.push(Box::<T>::default());
                 self.others.len() - 1
             }
         };
-        self.others[at]
+        (&mut *self.others[at] as &mut dyn Any)
             .downcast_mut::<T>()
             .expect("the value at `at` has type T")
     }

@@ -111,6 +111,13 @@ pub struct DepthwiseScratch {
     residual: Vec<f32>,
 }
 
+impl crate::kernels::ScratchBytes for DepthwiseScratch {
+    fn scratch_bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes;
+        buffer_bytes(&self.input) + buffer_bytes(&self.output) + buffer_bytes(&self.residual)
+    }
+}
+
 impl DepthwiseConv {
     /// Whether `p` is a depthwise convolution this kernel runs: one group per channel, one
     /// output per channel, no dilation.

@@ -44,6 +44,14 @@ pub struct DirectScratch {
     bands: Vec<Vec<f32>>,
 }
 
+impl crate::kernels::ScratchBytes for DirectScratch {
+    fn scratch_bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes;
+        let bands: u64 = self.bands.iter().map(buffer_bytes).sum();
+        buffer_bytes(&self.padded) + buffer_bytes(&self.out) + buffer_bytes(&self.bands) + bands
+    }
+}
+
 /// Pixels per part below which a pointwise layer's parts split its output channels, not its
 /// pixels: one register block of outputs (see `channel_split`).
 const FEW_PIXELS: usize = 6;
@@ -84,6 +92,12 @@ impl DirectConv {
             activation: op.activation,
             residual: op.residual,
         })
+    }
+
+    /// Bytes of its re-laid weights and bias.
+    pub fn weight_bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes;
+        buffer_bytes(&self.panels) + self.bias.as_ref().map_or(0, buffer_bytes)
     }
 
     pub fn params(&self) -> &Conv2dParams {

@@ -45,6 +45,13 @@ pub struct GroupedScratch {
     residual: Vec<f32>,
 }
 
+impl crate::kernels::ScratchBytes for GroupedScratch {
+    fn scratch_bytes(&self) -> u64 {
+        use crate::kernels::buffer_bytes;
+        buffer_bytes(&self.padded) + buffer_bytes(&self.output) + buffer_bytes(&self.residual)
+    }
+}
+
 /// Runs `$body` with `$co` bound to the group width `$cog` as a constant.
 macro_rules! with_group_width {
     ($cog:expr, $co:ident => $body:expr) => {
