@@ -82,9 +82,7 @@ impl HashScratch {
         let ints = b(&self.codes) + b(&self.pos) + b(&self.lists);
         floats + ints + b(&self.window) + b(&self.keys)
     }
-}
 
-impl HashScratch {
     /// Grows the buffers for `c_in` channels over windows of `d` pixels.
     pub fn reserve(&mut self, c_in: usize, d: usize) {
         grow(&mut self.z, c_in * d);
