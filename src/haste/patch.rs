@@ -77,7 +77,8 @@ impl MergedPatch {
     /// frame past an edge patch's window is not written): what the hash reads (with the
     /// terms of the window's extent), and what [`Self::merge_input`] then merges in place.
     /// `bits` gets each channel's or-ed bits; true when every value is finite.
-    /// The band's window buffer `windows` grows to hold it, from `self.at`.
+    /// The band's window buffer `windows` grows to hold it, from `self.at`. `isa`: the
+    /// caller's tier.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn copy_window(
@@ -89,6 +90,7 @@ impl MergedPatch {
         frame: (usize, usize),
         windows: &mut AlignedFloats,
         bits: &mut Vec<u32>,
+        isa: Isa,
     ) -> bool {
         self.win_w = frame.1;
         self.live = Live {
@@ -98,7 +100,7 @@ impl MergedPatch {
         self.len = frame.0 * frame.1 * c_in;
         windows.grow(self.at + self.len);
         let mwin = &mut windows[self.at..][..self.len];
-        win.copy_window_scanning(hwc, w, c_in, frame.1, mwin, bits)
+        win.copy_window_scanning(hwc, w, c_in, frame.1, mwin, bits, isa)
     }
 
     /// The window copied by [`Self::copy_window`] into `windows`.

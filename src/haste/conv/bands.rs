@@ -130,7 +130,7 @@ impl HasteConv {
         timer.lap(|t| &mut t.bookkeeping);
         let bits = &mut s.zero_bits;
         let windows = &mut s.windows;
-        let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits);
+        let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits, isa);
         timer.lap(|t| &mut t.window_copy);
         let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
         let extent = (win.h, win.w);
