@@ -101,7 +101,7 @@ impl Window {
     /// whether every value is finite. As separate passes over the copy, these two cost 0.3
     /// cycles per channel and window pixel on ResNet-18's HASTE layers, more than the copy.
     /// `isa` is the tier the caller is compiled for: AVX-512's 32 vector registers hold the
-    /// scan of 128 channels, fewer would spill it.
+    /// scan of 128 or 256 channels (8 or 16 blocks and their maximum), fewer would spill it.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn copy_window_scanning(
@@ -141,6 +141,7 @@ impl Window {
             48 => copy_scanning_narrow::<3>(hwc, dst, rows, span, bits),
             64 => copy_scanning_narrow::<4>(hwc, dst, rows, span, bits),
             128 if isa == Isa::Avx512 => copy_scanning_narrow::<8>(hwc, dst, rows, span, bits),
+            256 if isa == Isa::Avx512 => copy_scanning_narrow::<16>(hwc, dst, rows, span, bits),
             _ => copy_scanning(hwc, dst, rows, span, c, bits),
         };
         largest < 0xff00_0000
@@ -164,8 +165,8 @@ const SCAN_BLOCK: usize = 16;
 
 /// [`copy_scanning`] for `16 * NB` channels: every channel's or in registers over the whole
 /// window, and the copy in the same loop (a row of a narrow window is a few hundred bytes,
-/// where a call to copy it cost more than the copy; 128 channels' rows, copied whole by
-/// `memmove` and then scanned, took 1.5x as long alone on AVX-512).
+/// where a call to copy it cost more than the copy; on AVX-512, 128 and 256 channels' rows
+/// copied whole by `memmove` and then scanned took 1.3-1.6x as long, hot in cache).
 #[inline(always)]
 fn copy_scanning_narrow<const NB: usize>(
     src: &[f32],
@@ -272,9 +273,10 @@ mod tests {
             groups: 1,
         };
         let (h, w) = (9, 7);
-        for (c, isa) in [3, 16, 32, 35, 48, 64, 80, 128, 128]
+        let tiers = [Isa::current(); 8].into_iter().chain([Isa::Avx512; 2]);
+        for (c, isa) in [3, 16, 32, 35, 48, 64, 80, 128, 128, 256]
             .into_iter()
-            .zip([Isa::current(); 8].into_iter().chain([Isa::Avx512]))
+            .zip(tiers)
         {
             for poison in [None, Some(f32::NAN), Some(f32::INFINITY)] {
                 // Channel 1 is zero everywhere (some -0), channel 2 only near the corner.
