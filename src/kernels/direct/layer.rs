@@ -1,6 +1,7 @@
 //! The dense convolution layer on the direct kernel: pads an image (or reads it in place),
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
+use super::DirectScratch;
 use super::{conv_live_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, Live, PANEL};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
@@ -31,25 +32,6 @@ struct Bands<'a> {
     per: usize,
     nhwc: bool,
     residual: Option<&'a [f32]>,
-}
-
-/// Per-thread buffers of [`DirectConv`], grown on first use and then reused.
-#[derive(Clone, Debug, Default)]
-pub struct DirectScratch {
-    /// Zero-padded pixel-major input `[hp][wp][c_in]`.
-    padded: Vec<f32>,
-    /// Pixel-major output `[oh][ow][c_out]`.
-    out: Vec<f32>,
-    /// Per part of [`DirectConv::forward_parallel`]: the padded input rows that part reads.
-    bands: Vec<Vec<f32>>,
-}
-
-impl crate::kernels::ScratchBytes for DirectScratch {
-    fn scratch_bytes(&self) -> u64 {
-        use crate::kernels::buffer_bytes;
-        let bands: u64 = self.bands.iter().map(buffer_bytes).sum();
-        buffer_bytes(&self.padded) + buffer_bytes(&self.out) + buffer_bytes(&self.bands) + bands
-    }
 }
 
 /// Pixels per part below which a pointwise layer's parts split its output channels, not its

@@ -30,7 +30,8 @@
 //! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch);
 //! `blocks_avx2` the AVX2 ones;
 //! `epilogue` what happens to a finished output (bias, residual, activation); `layer` the
-//! dense convolution layer that pads an image and splits it over threads.
+//! dense convolution layer that pads an image and splits it over threads (`scratch` its
+//! per-thread buffers).
 
 #[cfg(target_arch = "x86_64")]
 mod blocks;
@@ -58,10 +59,12 @@ mod prefetch;
 mod probe;
 #[cfg(target_arch = "x86_64")]
 mod row_blocks;
+mod scratch;
 
 pub use epilogue::Epilogue;
-pub use layer::{DirectConv, DirectScratch};
+pub use layer::DirectConv;
 pub use padding::{conv_live_at_on, conv_live_on, Live};
+pub use scratch::DirectScratch;
 
 use crate::kernels::isa::{Fused, Isa, MulAdd, Unfused};
 
