@@ -10,7 +10,7 @@ use haste::haste::merge::{merge_filter_rows, merge_filters, merge_input, merge_i
 use haste::haste::steps::StepTimer;
 use haste::haste::window::Window;
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, HyperplaneKind, LayerStats};
-use haste::kernels::direct::{conv_on as patch_gemm, Epilogue, Filters, Geom as PatchGeom};
+use haste::kernels::direct::{conv_on as patch_gemm, Epilogue, Filters, Geom as PatchGeom, Sums};
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::gemm::sgemm;
 use haste::kernels::im2col::conv2d_image;
@@ -325,6 +325,7 @@ fn haste_fused_patch_kernel(b: Bencher, &(c, hw): &(usize, usize)) {
         pw: 4,
         out_w: 4,
         out_stride: c,
+        sums: Sums::WHOLE,
     };
     let mut out = vec![0.0; 16 * c];
     let filters = Filters::Rows {

@@ -10,7 +10,7 @@
 //! at the start of the bank or spread over it as real partitions leave them (a third from a
 //! separate buffer of summed rows): what scattered rows cost the kernel. Best of 7 rounds.
 use haste::kernels::direct::{
-    conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, PANEL,
+    conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, Sums, PANEL,
 };
 use haste::kernels::isa::Isa;
 use haste::kernels::layout::IoLayout;
@@ -187,6 +187,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
                     pw: tile,
                     out_w: side_in,
                     out_stride: c,
+                    sums: Sums::WHOLE,
                 };
                 let f = Filters::Rows {
                     first: &first,

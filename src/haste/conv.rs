@@ -69,6 +69,9 @@ pub struct HasteConv {
     pub(super) wt: AlignedFloats,
     pub(super) panel: usize,
     bias: Option<Vec<f32>>,
+    /// Whether a band runs each filter panel one kernel row at a time (see
+    /// `conv/bands.rs`).
+    row_passes: bool,
     force_singletons: bool,
     /// Time every step into the stats ([`Self::set_profile_steps`]).
     profile_steps: bool,
@@ -177,6 +180,7 @@ impl HasteConv {
             wt,
             panel,
             bias: bias.map(|b| b.to_vec()),
+            row_passes: bands::takes_row_passes(&params, panel),
             force_singletons: false,
             profile_steps: false,
         })
@@ -343,5 +347,7 @@ impl HasteConv {
 
 mod bands;
 mod calls;
+#[cfg(test)]
+mod row_pass_tests;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use super::merge::{average_buckets_in_place, merge_filter_rows};
 use super::steps::StepTimer;
 use super::window::Window;
 use crate::kernels::aligned::AlignedFloats;
-use crate::kernels::direct::{self, Epilogue, Filters, Geom, Live};
+use crate::kernels::direct::{self, Epilogue, Filters, Geom, Live, Sums};
 use crate::kernels::isa::Isa;
 
 /// One patch, hashed and its input merged: what its reduced convolution reads.
@@ -127,10 +127,12 @@ impl MergedPatch {
         average_buckets_in_place(c_in, win, self.win_w, b, m, mwin);
     }
 
-    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), written into
+    /// The patch's outputs for filter panel `q` (output channels `q * panel..`), or, with
+    /// `ky`, that kernel row's part of them (the calls of the rows before it ran: see
+    /// [`direct::conv_live_row_at_on`]), written into
     /// `band_out`, the band's pixel-major output (starting at output row `row0`, `out.stride`
     /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
-    /// panel are summed just before, while the panel is in cache. `ahead` is what the kernel
+    /// panel (of this kernel row's taps) are summed just before, while they are in cache. `ahead` is what the kernel
     /// prefetches while it computes (see [`Filters::Rows`]). `epilogue` finishes the outputs
     /// (its bias this panel's, its residual laid out as `band_out`). `windows` holds the
     /// merged window.
@@ -139,7 +141,7 @@ impl MergedPatch {
     pub(super) fn convolve(
         &mut self,
         conv: &HasteConv,
-        q: usize,
+        (q, ky): (usize, Option<usize>),
         (row0, ow): (usize, usize),
         (wm, rows, windows): (&mut AlignedFloats, &mut RowTable, &[f32]),
         (band_out, out, epilogue): (&mut [f32], OutPanels, Epilogue),
@@ -152,7 +154,12 @@ impl MergedPatch {
         let panel_len = taps * c_in * panel;
         let wt_panel = &conv.wt[q * panel_len..][..panel_len];
         wm.grow(taps * c_in * panel);
-        merge_filter_rows(wt_panel, c_in, panel, taps, &self.buckets, &self.multi, wm);
+        // The taps summed: one kernel row's, or all.
+        let (t0, t1) = ky.map_or((0, taps), |ky| (ky * p.kw, (ky + 1) * p.kw));
+        let tap_rows = t0 * c_in * panel..t1 * c_in * panel;
+        let (merged, buckets) = (&mut wm[tap_rows.clone()], &self.buckets);
+        let wt_taps = &wt_panel[tap_rows];
+        merge_filter_rows(wt_taps, c_in, panel, t1 - t0, buckets, &self.multi, merged);
         timer.lap(|t| &mut t.filter_merge);
         // Singletons read this panel of the layer's weights, merged buckets their sums (both
         // with the panel's tap stride).
@@ -180,6 +187,7 @@ impl MergedPatch {
             pw: self.pw,
             out_w: ow,
             out_stride: out.stride,
+            sums: Sums::WHOLE,
         };
         let filters = Filters::Rows {
             first: &self.first,
@@ -200,7 +208,16 @@ impl MergedPatch {
         // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
         let (win, live) = (self.window(windows), self.live);
-        unsafe { direct::conv_live_on(isa, &geom, win, live, filters, epilogue, out) };
+        assert!(geom.fits(out.len()));
+        let (g, o) = (&geom, out.as_mut_ptr());
+        unsafe {
+            match ky {
+                Some(ky) => {
+                    direct::conv_live_row_at_on(isa, g, win, live, ky, filters, epilogue, o)
+                }
+                None => direct::conv_live_at_on(isa, g, win, live, filters, epilogue, o),
+            }
+        };
         timer.lap(|t| &mut t.kernel);
     }
 }

@@ -16,6 +16,7 @@ use crate::haste::steps::StepTimer;
 use crate::haste::window::{zero_channels, Window};
 use crate::kernels::direct::Epilogue;
 use crate::kernels::isa::Isa;
+use crate::ops::Conv2dParams;
 
 /// One image of a call: its pixel-major input `[h][w][c_in]`, its outputs (the call's output
 /// rows, `width` floats a pixel) and the residual they add, laid out as `out`.
@@ -29,6 +30,23 @@ pub(super) struct ImageRows<'a> {
 /// merged first, then every filter panel runs over all of them, so the larger the band, the
 /// fewer times a wide layer's filters are read, while the windows stay in L2.
 const BAND_WINDOW_BYTES: usize = 256 * 1024;
+
+/// Whether a layer's bands run each filter panel one kernel row at a time
+/// ([`MergedPatch::convolve`] with a row): when a panel (`kh * kw * c_in * panel` floats)
+/// is more than half the L2, it does not stay there while the band's patches read it, each
+/// merging its buckets' rows and reading its singletons' (1.2 MB at 512 input channels). A
+/// kernel row's third of it does, so the band reads it from L3 once. ResNet-18 (L = 14,
+/// batch 8, one thread, four rounds each way): the filter merge of the 512 -> 512 layers at
+/// 7 x 7 took 10-22 cycles per channel and window pixel, 8.2-9.8 in row passes (it then
+/// streams from L2); 256 -> 512 3.5-4.5 against 2.0; 256 -> 256 1.1-3.0 against 0.9-2.5;
+/// the network's filter merge 1.14-1.41 against 0.96-1.11, about 1 % of its HASTE time.
+/// Bands of fewer windows, so that they stay in L2 beside the row, made it slower: the row
+/// came from L3 for fewer patches.
+pub(super) fn takes_row_passes(p: &Conv2dParams, panel: usize) -> bool {
+    let panel_bytes = p.kh * p.kw * p.c_in * panel * std::mem::size_of::<f32>();
+    let l2 = crate::kernels::cache::l2_bytes_or_default() as usize;
+    p.kh > 1 && panel_bytes > l2 / 2
+}
 
 impl HasteConv {
     /// Output rows `rows` of every image in `images` (all `hw` in size), filter panels
@@ -104,6 +122,13 @@ impl HasteConv {
         } else {
             (bank.min(l2) as usize).max(BAND_WINDOW_BYTES)
         }
+    }
+
+    /// Runs each filter panel one kernel row at a time (`on`) or whole, whatever
+    /// [`takes_row_passes`] chose: the same bits either way.
+    #[cfg(test)]
+    pub(in crate::haste) fn set_row_passes(&mut self, on: bool) {
+        self.row_passes = on;
     }
 
     /// Steps 1-4 of one patch (its window at `patch`'s place in the image `hwc`): copy,
@@ -239,16 +264,29 @@ impl HasteConv {
                 },
                 None => Epilogue::NONE,
             };
-            for (i, patch) in band.iter_mut().enumerate() {
-                let image = &mut images[patch.image];
-                let epilogue = Epilogue {
-                    residual: part.finish.and(image.residual),
-                    ..epilogue
+            let passes = if self.row_passes { p.kh } else { 1 };
+            for ky in (0..passes).map(|k| self.row_passes.then_some(k)) {
+                // What the next call reads: the next kernel row of this panel, or the next
+                // panel (its first row).
+                let ahead = match ky {
+                    Some(ky) if ky + 1 < p.kh => {
+                        let row = panel_len / p.kh;
+                        &self.wt[q * panel_len + (ky + 1) * row..][..row]
+                    }
+                    Some(_) => &next[..next.len() / p.kh],
+                    None => next,
                 };
-                let bufs = (&mut s.wm, &mut s.rows, &s.windows[..]);
-                let ahead = &next[next.len() * i / n..next.len() * (i + 1) / n];
-                let out = (&mut *image.out, to, epilogue);
-                patch.convolve(self, q, (row0, ow), bufs, out, ahead, isa, timer);
+                for (i, patch) in band.iter_mut().enumerate() {
+                    let image = &mut images[patch.image];
+                    let epilogue = Epilogue {
+                        residual: part.finish.and(image.residual),
+                        ..epilogue
+                    };
+                    let bufs = (&mut s.wm, &mut s.rows, &s.windows[..]);
+                    let ahead = &ahead[ahead.len() * i / n..ahead.len() * (i + 1) / n];
+                    let out = (&mut *image.out, to, epilogue);
+                    patch.convolve(self, (q, ky), (row0, ow), bufs, out, ahead, isa, timer);
+                }
             }
         }
     }

@@ -31,6 +31,10 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
             "the AVX-512 kernel reads panels of {PANEL} channels"
         );
     }
+    assert!(
+        g.sums == super::Sums::WHOLE || matches!(f, Filters::Rows { .. }),
+        "only row filters continue sums from one call to the next"
+    );
     let passes = wide_group_passes(g, f);
     let count = passes.len();
     for (k, (kys, terms)) in passes.into_iter().enumerate() {
@@ -40,8 +44,8 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
             f,
             kys,
             terms,
-            first: k == 0,
-            last: k + 1 == count,
+            first: k == 0 && g.sums.start,
+            last: k + 1 == count && g.sums.finish,
             e,
             prefetch: std::ptr::null(),
         };

@@ -2,7 +2,9 @@
 //! splits it over threads by output rows or channels, and applies the epilogue.
 
 use super::DirectScratch;
-use super::{conv_live_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, Live, PANEL};
+use super::{
+    conv_live_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, Live, Sums, PANEL,
+};
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::kernels::{grow, SharedOut};
@@ -406,6 +408,7 @@ impl DirectConv {
             pw: ow,
             out_w: ow,
             out_stride: p.c_out,
+            sums: Sums::WHOLE,
         }
     }
 

@@ -63,7 +63,7 @@ mod scratch;
 
 pub use epilogue::Epilogue;
 pub use layer::DirectConv;
-pub use padding::{conv_live_at_on, conv_live_on, Live};
+pub use padding::{conv_live_at_on, conv_live_on, conv_live_row_at_on, Live};
 pub use scratch::DirectScratch;
 
 use crate::kernels::isa::{Fused, Isa, MulAdd, Unfused};
@@ -95,6 +95,28 @@ pub struct Geom {
     /// one slice of the image's channels).
     pub out_w: usize,
     pub out_stride: usize,
+    /// Whether the call starts its outputs' sums and finishes them: [`Sums::WHOLE`] but for
+    /// a sum split by kernel rows over several calls ([`conv_live_row_at_on`]).
+    pub sums: Sums,
+}
+
+/// The part of its outputs' sums a call computes. A sum split over several calls, in the
+/// order (tap, channel), keeps its bits: the partial sums wait in the outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sums {
+    /// The call starts the sums from zero (else it adds to the partial sums its outputs
+    /// hold).
+    pub start: bool,
+    /// The call ends them: the epilogue runs (else its outputs keep the partial sums).
+    pub finish: bool,
+}
+
+impl Sums {
+    /// The whole sum in one call.
+    pub const WHOLE: Sums = Sums {
+        start: true,
+        finish: true,
+    };
 }
 
 impl Geom {
@@ -114,6 +136,7 @@ impl Geom {
             pw,
             out_w: pw,
             out_stride: c_out,
+            sums: Sums::WHOLE,
         }
     }
 
@@ -129,7 +152,7 @@ impl Geom {
     }
 
     /// Whether an output buffer of `len` floats holds every output of the call.
-    fn fits(&self, len: usize) -> bool {
+    pub fn fits(&self, len: usize) -> bool {
         let n = self.ph * self.pw;
         n == 0 || len >= self.opix(n - 1) + self.c_out
     }
@@ -283,7 +306,9 @@ unsafe fn generic_at<M: MulAdd>(g: &Geom, win: &[f32], f: Filters, e: Epilogue, 
         for j in 0..n {
             // SAFETY: the caller gives these floats to this call.
             let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), width) };
-            o.fill(0.0);
+            if g.sums.start {
+                o.fill(0.0);
+            }
             // Row filters sum every kernel column (see `Geom::kxs`).
             let kxs = match f {
                 Filters::Rows { .. } => (0, g.kw),
@@ -322,7 +347,9 @@ unsafe fn generic_at<M: MulAdd>(g: &Geom, win: &[f32], f: Filters, e: Epilogue, 
                     }
                 }
             }
-            e.apply(co0, g.opix(j) + co0, o);
+            if g.sums.finish {
+                e.apply(co0, g.opix(j) + co0, o);
+            }
         }
     }
 }
@@ -349,7 +376,12 @@ unsafe fn panel_lanes_at<M: MulAdd>(
     let taps = g.kh * g.kw;
     let panel = &weights[base..][..taps * g.c_in * GENERIC_LANES];
     for j in 0..g.ph * g.pw {
+        // SAFETY: the caller gives these floats to this call.
+        let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), GENERIC_LANES) };
         let mut acc = [0.0f32; GENERIC_LANES];
+        if !g.sums.start {
+            acc.copy_from_slice(o);
+        }
         for ky in g.kys.0..g.kys.1 {
             for kx in g.kxs.0..g.kxs.1 {
                 let kk = ky * g.kw + kx;
@@ -362,10 +394,10 @@ unsafe fn panel_lanes_at<M: MulAdd>(
                 }
             }
         }
-        // SAFETY: the caller gives these floats to this call.
-        let o = unsafe { std::slice::from_raw_parts_mut(out.add(g.opix(j) + co0), GENERIC_LANES) };
         o.copy_from_slice(&acc);
-        e.apply(co0, g.opix(j) + co0, o);
+        if g.sums.finish {
+            e.apply(co0, g.opix(j) + co0, o);
+        }
     }
 }
 

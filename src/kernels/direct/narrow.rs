@@ -49,7 +49,8 @@ macro_rules! narrow_tier {
             let passes = narrow_group_passes(g, f);
             let count = passes.len();
             for (k, (kys, terms)) in passes.into_iter().enumerate() {
-                let p = Pass { g, win, f, kys, terms, first: k == 0, last: k + 1 == count, e };
+                let (first, last) = (k == 0 && g.sums.start, k + 1 == count && g.sums.finish);
+                let p = Pass { g, win, f, kys, terms, first, last, e };
                 // SAFETY: forwarded from the caller.
                 unsafe { channel_groups::<$mr, $nv>(p, out) }
             }

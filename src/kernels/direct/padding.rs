@@ -8,7 +8,7 @@
 //! sums keep their bits: a sum that starts at +0 is never -0, so adding the zero products
 //! changed nothing.
 
-use super::{conv_at_on, Epilogue, Filters, Geom};
+use super::{conv_at_on, Epilogue, Filters, Geom, Sums};
 use crate::kernels::isa::Isa;
 
 /// The window rows and columns that hold the image (the others are zero padding).
@@ -177,6 +177,79 @@ pub unsafe fn conv_live_at_on(
             // their outputs.
             unsafe { conv_at_on(isa, &part, &win[at_in..], f, e, out.add(at_out)) };
         }
+    }
+}
+
+/// Kernel row `ky` of a call on row filters whose sum runs one kernel row per call, rows in
+/// order (HASTE's wide layers: a row's filters for one panel, read by every patch of a band,
+/// stay in L2 where a whole panel would not). Each output adds the row's taps when it reads
+/// the image through them ([`live_taps`]); the call of its first such row starts its sum,
+/// that of its last finishes it (the epilogue). One call per run of output rows alike in
+/// that; `f`'s `ahead` goes with the largest. `g.kys` is every row, `(0, kh)`.
+///
+/// # Safety
+/// As [`conv_live_at_on`]; the calls of the rows before `ky` ran on the same outputs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv_live_row_at_on(
+    isa: Isa,
+    g: &Geom,
+    win: &[f32],
+    live: Live,
+    ky: usize,
+    f: Filters,
+    e: Epilogue,
+    out: *mut f32,
+) {
+    assert!(g.kys == (0, g.kh) && ky < g.kh && g.sums == Sums::WHOLE);
+    // What this call does to output row `r`: nothing, or (starts, finishes) its sum.
+    let part = |r: usize| {
+        let (lo, hi) = live_taps(r, g.sh, live.rows, g.kys);
+        (lo..hi).contains(&ky).then_some((ky == lo, ky + 1 == hi))
+    };
+    let run_end = |r: usize| (r + 1..g.ph).find(|&q| part(q) != part(r)).unwrap_or(g.ph);
+    let mut largest = (0, 0);
+    let mut r = 0;
+    while r < g.ph {
+        let end = run_end(r);
+        if part(r).is_some() && end - r > largest.1 - largest.0 {
+            largest = (r, end);
+        }
+        r = end;
+    }
+    let mut r = 0;
+    while r < g.ph {
+        let end = run_end(r);
+        if let Some((start, finish)) = part(r) {
+            let f = match f {
+                Filters::Rows {
+                    first,
+                    rows,
+                    tap_stride,
+                    ..
+                } if (r, end) != largest => Filters::Rows {
+                    first,
+                    rows,
+                    tap_stride,
+                    ahead: &[],
+                },
+                _ => f,
+            };
+            let run = Geom {
+                kys: (ky, ky + 1),
+                ph: end - r,
+                sums: Sums { start, finish },
+                ..*g
+            };
+            let at_in = r * g.sh * g.win_w * g.c_in;
+            let at_out = r * g.out_w * g.out_stride;
+            let e = Epilogue {
+                residual: e.residual.map(|res| &res[at_out..]),
+                ..e
+            };
+            // SAFETY: output rows `r..end` of the call: their window pixels and outputs.
+            unsafe { conv_at_on(isa, &run, &win[at_in..], f, e, out.add(at_out)) };
+        }
+        r = end;
     }
 }
 

@@ -86,6 +86,7 @@ fn every_tier_matches_generic_bitwise() {
                     pw,
                     out_w: pw + 1,
                     out_stride: c_out,
+                    sums: Sums::WHOLE,
                 };
                 let zeros = vec![0.0; ph * (pw + 1) * c_out];
                 let f = Filters::Rows {
@@ -188,6 +189,7 @@ fn panels_split_by_kernel_rows_match_generic_and_reference() {
             pw: ow,
             out_w: ow,
             out_stride: c_out,
+            sums: Sums::WHOLE,
         };
         // The reference in the AVX-512 kernel's panels; each tier in its own.
         let panels = weights_panels(&weights, c_in, c_out, taps, PANEL);
