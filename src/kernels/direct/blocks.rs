@@ -459,6 +459,11 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool, A: Lanes>(
                 let row_terms = g.kw * nb;
                 let (t0, t1) = p.terms.unwrap_or((0, row_terms));
                 for ky in p.kys.0..p.kys.1 {
+                    // As the panel blocks: a patch's outputs and residual are lines of the
+                    // image that left the cache. ResNet-18 (L = 14, batch 8, one thread, three
+                    // rounds alternated): the kernel 19.1-19.7 -> 18.9-19.0 cycles per
+                    // channel and window pixel, its layers with a residual 4-8 % faster.
+                    prefetch_block_io::<MR, NV>(p, op, &at, co0, ky);
                     let pf_row = p.prefetch.wrapping_add((ky - p.kys.0) * (t1 - t0) * 16);
                     for kx in t0 / nb.max(1)..g.kw {
                         let (b0, b1) = (t0.max(kx * nb) - kx * nb, t1.min((kx + 1) * nb));
