@@ -16,31 +16,28 @@
 mod block;
 mod packing;
 
-/// [`DepthwiseConv::rows`] on a vector tier: `$lanes` channels a block, `$wide` pixels
-/// (`$wide_s1` with stride 1 across; 8 and then 4 at a row's end).
+/// [`DepthwiseConv::rows`] on a vector tier: `$lanes` channels a block, `$wide` pixels (4 at a
+/// row's end).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! tier_rows {
-    ($(#[$doc:meta])* $name:ident, $feat:literal, $tier:ident, $lanes:literal, $wide:literal, $wide_s1:literal) => {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $tier:ident, $lanes:literal, $wide:literal) => {
         $(#[$doc])*
         #[target_feature(enable = $feat)]
         unsafe fn $name(&self, image: Image, rows: Range<usize>, out: &mut [f32], r: Option<&[f32]>) {
             macro_rules! go {
-                ($kw:literal, $s:literal) => {{
-                    const P: usize = if $s == 1 { $wide_s1 } else { $wide };
-                    self.rows_impl::<$lanes, P>(image, rows, out, r, |x, at, o| {
+                ($kw:literal, $s:literal) => {
+                    self.rows_impl::<$lanes, $wide>(image, rows, out, r, |x, at, o| {
                         // SAFETY: this function runs only where the tier does.
                         unsafe {
                             match (at.pixels, at.packed) {
                                 (..=4, false) => block::$tier::block::<$kw, $s, 4>(self, x, at, o),
-                                (..=8, false) if P > 8 => block::$tier::block::<$kw, $s, 8>(self, x, at, o),
-                                (_, false) => block::$tier::block::<$kw, $s, P>(self, x, at, o),
+                                (_, false) => block::$tier::block::<$kw, $s, $wide>(self, x, at, o),
                                 (..=4, true) => block::$tier::block_packed::<$kw, $s, 4>(self, x, at, o),
-                                (..=8, true) if P > 8 => block::$tier::block_packed::<$kw, $s, 8>(self, x, at, o),
-                                (_, true) => block::$tier::block_packed::<$kw, $s, P>(self, x, at, o),
+                                (_, true) => block::$tier::block_packed::<$kw, $s, $wide>(self, x, at, o),
                             }
                         }
                     })
-                }};
+                };
             }
             by_shape!(self.params, go, self.rows_by_pixel::<Fused>(image, rows, out, r))
         }
@@ -282,7 +279,7 @@ impl DepthwiseConv {
     tier_rows!(
         /// One register of channels x 8 pixels (4 at a row's end): 8 chains of sums, the
         /// weights of a kernel row and the input column in 32 registers.
-        rows_avx512, "avx512f,fma", avx512, 16, 8, 8
+        rows_avx512, "avx512f,fma", avx512, 16, 8
     );
 
     #[cfg(target_arch = "x86_64")]
@@ -290,13 +287,13 @@ impl DepthwiseConv {
         /// One register x 4 pixels: with a kernel row of weights and the masks of the
         /// columns, within the 16 registers (8 pixels spilled: 3x3 stride 2 and 7x7 images
         /// ran slower than 4, measured with HASTE_ISA=avx2 by `--example depthwise`).
-        rows_avx2, "avx2,fma", avx2, 8, 4, 4
+        rows_avx2, "avx2,fma", avx2, 8, 4
     );
 
     #[cfg(target_arch = "aarch64")]
     tier_rows!(
         /// One register of 4 channels x 8 pixels (4 at a row's end).
-        rows_neon, "neon", neon, 4, 8, 8
+        rows_neon, "neon", neon, 4, 8
     );
 
     /// The loops, inlined into each tier's copy above: every output row in blocks of
