@@ -1,6 +1,9 @@
 //! Time the depthwise kernel on the shapes of MobileNet/EfficientNet, one thread, pixel-major
 //! in and out, with and without SiLU: `cargo run --release --example depthwise` (`COLD=1`:
-//! the caches flushed between runs; `PAR2=1`: the rows in two halves on two threads).
+//! the caches flushed between runs by writing `FLUSH_MB` megabytes, 16 by default, 64 past a
+//! 32 MB L3; `WARM_INPUT=1` then reads the input again, so only the output is cold, as a
+//! layer's output slot in a network often is; `PAR2=1`: the rows in two halves on two
+//! threads).
 use haste::kernels::depthwise::DepthwiseConv;
 use haste::kernels::isa::Isa;
 use haste::ops::{Activation, Conv2dParams, ConvOp};
@@ -67,10 +70,14 @@ fn main() {
                 .collect();
             let mut out = vec![0.0; c * oh * ow];
             let mut best = f64::MAX;
-            // `COLD=1`: 16 MB written between runs, so the image and weights come from
-            // memory, as in a network whose other layers evicted them.
+            // `COLD=1`: `FLUSH_MB` (16) MB written between runs, so the image and weights
+            // come from further out, as in a network whose other layers evicted them.
+            let flush_mb = std::env::var("FLUSH_MB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(16);
             let mut flush = if std::env::var("COLD").is_ok() {
-                vec![0.0f32; 4 << 20]
+                vec![0.0f32; flush_mb << 18]
             } else {
                 Vec::new()
             };
@@ -82,6 +89,9 @@ fn main() {
             };
             while start.elapsed().as_secs_f64() < seconds {
                 flush.iter_mut().for_each(|v| *v += 1.0);
+                if std::env::var("WARM_INPUT").is_ok() {
+                    std::hint::black_box(x.iter().sum::<f32>());
+                }
                 let t = Instant::now();
                 if std::env::var("PAR2").is_ok() {
                     // Two halves of the rows on two threads, as a batch-1 layer runs.

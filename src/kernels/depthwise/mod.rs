@@ -328,6 +328,7 @@ impl DepthwiseConv {
                 c0,
                 c1: if x.packed { (c0 + LANES).min(c) } else { c },
                 pixels: ow - ox,
+                next_row: ow * c,
                 residual: residual.map(|r| &r[(k * ow + ox) * c..][..(ow - ox) * c]),
             }
         };
@@ -471,6 +472,8 @@ pub(crate) struct BlockAt<'a> {
     c0: usize,
     c1: usize,
     pixels: usize,
+    /// Floats from an output pixel to the one below it.
+    next_row: usize,
     residual: Option<&'a [f32]>,
 }
 
