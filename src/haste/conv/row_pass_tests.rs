@@ -77,3 +77,48 @@ fn kernel_row_passes_give_the_bits_of_whole_panels() {
         }
     }
 }
+
+/// A part of the panels (a worker's share of an image at batch 1) in row passes gives the
+/// whole image's bits for those channels.
+#[test]
+fn a_part_of_the_panels_in_row_passes_is_the_whole_images() {
+    let (mut conv, x, _) = layer(192, 1, 4);
+    let (oh, ow) = conv.params().out_hw(13, 11);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    conv.set_row_passes(false);
+    let (mut s, mut stats) = (HasteScratch::default(), LayerStats::default());
+    let mut whole = vec![f32::NAN; oh * ow * 192];
+    conv.forward_panels(&x, (13, 11), 0..3, &mut whole, &mut s, &mut stats, true);
+    conv.set_row_passes(true);
+    let mut part = vec![f32::NAN; oh * ow * 128];
+    conv.forward_panels(&x, (13, 11), 1..3, &mut part, &mut s, &mut stats, false);
+    let want: Vec<f32> = whole
+        .chunks_exact(192)
+        .flat_map(|px| px[64..].iter().copied())
+        .collect();
+    assert_eq!(bits(&part), bits(&want));
+}
+
+/// Two images in one call (their patches sharing bands) in row passes give the bits of
+/// whole panels.
+#[test]
+fn images_sharing_bands_in_row_passes_are_whole_panels() {
+    let (mut conv, x, residual) = layer(128, 1, 8);
+    let (oh, ow) = conv.params().out_hw(13, 11);
+    let x2: Vec<f32> = x.iter().chain(x.iter().rev()).copied().collect();
+    let r2: Vec<f32> = residual.iter().chain(&residual).copied().collect();
+    let finish = Finish {
+        residual: Some(&r2[..]),
+        activation: Activation::Relu,
+    };
+    let mut run = |rows: bool| {
+        conv.set_row_passes(rows);
+        let (mut s, mut stats) = (HasteScratch::default(), LayerStats::default());
+        let mut out = vec![f32::NAN; 2 * oh * ow * 128];
+        conv.forward_images_finished(&x2, (13, 11), 2, &mut out, &mut s, &mut stats, finish);
+        (out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), stats)
+    };
+    let (whole, rows) = (run(false), run(true));
+    assert!(whole.0 == rows.0, "other bits");
+    assert_eq!(whole.1, rows.1);
+}
