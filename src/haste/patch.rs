@@ -132,8 +132,9 @@ impl MergedPatch {
     /// [`direct::conv_live_row_at_on`]), written into
     /// `band_out`, the band's pixel-major output (starting at output row `row0`, `out.stride`
     /// floats a pixel, panel `out.first` at its first). The merged buckets' filters of this
-    /// panel (of this kernel row's taps) are summed just before, while they are in cache. `ahead` is what the kernel
-    /// prefetches while it computes (see [`Filters::Rows`]). `epilogue` finishes the outputs
+    /// panel (of this kernel row's taps) are summed just before, while they are in cache.
+    /// `ahead` is what the kernel prefetches while it computes (see [`Filters::Rows`]).
+    /// `epilogue` finishes the outputs
     /// (its bias this panel's, its residual laid out as `band_out`). `windows` holds the
     /// merged window.
     #[allow(clippy::too_many_arguments)]
@@ -201,15 +202,16 @@ impl MergedPatch {
             residual: epilogue.residual.map(|r| &r[at..]),
             ..epilogue
         };
-        // SAFETY: every row and its taps (`c_in * panel` apart) point at `panel` floats of
-        // panel `q` of `conv.wt` (a channel below `c_in`) or of `wm` (merged rows just
-        // written, `wm` as large as a panel), both unchanged until the kernel returns; `first[b] < c_in`; the
-        // merged window holds `win.h * win.w * c_in` values; `isa` is a tier the CPU
-        // supports (see `HasteConv::forward_on`).
         timer.lap(|t| &mut t.row_table);
         let (win, live) = (self.window(windows), self.live);
         assert!(geom.fits(out.len()));
         let (g, o) = (&geom, out.as_mut_ptr());
+        // SAFETY: every row and its taps (`c_in * panel` apart) point at `panel` floats of
+        // panel `q` of `conv.wt` (a channel below `c_in`) or of `wm` (merged rows just
+        // written, `wm` as large as a panel), both unchanged until the kernel returns;
+        // `first[b] < c_in`; the merged window holds `win.h * win.w * c_in` values; `out`
+        // holds every output (asserted); `isa` is a tier the CPU supports (see
+        // `HasteConv::forward_on`).
         unsafe {
             match ky {
                 Some(ky) => {

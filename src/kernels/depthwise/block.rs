@@ -179,59 +179,59 @@ macro_rules! tier {
             // One vector (a constant count, so no loop) when packed or partial.
             let vectors = if PACKED || !FULL { 1 } else { (c1 - c0) / LANES };
             for k in 0..vectors {
-            let c0 = c0 + k * LANES;
-            // Where the vector starts in a pixel of the input read.
-            let xc0 = if PACKED { 0 } else { c0 };
-            let mut acc = [zero(); P];
-            for ky in kys.clone() {
-                // The row in `hwc`, which starts at image row `row0`.
-                let iy = oy * p.stride.0 + ky - p.pads[0] - row0;
-                let wv: [V; KW] = std::array::from_fn(|kx| get((ky * KW + kx) * c + c0, wt));
-                unroll!((P - 1) * S + KW, q => {
-                    if PREFETCH > 0 {
-                        prefetch(x.wrapping_add((iy * w + column(q)) * xs + xc0 + PREFETCH * LANES));
+                let c0 = c0 + k * LANES;
+                // Where the vector starts in a pixel of the input read.
+                let xc0 = if PACKED { 0 } else { c0 };
+                let mut acc = [zero(); P];
+                for ky in kys.clone() {
+                    // The row in `hwc`, which starts at image row `row0`.
+                    let iy = oy * p.stride.0 + ky - p.pads[0] - row0;
+                    let wv: [V; KW] = std::array::from_fn(|kx| get((ky * KW + kx) * c + c0, wt));
+                    unroll!((P - 1) * S + KW, q => {
+                        if PREFETCH > 0 {
+                            prefetch(x.wrapping_add((iy * w + column(q)) * xs + xc0 + PREFETCH * LANES));
+                        }
+                        let mut xv = get((iy * w + column(q)) * xs + xc0, x);
+                        if !INSIDE {
+                            xv = keep(xv, within(q));
+                        }
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            // Pixel `j` reads column `q` under its tap `q - j * S`.
+                            if q >= j * S && q - j * S < KW {
+                                *a = fma(xv, wv[q - j * S], *a);
+                            }
+                        }
+                    });
+                }
+                let bias = dw.finish.bias.as_deref().map(|b| get(c0, b.as_ptr()));
+                for (j, a) in acc.iter().enumerate().take(n) {
+                    let mut v = *a;
+                    if let Some(b) = bias {
+                        v = add(v, b);
                     }
-                    let mut xv = get((iy * w + column(q)) * xs + xc0, x);
-                    if !INSIDE {
-                        xv = keep(xv, within(q));
+                    if let Some(r) = residual {
+                        v = add(v, get(j * c + c0, r.as_ptr()));
                     }
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        // Pixel `j` reads column `q` under its tap `q - j * S`.
-                        if q >= j * S && q - j * S < KW {
-                            *a = fma(xv, wv[q - j * S], *a);
+                    v = activate(activation, v);
+                    let o = out.as_mut_ptr();
+                    // SAFETY: inside the bounds asserted above.
+                    unsafe {
+                        if FULL {
+                            store(o.add(j * c + c0), v)
+                        } else {
+                            store_n(o.add(j * c + c0), m, v)
                         }
                     }
-                });
-            }
-            let bias = dw.finish.bias.as_deref().map(|b| get(c0, b.as_ptr()));
-            for (j, a) in acc.iter().enumerate().take(n) {
-                let mut v = *a;
-                if let Some(b) = bias {
-                    v = add(v, b);
+                    // The line below it, which the next row's block writes, into L2: a layer's
+                    // output often lands on memory no layer touched for a whole run, and each
+                    // store there waited for its line. `examples/depthwise`, one core, 32
+                    // channels at 112 x 112, the output out of L3 (`COLD=1 FLUSH_MB=64
+                    // WARM_INPUT=1`): 207-250 -> 173-180 us; in cache 135 -> 140. Networks
+                    // (two alternated rounds): MobileNetV2 and EfficientNet-Lite1 2-3 % faster
+                    // at batch 1 on one thread and at batch 8 on two, EfficientNet-B0 within
+                    // the noise. (Into L1 it saved less and cost more in cache: 185, 142.)
+                    prefetch_l2(o.wrapping_add(at.next_row + j * c + c0));
                 }
-                if let Some(r) = residual {
-                    v = add(v, get(j * c + c0, r.as_ptr()));
-                }
-                v = activate(activation, v);
-                let o = out.as_mut_ptr();
-                // SAFETY: inside the bounds asserted above.
-                unsafe {
-                    if FULL {
-                        store(o.add(j * c + c0), v)
-                    } else {
-                        store_n(o.add(j * c + c0), m, v)
-                    }
-                }
-                // The line below it, which the next row's block writes, into L2: a layer's
-                // output often lands on memory no layer touched for a whole run, and each
-                // store there waited for its line. `examples/depthwise`, one core, 32
-                // channels at 112 x 112, the output out of L3 (`COLD=1 FLUSH_MB=64
-                // WARM_INPUT=1`): 207-250 -> 173-180 us; in cache 135 -> 140. Networks
-                // (two alternated rounds): MobileNetV2 and EfficientNet-Lite1 2-3 % faster
-                // at batch 1 on one thread and at batch 8 on two, EfficientNet-B0 within
-                // the noise. (Into L1 it saved less and cost more in cache: 185, 142.)
-                prefetch_l2(o.wrapping_add(at.next_row + j * c + c0));
-            }
             }
             n
         }
