@@ -155,4 +155,56 @@ impl PixelFinish {
         };
         activation::apply(activation, o);
     }
+
+    /// The activation [`Self::apply_pixels`] applies with `residual`, and the residual it
+    /// adds.
+    fn parts<'a>(
+        &self,
+        residual: Option<&'a [f32]>,
+    ) -> (crate::ops::Activation, Option<&'a [f32]>) {
+        match (residual, self.residual) {
+            (Some(r), Some(after)) => (after, Some(r)),
+            _ => (self.activation, None),
+        }
+    }
+
+    /// Whether [`Self::finish_into`] applies the activation with `residual` (a
+    /// piecewise-linear one, inlined per few values); else [`Self::activate`] does, over a
+    /// run.
+    #[inline(always)]
+    pub(crate) fn activates_in_place(&self, residual: Option<&[f32]>) -> bool {
+        self.parts(residual).0.apply_piecewise_linear(&mut [])
+    }
+
+    /// Sums `sums` of channels `c0..c0 + N` of one pixel written into `o`, with what
+    /// [`Self::apply_pixels`] does to them (`residual`: the pixel's, all its channels; the
+    /// activation only when [`Self::activates_in_place`]), in the same order: the same bits,
+    /// the output written once while the sums are in registers or L1.
+    #[inline(always)]
+    pub(crate) fn finish_into<const N: usize>(
+        &self,
+        sums: &[f32; N],
+        c0: usize,
+        o: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        let mut v = *sums;
+        if let Some(b) = &self.bias {
+            v.iter_mut().zip(&b[c0..c0 + N]).for_each(|(v, b)| *v += b);
+        }
+        let (activation, residual) = self.parts(residual);
+        if let Some(r) = residual {
+            v.iter_mut().zip(&r[c0..c0 + N]).for_each(|(v, r)| *v += r);
+        }
+        activation.apply_piecewise_linear(&mut v);
+        o[..N].copy_from_slice(&v);
+    }
+
+    /// The activation of a run of pixels finished by [`Self::finish_into`] when it did not
+    /// apply it (`residual` as there: whether the run had one).
+    pub(crate) fn activate(&self, o: &mut [f32], residual: Option<&[f32]>) {
+        if !self.activates_in_place(residual) {
+            activation::apply(self.parts(residual).0, o);
+        }
+    }
 }

@@ -161,10 +161,11 @@ impl Activation {
         }
     }
 
-    /// Applies the activation in place. NaN stays NaN (as in PyTorch and onnxruntime), so a
-    /// broken activation is not silently turned into 0.
-    #[inline]
-    pub fn apply(self, xs: &mut [f32]) {
+    /// [`Self::apply`] of the piecewise-linear activations (none, ReLU, leaky ReLU, clip),
+    /// inlined where a kernel finishes a few values at a time; false, with `xs` unchanged,
+    /// for the others.
+    #[inline(always)]
+    pub fn apply_piecewise_linear(self, xs: &mut [f32]) -> bool {
         match self {
             Activation::None => {}
             Activation::Relu => xs
@@ -182,6 +183,23 @@ impl Activation {
                     *x
                 }
             }),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Applies the activation in place. NaN stays NaN (as in PyTorch and onnxruntime), so a
+    /// broken activation is not silently turned into 0.
+    #[inline]
+    pub fn apply(self, xs: &mut [f32]) {
+        if self.apply_piecewise_linear(xs) {
+            return;
+        }
+        match self {
+            Activation::None
+            | Activation::Relu
+            | Activation::LeakyRelu(_)
+            | Activation::Clip(..) => {}
             Activation::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
             Activation::HardSigmoid(alpha, beta) => xs
                 .iter_mut()

@@ -523,25 +523,16 @@ impl GroupedConv {
                         cig,
                         weights: wg,
                     };
-                    // Pixel `j0 + q`'s sums of the block's groups go to channels from `g * CO`.
-                    let mut store = |q: usize, sums: &[[f32; CO]]| {
-                        let at = (j0 + q) * c_out + g * CO;
-                        for (o, a) in out[at..at + sums.len() * CO].chunks_exact_mut(CO).zip(sums) {
-                            o.copy_from_slice(a);
-                        }
-                    };
+                    // The block's sums, finished, go to channels from `g * CO` of its pixels.
+                    let at = (j0 * c_out, g * CO);
                     if ng == NG {
                         let acc = match row_block {
                             Some(f) => f(&b),
                             None => blocks(&b),
                         };
-                        for (q, sums) in acc.iter().enumerate().take(np) {
-                            store(q, sums);
-                        }
+                        self.store(&acc[..np], (out, at), c_out, residual);
                     } else {
-                        for (q, sums) in one(&b).iter().enumerate().take(np) {
-                            store(q, sums);
-                        }
+                        self.store(&one(&b)[..np], (out, at), c_out, residual);
                     }
                     j0 += np;
                     (oy, ox) = (oy + (ox + np) / ow, (ox + np) % ow);
@@ -549,8 +540,28 @@ impl GroupedConv {
                 g += ng;
             }
             let o = &mut out[s0 * c_out..s1 * c_out];
-            self.finish
-                .apply_pixels(c_out, o, residual.map(|r| &r[s0 * c_out..s1 * c_out]));
+            self.finish.activate(o, residual);
+        }
+    }
+
+    /// A block's sums `[pixel][group][channel]`, finished, into `out`: its first pixel at
+    /// `at.0`, its first group's channels from `at.1`, pixels `c_out` floats apart
+    /// (`residual` laid out as `out`).
+    #[inline(always)]
+    fn store<const CO: usize, const NG: usize>(
+        &self,
+        sums: &[[[f32; CO]; NG]],
+        (out, (at, c0)): (&mut [f32], (usize, usize)),
+        c_out: usize,
+        residual: Option<&[f32]>,
+    ) {
+        for (q, pixel) in sums.iter().enumerate() {
+            let at = at + q * c_out;
+            let r = residual.map(|r| &r[at..][..c_out]);
+            for (k, group) in pixel.iter().enumerate() {
+                let o = &mut out[at + c0 + k * CO..];
+                self.finish.finish_into(group, c0 + k * CO, o, r);
+            }
         }
     }
 }

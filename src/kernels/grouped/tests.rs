@@ -57,6 +57,9 @@ fn every_tier_and_memory_order_matches_the_reference() {
             (Activation::None, None),
             (Activation::Relu, None),
             (Activation::None, Some(Activation::Relu)),
+            // Applied in the store (piecewise linear) or over a run of pixels after it.
+            (Activation::Clip(0.0, 0.5), None),
+            (Activation::HardSwish, Some(Activation::Silu)),
         ] {
             let filters = (&weights[..], bias.as_deref());
             let case = finished_case(p, filters, (activation, fused), &x, (h, w), &residual);
