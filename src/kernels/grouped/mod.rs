@@ -10,10 +10,13 @@
 //! in the order (kernel row, input channel, kernel column), so that a block of pixels of one
 //! row can load each input value once for every kernel column that reads it (AVX-512's row
 //! blocks, groups of up to 16 channels). The bias, a fused residual and the activation follow
-//! per pixel. The loops over blocks are shared; the blocks (`blocks.rs`) are written once
-//! over each tier's vector operations (AVX-512, AVX2, NEON) beside a portable one, all with
-//! the same fused multiply-adds in the same order, so the tiers give identical bits (the
-//! SSE2 tier runs the portable block with each product rounded).
+//! per pixel, as each block's sums are stored. The loops over blocks are shared
+//! (`loops.rs`); the blocks (`blocks.rs`) are written once over each tier's vector
+//! operations (AVX-512, AVX2, NEON) beside a portable one, all with the same fused
+//! multiply-adds in the same order, so the tiers give identical bits (the SSE2 tier runs the
+//! portable block with each product rounded). On AVX-512, row blocks read a pixel-major
+//! image as it is, skipping the padding (`unpadded.rs`); elsewhere a part's input rows are
+//! zero-padded first.
 
 use super::grow;
 use super::isa::{Fused, Isa, Unfused};
@@ -21,9 +24,12 @@ use super::layout::{
     nchw_to_nhwc, nhwc_to_nchw, pad_chw_row, pad_hwc, pad_hwc_row, to_hwc_padded, IoLayout,
 };
 use super::PixelFinish;
-use blocks::{Block, Sums};
+use blocks::Block;
+use loops::{Geometry, RowBlocks, SPAN};
 
 mod blocks;
+mod loops;
+mod unpadded;
 use crate::ops::{Conv2dParams, ConvOp};
 
 /// A grouped convolution with its weights laid out for the kernel.
@@ -32,6 +38,8 @@ pub struct GroupedConv {
     params: Conv2dParams,
     /// `[g][kh * kw][cig][cog]`.
     weights: Vec<f32>,
+    /// Whether every weight is finite (see [`blocks::Present`]).
+    weights_finite: bool,
     finish: PixelFinish,
 }
 
@@ -156,6 +164,7 @@ impl GroupedConv {
         let p = p.with_groups(groups / k);
         Some(GroupedConv {
             params: p,
+            weights_finite: weights.iter().all(|w| w.is_finite()),
             weights,
             finish: PixelFinish::of(op),
         })
@@ -225,6 +234,9 @@ impl GroupedConv {
         residual: Option<&[f32]>,
         s: &mut GroupedScratch,
     ) {
+        if input_nhwc && self.reads_unpadded(isa, (h, w), &pixels) {
+            return self.unpadded(isa, x, (h, w), pixels, out, residual);
+        }
         let p = &self.params;
         let (ow, wp) = (p.out_hw(h, w).1.max(1), w + p.pads[1] + p.pads[3]);
         let row_bytes = p.stride.0 * wp * p.c_in * std::mem::size_of::<f32>();
@@ -379,10 +391,14 @@ impl GroupedConv {
                 // images halved: 7, 14, 28 columns), so no block is left over per row.
                 let (c_in, ow) = (self.params.c_in, g.ow);
                 // SAFETY (every row block): as above; `rows_impl` passes pixels of one row.
-                let r8s1 = |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 8, 1, CO>(a, c_in) };
-                let r7s1 = |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 7, 1, CO>(a, c_in) };
-                let r8s2 = |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 8, 2, CO>(a, c_in) };
-                let r7s2 = |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 7, 2, CO>(a, c_in) };
+                let r8s1 =
+                    |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 8, 1, CO, false>(a, c_in) };
+                let r7s1 =
+                    |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 7, 1, CO, false>(a, c_in) };
+                let r8s2 =
+                    |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 8, 2, CO, false>(a, c_in) };
+                let r7s2 =
+                    |a: &Block<MR>| unsafe { row_block::<CO, NG, MR, 7, 2, CO, false>(a, c_in) };
                 let seven = ow.is_multiple_of(7) && !ow.is_multiple_of(8);
                 let rows: Option<RowBlocks<CO, NG, MR>> = match (self.params.stride.1, seven) {
                     _ if NV > 1 || MR < 8 => None,
@@ -432,161 +448,11 @@ impl GroupedConv {
             self.rows_impl::<CO, MR, 1>(g, out, r, b, b, None)
         }
     }
-
-    /// The loops, inlined into each tier's copy above. `CO` is the group width, `MR` the
-    /// output pixels of a register block, `NG` the groups of a block (`blocks`), a last odd
-    /// group running alone (`one`). `row`, if given, runs blocks of `NG` groups whose pixels
-    /// (as many as it says) lie in one output row, with the same sums as `blocks`; the spans
-    /// are then whole rows, so the blocks tile them.
-    ///
-    /// The band's pixels run in spans of about [`SPAN`]; within a span, group by group, in
-    /// blocks of `MR` consecutive pixels (a block may wrap to the next output row, so a 7-wide
-    /// image wastes nothing on short blocks). A group's weights (`taps * cig * CO` floats, 9 KB
-    /// at 16 x 16) stay in L1 while every block of the span reads them; the span's outputs
-    /// stay in L2 until it is finished.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn rows_impl<const CO: usize, const MR: usize, const NG: usize>(
-        &self,
-        Geometry {
-            band,
-            row0,
-            wp,
-            ow,
-            pixels,
-        }: Geometry,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-        blocks: impl Fn(&Block<MR>) -> Sums<CO, NG, MR>,
-        one: impl Fn(&Block<MR>) -> Sums<CO, 1, MR>,
-        row: Option<RowBlocks<CO, NG, MR>>,
-    ) {
-        let p = &self.params;
-        let (c_in, c_out, groups) = (p.c_in, p.c_out, p.groups);
-        let (cig, taps) = (c_in / groups, p.kh * p.kw);
-        let (sy, sx) = p.stride;
-        let n = pixels.len();
-        if n == 0 {
-            return;
-        }
-        // Output `j` of the part (pixel `pixels.start + j`): where its tap (0, 0) reads in
-        // `band`.
-        let origin_of = |j: usize| {
-            let (oy, ox) = ((pixels.start + j) / ow, (pixels.start + j) % ow);
-            ((oy * sy - row0) * wp + ox * sx) * c_in
-        };
-        // Every read below lies inside `band`: the last pixel's window ends there, and the
-        // origins grow with the pixel.
-        let last_tap = ((p.kh - 1) * wp + p.kw - 1) * c_in;
-        assert!(origin_of(n - 1) + last_tap + c_in <= band.len());
-        assert!(out.len() >= n * c_out && self.weights.len() >= groups * taps * cig * CO);
-        let tap_at: Vec<usize> = (0..p.kh)
-            .flat_map(|ky| (0..p.kw).map(move |kx| (ky * wp + kx) * c_in))
-            .collect();
-        let span = match row {
-            Some(_) => SPAN.div_ceil(ow) * ow,
-            None => SPAN.div_ceil(MR) * MR,
-        };
-        for s0 in (0..n).step_by(span) {
-            let s1 = n.min(s0 + span);
-            let mut g = 0;
-            while g < groups {
-                let ng = if g + NG <= groups { NG } else { 1 };
-                let wg = &self.weights[g * taps * cig * CO..][..ng * taps * cig * CO];
-                let mut j0 = s0;
-                let (mut oy, mut ox) = ((pixels.start + j0) / ow, (pixels.start + j0) % ow);
-                while j0 < s1 {
-                    // A row block where its pixels fit in the row, else a block of up to
-                    // `MR` pixels (which may wrap to the next row).
-                    let (np, row_block) = match row {
-                        Some((rm, f)) if ng == NG && ox + rm <= ow && j0 + rm <= s1 => {
-                            (rm, Some(f))
-                        }
-                        _ => (MR.min(s1 - j0), None),
-                    };
-                    // Where each pixel's tap (0, 0) reads in group `g`, stepping along the
-                    // rows (a division per pixel cost 10 % at 16 channels); a block's missing
-                    // pixels repeat the last one (computed, not stored).
-                    let mut origin = [0; MR];
-                    let (mut y, mut x) = (oy, ox);
-                    for (q, o) in origin.iter_mut().enumerate() {
-                        *o = ((y * sy - row0) * wp + x * sx) * c_in + g * cig;
-                        if q + 1 < np {
-                            (y, x) = if x + 1 == ow { (y + 1, 0) } else { (y, x + 1) };
-                        }
-                    }
-                    let b = Block {
-                        padded: band,
-                        origin,
-                        tap_at: &tap_at,
-                        kw: p.kw,
-                        cig,
-                        weights: wg,
-                    };
-                    // The block's sums, finished, go to channels from `g * CO` of its pixels.
-                    let at = (j0 * c_out, g * CO);
-                    if ng == NG {
-                        let acc = match row_block {
-                            Some(f) => f(&b),
-                            None => blocks(&b),
-                        };
-                        self.store(&acc[..np], (out, at), c_out, residual);
-                    } else {
-                        self.store(&one(&b)[..np], (out, at), c_out, residual);
-                    }
-                    j0 += np;
-                    (oy, ox) = (oy + (ox + np) / ow, (ox + np) % ow);
-                }
-                g += ng;
-            }
-            let o = &mut out[s0 * c_out..s1 * c_out];
-            self.finish.activate(o, residual);
-        }
-    }
-
-    /// A block's sums `[pixel][group][channel]`, finished, into `out`: its first pixel at
-    /// `at.0`, its first group's channels from `at.1`, pixels `c_out` floats apart
-    /// (`residual` laid out as `out`).
-    #[inline(always)]
-    fn store<const CO: usize, const NG: usize>(
-        &self,
-        sums: &[[[f32; CO]; NG]],
-        (out, (at, c0)): (&mut [f32], (usize, usize)),
-        c_out: usize,
-        residual: Option<&[f32]>,
-    ) {
-        for (q, pixel) in sums.iter().enumerate() {
-            let at = at + q * c_out;
-            let r = residual.map(|r| &r[at..][..c_out]);
-            for (k, group) in pixel.iter().enumerate() {
-                let o = &mut out[at + c0 + k * CO..];
-                self.finish.finish_into(group, c0 + k * CO, o, r);
-            }
-        }
-    }
-}
-
-/// Where one part of an image reads and what it computes (see [`GroupedConv::pixels`]).
-#[derive(Clone)]
-struct Geometry<'a> {
-    band: &'a [f32],
-    row0: usize,
-    wp: usize,
-    ow: usize,
-    pixels: std::ops::Range<usize>,
 }
 
 /// Input bytes (padded rows) a band of [`GroupedConv::forward`] reads: well inside L2 beside
 /// the band's outputs.
 const BAND_BYTES: usize = 128 * 1024;
-
-/// A row block and its pixels (see [`GroupedConv::rows_impl`]).
-type RowBlocks<'a, const CO: usize, const NG: usize, const MR: usize> =
-    (usize, &'a dyn Fn(&Block<MR>) -> Sums<CO, NG, MR>);
-
-/// Output pixels a span of [`GroupedConv::rows_impl`] holds (rounded up to whole blocks, or
-/// whole rows).
-const SPAN: usize = 48;
 
 /// Output pixels of a register block for group width `co` on a tier with `regs` vector
 /// registers of `lanes` floats: as many as keep the block's sums in at most `regs / 2 + 4`

@@ -39,6 +39,11 @@ fn every_tier_and_memory_order_matches_the_reference() {
         // group left over, at stride 1 and 2.
         (56, 56, 7, 3, 1, [1, 1, 1, 1], (5, 14)),
         (40, 40, 5, 3, 2, [1, 1, 1, 1], (9, 16)),
+        // Row blocks from the unpadded image (AVX-512): an odd width whose last block's
+        // last input lies past the edge, no padding at all, padding on one side only.
+        (32, 32, 2, 3, 2, [1, 1, 1, 1], (13, 13)),
+        (32, 32, 2, 3, 1, [0, 0, 0, 0], (9, 9)),
+        (24, 24, 3, 3, 1, [0, 1, 2, 1], (6, 8)),
     ]
     .iter()
     .enumerate()
@@ -83,6 +88,19 @@ fn every_tier_and_memory_order_matches_the_reference() {
             nhwc_to_nchw(&hwc, c_out, oh * ow, &mut back);
             let what = format!("{p:?}: memory orders");
             assert_tier_result(Isa::current(), &back, &nchw, &what);
+            // As the parallel layer runs it from the pixel-major image: in two parts split at
+            // a row (which AVX-512's row blocks read unpadded) and inside one.
+            for split in [(oh / 2) * ow, (oh * ow / 2 + 1).min(oh * ow)] {
+                let mut o = vec![f32::NAN; want.len()];
+                let (first, second) = o.split_at_mut(split * c_out);
+                for (pixels, part) in [(0..split, first), (split..oh * ow, second)] {
+                    let rr = fused.map(|_| &r_hwc[pixels.start * c_out..]);
+                    let (isa, x) = (Isa::current(), &x_hwc);
+                    gconv.padded_pixels(isa, x, (h, w), true, pixels, part, rr, &mut s);
+                }
+                let what = format!("{p:?}: parts split at pixel {split}");
+                assert_tier_result(Isa::current(), &o, &hwc, &what);
+            }
             // Every tier, in two parts as two threads would run them.
             let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
             let mut padded = vec![0.0; hp * wp * c_in];
