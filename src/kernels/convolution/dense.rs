@@ -227,9 +227,8 @@ impl DenseConv {
             });
     }
 
-    /// A grouped convolution into a pixel-major output: each worker an equal share of the
-    /// output pixels (a 7 x 7 image's rows do not split evenly over two cores), from the
-    /// zero-padded input rows they read, padded by that worker into its own scratch.
+    /// A grouped convolution into a pixel-major output: each worker a share of the output
+    /// pixels ([`GroupedConv::pixels_per_part`]), from the input rows they read.
     fn grouped_parallel(
         &self,
         g: &GroupedConv,
@@ -240,8 +239,8 @@ impl DenseConv {
     ) {
         let p = g.params();
         let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
-        let per = (oh * ow).div_ceil(threads).max(1);
         let isa = Isa::current();
+        let per = g.pixels_per_part(isa, job.hw, job.io.input_nhwc, threads);
         out[..oh * ow * p.c_out]
             .par_chunks_mut(per * p.c_out)
             .enumerate()

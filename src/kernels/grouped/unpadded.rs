@@ -43,6 +43,26 @@ impl GroupedConv {
             && pixels.end.is_multiple_of(ow)
     }
 
+    /// Output pixels each of `parts` workers takes of an `h x w` image (pixel-major if
+    /// `input_nhwc`) on tier `isa`: whole rows where the row blocks read it unpadded (7
+    /// rows over two workers: 4 and 3, where 25 and 24 pixels from padded rows ran slower),
+    /// else an equal share.
+    pub fn pixels_per_part(
+        &self,
+        isa: Isa,
+        (h, w): (usize, usize),
+        input_nhwc: bool,
+        parts: usize,
+    ) -> usize {
+        let (oh, ow) = self.params.out_hw(h, w);
+        let parts = parts.max(1);
+        if input_nhwc && self.reads_unpadded(isa, (h, w), &(0..oh * ow)) {
+            oh.div_ceil(parts) * ow
+        } else {
+            (oh * ow).div_ceil(parts).max(1)
+        }
+    }
+
     /// Output pixels `pixels` (whole rows) of the unpadded pixel-major image `x` (`h x w`)
     /// into `out` (pixel-major, from the first of them), bias, residual (theirs,
     /// pixel-major) and activation included, on tier `isa`. Needs [`Self::reads_unpadded`].
