@@ -337,17 +337,17 @@ impl GroupedConv {
         with_group_width!(cog, CO => match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe {
-                const MR: usize = block_pixels(CO, 16, 32);
+                const MR: usize = block_pixels(CO, 16, 20);
                 self.rows_avx512::<CO, MR, { CO.div_ceil(16) }, { pair_groups(CO, 16) }>(g, out, r)
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe {
-                const MR: usize = block_pixels(CO, 8, 16);
+                const MR: usize = block_pixels(CO, 8, 10);
                 self.rows_avx2::<CO, MR, { CO / 8 }>(g, out, r)
             },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
-                const MR: usize = block_pixels(CO, 4, 32);
+                const MR: usize = block_pixels(CO, 4, 20);
                 // SAFETY (both): NEON is in aarch64's baseline; `rows_impl` checks that every
                 // block's reads lie inside `padded` and the weights.
                 self.rows_impl::<CO, MR, 1>(
@@ -360,12 +360,12 @@ impl GroupedConv {
                 )
             }
             Isa::Sse2 => {
-                const MR: usize = block_pixels(CO, 4, 16);
+                const MR: usize = block_pixels(CO, 4, 12);
                 let one = blocks::portable::<CO, 1, MR, Unfused>;
                 self.rows_impl::<CO, MR, 1>(g, out, r, one, one, None)
             }
             _ => {
-                const MR: usize = block_pixels(CO, 4, 16);
+                const MR: usize = block_pixels(CO, 4, 12);
                 let one = blocks::portable::<CO, 1, MR, Fused>;
                 self.rows_impl::<CO, MR, 1>(g, out, r, one, one, None)
             }
@@ -454,13 +454,18 @@ impl GroupedConv {
 /// the band's outputs.
 const BAND_BYTES: usize = 128 * 1024;
 
-/// Output pixels of a register block for group width `co` on a tier with `regs` vector
-/// registers of `lanes` floats: as many as keep the block's sums in at most `regs / 2 + 4`
-/// registers (the rest hold weights and a broadcast), at most 8 (each pixel keeps its input
-/// address in a register), at least 1.
-const fn block_pixels(co: usize, lanes: usize, regs: usize) -> usize {
+/// Output pixels of a register block for group width `co` on a tier with `lanes`-float
+/// vectors: as many as keep the block's sums in at most `sums` registers (the rest hold
+/// weights, a broadcast and what the compiler keeps ahead), at most 8 (each pixel keeps its
+/// input address in a register), at least 1. On 32 registers (AVX-512, NEON) 20 sums. On
+/// AVX2's 16, 10: with 12 the compiler loaded the next kernel column's weights early and
+/// sent sums to the stack between multiply-adds; groups of 16 ran at 48 GFLOP/s, at 96 with
+/// 10 (groups of 24 65 -> 101, of 32 46 -> 76, of 48 44 -> 54; `examples/grouped`, one Zen 4
+/// core). The portable block on 16 registers keeps 12: 10 was faster at groups of 16 and
+/// slower at 8 and 24.
+const fn block_pixels(co: usize, lanes: usize, sums: usize) -> usize {
     let per_pixel = co.div_ceil(lanes);
-    let fit = (regs / 2 + 4) / per_pixel;
+    let fit = sums / per_pixel;
     if fit > 8 {
         8
     } else if fit == 0 {
