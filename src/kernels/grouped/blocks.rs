@@ -22,6 +22,7 @@ pub(super) struct Block<'a, const MR: usize> {
     /// The block's groups' weights, `[group][tap][cig][CO]` from its first group.
     pub weights: &'a [f32],
     /// What a row block reads of an unpadded image ([`Present::ALL`] in a padded one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub present: Present,
 }
 
@@ -31,12 +32,14 @@ pub(super) struct Block<'a, const MR: usize> {
 /// adding a zero product leaves it as it is (the weights are finite), and the sums keep the
 /// bits of the padded image's.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct Present {
     pub rows: (usize, usize),
     /// Input pixels `p` of the row (`p` from the first output's first kernel column).
     pub cols: (usize, usize),
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Present {
     /// A padded image: every read.
     pub const ALL: Present = Present {
@@ -62,6 +65,7 @@ impl<const MR: usize> Block<'_, MR> {
     }
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl<const MR: usize> Block<'_, MR> {
     /// Whether every read of a row block of `ng` groups of `co` channels over `inputs`
     /// pixels a row, `c_in` floats apart, lies inside the image and the weights: the

@@ -24,8 +24,11 @@ use super::layout::{
     nchw_to_nhwc, nhwc_to_nchw, pad_chw_row, pad_hwc, pad_hwc_row, to_hwc_padded, IoLayout,
 };
 use super::PixelFinish;
+#[cfg(target_arch = "x86_64")]
 use blocks::Block;
-use loops::{Geometry, RowBlocks, SPAN};
+use loops::Geometry;
+#[cfg(target_arch = "x86_64")]
+use loops::RowBlocks;
 
 mod blocks;
 mod loops;

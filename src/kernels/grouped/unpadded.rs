@@ -4,12 +4,16 @@
 //! written and read again. The copy cost 4 % of a stride-1 layer and 13-15 % of a stride-2
 //! one (which reads four input pixels per output) with the input in cache, more out of it.
 
+#[cfg(target_arch = "x86_64")]
 use super::blocks::{Block, Present, Sums};
-use super::{GroupedConv, SPAN};
+#[cfg(target_arch = "x86_64")]
+use super::loops::SPAN;
+use super::GroupedConv;
 use crate::kernels::isa::Isa;
 use std::ops::Range;
 
 /// Output pixels of a row block (the largest the blocks of groups of 8 or 16 run).
+#[cfg(target_arch = "x86_64")]
 const MR: usize = 8;
 
 /// A row block of `NG` groups of `CO` channels: its sums from the block and `c_in`.
