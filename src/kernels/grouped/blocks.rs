@@ -344,10 +344,9 @@ pub(super) mod avx512 {
         mut madd: impl FnMut(X, usize, usize),
     ) {
         const KW: usize = 3;
-        let all = !EDGES;
         if S == 1 {
             for p in 0..rm + KW - 1 {
-                if !all && !present.has_col(p) {
+                if EDGES && !present.has_col(p) {
                     continue;
                 }
                 let x = load(p);
@@ -359,7 +358,7 @@ pub(super) mod avx512 {
             }
         } else {
             unroll!(if RM < MR { RM + 1 } else { MR + 1 }, q => {
-                if all || present.has_col(2 * q) {
+                if !EDGES || present.has_col(2 * q) {
                     let even = load(2 * q);
                     if q < rm {
                         madd(even, 0, q);
@@ -368,7 +367,7 @@ pub(super) mod avx512 {
                         madd(even, 2, q - 1);
                     }
                 }
-                if q < rm && (all || present.has_col(2 * q + 1)) {
+                if q < rm && (!EDGES || present.has_col(2 * q + 1)) {
                     madd(load(2 * q + 1), 1, q);
                 }
             });
