@@ -341,3 +341,86 @@ fn more_hyperplanes_never_save_more_flops_on_a_layer() {
         previous = Some(flops);
     }
 }
+
+/// `eval --max-drop` in one command: the policy `calibrate` writes from the same first
+/// images, scored on the images after them (a smaller --skip is raised, a larger one kept),
+/// with the numbers `eval --policy` gives for that file.
+#[test]
+fn eval_calibrates_on_the_first_images_and_scores_the_rest() {
+    let m = model("resnet20-cifar10");
+    let data = cifar_test();
+    let dir = temp_dir("eval-max-drop");
+    let (written, saved) = (dir.join("calibrate.json"), dir.join("eval.json"));
+    let common = ["--max-drop", "2", "--objective", "time", "--batch", "20"];
+    let c = haste_json(
+        "calibrate",
+        &m,
+        &data,
+        &[
+            &common[..],
+            &["--images", "40", "--out", written.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(c["objective"], "time");
+    let one = |skip: &str| {
+        let extra = [
+            "--calibration-images",
+            "40",
+            "--skip",
+            skip,
+            "--limit",
+            "60",
+            "--save-policy",
+            saved.to_str().unwrap(),
+        ];
+        haste_json("eval", &m, &data, &[&common[..], &extra[..]].concat())
+    };
+    let e = one("10");
+    assert_eq!(e["first_image"], 40);
+    assert_eq!(e["images"], 60);
+    assert_eq!(e["calibration_images"], 40);
+    assert_eq!(e["objective"], "time");
+    assert_eq!(e["policy_haste_layers"], c["haste_layers"]);
+    assert_eq!(
+        std::fs::read(&written).expect("calibrate's policy"),
+        std::fs::read(&saved).expect("eval's policy"),
+        "eval --max-drop chose another policy than calibrate"
+    );
+    let p = haste_json(
+        "eval",
+        &m,
+        &data,
+        &[
+            "--policy",
+            saved.to_str().unwrap(),
+            "--skip",
+            "40",
+            "--limit",
+            "60",
+            "--batch",
+            "20",
+        ],
+    );
+    for k in ["top1", "top1_dense", "flops", "top1_disagreements"] {
+        assert_eq!(e[k], p[k], "{k}");
+    }
+    assert_eq!(one("70")["first_image"], 70);
+    // A bound needs something to calibrate on.
+    let (code, _, err) = run_haste(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-drop",
+        "1",
+        "--calibration-images",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--calibration-images must be at least 1"),
+        "{err}"
+    );
+}

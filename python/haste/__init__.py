@@ -177,10 +177,11 @@ def evaluate(
     **options: Any,
 ) -> Dict[str, Any]:
     """Top-1/top-5, FLOPs and speed of ``model`` on ``data`` (a CIFAR-10 binary file or an
-    image folder), dense and, with ``hyperplanes`` or ``policy``, with HASTE: the dict
+    image folder), dense and, with ``hyperplanes``, ``policy`` or ``max_drop`` (calibrate
+    on the first ``calibration_images``, score the images after them), with HASTE: the dict
     ``haste eval --json`` prints. Other options are the command line's flags with
     underscores (``batch=64``, ``threads=2``, ``skip=128``, ``all_layers=True``,
-    ``skip_bad=True`` ...)."""
+    ``objective="time"``, ``skip_bad=True`` ...)."""
     opts = dict(hyperplanes=hyperplanes, policy=policy, limit=limit, **options)
     return _run(_args("eval", model, data, opts), progress)
 

@@ -109,6 +109,9 @@ def test_calibrated_policy_round_trip(tmp_path):
     assert m.run(x).shape == (20, 10)
     r = haste.evaluate(RESNET20, FIRST20, policy=policy)
     assert r["images"] == 20
+    # Calibrated and scored in one call: the images after the calibration's.
+    e = haste.evaluate(RESNET20, FIRST20, max_drop=5.0, calibration_images=12, objective="time")
+    assert (e["first_image"], e["images"], e["objective"]) == (12, 8, "time")
 
 
 def test_bad_input_raises_value_errors_naming_the_problem():

@@ -154,8 +154,23 @@ pub struct EvalArgs {
     pub hyperplanes: Option<usize>,
     /// A policy from `haste calibrate`: run HASTE with its per-layer settings and compare
     /// with dense (and with the drop it predicted).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "max_drop")]
     pub policy: Option<PathBuf>,
+    /// Calibrate first, then evaluate: the policy `haste calibrate --max-drop POINTS` would
+    /// write, chosen on the first --calibration-images images (labels unread), scored on the
+    /// images after them (--skip below that count is raised to it).
+    #[arg(long, conflicts_with = "hyperplanes")]
+    pub max_drop: Option<f64>,
+    /// With --max-drop: what the calibration saves, FLOPs (overhead included) or the cost
+    /// model's predicted time.
+    #[arg(long, default_value = "flops", value_parser = ["flops", "time"], requires = "max_drop")]
+    pub objective: String,
+    /// With --max-drop: images the policy is chosen on (from the start of --data).
+    #[arg(long, default_value_t = 128, requires = "max_drop")]
+    pub calibration_images: usize,
+    /// With --max-drop: also write the calibrated policy here.
+    #[arg(long, requires = "max_drop")]
+    pub save_policy: Option<PathBuf>,
     #[command(flatten)]
     pub knobs: HasteKnobs,
 }

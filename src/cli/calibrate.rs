@@ -1,9 +1,10 @@
 //! `haste calibrate`: per-layer HASTE settings for a target drop or saving, from unlabelled
 //! images, written as a policy file.
 
-use super::args::{CalibrateArgs, SweepArgs};
+use super::args::{CalibrateArgs, DataArgs, EvalArgs, ModelArgs, SweepArgs};
 use super::Session;
 use crate::calibration::{calibrate, CalibrateOptions, Objective, Target, CALIBRATION_TILES};
+use crate::compress::Policy;
 use crate::datasets::{load_batch_skipping, open_dataset_with};
 use crate::error::{Error, Result};
 use crate::eval::HasteReport;
@@ -144,21 +145,7 @@ pub(crate) fn calibrated_points(
     if a.max_drop.is_empty() {
         return Ok(Vec::new());
     }
-    let shape = s.plan.image_shape().to_vec();
-    let (pre, _) = a.model.resolve(&shape)?;
-    let data = open_dataset_with(&a.data.data, &pre, None, a.data.skip_bad)?;
-    let n = a.calibration_images.min(data.len());
-    if n == 0 {
-        return Err(Error::InvalidArgument(
-            "--calibration-images must be at least 1".into(),
-        ));
-    }
-    let per_image: usize = shape.iter().product();
-    let mut images = vec![0.0f32; n * per_image];
-    let (loaded, _) = s.plan.thread_pool().install(|| {
-        load_batch_skipping(data.as_ref(), 0, n, per_image, &mut images, a.data.skip_bad)
-    })?;
-    images.truncate(loaded.len() * per_image);
+    let (images, n) = calibration_images(s, &a.model, &a.data, a.calibration_images)?;
     let mut points = Vec::new();
     for &x in &a.max_drop {
         let options = CalibrateOptions {
@@ -170,7 +157,7 @@ pub(crate) fn calibrated_points(
         };
         let policy = calibrate_shown(
             &mut s.plan,
-            (&a.model.model, &images, loaded.len()),
+            (&a.model.model, &images, n),
             &options,
             &format!("calib {x}"),
         )?;
@@ -181,6 +168,72 @@ pub(crate) fn calibrated_points(
         points.push((x, s.policy(&policy)?, predicted));
     }
     Ok(points)
+}
+
+/// `eval --max-drop`: the policy calibrated on the first `--calibration-images` images of the
+/// data (labels unread), and the seconds it took.
+pub(crate) fn calibrated_policy(a: &EvalArgs, s: &mut Session) -> Result<Option<(Policy, f64)>> {
+    let Some(max_drop) = a.max_drop else {
+        return Ok(None);
+    };
+    let (images, n) = calibration_images(s, &a.model, &a.data, a.calibration_images)?;
+    let options = CalibrateOptions {
+        target: Target::MaxDrop(max_drop),
+        objective: if a.objective == "time" {
+            Objective::Time
+        } else {
+            Objective::Flops
+        },
+        seed: a.knobs.seed,
+        sparsity: a.knobs.sparsity,
+        tiles: a.knobs.tile.choices_or(&CALIBRATION_TILES),
+        ..CalibrateOptions::default()
+    };
+    let started = Instant::now();
+    let policy = calibrate_shown(
+        &mut s.plan,
+        (&a.model.model, &images, n),
+        &options,
+        "calibrate",
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(out) = &a.save_policy {
+        policy.save(out)?;
+    }
+    Ok(Some((policy, seconds)))
+}
+
+/// The first `n` images of the data (before any `--skip`; opened without labels), as the
+/// session's model takes them, and how many loaded (`--skip-bad` may drop some).
+fn calibration_images(
+    s: &Session,
+    model: &ModelArgs,
+    data: &DataArgs,
+    n: usize,
+) -> Result<(Vec<f32>, usize)> {
+    if n == 0 {
+        return Err(Error::InvalidArgument(
+            "--calibration-images must be at least 1".into(),
+        ));
+    }
+    let shape = s.plan.image_shape().to_vec();
+    let (pre, _) = model.resolve(&shape)?;
+    let dataset = open_dataset_with(&data.data, &pre, None, data.skip_bad)?;
+    let n = n.min(dataset.len());
+    let per_image: usize = shape.iter().product();
+    let mut images = vec![0.0f32; n * per_image];
+    let (loaded, _) = s.plan.thread_pool().install(|| {
+        load_batch_skipping(
+            dataset.as_ref(),
+            0,
+            n,
+            per_image,
+            &mut images,
+            data.skip_bad,
+        )
+    })?;
+    images.truncate(loaded.len() * per_image);
+    Ok((images, loaded.len()))
 }
 
 /// [`calibrate`] on `n` images of the model file `model`, with a progress bar labelled

@@ -8,14 +8,23 @@ use crate::error::Result;
 use crate::report::flops;
 use serde_json::json;
 
-pub fn run(a: EvalArgs) -> Result<()> {
+pub fn run(mut a: EvalArgs) -> Result<()> {
     let compress = a.hyperplanes.map(|l| a.knobs.options(l)).transpose()?;
-    let policy = a
+    let mut policy = a
         .policy
         .as_deref()
         .map(|p| Policy::load(p, &a.model.model))
         .transpose()?;
+    if a.max_drop.is_some() {
+        // Scored on images the calibration did not see.
+        a.data.skip = a.data.skip.max(a.calibration_images);
+    }
     let mut s = Session::open(&a.model, &a.data)?;
+    let calibrated = super::calibrate::calibrated_policy(&a, &mut s)?;
+    if let Some((p, _)) = &calibrated {
+        policy = Some(p.clone());
+    }
+    let policy_path = a.policy.as_deref().or(a.save_policy.as_deref());
     let dense = s.dense()?;
     let dense_flops = s.plan.dense_macs();
     let haste = match (&compress, &policy) {
@@ -52,7 +61,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     "magnitude_bins": format!("{:?}", c.magnitude),
                     "seed": c.config.seed,
                 }),
-                (None, Some(p)) => policy_json(a.policy.as_deref(), p),
+                (None, Some(p)) => policy_json(policy_path, p),
                 (None, None) => json!({}),
             };
             for (k, v) in settings.as_object().expect("object") {
@@ -84,6 +93,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
             for (k, v) in more.as_object().expect("object") {
                 o.insert(k.clone(), v.clone());
             }
+            if let Some((_, seconds)) = &calibrated {
+                o.insert("objective".into(), json!(a.objective));
+                o.insert("calibration_seconds".into(), json!(seconds));
+                o.insert("first_image".into(), json!(a.data.skip));
+            }
         }
         super::emit_json(j);
         return Ok(());
@@ -100,6 +114,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 (Some(c), _) => println!("HASTE        {}", describe(c)),
                 (None, Some(p)) => println!("HASTE        {}", describe_policy(p)),
                 (None, None) => {}
+            }
+            if let Some((_, seconds)) = &calibrated {
+                println!(
+                    "calibrated   on images 0 to {} (labels unread, {} objective) in {seconds:.1} s; scored from image {}{}",
+                    a.calibration_images - 1,
+                    a.objective,
+                    a.data.skip,
+                    a.save_policy.as_ref().map_or(String::new(), |p| format!("; policy written to {}", p.display()))
+                );
             }
             println!("layers       {}", layer_summary(&h.layers));
             println!(
@@ -120,8 +143,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
             );
             if let Some(c) = policy.as_ref().and_then(|p| p.calibration.as_ref()) {
                 println!(
-                    "             predicted top-1 change {:+.2} pt (+-{:.2}) from {} calibration images",
-                    -c.predicted_top1_drop, c.predicted_top1_drop_se, c.images
+                    "             predicted top-1 change {:+.2} pt (+-{:.2}), conv time x{:.2}, from {} calibration images",
+                    -c.predicted_top1_drop, c.predicted_top1_drop_se, c.predicted_time_ratio, c.images
                 );
             }
             println!(
@@ -258,7 +281,24 @@ pub(crate) fn describe_policy(p: &Policy) -> String {
     if let (Some(lo), Some(hi)) = (ls.iter().min(), ls.iter().max()) {
         s += &format!(", L {lo} to {hi}");
     }
-    s += &format!(", s={:.3} tile={} seed={}", p.sparsity, p.tile, p.seed);
+    // The tiles the HASTE layers run at (a layer without one takes the file's).
+    let mut tiles: Vec<usize> = p
+        .layers
+        .iter()
+        .filter(|l| l.is_haste())
+        .map(|l| l.tile.unwrap_or(p.tile))
+        .collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    if tiles.is_empty() {
+        tiles.push(p.tile);
+    }
+    s += &format!(
+        ", s={:.3} tile={} seed={}",
+        p.sparsity,
+        join(&tiles, " and "),
+        p.seed
+    );
     if let Some(c) = &p.calibration {
         s += &format!(
             " (calibrated for {} {} on {} images)",
