@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use haste::datasets::{open_dataset, Dataset, ModelCard};
-use haste::eval::{evaluate, evaluate_haste, EvalOptions, EvalReport, HasteReport};
+use haste::eval::{
+    evaluate, evaluate_haste, evaluate_in_turns, EvalOptions, EvalReport, HasteReport,
+};
 use haste::haste::HasteConfig;
 use haste::{CompressOptions, Model, Plan, PlanOptions};
 
@@ -153,6 +155,42 @@ fn the_first_conv_and_layers_before_start_stay_dense() {
             l.stats.images
         );
     }
+}
+
+/// Dense and HASTE in turns on each batch (what `haste eval` runs) give what two separate
+/// passes give: the same predictions, FLOPs and per-layer statistics, each side timed; and
+/// the plan is dense again afterwards.
+#[test]
+fn in_turns_is_the_two_passes_in_one() {
+    let (mut plan, data) = setup("resnet20-cifar10", &cifar_test());
+    let o = EvalOptions {
+        limit: Some(120),
+        batch: 50,
+        skip_bad: false,
+    };
+    let c = with_l(10);
+    let d = evaluate(&mut plan, data.as_ref(), o, &mut |_| {}).expect("dense");
+    let h = evaluate_haste(&mut plan, data.as_ref(), o, &c, &mut |_| {}).expect("HASTE");
+    let mut seen = Vec::new();
+    let (td, th) = evaluate_in_turns(&mut plan, data.as_ref(), o, &c, &mut |n| seen.push(n))
+        .expect("in turns");
+    assert_eq!(seen, [50, 100, 120]);
+    assert_eq!(td.predictions, d.predictions);
+    assert_eq!(th.eval.predictions, h.eval.predictions);
+    assert_ne!(
+        td.predictions, th.eval.predictions,
+        "HASTE at L = 10 flips answers"
+    );
+    assert_eq!(th.flops.flops, h.flops.flops);
+    assert_eq!(th.layers.len(), h.layers.len());
+    for (a, b) in th.layers.iter().zip(&h.layers) {
+        assert_eq!(a.stats.images, b.stats.images, "layer {}", a.conv_index);
+        assert_eq!(a.flops, b.flops, "layer {}", a.conv_index);
+    }
+    assert!(th.layers.iter().any(|l| l.stats.images == 120));
+    assert!(td.compute_seconds > 0.0 && th.eval.compute_seconds > 0.0);
+    let again = evaluate(&mut plan, data.as_ref(), o, &mut |_| {}).expect("dense");
+    assert_eq!(again.predictions, d.predictions, "the plan is dense again");
 }
 
 #[test]

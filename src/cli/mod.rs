@@ -151,6 +151,27 @@ impl Session {
         r
     }
 
+    /// The dense network and HASTE (`compress`, or else `policy`) in turns on each batch,
+    /// with a progress bar ([`crate::eval::evaluate_in_turns`]).
+    pub fn in_turns(
+        &mut self,
+        compress: Option<&crate::compress::CompressOptions>,
+        policy: Option<&crate::compress::Policy>,
+    ) -> Result<(EvalReport, HasteReport)> {
+        let bar = progress_bar(self.images(), "dense+HASTE");
+        let mut shown = |n: usize| bar.set_position(n as u64);
+        let (plan, data, options) = (&mut self.plan, self.data.as_ref(), self.options);
+        let r = match (compress, policy) {
+            (Some(c), _) => crate::eval::evaluate_in_turns(plan, data, options, c, &mut shown),
+            (None, Some(p)) => {
+                crate::eval::evaluate_policy_in_turns(plan, data, options, p, &mut shown)
+            }
+            (None, None) => Err(crate::Error::Internal("nothing to run in turns".into())),
+        };
+        bar.finish_and_clear();
+        r
+    }
+
     /// A HASTE pass with a progress bar.
     pub fn haste(&mut self, compress: &crate::compress::CompressOptions) -> Result<HasteReport> {
         let label = format!("L={}", compress.config.hyperplanes);

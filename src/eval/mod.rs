@@ -1,5 +1,9 @@
 //! Evaluation: run a plan over a dataset in batches and score top-1 / top-5.
 
+mod in_turns;
+
+pub use in_turns::{evaluate_in_turns, evaluate_policy_in_turns};
+
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -146,6 +150,32 @@ pub fn evaluate(
     options: EvalOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<EvalReport> {
+    let mut scores = Scores::default();
+    let pass = batches(plan, data, options, progress, &mut |plan, x, loaded| {
+        scores.run(plan, x, loaded, data)
+    })?;
+    scores.report(data, &pass, pass.seconds)
+}
+
+/// What [`batches`] saw: the images skipped, how many it was to cover, its wall time.
+pub(crate) struct Pass {
+    pub skipped: Vec<String>,
+    pub total: usize,
+    pub seconds: f64,
+}
+
+/// What [`batches`] calls on each batch: the plan, the batch's inputs, its images' indices.
+pub(crate) type EachBatch<'a> = dyn FnMut(&mut Plan, &[f32], &[usize]) -> Result<()> + 'a;
+
+/// Loads `data` batch after batch (`options`) and hands each batch's inputs and image
+/// indices to `each`; `progress` gets the images covered so far.
+pub(crate) fn batches(
+    plan: &mut Plan,
+    data: &dyn Dataset,
+    options: EvalOptions,
+    progress: &mut dyn FnMut(usize),
+    each: &mut EachBatch,
+) -> Result<Pass> {
     let total = options.limit.map_or(data.len(), |l| l.min(data.len()));
     if total == 0 {
         return Err(Error::dataset(data.source(), "no images to evaluate"));
@@ -159,14 +189,8 @@ pub fn evaluate(
     let batch = options.batch.clamp(1, plan.max_batch());
     let per_image: usize = plan.image_shape().iter().product();
     let mut buf = vec![0.0f32; batch * per_image];
-    let mut predictions = Predictions {
-        labels: Vec::with_capacity(total),
-        top5: Vec::with_capacity(total),
-    };
     let started = Instant::now();
-    let mut compute = 0.0;
     let mut skipped = Vec::new();
-    let mut nonfinite_logits = 0u64;
     let mut start = 0;
     while start < total {
         let n = batch.min(total - start);
@@ -174,40 +198,71 @@ pub fn evaluate(
             load_batch_skipping(data, start, n, per_image, &mut buf, options.skip_bad)
         })?;
         skipped.extend(bad);
-        let m = loaded.len();
-        if m > 0 {
-            let t = Instant::now();
-            let (shape, out) = plan.run(&buf[..m * per_image], m)?;
-            compute += t.elapsed().as_secs_f64();
-            let classes = shape.last().copied().unwrap_or(0);
-            if classes == 0 || out.len() != m * classes {
-                return Err(Error::Internal(format!("model output has shape {shape:?}")));
-            }
-            nonfinite_logits += out.iter().filter(|v| !v.is_finite()).count() as u64;
-            for (&index, logits) in loaded.iter().zip(out.chunks_exact(classes)) {
-                predictions.labels.push(data.label(index));
-                predictions.top5.push(top5(logits));
-            }
+        if !loaded.is_empty() {
+            each(plan, &buf[..loaded.len() * per_image], &loaded)?;
         }
         start += n;
         progress(start);
     }
-    if predictions.is_empty() {
-        return Err(Error::dataset(
-            data.source(),
-            format!("all {total} images failed to load (skipped)"),
-        ));
-    }
-    Ok(EvalReport {
-        images: predictions.len(),
-        top1: predictions.top1(),
-        top5: predictions.top5(),
-        seconds: started.elapsed().as_secs_f64(),
-        compute_seconds: compute,
-        predictions,
+    Ok(Pass {
         skipped,
-        nonfinite_logits,
+        total,
+        seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The predictions of one network over the batches of a pass, and its time in the model.
+#[derive(Default)]
+pub(crate) struct Scores {
+    predictions: Predictions,
+    compute: f64,
+    nonfinite_logits: u64,
+}
+
+impl Scores {
+    /// Runs `plan` on the batch `x` of the images `loaded` and scores it.
+    pub fn run(
+        &mut self,
+        plan: &mut Plan,
+        x: &[f32],
+        loaded: &[usize],
+        data: &dyn Dataset,
+    ) -> Result<()> {
+        let m = loaded.len();
+        let t = Instant::now();
+        let (shape, out) = plan.run(x, m)?;
+        self.compute += t.elapsed().as_secs_f64();
+        let classes = shape.last().copied().unwrap_or(0);
+        if classes == 0 || out.len() != m * classes {
+            return Err(Error::Internal(format!("model output has shape {shape:?}")));
+        }
+        self.nonfinite_logits += out.iter().filter(|v| !v.is_finite()).count() as u64;
+        for (&index, logits) in loaded.iter().zip(out.chunks_exact(classes)) {
+            self.predictions.labels.push(data.label(index));
+            self.predictions.top5.push(top5(logits));
+        }
+        Ok(())
+    }
+
+    /// The report of the pass, `seconds` its wall time for this network.
+    pub fn report(self, data: &dyn Dataset, pass: &Pass, seconds: f64) -> Result<EvalReport> {
+        if self.predictions.is_empty() {
+            return Err(Error::dataset(
+                data.source(),
+                format!("all {} images failed to load (skipped)", pass.total),
+            ));
+        }
+        Ok(EvalReport {
+            images: self.predictions.len(),
+            top1: self.predictions.top1(),
+            top5: self.predictions.top5(),
+            seconds,
+            compute_seconds: self.compute,
+            predictions: self.predictions,
+            skipped: pass.skipped.clone(),
+            nonfinite_logits: self.nonfinite_logits,
+        })
+    }
 }
 
 #[cfg(test)]
