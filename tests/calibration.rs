@@ -423,4 +423,24 @@ fn eval_calibrates_on_the_first_images_and_scores_the_rest() {
         err.contains("--calibration-images must be at least 1"),
         "{err}"
     );
+    // Nothing left to score after the calibration's images: a one-line error naming the file.
+    let twenty = cifar_first20();
+    let (code, _, err) = run_haste(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        twenty.to_str().unwrap(),
+        "--max-drop",
+        "1",
+        "--calibration-images",
+        "20",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("leaves no image to score after the first 20"),
+        "{err}"
+    );
+    assert!(err.contains("test_first20_lossless.bin"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

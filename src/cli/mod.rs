@@ -89,7 +89,11 @@ impl Session {
             if d.skip >= data.len() {
                 return Err(crate::Error::dataset(
                     &d.data,
-                    format!("--skip {} leaves no image (it has {})", d.skip, data.len()),
+                    format!(
+                        "leaves no image to score after the first {} (--skip, or with --max-drop the calibration's --calibration-images); it has {}",
+                        d.skip,
+                        data.len()
+                    ),
                 ));
             }
             data = Box::new(crate::datasets::Skip::new(data, d.skip));
