@@ -406,37 +406,22 @@ fn eval_calibrates_on_the_first_images_and_scores_the_rest() {
         assert_eq!(e[k], p[k], "{k}");
     }
     assert_eq!(one("70")["first_image"], 70);
+    // `eval --max-drop 1` on `data` with `images` calibration images: its exit code and stderr.
+    let refused = |data: &Path, images: &str| {
+        let (m, d) = (m.to_str().unwrap(), data.to_str().unwrap());
+        let args = ["eval", "--model", m, "--data", d, "--max-drop", "1"];
+        let (code, _, err) = run_haste(&[&args[..], &["--calibration-images", images]].concat());
+        assert_eq!(code, 2, "{err}");
+        err
+    };
     // A bound needs something to calibrate on.
-    let (code, _, err) = run_haste(&[
-        "eval",
-        "--model",
-        m.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--max-drop",
-        "1",
-        "--calibration-images",
-        "0",
-    ]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&data, "0");
     assert!(
         err.contains("--calibration-images must be at least 1"),
         "{err}"
     );
     // Nothing left to score after the calibration's images: a one-line error naming the file.
-    let twenty = cifar_first20();
-    let (code, _, err) = run_haste(&[
-        "eval",
-        "--model",
-        m.to_str().unwrap(),
-        "--data",
-        twenty.to_str().unwrap(),
-        "--max-drop",
-        "1",
-        "--calibration-images",
-        "20",
-    ]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&cifar_first20(), "20");
     assert!(
         err.contains("leaves no image to score after the first 20"),
         "{err}"
