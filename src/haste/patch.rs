@@ -93,10 +93,7 @@ impl MergedPatch {
         isa: Isa,
     ) -> bool {
         self.win_w = frame.1;
-        self.live = Live {
-            rows: (win.r0, win.r1),
-            cols: (win.c0, win.c1),
-        };
+        self.live = win.live();
         self.len = frame.0 * frame.1 * c_in;
         windows.grow(self.at + self.len);
         let mwin = &mut windows[self.at..][..self.len];

@@ -1,6 +1,7 @@
 //! The input window of an output patch: which input pixels a patch's outputs read, and
 //! which of them lie inside the image.
 
+use crate::kernels::direct::Live;
 use crate::kernels::isa::Isa;
 use crate::ops::Conv2dParams;
 
@@ -51,6 +52,14 @@ impl Window {
             r1,
             c0,
             c1,
+        }
+    }
+
+    /// The window rows and columns inside the image.
+    pub fn live(&self) -> Live {
+        Live {
+            rows: (self.r0, self.r1),
+            cols: (self.c0, self.c1),
         }
     }
 

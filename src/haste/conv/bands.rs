@@ -158,12 +158,11 @@ impl HasteConv {
         let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits, isa);
         timer.lap(|t| &mut t.window_copy);
         let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
-        let extent = (win.h, win.w);
         let edge: Arc<WindowTerms>;
-        let terms = if extent == (fh, fw) {
+        let terms = if win.covers((fh, fw)) {
             &self.terms
         } else {
-            edge = self.edge_terms.get(hp, c_in, extent);
+            edge = self.edge_terms.get(hp, c_in, win.live());
             &edge
         };
         // Plain branches, not closures: a closure is a function of its own, outside this

@@ -2,13 +2,15 @@
 //! outside the image): the copy the input merge and the reduced convolution read anyway, so
 //! the window is gathered from the image once per patch.
 //!
-//! Each hyperplane's nonzero entries become one list of offsets into that copy, in window
-//! order ([`TermLists`], built once per window shape and reused), and its projections are
-//! summed in registers, 16 channels a lane vector, several vectors per pass. A zero pixel adds
-//! an exact zero, so absent pixels need no test, and every channel's sum runs in window
-//! order, as in the definition: the same bits on every tier.
+//! Each hyperplane's nonzero entries at the window's pixels inside the image become one list
+//! of offsets into that copy, in window order ([`WindowTerms`], built once per layer and per
+//! edge of the image, and reused), and its projections are summed in registers, 16 channels
+//! a lane vector, several vectors per pass. The entries on the padding would add exact
+//! zeros, so leaving them out keeps the codes, and every channel's sum runs in window order,
+//! as in the definition: the same bits on every tier.
 
 use super::*;
+use crate::kernels::direct::Live;
 use crate::kernels::isa::{Fused, MulAdd, Unfused};
 use std::sync::{Arc, Mutex};
 
@@ -35,9 +37,9 @@ pub struct WindowTerms {
     lens: Vec<usize>,
     /// The largest offset.
     max_off: usize,
-    /// The window extent `(h, w)` whose entries the lists hold (the hyperplanes' whole
-    /// window, or an edge patch's smaller one at its top left).
-    extent: (usize, usize),
+    /// The window rows and columns whose entries the lists hold: the hyperplanes' whole
+    /// window, or the part of an edge patch's window inside the image.
+    present: Live,
     /// The frame's row length (pixels), `fw`.
     row: usize,
     /// Hyperplanes, and the padded count.
@@ -46,8 +48,9 @@ pub struct WindowTerms {
     c: usize,
 }
 
-/// The hyperplane terms of the edge patches' window extents, built on first use (the
-/// extents depend on the image size) and kept: at most three per image size.
+/// The hyperplane terms of the edge patches' windows, built on first use (which pixels are
+/// present depends on the image size) and kept: at most eight per image size (the sides
+/// and corners) and a few more where the last tile is short.
 #[derive(Debug, Default)]
 pub struct EdgeTerms(Mutex<Vec<Arc<WindowTerms>>>);
 
@@ -63,15 +66,24 @@ impl EdgeTerms {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The terms of `hp` for `c` channels within `extent`.
-    pub fn get(&self, hp: &Hyperplanes, c: usize, extent: (usize, usize)) -> Arc<WindowTerms> {
+    /// The terms of `hp` for `c` channels at the `present` pixels.
+    pub fn get(&self, hp: &Hyperplanes, c: usize, present: Live) -> Arc<WindowTerms> {
         let mut list = self.lock();
-        if let Some(t) = list.iter().find(|t| t.extent() == extent) {
+        if let Some(t) = list.iter().find(|t| t.present == present) {
             return t.clone();
         }
-        let t = Arc::new(WindowTerms::within(hp, c, extent));
+        let t = Arc::new(WindowTerms::within(hp, c, present));
         list.push(t.clone());
         t
+    }
+}
+
+/// Every pixel of the hyperplanes' window.
+fn whole(hp: &Hyperplanes) -> Live {
+    let (h, w) = hp.window();
+    Live {
+        rows: (0, h),
+        cols: (0, w),
     }
 }
 
@@ -81,17 +93,19 @@ const GROUP: usize = 8;
 
 impl WindowTerms {
     pub fn new(hp: &Hyperplanes, c: usize) -> WindowTerms {
-        WindowTerms::within(hp, c, hp.window())
+        WindowTerms::within(hp, c, whole(hp))
     }
 
-    /// The terms of the entries inside the top-left `(h, w)` of the hyperplanes' window: an
-    /// edge patch's smaller window, copied into the frame's layout. Entries past it would
-    /// multiply zeros, so its projections are those of the whole frame (up to the sign of a
-    /// zero sum, which no code bit sees), for the work of its own pixels: a 7 x 7 layer at
-    /// tile 16 hashed an 18 x 18 frame for a 9 x 9 window.
-    pub fn within(hp: &Hyperplanes, c: usize, (h, w): (usize, usize)) -> WindowTerms {
+    /// The terms of the entries at the `present` pixels of the hyperplanes' window: an edge
+    /// patch's window, copied into the frame's layout (zeros at its padding and past its
+    /// edge). The other entries would multiply zeros, so its projections are those of the
+    /// whole frame (up to the sign of a zero sum, which no code bit sees), for the work of
+    /// its own pixels: a 7 x 7 layer at tile 16 hashed an 18 x 18 frame for the 7 x 7
+    /// pixels inside its image, and at tile 8 a 9 x 9 window whose ring is padding.
+    pub fn within(hp: &Hyperplanes, c: usize, present: Live) -> WindowTerms {
         let (_, fw) = hp.window();
-        let inside = |pos: usize| pos / fw < h && pos % fw < w;
+        let ((r0, r1), (c0, c1)) = (present.rows, present.cols);
+        let inside = |pos: usize| (r0..r1).contains(&(pos / fw)) && (c0..c1).contains(&(pos % fw));
         let lists: Vec<Vec<(u32, f32)>> = (0..hp.count())
             .map(|l| {
                 let row = hp.row(l).iter().enumerate();
@@ -109,7 +123,7 @@ impl WindowTerms {
             count: hp.count(),
             padded,
             c,
-            extent: (h, w),
+            present,
             row: fw,
             ..Default::default()
         };
@@ -125,15 +139,15 @@ impl WindowTerms {
         s
     }
 
-    /// The window extent the terms cover.
-    pub fn extent(&self) -> (usize, usize) {
-        self.extent
+    /// The pixels the terms cover.
+    pub fn present(&self) -> Live {
+        self.present
     }
 
-    /// The rows of the extent in a frame of `c`-channel pixels: their offsets and lengths.
-    fn extent_rows(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-        let (h, w) = self.extent;
-        (0..h).map(move |r| r * self.row * self.c..(r * self.row + w) * self.c)
+    /// The present pixels' rows in a frame of `c`-channel pixels: their spans of floats.
+    fn present_rows(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let ((r0, r1), (c0, c1)) = (self.present.rows, self.present.cols);
+        (r0..r1).map(move |r| (r * self.row + c0) * self.c..(r * self.row + c1) * self.c)
     }
 
     /// Hyperplane `l`'s offsets and weights (`l` below the padded count).
@@ -146,7 +160,7 @@ impl WindowTerms {
 
 /// Hashes the `c` channels of the copied window `buf` (`[fh][fw][c]` for the hyperplanes'
 /// window `(fh, fw)`, zeros outside the image) into `s.keys[..c]`; `terms` are `hp`'s for
-/// `c` channels within the extent of the patch's window `win` (only that part of `buf` is
+/// `c` channels at the present pixels of the patch's window `win` (only that part of `buf` is
 /// read). `None` when the window holds a non-finite value or a sum overflows: then
 /// [`hash_window_sanitized`] hashes it from the image.
 #[allow(clippy::too_many_arguments)]
@@ -164,10 +178,10 @@ pub fn hash_copied_window(
     s: &mut HashScratch,
     timer: &mut StepTimer,
 ) -> Option<HashCounts> {
-    let finite = if terms.extent == hp.window() {
+    let finite = if terms.present == whole(hp) {
         all_finite(&buf[..hp.dim() * c])
     } else {
-        terms.extent_rows().all(|rows| all_finite(&buf[rows]))
+        terms.present_rows().all(|rows| all_finite(&buf[rows]))
     };
     if !finite {
         return None;
@@ -228,7 +242,7 @@ pub fn hash_finite_window(
     if magnitude_step.is_some() {
         let norm2 = &mut s.norm2[..c];
         norm2.fill(0.0);
-        for rows in terms.extent_rows() {
+        for rows in terms.present_rows() {
             if isa.fused() {
                 window_norms::<Fused>(&buf[rows], c, norm2);
             } else {
