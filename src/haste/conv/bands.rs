@@ -158,12 +158,19 @@ impl HasteConv {
         let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits, isa);
         timer.lap(|t| &mut t.window_copy);
         let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
+        // An edge window smaller than the frame needs terms of its own (the frame past it
+        // holds another patch's values); one of the frame's size takes them where they pay.
         let edge: Arc<WindowTerms>;
         let terms = if win.covers((fh, fw)) {
             &self.terms
         } else {
             edge = self.edge_terms.get(hp, c_in, win.live());
-            &edge
+            let full_size = (win.h, win.w) == (fh, fw);
+            if full_size && !edge.pays_off_over(&self.terms) {
+                &self.terms
+            } else {
+                &edge
+            }
         };
         // Plain branches, not closures: a closure is a function of its own, outside this
         // instruction-set copy, and its `mul_add`s became libm calls.

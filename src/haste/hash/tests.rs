@@ -111,3 +111,29 @@ fn default_step_bins_are_the_logarithms() {
         assert_eq!(magnitude_bin(v, 0.5), magnitude_bin_by_log(v, 0.5), "{v:e}");
     }
 }
+
+/// An edge window of the frame's size takes terms of its own where the entries they leave
+/// out save more vector loads than their table costs in lines: a 64-channel window whose
+/// ring is padding does, a 16-channel one missing a row does not, and a 16-channel corner
+/// of a wide frame neither; at 64 channels one missing row does, and a window wholly in the
+/// padding always (its terms are empty).
+#[test]
+fn edge_terms_pay_off_where_they_leave_out_enough_loads() {
+    use crate::haste::config::HyperplaneKind;
+    use crate::kernels::direct::Live;
+    let hp = Hyperplanes::generate(HyperplaneKind::default(), 14, 0.667, 10, 10, 0);
+    let live = |rows, cols| Live { rows, cols };
+    let pays = |c, present| {
+        let whole = WindowTerms::new(&hp, c);
+        WindowTerms::within(&hp, c, present).pays_off_over(&whole)
+    };
+    let ring = live((1, 9), (1, 9));
+    let top_row = live((1, 10), (0, 10));
+    assert!(pays(64, ring) && pays(64, top_row));
+    assert!(!pays(16, top_row));
+    let wide = Hyperplanes::generate(HyperplaneKind::default(), 14, 0.667, 18, 18, 0);
+    let whole = WindowTerms::new(&wide, 16);
+    let corner = WindowTerms::within(&wide, 16, live((1, 18), (1, 18)));
+    assert!(!corner.pays_off_over(&whole));
+    assert!(WindowTerms::within(&wide, 16, live((0, 0), (0, 0))).pays_off_over(&whole));
+}
