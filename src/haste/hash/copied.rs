@@ -40,6 +40,8 @@ pub struct WindowTerms {
     /// The window rows and columns whose entries the lists hold: the hyperplanes' whole
     /// window, or the part of an edge patch's window inside the image.
     present: Live,
+    /// The hyperplanes' entries at those pixels (what hashing a window there costs).
+    present_entries: u64,
     /// The frame's row length (pixels), `fw`.
     row: usize,
     /// Hyperplanes, and the padded count.
@@ -124,6 +126,7 @@ impl WindowTerms {
             padded,
             c,
             present,
+            present_entries: entries_at(hp, present),
             row: fw,
             ..Default::default()
         };
@@ -288,24 +291,31 @@ pub fn hash_finite_window(
     if !finite {
         return None;
     }
+    // The terms of an edge window's own pixels counted theirs when they were built.
+    let entries_used = if terms.present == win.live() {
+        terms.present_entries
+    } else {
+        entries_at(hp, win.live())
+    };
     let counts = HashCounts {
         nonfinite: 0,
-        entries_used: entries_at_present_pixels(hp, win),
+        entries_used,
     };
     let counts = finish_keys(s, c, magnitude_step, counts);
     timer.lap(|t| &mut t.code);
     Some(counts)
 }
 
-/// Hyperplane entries at pixels of `win` inside the image (what the projection costs).
-fn entries_at_present_pixels(hp: &Hyperplanes, win: &Window) -> u64 {
+/// Hyperplane entries at the `present` pixels of the window (what the projection costs).
+fn entries_at(hp: &Hyperplanes, present: Live) -> u64 {
     let (_, fw) = hp.window();
-    if win.covers(hp.window()) {
+    if present == whole(hp) {
         return hp.nnz() as u64;
     }
+    let ((r0, r1), (c0, c1)) = (present.rows, present.cols);
     let mut used = 0u64;
-    for r in win.r0..win.r1 {
-        for col in win.c0..win.c1 {
+    for r in r0..r1 {
+        for col in c0..c1 {
             used += hp.terms_at(r * fw + col).len() as u64;
         }
     }
