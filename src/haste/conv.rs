@@ -29,7 +29,7 @@ use super::cost::dense_macs;
 use super::hash::grow;
 use super::hash::{EdgeTerms, HashScratch, WindowTerms};
 use super::hyperplanes::Hyperplanes;
-use super::patch::{MergedPatch, RowTable};
+use super::patch::MergedPatch;
 use super::stats::LayerStats;
 use super::steps::StepTimer;
 pub use super::window::Window;
@@ -93,8 +93,6 @@ pub struct HasteScratch {
     /// Summed filter rows of one patch's merged buckets for one panel, laid out as the panel
     /// (see [`super::merge::merge_filter_rows`]).
     wm: AlignedFloats,
-    /// The filter row table of the patch being convolved.
-    rows: RowTable,
     /// Which channels of the patch's window are zero (see [`zero_channels`]), and scratch.
     zero: Vec<bool>,
     zero_bits: Vec<u32>,
@@ -106,7 +104,7 @@ impl crate::kernels::ScratchBytes for HasteScratch {
         let patches: u64 = self.band.iter().map(MergedPatch::bytes).sum();
         let images = b(&self.hwc) + b(&self.ohwc) + self.hash.bytes();
         let band = b(&self.band) + patches + self.windows.bytes() + self.wm.bytes();
-        let rest = self.rows.bytes() + b(&self.zero) + b(&self.zero_bits);
+        let rest = b(&self.zero) + b(&self.zero_bits);
         images + band + rest
     }
 }

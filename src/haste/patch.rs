@@ -36,6 +36,10 @@ pub(super) struct MergedPatch {
     first: Vec<u32>,
     /// The buckets with several channels.
     multi: Vec<u32>,
+    /// The filter row table of the panel being convolved, and which panel and summed-rows
+    /// buffer it points into (a panel's kernel rows, run one at a time, share it).
+    rows: RowTable,
+    rows_for: (usize, usize),
 }
 
 /// Where a band's outputs go: `stride` floats a pixel, filter panel `first` at a pixel's
@@ -47,14 +51,15 @@ pub(super) struct OutPanels {
 }
 
 /// The row table of [`Filters::Rows`] for one patch and filter panel (one pointer per
-/// bucket, at its tap-0 row), rewritten by every [`MergedPatch::convolve`] before the kernel
-/// reads it: a singleton's row points into the layer's weights, a merged bucket's into its
-/// summed rows.
+/// bucket, at its tap-0 row), written by the panel's first [`MergedPatch::convolve`] (its
+/// other kernel rows read the same table) before the kernel reads it: a singleton's row
+/// points into the layer's weights, a merged bucket's into its summed rows.
 #[derive(Clone, Debug, Default)]
 pub(super) struct RowTable(Vec<*const f32>);
 
-// SAFETY: the pointers are only read by the kernel call of the `convolve` that wrote them,
-// on the thread that wrote them; between calls the table is dead storage.
+// SAFETY: the pointers are only read by the kernel calls of the `convolve`s of the panel
+// they were written for, on the thread that wrote them; between panels the table is dead
+// storage.
 unsafe impl Send for RowTable {}
 unsafe impl Sync for RowTable {}
 
@@ -69,7 +74,7 @@ impl MergedPatch {
     /// Bytes its buffers hold.
     pub(super) fn bytes(&self) -> u64 {
         use crate::kernels::buffer_bytes as b;
-        self.buckets.bytes() + b(&self.first) + b(&self.multi)
+        self.buckets.bytes() + b(&self.first) + b(&self.multi) + self.rows.bytes()
     }
 
     /// Copies the patch's window out of the pixel-major image `hwc` (width `w`) into a frame
@@ -141,7 +146,7 @@ impl MergedPatch {
         conv: &HasteConv,
         (q, ky): (usize, Option<usize>),
         (row0, ow): (usize, usize),
-        (wm, rows, windows): (&mut AlignedFloats, &mut RowTable, &[f32]),
+        (wm, windows): (&mut AlignedFloats, &[f32]),
         (band_out, out, epilogue): (&mut [f32], OutPanels, Epilogue),
         ahead: &[f32],
         isa: Isa,
@@ -160,16 +165,20 @@ impl MergedPatch {
         merge_filter_rows(wt_taps, c_in, panel, t1 - t0, buckets, &self.multi, merged);
         timer.lap(|t| &mut t.filter_merge);
         // Singletons read this panel of the layer's weights, merged buckets their sums (both
-        // with the panel's tap stride).
-        let rows = &mut rows.0;
-        rows.clear();
-        rows.extend(
-            self.first
-                .iter()
-                .map(|&f| wt_panel[f as usize * panel..].as_ptr()),
-        );
-        for (m, &b) in self.multi.iter().enumerate() {
-            rows[b as usize] = wm[m * panel..].as_ptr();
+        // with the panel's tap stride): the same table for each kernel row of the panel.
+        let built_for = (q, wm.as_ptr() as usize);
+        if ky.is_none_or(|ky| ky == 0) || self.rows_for != built_for {
+            self.rows_for = built_for;
+            let rows = &mut self.rows.0;
+            rows.clear();
+            rows.extend(
+                self.first
+                    .iter()
+                    .map(|&f| wt_panel[f as usize * panel..].as_ptr()),
+            );
+            for (m, &b) in self.multi.iter().enumerate() {
+                rows[b as usize] = wm[m * panel..].as_ptr();
+            }
         }
         let geom = Geom {
             win_w: self.win_w,
@@ -189,7 +198,7 @@ impl MergedPatch {
         };
         let filters = Filters::Rows {
             first: &self.first,
-            rows,
+            rows: &self.rows.0,
             tap_stride: c_in * panel,
             ahead,
         };

@@ -288,7 +288,7 @@ impl HasteConv {
                         residual: part.finish.and(image.residual),
                         ..epilogue
                     };
-                    let bufs = (&mut s.wm, &mut s.rows, &s.windows[..]);
+                    let bufs = (&mut s.wm, &s.windows[..]);
                     let ahead = &ahead[ahead.len() * i / n..ahead.len() * (i + 1) / n];
                     let out = (&mut *image.out, to, epilogue);
                     patch.convolve(self, (q, ky), (row0, ow), bufs, out, ahead, isa, timer);
