@@ -142,11 +142,6 @@ impl WindowTerms {
         s
     }
 
-    /// The pixels the terms cover.
-    pub fn present(&self) -> Live {
-        self.present
-    }
-
     /// The hyperplanes' entries the terms hold (the lists' padding left out).
     pub fn entries(&self) -> usize {
         self.lens.iter().sum()
