@@ -422,16 +422,18 @@ fn every_memory_order_gives_the_same_bits_and_stats_over_geometries() {
     }
 }
 
-/// Edge patches hash only their own window (`WindowTerms::within`), with the codes the
-/// whole hyperplane frame gives (zeros past the window): every patch's buckets, on sizes
-/// no tile divides, equal those of the window hashed in full by `hash_window`, as the
-/// layer's bucket-size histogram shows, with magnitude bins on and off.
+/// Edge patches hash only their own pixels inside the image (`WindowTerms::within`), with
+/// the codes the whole hyperplane frame gives (zeros on the padding and past the window):
+/// every patch's buckets, on sizes no tile divides, equal those of the window hashed in
+/// full by `hash_window`, as the layer's bucket-size histogram shows, with magnitude bins on
+/// and off, at 24 channels (where some edges take terms of their own and others keep the
+/// frame's, `WindowTerms::pays_off_over`) and 64 (where every edge does).
 #[test]
 fn edge_patches_bucket_as_the_whole_frame() {
     use crate::haste::buckets::Buckets;
     use crate::haste::hash::hash_window;
-    for magnitude in [false, true] {
-        let (c_in, h, w, tile) = (24, 11, 13, 4);
+    for (magnitude, c_in) in [(false, 24), (true, 24), (false, 64), (true, 64)] {
+        let (h, w, tile) = (11, 13, 4);
         let (mut conv, x, _, _) = merging_layer((c_in, 8, h, w), tile);
         conv.cfg.magnitude_bins = magnitude.then_some(0.5);
         let mut stats = LayerStats::default();
@@ -468,7 +470,7 @@ fn edge_patches_bucket_as_the_whole_frame() {
         assert_eq!(
             stats.bucket_size_hist[..=c_in],
             hist[..],
-            "magnitude bins {magnitude}"
+            "magnitude bins {magnitude}, {c_in} channels"
         );
         assert!(hist[2..].iter().any(|&n| n > 0), "nothing merged");
     }
