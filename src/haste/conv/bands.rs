@@ -14,7 +14,7 @@ use crate::haste::patch::{MergedPatch, OutPanels};
 use crate::haste::stats::LayerStats;
 use crate::haste::steps::StepTimer;
 use crate::haste::window::{zero_channels, Window};
-use crate::kernels::direct::Epilogue;
+use crate::kernels::direct::{Epilogue, Live};
 use crate::kernels::isa::Isa;
 use crate::ops::Conv2dParams;
 
@@ -158,18 +158,28 @@ impl HasteConv {
         let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits, isa);
         timer.lap(|t| &mut t.window_copy);
         let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
-        // An edge window smaller than the frame needs terms of its own (the frame past it
-        // holds another patch's values); one of the frame's size takes them where they pay.
-        let edge: Arc<WindowTerms>;
+        // An edge window hashes its extent's terms (the frame's, or for a window smaller than
+        // the frame those within it: the frame past it holds another patch's values), or
+        // those of its pixels inside the image where they pay.
+        let (extent, own): (Arc<WindowTerms>, Arc<WindowTerms>);
         let terms = if win.covers((fh, fw)) {
             &self.terms
         } else {
-            edge = self.edge_terms.get(hp, c_in, win.live());
-            let full_size = (win.h, win.w) == (fh, fw);
-            if full_size && !edge.pays_off_over(&self.terms) {
+            let base = if (win.h, win.w) == (fh, fw) {
                 &self.terms
             } else {
-                &edge
+                let all = Live {
+                    rows: (0, win.h),
+                    cols: (0, win.w),
+                };
+                extent = self.edge_terms.get(hp, c_in, all);
+                &extent
+            };
+            own = self.edge_terms.get(hp, c_in, win.live());
+            if own.pays_off_over(base) {
+                &own
+            } else {
+                base
             }
         };
         // Plain branches, not closures: a closure is a function of its own, outside this

@@ -147,19 +147,22 @@ impl WindowTerms {
         self.lens.iter().sum()
     }
 
-    /// Whether a window of the whole frame's size, whose pixels outside the image are zeros
-    /// in its copy, is hashed faster with these terms than with the whole window's `whole`
-    /// (whose entries on the padding add exact zeros). Each entry left out saves a load of
-    /// each of its 16-channel vectors from the window, in L1; but these terms are a table
+    /// Whether an edge window, whose pixels outside the image are zeros in its copy, is
+    /// hashed faster with these terms (of its pixels inside the image) than with `base`,
+    /// those of its extent: the frame's, or for a window smaller than the frame those within
+    /// it (their entries on the padding add exact zeros). Each entry left out saves a load
+    /// of each of its 16-channel vectors from the window, in L1; but these terms are a table
     /// of their own (8 bytes per entry of each padded list), whose lines the projection
-    /// reads from L2 beside the whole window's. A line from L2 costs about two vector loads
-    /// saved: on ResNet-56 (L = 14, one thread) the 64-channel layers at 8 x 8, one patch
-    /// whose ring is padding (loads saved 12 times the table's lines), hashed in 0.40-0.42
-    /// cycles per channel and window pixel instead of 0.48-0.58, and the 32-channel layers
-    /// at 16 x 16 (1.2 to 2.5 times) in 0.45-0.50 instead of 0.51-0.55, but the 16-channel
-    /// layers at 32 x 32 (0.6 to 1.3 times) in 0.71-0.74 instead of 0.61-0.65.
-    pub fn pays_off_over(&self, whole: &WindowTerms) -> bool {
-        let left_out = whole.entries().saturating_sub(self.entries());
+    /// reads from L2 beside the others. A line from L2 costs about two vector loads saved:
+    /// on ResNet-56 (L = 14, one thread) the 64-channel layers at 8 x 8, one patch whose
+    /// ring is padding (loads saved 12 times the table's lines), hashed in 0.40-0.42 cycles
+    /// per channel and window pixel instead of 0.48-0.58, and the 32-channel layers at 16 x
+    /// 16 (1.2 to 2.5 times) in 0.45-0.50 instead of 0.51-0.55, but the 16-channel layers at
+    /// 32 x 32 (0.6 to 1.3 times) in 0.71-0.74 instead of 0.61-0.65; Tiny Darknet's
+    /// 16-channel layers at 56 x 56, tile 16, lost as much where their short edge windows
+    /// took tables of their own instead of their extent's.
+    pub fn pays_off_over(&self, base: &WindowTerms) -> bool {
+        let left_out = base.entries().saturating_sub(self.entries());
         let entry = std::mem::size_of::<u32>() + std::mem::size_of::<f32>();
         let table_lines = (self.len * self.padded * entry).div_ceil(64);
         left_out * self.c.div_ceil(LANES) > 2 * table_lines
