@@ -218,8 +218,11 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         );
     }
     // Without --all-layers, only the layers predicted at most 0.9 of dense on the first
-    // batch keep HASTE (the report's prediction, from every batch's merging, is close), and
-    // the first layers of ResNet-20 (16 channels at 32 x 32) are too small for it.
+    // batch keep HASTE, and the first layers of ResNet-20 (16 channels at 32 x 32) are too
+    // small for it. The report's prediction comes from the final network's merging, where
+    // the layers that went back to dense feed a layer other inputs than in the choice (run
+    // with every candidate on HASTE), so it is close to the choice's, not equal: on these
+    // synthetic images one 32-channel layer chosen at 0.9 or less reports 1.02.
     let (code, out, err) = run_haste(&[
         "bench",
         "--model",
@@ -239,7 +242,7 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
     assert!(layers.len() < 17, "{j}");
     for l in layers {
         let predicted = l["predicted_time_ratio"].as_f64().expect("predicted");
-        assert!(predicted < 1.0, "{l}");
+        assert!(predicted < 1.1, "{l}");
         assert!(l["c_in"].as_u64() > Some(16), "{l}");
     }
     assert_clean_error(

@@ -106,12 +106,14 @@ pub fn patch_flops(
 /// (`bench/fit_cost_model.py`) to per-layer times of `haste bench --layers --all-layers
 /// --include-1x1` on every real shared model and the random-weight ResNet-18 (the 1x1
 /// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
-/// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread. Every tier was last
-/// refitted on 2026-12-06 (an AMD Zen 4, `HASTE_ISA` for the narrower tiers; BENCHMARKS.md),
-/// after HASTE's bands across images, its padding split and its wider register blocks had
-/// made the constants fitted before them (AMD Zen 5) predict 24 % of the AVX-512 3x3 timings
-/// more than 10 % off. Constants refitted on another machine replace them through
-/// `HASTE_COST_MODEL` ([`super::cost_file`]).
+/// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread, on an AMD Zen 4
+/// (`HASTE_ISA` for the narrower tiers; BENCHMARKS.md). The spatial constants were refitted
+/// on 2026-12-07, after wide layers' panels a kernel row at a time, the scanning copy and
+/// edge windows hashed over their own pixels had moved the per-patch costs (the constants
+/// of 2026-12-06 then predicted 90 % of the AVX-512 3x3 timings within 10 %, 42 % on AVX2);
+/// the 1x1 ones are those of 2026-12-06 (refitted, they predicted no better). Constants
+/// refitted on another machine replace them through `HASTE_COST_MODEL`
+/// ([`super::cost_file`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostModel {
@@ -135,12 +137,12 @@ impl CostModel {
     /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
     pub const AVX512: CostModel = CostModel {
         kept: 1.05,
-        fixed: 14.5,
-        input_merge: 26.0,
-        per_input_channel: 1290.0,
-        per_output_channel: 497.0,
-        merge: 3.17,
-        merge_per_mb: 0.569,
+        fixed: 19.4,
+        input_merge: 37.3,
+        per_input_channel: 1140.0,
+        per_output_channel: 580.0,
+        merge: 1.96,
+        merge_per_mb: 0.643,
     };
     /// 1x1 convolutions on AVX-512.
     pub const AVX512_POINTWISE: CostModel = CostModel {
@@ -156,13 +158,13 @@ impl CostModel {
     /// and hand-written kernels like these) uses it too: it could not be timed on real
     /// hardware here.
     pub const AVX2: CostModel = CostModel {
-        kept: 1.21,
-        fixed: 0.0,
-        input_merge: 40.9,
+        kept: 1.22,
+        fixed: 17.8,
+        input_merge: 22.2,
         per_input_channel: 1830.0,
-        per_output_channel: 419.0,
-        merge: 3.25,
-        merge_per_mb: 0.507,
+        per_output_channel: 0.0,
+        merge: 2.18,
+        merge_per_mb: 0.195,
     };
     /// 1x1 convolutions on AVX2 (and NEON).
     pub const AVX2_POINTWISE: CostModel = CostModel {
@@ -176,16 +178,16 @@ impl CostModel {
     };
     /// Spatial convolutions on the plain-Rust tiers (SSE2 on x86-64; portable), loops the
     /// compiler vectorizes: the patch kernel's short calls run about 2x slower per channel
-    /// than the dense kernel, and the fixed work dwarfs the rest (the least squares set the
+    /// than the dense kernel, and the fixed work dwarfs the rest (the least squares set most
     /// other terms to 0, where they no longer separate from it).
     pub const PLAIN: CostModel = CostModel {
-        kept: 2.15,
-        fixed: 87.6,
+        kept: 1.98,
+        fixed: 88.6,
         input_merge: 0.0,
-        per_input_channel: 0.0,
+        per_input_channel: 21.4,
         per_output_channel: 0.0,
         merge: 0.0,
-        merge_per_mb: 0.981,
+        merge_per_mb: 0.695,
     };
     /// 1x1 convolutions on the plain-Rust tiers.
     pub const PLAIN_POINTWISE: CostModel = CostModel {
@@ -474,7 +476,7 @@ mod tests {
 
     /// Every tier's and kind's constants are at least 0 (a patch's work more), and the
     /// reduced convolution runs at about the dense kernel's rate per channel or slower (up to
-    /// about half of it: the plain tiers' short patch calls, 2.15 on a Zen 4).
+    /// about half of it: the plain tiers' short patch calls, 1.98 on a Zen 4).
     #[test]
     fn every_tier_has_positive_constants() {
         for isa in Isa::ALL {
