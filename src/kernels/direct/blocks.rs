@@ -2,6 +2,7 @@
 //! themselves (6 x 64, up to 8 x 32, row blocks of narrow layers), what they prefetch, and
 //! their epilogue.
 
+use super::broadcast::broadcast_fma4;
 #[cfg(target_arch = "x86_64")]
 use super::epilogue::{finish_block, finish_sums, lanes::Deferred, with_lanes, Lanes};
 #[cfg(target_arch = "x86_64")]
@@ -355,39 +356,6 @@ pub(super) fn vector_masks(width: usize) -> [u16; 4] {
     })
 }
 
-/// `$acc[v] += x * $w[v]` for the four vectors of one output, `x` broadcast from the
-/// pointer `$a`: one output row of a 64-channel block of row filters, fused multiply-adds
-/// with the bits of `_mm512_fmadd_ps`. Written out so that the broadcast stays next to its
-/// multiply-adds: with intrinsics the compiler hoisted a block's six broadcasts ahead of
-/// them (each one's address waits on the bucket's slot, loaded in the same iteration), and
-/// six broadcast registers, four filter vectors and 24 sums are more than the 32
-/// registers: it spilled sums and shuffled the others between registers every term. A
-/// macro, not a function: the registers need the caller's AVX-512 feature, and a call
-/// would pass the sums through memory.
-#[cfg(target_arch = "x86_64")]
-macro_rules! broadcast_fma4 {
-    ($acc:expr, $a:expr, $w:expr) => {
-        std::arch::asm!(
-            "vbroadcastss {x}, dword ptr [{a}]",
-            "vfmadd231ps {s0}, {x}, {w0}",
-            "vfmadd231ps {s1}, {x}, {w1}",
-            "vfmadd231ps {s2}, {x}, {w2}",
-            "vfmadd231ps {s3}, {x}, {w3}",
-            a = in(reg) $a,
-            x = out(zmm_reg) _,
-            s0 = inout(zmm_reg) $acc[0],
-            s1 = inout(zmm_reg) $acc[1],
-            s2 = inout(zmm_reg) $acc[2],
-            s3 = inout(zmm_reg) $acc[3],
-            w0 = in(zmm_reg) $w[0],
-            w1 = in(zmm_reg) $w[1],
-            w2 = in(zmm_reg) $w[2],
-            w3 = in(zmm_reg) $w[3],
-            options(nostack, preserves_flags, readonly),
-        )
-    };
-}
-
 /// `MR` outputs from `j0` x `16 * NV` output channels from `co0` (lanes past `masks` off),
 /// summed over the pass's kernel rows: from zero on the first pass, from the stored partial
 /// sums on the later ones.
@@ -518,6 +486,7 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool, A: Lanes>(
                             let wv = load_w((*rp.add(b)).add(tap_w));
                             for i in 0..MR {
                                 if NV == 4 {
+                                    // The slot the intrinsics below read (in the window).
                                     broadcast_fma4!(acc[i], abase[i].add(f), wv);
                                     continue;
                                 }

@@ -39,6 +39,8 @@ mod blocks;
 mod blocks_avx2;
 #[cfg(target_arch = "aarch64")]
 mod blocks_neon;
+#[cfg(target_arch = "x86_64")]
+mod broadcast;
 mod epilogue;
 #[cfg(target_arch = "x86_64")]
 mod half;
