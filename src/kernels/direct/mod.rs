@@ -27,7 +27,8 @@
 //! reaches the machine's FMA peak (see `cargo bench --bench kernels`).
 //!
 //! Where things are: this file holds the geometry, the filter forms, the portable kernel and
-//! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch);
+//! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch;
+//! `broadcast` the assembly of their 64-channel row-filter loop);
 //! `blocks_avx2` the AVX2 ones;
 //! `epilogue` what happens to a finished output (bias, residual, activation); `layer` the
 //! dense convolution layer that pads an image and splits it over threads (`scratch` its
