@@ -126,7 +126,6 @@ impl WindowTerms {
             padded,
             c,
             present,
-            present_entries: entries_at(hp, present),
             row: fw,
             ..Default::default()
         };
@@ -139,12 +138,14 @@ impl WindowTerms {
                 s.ws.push(w);
             }
         }
+        s.present_entries = s.lens.iter().sum::<usize>() as u64;
+        debug_assert_eq!(s.present_entries, entries_at(hp, present));
         s
     }
 
     /// The hyperplanes' entries the terms hold (the lists' padding left out).
     pub fn entries(&self) -> usize {
-        self.lens.iter().sum()
+        self.present_entries as usize
     }
 
     /// Whether an edge window, whose pixels outside the image are zeros in its copy, is
