@@ -11,9 +11,9 @@ use super::half::{half_block, takes_half, HALF_BLOCK_24, HALF_BLOCK_40};
 use super::joined::{joined_blocks, joined_tail};
 use super::pairs::{pair_block, takes_pairs, PAIR_BLOCK};
 use super::passes::wide_group_passes;
-use super::prefetch::{ahead_part, next_filters_part};
+use super::prefetch::with_prefetch;
 #[cfg(target_arch = "x86_64")]
-use super::prefetch::{next_block_inputs, prefetch_block_io};
+use super::prefetch::{next_block_inputs, prefetch_block_io, prefetch_term};
 #[cfg(target_arch = "x86_64")]
 use super::row_blocks::row_blocks;
 use super::{panel_of, Epilogue, Filters, Geom, PANEL};
@@ -49,6 +49,7 @@ pub(super) unsafe fn avx512_at(g: &Geom, win: &[f32], f: Filters, e: Epilogue, o
             last: k + 1 == count && g.sums.finish,
             e,
             prefetch: std::ptr::null(),
+            prefetch_stride: 16,
         };
         // SAFETY: forwarded from the caller.
         unsafe {
@@ -84,9 +85,10 @@ pub(super) struct Pass<'a> {
     /// Applied by the last pass.
     pub(super) e: Epilogue<'a>,
     /// Where this block's part of the next group's filters (panel filters) or of the next
-    /// call's (row filters) starts, to be prefetched one cache line per term while it sums
-    /// (null: none).
+    /// call's (row filters) starts, to be prefetched while it sums (null: none), and how
+    /// many floats of it per term: a cache line (16), or for row filters up to four.
     pub(super) prefetch: *const f32,
+    pub(super) prefetch_stride: usize,
 }
 
 /// One pass of [`conv_avx512`] over every output and output channel; `PANELS` when the
@@ -142,11 +144,7 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
     for q in 0..wide {
         let co0 = 64 * q;
         for (k, j0) in (0..full).step_by(wide_mr).enumerate() {
-            let prefetch = match p.f {
-                Filters::Panels { .. } => next_filters_part(p, q, k),
-                Filters::Rows { ahead, .. } => ahead_part(p, k, full / wide_mr, ahead),
-            };
-            let p = Pass { prefetch, ..p };
+            let p = with_prefetch(p, q, k, full / wide_mr);
             unsafe {
                 if wide_mr == 4 {
                     block::<4, 4, PANELS, A>(p, out, j0, co0, ALL, act)
@@ -465,7 +463,8 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool, A: Lanes>(
                     // rounds alternated): the kernel 19.1-19.7 -> 18.9-19.0 cycles per
                     // channel and window pixel, its layers with a residual 4-8 % faster.
                     prefetch_block_io::<MR, NV>(p, op, &at, co0, ky);
-                    let pf_row = p.prefetch.wrapping_add((ky - p.kys.0) * (t1 - t0) * 16);
+                    let stride = p.prefetch_stride;
+                    let pf_row = p.prefetch.wrapping_add((ky - p.kys.0) * (t1 - t0) * stride);
                     for kx in t0 / nb.max(1)..g.kw {
                         let (b0, b1) = (t0.max(kx * nb) - kx * nb, t1.min((kx + 1) * nb));
                         if b1 <= kx * nb {
@@ -477,10 +476,12 @@ unsafe fn block<const MR: usize, const NV: usize, const PANELS: bool, A: Lanes>(
                         let abase: [*const f32; MR] =
                             std::array::from_fn(|i| wp.add(origin[i] + tap_in));
                         let tap_w = kk * tap_stride + co0;
-                        let pf = pf_row.wrapping_add(kx * nb * 16).wrapping_sub(t0 * 16);
+                        let pf = pf_row
+                            .wrapping_add(kx * nb * stride)
+                            .wrapping_sub(t0 * stride);
                         for b in b0..b1 {
                             if NV == 4 && !p.prefetch.is_null() {
-                                _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(b * 16).cast());
+                                prefetch_term(pf, b, stride);
                             }
                             let f = *fp.add(b) as usize;
                             let wv = load_w((*rp.add(b)).add(tap_w));

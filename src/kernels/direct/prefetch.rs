@@ -13,7 +13,7 @@ use super::{Filters, PANEL};
 /// lines each, and prefetches one line per term: the first four blocks of a group cover the
 /// next group's slice of its kernel rows, or after the last group the first group's slice
 /// of the next pass's rows.
-pub(super) fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
+fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     let g = p.g;
     let Filters::Panels { weights: w, .. } = p.f else {
         return std::ptr::null();
@@ -38,24 +38,56 @@ pub(super) fn next_filters_part(p: Pass, q: usize, k: usize) -> *const f32 {
     w.as_ptr().wrapping_add(slice + k * rows * (t1 - t0) * 16)
 }
 
+/// `p` for wide block `k` of the `blocks` in group `q` (of 64 output channels) of its
+/// pass, with the part of the filters read next that the block prefetches.
+pub(super) fn with_prefetch(p: Pass, q: usize, k: usize, blocks: usize) -> Pass {
+    let (prefetch, prefetch_stride) = match p.f {
+        Filters::Panels { .. } => (next_filters_part(p, q, k), 16),
+        Filters::Rows { ahead, .. } => ahead_part(p, k, blocks, ahead),
+    };
+    Pass {
+        prefetch,
+        prefetch_stride,
+        ..p
+    }
+}
+
+/// Asks for term `b`'s `stride` floats of the part `pf` a block prefetches, into L2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn prefetch_term(pf: *const f32, b: usize, stride: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    for line in (0..stride).step_by(16) {
+        // SAFETY: a prefetch is a hint: it never faults and changes no memory.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(b * stride + line).cast()) };
+    }
+}
+
 /// The part of `ahead` (what the next call reads) that wide block `k` of the `blocks` in
-/// each pass of a row-filter call prefetches, one line per term, or null once `ahead` is
-/// covered. A HASTE patch of a wide layer reads every row of its filter panel, 1.2 MB for
-/// 512 -> 512 and one patch per image at 7 x 7: the next panel's rows were misses that the
-/// filter merge and the first blocks waited on (the merge ran at half the L3's streaming
-/// rate); fetched into L2 while this call computes, they arrive early.
-pub(super) fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> *const f32 {
+/// each pass of a row-filter call prefetches, and how many floats of it per term (whole
+/// lines), or null once `ahead` is covered. A HASTE patch of a wide layer reads every row of
+/// its filter panel, 1.2 MB for 512 -> 512 and one patch per image at 7 x 7: the next
+/// panel's rows were misses that the filter merge and the first blocks waited on (the merge
+/// ran at half the L3's streaming rate); fetched into L2 while this call computes, they
+/// arrive early. As many lines per term (up to a row's four) as cover `ahead` in the first
+/// half of the call's terms: at one line per term, a 512 -> 512 patch at batch 1 covered
+/// two thirds of it, and its filter merge waited on the rest (ResNet-18 at batch 1: the
+/// merge 35-48 -> 14-16 cycles per input channel and window pixel with a row per term).
+fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> (*const f32, usize) {
     let g = p.g;
     let row_terms = g.kw * p.f.terms(g);
     let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
+    let all_terms = (g.kys.1 - g.kys.0) * row_terms * blocks;
+    let lines = (2 * ahead.len().div_ceil(16)).div_ceil(all_terms.max(1));
+    let stride = 16 * lines.clamp(1, 4);
     // Terms summed by the passes before this one, by every block, and by this pass's blocks
     // before `k`.
     let before = ((r0 - g.kys.0) * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
-    let line = before * 16;
-    if line < ahead.len() {
-        ahead[line..].as_ptr()
+    let at = before * stride;
+    if at < ahead.len() {
+        (ahead[at..].as_ptr(), stride)
     } else {
-        std::ptr::null()
+        (std::ptr::null(), stride)
     }
 }
 

@@ -50,6 +50,7 @@ pub(super) unsafe fn faster(
         last: false,
         e: Epilogue::NONE,
         prefetch: std::ptr::null(),
+        prefetch_stride: 16,
     };
     let o = out.as_mut_ptr();
     let time = |(block, step): (BlockFn, usize)| {
