@@ -86,7 +86,7 @@ pub(super) struct Pass<'a> {
     pub(super) e: Epilogue<'a>,
     /// Where this block's part of the next group's filters (panel filters) or of the next
     /// call's (row filters) starts, to be prefetched while it sums (null: none), and how
-    /// many floats of it per term: a cache line (16), or for row filters up to four.
+    /// many floats of it per term: a cache line (16), or for row filters a row (64).
     pub(super) prefetch: *const f32,
     pub(super) prefetch_stride: usize,
 }

@@ -221,7 +221,7 @@ pub enum Filters<'a> {
         rows: &'a [*const f32],
         tap_stride: usize,
         /// Filters the next call reads (the next filter panel, or a part of it), asked for
-        /// into L2 one to four lines per term while this call computes; empty: none. Only
+        /// into L2 a line or a row per term while this call computes; empty: none. Only
         /// the wide blocks prefetch (see `prefetch::with_prefetch`).
         ahead: &'a [f32],
     },
