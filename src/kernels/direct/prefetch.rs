@@ -78,7 +78,7 @@ pub(super) fn prefetch_term(pf: *const f32, b: usize, stride: usize) {
 /// arrive early. A line per term, or a row of four where one would not cover `ahead` in
 /// the first half of the call's terms: at one, a 512 -> 512 patch at batch 1 covered two
 /// thirds of it, and its filter merge waited on the rest (ResNet-18 at batch 1: the merge
-/// 35-48 -> 14-16 cycles per input channel and window pixel with a row per term; two lines
+/// 34-49 -> 14-17 cycles per input channel and window pixel with a row per term; two lines
 /// per term 15-22, eight 18-24).
 fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> (*const f32, usize) {
     let g = p.g;
