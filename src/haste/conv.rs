@@ -96,6 +96,9 @@ pub struct HasteScratch {
     /// Which channels of the patch's window are zero (see [`zero_channels`]), and scratch.
     zero: Vec<bool>,
     zero_bits: Vec<u32>,
+    /// A patch row of outputs, whole width, of which a thread computes some patches (see
+    /// `HasteKernel::run_by_patches`).
+    pub(crate) part_rows: Vec<f32>,
 }
 
 impl crate::kernels::ScratchBytes for HasteScratch {
@@ -104,7 +107,7 @@ impl crate::kernels::ScratchBytes for HasteScratch {
         let patches: u64 = self.band.iter().map(MergedPatch::bytes).sum();
         let images = b(&self.hwc) + b(&self.ohwc) + self.hash.bytes();
         let band = b(&self.band) + patches + self.windows.bytes() + self.wm.bytes();
-        let rest = b(&self.zero) + b(&self.zero_bits);
+        let rest = b(&self.zero) + b(&self.zero_bits) + b(&self.part_rows);
         images + band + rest
     }
 }

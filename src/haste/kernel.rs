@@ -2,6 +2,7 @@
 //! with the layer's statistics accumulated over every image it runs.
 
 use super::conv::Finish;
+use super::shares::{patch_shares, Share};
 use super::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use crate::error::Result;
 use crate::kernels::{ConvBatch, ConvJob, ConvKernel, Scratch, Scratches};
@@ -159,24 +160,7 @@ impl ConvKernel for HasteKernel {
         if oh.div_ceil(tile) < threads && panels >= 2 {
             return self.run_by_panels(job, out, threads.min(panels), scratches);
         }
-        let per = oh.div_ceil(tile).div_ceil(threads) * tile;
-        let row = ow * p.c_out;
-        out.par_chunks_mut(per * row)
-            .enumerate()
-            .for_each(|(k, band)| {
-                let rows = k * per..k * per + band.len() / row;
-                let mut local = LayerStats::default();
-                let r = job.residual.map(|r| &r[k * per * row..][..band.len()]);
-                let finish = self.finish(r);
-                scratches.with_thread(&mut |s| {
-                    let s = s.get::<HasteScratch>();
-                    let (x, hw, rows) = (job.x, job.hw, Some(rows.clone()));
-                    self.conv
-                        .forward_finished(x, hw, rows, true, band, s, &mut local, finish)
-                });
-                self.lock_stats().add(&local);
-            });
-        self.lock_stats().images += 1;
+        self.run_by_patches(job, out, patch_shares(oh, ow, tile, threads), scratches);
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -185,6 +169,67 @@ impl ConvKernel for HasteKernel {
 }
 
 impl HasteKernel {
+    /// [`ConvKernel::run_image_parallel`] with each worker's share of the patches (see
+    /// `shares.rs`): its whole patch rows straight into the output; a patch row it has a part
+    /// of into a row buffer of its scratch, whose columns it then copies into that row of the
+    /// output (the row's other part is another worker's, so the row is locked for the copy).
+    fn run_by_patches(
+        &self,
+        job: &ConvJob,
+        out: &mut [f32],
+        shares: Vec<Share>,
+        scratches: &dyn Scratches,
+    ) {
+        let p = self.conv.params();
+        let (oh, ow) = p.out_hw(job.hw.0, job.hw.1);
+        let (tile, row) = (self.conv.config().tile, ow * p.c_out);
+        let pixel_rows = |r: std::ops::Range<usize>| r.start * tile..(r.end * tile).min(oh);
+        let (bands, shared) = cut_rows(&mut out[..oh * row], &shares, tile * row);
+        let shared: Vec<(usize, Mutex<&mut [f32]>)> = shared
+            .into_iter()
+            .map(|(r, o)| (r, Mutex::new(o)))
+            .collect();
+        let work: Vec<_> = shares.into_iter().zip(bands).collect();
+        work.into_par_iter().for_each(|(share, band)| {
+            let mut local = LayerStats::default();
+            let residual = |r: &std::ops::Range<usize>, len| {
+                job.residual.map(|res| &res[r.start * row..][..len])
+            };
+            scratches.with_thread(&mut |s| {
+                let s = s.get::<HasteScratch>();
+                let (x, hw) = (job.x, job.hw);
+                let rows = pixel_rows(share.rows.clone());
+                if !rows.is_empty() {
+                    let finish = self.finish(residual(&rows, band.len()));
+                    let rows = Some(rows);
+                    self.conv
+                        .forward_finished(x, hw, rows, true, band, s, &mut local, finish);
+                }
+                for (r, cols) in &share.partial {
+                    let rows = pixel_rows(*r..r + 1);
+                    let cols = cols.start * tile..(cols.end * tile).min(ow);
+                    let mut buf = std::mem::take(&mut s.part_rows);
+                    crate::kernels::grow(&mut buf, rows.len() * row);
+                    let buf_rows = &mut buf[..rows.len() * row];
+                    let finish = self.finish(residual(&rows, buf_rows.len()));
+                    let at = (rows.clone(), cols.clone());
+                    self.conv
+                        .forward_finished_cols(x, hw, at, buf_rows, s, &mut local, finish);
+                    let (_, target) = shared.iter().find(|(q, _)| q == r).expect("a shared row");
+                    let mut target = target.lock().unwrap_or_else(|e| e.into_inner());
+                    let width = cols.len() * p.c_out;
+                    for (o, b) in target.chunks_exact_mut(row).zip(buf_rows.chunks_exact(row)) {
+                        let at = cols.start * p.c_out;
+                        o[at..][..width].copy_from_slice(&b[at..][..width]);
+                    }
+                    s.part_rows = buf;
+                }
+            });
+            self.lock_stats().add(&local);
+        });
+        self.lock_stats().images += 1;
+    }
+
     /// [`ConvKernel::run_image_parallel`] for an image with fewer patch rows than threads (a
     /// 7 x 7 layer at tile 8, a 14 x 14 one at tile 16: one patch): `parts` workers each
     /// compute a share of the filter panels into a buffer of their own
@@ -232,4 +277,42 @@ impl HasteKernel {
         });
         self.lock_stats().images += 1;
     }
+}
+
+/// `out` (patch rows of `per_row` floats, the last one maybe shorter) cut into each share's
+/// whole rows, in order, and the patch rows shares have parts of, with their indices.
+#[allow(clippy::type_complexity)]
+fn cut_rows<'a>(
+    out: &'a mut [f32],
+    shares: &[Share],
+    per_row: usize,
+) -> (Vec<&'a mut [f32]>, Vec<(usize, &'a mut [f32])>) {
+    // (first patch row, end, share whose whole rows they are, or none: a shared row), in
+    // order: the shares' runs do not overlap.
+    let mut pieces: Vec<(usize, usize, Option<usize>)> = (shares.iter().enumerate())
+        .filter(|(_, s)| !s.rows.is_empty())
+        .map(|(k, s)| (s.rows.start, s.rows.end, Some(k)))
+        .collect();
+    let mut partial: Vec<usize> = (shares.iter())
+        .flat_map(|s| s.partial.iter().map(|&(r, _)| r))
+        .collect();
+    partial.sort_unstable();
+    partial.dedup();
+    pieces.extend(partial.into_iter().map(|r| (r, r + 1, None)));
+    pieces.sort_unstable_by_key(|&(start, ..)| start);
+    let mut bands: Vec<&mut [f32]> = shares.iter().map(|_| Default::default()).collect();
+    let mut shared = Vec::new();
+    let (mut rest, mut at) = (out, 0);
+    for (start, end, k) in pieces {
+        let tail = std::mem::take(&mut rest);
+        let (_, tail) = tail.split_at_mut((start * per_row - at).min(tail.len()));
+        let len = ((end - start) * per_row).min(tail.len());
+        let (piece, tail) = tail.split_at_mut(len);
+        (rest, at) = (tail, start * per_row + len);
+        match k {
+            Some(k) => bands[k] = piece,
+            None => shared.push((start, piece)),
+        }
+    }
+    (bands, shared)
 }

@@ -51,6 +51,7 @@ pub mod hyperplanes;
 pub mod kernel;
 pub mod merge;
 mod patch;
+mod shares;
 pub mod stats;
 pub mod steps;
 pub mod window;

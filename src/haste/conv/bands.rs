@@ -84,7 +84,7 @@ impl HasteConv {
                     n = 0;
                 }
                 let ph = tile.min(rows.end - oy0);
-                for ox0 in (0..ow).step_by(tile) {
+                for ox0 in part.cols.clone().unwrap_or(0..ow).step_by(tile) {
                     let pw = tile.min(ow - ox0);
                     if band.len() <= n {
                         band.push(MergedPatch::default());

@@ -17,6 +17,9 @@ pub(super) struct Part<'a> {
     pub(super) images: usize,
     pub(super) record: bool,
     pub(super) finish: Option<Finish<'a>>,
+    /// The output columns whose patches the call computes (from a patch's first column):
+    /// `None`, every one.
+    pub(super) cols: Option<std::ops::Range<usize>>,
 }
 
 impl Part<'_> {
@@ -27,6 +30,7 @@ impl Part<'_> {
             images: 1,
             record: true,
             finish: None,
+            cols: None,
         }
     }
 }
@@ -145,6 +149,36 @@ impl HasteConv {
         self.forward_on(Isa::current(), x, hw, band, out, scratch, stats, io, part)
     }
 
+    /// [`Self::forward_finished`] on the patches of output rows `rows` whose columns lie in
+    /// `cols` (from a patch's first column to another's or the row's end), pixel-major in:
+    /// `out` is laid out as the rows' whole width, of which only `cols` are written (and
+    /// `finish`'s residual as `out`). A share of an image's patches that starts or ends
+    /// inside a patch row (see `shares.rs`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_finished_cols(
+        &self,
+        x: &[f32],
+        hw: (usize, usize),
+        (rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>),
+        out: &mut [f32],
+        scratch: &mut HasteScratch,
+        stats: &mut LayerStats,
+        finish: Finish,
+    ) {
+        let tile = self.cfg.tile;
+        assert!(
+            rows.start.is_multiple_of(tile) && cols.start.is_multiple_of(tile),
+            "HASTE rows and columns must start on a tile"
+        );
+        let part = Part {
+            finish: Some(finish),
+            cols: Some(cols),
+            ..Part::whole(self)
+        };
+        let (isa, io) = (Isa::current(), IoLayout::NHWC);
+        self.forward_on(isa, x, hw, Some(rows), out, scratch, stats, io, part)
+    }
+
     /// `n` whole images at once, pixel-major in and out (`x = [n][h][w][c_in]`, `out =
     /// [n][oh][ow][c_out]`, `finish`'s residual laid out as `out`), finished in the patch
     /// kernel's epilogue. Their patches share bands (see `bands.rs`), so a layer whose filter
@@ -197,6 +231,7 @@ impl HasteConv {
             images: 1,
             record,
             finish: None,
+            cols: None,
         };
         let isa = Isa::current();
         self.forward_on(isa, x, (h, w), Some(0..oh), out, scratch, stats, io, part)
