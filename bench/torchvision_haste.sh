@@ -11,18 +11,9 @@
 #   MODELS_LIST=resnet34,vgg11_bn HYPERPLANES=12 bench/torchvision_haste.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${HASTE_TORCH_VENV:-${TMPDIR:-/tmp}/haste-torch-venv}
-OUT=${OUT:-${TMPDIR:-/tmp}/haste-torchvision}
 LIST=${MODELS_LIST:-resnet34,resnet50,wide_resnet50_2,resnext50_32x4d,vgg11_bn,densenet121,googlenet,squeezenet1_1,regnet_y_400mf,shufflenet_v2_x1_0,mobilenet_v3_large}
 DATA=${DATA:-../shared/data/imagenet-val-1300/val}
-if ! "$VENV/bin/python" -c 'import torch, torchvision, onnx, onnxruntime' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch torchvision onnx onnxscript onnxruntime numpy
-fi
-missing=$(for m in ${LIST//,/ }; do [ -f "$OUT/$m-op17-fold1.onnx" ] || echo "$m"; done | paste -sd, -)
-if [ -n "$missing" ]; then
-  "$VENV/bin/python" bench/torchvision_export.py "$OUT" 17 1 "$missing" 2>&1 | grep -v -i warn || true
-fi
+. bench/torchvision_exports.sh
 cargo build --release -q
 printf '%-20s %9s %9s %9s %9s %8s\n' model FLOPs-% speedup paired implied of-impl
 for m in ${LIST//,/ }; do

@@ -8,16 +8,7 @@
 #   MODELS_LIST=resnet50,shufflenet_v2_x1_0 bench/torchvision_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${HASTE_TORCH_VENV:-${TMPDIR:-/tmp}/haste-torch-venv}
-OUT=${OUT:-${TMPDIR:-/tmp}/haste-torchvision}
 LIST=${MODELS_LIST:-alexnet,vgg11_bn,resnet18,resnet50,resnext50_32x4d,wide_resnet50_2,squeezenet1_1,densenet121,googlenet,inception_v3,mobilenet_v2,mobilenet_v3_small,mobilenet_v3_large,mnasnet1_0,shufflenet_v2_x1_0,efficientnet_b0,efficientnet_v2_s,regnet_x_400mf,regnet_y_400mf,convnext_tiny}
-if ! "$VENV/bin/python" -c 'import torch, torchvision, onnx, onnxruntime' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch torchvision onnx onnxscript onnxruntime numpy
-fi
-missing=$(for m in ${LIST//,/ }; do [ -f "$OUT/$m-op17-fold1.onnx" ] || echo "$m"; done | paste -sd, -)
-if [ -n "$missing" ]; then
-  "$VENV/bin/python" bench/torchvision_export.py "$OUT" 17 1 "$missing" 2>&1 | grep -v -i warn || true
-fi
+. bench/torchvision_exports.sh
 models=$(for m in ${LIST//,/ }; do echo "$OUT/$m-op17-fold1.onnx"; done)
 MODELS="$models" IMAGENET_BATCH=${IMAGENET_BATCH:-8} HASTE_ORT_VENV="$VENV" bench/vs_onnxruntime.sh
