@@ -155,7 +155,7 @@ impl HasteConv {
     /// `finish`'s residual as `out`). A share of an image's patches that starts or ends
     /// inside a patch row (see `shares.rs`).
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_finished_cols(
+    pub(crate) fn forward_finished_cols(
         &self,
         x: &[f32],
         hw: (usize, usize),
