@@ -194,11 +194,11 @@ fn the_library_chooses_the_layers_haste_eval_chooses() {
     );
 }
 
-/// On two threads a batch of one image runs each layer with every thread: HASTE splits its
-/// patches into runs of about equal area (a patch row may be shared), and an image with
-/// fewer patch rows than threads (ResNet-18's 7 x 7 layers at tile 8) its filter panels,
-/// each part hashing every patch itself. Either way the
-/// logits are those of the same images run whole, one image per thread, bit for bit.
+/// On two or three threads a batch of one image runs each layer with every thread: HASTE
+/// splits its patches into runs of about equal area (a patch row may be shared), and an
+/// image with fewer patch rows than threads (ResNet-18's 7 x 7 layers at tile 8) its filter
+/// panels, each part hashing every patch itself. Either way the logits are those of the
+/// same images run whole, one image per thread, bit for bit.
 #[test]
 fn haste_split_over_threads_gives_the_whole_images_bits() {
     let path = model("resnet18-randominit-imagenet");
@@ -214,6 +214,13 @@ fn haste_split_over_threads_gives_the_whole_images_bits() {
     let per: usize = plan.image_shape().iter().product();
     let mut x = vec![0.0; 2 * per];
     haste::datasets::load_batch(data.as_ref(), 0, 2, per, &mut x).unwrap();
+    // Three threads too: shares that start and end inside patch rows.
+    let mut three = m
+        .plan(PlanOptions {
+            threads: 3,
+            max_batch: 2,
+        })
+        .unwrap();
     // Tile 8: the 56 x 56 layers' seven patch rows split 25 patches to 24, a row shared;
     // tile 16: a shared row with one patch of the share before it.
     for tile in [8, 16] {
@@ -222,10 +229,16 @@ fn haste_split_over_threads_gives_the_whole_images_bits() {
             tile,
             ..HasteConfig::default()
         };
-        Compression::apply(&mut plan, &CompressOptions::paper(config)).unwrap();
+        Compression::apply(&mut plan, &CompressOptions::paper(config.clone())).unwrap();
+        Compression::apply(&mut three, &CompressOptions::paper(config)).unwrap();
         let whole = logits(&mut plan, &x, 2);
         let split = logits(&mut plan, &x, 1);
         assert_eq!(whole, split, "tile {tile}");
+        assert_eq!(
+            whole,
+            logits(&mut three, &x, 1),
+            "tile {tile}, three threads"
+        );
         let dense = {
             plan.reset_conv_kernels();
             logits(&mut plan, &x, 2)
