@@ -192,42 +192,53 @@ impl HasteKernel {
         let work: Vec<_> = shares.into_iter().zip(bands).collect();
         work.into_par_iter().for_each(|(share, band)| {
             let mut local = LayerStats::default();
-            let residual = |r: &std::ops::Range<usize>, len| {
-                job.residual.map(|res| &res[r.start * row..][..len])
-            };
             scratches.with_thread(&mut |s| {
                 let s = s.get::<HasteScratch>();
-                let (x, hw) = (job.x, job.hw);
                 let rows = pixel_rows(share.rows.clone());
                 if !rows.is_empty() {
-                    let finish = self.finish(residual(&rows, band.len()));
-                    let rows = Some(rows);
+                    let finish = self.finish(residual_rows(job, (&rows, row), band.len()));
+                    let (x, hw, rows) = (job.x, job.hw, Some(rows));
                     self.conv
                         .forward_finished(x, hw, rows, true, band, s, &mut local, finish);
                 }
                 for (r, cols) in &share.partial {
-                    let rows = pixel_rows(*r..r + 1);
-                    let cols = cols.start * tile..(cols.end * tile).min(ow);
-                    let mut buf = std::mem::take(&mut s.part_rows);
-                    crate::kernels::grow(&mut buf, rows.len() * row);
-                    let buf_rows = &mut buf[..rows.len() * row];
-                    let finish = self.finish(residual(&rows, buf_rows.len()));
-                    let at = (rows.clone(), cols.clone());
-                    self.conv
-                        .forward_finished_cols(x, hw, at, buf_rows, s, &mut local, finish);
                     let (_, target) = shared.iter().find(|(q, _)| q == r).expect("a shared row");
-                    let mut target = target.lock().unwrap_or_else(|e| e.into_inner());
-                    let width = cols.len() * p.c_out;
-                    for (o, b) in target.chunks_exact_mut(row).zip(buf_rows.chunks_exact(row)) {
-                        let at = cols.start * p.c_out;
-                        o[at..][..width].copy_from_slice(&b[at..][..width]);
-                    }
-                    s.part_rows = buf;
+                    let cols = cols.start * tile..(cols.end * tile).min(ow);
+                    let at = (pixel_rows(*r..r + 1), cols);
+                    self.run_shared_row(job, at, row, target, s, &mut local);
                 }
             });
             self.lock_stats().add(&local);
         });
         self.lock_stats().images += 1;
+    }
+
+    /// The patches of output columns `cols` in the patch row of output rows `rows` (`row`
+    /// floats each), into the scratch's row buffer, then copied into `target` (those rows
+    /// of the output) under its lock: the row's other columns are another worker's.
+    fn run_shared_row(
+        &self,
+        job: &ConvJob,
+        (rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>),
+        row: usize,
+        target: &Mutex<&mut [f32]>,
+        s: &mut HasteScratch,
+        local: &mut LayerStats,
+    ) {
+        let c_out = self.conv.params().c_out;
+        let mut buf = std::mem::take(&mut s.part_rows);
+        crate::kernels::grow(&mut buf, rows.len() * row);
+        let buf_rows = &mut buf[..rows.len() * row];
+        let finish = self.finish(residual_rows(job, (&rows, row), buf_rows.len()));
+        let (x, hw, at) = (job.x, job.hw, (rows, cols.clone()));
+        self.conv
+            .forward_finished_cols(x, hw, at, buf_rows, s, local, finish);
+        let mut target = target.lock().unwrap_or_else(|e| e.into_inner());
+        let (from, width) = (cols.start * c_out, cols.len() * c_out);
+        for (o, b) in target.chunks_exact_mut(row).zip(buf_rows.chunks_exact(row)) {
+            o[from..][..width].copy_from_slice(&b[from..][..width]);
+        }
+        s.part_rows = buf;
     }
 
     /// [`ConvKernel::run_image_parallel`] for an image with fewer patch rows than threads (a
@@ -315,4 +326,13 @@ fn cut_rows<'a>(
         }
     }
     (bands, shared)
+}
+
+/// The residual of output rows `rows` of `job` (`row` floats each), `len` floats, if any.
+fn residual_rows<'a>(
+    job: &ConvJob<'a>,
+    (rows, row): (&std::ops::Range<usize>, usize),
+    len: usize,
+) -> Option<&'a [f32]> {
+    job.residual.map(|res| &res[rows.start * row..][..len])
 }
