@@ -106,11 +106,8 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
     // channels left over) blocks of up to 8 outputs x 32 channels.
     // A small patch whose output count 6 does not divide takes blocks of 4 outputs x 64
     // channels instead, so no block is left over at half speed.
-    // HASTE's small patches (row filters) take blocks of 8 x 32: a patch's filters do not
-    // stay in L1 from one block to the next, and a 4 x 64 block streams 256 bytes of them
-    // from L2 per 16 FMAs, twice an 8 x 32 block's (ResNet-56's 64 -> 64 patches: 10 %
-    // faster). A patch of 30 outputs or more takes the 6 x 64 blocks too (see
-    // `WIDE_ROW_OUTPUTS`).
+    // HASTE's patches (row filters) of 12 outputs or more take them too, smaller ones
+    // (and the edge rows of a split patch) blocks of 8 x 32 (see `WIDE_ROW_OUTPUTS`).
     let wide_rows = !PANELS && takes_wide_rows(g);
     let wide = if PANELS || wide_rows { g.c_out / 64 } else { 0 };
     // A tail of up to 32 channels joins the last full group (see `joined`).
@@ -266,18 +263,21 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
     }
 }
 
-/// Outputs from which a call on row filters (a HASTE patch) runs 6 x 64 blocks: five whole
-/// blocks. It was 36 (a 6 x 6 patch) until the padding split below a 7 x 7 patch left a run
-/// of 35. Whatever the patch's term count: until this session, patches of fewer than 256
-/// terms (taps x buckets) ran 8 x 32 blocks, for filters that stay in L1 from one block to
-/// the next. On the Zen 4 the 6 x 64 blocks were faster at every count:
-/// `examples/patch_kernel` 8-14 % with 5-45 % of 64 channels kept; ResNet-18 (L = 14, batch
-/// 8, `--layers`, three alternated rounds) its 64- and 128-channel layers 1-5 %, the network
-/// 1-2 % on one thread; `--all-layers` on two threads: ResNet-56 0.86-0.89x -> 0.90x dense,
-/// Tiny Darknet 0.92-0.94x -> 0.95-0.96x. (The threshold came down from 1024 to 256 on the
-/// Zen 5 for the same reason: whole 256-byte rows load better than the half rows of
-/// 8 x 32 blocks.)
-const WIDE_ROW_OUTPUTS: usize = 30;
+/// Outputs from which a call on row filters (a HASTE patch) runs 64-channel blocks (6 x 64,
+/// or 4 x 64 where 6 does not divide a small patch). It was 30 until this session, so a
+/// tile-4 patch (16 outputs) ran 8 x 32 blocks: 2 filter vectors and 8 broadcasts for
+/// every 16 FMAs, against 4 and 4 in a 4 x 64 block. On the Zen 4, tile 4
+/// (`examples/patch_kernel`, 28 x 28): 256 channels 0.88-0.90 -> 0.94-0.95 of the dense
+/// rate, 64 channels 0.88-0.89 -> 0.92-0.93 (half merged 0.84 -> 0.86-0.89). In the network
+/// (one thread, batch 8, two alternated rounds): Tiny Darknet's tile-4 policy layers
+/// 3-6 % faster; ResNet-18 at `--tile 4` 1.18x -> 1.23-1.24x dense; ResNet-56
+/// `--all-layers --tile 4` 0.63-0.64x -> 0.65x. 12 rather than 16 or 8: an edge patch of
+/// 4 x 3 outputs takes two 6 x 64 blocks, and a 4 x 4 patch at the image's edge still splits
+/// off its padding rows (see `padding`); Tiny Darknet's 14 x 14 layers were 1-3 % faster
+/// than with 16 or 8. Above 30 outputs the 6 x 64 blocks had already been the faster at
+/// every term count (`examples/patch_kernel` 8-14 %; ResNet-56 `--all-layers` 0.86-0.89x
+/// -> 0.90x dense when the threshold came down to 30).
+const WIDE_ROW_OUTPUTS: usize = 12;
 
 /// Whether a call on row filters runs 6 x 64 blocks: [`WIDE_ROW_OUTPUTS`] outputs or more
 /// (see there and `blocks_pass`).
