@@ -107,11 +107,11 @@ pub fn patch_flops(
 /// --include-1x1` on every real shared model and the random-weight ResNet-18 (the 1x1
 /// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
 /// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread, on an AMD Zen 4
-/// (`HASTE_ISA` for the narrower tiers; BENCHMARKS.md). The spatial constants were refitted
-/// on 2026-12-07, after wide layers' panels a kernel row at a time, the scanning copy and
-/// edge windows hashed over their own pixels had moved the per-patch costs (the constants
-/// of 2026-12-06 then predicted 90 % of the AVX-512 3x3 timings within 10 %, 42 % on AVX2);
-/// the 1x1 ones are those of 2026-12-06 (refitted, they predicted no better). Constants
+/// (`HASTE_ISA` for the narrower tiers; BENCHMARKS.md). The AVX-512 spatial constants were
+/// refitted again on 2026-12-07 (twenty-sixth session), after tile-4 patches took 64-channel register
+/// blocks: the loss per patch and output channel fell from 580 to 446, and 98 % of the 546
+/// AVX-512 3x3 timings came within 10 % (95 % with the constants before). The 1x1 ones are
+/// those of 2026-12-06 (refitted, they predicted no better). Constants
 /// refitted on another machine replace them through `HASTE_COST_MODEL`
 /// ([`super::cost_file`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -136,13 +136,13 @@ pub struct CostModel {
 impl CostModel {
     /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
     pub const AVX512: CostModel = CostModel {
-        kept: 1.05,
-        fixed: 19.4,
-        input_merge: 37.3,
-        per_input_channel: 1140.0,
-        per_output_channel: 580.0,
-        merge: 1.96,
-        merge_per_mb: 0.643,
+        kept: 1.03,
+        fixed: 19.0,
+        input_merge: 34.8,
+        per_input_channel: 1310.0,
+        per_output_channel: 446.0,
+        merge: 1.29,
+        merge_per_mb: 0.488,
     };
     /// 1x1 convolutions on AVX-512.
     pub const AVX512_POINTWISE: CostModel = CostModel {
