@@ -108,10 +108,11 @@ pub fn patch_flops(
 /// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
 /// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread, on an AMD Zen 4
 /// (`HASTE_ISA` for the narrower tiers; BENCHMARKS.md). The AVX-512 spatial constants were
-/// refitted again on 2026-12-07 (twenty-sixth session), after tile-4 patches took 64-channel register
-/// blocks: the loss per patch and output channel fell from 580 to 446, and 98 % of the 546
-/// AVX-512 3x3 timings came within 10 % (95 % with the constants before). The 1x1 ones are
-/// those of 2026-12-06 (refitted, they predicted no better). Constants
+/// refitted again on 2026-12-07 (twenty-sixth session), after tile-4 patches took
+/// 64-channel register blocks: the loss per patch and output channel fell from 580 to 446,
+/// and 98 % of the 546 AVX-512 3x3 timings came within 10 % (95 % with the constants
+/// before). The 1x1 ones are those of 2026-12-06 (refitted, they predicted no better).
+/// Constants
 /// refitted on another machine replace them through `HASTE_COST_MODEL`
 /// ([`super::cost_file`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

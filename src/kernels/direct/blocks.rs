@@ -279,7 +279,7 @@ unsafe fn blocks_pass<const PANELS: bool, A: Lanes>(p: Pass, out: *mut f32, act:
 /// -> 0.90x dense when the threshold came down to 30).
 const WIDE_ROW_OUTPUTS: usize = 12;
 
-/// Whether a call on row filters runs 6 x 64 blocks: [`WIDE_ROW_OUTPUTS`] outputs or more
+/// Whether a call on row filters runs 64-channel blocks: [`WIDE_ROW_OUTPUTS`] outputs or more
 /// (see there and `blocks_pass`).
 pub(super) fn takes_wide_rows(g: &Geom) -> bool {
     g.ph * g.pw >= WIDE_ROW_OUTPUTS

@@ -40,6 +40,11 @@ fn every_tier_matches_generic_bitwise() {
             // as 4 + 3 and 4 + 4.
             (6, 64, 7, 7),
             (5, 70, 2, 4),
+            // Around the 12 outputs from which row filters take 64-channel blocks: 12 as
+            // two 6 x 64 blocks, 11 and 10 as 8 x 32 blocks.
+            (10, 64, 4, 3),
+            (10, 64, 1, 11),
+            (10, 64, 2, 5),
             // AVX2: 24 and 12 channels (a masked last vector), 7 outputs (6 + 1).
             (4, 24, 3, 5),
             (6, 12, 1, 7),
