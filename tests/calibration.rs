@@ -363,6 +363,18 @@ fn eval_calibrates_on_the_first_images_and_scores_the_rest() {
         .concat(),
     );
     assert_eq!(c["objective"], "time");
+    // The policy chooses among the layers that save alone, and an all-dense one says why.
+    let (chosen, saving) = (&c["haste_layers"], &c["layers_saving_alone"]);
+    assert!(
+        chosen.as_u64() <= saving.as_u64(),
+        "{chosen} chosen of {saving}"
+    );
+    assert_eq!(
+        c["why_dense"].is_string(),
+        chosen == 0,
+        "{}",
+        c["why_dense"]
+    );
     let one = |skip: &str| {
         let extra = [
             "--calibration-images",

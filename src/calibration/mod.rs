@@ -168,6 +168,7 @@ pub fn calibrate(
         top1_agreement: chosen.score.agreement,
         flops_reduction: chosen.flops_reduction,
         predicted_time_ratio: chosen.time_ratio,
+        layers_saving_alone: Some(profiles.iter().filter(|p| !p.is_empty()).count()),
     };
     s.plan.reset_conv_kernels();
     let mut layers = chosen.layers(&names);

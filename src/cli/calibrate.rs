@@ -91,6 +91,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
             "top1_agreement": c.top1_agreement,
             "flops_reduction": c.flops_reduction,
             "predicted_time_ratio": c.predicted_time_ratio,
+            "layers_saving_alone": c.layers_saving_alone,
+            "why_dense": policy.why_all_dense(),
             "dense_flops": dense,
         });
         super::emit_json(j);
@@ -112,6 +114,9 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         c.target, c.target_value, c.objective
     );
     println!("policy       {}", super::eval::describe_policy(&policy));
+    if let Some(why) = policy.why_all_dense() {
+        println!("why          {why}");
+    }
     println!(
         "predicted    top-1 change {:+.2} pt (+-{:.2}; belief {:+.2}, confidence {:+.2}), {:.1} % of answers as dense",
         -c.predicted_top1_drop,

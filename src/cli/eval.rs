@@ -117,6 +117,9 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
                 (None, Some(p)) => println!("HASTE        {}", describe_policy(p)),
                 (None, None) => {}
             }
+            if let Some(why) = policy.as_ref().and_then(Policy::why_all_dense) {
+                println!("why          {why}");
+            }
             if let Some((_, seconds)) = &calibrated {
                 println!(
                     "calibrated   on images 0 to {} (labels unread, {} objective) in {seconds:.1} s; scored from image {}{}",
@@ -323,5 +326,6 @@ fn policy_json(path: Option<&std::path::Path>, p: &Policy) -> serde_json::Value 
         "predicted_top1_drop_se": c.map(|c| c.predicted_top1_drop_se),
         "predicted_flops_reduction": c.map(|c| c.flops_reduction),
         "calibration_images": c.map(|c| c.images),
+        "why_dense": p.why_all_dense(),
     })
 }

@@ -6,6 +6,7 @@
 use super::variants;
 use super::{CompressOptions, Compression};
 use crate::error::{Error, Result};
+use crate::haste::cost::MAX_PREDICTED_TIME_RATIO;
 use crate::haste::HasteConfig;
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,10 @@ pub struct CalibrationSummary {
     pub flops_reduction: f64,
     /// Predicted time over dense of the convolutions (cost model).
     pub predicted_time_ratio: f64,
+    /// Layers that saved (in the objective's terms) at some setting of the grid when run
+    /// alone: the ones the policy could choose from (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers_saving_alone: Option<usize>,
 }
 
 impl LayerPolicy {
@@ -145,6 +150,26 @@ impl Policy {
     /// Number of layers on HASTE.
     pub fn haste_layers(&self) -> usize {
         self.layers.iter().filter(|l| l.is_haste()).count()
+    }
+
+    /// Why a calibrated policy keeps every layer dense, in one sentence; `None` when some
+    /// layer runs HASTE or the file does not say (older files, hand-written ones).
+    pub fn why_all_dense(&self) -> Option<String> {
+        let c = self.calibration.as_ref()?;
+        let saving = c.layers_saving_alone?;
+        if self.haste_layers() > 0 {
+            return None;
+        }
+        Some(match (saving, c.objective.as_str()) {
+            (0, "time") => format!(
+                "no layer is predicted at most {MAX_PREDICTED_TIME_RATIO}x dense (the time model's margin) at any L and tile on these images: the channels HASTE merges here do not pay for its per-patch work (`--objective flops` counts FLOPs instead)"
+            ),
+            (0, _) => "no layer saves FLOPs at any L and tile on these images: its hashing costs more than its merges save".into(),
+            (1, _) => "1 layer saves on its own (at some L and tile), but every policy with it predicts a larger drop than the bound (a larger --max-drop may let it in)".into(),
+            (n, _) => format!(
+                "{n} layers save on their own (at some L and tile), but every policy tried from them predicts a larger drop than the bound (a larger --max-drop may let them in)"
+            ),
+        })
     }
 
     /// Checks the policy against the plan's convolutions and settings.
@@ -264,4 +289,76 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(objective: &str, saving: Option<usize>, kernels: &[&str]) -> Policy {
+        let layer = |kernel: &&str| LayerPolicy {
+            name: "conv".into(),
+            kernel: kernel.to_string(),
+            hyperplanes: (*kernel == "haste").then_some(8),
+            tile: None,
+            magnitude_bins: None,
+            dense_flops: 100,
+            flops: 100,
+        };
+        Policy {
+            format: POLICY_FORMAT.into(),
+            model: "m.onnx".into(),
+            model_sha256: String::new(),
+            seed: 0,
+            sparsity: 0.5,
+            tile: 4,
+            calibration: Some(CalibrationSummary {
+                target: "max_drop".into(),
+                target_value: 1.0,
+                objective: objective.into(),
+                images: 8,
+                forward_passes: 1,
+                predicted_top1_drop: 0.0,
+                predicted_top1_drop_se: 0.0,
+                belief_drop: 0.0,
+                confidence_drop: 0.0,
+                top1_agreement: 1.0,
+                flops_reduction: 0.0,
+                predicted_time_ratio: 1.0,
+                layers_saving_alone: saving,
+            }),
+            layers: kernels.iter().map(layer).collect(),
+        }
+    }
+
+    /// An all-dense calibrated policy says whether nothing could save (and, in time, the
+    /// model's margin) or the bound kept the layers that could out; a policy with a HASTE
+    /// layer, an older file or a hand-written one says nothing.
+    #[test]
+    fn an_all_dense_policy_says_why() {
+        let why = |p: Policy| p.why_all_dense().unwrap_or_default();
+        assert!(why(policy("time", Some(0), &["dense"; 3])).contains("0.9x dense"));
+        assert!(why(policy("flops", Some(0), &["dense"; 3])).contains("saves FLOPs"));
+        assert!(why(policy("time", Some(2), &["dense"; 3])).starts_with("2 layers save"));
+        assert!(why(policy("flops", Some(1), &["dense"; 3])).contains("--max-drop"));
+        assert_eq!(
+            policy("time", Some(2), &["dense", "haste"]).why_all_dense(),
+            None
+        );
+        assert_eq!(policy("time", None, &["dense"; 3]).why_all_dense(), None);
+        let mut hand_written = policy("time", Some(0), &["dense"; 3]);
+        hand_written.calibration = None;
+        assert_eq!(hand_written.why_all_dense(), None);
+        // The count survives the file; an older file without it reads as unknown.
+        let p = policy("time", Some(3), &["dense"]);
+        let text = serde_json::to_string(&p).expect("serializes");
+        assert_eq!(
+            Policy::parse(Path::new("p.json"), text.as_bytes()).ok(),
+            Some(p)
+        );
+        let older = text.replace(",\"layers_saving_alone\":3", "");
+        assert_ne!(older, text);
+        let read = Policy::parse(Path::new("p.json"), older.as_bytes()).expect("older file");
+        assert_eq!(read.calibration.and_then(|c| c.layers_saving_alone), None);
+    }
 }
