@@ -160,6 +160,10 @@ impl Policy {
         if self.haste_layers() > 0 {
             return None;
         }
+        if saving > 0 && c.target != "max_drop" {
+            // A FLOPs floor met by the dense network (0 %): nothing to explain.
+            return None;
+        }
         Some(match (saving, c.objective.as_str()) {
             (0, "time") => format!(
                 "no layer is predicted at most {MAX_PREDICTED_TIME_RATIO}x dense (the time model's margin) at any L and tile on these images: the channels HASTE merges here do not pay for its per-patch work (`--objective flops` counts FLOPs instead)"
@@ -346,6 +350,9 @@ mod tests {
             None
         );
         assert_eq!(policy("time", None, &["dense"; 3]).why_all_dense(), None);
+        let mut floor = policy("flops", Some(2), &["dense"; 3]);
+        floor.calibration.as_mut().expect("summary").target = "flops_reduction".into();
+        assert_eq!(floor.why_all_dense(), None);
         let mut hand_written = policy("time", Some(0), &["dense"; 3]);
         hand_written.calibration = None;
         assert_eq!(hand_written.why_all_dense(), None);
