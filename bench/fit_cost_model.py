@@ -4,10 +4,13 @@
         --runs 4 --tile 8 --threads 1 --json > a.json
     python3 bench/fit_cost_model.py a.json [b.json ...]
 
-Each HASTE layer's measured time over dense is linear in seven constants (`CostModel` and
-`cost_terms` in cost.rs): kept x kept + fixed x fixed + input_merge x input_merge +
-per_input_channel x per_input_channel + per_output_channel x per_output_channel + merge x
-merge + merge_per_mb x merge_beyond_cache. Per instruction-set tier found in the runs (`isa` in bench's JSON) and
+Each HASTE layer's measured time over dense is linear in eleven constants (`CostModel` in
+cost_model.rs, `cost_terms` in cost.rs): kept x kept + fixed x fixed + input_merge x
+input_merge + per_input_channel x per_input_channel + per_output_channel x
+per_output_channel + merge x merge + merge_per_mb x merge_beyond_cache + multi x multi +
+finish x finish + finish_exp x finish_exp + scaled_input x scaled_input. A term no layer of
+a kind has (no activation with an exponential, no folded input scale among the 3x3 layers)
+keeps its constant at 0. Per instruction-set tier found in the runs (`isa` in bench's JSON) and
 kind of convolution (spatial, or 1x1: `pointwise`), this prints the least-squares constants
 (relative errors weighted alike, so small and large layers count the same) as Rust to paste
 into cost.rs, and the share of layers the current and the refitted model predict within
@@ -26,8 +29,10 @@ and patch sizes to separate the constants by).
 """
 import json, os, sys
 
-TERMS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_beyond_cache"]
-CONSTANTS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge", "merge_per_mb"]
+TERMS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge",
+         "merge_beyond_cache", "multi", "finish", "finish_exp", "scaled_input"]
+CONSTANTS = ["kept", "fixed", "input_merge", "per_input_channel", "per_output_channel", "merge",
+             "merge_per_mb", "multi", "finish", "finish_exp", "scaled_input"]
 
 
 def rows(paths):
@@ -39,7 +44,8 @@ def rows(paths):
             if t and layer["dense_seconds"] > 0 and layer["haste_seconds"] > 0:
                 y = layer["haste_seconds"] / layer["dense_seconds"]
                 kind = "pointwise" if t.get("pointwise") else "spatial"
-                yield (run.get("isa", "?"), kind), layer, [t[k] for k in TERMS], y, layer.get("predicted_time_ratio")
+                # Runs of an older haste lack the later terms: 0.
+                yield (run.get("isa", "?"), kind), layer, [t.get(k, 0.0) for k in TERMS], y, layer.get("predicted_time_ratio")
 
 
 def solve(a, b):
@@ -64,7 +70,7 @@ def fit(data):
     refitted, the most negative first."""
     n = len(TERMS)
     w = [[v / y for v in x] for _, _, x, y, _ in data]
-    free = list(range(n))
+    free = [i for i in range(n) if any(row[i] != 0 for row in w)]
     while True:
         ata = [[sum(row[i] * row[j] for row in w) for j in free] for i in free]
         aty = [sum(row[i] for row in w) for i in free]

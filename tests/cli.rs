@@ -212,6 +212,17 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         // the fixed work to the share of channels kept.
         let kept = l["cost_terms"]["kept"].as_f64().expect("cost terms");
         assert!((0.0..=1.0).contains(&kept), "{l}");
+        // ResNet-20's layers finish with a ReLU and read no folded scale; every 3x3 output
+        // is finished once (a term per dense multiply-add: 1 / (9 c_in)).
+        let term = |k: &str| l["cost_terms"][k].as_f64().expect("a term");
+        let c_in = l["c_in"].as_f64().expect("c_in");
+        assert!((term("finish") * 9.0 * c_in - 1.0).abs() < 1e-9, "{l}");
+        assert_eq!(
+            (term("finish_exp"), term("scaled_input")),
+            (0.0, 0.0),
+            "{l}"
+        );
+        assert!(term("multi") >= 0.0, "{l}");
         assert!(
             l["predicted_time_ratio"].as_f64().is_some_and(|p| p > kept),
             "{l}"

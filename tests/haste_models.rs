@@ -471,7 +471,9 @@ fn magnitude_bins_go_exactly_where_inputs_can_be_negative() {
 
 #[test]
 fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
-    use haste::haste::cost::{least_overhead_share, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO};
+    use haste::haste::cost::{
+        least_overhead_share, CostLayer, MAX_OVERHEAD_SHARE, MAX_PREDICTED_TIME_RATIO,
+    };
     use haste::LayerChoice;
     // CIFAR ResNet-20: every layer has at most 64 output channels, too few for HASTE's
     // per-patch work; by default the compressed network is the dense one, to the bit.
@@ -519,7 +521,7 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
     for (step, choice) in haste::compress::conv_choices(&plan, &c) {
         let (op, h, w) = plan.conv_at(step).expect("conv");
         let p = &op.params;
-        let share = least_overhead_share(p, (h, w), &c.tiles());
+        let share = least_overhead_share(&CostLayer::of(op), (h, w), &c.tiles());
         if choice == LayerChoice::Compressed {
             candidates += 1;
             assert!(share <= MAX_OVERHEAD_SHARE);
@@ -555,7 +557,9 @@ fn by_default_haste_runs_only_where_it_can_pay_for_its_overhead() {
 
 #[test]
 fn merging_layers_keep_haste_where_it_is_predicted_faster() {
-    use haste::haste::cost::{predicted_time_ratio, Patches, MAX_PREDICTED_TIME_RATIO};
+    use haste::haste::cost::{
+        predicted_time_ratio, CostLayer, Merging, Patches, MAX_PREDICTED_TIME_RATIO,
+    };
     use haste::LayerChoice;
     // ResNet-18 with random weights merges half the channels of many layers: the choice
     // follows the predicted time from the first batch's buckets, and is the same on a second
@@ -602,10 +606,15 @@ fn merging_layers_keep_haste_where_it_is_predicted_faster() {
     // much more than an 8 x 8 one's that tile 8 wins at the same merging.
     let (last, _) = *plan.per_conv_macs().last().expect("convs");
     let (op, h, w) = plan.conv_at(last).expect("conv");
-    let p = &op.params;
+    let (p, l) = (&op.params, CostLayer::of(op));
     let at = |tile| Patches::of_image(p, (h, w), tile);
-    assert!(p.c_in == 512 && predicted_time_ratio(p, at(4), 0.0) > 1.0);
-    assert!(predicted_time_ratio(p, at(4), 0.6) > predicted_time_ratio(p, at(8), 0.6) + 0.1);
+    assert!(p.c_in == 512 && predicted_time_ratio(&l, at(4), Merging::NONE) > 1.0);
+    // 60 % merged away in 150 buckets of two or more channels a patch.
+    let m = Merging {
+        merged: 0.6,
+        multi: 150.0,
+    };
+    assert!(predicted_time_ratio(&l, at(4), m) > predicted_time_ratio(&l, at(8), m) + 0.1);
 }
 
 /// `--tile auto`: each layer runs at the tile whose prediction, from the same first batch run

@@ -5,7 +5,9 @@ use super::report::layer_stats;
 use super::{layer_kernel, Compression, KernelSwitch};
 use crate::datasets::{load_batch_skipping, Dataset};
 use crate::error::Result;
-use crate::haste::cost::{predicted_time_ratio, Patches, MAX_PREDICTED_TIME_RATIO};
+use crate::haste::cost::{
+    predicted_time_ratio, CostLayer, Merging, Patches, MAX_PREDICTED_TIME_RATIO,
+};
 use crate::haste::{HasteKernel, LayerStats};
 use crate::plan::Plan;
 use std::sync::Arc;
@@ -89,10 +91,9 @@ impl Compression {
                 if s.patches == 0 {
                     continue;
                 }
-                let merged = 1.0 - s.mean_buckets() / p.c_in as f64;
-                let (_, h, w) = plan.conv_at(step).expect("step is a conv");
-                let predicted =
-                    predicted_time_ratio(&p, Patches::of_image(&p, (h, w), tile), merged);
+                let (op, h, w) = plan.conv_at(step).expect("step is a conv");
+                let at = Patches::of_image(&p, (h, w), tile);
+                let predicted = predicted_time_ratio(&CostLayer::of(op), at, Merging::of_stats(&s));
                 if best[step].is_none_or(|(b, _)| predicted < b) {
                     best[step] = Some((predicted, tile));
                 }

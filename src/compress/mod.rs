@@ -27,7 +27,7 @@ pub use switch::KernelSwitch;
 
 use crate::datasets::Dataset;
 use crate::error::{Error, Result};
-use crate::haste::cost::{least_overhead_share, MAX_OVERHEAD_SHARE, TILE_CHOICES};
+use crate::haste::cost::{least_overhead_share, CostLayer, MAX_OVERHEAD_SHARE, TILE_CHOICES};
 use crate::haste::HasteConfig;
 use crate::kernels::ConvKernel;
 use crate::plan::Plan;
@@ -207,7 +207,8 @@ pub fn conv_choices(plan: &Plan, options: &CompressOptions) -> Vec<(usize, Layer
             } else if options.skip_pointwise && p.is_1x1() {
                 LayerChoice::DensePointwise
             } else if options.cost_aware
-                && least_overhead_share(p, (h, w), &options.tiles()) > MAX_OVERHEAD_SHARE
+                && least_overhead_share(&CostLayer::of(op), (h, w), &options.tiles())
+                    > MAX_OVERHEAD_SHARE
             {
                 LayerChoice::DenseOverhead
             } else {

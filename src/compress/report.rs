@@ -3,7 +3,7 @@
 
 use super::probe::ErrorProbe;
 use super::{conv_choices, Compression, LayerChoice};
-use crate::haste::cost::{cost_terms, CostTerms, Patches};
+use crate::haste::cost::{cost_terms, CostLayer, CostTerms, Merging, Patches};
 use crate::haste::{HasteKernel, LayerStats};
 use crate::kernels::convolution::find_kernel;
 use crate::ops::Conv2dParams;
@@ -99,7 +99,6 @@ impl Compression {
                     .conv_kernel(step)
                     .and_then(|k| find_kernel::<ErrorProbe>(k.as_ref()))
                     .and_then(ErrorProbe::take_relative_error);
-                let merged = 1.0 - s.mean_buckets() / op.params.c_in as f64;
                 let compressed = !plan.runs_dense(step) && s.images > 0;
                 let per_image = |v: u64| v.checked_div(s.images).unwrap_or(0);
                 let (flops, overhead) = if compressed {
@@ -109,7 +108,7 @@ impl Compression {
                 };
                 let terms = tile.filter(|_| compressed).map(|t| {
                     let at = Patches::of_image(&op.params, (h, w), t);
-                    cost_terms(&op.params, at, merged)
+                    cost_terms(&CostLayer::of(op), at, Merging::of_stats(&s))
                 });
                 ConvLayerReport {
                     conv_index: k,

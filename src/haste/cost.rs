@@ -17,8 +17,10 @@
 //! kernel's per layer, with constants per instruction-set tier, and decides where HASTE runs
 //! ([`overhead_share`], [`predicted_time_ratio`]).
 
+pub use super::cost_model::CostModel;
+use super::stats::LayerStats;
 use crate::kernels::isa::Isa;
-use crate::ops::Conv2dParams;
+use crate::ops::{Activation, Conv2dParams, ConvOp};
 
 /// FLOPs of HASTE convolutions, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,170 +76,6 @@ pub fn patch_flops(
         projection: c_in * entries_used + if magnitude { c_in * d } else { 0 },
         input_merge: c_in * d,
         filter_merge: c_out * taps * (c_in - buckets as u64),
-    }
-}
-
-/// The constants of HASTE's time model for one kind of convolution on one instruction-set
-/// tier, in multiply-adds of the dense kernel (a constant says how many of the dense
-/// convolution's multiply-adds a unit of HASTE's work takes as long as; the dense rate
-/// itself cancels out).
-///
-/// HASTE's time over the dense kernel's on a layer (see [`CostTerms`]) is a sum of terms,
-/// each linear in one constant:
-/// - the reduced convolution, per channel kept: 1 if it ran at the dense kernel's rate. It
-///   does for spatial kernels; a 1x1 convolution's dense kernel is a matrix product HASTE's
-///   per-patch calls do not reach;
-/// - the fixed work of a patch per input channel and window pixel (copy and scan of the
-///   window, projection, codes);
-/// - the input merge, per merged input channel and window pixel;
-/// - the per-channel work of a patch (norms, grouping, bucket bookkeeping), per input
-///   channel: what makes small tiles dear on 1x1 layers, whose windows are small;
-/// - what the reduced convolution loses against the dense kernel per patch and output
-///   channel: a patch's few outputs make short register blocks and re-read its filter rows
-///   once per block (what made narrow-input, wide-output layers such as Tiny Darknet's
-///   16 -> 128 cost more than the fixed work alone said);
-/// - the filter merge, per filter element summed, while the layer's filter bank fits in
-///   about half the L2 cache ([`MERGE_BANK_CACHED_MB`]), and its growth per megabyte of
-///   bank beyond that (the rows then come from further out).
-///
-/// The vector width sets these ratios: the dense kernel's multiply-adds widen with it, the
-/// projection and the scans too, the grouping and the bookkeeping do not. So each tier and
-/// kind has its own set ([`CostModel::of`]), fitted by least squares
-/// (`bench/fit_cost_model.py`) to per-layer times of `haste bench --layers --all-layers
-/// --include-1x1` on every real shared model and the random-weight ResNet-18 (the 1x1
-/// kinds also on the random-weight MobileNetV2 and EfficientNet-B0, which merge 85-97 % of
-/// their channels), tiles 4, 8 and 16, L = 10 and 16, one thread, on an AMD Zen 4
-/// (`HASTE_ISA` for the narrower tiers; BENCHMARKS.md). The AVX-512 spatial constants were
-/// refitted again on 2026-12-07 (twenty-sixth session), after tile-4 patches took
-/// 64-channel register blocks: the loss per patch and output channel fell from 580 to 446,
-/// and 98 % of the 546 AVX-512 3x3 timings came within 10 % (95 % with the constants
-/// before). The 1x1 ones are those of 2026-12-06 (refitted, they predicted no better).
-/// Constants
-/// refitted on another machine replace them through `HASTE_COST_MODEL`
-/// ([`super::cost_file`]).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostModel {
-    /// The reduced convolution per channel kept.
-    pub kept: f64,
-    /// Fixed work per input channel and window pixel.
-    pub fixed: f64,
-    /// The input merge per merged input channel and window pixel.
-    pub input_merge: f64,
-    /// Per-channel work per patch and input channel.
-    pub per_input_channel: f64,
-    /// The reduced convolution's loss per patch and output channel.
-    pub per_output_channel: f64,
-    /// The filter merge per filter element summed (bank in cache).
-    pub merge: f64,
-    /// The filter merge's growth per element and megabyte of bank beyond cache.
-    pub merge_per_mb: f64,
-}
-
-impl CostModel {
-    /// Spatial (K x K, K > 1) convolutions on AVX-512 (16 lanes).
-    pub const AVX512: CostModel = CostModel {
-        kept: 1.03,
-        fixed: 19.0,
-        input_merge: 34.8,
-        per_input_channel: 1310.0,
-        per_output_channel: 446.0,
-        merge: 1.29,
-        merge_per_mb: 0.488,
-    };
-    /// 1x1 convolutions on AVX-512.
-    pub const AVX512_POINTWISE: CostModel = CostModel {
-        kept: 1.23,
-        fixed: 21.6,
-        input_merge: 1.43,
-        per_input_channel: 547.0,
-        per_output_channel: 294.0,
-        merge: 4.21,
-        merge_per_mb: 0.0,
-    };
-    /// Spatial convolutions on AVX2 + FMA (8 lanes). NEON (4 lanes with fused multiply-adds
-    /// and hand-written kernels like these) uses it too: it could not be timed on real
-    /// hardware here.
-    pub const AVX2: CostModel = CostModel {
-        kept: 1.22,
-        fixed: 17.8,
-        input_merge: 22.2,
-        per_input_channel: 1830.0,
-        per_output_channel: 0.0,
-        merge: 2.18,
-        merge_per_mb: 0.195,
-    };
-    /// 1x1 convolutions on AVX2 (and NEON).
-    pub const AVX2_POINTWISE: CostModel = CostModel {
-        kept: 1.4,
-        fixed: 22.3,
-        input_merge: 11.4,
-        per_input_channel: 814.0,
-        per_output_channel: 74.8,
-        merge: 4.65,
-        merge_per_mb: 0.0,
-    };
-    /// Spatial convolutions on the plain-Rust tiers (SSE2 on x86-64; portable), loops the
-    /// compiler vectorizes: the patch kernel's short calls run about 2x slower per channel
-    /// than the dense kernel, and the fixed work dwarfs the rest (the least squares set most
-    /// other terms to 0, where they no longer separate from it).
-    pub const PLAIN: CostModel = CostModel {
-        kept: 1.98,
-        fixed: 88.6,
-        input_merge: 0.0,
-        per_input_channel: 21.4,
-        per_output_channel: 0.0,
-        merge: 0.0,
-        merge_per_mb: 0.695,
-    };
-    /// 1x1 convolutions on the plain-Rust tiers.
-    pub const PLAIN_POINTWISE: CostModel = CostModel {
-        kept: 1.75,
-        fixed: 0.0,
-        input_merge: 9.07,
-        per_input_channel: 0.0,
-        per_output_channel: 0.0,
-        merge: 5.52,
-        merge_per_mb: 0.0,
-    };
-
-    /// The constants of the tier `isa` for a convolution with a 1x1 kernel (`pointwise`)
-    /// or a larger one: the file `HASTE_COST_MODEL` names where it has them
-    /// ([`super::cost_file`]), else [`CostModel::built_in`].
-    pub fn of(isa: Isa, pointwise: bool) -> CostModel {
-        super::cost_file::loaded()
-            .and_then(|f| f.model(isa, pointwise))
-            .unwrap_or_else(|| CostModel::built_in(isa, pointwise))
-    }
-
-    /// haste's own constants for the tier `isa` and the kind.
-    pub fn built_in(isa: Isa, pointwise: bool) -> CostModel {
-        match (isa, pointwise) {
-            (Isa::Avx512, false) => CostModel::AVX512,
-            (Isa::Avx512, true) => CostModel::AVX512_POINTWISE,
-            (Isa::Avx2 | Isa::Neon, false) => CostModel::AVX2,
-            (Isa::Avx2 | Isa::Neon, true) => CostModel::AVX2_POINTWISE,
-            (Isa::Sse2 | Isa::Portable, false) => CostModel::PLAIN,
-            (Isa::Sse2 | Isa::Portable, true) => CostModel::PLAIN_POINTWISE,
-        }
-    }
-
-    /// The seven constants, in [`CostTerms`]' order.
-    pub fn constants(&self) -> [f64; 7] {
-        [
-            self.kept,
-            self.fixed,
-            self.input_merge,
-            self.per_input_channel,
-            self.per_output_channel,
-            self.merge,
-            self.merge_per_mb,
-        ]
-    }
-
-    /// The constants for `p` on the tier the kernels run ([`Isa::current`]).
-    pub fn current(p: &Conv2dParams) -> CostModel {
-        CostModel::of(Isa::current(), p.kh * p.kw == 1)
     }
 }
 
@@ -308,24 +146,86 @@ impl Patches {
     }
 }
 
-/// The share of its input channels the convolution `p`, run in the patches `at`, must merge
+/// A convolution as the time model sees it: its shape, and the work around it that merging
+/// does not shrink (its activation, a folded input scale).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CostLayer {
+    pub params: Conv2dParams,
+    /// Its outputs go through an activation that takes an exponential (SiLU, sigmoid, GELU).
+    pub exp_activation: bool,
+    /// Its input is scaled per channel first (`ConvOp::input_scale`).
+    pub scaled_input: bool,
+}
+
+impl CostLayer {
+    /// The layer of `op`.
+    pub fn of(op: &ConvOp) -> CostLayer {
+        let exp = matches!(
+            op.output_activation(),
+            Activation::Silu | Activation::Sigmoid | Activation::Gelu
+        );
+        CostLayer {
+            params: op.params,
+            exp_activation: exp,
+            scaled_input: op.input_scale,
+        }
+    }
+
+    /// A layer of shape `p` with neither an exponential activation nor an input scale.
+    pub fn plain(p: &Conv2dParams) -> CostLayer {
+        CostLayer {
+            params: *p,
+            exp_activation: false,
+            scaled_input: false,
+        }
+    }
+}
+
+/// How a layer's patches merged (on a batch): the share of input channels merged away, and
+/// the buckets of two or more channels per patch, which each set up their own merges.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Merging {
+    pub merged: f64,
+    pub multi: f64,
+}
+
+impl Merging {
+    /// Nothing merged.
+    pub const NONE: Merging = Merging {
+        merged: 0.0,
+        multi: 0.0,
+    };
+
+    /// What the patches `s` counted merged, on average.
+    pub fn of_stats(s: &LayerStats) -> Merging {
+        if s.patches == 0 || s.c_in == 0 {
+            return Merging::NONE;
+        }
+        Merging {
+            merged: 1.0 - s.mean_buckets() / s.c_in as f64,
+            multi: s.mean_multi_buckets(),
+        }
+    }
+}
+
+/// The share of its input channels the convolution `l`, run in the patches `at`, must merge
 /// away for HASTE to break even with the dense kernel on the running tier: what HASTE costs
 /// before any channel is merged (the fixed and per-channel work of its patches, the reduced
-/// convolution's loss: [`CostModel`]) over what each merged channel saves. Data-free; the
-/// filter merge, which only merged channels cost, is left out. It falls with the output
-/// channels: the dense work grows with them, the hashing does not.
+/// convolution's loss, its finish: [`CostModel`]) over what each merged channel saves.
+/// Data-free; the merges, which only merged channels cost, are left out. It falls with the
+/// output channels: the dense work grows with them, the hashing does not.
 ///
 /// ```
-/// use haste::haste::cost::{overhead_share, Patches, MAX_OVERHEAD_SHARE};
+/// use haste::haste::cost::{overhead_share, CostLayer, Patches, MAX_OVERHEAD_SHARE};
 /// use haste::ops::Conv2dParams;
-/// let small = Conv2dParams::new(16, 16, 3, 3).with_pads([1; 4]);
-/// let wide = Conv2dParams::new(256, 512, 3, 3).with_pads([1; 4]);
-/// assert!(overhead_share(&small, Patches::full(&small, 4)) > MAX_OVERHEAD_SHARE);
-/// assert!(overhead_share(&wide, Patches::full(&wide, 8)) < MAX_OVERHEAD_SHARE);
+/// let small = CostLayer::plain(&Conv2dParams::new(16, 16, 3, 3).with_pads([1; 4]));
+/// let wide = CostLayer::plain(&Conv2dParams::new(256, 512, 3, 3).with_pads([1; 4]));
+/// assert!(overhead_share(&small, Patches::full(&small.params, 4)) > MAX_OVERHEAD_SHARE);
+/// assert!(overhead_share(&wide, Patches::full(&wide.params, 8)) < MAX_OVERHEAD_SHARE);
 /// ```
-pub fn overhead_share(p: &Conv2dParams, at: Patches) -> f64 {
-    let c = CostModel::current(p);
-    (cost_terms(p, at, 0.0).predicted_with(&c) - 1.0) / c.kept
+pub fn overhead_share(l: &CostLayer, at: Patches) -> f64 {
+    let c = CostModel::current(&l.params);
+    (cost_terms(l, at, Merging::NONE).predicted_with(&c) - 1.0) / c.kept
 }
 
 /// The output tiles haste chooses between, layer by layer, when the tile is left to it
@@ -337,38 +237,42 @@ pub fn overhead_share(p: &Conv2dParams, at: Patches) -> f64 {
 /// [`predicted_time_ratio`].
 pub const TILE_CHOICES: [usize; 3] = [4, 8, 16];
 
-/// The least [`overhead_share`] of `p` on an `h x w` input over `tiles` (the gate, when the
+/// The least [`overhead_share`] of `l` on an `h x w` input over `tiles` (the gate, when the
 /// tile is chosen per layer); `f64::INFINITY` for no tiles.
-pub fn least_overhead_share(p: &Conv2dParams, hw: (usize, usize), tiles: &[usize]) -> f64 {
+pub fn least_overhead_share(l: &CostLayer, hw: (usize, usize), tiles: &[usize]) -> f64 {
     tiles
         .iter()
-        .map(|&t| overhead_share(p, Patches::of_image(p, hw, t)))
+        .map(|&t| overhead_share(l, Patches::of_image(&l.params, hw, t)))
         .fold(f64::INFINITY, f64::min)
 }
 
-/// HASTE's predicted time on the convolution `p`, run in the patches `at`, over the dense
-/// kernel's, when it merges away the share `merged` of the input channels (`1 - mean
-/// buckets / c_in`, measured on a batch), on the running tier: the reduced convolution,
-/// its loss, the fixed per-patch work and the filter merge.
+/// HASTE's predicted time on the convolution `l`, run in the patches `at`, over the dense
+/// kernel's, when its patches merge as `m` does (measured on a batch,
+/// [`Merging::of_stats`]), on the running tier: the reduced convolution, its loss, the
+/// fixed per-patch work, both merges and the finish.
 ///
 /// ```
-/// use haste::haste::cost::{predicted_time_ratio, Patches};
+/// use haste::haste::cost::{predicted_time_ratio, CostLayer, Merging, Patches};
 /// use haste::ops::Conv2dParams;
-/// let p = Conv2dParams::new(128, 128, 3, 3).with_pads([1; 4]);
-/// let at = Patches::full(&p, 8);
-/// assert!(predicted_time_ratio(&p, at, 0.5) < 0.9); // half the channels merged: faster
-/// assert!(predicted_time_ratio(&p, at, 0.02) > 1.0); // 2 %: slower than dense
+/// let l = CostLayer::plain(&Conv2dParams::new(128, 128, 3, 3).with_pads([1; 4]));
+/// let at = Patches::full(&l.params, 8);
+/// // Half the channels merged away, in 20 buckets of 2 to 5 a patch: faster.
+/// let half = Merging { merged: 0.5, multi: 20.0 };
+/// assert!(predicted_time_ratio(&l, at, half) < 0.9);
+/// // 2 %, in pairs: slower than dense.
+/// let few = Merging { merged: 0.02, multi: 2.6 };
+/// assert!(predicted_time_ratio(&l, at, few) > 1.0);
 /// ```
-pub fn predicted_time_ratio(p: &Conv2dParams, at: Patches, merged: f64) -> f64 {
-    cost_terms(p, at, merged).predicted()
+pub fn predicted_time_ratio(l: &CostLayer, at: Patches, m: Merging) -> f64 {
+    cost_terms(l, at, m).predicted()
 }
 
 /// The terms of [`predicted_time_ratio`] before their constants, each a count per dense
 /// multiply-add of the layer's patches: the prediction is the sum of each term times its
 /// constant in the layer's [`CostModel`] (`kept * c.kept`, `fixed * c.fixed`, ...,
-/// `merge_beyond_cache * c.merge_per_mb`), linear in the constants, so measured per-layer
-/// times (`haste bench --layers --json` prints these terms beside them) refit it by least
-/// squares (`bench/fit_cost_model.py`). The fields pair with [`CostModel`]'s one by one.
+/// `scaled_input * c.scaled_input`), linear in the constants, so measured per-layer times
+/// (`haste bench --layers --json` prints these terms beside them) refit it by least squares
+/// (`bench/fit_cost_model.py`). The fields pair with [`CostModel`]'s one by one.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct CostTerms {
     /// The share of input channels the reduced convolution keeps.
@@ -385,6 +289,14 @@ pub struct CostTerms {
     pub merge: f64,
     /// `merge` times the filter bank's megabytes beyond [`MERGE_BANK_CACHED_MB`].
     pub merge_beyond_cache: f64,
+    /// Buckets of two or more channels, once per patch.
+    pub multi: f64,
+    /// Output values finished.
+    pub finish: f64,
+    /// Output values finished by an activation with an exponential.
+    pub finish_exp: f64,
+    /// Input values scaled first.
+    pub scaled_input: f64,
     /// A 1x1 kernel (its own [`CostModel`]).
     pub pointwise: bool,
 }
@@ -397,25 +309,36 @@ impl CostTerms {
 
     /// HASTE's time over dense with the constants `c`.
     pub fn predicted_with(&self, c: &CostModel) -> f64 {
-        c.kept * self.kept
-            + c.fixed * self.fixed
-            + c.input_merge * self.input_merge
-            + c.per_input_channel * self.per_input_channel
-            + c.per_output_channel * self.per_output_channel
-            + c.merge * self.merge
-            + c.merge_per_mb * self.merge_beyond_cache
+        let terms = [
+            self.kept,
+            self.fixed,
+            self.input_merge,
+            self.per_input_channel,
+            self.per_output_channel,
+            self.merge,
+            self.merge_beyond_cache,
+            self.multi,
+            self.finish,
+            self.finish_exp,
+            self.scaled_input,
+        ];
+        terms.iter().zip(c.constants()).map(|(t, c)| t * c).sum()
     }
 }
 
-/// The [`CostTerms`] of `p` run in the patches `at`, merging away the share `merged`.
-pub fn cost_terms(p: &Conv2dParams, at: Patches, merged: f64) -> CostTerms {
-    let merged = merged.clamp(0.0, 1.0);
+/// The [`CostTerms`] of `l` run in the patches `at`, merging as `m`.
+pub fn cost_terms(l: &CostLayer, at: Patches, m: Merging) -> CostTerms {
+    let p = &l.params;
+    let merged = m.merged.clamp(0.0, 1.0);
     let taps = (p.kh * p.kw) as f64;
     let (c_in, c_out) = (p.c_in as f64, p.c_out as f64);
     let dense = (at.outputs * c_in * c_out * taps).max(1.0);
     let bank = c_in * c_out * taps * std::mem::size_of::<f32>() as f64;
     let beyond_cache = (bank / (1 << 20) as f64 - MERGE_BANK_CACHED_MB).max(0.0);
     let merge = merged * c_in * c_out * taps / dense;
+    let finish = at.outputs * c_out / dense;
+    // The input values a patch's outputs read, each once (not the overlapping windows).
+    let inputs = at.outputs * (p.stride.0 * p.stride.1) as f64 * c_in;
     CostTerms {
         kept: 1.0 - merged,
         fixed: c_in * at.window / dense,
@@ -424,6 +347,10 @@ pub fn cost_terms(p: &Conv2dParams, at: Patches, merged: f64) -> CostTerms {
         per_output_channel: c_out / dense,
         merge,
         merge_beyond_cache: merge * beyond_cache,
+        multi: m.multi.max(0.0) / dense,
+        finish,
+        finish_exp: if l.exp_activation { finish } else { 0.0 },
+        scaled_input: if l.scaled_input { inputs / dense } else { 0.0 },
         pointwise: p.kh * p.kw == 1,
     }
 }
@@ -449,30 +376,81 @@ mod tests {
         assert_eq!(dense_macs(&p, 4, 6), 5 * 3 * 9 * 24);
     }
 
-    /// The prediction is the kept share plus the data-free overhead plus both merges, which
-    /// grow with the merged share (the filter merge, past the cache, with the bank too).
+    /// The prediction is the kept share plus the data-free overhead (the finish included)
+    /// plus what the merging costs: both merges, which grow with the merged share (the filter
+    /// merge, past the cache, with the bank too), and the buckets of several channels.
     #[test]
     fn the_prediction_adds_up() {
-        for (c_in, c_out, tile) in [(64, 64, 4), (512, 512, 8), (16, 128, 16)] {
+        for (c_in, c_out, tile, exp) in [
+            (64, 64, 4, false),
+            (512, 512, 8, true),
+            (16, 128, 16, false),
+        ] {
             let p = Conv2dParams::new(c_in, c_out, 3, 3).with_pads([1; 4]);
+            let l = CostLayer {
+                exp_activation: exp,
+                ..CostLayer::plain(&p)
+            };
             let at = Patches::of_image(&p, (28, 28), tile);
-            let m = 0.4;
-            let t = cost_terms(&p, at, m);
+            let m = Merging {
+                merged: 0.4,
+                multi: 0.1 * c_in as f64,
+            };
+            let t = cost_terms(&l, at, m);
             let c = CostModel::current(&p);
-            let merge = t.input_merge * c.input_merge
+            let merging = t.input_merge * c.input_merge
                 + t.merge * c.merge
-                + t.merge_beyond_cache * c.merge_per_mb;
-            assert!((t.input_merge - m * t.fixed).abs() < 1e-15);
+                + t.merge_beyond_cache * c.merge_per_mb
+                + t.multi * c.multi;
+            assert!((t.input_merge - m.merged * t.fixed).abs() < 1e-15);
             // overhead_share is the work at no merging, less the dense time, per kept share.
-            let work = overhead_share(&p, at) * c.kept + 1.0 - c.kept;
-            let sum = c.kept * (1.0 - m) + work + merge;
-            assert!((predicted_time_ratio(&p, at, m) - sum).abs() < 1e-12);
+            let work = overhead_share(&l, at) * c.kept + 1.0 - c.kept;
+            let sum = c.kept * (1.0 - m.merged) + work + merging;
+            assert!((predicted_time_ratio(&l, at, m) - sum).abs() < 1e-12);
             // Per filter element summed, against the dense multiply-adds of the patch.
             let per_patch = at.outputs * (c_in * c_out * 9) as f64;
-            let elements = m * (c_in * c_out * 9) as f64;
+            let elements = m.merged * (c_in * c_out * 9) as f64;
             assert!((t.merge - elements / per_patch).abs() < 1e-12);
             assert_eq!(t.merge_beyond_cache > 0.0, c_in == 512);
+            // Per bucket of several channels and per output value, against the same.
+            assert!((t.multi - m.multi / per_patch).abs() < 1e-15);
+            assert!((t.finish - 1.0 / (9 * c_in) as f64).abs() < 1e-15);
+            assert_eq!(t.finish_exp, if exp { t.finish } else { 0.0 });
+            assert_eq!(t.scaled_input, 0.0);
         }
+    }
+
+    /// A layer's activation and folded scale come from its op; the merging from its
+    /// statistics: the share merged away and the buckets of two or more channels per patch.
+    #[test]
+    fn layers_and_merging_from_the_run() {
+        let p = Conv2dParams::new(8, 4, 1, 1);
+        let mut op = ConvOp {
+            params: p,
+            weights: vec![0.0; 32],
+            bias: None,
+            activation: Activation::Silu,
+            residual: None,
+            input_scale: true,
+        };
+        let l = CostLayer::of(&op);
+        assert!(l.exp_activation && l.scaled_input);
+        let at = Patches::full(&p, 4);
+        let t = cost_terms(&l, at, Merging::NONE);
+        // Each input value once, per dense multiply-add: 1 / c_out for a 1x1 layer.
+        assert!((t.scaled_input - 0.25).abs() < 1e-15 && t.finish_exp == t.finish);
+        // A residual's activation is the one the outputs end with.
+        (op.activation, op.residual) = (Activation::None, Some(Activation::Relu));
+        assert!(!CostLayer::of(&op).exp_activation);
+        let mut s = LayerStats {
+            c_in: 8,
+            ..Default::default()
+        };
+        assert_eq!(Merging::of_stats(&s), Merging::NONE);
+        s.record_patch([3, 1, 1, 1, 2].into_iter());
+        s.record_patch([1; 8].into_iter());
+        let m = Merging::of_stats(&s);
+        assert_eq!((m.merged, m.multi), (1.0 - 6.5 / 8.0, 1.0));
     }
 
     /// Every tier's and kind's constants are at least 0 (a patch's work more), and the

@@ -15,6 +15,8 @@
 //! ```
 //!
 //! A tier or kind (`spatial`, `pointwise`) the file leaves out keeps its built-in constants.
+//! The terms added later (`multi`, `finish`, `finish_exp`, `scaled_input`) may be left out,
+//! as a file fitted by an older haste does: they are then 0.
 //! The same file gives the same choices. A file that cannot be read, is not this JSON, or
 //! has a constant below 0 or not finite (or `kept` at 0) is a one-line error when a command
 //! starts or HASTE is put on a plan.
@@ -145,6 +147,20 @@ mod tests {
         assert_eq!(file.model(Isa::Avx2, false), Some(m));
         assert_eq!(file.model(Isa::Avx2, true), None);
         assert_eq!(file.model(Isa::Avx512, false), None);
+    }
+
+    /// A file of the seven constants an older haste fitted loads, its later terms at 0.
+    #[test]
+    fn an_older_file_leaves_the_later_terms_at_zero() {
+        let text = r#"{"format": "haste-cost-model/1", "tiers": {"avx512": {"pointwise":
+            {"kept": 1.2, "fixed": 20, "input_merge": 1, "per_input_channel": 500,
+            "per_output_channel": 300, "merge": 4, "merge_per_mb": 0}}}}"#;
+        let m = CostFile::parse(text, "old.json")
+            .expect("valid")
+            .model(Isa::Avx512, true)
+            .expect("pointwise");
+        assert_eq!((m.kept, m.per_input_channel), (1.2, 500.0));
+        assert_eq!([m.multi, m.finish, m.finish_exp, m.scaled_input], [0.0; 4]);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod config;
 pub mod conv;
 pub mod cost;
 pub mod cost_file;
+mod cost_model;
 pub mod hash;
 pub mod hyperplanes;
 pub mod kernel;

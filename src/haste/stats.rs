@@ -57,6 +57,12 @@ impl LayerStats {
         self.zero_channels as f64 / self.patches.max(1) as f64
     }
 
+    /// Mean number of buckets of two or more channels per patch (0 before any patch).
+    pub fn mean_multi_buckets(&self) -> f64 {
+        let multi: u64 = self.bucket_size_hist.iter().skip(2).sum();
+        multi as f64 / self.patches.max(1) as f64
+    }
+
     /// Mean fraction of input channels kept per patch (`mean_buckets / c_in`).
     pub fn mean_kept_fraction(&self) -> f64 {
         if self.c_in == 0 {
