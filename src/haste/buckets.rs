@@ -23,8 +23,6 @@ pub struct Buckets {
     starts: Vec<u32>,
     /// `1 / |b|` per bucket.
     inv_sizes: Vec<f32>,
-    /// `1 / k` for `k` in `0..=c_in` (1 for `k = 0`).
-    reciprocals: Vec<f32>,
     /// Hash table of the grouping (bucket index per slot) and the key of each bucket.
     slots: Vec<u32>,
     bucket_keys: Vec<Key>,
@@ -132,19 +130,19 @@ impl Buckets {
         use crate::kernels::buffer_bytes as b;
         let ints = [&self.bucket_of, &self.members, &self.starts, &self.slots];
         let ints: u64 = ints.into_iter().map(b).sum();
-        let floats = b(&self.inv_sizes) + b(&self.reciprocals);
+        let floats = b(&self.inv_sizes);
         ints + floats + b(&self.bucket_keys) + b(&self.kept_channels)
     }
 
     fn set_inv_sizes(&mut self) {
-        // `1 / k` for every possible size, computed once per channel count (a division per
-        // bucket would cost more than the grouping itself).
-        if self.reciprocals.len() != self.c_in + 1 {
-            self.reciprocals = (0..=self.c_in).map(|k| 1.0 / k.max(1) as f32).collect();
-        }
         grow(&mut self.inv_sizes, self.count);
+        let table = reciprocals();
         for b in 0..self.count {
-            self.inv_sizes[b] = self.reciprocals[(self.starts[b + 1] - self.starts[b]) as usize];
+            let k = (self.starts[b + 1] - self.starts[b]) as usize;
+            self.inv_sizes[b] = match table.get(k) {
+                Some(&r) => r,
+                None => 1.0 / k as f32,
+            };
         }
     }
 
@@ -211,6 +209,19 @@ impl Buckets {
         self.set_inv_sizes();
     }
 }
+
+/// `1 / k` for the bucket sizes `k` below [`RECIPROCALS`] (1 for `k = 0`), computed once per
+/// process: a division per bucket would cost more than the grouping itself. The table was
+/// per grouping and rebuilt whenever the layer's channel count changed, and the patches of
+/// a thread share their groupings across layers: on EfficientNet-Lite1, whose 1x1 layers
+/// alternate widths, every patch rebuilt it (`c_in + 1` divisions and an allocation).
+fn reciprocals() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..RECIPROCALS).map(|k| 1.0 / k.max(1) as f32).collect())
+}
+
+/// Bucket sizes whose reciprocals [`reciprocals`] holds (16 KB); larger buckets divide.
+const RECIPROCALS: usize = 4096;
 
 /// The channels below `c` not flagged in `skip` (`skip` empty: all), increasing, into
 /// `list`, written without a branch per channel: which channels are zero over a window
