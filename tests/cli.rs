@@ -256,6 +256,37 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         assert!(predicted < 1.1, "{l}");
         assert!(l["c_in"].as_u64() > Some(16), "{l}");
     }
+    // As text, the per-layer table ends with how close the time model came on the layers
+    // timed: every HASTE layer counted.
+    let (code, out, err) = run_haste(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--hyperplanes",
+        "12",
+        "--all-layers",
+        "--layers",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("model   predicted time within 10 %"))
+        .unwrap_or_else(|| panic!("no model line: {out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // "... on N of M layers (...".
+    let at = words
+        .iter()
+        .position(|&w| w == "layers")
+        .expect("N of M layers");
+    let (n, total): (usize, usize) = (
+        words[at - 3].parse().expect("N"),
+        words[at - 1].parse().expect("M"),
+    );
+    assert!(total == 17 && n <= total, "{line}");
     assert_clean_error(
         &["bench", "--model", m.to_str().unwrap(), "--runs", "0"],
         "runs",
