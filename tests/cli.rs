@@ -234,7 +234,7 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
     // the layers that went back to dense feed a layer other inputs than in the choice (run
     // with every candidate on HASTE), so it is close to the choice's, not equal: on these
     // synthetic images one 32-channel layer chosen at 0.9 or less reports 1.02.
-    let (code, out, err) = run_haste(&[
+    let quick = [
         "bench",
         "--model",
         m.to_str().unwrap(),
@@ -245,8 +245,8 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
         "--hyperplanes",
         "12",
         "--layers",
-        "--json",
-    ]);
+    ];
+    let (code, out, err) = run_haste(&[&quick[..], &["--json"]].concat());
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).expect("bench --json");
     let layers = j["layers"].as_array().expect("per-layer rows");
@@ -258,19 +258,7 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
     }
     // As text, the per-layer table ends with how close the time model came on the layers
     // timed: every HASTE layer counted.
-    let (code, out, err) = run_haste(&[
-        "bench",
-        "--model",
-        m.to_str().unwrap(),
-        "--batch",
-        "2",
-        "--runs",
-        "1",
-        "--hyperplanes",
-        "12",
-        "--all-layers",
-        "--layers",
-    ]);
+    let (code, out, err) = run_haste(&[&quick[..], &["--all-layers"]].concat());
     assert_eq!(code, 0, "{err}");
     let line = out
         .lines()
