@@ -204,6 +204,14 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
     // convolutions; with --all-layers all but the first two get HASTE.
     let layers = j["layers"].as_array().expect("per-layer rows");
     assert_eq!(layers.len(), 17, "{j}");
+    // How close the time model came, over the same layers (the text output's last line).
+    let check = &j["model_check"];
+    assert_eq!(check["layers"].as_u64(), Some(17), "{j}");
+    assert!(check["within_10_percent"].as_u64() <= Some(17), "{j}");
+    assert!(
+        check["mean_error"].as_f64().is_some_and(|e| e >= 0.0),
+        "{j}"
+    );
     for l in layers {
         assert!(l["dense_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");
         assert!(l["haste_seconds"].as_f64().is_some_and(|t| t > 0.0), "{l}");

@@ -243,6 +243,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             );
             if a.layers {
                 o.insert("layers".into(), layers_json(layers));
+                if let Some(m) = ModelCheck::of(layers) {
+                    o.insert("model_check".into(), json!(m));
+                }
             }
             if a.steps {
                 o.insert("steps".into(), super::bench_steps::steps_json(layers));
@@ -370,31 +373,45 @@ fn print_layers(layers: &[ConvLayerReport]) {
             1.0 / l.predicted_time_ratio.unwrap_or(f64::NAN)
         );
     }
-    if let Some(line) = model_check(layers) {
-        println!("{line}");
+    if let Some(m) = ModelCheck::of(layers) {
+        println!(
+            "model   predicted time within 10 % of the measured on {} of {} layers (mean error {:.1} %; far off: refit it, README \"Which layers get HASTE\")",
+            m.within,
+            m.layers,
+            100.0 * m.mean_error
+        );
     }
 }
 
-/// How close the time model came on the timed layers: the share whose predicted time lies
-/// within 10 % of the measured one, and the mean error (`None` without a prediction).
-fn model_check(layers: &[ConvLayerReport]) -> Option<String> {
-    let errors: Vec<f64> = layers
-        .iter()
-        .filter_map(|l| {
-            let (h, d) = l.timing?;
-            Some(l.predicted_time_ratio? / (h / d) - 1.0)
+/// How close the time model came on the timed layers: how many of them had a predicted
+/// time within 10 % of the measured one, and the mean relative error.
+#[derive(Debug, serde::Serialize)]
+struct ModelCheck {
+    layers: usize,
+    #[serde(rename = "within_10_percent")]
+    within: usize,
+    mean_error: f64,
+}
+
+impl ModelCheck {
+    /// `None` without a timed layer with a prediction.
+    fn of(layers: &[ConvLayerReport]) -> Option<ModelCheck> {
+        let errors: Vec<f64> = layers
+            .iter()
+            .filter_map(|l| {
+                let (h, d) = l.timing?;
+                Some(l.predicted_time_ratio? / (h / d) - 1.0)
+            })
+            .collect();
+        if errors.is_empty() {
+            return None;
+        }
+        Some(ModelCheck {
+            layers: errors.len(),
+            within: errors.iter().filter(|e| e.abs() <= 0.1).count(),
+            mean_error: errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len() as f64,
         })
-        .collect();
-    if errors.is_empty() {
-        return None;
     }
-    let within = errors.iter().filter(|e| e.abs() <= 0.1).count();
-    let mean = errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len() as f64;
-    Some(format!(
-        "model   predicted time within 10 % of the measured on {within} of {} layers (mean error {:.1} %; far off: refit it, README \"Which layers get HASTE\")",
-        errors.len(),
-        100.0 * mean
-    ))
 }
 
 fn layers_json(layers: &[ConvLayerReport]) -> serde_json::Value {
