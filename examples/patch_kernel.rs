@@ -8,7 +8,10 @@
 //! what a patch loses before anything is merged (issue: at least 0.95). Then half the
 //! channels merged away at tiles 4 and 8, with the buckets' channels and filter rows packed
 //! at the start of the bank or spread over it as real partitions leave them (a third from a
-//! separate buffer of summed rows): what scattered rows cost the kernel. Best of 7 rounds.
+//! separate buffer of summed rows): what scattered rows cost the kernel. And the dense
+//! kernel on as many input channels as the merged patches keep (`KEEP` percent, else half):
+//! it keeps its rate with fewer terms per output, so what the patches lose against it is the
+//! patch calls' own structure, not their shorter sums. Best of 7 rounds.
 use haste::kernels::direct::{
     conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, Sums, PANEL,
 };
@@ -56,6 +59,14 @@ fn main() {
         );
         // Half the channels merged away, as real partitions do: the same multiply-adds with
         // the buckets' channels and rows in order, or spread as HASTE's buckets leave them.
+        // The dense kernel on as many input channels as the merged patches keep: what the
+        // same number of terms per output costs without HASTE.
+        let kept_in = kept(c);
+        let dense_kept = dense_rate_from(kept_in, c);
+        println!(
+            "     dense {kept_in:>4} -> {c:<4}: {dense_kept:6.1} GFLOP/s ({:.2} of dense)",
+            dense_kept / dense
+        );
         for tile in tiles() {
             let packed = patch_rate(c, tile, Partition::HalfPacked);
             let spread = patch_rate(c, tile, Partition::HalfSpread);
@@ -89,18 +100,23 @@ fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn dense_rate(c: usize) -> f64 {
+    dense_rate_from(c, c)
+}
+
+/// [`dense_rate`] of a `c_in -> c` layer.
+fn dense_rate_from(c_in: usize, c: usize) -> f64 {
     let side = side();
-    let p = Conv2dParams::new(c, c, 3, 3).with_pads([1; 4]);
+    let p = Conv2dParams::new(c_in, c, 3, 3).with_pads([1; 4]);
     let op = ConvOp {
         input_scale: false,
         params: p,
-        weights: values(c * c * 9, 1),
+        weights: values(c * c_in * 9, 1),
         bias: None,
         activation: Activation::None,
         residual: None,
     };
     let d = DirectConv::new(&op).expect("a direct convolution");
-    let x = values(c * side * side, 2);
+    let x = values(c_in * side * side, 2);
     let mut out = vec![0.0; c * side * side];
     let mut s = DirectScratch::default();
     let io = IoLayout::NHWC;
