@@ -55,12 +55,18 @@ const WIDE_PASS_MAX_OUTPUTS: usize = 256;
 /// The passes of the AVX-512 kernel: panel filters of layers of 64 output channels or more,
 /// with more than [`WIDE_TERMS_WHOLE`] terms and at most [`WIDE_PASS_MAX_OUTPUTS`] outputs
 /// in the call, in passes of about [`WIDE_TERMS_PER_PASS`] terms of one kernel row; every
-/// other call by [`kernel_row_passes`]. The order of the sum (tap, channel) is kept, so the
+/// other call (row filters among them) by [`kernel_row_passes`]. The order of the sum (tap, channel) is kept, so the
 /// bits are the same as in one pass.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
     let row_terms = g.kw * f.terms(g);
-    let split = g.c_out >= 64
+    // Row filters (HASTE's patches) sum whole kernel rows in one pass: a patch's blocks
+    // are few (11 at tile 8), and a pass per kernel row stored and reloaded their sums
+    // twice more for filters that came from L2 in time anyway (`examples/patch_kernel`,
+    // half merged at tile 8: 64 channels 0.89-0.90 -> 0.95-0.96 of the dense rate, 128
+    // 0.92 -> 0.92-0.95, 256 0.93-0.95 -> 0.93-0.97).
+    let split = matches!(f, Filters::Panels { .. })
+        && g.c_out >= 64
         && g.kh * row_terms > WIDE_TERMS_WHOLE
         && g.ph * g.pw <= WIDE_PASS_MAX_OUTPUTS;
     if !split {
