@@ -57,8 +57,6 @@ fn main() {
             side(),
             patches / dense
         );
-        // Half the channels merged away, as real partitions do: the same multiply-adds with
-        // the buckets' channels and rows in order, or spread as HASTE's buckets leave them.
         // The dense kernel on as many input channels as the merged patches keep: what the
         // same number of terms per output costs without HASTE.
         let kept_in = kept(c);
@@ -67,11 +65,14 @@ fn main() {
             "     dense {kept_in:>4} -> {c:<4}: {dense_kept:6.1} GFLOP/s ({:.2} of dense)",
             dense_kept / dense
         );
+        // Channels merged away (half unless `KEEP` says), as real partitions do: the same
+        // multiply-adds with the buckets' channels and rows in order, or spread as HASTE's
+        // buckets leave them.
         for tile in tiles() {
             let packed = patch_rate(c, tile, Partition::HalfPacked);
             let spread = patch_rate(c, tile, Partition::HalfSpread);
             println!(
-                "     half merged, tile {tile}: packed {packed:6.1} GFLOP/s, spread {spread:6.1} GFLOP/s (rate {:.2} and {:.2} of dense)",
+                "     {kept_in} of {c} kept, tile {tile}: packed {packed:6.1} GFLOP/s, spread {spread:6.1} GFLOP/s (rate {:.2} and {:.2} of dense)",
                 packed / dense,
                 spread / dense
             );

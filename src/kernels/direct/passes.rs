@@ -55,8 +55,8 @@ const WIDE_PASS_MAX_OUTPUTS: usize = 256;
 /// The passes of the AVX-512 kernel: panel filters of layers of 64 output channels or more,
 /// with more than [`WIDE_TERMS_WHOLE`] terms and at most [`WIDE_PASS_MAX_OUTPUTS`] outputs
 /// in the call, in passes of about [`WIDE_TERMS_PER_PASS`] terms of one kernel row; every
-/// other call (row filters among them) by [`kernel_row_passes`]. The order of the sum (tap, channel) is kept, so the
-/// bits are the same as in one pass.
+/// other call (row filters among them) by [`kernel_row_passes`]. The order of the sum (tap,
+/// channel) is kept, so the bits are the same as in one pass.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn wide_group_passes(g: &Geom, f: Filters) -> Vec<PassRange> {
     let row_terms = g.kw * f.terms(g);
