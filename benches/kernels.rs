@@ -216,6 +216,14 @@ fn haste_group(b: Bencher, &(c, hw): &(usize, usize)) {
 }
 
 #[divan::bench(args = HASTE)]
+fn haste_group_on_best_tier(b: Bencher, &(c, hw): &(usize, usize)) {
+    let pt = patch(c, hw);
+    let (s, mut buckets) = hashed(&pt);
+    let isa = haste::kernels::isa::Isa::best();
+    b.bench_local(|| buckets.group_skipping_on(isa, black_box(&s.keys[..c]), &[]));
+}
+
+#[divan::bench(args = HASTE)]
 fn haste_input_merge(b: Bencher, &(c, hw): &(usize, usize)) {
     let pt = patch(c, hw);
     let (_, buckets) = hashed(&pt);

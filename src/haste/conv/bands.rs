@@ -205,9 +205,9 @@ impl HasteConv {
             patch.buckets.make_singletons(c_in);
         } else if self.cfg.drop_zero_channels {
             zero_channels(&s.zero_bits, &mut s.zero);
-            patch.buckets.group_skipping(keys, &s.zero);
+            patch.buckets.group_skipping_on(isa, keys, &s.zero);
         } else {
-            patch.buckets.group(keys);
+            patch.buckets.group_skipping_on(isa, keys, &[]);
         }
         timer.lap(|t| &mut t.group);
         patch.merge_input(c_in, &win, &mut s.windows);

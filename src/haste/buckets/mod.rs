@@ -5,6 +5,10 @@
 //! and the reduced convolution is the dense one, term for term.
 
 use super::hash::{grow, Key};
+use crate::kernels::isa::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// [`Buckets::bucket_of`] of a channel in no bucket.
 pub const NO_BUCKET: u32 = u32::MAX;
@@ -123,6 +127,47 @@ impl Buckets {
         self.count = runs;
         self.kept = self.starts[runs] as usize;
         self.set_inv_sizes();
+    }
+
+    /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 64
+    /// channels whose keys lie below `2^32` (at most 32 hyperplanes, no magnitude bins) by
+    /// comparing keys in vector registers ([`avx512`]), the others by the hash table.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    pub fn group_skipping_on(&mut self, isa: Isa, keys: &[Key], skip: &[bool]) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            // SAFETY: the caller runs tier `isa` only where the CPU supports it, and the
+            // other two features are checked.
+            && unsafe { avx512::group(self, keys, skip) }
+        {
+            return;
+        }
+        self.group_skipping(keys, skip);
+    }
+
+    /// Asks for the lines the next grouping of `c` channels writes (its lists), so that they
+    /// arrive while the window is copied and hashed.
+    #[inline(always)]
+    pub fn prefetch(&self, c: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let lines = |v: &[u32]| {
+                for line in v[..c.min(v.len())].chunks(16) {
+                    // SAFETY: a prefetch of a valid address has no effect but on the caches.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+                }
+            };
+            lines(&self.bucket_of);
+            lines(&self.members);
+            lines(&self.starts);
+            for line in self.inv_sizes[..c.min(self.inv_sizes.len())].chunks(16) {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+            }
+        }
     }
 
     /// Bytes its buffers hold.
@@ -264,6 +309,45 @@ mod tests {
         assert_eq!(b.members(2), &[2]);
         b.group(&[]);
         assert_eq!(b.count(), 0);
+    }
+
+    /// Every tier's grouping against the hash table's, field by field: 1 to 80 channels (the
+    /// vector path takes up to 64), few or many distinct keys, some channels skipped, keys of
+    /// 32 bits and more (which the vector path leaves to the table), one `Buckets` reused.
+    #[test]
+    fn every_tier_groups_as_the_hash_table() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for isa in Isa::available() {
+            let mut got = Buckets::default();
+            for case in 0..600 {
+                let c = 1 + case % 80;
+                let distinct = [1, 2, 5, 30, 1 << 14][case % 5];
+                let wide = if case % 7 == 3 { 1u128 << 40 } else { 0 };
+                let keys: Vec<Key> = (0..c).map(|_| (next() % distinct) as Key | wide).collect();
+                let skip: Vec<bool> = match case % 3 {
+                    0 => Vec::new(),
+                    1 => (0..c).map(|_| next() % 4 == 0).collect(),
+                    _ => (0..c).map(|_| next() % 8 != 0).collect(),
+                };
+                let mut want = Buckets::default();
+                want.group_skipping(&keys, &skip);
+                got.group_skipping_on(isa, &keys, &skip);
+                let what = format!("{isa:?}, case {case}, {c} channels");
+                assert_eq!(got.count(), want.count(), "{what}");
+                assert_eq!(got.skipped(), want.skipped(), "{what}");
+                assert_eq!(got.bucket_of(), want.bucket_of(), "{what}");
+                assert_eq!(got.starts(), want.starts(), "{what}");
+                assert_eq!(got.order(), want.order(), "{what}");
+                assert_eq!(got.inv_sizes(), want.inv_sizes(), "{what}");
+                assert_eq!(got.all_singletons(), want.all_singletons(), "{what}");
+            }
+        }
     }
 
     /// One `Buckets` reused: a grouping that skips channels after one that kept all, and the
