@@ -6,14 +6,14 @@
 //! 0.27-0.28 cycles per channel and window pixel, about 28 cycles a channel. Here each
 //! channel's key is compared with all 64 at once (four vectors), and the mask of equal keys
 //! gives, with no table and nothing read back, its bucket's first channel, its rank in the
-//! bucket and the bucket's size: 0.15-0.18.
+//! bucket and the bucket's size: 0.15-0.19 (BENCHMARKS.md, twenty-ninth session).
 
 use super::{Buckets, NO_BUCKET};
 use crate::haste::hash::Key;
 use crate::kernels::grow;
 
 /// The most channels [`group`] takes: one bit each in a `u64`.
-pub(super) const MAX_CHANNELS: usize = 64;
+const MAX_CHANNELS: usize = 64;
 
 /// The keys below `2^32` as 32-bit lanes (`narrow[ch]`; lanes past `keys.len()` zero), or
 /// `None` when one is wider. `keys.len() <= 64`.

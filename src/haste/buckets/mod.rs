@@ -134,6 +134,11 @@ impl Buckets {
     /// comparing keys in vector registers ([`avx512`]), the others by the hash table.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn group_skipping_on(&mut self, isa: Isa, keys: &[Key], skip: &[bool]) {
+        let c = keys.len();
+        assert!(
+            skip.is_empty() || skip.len() >= c,
+            "a skip flag per channel"
+        );
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512
             && std::arch::is_x86_feature_detected!("popcnt")
