@@ -1,148 +1,257 @@
-//! Grouping up to 64 channels by comparing keys in vector registers (AVX-512).
+//! Grouping up to 128 channels by comparing keys in vector registers (AVX-512).
 //!
 //! The hash table of [`super::Buckets::group_skipping`] reads its slots back after writing
 //! them and the bucket counts after adding to them, so a channel's loads wait on the
-//! previous channel's stores: on ResNet-18's 64-channel HASTE layers (L = 14) it took
-//! 0.27-0.28 cycles per channel and window pixel, about 28 cycles a channel. Here each
-//! channel's key is compared with all 64 at once (four vectors), and the mask of equal keys
-//! gives, with no table and nothing read back, its bucket's first channel, its rank in the
-//! bucket and the bucket's size: 0.15-0.19 (BENCHMARKS.md, twenty-ninth session).
+//! previous channel's stores: on ResNet-18's HASTE layers (L = 14, tile 8) it took 0.27-0.34
+//! cycles per channel and window pixel, about 30 cycles a channel. Here each channel's key is
+//! compared with every key at once, and the mask of equal keys gives, with no table and
+//! nothing read back, its bucket's first channel, its rank in the bucket and the bucket's
+//! size: 0.14-0.20 (BENCHMARKS.md, twenty-ninth session). Keys below `2^16` (up to 16
+//! hyperplanes, no magnitude bins) go 32 to a vector with AVX-512BW, up to 128 channels;
+//! keys below `2^32` 16 to a vector, up to 64 channels (at 128, eight compares a channel
+//! cost what the table does).
 
 use super::{Buckets, NO_BUCKET};
 use crate::haste::hash::Key;
 use crate::kernels::grow;
 
-/// The most channels [`group`] takes: one bit each in a `u64`.
-const MAX_CHANNELS: usize = 64;
+/// The most channels [`group`] takes: one bit each in two `u64` words.
+const MAX_CHANNELS: usize = 128;
 
-/// The keys below `2^32` as 32-bit lanes (`narrow[ch]`; lanes past `keys.len()` zero), or
-/// `None` when one is wider. `keys.len() <= 64`.
-fn narrow_keys(keys: &[Key]) -> Option<[u32; MAX_CHANNELS]> {
-    let mut narrow = [0u32; MAX_CHANNELS];
+/// The most channels it takes with keys of 32 bits (four vectors of 16).
+const MAX_WIDE_CHANNELS: usize = 64;
+
+/// The keys as `T` lanes (`narrow[ch]`; lanes past `keys.len()` zero), or `None` when one
+/// is `bits` bits or wider.
+fn narrow_keys<T: Copy + Default>(
+    keys: &[Key],
+    bits: u32,
+    to: impl Fn(Key) -> T,
+) -> Option<[T; MAX_CHANNELS]> {
+    let mut narrow = [T::default(); MAX_CHANNELS];
     let mut wide = 0u128;
     for (n, &k) in narrow.iter_mut().zip(keys) {
-        *n = k as u32;
-        wide |= k >> 32;
+        *n = to(k);
+        wide |= k >> bits;
     }
     (wide == 0).then_some(narrow)
 }
 
-/// The channels not flagged in `skip` (empty: none) among `0..c`, one bit each.
-fn kept_mask(skip: &[bool], c: usize) -> u64 {
-    let all = if c == MAX_CHANNELS {
-        u64::MAX
-    } else {
-        (1u64 << c) - 1
+/// The channels not flagged in `skip` (empty: none) among `0..c`, one bit each in two words.
+fn kept_mask(skip: &[bool], c: usize) -> [u64; 2] {
+    let word = |w: usize| {
+        let (lo, hi) = ((64 * w).min(c), (64 * w + 64).min(c));
+        let all = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            (1u64 << (hi - lo)) - 1
+        };
+        let skipped =
+            (lo..hi.min(skip.len())).fold(0u64, |m, ch| m | (skip[ch] as u64) << (ch - lo));
+        all & !skipped
     };
-    let skipped = skip[..c.min(skip.len())]
-        .iter()
-        .enumerate()
-        .fold(0u64, |m, (ch, &s)| m | (s as u64) << ch);
-    all & !skipped
+    [word(0), word(1)]
 }
 
 /// [`Buckets::group_skipping`] on AVX-512, into `b`: `false` (and `b` untouched) when it does
-/// not apply (more than [`MAX_CHANNELS`] channels, or a key of 32 bits or more).
+/// not apply (more than [`MAX_CHANNELS`] channels, or a key of 32 bits or more). Keys below
+/// `2^16` are compared 32 to a vector when `bw` (AVX-512BW), the others 16 to a vector.
 ///
 /// # Safety
-/// AVX-512F, POPCNT and BMI1 must be supported.
+/// AVX-512F, POPCNT and BMI1 must be supported, and AVX-512BW with `bw`.
 #[target_feature(enable = "avx512f,popcnt,bmi1")]
-pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool]) -> bool {
+pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: bool) -> bool {
     let c = keys.len();
     if c > MAX_CHANNELS {
         return false;
     }
-    let Some(narrow) = narrow_keys(keys) else {
+    let kept = kept_mask(skip, c);
+    // SAFETY (every arm): the features are the caller's promise; `c` fits the vectors.
+    let found = if let Some(keys) = narrow_keys(keys, 16, |k| k as u16).filter(|_| bw) {
+        unsafe {
+            match c.div_ceil(32) {
+                0 | 1 => find_16::<1, 1>(&keys, c, kept),
+                2 => find_16::<2, 1>(&keys, c, kept),
+                3 => find_16::<3, 2>(&keys, c, kept),
+                _ => find_16::<4, 2>(&keys, c, kept),
+            }
+        }
+    } else if let Some(keys) =
+        narrow_keys(keys, 32, |k| k as u32).filter(|_| c <= MAX_WIDE_CHANNELS)
+    {
+        unsafe {
+            match c.div_ceil(16) {
+                0 | 1 => find_32::<1, 1>(&keys, c, kept),
+                2 => find_32::<2, 1>(&keys, c, kept),
+                3 => find_32::<3, 1>(&keys, c, kept),
+                _ => find_32::<4, 1>(&keys, c, kept),
+            }
+        }
+    } else {
         return false;
     };
-    let kept = kept_mask(skip, c);
+    // SAFETY: as above.
+    unsafe { place(b, &found, c, kept) };
+    true
+}
+
+/// Each channel's bucket, found from the mask of the kept channels with its key (`same`, two
+/// words): the bucket's first channel, the channel's rank in it, the bucket's size; and the
+/// channels that open a bucket.
+struct Found {
+    first: [u8; MAX_CHANNELS],
+    rank: [u8; MAX_CHANNELS],
+    size: [u8; MAX_CHANNELS],
+    opens: [u64; 2],
+}
+
+impl Found {
+    fn new() -> Found {
+        Found {
+            first: [0; MAX_CHANNELS],
+            rank: [0; MAX_CHANNELS],
+            size: [0; MAX_CHANNELS],
+            opens: [0; 2],
+        }
+    }
+
+    /// Records channel `ch` (of word `HI as usize`: no test per channel on which word it is).
+    #[inline(always)]
+    fn record<const HI: bool>(&mut self, ch: usize, same: [u64; 2], kept: [u64; 2]) {
+        let bit = ch % 64;
+        let (lo, hi) = (same[0] & kept[0], same[1] & kept[1]);
+        let low_bits = (1u64 << bit) - 1;
+        let (rank, first, mine) = if HI {
+            let first = if lo != 0 {
+                lo.trailing_zeros()
+            } else {
+                64 + hi.trailing_zeros()
+            };
+            let below = lo.count_ones() + (hi & low_bits).count_ones();
+            (below, first, kept[1])
+        } else {
+            ((lo & low_bits).count_ones(), lo.trailing_zeros(), kept[0])
+        };
+        self.first[ch] = first as u8;
+        self.rank[ch] = rank as u8;
+        self.size[ch] = (lo.count_ones() + hi.count_ones()) as u8;
+        self.opens[HI as usize] |= ((rank == 0) as u64 & (mine >> bit)) << bit;
+    }
+}
+
+/// [`Found`] for `c` channels with 16-bit `keys` (`c <= 32 * NV`, `W` words of masks).
+///
+/// # Safety
+/// AVX-512F, AVX-512BW, POPCNT and BMI1 must be supported.
+#[target_feature(enable = "avx512f,avx512bw,popcnt,bmi1")]
+unsafe fn find_16<const NV: usize, const W: usize>(
+    keys: &[u16; MAX_CHANNELS],
+    c: usize,
+    kept: [u64; 2],
+) -> Found {
+    use std::arch::x86_64::*;
+    assert!(c <= 32 * NV && NV <= 4 && W == NV.div_ceil(2));
+    // SAFETY: `keys` holds 128 lanes: `NV <= 4` vectors of 32.
+    let lanes: [__m512i; NV] =
+        std::array::from_fn(|v| unsafe { _mm512_loadu_si512(keys.as_ptr().add(32 * v).cast()) });
+    let same = |ch: usize| {
+        let key = _mm512_set1_epi16(keys[ch] as i16);
+        let mut same = [0u64; 2];
+        for (v, &l) in lanes.iter().enumerate() {
+            same[v / 2] |= (_mm512_cmpeq_epi16_mask(key, l) as u64) << (32 * (v % 2));
+        }
+        same
+    };
+    let mut found = Found::new();
+    for ch in 0..c.min(64) {
+        found.record::<false>(ch, same(ch), kept);
+    }
+    if W == 2 {
+        for ch in 64..c {
+            found.record::<true>(ch, same(ch), kept);
+        }
+    }
+    found
+}
+
+/// [`Found`] for `c` channels with 32-bit `keys` (`c <= 16 * NV`, `W` words of masks).
+///
+/// # Safety
+/// AVX-512F, POPCNT and BMI1 must be supported.
+#[target_feature(enable = "avx512f,popcnt,bmi1")]
+unsafe fn find_32<const NV: usize, const W: usize>(
+    keys: &[u32; MAX_CHANNELS],
+    c: usize,
+    kept: [u64; 2],
+) -> Found {
+    use std::arch::x86_64::*;
+    assert!(c <= 16 * NV && NV <= 8 && W == NV.div_ceil(4));
+    // SAFETY: `keys` holds 128 lanes: `NV <= 8` vectors of 16.
+    let lanes: [__m512i; NV] =
+        std::array::from_fn(|v| unsafe { _mm512_loadu_si512(keys.as_ptr().add(16 * v).cast()) });
+    let same = |ch: usize| {
+        let key = _mm512_set1_epi32(keys[ch] as i32);
+        let mut same = [0u64; 2];
+        for (v, &l) in lanes.iter().enumerate() {
+            same[v / 4] |= (_mm512_cmpeq_epi32_mask(key, l) as u64) << (16 * (v % 4));
+        }
+        same
+    };
+    let mut found = Found::new();
+    for ch in 0..c.min(64) {
+        found.record::<false>(ch, same(ch), kept);
+    }
+    if W == 2 {
+        for ch in 64..c {
+            found.record::<true>(ch, same(ch), kept);
+        }
+    }
+    found
+}
+
+/// Numbers the buckets by their first channels, in order, and writes `b`'s lists: each kept
+/// channel's bucket, and its slot in the member list from its bucket's start and its rank.
+/// Nothing here waits on what it stored.
+///
+/// # Safety
+/// POPCNT and BMI1 must be supported.
+#[target_feature(enable = "popcnt,bmi1")]
+unsafe fn place(b: &mut Buckets, found: &Found, c: usize, kept: [u64; 2]) {
     b.c_in = c;
     grow(&mut b.bucket_of, c);
     grow(&mut b.members, c);
     grow(&mut b.starts, c + 1);
     grow(&mut b.inv_sizes, c);
-    if kept.count_ones() as usize != c {
+    if (kept[0].count_ones() + kept[1].count_ones()) as usize != c {
         b.bucket_of[..c].fill(NO_BUCKET);
-    }
-    // SAFETY: the features are the caller's promise; the buffers were grown above.
-    let (count, placed) = unsafe {
-        match c.div_ceil(16) {
-            0 | 1 => buckets_of::<1>(b, &narrow, c, kept),
-            2 => buckets_of::<2>(b, &narrow, c, kept),
-            3 => buckets_of::<3>(b, &narrow, c, kept),
-            _ => buckets_of::<4>(b, &narrow, c, kept),
-        }
-    };
-    b.count = count;
-    b.kept = placed;
-    true
-}
-
-/// The buckets of the `kept` channels among the first `c` lanes of `keys` (`c <= 16 * NV`),
-/// into `b`'s `bucket_of`, `members`, `starts` and `inv_sizes`; returns the bucket count and
-/// the channels placed.
-///
-/// Three passes, none of whose steps waits on the one before: each channel's key against
-/// every key gives its bucket's first channel (the lowest of the mask), its rank among its
-/// bucket's channels (those below it) and its bucket's size; the first channels in order
-/// number the buckets and place their member lists; each channel is written into its slot.
-/// (Finding a bucket from the one before, one bucket at a time, chained a compare, a move to
-/// a general register and a bit scan per bucket: about 25 cycles each.)
-///
-/// # Safety
-/// AVX-512F, POPCNT and BMI1 must be supported; `b.bucket_of` and `b.members` hold `c`
-/// entries, `b.starts` and `b.inv_sizes` one more than the kept channels.
-#[target_feature(enable = "avx512f,popcnt,bmi1")]
-unsafe fn buckets_of<const NV: usize>(
-    b: &mut Buckets,
-    keys: &[u32; MAX_CHANNELS],
-    c: usize,
-    kept: u64,
-) -> (usize, usize) {
-    use std::arch::x86_64::*;
-    assert!(c <= 16 * NV && NV <= 4);
-    // SAFETY: `keys` holds 64 lanes, so `NV <= 4` vectors of 16.
-    let lanes: [__m512i; NV] =
-        std::array::from_fn(|v| unsafe { _mm512_loadu_si512(keys.as_ptr().add(16 * v).cast()) });
-    let (mut first, mut rank, mut size) = (
-        [0u8; MAX_CHANNELS],
-        [0u8; MAX_CHANNELS],
-        [0u8; MAX_CHANNELS],
-    );
-    let mut opens = 0u64;
-    for ch in 0..c {
-        let key = _mm512_set1_epi32(keys[ch] as i32);
-        let mut same = 0u64;
-        for (v, &l) in lanes.iter().enumerate() {
-            same |= (_mm512_cmpeq_epi32_mask(key, l) as u64) << (16 * v);
-        }
-        same &= kept;
-        let below = same & ((1u64 << ch) - 1);
-        first[ch] = same.trailing_zeros() as u8;
-        rank[ch] = below.count_ones() as u8;
-        size[ch] = same.count_ones() as u8;
-        opens |= ((below == 0) as u64 & (kept >> ch)) << ch;
     }
     let table = super::reciprocals();
     let mut label = [0u32; MAX_CHANNELS];
-    let (mut count, mut placed, mut left) = (0usize, 0u32, opens);
+    let (mut count, mut placed) = (0usize, 0u32);
     b.starts[0] = 0;
-    while left != 0 {
-        let f = left.trailing_zeros() as usize;
-        left &= left - 1;
-        label[f] = count as u32;
-        placed += size[f] as u32;
-        count += 1;
-        b.starts[count] = placed;
-        b.inv_sizes[count - 1] = table[size[f] as usize];
+    for (w, &opens) in found.opens.iter().enumerate() {
+        let mut left = opens;
+        while left != 0 {
+            let f = 64 * w + left.trailing_zeros() as usize;
+            left &= left - 1;
+            let size = found.size[f] as u32;
+            label[f] = count as u32;
+            placed += size;
+            count += 1;
+            b.starts[count] = placed;
+            b.inv_sizes[count - 1] = table[size as usize];
+        }
     }
-    let mut left = kept;
-    while left != 0 {
-        let ch = left.trailing_zeros() as usize;
-        left &= left - 1;
-        let bucket = label[first[ch] as usize];
-        b.bucket_of[ch] = bucket;
-        b.members[(b.starts[bucket as usize] + rank[ch] as u32) as usize] = ch as u32;
+    for (w, &kept) in kept.iter().enumerate() {
+        let mut left = kept;
+        while left != 0 {
+            let ch = 64 * w + left.trailing_zeros() as usize;
+            left &= left - 1;
+            let bucket = label[found.first[ch] as usize];
+            b.bucket_of[ch] = bucket;
+            b.members[(b.starts[bucket as usize] + found.rank[ch] as u32) as usize] = ch as u32;
+        }
     }
-    (count, placed as usize)
+    b.count = count;
+    b.kept = placed as usize;
 }

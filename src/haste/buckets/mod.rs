@@ -129,9 +129,10 @@ impl Buckets {
         self.set_inv_sizes();
     }
 
-    /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 64
-    /// channels whose keys lie below `2^32` (at most 32 hyperplanes, no magnitude bins) by
-    /// comparing keys in vector registers ([`avx512`]), the others by the hash table.
+    /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 128
+    /// channels whose keys lie below `2^16` (at most 16 hyperplanes, no magnitude bins), or
+    /// 64 below `2^32`, by comparing keys in vector registers ([`avx512`]); the others by
+    /// the hash table.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn group_skipping_on(&mut self, isa: Isa, keys: &[Key], skip: &[bool]) {
         let c = keys.len();
@@ -144,35 +145,15 @@ impl Buckets {
             && std::arch::is_x86_feature_detected!("popcnt")
             && std::arch::is_x86_feature_detected!("bmi1")
             // SAFETY: the caller runs tier `isa` only where the CPU supports it, and the
-            // other two features are checked.
-            && unsafe { avx512::group(self, keys, skip) }
+            // other features are checked.
+            && unsafe {
+                let bw = std::arch::is_x86_feature_detected!("avx512bw");
+                avx512::group(self, keys, skip, bw)
+            }
         {
             return;
         }
         self.group_skipping(keys, skip);
-    }
-
-    /// Asks for the lines the next grouping of `c` channels writes (its lists), so that they
-    /// arrive while the window is copied and hashed.
-    #[inline(always)]
-    pub fn prefetch(&self, c: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let lines = |v: &[u32]| {
-                for line in v[..c.min(v.len())].chunks(16) {
-                    // SAFETY: a prefetch of a valid address has no effect but on the caches.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-                }
-            };
-            lines(&self.bucket_of);
-            lines(&self.members);
-            lines(&self.starts);
-            for line in self.inv_sizes[..c.min(self.inv_sizes.len())].chunks(16) {
-                // SAFETY: as above.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-            }
-        }
     }
 
     /// Bytes its buffers hold.
@@ -316,9 +297,10 @@ mod tests {
         assert_eq!(b.count(), 0);
     }
 
-    /// Every tier's grouping against the hash table's, field by field: 1 to 80 channels (the
-    /// vector path takes up to 64), few or many distinct keys, some channels skipped, keys of
-    /// 32 bits and more (which the vector path leaves to the table), one `Buckets` reused.
+    /// Every tier's grouping against the hash table's, field by field: 1 to 160 channels (the
+    /// vector path takes up to 128 with keys of 16 bits, 64 with keys of 32), few or many
+    /// distinct keys, some channels skipped, keys of 40 bits (left to the table), one
+    /// `Buckets` reused.
     #[test]
     fn every_tier_groups_as_the_hash_table() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -330,10 +312,10 @@ mod tests {
         };
         for isa in Isa::available() {
             let mut got = Buckets::default();
-            for case in 0..600 {
-                let c = 1 + case % 80;
+            for case in 0..1200 {
+                let c = 1 + case % 160;
                 let distinct = [1, 2, 5, 30, 1 << 14][case % 5];
-                let wide = if case % 7 == 3 { 1u128 << 40 } else { 0 };
+                let wide = [0, 0, 0, 1u128 << 20, 0, 1u128 << 40, 0][case % 7];
                 let keys: Vec<Key> = (0..c).map(|_| (next() % distinct) as Key | wide).collect();
                 let skip: Vec<bool> = match case % 3 {
                     0 => Vec::new(),
