@@ -1,22 +1,26 @@
-//! Grouping up to 128 channels by comparing keys in vector registers (AVX-512).
+//! Grouping up to 256 channels by comparing keys in vector registers (AVX-512).
 //!
 //! The hash table of [`super::Buckets::group_skipping`] reads its slots back after writing
 //! them and the bucket counts after adding to them, so a channel's loads wait on the
 //! previous channel's stores: on ResNet-18's HASTE layers (L = 14, tile 8) it took 0.27-0.34
-//! cycles per channel and window pixel, about 30 cycles a channel. Here each channel's key is
-//! compared with every key at once, and the mask of equal keys gives, with no table and
-//! nothing read back, its bucket's first channel, its rank in the bucket and the bucket's
-//! size: 0.14-0.20 (BENCHMARKS.md, twenty-ninth session). Keys below `2^16` (up to 16
-//! hyperplanes, no magnitude bins) go 32 to a vector with AVX-512BW, up to 128 channels;
-//! keys below `2^32` 16 to a vector, up to 64 channels (at 128, eight compares a channel
-//! cost what the table does).
+//! cycles per channel and window pixel at 64 and 128 channels (about 30 cycles a channel),
+//! 0.49-0.62 at 256. Here each channel's key is compared with every key at once, and the
+//! mask of equal keys gives, with no table and nothing read back, its bucket's first
+//! channel, its rank in the bucket and the bucket's size: 0.14-0.22 and 0.33-0.35
+//! (BENCHMARKS.md, twenty-ninth session). Keys below `2^16` (up to 16 hyperplanes, no
+//! magnitude bins) go 32 to a vector with AVX-512BW, up to 256 channels; keys below `2^32`
+//! 16 to a vector, up to 64 channels (at 128, eight compares a channel cost what the table
+//! does; at 512, sixteen of 16 bits do too).
 
 use super::{Buckets, NO_BUCKET};
 use crate::haste::hash::Key;
 use crate::kernels::grow;
 
-/// The most channels [`group`] takes: one bit each in two `u64` words.
-const MAX_CHANNELS: usize = 128;
+/// The most channels [`group`] takes: one bit each in four `u64` words.
+const MAX_CHANNELS: usize = 256;
+
+/// Words of 64 channels' mask bits.
+const WORDS: usize = MAX_CHANNELS / 64;
 
 /// The most channels it takes with keys of 32 bits (four vectors of 16).
 const MAX_WIDE_CHANNELS: usize = 64;
@@ -37,9 +41,9 @@ fn narrow_keys<T: Copy + Default>(
     (wide == 0).then_some(narrow)
 }
 
-/// The channels not flagged in `skip` (empty: none) among `0..c`, one bit each in two words.
-fn kept_mask(skip: &[bool], c: usize) -> [u64; 2] {
-    let word = |w: usize| {
+/// The channels not flagged in `skip` (empty: none) among `0..c`, one bit each in words of 64.
+fn kept_mask(skip: &[bool], c: usize) -> [u64; WORDS] {
+    std::array::from_fn(|w| {
         let (lo, hi) = ((64 * w).min(c), (64 * w + 64).min(c));
         let all = if hi - lo == 64 {
             u64::MAX
@@ -49,8 +53,7 @@ fn kept_mask(skip: &[bool], c: usize) -> [u64; 2] {
         let skipped =
             (lo..hi.min(skip.len())).fold(0u64, |m, ch| m | (skip[ch] as u64) << (ch - lo));
         all & !skipped
-    };
-    [word(0), word(1)]
+    })
 }
 
 /// [`Buckets::group_skipping`] on AVX-512, into `b`: `false` (and `b` untouched) when it does
@@ -73,7 +76,11 @@ pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: boo
                 0 | 1 => find_16::<1, 1>(&keys, c, kept),
                 2 => find_16::<2, 1>(&keys, c, kept),
                 3 => find_16::<3, 2>(&keys, c, kept),
-                _ => find_16::<4, 2>(&keys, c, kept),
+                4 => find_16::<4, 2>(&keys, c, kept),
+                5 => find_16::<5, 3>(&keys, c, kept),
+                6 => find_16::<6, 3>(&keys, c, kept),
+                7 => find_16::<7, 4>(&keys, c, kept),
+                _ => find_16::<8, 4>(&keys, c, kept),
             }
         }
     } else if let Some(keys) =
@@ -95,14 +102,14 @@ pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: boo
     true
 }
 
-/// Each channel's bucket, found from the mask of the kept channels with its key (`same`, two
-/// words): the bucket's first channel, the channel's rank in it, the bucket's size; and the
-/// channels that open a bucket.
+/// Each channel's bucket, found from the mask of the kept channels with its key (`same`, in
+/// words of 64): the bucket's first channel, the channel's rank in it, the bucket's size;
+/// and the channels that open a bucket.
 struct Found {
     first: [u8; MAX_CHANNELS],
     rank: [u8; MAX_CHANNELS],
-    size: [u8; MAX_CHANNELS],
-    opens: [u64; 2],
+    size: [u16; MAX_CHANNELS],
+    opens: [u64; WORDS],
 }
 
 impl Found {
@@ -111,31 +118,60 @@ impl Found {
             first: [0; MAX_CHANNELS],
             rank: [0; MAX_CHANNELS],
             size: [0; MAX_CHANNELS],
-            opens: [0; 2],
+            opens: [0; WORDS],
         }
     }
 
-    /// Records channel `ch` (of word `HI as usize`: no test per channel on which word it is).
+    /// Records channel `ch` of word `WI` of `W` (each word's channels in a loop of their own:
+    /// no test per channel on which word it is).
     #[inline(always)]
-    fn record<const HI: bool>(&mut self, ch: usize, same: [u64; 2], kept: [u64; 2]) {
+    fn record<const WI: usize, const W: usize>(
+        &mut self,
+        ch: usize,
+        same: [u64; WORDS],
+        kept: [u64; WORDS],
+    ) {
+        let s: [u64; W] = std::array::from_fn(|w| same[w] & kept[w]);
         let bit = ch % 64;
-        let (lo, hi) = (same[0] & kept[0], same[1] & kept[1]);
-        let low_bits = (1u64 << bit) - 1;
-        let (rank, first, mine) = if HI {
-            let first = if lo != 0 {
-                lo.trailing_zeros()
-            } else {
-                64 + hi.trailing_zeros()
-            };
-            let below = lo.count_ones() + (hi & low_bits).count_ones();
-            (below, first, kept[1])
-        } else {
-            ((lo & low_bits).count_ones(), lo.trailing_zeros(), kept[0])
-        };
+        let mut rank = (s[WI] & ((1u64 << bit) - 1)).count_ones();
+        for &word in &s[..WI] {
+            rank += word.count_ones();
+        }
+        // A kept channel's own bit is in word `WI`, so its bucket's first channel is in a
+        // word up to that one.
+        let mut first = 64 * WI as u32 + s[WI].trailing_zeros();
+        for w in (0..WI).rev() {
+            if s[w] != 0 {
+                first = 64 * w as u32 + s[w].trailing_zeros();
+            }
+        }
         self.first[ch] = first as u8;
         self.rank[ch] = rank as u8;
-        self.size[ch] = (lo.count_ones() + hi.count_ones()) as u8;
-        self.opens[HI as usize] |= ((rank == 0) as u64 & (mine >> bit)) << bit;
+        self.size[ch] = s.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
+        self.opens[WI] |= ((rank == 0) as u64 & (kept[WI] >> bit)) << bit;
+    }
+
+    /// [`Self::record`] of channels `0..c`, `same(ch)` giving each one's mask.
+    #[inline(always)]
+    fn record_all<const W: usize>(
+        &mut self,
+        c: usize,
+        kept: [u64; WORDS],
+        mut same: impl FnMut(usize) -> [u64; WORDS],
+    ) {
+        macro_rules! word {
+            ($wi:literal) => {
+                if $wi < W {
+                    for ch in 64 * $wi..c.min(64 * $wi + 64) {
+                        self.record::<$wi, W>(ch, same(ch), kept);
+                    }
+                }
+            };
+        }
+        word!(0);
+        word!(1);
+        word!(2);
+        word!(3);
     }
 }
 
@@ -147,30 +183,22 @@ impl Found {
 unsafe fn find_16<const NV: usize, const W: usize>(
     keys: &[u16; MAX_CHANNELS],
     c: usize,
-    kept: [u64; 2],
+    kept: [u64; WORDS],
 ) -> Found {
     use std::arch::x86_64::*;
-    assert!(c <= 32 * NV && NV <= 4 && W == NV.div_ceil(2));
-    // SAFETY: `keys` holds 128 lanes: `NV <= 4` vectors of 32.
+    assert!(c <= 32 * NV && NV <= 8 && W == NV.div_ceil(2));
+    // SAFETY: `keys` holds 256 lanes: `NV <= 8` vectors of 32.
     let lanes: [__m512i; NV] =
         std::array::from_fn(|v| unsafe { _mm512_loadu_si512(keys.as_ptr().add(32 * v).cast()) });
-    let same = |ch: usize| {
+    let mut found = Found::new();
+    found.record_all::<W>(c, kept, |ch| {
         let key = _mm512_set1_epi16(keys[ch] as i16);
-        let mut same = [0u64; 2];
+        let mut same = [0u64; WORDS];
         for (v, &l) in lanes.iter().enumerate() {
             same[v / 2] |= (_mm512_cmpeq_epi16_mask(key, l) as u64) << (32 * (v % 2));
         }
         same
-    };
-    let mut found = Found::new();
-    for ch in 0..c.min(64) {
-        found.record::<false>(ch, same(ch), kept);
-    }
-    if W == 2 {
-        for ch in 64..c {
-            found.record::<true>(ch, same(ch), kept);
-        }
-    }
+    });
     found
 }
 
@@ -182,30 +210,22 @@ unsafe fn find_16<const NV: usize, const W: usize>(
 unsafe fn find_32<const NV: usize, const W: usize>(
     keys: &[u32; MAX_CHANNELS],
     c: usize,
-    kept: [u64; 2],
+    kept: [u64; WORDS],
 ) -> Found {
     use std::arch::x86_64::*;
-    assert!(c <= 16 * NV && NV <= 8 && W == NV.div_ceil(4));
-    // SAFETY: `keys` holds 128 lanes: `NV <= 8` vectors of 16.
+    assert!(c <= 16 * NV && NV <= 4 && W == NV.div_ceil(4));
+    // SAFETY: `keys` holds 256 lanes: `NV <= 4` vectors of 16.
     let lanes: [__m512i; NV] =
         std::array::from_fn(|v| unsafe { _mm512_loadu_si512(keys.as_ptr().add(16 * v).cast()) });
-    let same = |ch: usize| {
+    let mut found = Found::new();
+    found.record_all::<W>(c, kept, |ch| {
         let key = _mm512_set1_epi32(keys[ch] as i32);
-        let mut same = [0u64; 2];
+        let mut same = [0u64; WORDS];
         for (v, &l) in lanes.iter().enumerate() {
             same[v / 4] |= (_mm512_cmpeq_epi32_mask(key, l) as u64) << (16 * (v % 4));
         }
         same
-    };
-    let mut found = Found::new();
-    for ch in 0..c.min(64) {
-        found.record::<false>(ch, same(ch), kept);
-    }
-    if W == 2 {
-        for ch in 64..c {
-            found.record::<true>(ch, same(ch), kept);
-        }
-    }
+    });
     found
 }
 
@@ -216,13 +236,13 @@ unsafe fn find_32<const NV: usize, const W: usize>(
 /// # Safety
 /// POPCNT and BMI1 must be supported.
 #[target_feature(enable = "popcnt,bmi1")]
-unsafe fn place(b: &mut Buckets, found: &Found, c: usize, kept: [u64; 2]) {
+unsafe fn place(b: &mut Buckets, found: &Found, c: usize, kept: [u64; WORDS]) {
     b.c_in = c;
     grow(&mut b.bucket_of, c);
     grow(&mut b.members, c);
     grow(&mut b.starts, c + 1);
     grow(&mut b.inv_sizes, c);
-    if (kept[0].count_ones() + kept[1].count_ones()) as usize != c {
+    if kept.iter().map(|w| w.count_ones()).sum::<u32>() as usize != c {
         b.bucket_of[..c].fill(NO_BUCKET);
     }
     let table = super::reciprocals();

@@ -129,7 +129,7 @@ impl Buckets {
         self.set_inv_sizes();
     }
 
-    /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 128
+    /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 256
     /// channels whose keys lie below `2^16` (at most 16 hyperplanes, no magnitude bins), or
     /// 64 below `2^32`, by comparing keys in vector registers ([`avx512`]); the others by
     /// the hash table.
@@ -297,8 +297,8 @@ mod tests {
         assert_eq!(b.count(), 0);
     }
 
-    /// Every tier's grouping against the hash table's, field by field: 1 to 160 channels (the
-    /// vector path takes up to 128 with keys of 16 bits, 64 with keys of 32), few or many
+    /// Every tier's grouping against the hash table's, field by field: 1 to 300 channels (the
+    /// vector path takes up to 256 with keys of 16 bits, 64 with keys of 32), few or many
     /// distinct keys, some channels skipped, keys of 40 bits (left to the table), one
     /// `Buckets` reused.
     #[test]
@@ -312,8 +312,8 @@ mod tests {
         };
         for isa in Isa::available() {
             let mut got = Buckets::default();
-            for case in 0..1200 {
-                let c = 1 + case % 160;
+            for case in 0..1800 {
+                let c = 1 + case % 300;
                 let distinct = [1, 2, 5, 30, 1 << 14][case % 5];
                 let wide = [0, 0, 0, 1u128 << 20, 0, 1u128 << 40, 0][case % 7];
                 let keys: Vec<Key> = (0..c).map(|_| (next() % distinct) as Key | wide).collect();
