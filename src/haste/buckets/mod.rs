@@ -8,7 +8,7 @@ use super::hash::{grow, Key};
 use crate::kernels::isa::Isa;
 
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+mod compare;
 
 /// [`Buckets::bucket_of`] of a channel in no bucket.
 pub const NO_BUCKET: u32 = u32::MAX;
@@ -131,8 +131,8 @@ impl Buckets {
 
     /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 256
     /// channels whose keys lie below `2^16` (at most 16 hyperplanes, no magnitude bins), or
-    /// 64 below `2^32`, by comparing keys in vector registers ([`avx512`]); the others by
-    /// the hash table.
+    /// 64 below `2^32`, and on AVX2 up to 128 below `2^16`, by comparing keys in vector
+    /// registers ([`compare`]); the others by the hash table.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn group_skipping_on(&mut self, isa: Isa, keys: &[Key], skip: &[bool]) {
         let c = keys.len();
@@ -141,17 +141,21 @@ impl Buckets {
             "a skip flag per channel"
         );
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512
-            && std::arch::is_x86_feature_detected!("popcnt")
-            && std::arch::is_x86_feature_detected!("bmi1")
-            // SAFETY: the caller runs tier `isa` only where the CPU supports it, and the
-            // other features are checked.
-            && unsafe {
-                let bw = std::arch::is_x86_feature_detected!("avx512bw");
-                avx512::group(self, keys, skip, bw)
-            }
         {
-            return;
+            use std::arch::is_x86_feature_detected as has;
+            let counts = has!("popcnt") && has!("bmi1");
+            // SAFETY (both): the caller runs tier `isa` only where the CPU supports it, and
+            // the other features are checked.
+            let done = match isa {
+                Isa::Avx512 if counts => unsafe {
+                    compare::group_avx512(self, keys, skip, has!("avx512bw"))
+                },
+                Isa::Avx2 if counts => unsafe { compare::group_avx2(self, keys, skip) },
+                _ => false,
+            };
+            if done {
+                return;
+            }
         }
         self.group_skipping(keys, skip);
     }

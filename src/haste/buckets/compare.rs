@@ -1,4 +1,5 @@
-//! Grouping up to 256 channels by comparing keys in vector registers (AVX-512).
+//! Grouping by comparing keys in vector registers: up to 256 channels on AVX-512, 128 on
+//! AVX2.
 //!
 //! The hash table of [`super::Buckets::group_skipping`] reads its slots back after writing
 //! them and the bucket counts after adding to them, so a channel's loads wait on the
@@ -6,11 +7,12 @@
 //! cycles per channel and window pixel at 64 and 128 channels (about 30 cycles a channel),
 //! 0.49-0.62 at 256. Here each channel's key is compared with every key at once, and the
 //! mask of equal keys gives, with no table and nothing read back, its bucket's first
-//! channel, its rank in the bucket and the bucket's size: 0.14-0.22 and 0.33-0.35
-//! (BENCHMARKS.md, twenty-ninth session). Keys below `2^16` (up to 16 hyperplanes, no
-//! magnitude bins) go 32 to a vector with AVX-512BW, up to 256 channels; keys below `2^32`
-//! 16 to a vector, up to 64 channels (at 128, eight compares a channel cost what the table
-//! does; at 512, sixteen of 16 bits do too).
+//! channel, its rank in the bucket and the bucket's size: 0.14-0.22 and 0.33-0.35 on
+//! AVX-512 (BENCHMARKS.md, twenty-ninth session). Keys below `2^16` (up to 16 hyperplanes,
+//! no magnitude bins) go 32 to a vector with AVX-512BW (up to 256 channels) and 16 to a
+//! vector on AVX2 (up to 128); keys below `2^32` 16 to a vector on AVX-512, up to 64
+//! channels (at 128, eight compares a channel cost what the table does; at 512, sixteen of
+//! 16 bits do too).
 
 use super::{Buckets, NO_BUCKET};
 use crate::haste::hash::Key;
@@ -63,7 +65,7 @@ fn kept_mask(skip: &[bool], c: usize) -> [u64; WORDS] {
 /// # Safety
 /// AVX-512F, POPCNT and BMI1 must be supported, and AVX-512BW with `bw`.
 #[target_feature(enable = "avx512f,popcnt,bmi1")]
-pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: bool) -> bool {
+pub(super) unsafe fn group_avx512(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: bool) -> bool {
     let c = keys.len();
     if c > MAX_CHANNELS {
         return false;
@@ -100,6 +102,75 @@ pub(super) unsafe fn group(b: &mut Buckets, keys: &[Key], skip: &[bool], bw: boo
     // SAFETY: as above.
     unsafe { place(b, &found, c, kept) };
     true
+}
+
+/// The most channels [`group_avx2`] takes (eight vectors of 16 keys).
+const MAX_AVX2_CHANNELS: usize = 128;
+
+/// [`Buckets::group_skipping`] on AVX2, into `b`: `false` (and `b` untouched) when it does
+/// not apply (more than 128 channels, or a key of 16 bits or more).
+///
+/// # Safety
+/// AVX2, POPCNT and BMI1 must be supported.
+#[target_feature(enable = "avx2,popcnt,bmi1")]
+pub(super) unsafe fn group_avx2(b: &mut Buckets, keys: &[Key], skip: &[bool]) -> bool {
+    let c = keys.len();
+    if c > MAX_AVX2_CHANNELS {
+        return false;
+    }
+    let Some(narrow) = narrow_keys(keys, 16, |k| k as u16) else {
+        return false;
+    };
+    let kept = kept_mask(skip, c);
+    // SAFETY (every arm): the features are the caller's promise; `c` fits the vectors.
+    let found = unsafe {
+        match c.div_ceil(32) {
+            0 | 1 => find_16_avx2::<1, 1>(&narrow, c, kept),
+            2 => find_16_avx2::<2, 1>(&narrow, c, kept),
+            3 => find_16_avx2::<3, 2>(&narrow, c, kept),
+            _ => find_16_avx2::<4, 2>(&narrow, c, kept),
+        }
+    };
+    // SAFETY: as above.
+    unsafe { place(b, &found, c, kept) };
+    true
+}
+
+/// [`Found`] for `c` channels with 16-bit `keys` on AVX2 (`c <= 32 * NP`: `NP` pairs of
+/// vectors of 16 keys, `W` words of masks). Each pair's two compares are packed to bytes,
+/// put back in channel order and moved to a general register as 32 bits.
+///
+/// # Safety
+/// AVX2, POPCNT and BMI1 must be supported.
+#[target_feature(enable = "avx2,popcnt,bmi1")]
+unsafe fn find_16_avx2<const NP: usize, const W: usize>(
+    keys: &[u16; MAX_CHANNELS],
+    c: usize,
+    kept: [u64; WORDS],
+) -> Found {
+    use std::arch::x86_64::*;
+    assert!(c <= 32 * NP && NP <= 4 && W == NP.div_ceil(2));
+    // SAFETY: `keys` holds 256 lanes: `NP <= 4` pairs of vectors of 16.
+    let lanes: [[__m256i; 2]; NP] = std::array::from_fn(|p| {
+        std::array::from_fn(|h| unsafe {
+            _mm256_loadu_si256(keys.as_ptr().add(32 * p + 16 * h).cast())
+        })
+    });
+    let mut found = Found::new();
+    found.record_all::<W>(c, kept, |ch| {
+        let key = _mm256_set1_epi16(keys[ch] as i16);
+        let mut same = [0u64; WORDS];
+        for (p, [a, b]) in lanes.iter().enumerate() {
+            // Bytes per 128-bit half: a's 8, b's 8, a's next 8, b's next 8; the quadwords
+            // reordered to a's 16 then b's 16.
+            let packed =
+                _mm256_packs_epi16(_mm256_cmpeq_epi16(key, *a), _mm256_cmpeq_epi16(key, *b));
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            same[p / 2] |= (_mm256_movemask_epi8(ordered) as u32 as u64) << (32 * (p % 2));
+        }
+        same
+    });
+    found
 }
 
 /// Each channel's bucket, found from the mask of the kept channels with its key (`same`, in
