@@ -18,7 +18,7 @@ use super::{Buckets, NO_BUCKET};
 use crate::haste::hash::Key;
 use crate::kernels::grow;
 
-/// The most channels [`group`] takes: one bit each in four `u64` words.
+/// The most channels [`group_avx512`] takes: one bit each in four `u64` words.
 const MAX_CHANNELS: usize = 256;
 
 /// Words of 64 channels' mask bits.
