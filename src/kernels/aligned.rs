@@ -13,7 +13,7 @@ use std::ops::{Deref, DerefMut};
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// Floats in whole cache lines; dereferences to the first [`Self::len`] of them.
+/// Floats in whole cache lines; dereferences to the first `len` of them.
 #[derive(Clone, Default)]
 pub struct AlignedFloats {
     lines: Vec<Line>,

@@ -82,7 +82,7 @@ pub struct LayerNormOp {
 impl LayerNormOp {
     /// Rows of `x` normalized into `out` (both a whole number of rows of `scale.len()`
     /// values). Means and variances are summed in f64, so the order of the sums does not
-    /// show in the f32 result; each in eight interleaved partial sums ([`sum8`]), a loop the
+    /// show in the f32 result; each in eight interleaved partial sums (`sum8`), a loop the
     /// compiler vectorizes (one running sum waited on every addition: ConvNeXt-tiny's layer
     /// norms took twice onnxruntime's time).
     #[inline(always)]

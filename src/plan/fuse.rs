@@ -433,7 +433,7 @@ pub(super) fn fusing_off() -> bool {
 }
 
 impl Plan {
-    /// Runs the expansion + depthwise pairs band by band (the default; see [`fuse`](self)) or
+    /// Runs the expansion + depthwise pairs band by band (the default; see the `fuse` module) or
     /// as two steps each. The same bits either way.
     pub fn set_fused_pairs(&mut self, on: bool) {
         self.fuse_pairs = on;

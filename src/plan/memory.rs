@@ -20,7 +20,7 @@ pub const MAX_THREADS: usize = 1024;
 /// Most worker threads per core a plan takes: more only adds switching.
 pub const THREADS_PER_CORE: usize = 4;
 
-/// The most threads a plan takes on this machine: [`THREADS_PER_CORE`] per core, at most
+/// The most threads a plan takes on this machine: `THREADS_PER_CORE` per core, at most
 /// [`MAX_THREADS`].
 pub fn max_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

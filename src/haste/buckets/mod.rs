@@ -132,7 +132,7 @@ impl Buckets {
     /// [`Self::group_skipping`] on the tier `isa`, the same buckets: on AVX-512, up to 256
     /// channels whose keys lie below `2^16` (at most 16 hyperplanes, no magnitude bins), or
     /// 64 below `2^32`, and on AVX2 up to 128 below `2^16`, by comparing keys in vector
-    /// registers ([`compare`]); the others by the hash table.
+    /// registers (`compare.rs`); the others by the hash table.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn group_skipping_on(&mut self, isa: Isa, keys: &[Key], skip: &[bool]) {
         let c = keys.len();

@@ -183,7 +183,7 @@ pub unsafe fn conv_live_at_on(
 /// Kernel row `ky` of a call on row filters whose sum runs one kernel row per call, rows in
 /// order (HASTE's wide layers: a row's filters for one panel, read by every patch of a band,
 /// stay in L2 where a whole panel would not). Each output adds the row's taps when it reads
-/// the image through them ([`live_taps`]); the call of its first such row starts its sum,
+/// the image through them (`live_taps`); the call of its first such row starts its sum,
 /// that of its last finishes it (the epilogue). One call per run of output rows alike in
 /// that; `f`'s `ahead` goes with the largest. `g.kys` is every row, `(0, kh)`.
 ///
