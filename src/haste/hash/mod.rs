@@ -21,10 +21,14 @@
 //! thresholds and codes, and the keys; `sanitized.rs` the path for non-finite windows.
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod copied;
 mod sanitized;
 
+#[cfg(target_arch = "x86_64")]
+use avx2::thresholds_and_codes_avx2;
 #[cfg(target_arch = "x86_64")]
 use avx512::{project_avx512, thresholds_and_codes_avx512};
 pub use copied::{hash_copied_window, hash_finite_window, EdgeTerms, WindowTerms};

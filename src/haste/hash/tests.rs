@@ -2,15 +2,31 @@
 
 use super::*;
 
+/// A tier's [`thresholds_and_codes`].
+#[cfg(target_arch = "x86_64")]
+type Codes = unsafe fn(&[f32], usize, usize, bool, &mut Vec<f32>, &mut [u64]) -> bool;
+
 /// The vector thresholds and codes against the portable loops, bit for bit, over rows of
 /// one to four blocks of channels, with signed zeros (ties with the threshold 0 when not
 /// centering); and a NaN projection reported as a non-finite sum by both.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn vector_thresholds_and_codes_give_the_portable_bits() {
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        return;
+    let mut tiers: Vec<(&str, Codes)> = Vec::new();
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        tiers.push(("avx512", thresholds_and_codes_avx512));
     }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        tiers.push(("avx2", thresholds_and_codes_avx2));
+    }
+    for (tier, vector) in tiers {
+        thresholds_and_codes_match(tier, vector);
+    }
+}
+
+/// The test above for one tier's `vector` thresholds and codes.
+#[cfg(target_arch = "x86_64")]
+fn thresholds_and_codes_match(tier: &str, vector: Codes) {
     for (c, lc) in [(3usize, 5usize), (16, 14), (37, 20), (48, 64), (64, 6)] {
         let cpad = c.next_multiple_of(LANES);
         let mut proj = vec![0.0f32; lc * cpad];
@@ -36,14 +52,12 @@ fn vector_thresholds_and_codes_give_the_portable_bits() {
                 &mut t_want,
                 &mut want
             ));
-            // SAFETY: AVX-512F is checked above.
-            let ok = unsafe {
-                thresholds_and_codes_avx512(&proj, cpad, c, centering, &mut t_got, &mut got)
-            };
+            // SAFETY: the caller checked the tier.
+            let ok = unsafe { vector(&proj, cpad, c, centering, &mut t_got, &mut got) };
             assert!(ok);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&t_got), bits(&t_want), "c {c}, L {lc}");
-            assert_eq!(got, want, "c {c}, L {lc}, centering {centering}");
+            assert_eq!(bits(&t_got), bits(&t_want), "{tier}: c {c}, L {lc}");
+            assert_eq!(got, want, "{tier}: c {c}, L {lc}, centering {centering}");
             let all = u64::MAX >> (64 - lc);
             assert!(want.iter().any(|&w| w != 0) && want.iter().any(|&w| w != all));
         }
@@ -55,7 +69,7 @@ fn vector_thresholds_and_codes_give_the_portable_bits() {
             &bad, cpad, c, true, &mut t, &mut codes
         ));
         // SAFETY: as above.
-        assert!(!unsafe { thresholds_and_codes_avx512(&bad, cpad, c, true, &mut t, &mut codes) });
+        assert!(!unsafe { vector(&bad, cpad, c, true, &mut t, &mut codes) });
     }
 }
 
