@@ -12,6 +12,7 @@
 //! kernel on as many input channels as the merged patches keep (`KEEP` percent, else half):
 //! it keeps its rate with fewer terms per output, so what the patches lose against it is the
 //! patch calls' own structure, not their shorter sums. Best of 7 rounds.
+use haste::kernels::aligned::AlignedFloats;
 use haste::kernels::direct::{
     conv_on, weights_panels, DirectConv, DirectScratch, Epilogue, Filters, Geom, Sums, PANEL,
 };
@@ -157,11 +158,11 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
     let tile = tile.min(side_in);
     let win_side = tile + 2;
     let per_side = side_in / tile;
-    let windows: Vec<Vec<f32>> = (0..per_side * per_side)
-        .map(|i| values(win_side * win_side * c, 3 + i))
+    let windows: Vec<AlignedFloats> = (0..per_side * per_side)
+        .map(|i| AlignedFloats::from(&values(win_side * win_side * c, 3 + i)[..]))
         .collect();
     let panel = if c > PANEL { PANEL } else { c };
-    let wt = weights_panels(&values(c * c * 9, 1), c, c, 9, PANEL);
+    let wt = AlignedFloats::from(&weights_panels(&values(c * c * 9, 1), c, c, 9, PANEL)[..]);
     let first: Vec<u32> = match partition {
         Partition::Singletons => (0..c as u32).collect(),
         Partition::HalfPacked => (0..kept(c) as u32).collect(),
@@ -169,7 +170,7 @@ fn patch_rate(c: usize, tile: usize, partition: Partition) -> f64 {
             .map(|b| (b as usize * c / kept(c)) as u32)
             .collect(),
     };
-    let summed = values(9 * c * panel, 4);
+    let summed = AlignedFloats::from(&values(9 * c * panel, 4)[..]);
     let mut out = vec![0.0f32; side_in * side_in * c];
     let covered = per_side * tile;
     let flops = 2.0 * (covered * covered * c * first.len() * 9) as f64;

@@ -5,6 +5,7 @@ use super::DirectScratch;
 use super::{
     conv_live_at_on, panel_width, weights_panels, Epilogue, Filters, Geom, Live, Sums, PANEL,
 };
+use crate::kernels::aligned::AlignedFloats;
 use crate::kernels::isa::Isa;
 use crate::kernels::layout::{self, IoLayout};
 use crate::kernels::{grow, SharedOut};
@@ -18,8 +19,10 @@ use std::ops::Range;
 pub struct DirectConv {
     params: Conv2dParams,
     /// Weights in panels of `panel` output channels ([`weights_panels`]), the width the
-    /// kernel of the process's tier reads ([`panel_width`]).
-    panels: Vec<f32>,
+    /// kernel of the process's tier reads ([`panel_width`]), from a cache line's start: a
+    /// `Vec` of a large layer starts 16 bytes past one, and then every other AVX2 filter
+    /// load of a 16-channel group straddles two lines.
+    panels: AlignedFloats,
     panel: usize,
     bias: Option<Vec<f32>>,
     activation: Activation,
@@ -70,7 +73,9 @@ impl DirectConv {
         let panel = panel_width(Isa::current());
         Some(DirectConv {
             params: p,
-            panels: weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw, panel),
+            panels: AlignedFloats::from(
+                &weights_panels(&op.weights, p.c_in, p.c_out, p.kh * p.kw, panel)[..],
+            ),
             panel,
             bias: op.bias.clone(),
             activation: op.activation,
@@ -81,7 +86,7 @@ impl DirectConv {
     /// Bytes of its re-laid weights and bias.
     pub fn weight_bytes(&self) -> u64 {
         use crate::kernels::buffer_bytes;
-        buffer_bytes(&self.panels) + self.bias.as_ref().map_or(0, buffer_bytes)
+        self.panels.bytes() + self.bias.as_ref().map_or(0, buffer_bytes)
     }
 
     pub fn params(&self) -> &Conv2dParams {
@@ -101,14 +106,16 @@ impl DirectConv {
         t.panel = self.panel;
         t.bias.clone_from(&self.bias);
         (t.activation, t.residual) = (self.activation, self.residual);
-        t.panels.clear();
+        t.panels.grow(self.panels.len());
         // The panels' order (`weights_panels`): panel, tap, input channel, `width` outputs.
-        let mut rows = self.panels.iter();
+        let (mut rows, mut to) = (self.panels.iter(), t.panels.iter_mut());
         for q0 in (0..p.c_out).step_by(self.panel) {
             let width = (p.c_out - q0).min(self.panel);
             for _ in 0..p.kh * p.kw {
                 for &k in scale {
-                    t.panels.extend(rows.by_ref().take(width).map(|&w| w * k));
+                    for (&w, t) in rows.by_ref().take(width).zip(to.by_ref()) {
+                        *t = w * k;
+                    }
                 }
             }
         }
