@@ -1,6 +1,6 @@
 //! The AVX2 versions of the hash's inner loops, with the portable loops' bits.
 
-use super::{sums_to_thresholds, LANES};
+use super::{row_thresholds, LANES};
 use std::arch::x86_64::*;
 
 /// [`super::thresholds_and_codes`] in registers, with the same bits: the row sums are the
@@ -19,11 +19,9 @@ pub(super) unsafe fn thresholds_and_codes_avx2(
     thresholds: &mut Vec<f32>,
     codes: &mut [u64],
 ) -> bool {
-    thresholds.clear();
-    for row in proj.chunks_exact(cpad) {
-        thresholds.push(row_sum_avx2(row));
-    }
-    if !sums_to_thresholds(thresholds, c, centering) {
+    // SAFETY: the caller's tier is this function's.
+    let row_sum = |row: &[f32]| unsafe { row_sum_avx2(row) };
+    if !row_thresholds(proj, cpad, c, centering, thresholds, row_sum) {
         return false;
     }
     assert!(proj.len() >= thresholds.len() * cpad && codes.len() <= cpad);

@@ -163,9 +163,7 @@ fn thresholds_and_codes(
     thresholds: &mut Vec<f32>,
     codes: &mut [u64],
 ) -> bool {
-    thresholds.clear();
-    thresholds.extend(proj.chunks_exact(cpad).map(row_sum));
-    if !sums_to_thresholds(thresholds, c, centering) {
+    if !row_thresholds(proj, cpad, c, centering, thresholds, row_sum) {
         return false;
     }
     codes.fill(0);
@@ -177,10 +175,21 @@ fn thresholds_and_codes(
     true
 }
 
-/// Turns each hyperplane's sum of projections over the `c` channels into its threshold (the
-/// mean when `centering`, else 0), in place; false when a sum is not finite.
+/// Each hyperplane's threshold into `thresholds`: the sum of its row of `proj` (`cpad`
+/// values, by a tier's `row_sum`) over the `c` channels turned into the mean when
+/// `centering`, else 0; false when a sum is not finite.
 #[inline(always)]
-fn sums_to_thresholds(sums: &mut [f32], c: usize, centering: bool) -> bool {
+fn row_thresholds(
+    proj: &[f32],
+    cpad: usize,
+    c: usize,
+    centering: bool,
+    thresholds: &mut Vec<f32>,
+    row_sum: impl Fn(&[f32]) -> f32,
+) -> bool {
+    thresholds.clear();
+    thresholds.extend(proj.chunks_exact(cpad).map(row_sum));
+    let sums = &mut thresholds[..];
     if !sums.iter().all(|s| s.is_finite()) {
         return false;
     }
