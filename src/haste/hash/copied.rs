@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// Each hyperplane's nonzero entries as offsets into a copied window of `c` channels over the
 /// hyperplanes' whole window (`[fh][fw][c]`; an edge patch's smaller window is copied into
@@ -31,7 +33,10 @@ mod avx512;
 /// a sum that starts at +0, so the projections keep their bits (the window is checked finite
 /// before).
 #[derive(Clone, Debug, Default)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub struct WindowTerms {
     /// Entry `j` of hyperplane `l` is `offs[l * len + j]` (floats into the window) with
     /// weight `ws[l * len + j]`, window order.
@@ -279,7 +284,14 @@ pub fn hash_finite_window(
     } else {
         project_one_at_a_time::<Unfused>(buf, c, cpad, terms, lc, &mut s.proj);
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        // SAFETY: the caller runs tier `isa` only where the CPU supports it.
+        unsafe { neon::project_copied(buf, c, cpad, terms, lc, &mut s.proj) };
+    } else {
+        project_generic::<Fused>(buf, c, cpad, terms, lc, &mut s.proj);
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     project_generic::<Fused>(buf, c, cpad, terms, lc, &mut s.proj);
     if magnitude_step.is_some() {
         let norm2 = &mut s.norm2[..c];
