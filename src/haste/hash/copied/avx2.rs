@@ -1,7 +1,9 @@
 //! [`super::project_generic`] on AVX2: the same fused multiply-adds in the same order per
 //! sum, so the same bits, with every sum of a pass in one of the 16 vector registers.
 
-use super::{WindowTerms, LANES};
+use super::{
+    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass, WindowTerms,
+};
 use std::arch::x86_64::*;
 
 /// Vector registers a pass's sums may take: the others hold the broadcast weight and a
@@ -30,39 +32,8 @@ pub(super) unsafe fn project_copied(
     lc: usize,
     proj: &mut [f32],
 ) {
-    assert!(proj.len() >= lc * cpad && lc == t.count && lc <= t.padded);
-    assert!(t.offs_by_entry.len() == t.len * t.padded && t.ws_by_entry.len() == t.len * t.padded);
-    assert!(t.max_off + c <= buf.len() && cpad >= c.next_multiple_of(LANES));
-    let mut ch0 = 0;
-    while ch0 < c {
-        let left = c - ch0;
-        let nb = if left >= 4 * LANE { 4 } else { 2 };
-        let most = SUMS / nb;
-        let mut l0 = 0;
-        while l0 < lc {
-            let passes = (lc - l0).div_ceil(most);
-            let h = (lc - l0).div_ceil(passes);
-            // SAFETY: every offset plus `c` lies inside `buf`, every row of `proj` holds
-            // `cpad` values (asserted), and `l0 + h <= lc`.
-            unsafe {
-                macro_rules! pass {
-                    ($nb:literal, $($h:literal)+) => {
-                        match h {
-                            $($h => pass::<$h, $nb>(buf, c, cpad, t, proj, ch0, l0),)+
-                            _ => unreachable!("at most {} sums", SUMS),
-                        }
-                    };
-                }
-                if nb == 4 {
-                    pass!(4, 1 2 3)
-                } else {
-                    pass!(2, 1 2 3 4 5 6)
-                }
-            }
-            l0 += h;
-        }
-        ch0 += nb * LANE;
-    }
+    assert_projection_fits(buf, c, cpad, t, lc, proj);
+    run_projection_passes!((buf, c, cpad, t, lc, proj), LANE, SUMS, 4: 1 2 3; 2: 1 2 3 4 5 6);
 }
 
 /// Hyperplanes `l0..l0 + H` on channels `ch0..ch0 + 8 * NB`, masked at `c`.

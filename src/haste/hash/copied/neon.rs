@@ -3,7 +3,9 @@
 //! compiled for aarch64 ran scalar, one multiply-add per channel and entry with each sum
 //! loaded from and stored back to the stack (64 sums of four hyperplanes by 16 channels).
 
-use super::{WindowTerms, LANES};
+use super::{
+    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass, WindowTerms,
+};
 use std::arch::aarch64::*;
 
 /// Vector registers a pass's sums may take (of 32): the others hold the loaded vectors and
@@ -31,38 +33,8 @@ pub(super) unsafe fn project_copied(
     lc: usize,
     proj: &mut [f32],
 ) {
-    assert!(proj.len() >= lc * cpad && lc == t.count && lc <= t.padded);
-    assert!(t.offs_by_entry.len() == t.len * t.padded && t.ws_by_entry.len() == t.len * t.padded);
-    assert!(t.max_off + c <= buf.len() && cpad >= c.next_multiple_of(LANES));
-    let mut ch0 = 0;
-    while ch0 < c {
-        let nb = if c - ch0 >= 8 * LANE { 8 } else { 4 };
-        let most = SUMS / nb;
-        let mut l0 = 0;
-        while l0 < lc {
-            let passes = (lc - l0).div_ceil(most);
-            let h = (lc - l0).div_ceil(passes);
-            // SAFETY: every offset plus `c` lies inside `buf`, every row of `proj` holds
-            // `cpad` values (asserted), and `l0 + h <= lc`.
-            unsafe {
-                macro_rules! pass {
-                    ($nb:literal, $($h:literal)+) => {
-                        match h {
-                            $($h => pass::<$h, $nb>(buf, c, cpad, t, proj, ch0, l0),)+
-                            _ => unreachable!("at most {} sums", SUMS),
-                        }
-                    };
-                }
-                if nb == 8 {
-                    pass!(8, 1 2 3)
-                } else {
-                    pass!(4, 1 2 3 4 5 6)
-                }
-            }
-            l0 += h;
-        }
-        ch0 += nb * LANE;
-    }
+    assert_projection_fits(buf, c, cpad, t, lc, proj);
+    run_projection_passes!((buf, c, cpad, t, lc, proj), LANE, SUMS, 8: 1 2 3; 4: 1 2 3 4 5 6);
 }
 
 /// Hyperplanes `l0..l0 + H` on channels `ch0..ch0 + 4 * NB`, lanes past `c` zero.
