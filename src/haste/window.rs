@@ -68,28 +68,6 @@ impl Window {
         (self.r1 - self.r0) * (self.c1 - self.c0)
     }
 
-    /// Asks for the window's pixels inside the pixel-major image `hwc` (width `img_w`, `c`
-    /// channels) to be brought into L2, a line at a time, so that a copy issued later finds
-    /// them there (a hint: no effect on results; nothing on tiers without a prefetch).
-    pub fn prefetch(&self, hwc: &[f32], img_w: usize, c: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            let span = (self.c1 - self.c0) * c;
-            for r in self.r0..self.r1 {
-                let iy = (self.iy + r as isize) as usize;
-                let ix = (self.ix + self.c0 as isize) as usize;
-                let row = &hwc[(iy * img_w + ix) * c..][..span];
-                let lines = row.iter().step_by(16).chain(row.last());
-                // SAFETY: a prefetch reads nothing; every address is inside `row`.
-                lines
-                    .for_each(|x| unsafe { _mm_prefetch::<_MM_HINT_T1>((x as *const f32).cast()) });
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (hwc, img_w, c);
-    }
-
     /// Whether window pixel `(r, c)` lies inside the image.
     pub fn has(&self, r: usize, c: usize) -> bool {
         r >= self.r0 && r < self.r1 && c >= self.c0 && c < self.c1

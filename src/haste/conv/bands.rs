@@ -77,34 +77,15 @@ impl HasteConv {
         let at = (rows.start, ow);
         let mut band = std::mem::take(&mut s.band);
         let mut n = 0;
-        let cols = part.cols.clone().unwrap_or(0..ow);
-        // Whether a band that holds `n` patches is full before a new row of patches.
-        let band_full = |n: usize| n > 0 && (n + patches_per_row) * window_bytes > budget;
         for i in 0..images.len() {
             for oy0 in rows.clone().step_by(tile) {
-                if band_full(n) {
+                if n > 0 && (n + patches_per_row) * window_bytes > budget {
                     self.convolve_band(&mut band[..n], images, at, part, s, timer, isa);
                     n = 0;
                 }
                 let ph = tile.min(rows.end - oy0);
-                for ox0 in cols.clone().step_by(tile) {
+                for ox0 in part.cols.clone().unwrap_or(0..ow).step_by(tile) {
                     let pw = tile.min(ow - ox0);
-                    // The next patch of the band, whose window is asked into L2 while this
-                    // one is hashed (none when the band ends before it).
-                    let next = if ox0 + tile < cols.end {
-                        Some((i, oy0, ox0 + tile))
-                    } else if band_full(n + 1) {
-                        None
-                    } else if oy0 + tile < rows.end {
-                        Some((i, oy0 + tile, cols.start))
-                    } else {
-                        (i + 1 < images.len()).then_some((i + 1, rows.start, cols.start))
-                    };
-                    let next = next.map(|(i, oy0, ox0)| {
-                        let (ph, pw) = (tile.min(rows.end - oy0), tile.min(ow - ox0));
-                        let win = Window::of_patch(p, hw, (oy0, ph), (ox0, pw));
-                        (images[i].hwc, win)
-                    });
                     if band.len() <= n {
                         band.push(MergedPatch::default());
                     }
@@ -114,8 +95,7 @@ impl HasteConv {
                     // Each window from a cache line's start (see `AlignedFloats`).
                     patch.at = (n - 1) * (fh * fw * p.c_in).next_multiple_of(16);
                     let record = part.record.then_some(&mut *stats);
-                    let hwc = images[i].hwc;
-                    self.hash_patch(patch, hwc, hw, next, s, record, timer, isa);
+                    self.hash_patch(patch, images[i].hwc, hw, s, record, timer, isa);
                 }
             }
         }
@@ -152,8 +132,7 @@ impl HasteConv {
     }
 
     /// Steps 1-4 of one patch (its window at `patch`'s place in the image `hwc`): copy,
-    /// hash, group, input merge; its statistics into `record` when given. `next`: the
-    /// image and window of the patch hashed next, prefetched.
+    /// hash, group, input merge; its statistics into `record` when given.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn hash_patch(
@@ -161,7 +140,6 @@ impl HasteConv {
         patch: &mut MergedPatch,
         hwc: &[f32],
         (h, w): (usize, usize),
-        next: Option<(&[f32], Window)>,
         s: &mut HasteScratch,
         record: Option<&mut LayerStats>,
         timer: &mut StepTimer,
@@ -178,11 +156,6 @@ impl HasteConv {
         let bits = &mut s.zero_bits;
         let windows = &mut s.windows;
         let finite = patch.copy_window(c_in, hwc, w, &win, (fh, fw), windows, bits, isa);
-        // The next window comes from memory while this one is hashed: copies of windows
-        // read straight from L3 or memory ran at a few bytes a cycle.
-        if let Some((next_hwc, next_win)) = next {
-            next_win.prefetch(next_hwc, w, c_in);
-        }
         timer.lap(|t| &mut t.window_copy);
         let (hp, centering) = (&self.hyperplanes, self.cfg.centering);
         // An edge window hashes its extent's terms (the frame's, or for a window smaller than
