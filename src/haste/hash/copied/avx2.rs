@@ -1,9 +1,10 @@
 //! [`super::project_generic`] on AVX2: the same fused multiply-adds in the same order per
 //! sum, so the same bits, with every sum of a pass in one of the 16 vector registers.
 
-use super::{
-    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass, WindowTerms,
+use super::passes::{
+    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass,
 };
+use super::WindowTerms;
 use std::arch::x86_64::*;
 
 /// Vector registers a pass's sums may take: the others hold the broadcast weight and a

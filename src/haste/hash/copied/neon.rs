@@ -3,9 +3,10 @@
 //! compiled for aarch64 ran scalar, one multiply-add per channel and entry with each sum
 //! loaded from and stored back to the stack (64 sums of four hyperplanes by 16 channels).
 
-use super::{
-    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass, WindowTerms,
+use super::passes::{
+    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass,
 };
+use super::WindowTerms;
 use std::arch::aarch64::*;
 
 /// Vector registers a pass's sums may take (of 32): the others hold the loaded vectors and
