@@ -1,9 +1,7 @@
 //! [`super::project_generic`] on AVX2: the same fused multiply-adds in the same order per
 //! sum, so the same bits, with every sum of a pass in one of the 16 vector registers.
 
-use super::passes::{
-    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass,
-};
+use super::passes::{assert_projection_fits, run_projection_passes};
 use super::WindowTerms;
 use std::arch::x86_64::*;
 

@@ -3,9 +3,7 @@
 //! compiled for aarch64 ran scalar, one multiply-add per channel and entry with each sum
 //! loaded from and stored back to the stack (64 sums of four hyperplanes by 16 channels).
 
-use super::passes::{
-    assert_projection_fits, projection_passes, run_projection_passes, ProjectionPass,
-};
+use super::passes::{assert_projection_fits, run_projection_passes};
 use super::WindowTerms;
 use std::arch::aarch64::*;
 

@@ -21,7 +21,7 @@ pub(super) fn assert_projection_fits(
 
 /// Runs every pass of [`projection_passes`] through a tier's `pass::<H, NB>(buf, c, cpad,
 /// t, proj, ch0, l0)`, for channel blocks of `wide` vectors (`H` up to the first list)
-/// and of `narrow` (up to the second).
+/// and of `narrow` (up to the second). Expanded in a tier's module beside this one.
 macro_rules! run_projection_passes {
     (
         ($buf:expr, $c:expr, $cpad:expr, $t:expr, $lc:expr, $proj:expr),
@@ -29,8 +29,8 @@ macro_rules! run_projection_passes {
         $wide:literal: $($hw:literal)+;
         $narrow:literal: $($hn:literal)+
     ) => {
-        for planned in projection_passes(($c, $lc), $lane, ($wide, $narrow), $sums) {
-            let ProjectionPass { ch0, nb, l0, h } = planned;
+        let plan = super::passes::projection_passes(($c, $lc), $lane, ($wide, $narrow), $sums);
+        for super::passes::ProjectionPass { ch0, nb, l0, h } in plan {
             let (buf, c, cpad, t, proj) = ($buf, $c, $cpad, $t, &mut *$proj);
             // SAFETY: the tier's `project_copied` asserted what its passes rely on
             // (`assert_projection_fits`), and `l0 + h <= lc`.
