@@ -1,7 +1,9 @@
 //! One layer, one thread: the dense direct kernel against HASTE (forced singletons, so the
 //! same multiply-adds plus HASTE's per-patch work), best of many runs each, alternating:
 //! `cargo run --release --example haste_vs_dense -- C_IN C_OUT SIDE [TILE [THREADS]] [pairs]` (each
-//! thread runs its own copy, as the plan runs one image per thread).
+//! thread runs its own copy, as the plan runs one image per thread). `pairs`: HASTE hashes
+//! an input whose channels come in equal pairs instead (about half of them merge: the line
+//! gives the mean buckets a patch).
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
@@ -19,6 +21,13 @@ fn best<F: FnMut()>(f: &mut F, secs: f64) -> f64 {
     best * 1e6
 }
 
+/// SplitMix64's finalizer: consecutive inputs give unrelated outputs.
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 fn main() {
     let a: Vec<usize> = std::env::args()
         .skip(1)
@@ -33,11 +42,14 @@ fn main() {
     // With `pairs`, channels 2k and 2k + 1 are equal, so natural buckets merge half of them;
     // otherwise every channel is its own bucket (forced).
     let pairs = std::env::args().any(|a| a == "pairs");
+    // Pixel-major (`NHWC`, as the layers below read it), each value a hash of its channel
+    // and pixel in [-1, 1), so distinct channels hash apart; with `pairs`, channels `2k` and
+    // `2k + 1` are equal at every pixel, so about half the channels merge.
     let x: Vec<f32> = (0..ci * hw * hw)
         .map(|i| {
-            let (c, px) = (i / (hw * hw), i % (hw * hw));
+            let (px, c) = (i / ci, i % ci);
             let c = if pairs { c / 2 } else { c };
-            (((c * hw * hw + px) * 13 % 97) as f32 - 40.0) / 30.0
+            (mix((c * hw * hw + px) as u64) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect();
     let io = IoLayout::NHWC;
@@ -58,7 +70,7 @@ fn main() {
     h.set_force_singletons(!pairs);
     // Every thread runs its own image, as the plan does at batch >= threads.
     let threads = a.get(4).copied().unwrap_or(1);
-    let (mut td, mut th) = (0.0, 0.0);
+    let (mut td, mut th, mut buckets) = (0.0, 0.0, 0.0);
     std::thread::scope(|scope| {
         let runs: Vec<_> = (0..threads)
             .map(|_| {
@@ -80,19 +92,20 @@ fn main() {
                             0.5,
                         ));
                     }
-                    (td, th)
+                    (td, th, st.mean_buckets())
                 })
             })
             .collect();
         for r in runs {
-            let (d, h) = r.join().expect("timing thread");
+            let (d, h, b) = r.join().expect("timing thread");
             td += d / threads as f64;
             th += h / threads as f64;
+            buckets += b / threads as f64;
         }
     });
     let gf = |us: f64| 2.0 * p.dense_macs(hw, hw) as f64 / us / 1e3;
     println!(
-        "{ci}->{co} @{hw} tile {tile}: dense {td:.1} us ({:.0} GFLOP/s), HASTE {} {th:.1} us ({:.0}): {:.2}x",
+        "{ci}->{co} @{hw} tile {tile}: dense {td:.1} us ({:.0} GFLOP/s), HASTE {} ({buckets:.1} buckets a patch) {th:.1} us ({:.0}): {:.2}x",
         gf(td),
         if pairs { "on channel pairs" } else { "all singletons" },
         gf(th),
