@@ -3,7 +3,7 @@
 //! `cargo run --release --example haste_vs_dense -- C_IN C_OUT SIDE [TILE [THREADS]] [pairs]` (each
 //! thread runs its own copy, as the plan runs one image per thread). `pairs`: HASTE hashes
 //! an input whose channels come in equal pairs instead (about half of them merge: the line
-//! gives the mean buckets a patch).
+//! gives the mean buckets a patch). `STEPS=1` also prints HASTE's time step by step.
 use haste::haste::{HasteConfig, HasteConv, HasteScratch, LayerStats};
 use haste::kernels::direct::{DirectConv, DirectScratch};
 use haste::kernels::layout::IoLayout;
@@ -103,6 +103,9 @@ fn main() {
             buckets += b / threads as f64;
         }
     });
+    if std::env::var_os("STEPS").is_some() {
+        print_steps(&mut h, &x, hw, co, io);
+    }
     let gf = |us: f64| 2.0 * p.dense_macs(hw, hw) as f64 / us / 1e3;
     println!(
         "{ci}->{co} @{hw} tile {tile}: dense {td:.1} us ({:.0} GFLOP/s), HASTE {} ({buckets:.1} buckets a patch) {th:.1} us ({:.0}): {:.2}x",
@@ -111,4 +114,26 @@ fn main() {
         gf(th),
         td / th
     );
+}
+
+/// `STEPS=1`: HASTE's steps over 20 profiled runs, each in clock ticks per input channel and
+/// window pixel and as a share of their sum.
+fn print_steps(h: &mut HasteConv, x: &[f32], hw: usize, co: usize, io: IoLayout) {
+    h.set_profile_steps(true);
+    let (mut out, mut hs) = (vec![0.0; co * hw * hw], HasteScratch::default());
+    let mut st = LayerStats::default();
+    for _ in 0..20 {
+        h.forward_layout(x, hw, hw, &mut out, &mut hs, &mut st, io);
+    }
+    h.set_profile_steps(false);
+    let steps = &st.steps;
+    let total: u64 = steps.named().iter().map(|(_, t)| t).sum();
+    for (name, t) in steps.named() {
+        println!(
+            "  {name:<13} {:7.2} ({:4.1} %)",
+            steps.per_channel_pixel(t),
+            100.0 * t as f64 / total.max(1) as f64
+        );
+    }
+    println!("  {:<13} {:7.2}", "fixed", steps.per_channel_pixel(steps.fixed()));
 }
