@@ -135,5 +135,9 @@ fn print_steps(h: &mut HasteConv, x: &[f32], hw: usize, co: usize, io: IoLayout)
             100.0 * t as f64 / total.max(1) as f64
         );
     }
-    println!("  {:<13} {:7.2}", "fixed", steps.per_channel_pixel(steps.fixed()));
+    println!(
+        "  {:<13} {:7.2}",
+        "fixed",
+        steps.per_channel_pixel(steps.fixed())
+    );
 }
