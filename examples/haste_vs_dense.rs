@@ -43,8 +43,7 @@ fn main() {
     // otherwise every channel is its own bucket (forced).
     let pairs = std::env::args().any(|a| a == "pairs");
     // Pixel-major (`NHWC`, as the layers below read it), each value a hash of its channel
-    // and pixel in [-1, 1), so distinct channels hash apart; with `pairs`, channels `2k` and
-    // `2k + 1` are equal at every pixel, so about half the channels merge.
+    // and pixel in [-1, 1), so that distinct channels hash apart.
     let x: Vec<f32> = (0..ci * hw * hw)
         .map(|i| {
             let (px, c) = (i / ci, i % ci);

@@ -189,7 +189,7 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
             row["channel_pixels"].as_u64().is_some_and(|n| n > 0),
             "{row}"
         );
-        // The reduced convolution's multiply-add rate over the dense layer's: near 1 (0.6-0.95
+        // The reduced convolution's multiply-add rate over the dense layer's: near 1 (0.6-1.3
         // measured), far from the 1/8 or 8 a batch counted on one side only would give; wide
         // bounds, as both timings come from a shared machine.
         let rate = row["kernel_rate_vs_dense"].as_f64().expect("a kernel rate");
