@@ -126,7 +126,7 @@ fn print_steps(h: &mut HasteConv, x: &[f32], hw: usize, co: usize, io: IoLayout)
     }
     h.set_profile_steps(false);
     let steps = &st.steps;
-    let total: u64 = steps.named().iter().map(|(_, t)| t).sum();
+    let total = steps.total();
     for (name, t) in steps.named() {
         println!(
             "  {name:<13} {:7.2} ({:4.1} %)",

@@ -80,7 +80,7 @@ impl KernelRates {
     /// measured HASTE time) and its timing; zeros when it was not timed.
     fn of(l: &ConvLayerReport) -> KernelRates {
         let s = &l.stats.steps;
-        let ticks: u64 = s.named().iter().map(|(_, t)| t).sum();
+        let ticks = s.total();
         match l.timing {
             Some((haste_s, dense_s)) if ticks > 0 && l.stats.images > 0 => KernelRates {
                 kernel_macs: l.stats.flops.conv as f64 / l.stats.images as f64,

@@ -204,7 +204,7 @@ impl Compression {
             plan.run(input, n)?;
             for (k, best) in profiled.iter().zip(&mut best) {
                 let s = k.take_stats();
-                let ticks = |s: &LayerStats| s.steps.named().iter().map(|(_, t)| t).sum::<u64>();
+                let ticks = |s: &LayerStats| s.steps.total();
                 if best.as_ref().is_none_or(|b| ticks(&s) < ticks(b)) {
                     *best = Some(s);
                 }

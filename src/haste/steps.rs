@@ -69,6 +69,11 @@ impl StepCycles {
         ]
     }
 
+    /// Every step's ticks together: the layer's time as the steps saw it.
+    pub fn total(&self) -> u64 {
+        self.named().iter().map(|(_, t)| t).sum()
+    }
+
     /// The fixed work of a patch, whatever it merges: everything but the filter merge and
     /// the kernel (the transposes count too: a pixel-major network has none).
     pub fn fixed(&self) -> u64 {
