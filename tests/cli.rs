@@ -189,11 +189,10 @@ fn bench_reports_dense_and_haste_timings_and_memory() {
             row["channel_pixels"].as_u64().is_some_and(|n| n > 0),
             "{row}"
         );
-        // The reduced convolution's multiply-add rate over the dense layer's: near 1 (0.6-1.3
-        // measured), far from the 1/8 or 8 a batch counted on one side only would give; wide
-        // bounds, as both timings come from a shared machine.
+        // The reduced convolution's multiply-add rate over the dense layer's, for every timed
+        // layer (its value is a timing: the unit test in `bench_steps` checks the formula).
         let rate = row["kernel_rate_vs_dense"].as_f64().expect("a kernel rate");
-        assert!(rate > 0.25 && rate < 3.0, "{row}");
+        assert!(rate.is_finite() && rate > 0.0, "{row}");
     }
     for key in [
         "dense_seconds_median",

@@ -3,7 +3,7 @@
 //! [`crate::haste::steps`]).
 
 use crate::compress::ConvLayerReport;
-use crate::haste::StepCycles;
+use crate::haste::{LayerStats, StepCycles};
 use serde_json::json;
 
 /// One row per HASTE layer that profiled its steps, then the sum over them.
@@ -79,13 +79,18 @@ impl KernelRates {
     /// A layer's, from its step ticks (the kernel's share of them, times the layer's
     /// measured HASTE time) and its timing; zeros when it was not timed.
     fn of(l: &ConvLayerReport) -> KernelRates {
-        let s = &l.stats.steps;
-        let ticks = s.total();
-        match l.timing {
-            Some((haste_s, dense_s)) if ticks > 0 && l.stats.images > 0 => KernelRates {
-                kernel_macs: l.stats.flops.conv as f64 / l.stats.images as f64,
-                kernel_s: haste_s * s.kernel as f64 / ticks as f64,
-                dense_macs: l.dense_flops as f64,
+        KernelRates::from_parts(&l.stats, l.timing, l.dense_flops)
+    }
+
+    /// [`Self::of`] from a layer's statistics, its (HASTE, dense) seconds per batch and its
+    /// dense multiply-adds per image.
+    fn from_parts(stats: &LayerStats, timing: Option<(f64, f64)>, dense_macs: u64) -> Self {
+        let ticks = stats.steps.total();
+        match timing {
+            Some((haste_s, dense_s)) if ticks > 0 && stats.images > 0 => KernelRates {
+                kernel_macs: stats.flops.conv as f64 / stats.images as f64,
+                kernel_s: haste_s * stats.steps.kernel as f64 / ticks as f64,
+                dense_macs: dense_macs as f64,
                 dense_s,
             },
             _ => KernelRates::default(),
@@ -142,4 +147,38 @@ pub fn steps_json(layers: &[ConvLayerReport]) -> serde_json::Value {
         })
         .collect();
     json!(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's rate over the dense layer's: per image on both sides, the kernel's time
+    /// its share of the steps' ticks; nothing without a timing or a profiled patch.
+    #[test]
+    fn kernel_rate_counts_both_sides_per_image() {
+        let mut stats = LayerStats {
+            images: 8,
+            ..LayerStats::default()
+        };
+        // Half the dense multiply-adds per image (8 images), the kernel 3/4 of the ticks.
+        stats.flops.conv = 8 * 500;
+        stats.steps.kernel = 750;
+        stats.steps.project = 250;
+        // HASTE 0.8 s a batch (its kernel 0.6 s) against 1.0 s dense: 500 / 0.6 over 1000.
+        let rate = KernelRates::from_parts(&stats, Some((0.8, 1.0)), 1000).ratio();
+        assert!(
+            rate.is_some_and(|r| (r - 500.0 / 0.6 / 1000.0).abs() < 1e-12),
+            "{rate:?}"
+        );
+        assert_eq!(KernelRates::from_parts(&stats, None, 1000).ratio(), None);
+        let unprofiled = LayerStats {
+            steps: StepCycles::default(),
+            ..stats
+        };
+        assert_eq!(
+            KernelRates::from_parts(&unprofiled, Some((0.8, 1.0)), 1000).ratio(),
+            None
+        );
+    }
 }
