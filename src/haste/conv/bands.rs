@@ -77,11 +77,14 @@ impl HasteConv {
         let at = (rows.start, ow);
         let mut band = std::mem::take(&mut s.band);
         let mut n = 0;
+        // Only the call's first band reads the filters from memory (see `convolve_band`).
+        let mut cold = true;
         for i in 0..images.len() {
             for oy0 in rows.clone().step_by(tile) {
                 if n > 0 && (n + patches_per_row) * window_bytes > budget {
-                    self.convolve_band(&mut band[..n], images, at, part, s, timer, isa);
-                    n = 0;
+                    let bufs = (&mut band[..n], &mut *images);
+                    self.convolve_band(bufs, cold, at, part, s, timer, isa);
+                    (n, cold) = (0, false);
                 }
                 let ph = tile.min(rows.end - oy0);
                 for ox0 in part.cols.clone().unwrap_or(0..ow).step_by(tile) {
@@ -100,7 +103,7 @@ impl HasteConv {
             }
         }
         if n > 0 {
-            self.convolve_band(&mut band[..n], images, at, part, s, timer, isa);
+            self.convolve_band((&mut band[..n], images), cold, at, part, s, timer, isa);
         }
         s.band = band;
     }
@@ -233,12 +236,21 @@ impl HasteConv {
     /// Step 5 for a band of merged patches: for each filter panel of `part`, every patch's
     /// filter merge and reduced convolution into its image's outputs (whose first row is
     /// `row0`, `ow` pixels wide).
+    ///
+    /// A `cold` band (a call's first) has its kernel calls prefetch what the next call reads
+    /// (the next kernel row or filter panel): a wide layer's filters come from memory for
+    /// it, and the filter merge and the first blocks waited on them. A later band finds them
+    /// in L3, and there the prefetches only competed with the kernel's own loads (AVX2,
+    /// ResNet-18 at batch 8, one thread: the 512 -> 512 layers' filter merge 26 -> 16 cycles
+    /// per input channel and window pixel and their kernel 109-135 -> 124-145 with every
+    /// band prefetching; at batch 1, one band an image, the merge 50-82 -> 18-30 and the
+    /// kernel unchanged).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn convolve_band(
         &self,
-        band: &mut [MergedPatch],
-        images: &mut [ImageRows],
+        (band, images): (&mut [MergedPatch], &mut [ImageRows]),
+        cold: bool,
         (row0, ow): (usize, usize),
         part: &Part,
         s: &mut HasteScratch,
@@ -255,17 +267,10 @@ impl HasteConv {
         };
         let n = band.len();
         for q in panels.clone() {
-            // The next panel, a share of it prefetched by each patch of the band; after the
-            // last, the first, which the next band starts with.
-            let next = if q + 1 < panels.end {
-                q + 1
-            } else {
-                panels.start
-            };
-            let next = if next == q {
-                &[]
-            } else {
-                &self.wt[next * panel_len..][..panel_len]
+            // The next panel, a share of it prefetched by each patch of a cold band.
+            let next = match q + 1 {
+                next if cold && next < panels.end => &self.wt[next * panel_len..][..panel_len],
+                _ => &[],
             };
             // The bias and activation (and the residual) in the kernel's epilogue when the
             // op's finish is given; else nothing (the caller adds the bias).
@@ -285,7 +290,7 @@ impl HasteConv {
                 // What the next call reads: the next kernel row of this panel, or the next
                 // panel (its first row).
                 let ahead = match ky {
-                    Some(ky) if ky + 1 < p.kh => {
+                    Some(ky) if cold && ky + 1 < p.kh => {
                         let row = panel_len / p.kh;
                         &self.wt[q * panel_len + (ky + 1) * row..][..row]
                     }

@@ -29,11 +29,14 @@
 //! Where things are: this file holds the geometry, the filter forms, the portable kernel and
 //! the entry points; `blocks` the AVX-512 register blocks (and what they prefetch;
 //! `broadcast` the assembly of their 64-channel row-filter loop);
-//! `blocks_avx2` the AVX2 ones;
+//! `blocks_avx2` the AVX2 ones; `ahead` which part of the next call's filters each block
+//! prefetches;
 //! `epilogue` what happens to a finished output (bias, residual, activation); `layer` the
 //! dense convolution layer that pads an image and splits it over threads (`scratch` its
 //! per-thread buffers).
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod ahead;
 #[cfg(target_arch = "x86_64")]
 mod blocks;
 #[cfg(target_arch = "x86_64")]
@@ -221,8 +224,9 @@ pub enum Filters<'a> {
         rows: &'a [*const f32],
         tap_stride: usize,
         /// Filters the next call reads (the next filter panel, or a part of it), asked for
-        /// into L2 a line or a row per term while this call computes; empty: none. Only
-        /// the wide blocks prefetch (see `prefetch::with_prefetch`).
+        /// into L2 a line or a row per term while this call computes; empty: none. The
+        /// AVX-512 wide blocks and the 16-channel tiers' blocks prefetch it (`ahead`); the
+        /// AVX-512 narrow blocks and the portable kernel do not.
         ahead: &'a [f32],
     },
     /// Every window channel in order, with the weights in panels of `width` output

@@ -116,7 +116,11 @@ macro_rules! narrow_tier {
             }
             let next = next_filters(p, co0);
             for j0 in (0..full).step_by(MR) {
-                let next = if j0 == 0 { next } else { NO_NEXT };
+                let next = match p.f {
+                    Filters::Panels { .. } if j0 == 0 => next,
+                    Filters::Rows { ahead, .. } => ahead_part(p, ahead, co0 / (LANES * NV), j0 / MR, n.div_ceil(MR)),
+                    _ => NO_NEXT,
+                };
                 unsafe { block::<MR, NV, TAIL>(p, out, j0, co0, t, next) };
             }
             unsafe {
@@ -131,11 +135,12 @@ macro_rules! narrow_tier {
             }
         }
 
-        /// Where the next group's panel filters start (at this group's column) and their row
-        /// stride, for the first block of a group to prefetch while it sums: a wide layer's
-        /// filters do not stay in cache from one image to the next (ResNet-18's 512-channel
-        /// stage holds 31 MB), and each term of a 16-channel group is one cache line. Null:
-        /// nothing to prefetch.
+        /// What a block prefetches while it sums, a step per term: where the next group's
+        /// panel filters start (at this group's column) and their row stride, for the first
+        /// block of a group (a wide layer's filters do not stay in cache from one image to
+        /// the next: ResNet-18's 512-channel stage holds 31 MB, and each term of a
+        /// 16-channel group is one cache line); or with row filters its part of the next
+        /// call's filters and the floats per term. Null: nothing to prefetch.
         type NextFilters = (*const f32, usize);
         const NO_NEXT: NextFilters = (std::ptr::null(), 0);
 
@@ -149,6 +154,23 @@ macro_rules! narrow_tier {
                     (weights.as_ptr().wrapping_add(base + col), width)
                 }
                 _ => NO_NEXT,
+            }
+        }
+
+        /// The part of `ahead` (the next filter panel, or the next kernel row of this one)
+        /// that full block `k` of the `blocks` in channel group `group` prefetches (see
+        /// [`super::ahead::ahead_part`]; every group's blocks in turn), or `NO_NEXT`.
+        #[inline]
+        fn ahead_part(p: Pass, ahead: &[f32], group: usize, k: usize, blocks: usize) -> NextFilters {
+            if ahead.is_empty() {
+                return NO_NEXT;
+            }
+            let (g, groups) = (p.g, p.g.c_out.div_ceil(LANES * $nv));
+            let row_terms = g.kw * p.f.terms(g);
+            let at = (group * blocks + k, groups * blocks);
+            match super::ahead::ahead_part(g, (p.kys, p.terms), row_terms, at, ahead) {
+                (pf, _) if pf.is_null() => NO_NEXT,
+                next => next,
             }
         }
 
@@ -266,6 +288,7 @@ macro_rules! narrow_tier {
                     } => {
                         let nb = first.len();
                         let (fp, rp) = (first.as_ptr(), rows.as_ptr());
+                        let mut pf = next.0;
                         for ky in p.kys.0..p.kys.1 {
                             for kx in 0..g.kw {
                                 let kk = ky * g.kw + kx;
@@ -273,6 +296,15 @@ macro_rules! narrow_tier {
                                 let a = origin.map(|o| wp.add(o + tap_in));
                                 let tap_w = kk * tap_stride + co0;
                                 for b in 0..nb {
+                                    if !next.0.is_null() {
+                                        prefetch(pf);
+                                        if next.1 > 16 {
+                                            prefetch(pf.wrapping_add(16));
+                                            prefetch(pf.wrapping_add(32));
+                                            prefetch(pf.wrapping_add(48));
+                                        }
+                                        pf = pf.wrapping_add(next.1);
+                                    }
                                     let f = *fp.add(b) as usize;
                                     let wv = load_w::<NV, TAIL>((*rp.add(b)).add(tap_w), t);
                                     for i in 0..MR {

@@ -70,32 +70,10 @@ pub(super) fn prefetch_term(pf: *const f32, b: usize, stride: usize) {
 }
 
 /// The part of `ahead` (what the next call reads) that wide block `k` of the `blocks` in
-/// each pass of a row-filter call prefetches, and how many floats of it per term (whole
-/// lines), or null once `ahead` is covered. A HASTE patch of a wide layer reads every row of
-/// its filter panel, 1.2 MB for 512 -> 512 and one patch per image at 7 x 7: the next
-/// panel's rows were misses that the filter merge and the first blocks waited on (the merge
-/// ran at half the L3's streaming rate); fetched into L2 while this call computes, they
-/// arrive early. A line per term, or a row of four where one would not cover `ahead` in
-/// the first half of the call's terms: at one, a 512 -> 512 patch at batch 1 covered two
-/// thirds of it, and its filter merge waited on the rest (ResNet-18 at batch 1: the merge
-/// 34-49 -> 14-17 cycles per input channel and window pixel with a row per term; two lines
-/// per term 15-22, eight 18-24).
+/// each pass of a row-filter call prefetches (see [`super::ahead::ahead_part`]).
 fn ahead_part(p: Pass, k: usize, blocks: usize, ahead: &[f32]) -> (*const f32, usize) {
-    let g = p.g;
-    let row_terms = g.kw * p.f.terms(g);
-    let ((r0, r1), (t0, t1)) = (p.kys, p.terms.unwrap_or((0, row_terms)));
-    let all_terms = (g.kys.1 - g.kys.0) * row_terms * blocks;
-    let lines = (2 * ahead.len().div_ceil(16)).div_ceil(all_terms.max(1));
-    let stride = if lines > 1 { 64 } else { 16 };
-    // Terms summed by the passes before this one, by every block, and by this pass's blocks
-    // before `k`.
-    let before = ((r0 - g.kys.0) * row_terms + t0) * blocks + k * (r1 - r0) * (t1 - t0);
-    let at = before * stride;
-    if at < ahead.len() {
-        (ahead[at..].as_ptr(), stride)
-    } else {
-        (std::ptr::null(), stride)
-    }
+    let row_terms = p.g.kw * p.f.terms(p.g);
+    super::ahead::ahead_part(p.g, (p.kys, p.terms), row_terms, (k, blocks), ahead)
 }
 
 /// Asks for the memory a block touches after its sums into L1 while it sums kernel row

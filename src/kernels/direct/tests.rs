@@ -94,12 +94,13 @@ fn every_tier_matches_generic_bitwise() {
                     sums: Sums::WHOLE,
                 };
                 let zeros = vec![0.0; ph * (pw + 1) * c_out];
-                let f = Filters::Rows {
+                let with_ahead = |ahead| Filters::Rows {
                     first: &first,
                     rows: &rows,
                     tap_stride: c_in * c_out,
-                    ahead: &[],
+                    ahead,
                 };
+                let f = with_ahead(&[]);
                 let bias: Vec<f32> = (0..c_out).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
                 let e = Epilogue {
                     bias: Some(&bias),
@@ -114,6 +115,12 @@ fn every_tier_matches_generic_bitwise() {
                     assert_tier_result(isa, &got, &want, &what);
                     let got = run_on(isa, &g, &win, f, e, &zeros);
                     assert_tier_result(isa, &got, &want_e, &format_args!("{what} epilogue"));
+                    // Prefetching the next call's filters (a line a term, or a row of
+                    // four where the part is long) changes no bit.
+                    for ahead in [&wt[..wt.len().min(40)], &wt[..]] {
+                        let got = run_on(isa, &g, &win, with_ahead(ahead), e, &zeros);
+                        assert_tier_result(isa, &got, &want_e, &format_args!("{what} ahead"));
+                    }
                 }
             }
         }
