@@ -70,13 +70,36 @@ fn main() {
     );
 }
 
-/// The merge compiled for AVX-512 where the CPU has it, as `HasteConv` inlines it.
+/// The merge compiled for the best of AVX-512 and AVX2 the CPU has, as `HasteConv` inlines it
+/// into its tier's code (the plain build is SSE2 on x86-64).
 fn merge(panel: &[f32], c_in: usize, taps: usize, b: &Buckets, multi: &[u32], wm: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F (checked just above).
         return unsafe { merge_avx512(panel, c_in, taps, b, multi, wm) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { merge_avx2(panel, c_in, taps, b, multi, wm) };
+    }
+    merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
+}
+
+/// [`merge_filter_rows`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn merge_avx2(
+    panel: &[f32],
+    c_in: usize,
+    taps: usize,
+    b: &Buckets,
+    multi: &[u32],
+    wm: &mut [f32],
+) {
     merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
 }
 
