@@ -86,39 +86,28 @@ fn merge(panel: &[f32], c_in: usize, taps: usize, b: &Buckets, multi: &[u32], wm
     merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
 }
 
-/// [`merge_filter_rows`] compiled for AVX2.
+/// `$name`: [`merge_filter_rows`] compiled with the target features `$features`.
 ///
 /// # Safety
-/// The CPU supports AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn merge_avx2(
-    panel: &[f32],
-    c_in: usize,
-    taps: usize,
-    b: &Buckets,
-    multi: &[u32],
-    wm: &mut [f32],
-) {
-    merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
+/// The CPU supports them.
+macro_rules! merge_compiled_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            panel: &[f32],
+            c_in: usize,
+            taps: usize,
+            b: &Buckets,
+            multi: &[u32],
+            wm: &mut [f32],
+        ) {
+            merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
+        }
+    };
 }
-
-/// [`merge_filter_rows`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn merge_avx512(
-    panel: &[f32],
-    c_in: usize,
-    taps: usize,
-    b: &Buckets,
-    multi: &[u32],
-    wm: &mut [f32],
-) {
-    merge_filter_rows(panel, c_in, PANEL, taps, b, multi, wm);
-}
+merge_compiled_for!(merge_avx2, "avx2,fma");
+merge_compiled_for!(merge_avx512, "avx512f,fma");
 
 /// Random buckets: about `merged` % of the channels in buckets of 2 to 4 (one key per three
 /// merged channels on average), the rest alone.
